@@ -1,0 +1,68 @@
+// Package snapshot manages copy-on-write filesystem trees for build steps.
+//
+// A snapshot is either committed (read-only, named, usually by the OCI chain ID
+// of the layers it holds) or active (writable, named by a caller-chosen key).
+// Prepare makes an active snapshot on top of a committed parent; the caller
+// mounts it (see WithMounts), changes files, streams the change with Diff and
+// turns it into a committed snapshot with Commit, or throws it away with Remove.
+//
+// Two implementations pass one test suite: overlay (snapshot/overlay), which
+// keeps each layer in its own directory and takes the diff straight from the
+// overlay upper directory, and naive (snapshot/naive), which copies the parent
+// and diffs by walking both trees, for machines without overlayfs.
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"io"
+)
+
+// Mount is one mount(2) call: a filesystem type, a source and options, the
+// way containerd describes mounts. Options holds the comma-separated data
+// string split into words; "ro" and "rbind"/"bind" are turned into flags.
+type Mount struct {
+	Type    string   // "overlay" or "bind"
+	Source  string   // "overlay", or the directory for a bind mount
+	Options []string // e.g. "lowerdir=a:b", "upperdir=u", "workdir=w", "ro", "rbind"
+}
+
+// Snapshotter creates, diffs and commits snapshots. Implementations are safe
+// for use by several goroutines and by several processes sharing one root.
+type Snapshotter interface {
+	// Prepare creates the active snapshot key on top of the committed
+	// snapshot parent ("" for an empty tree) and returns the mounts that make
+	// it visible. It mounts nothing.
+	Prepare(ctx context.Context, key, parent string) ([]Mount, error)
+
+	// View returns read-only mounts of the committed snapshot name. It creates
+	// no state that needs removing.
+	View(ctx context.Context, name string) ([]Mount, error)
+
+	// Diff writes the change of the active snapshot key against its parent
+	// as an uncompressed OCI layer tar (sorted, normalized headers, OCI
+	// whiteouts). The snapshot must not be mounted for writing meanwhile.
+	Diff(ctx context.Context, w io.Writer, key string, opts DiffOptions) error
+
+	// Commit turns the active snapshot key into the committed snapshot name.
+	// It is idempotent: if name already exists, key is removed and the nil
+	// error means name is there, not that this call made it.
+	Commit(ctx context.Context, name, key string) error
+
+	// Remove deletes an active snapshot. Removing a key that does not exist is
+	// not an error.
+	Remove(ctx context.Context, key string) error
+
+	// Exists reports whether the committed snapshot name is present.
+	Exists(ctx context.Context, name string) bool
+}
+
+// DiffOptions tunes the tar stream that Diff writes.
+type DiffOptions struct {
+	// Epoch, when non-nil, clamps every entry's mtime to at most *Epoch
+	// (Unix seconds), as SOURCE_DATE_EPOCH asks.
+	Epoch *int64
+}
+
+// ErrNotFound is returned for a snapshot name or key that does not exist.
+var ErrNotFound = errors.New("snapshot not found")
