@@ -1,0 +1,38 @@
+// Package content is the content-addressed blob store: every blob (layer,
+// config, manifest) lives once at blobs/sha256/<hex> below the store root,
+// the layout of an OCI image layout, so the store root is also readable as
+// one. Blobs are written to a temporary file under ingest/, hashed while they
+// are written, fsynced and renamed into place: a blob path either does not
+// exist or holds exactly the bytes its name promises.
+//
+// # On-disk format, version 1
+//
+// The store root (the builder --root directory) holds, as far as this
+// package is concerned:
+//
+//	content-version      "1\n": the version of this format. Open refuses a
+//	                     root whose file names another version.
+//	oci-layout           {"imageLayoutVersion":"1.0.0"}, so that the root is
+//	                     an OCI image layout once an index.json is added
+//	                     (package export maintains index.json).
+//	blobs/sha256/<hex>   one immutable blob whose sha256 is <hex> (64 lower-
+//	                     case hex digits), mode 0644. No other algorithm is
+//	                     stored. A blob is never modified in place; it is
+//	                     only created (rename) or deleted (Delete).
+//	ingest/<random>      a blob being written. Its writer holds an exclusive
+//	                     flock(2) on the file for as long as it is open; a
+//	                     file in ingest/ whose lock can be taken belongs to
+//	                     a process that died and is removed by Open.
+//
+// Other entries of the root (snapshots/, cache/, index.json, tmp/) belong to
+// other packages and are left alone.
+//
+// # Concurrency
+//
+// Several goroutines and several processes may use one store at once. Blob
+// creation is a rename(2) of a fully written and fsynced file, so readers
+// never see partial blobs, and two writers of the same blob both succeed:
+// "already exists" is success. Deleting a blob that another process is
+// about to reference is the caller's problem (garbage collection needs a
+// higher-level lock).
+package content
