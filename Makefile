@@ -1,0 +1,34 @@
+# builder: the two front-door targets are `make` (build bin/builder) and `make test`.
+GO      ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+PKGS    := ./...
+
+.PHONY: all build test test-short bench vet fmt clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/builder ./cmd/builder
+
+# Tests need root (namespaces, mounts), busybox-static, umoci and skopeo: see .ci/run.
+test: build
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 30m $(PKGS)
+
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+# Benchmarks print their figures; nothing is asserted.
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./snapshot/content/ ./build/sandbox/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./build/
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

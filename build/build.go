@@ -1,0 +1,306 @@
+package build
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"builder/build/copier"
+	"builder/parser"
+)
+
+// Options describe one build, as `builder build` flags give them.
+type Options struct {
+	ContextDir string
+	Dockerfile string            // path of the Dockerfile; default ContextDir/Dockerfile
+	Tags       []string          // names to tag the image with in the local store
+	BuildArgs  map[string]string // --build-arg values
+	Labels     map[string]string // --label values, added to the final image
+	Target     string            // --target stage name; default the last stage
+	NoCache    bool              // run every step even if the cache has it
+	Pull       bool              // resolve base images in their registry even if stored locally
+	Network    string            // default network mode of RUN: "host" (default) or "none"
+	Platform   v1.Platform       // target platform; default linux/amd64 (the host's)
+	Insecure   []string          // registries that may be reached over plain HTTP
+	Epoch      *time.Time        // SOURCE_DATE_EPOCH
+	Progress   *Progress
+}
+
+// Result describes the image a build produced.
+type Result struct {
+	ManifestDigest v1.Hash
+	ConfigDigest   v1.Hash
+	Image          v1.Image
+	Tags           []string
+	Steps, Cached  int
+}
+
+// proxyArgs are the build args Docker accepts without an ARG line. They are
+// visible to RUN but never written to the image or its history.
+var proxyArgs = map[string]bool{
+	"HTTP_PROXY": true, "http_proxy": true, "HTTPS_PROXY": true, "https_proxy": true,
+	"FTP_PROXY": true, "ftp_proxy": true, "NO_PROXY": true, "no_proxy": true,
+	"ALL_PROXY": true, "all_proxy": true,
+}
+
+// job is one build in progress.
+type job struct {
+	b        *Builder
+	o        Options
+	g        *parser.Graph
+	bctx     *copier.Context
+	meta     *vars // global args (before the first FROM), with platform args
+	used     sync.Map
+	stages   []*stageFuture
+	runSem   chan struct{}
+	progress *Progress
+	steps    int
+	cached   int
+	countMu  sync.Mutex
+	errOnce  sync.Once
+	firstErr error // the first failure, which cancels the other stages
+}
+
+type stageFuture struct {
+	once sync.Once
+	done chan struct{}
+	st   *stageState
+	err  error
+}
+
+// Build runs a build and writes the image into the store, tagged with
+// o.Tags. On failure the store keeps everything committed so far, which a
+// later build reuses.
+func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
+	if o.ContextDir == "" {
+		o.ContextDir = "."
+	}
+	if o.Dockerfile == "" {
+		o.Dockerfile = filepath.Join(o.ContextDir, "Dockerfile")
+	}
+	if o.Network == "" {
+		o.Network = "host"
+	}
+	if o.Platform.OS == "" {
+		o.Platform = v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	}
+	if o.Progress == nil {
+		o.Progress = NewProgress(nil, true)
+	}
+	dt, err := os.ReadFile(o.Dockerfile)
+	if err != nil {
+		return nil, fmt.Errorf("read Dockerfile: %w", err)
+	}
+	g, err := parser.Parse(filepath.Base(o.Dockerfile), bytes.NewReader(dt))
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range g.Warnings {
+		o.Progress.Printf("WARNING: %s: %s", w.Pos, w.Message)
+	}
+	bctx, err := copier.LoadContext(o.ContextDir, o.Dockerfile)
+	if err != nil {
+		return nil, fmt.Errorf("load build context: %w", err)
+	}
+	j := &job{b: b, o: o, g: g, bctx: bctx, progress: o.Progress,
+		runSem: make(chan struct{}, runtime.NumCPU())}
+	if err := j.evalMetaArgs(); err != nil {
+		return nil, err
+	}
+	target := len(g.Stages) - 1
+	if o.Target != "" {
+		s, ok := g.StageByName(o.Target)
+		if !ok {
+			return nil, fmt.Errorf("target stage %q not found; stages: %s", o.Target, stageNames(g))
+		}
+		target = s.Index
+	}
+	j.stages = make([]*stageFuture, len(g.Stages))
+	for i := range j.stages {
+		j.stages[i] = &stageFuture{done: make(chan struct{})}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Start every stage the target needs at once, so independent stages run
+	// in parallel; each waits for the stages it reads from.
+	for _, i := range j.neededStages(target) {
+		j.start(ctx, cancel, i)
+	}
+	st, err := j.wait(ctx, target)
+	if err != nil {
+		if j.firstErr != nil {
+			return nil, j.firstErr
+		}
+		return nil, err
+	}
+	for k := range o.BuildArgs {
+		if _, ok := j.used.Load(k); !ok && !proxyArgs[k] {
+			j.progress.Printf("WARNING: build argument %q was not consumed by any ARG", k)
+		}
+	}
+	res, err := j.commitImage(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	res.Steps, res.Cached = j.steps, j.cached
+	return res, nil
+}
+
+func stageNames(g *parser.Graph) string {
+	var names []string
+	for _, s := range g.Stages {
+		if s.Name != "" {
+			names = append(names, s.Name)
+		} else {
+			names = append(names, strconv.Itoa(s.Index))
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+// evalMetaArgs evaluates the ARGs before the first FROM, with the automatic
+// platform args in scope.
+func (j *job) evalMetaArgs() error {
+	m := newVars()
+	p := j.o.Platform
+	plat := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		plat += "/" + p.Variant
+	}
+	hostPlat := "linux/" + runtime.GOARCH
+	for k, v := range map[string]string{
+		"TARGETPLATFORM": plat, "TARGETOS": p.OS, "TARGETARCH": p.Architecture, "TARGETVARIANT": p.Variant,
+		"BUILDPLATFORM": hostPlat, "BUILDOS": "linux", "BUILDARCH": runtime.GOARCH, "BUILDVARIANT": "",
+	} {
+		m.Set(k, v)
+	}
+	for _, a := range j.g.MetaArgs {
+		for _, kv := range a.Pairs {
+			val, err := j.argValue(kv, m, nil)
+			if err != nil {
+				return err
+			}
+			m.Set(kv.Key, val)
+		}
+	}
+	j.meta = m
+	return nil
+}
+
+// argValue gives an ARG its value: the --build-arg if given, else its default
+// expanded against what is in scope, else the global value (for an ARG that
+// re-declares a meta arg inside a stage).
+func (j *job) argValue(kv parser.ArgPair, scope *vars, env []string) (string, error) {
+	if v, ok := j.o.BuildArgs[kv.Key]; ok {
+		j.used.Store(kv.Key, true)
+		return v, nil
+	}
+	if kv.Value != nil {
+		return newExpander(j.g.Escape, env, scope).word(*kv.Value)
+	}
+	if v, ok := j.meta.Get(kv.Key); ok && env != nil {
+		return v, nil
+	}
+	if scope == j.meta || env == nil {
+		if v, ok := scope.Get(kv.Key); ok {
+			return v, nil
+		}
+	}
+	return "", nil
+}
+
+// neededStages lists the stages the target depends on (itself included),
+// as far as they can be known before running: FROM and --from references
+// whose names do not depend on stage-local args.
+func (j *job) neededStages(target int) []int {
+	seen := map[int]bool{}
+	var visit func(i int)
+	visit = func(i int) {
+		if seen[i] {
+			return
+		}
+		seen[i] = true
+		s := j.g.Stages[i]
+		refs := []string{s.Base}
+		for _, step := range s.Steps {
+			switch op := step.Op.(type) {
+			case *parser.Copy:
+				refs = append(refs, op.From)
+			case *parser.Run:
+				for _, m := range op.Mounts {
+					refs = append(refs, m.From)
+				}
+			}
+		}
+		for _, r := range refs {
+			if r == "" {
+				continue
+			}
+			r, err := newExpander(j.g.Escape, nil, j.meta).word(r)
+			if err != nil {
+				continue
+			}
+			if d, ok := j.g.StageByName(r); ok && d.Index < i {
+				visit(d.Index)
+			}
+		}
+	}
+	visit(target)
+	out := make([]int, 0, len(seen))
+	for i := range j.g.Stages {
+		if seen[i] {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func (j *job) start(ctx context.Context, cancel context.CancelFunc, i int) {
+	f := j.stages[i]
+	f.once.Do(func() {
+		go func() {
+			defer close(f.done)
+			f.st, f.err = j.execStage(ctx, i)
+			if f.err != nil {
+				if !errors.Is(f.err, context.Canceled) {
+					j.errOnce.Do(func() { j.firstErr = f.err })
+				}
+				cancel()
+			}
+		}()
+	})
+}
+
+// wait returns the final state of stage i, starting it if needed.
+func (j *job) wait(ctx context.Context, i int) (*stageState, error) {
+	f := j.stages[i]
+	j.start(ctx, func() {}, i)
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		// Prefer the stage's own error over the cancellation it caused.
+		<-f.done
+	}
+	return f.st, f.err
+}
+
+func (j *job) countStep(cached bool) {
+	j.countMu.Lock()
+	j.steps++
+	if cached {
+		j.cached++
+	}
+	j.countMu.Unlock()
+}
+
+var errNotSupported = errors.New("not supported yet")

@@ -1,0 +1,78 @@
+// Package build turns a parsed Dockerfile into an image: it orders the
+// stages, derives a cache key for every step, runs what the cache does not
+// have (RUN in build/sandbox, COPY and ADD with build/copier, each on a
+// snapshot), commits every change as a content-addressed layer and writes
+// the image's config and manifest into the store.
+package build
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"builder/export"
+	"builder/snapshot"
+	"builder/snapshot/content"
+)
+
+// Config places the store and chooses the snapshotter.
+type Config struct {
+	Root        string // store root
+	Snapshotter string // "overlay", "naive" or "" for automatic
+}
+
+// Builder builds images into one store. Several builds may run on one
+// Builder, and several processes may share one store root.
+type Builder struct {
+	root        string
+	store       *content.Store
+	snapshotter snapshot.Snapshotter
+	snName      string
+	cache       *Cache
+	index       *export.Index
+
+	pullMu sync.Mutex
+	pulls  map[string]*pullResult // one flight per reference per build process
+}
+
+// New opens (creating) the store at cfg.Root.
+func New(cfg Config) (*Builder, error) {
+	if cfg.Root == "" {
+		return nil, fmt.Errorf("open store: no root directory given")
+	}
+	if err := os.MkdirAll(cfg.Root, 0o700); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	st, err := content.Open(cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	sn, name, err := snapshot.Open(filepath.Join(cfg.Root, "snapshots"), cfg.Snapshotter)
+	if err != nil {
+		return nil, fmt.Errorf("open snapshotter: %w", err)
+	}
+	c, err := OpenCache(filepath.Join(cfg.Root, "cache"))
+	if err != nil {
+		return nil, err
+	}
+	idx, err := export.OpenIndex(cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("open image index: %w", err)
+	}
+	return &Builder{root: cfg.Root, store: st, snapshotter: sn, snName: name, cache: c, index: idx,
+		pulls: map[string]*pullResult{}}, nil
+}
+
+// Store returns the content store.
+func (b *Builder) Store() *content.Store { return b.store }
+
+// Index returns the image tag index.
+func (b *Builder) Index() *export.Index { return b.index }
+
+// SnapshotterName says which snapshotter the builder chose.
+func (b *Builder) SnapshotterName() string { return b.snName }
+
+// Snapshotter returns the snapshotter.
+func (b *Builder) Snapshotter() snapshot.Snapshotter { return b.snapshotter }

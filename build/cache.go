@@ -1,0 +1,117 @@
+package build
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// keyVersion names the format of cache key preimages. Change it whenever the
+// meaning of a key changes, so old records can never be served by mistake.
+const keyVersion = "builder.step.v1"
+
+// keyPreimage is the structured input of a step's cache key. Keeping it
+// structured (rather than joined strings) keeps distinct inputs distinct, and
+// keeping it on disk lets a miss be explained later.
+type keyPreimage struct {
+	V      string            `json:"v"`
+	Parent string            `json:"parent"`           // key of the filesystem state the step starts from
+	Op     string            `json:"op"`               // instruction kind
+	Args   []string          `json:"args,omitempty"`   // expanded instruction arguments
+	State  map[string]string `json:"state,omitempty"`  // config state the step can see (env, user, workdir…)
+	Inputs map[string]string `json:"inputs,omitempty"` // digests of files the step reads
+}
+
+// Key is the hex sha256 of a step's preimage.
+type Key string
+
+func (p keyPreimage) key() (Key, []byte) {
+	p.V = keyVersion
+	dt, err := json.Marshal(p)
+	if err != nil {
+		panic(err) // only strings and maps of strings: cannot fail
+	}
+	sum := sha256.Sum256(dt)
+	return Key(hex.EncodeToString(sum[:])), dt
+}
+
+// Record is what the cache keeps for a step that produced a filesystem change.
+type Record struct {
+	Empty     bool      `json:"empty,omitempty"` // the step changed nothing: no layer
+	DiffID    v1.Hash   `json:"diffID"`
+	Digest    v1.Hash   `json:"digest"`
+	Size      int64     `json:"size"`
+	MediaType string    `json:"mediaType"`
+	Created   time.Time `json:"created"`
+	Preimage  json.RawMessage `json:"preimage,omitempty"`
+}
+
+// Cache maps step keys to records, one small JSON file per key under dir.
+// Records are written atomically (temp file + rename) after the blobs and
+// snapshots they name, so a record that exists always points at stored data.
+type Cache struct {
+	dir string
+}
+
+// OpenCache opens (creating) the cache directory.
+func OpenCache(dir string) (*Cache, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open cache: %w", err)
+	}
+	return &Cache{dir: dir}, nil
+}
+
+func (c *Cache) path(k Key) string { return filepath.Join(c.dir, string(k)+".json") }
+
+// Get returns the record for k, or ok=false on a miss.
+func (c *Cache) Get(k Key) (Record, bool, error) {
+	dt, err := os.ReadFile(c.path(k))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Record{}, false, nil
+	}
+	if err != nil {
+		return Record{}, false, fmt.Errorf("read cache record: %w", err)
+	}
+	var r Record
+	if err := json.Unmarshal(dt, &r); err != nil {
+		// A damaged record is a miss, not a failure: it will be rewritten.
+		return Record{}, false, nil
+	}
+	return r, true, nil
+}
+
+// Put stores r under k. It is idempotent.
+func (c *Cache) Put(k Key, r Record) error {
+	dt, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(c.dir, ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write cache record: %w", err)
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(dt); err != nil {
+		f.Close()
+		return fmt.Errorf("write cache record: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("write cache record: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write cache record: %w", err)
+	}
+	if err := os.Rename(f.Name(), c.path(k)); err != nil {
+		return fmt.Errorf("write cache record: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,107 @@
+package build
+
+import (
+	"sort"
+	"strings"
+
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
+)
+
+// vars is an ordered set of variables used for word expansion: later Set
+// calls replace earlier values but keep the original position.
+type vars struct {
+	keys []string
+	vals map[string]string
+}
+
+func newVars() *vars { return &vars{vals: map[string]string{}} }
+
+func (v *vars) Set(k, val string) {
+	if _, ok := v.vals[k]; !ok {
+		v.keys = append(v.keys, k)
+	}
+	v.vals[k] = val
+}
+
+func (v *vars) Get(k string) (string, bool) { val, ok := v.vals[k]; return val, ok }
+
+func (v *vars) Keys() []string { return append([]string(nil), v.keys...) }
+
+func (v *vars) clone() *vars {
+	c := newVars()
+	for _, k := range v.keys {
+		c.Set(k, v.vals[k])
+	}
+	return c
+}
+
+// envVars parses a KEY=VALUE list into vars.
+func envVars(env []string) *vars {
+	v := newVars()
+	for _, kv := range env {
+		k, val, _ := strings.Cut(kv, "=")
+		v.Set(k, val)
+	}
+	return v
+}
+
+// setEnv sets key=val in an environment list, keeping the order of first
+// appearance as Docker does.
+func setEnv(env []string, key, val string) []string {
+	for i, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); shell.EqualEnvKeys(k, key) {
+			out := append([]string(nil), env...)
+			out[i] = key + "=" + val
+			return out
+		}
+	}
+	return append(append([]string(nil), env...), key+"="+val)
+}
+
+// expander expands Dockerfile words with BuildKit's shell lexer against the
+// stage's environment and the build args in scope. ENV wins over ARG.
+type expander struct {
+	lex *shell.Lex
+	env *vars
+}
+
+func newExpander(escape rune, env []string, args *vars) *expander {
+	all := newVars()
+	for _, k := range args.keys {
+		all.Set(k, args.vals[k])
+	}
+	e := envVars(env)
+	for _, k := range e.keys {
+		all.Set(k, e.vals[k])
+	}
+	if escape == 0 {
+		escape = '\\'
+	}
+	return &expander{lex: shell.NewLex(escape), env: all}
+}
+
+func (e *expander) word(w string) (string, error) {
+	out, _, err := e.lex.ProcessWord(w, e.env)
+	return out, err
+}
+
+func (e *expander) words(ws []string) ([]string, error) {
+	out := make([]string, 0, len(ws))
+	for _, w := range ws {
+		x, err := e.word(w)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, x)
+	}
+	return out, nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

@@ -1,0 +1,195 @@
+package build
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"builder/build/pull"
+	"builder/export"
+)
+
+// baseImage is an image in the store that a stage starts from or copies from.
+type baseImage struct {
+	manifestDigest v1.Hash
+	configDigest   v1.Hash
+	config         *v1.ConfigFile
+	layers         []layerRef
+}
+
+type pullResult struct {
+	done chan struct{}
+	img  *baseImage
+	err  error
+}
+
+// resolveImage finds an image by reference: in the local store unless
+// o.Pull is set, else in its registry, which stores it locally. Concurrent
+// requests for one reference share one pull.
+func (b *Builder) resolveImage(ctx context.Context, ref string, o Options) (*baseImage, error) {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return nil, fmt.Errorf("invalid reference %q: %w", ref, err)
+	}
+	norm := r.Name()
+	b.pullMu.Lock()
+	p, ok := b.pulls[norm]
+	if !ok {
+		p = &pullResult{done: make(chan struct{})}
+		b.pulls[norm] = p
+		b.pullMu.Unlock()
+		p.img, p.err = b.resolveOnce(ctx, norm, o)
+		close(p.done)
+		if p.err != nil {
+			b.pullMu.Lock()
+			delete(b.pulls, norm)
+			b.pullMu.Unlock()
+		}
+		return p.img, p.err
+	}
+	b.pullMu.Unlock()
+	select {
+	case <-p.done:
+		return p.img, p.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (b *Builder) resolveOnce(ctx context.Context, ref string, o Options) (*baseImage, error) {
+	if !o.Pull {
+		if desc, err := b.index.Lookup(ref); err == nil && b.store.Has(desc.Digest) {
+			if img, err := b.loadBase(desc.Digest); err == nil {
+				return img, nil
+			}
+		}
+	}
+	var progress func(string)
+	if o.Progress != nil {
+		progress = func(s string) { o.Progress.Printf("%s", s) }
+	}
+	dgst, _, err := pull.Pull(ctx, b.store, ref, pull.Options{Insecure: o.Insecure, Platform: o.Platform, Progress: progress})
+	if err != nil {
+		return nil, err
+	}
+	img, err := b.loadBase(dgst)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.tag(ref, dgst); err != nil {
+		return nil, err
+	}
+	return img, nil
+}
+
+// loadBase reads an image's manifest and config from the store.
+func (b *Builder) loadBase(manifestDigest v1.Hash) (*baseImage, error) {
+	img, err := export.LoadImage(b.store, manifestDigest)
+	if err != nil {
+		return nil, err
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
+		return nil, fmt.Errorf("image %s: %d diff IDs for %d layers", manifestDigest, len(cfg.RootFS.DiffIDs), len(m.Layers))
+	}
+	bi := &baseImage{manifestDigest: manifestDigest, configDigest: m.Config.Digest, config: cfg}
+	for i, l := range m.Layers {
+		bi.layers = append(bi.layers, layerRef{DiffID: cfg.RootFS.DiffIDs[i], Digest: l.Digest, Size: l.Size, MediaType: string(l.MediaType)})
+	}
+	return bi, nil
+}
+
+// tag points name at the manifest in the local store.
+func (b *Builder) tag(ref string, manifestDigest v1.Hash) error {
+	size, err := b.store.Size(manifestDigest)
+	if err != nil {
+		return err
+	}
+	return b.index.Tag(ref, v1.Descriptor{MediaType: types.OCIManifestSchema1, Digest: manifestDigest, Size: size})
+}
+
+// ociLayerType maps a layer media type to its OCI equivalent; the bytes
+// are the same.
+func ociLayerType(mt string) types.MediaType {
+	switch {
+	case strings.HasSuffix(mt, "gzip"):
+		return types.OCILayer
+	case strings.HasSuffix(mt, "zstd"):
+		return types.OCILayerZStd
+	case mt == string(types.DockerUncompressedLayer), mt == string(types.OCIUncompressedLayer):
+		return types.OCIUncompressedLayer
+	}
+	return types.MediaType(mt)
+}
+
+// commitImage writes the final stage's config and manifest into the store
+// and tags the image.
+func (j *job) commitImage(ctx context.Context, st *stageState) (*Result, error) {
+	cfg := st.cfg
+	for _, k := range sortedKeys(j.o.Labels) {
+		if cfg.Config.Labels == nil {
+			cfg.Config.Labels = map[string]string{}
+		}
+		cfg.Config.Labels[k] = j.o.Labels[k]
+	}
+	cfg.RootFS = v1.RootFS{Type: "layers", DiffIDs: st.diffIDs()}
+	if cfg.OS == "" {
+		cfg.OS = j.o.Platform.OS
+		cfg.Architecture = j.o.Platform.Architecture
+	}
+	created := st.created
+	if n := len(cfg.History); n > 0 {
+		created = cfg.History[n-1].Created.Time
+	}
+	cfg.Created = v1.Time{Time: j.stepTime(created)}
+	cfgJSON, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cfgDigest, cfgSize, err := j.b.store.WriteBlob(ctx, bytes.NewReader(cfgJSON), v1.Hash{})
+	if err != nil {
+		return nil, fmt.Errorf("write config: %w", err)
+	}
+	m := v1.Manifest{SchemaVersion: 2, MediaType: types.OCIManifestSchema1,
+		Config: v1.Descriptor{MediaType: types.OCIConfigJSON, Digest: cfgDigest, Size: cfgSize}}
+	for _, l := range st.layers {
+		m.Layers = append(m.Layers, v1.Descriptor{MediaType: ociLayerType(l.MediaType), Digest: l.Digest, Size: l.Size})
+	}
+	mJSON, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	mDigest, _, err := j.b.store.WriteBlob(ctx, bytes.NewReader(mJSON), v1.Hash{})
+	if err != nil {
+		return nil, fmt.Errorf("write manifest: %w", err)
+	}
+	var tags []string
+	for _, t := range j.o.Tags {
+		r, err := name.ParseReference(t)
+		if err != nil {
+			return nil, fmt.Errorf("invalid tag %q: %w", t, err)
+		}
+		if err := j.b.tag(r.Name(), mDigest); err != nil {
+			return nil, fmt.Errorf("tag %s: %w", t, err)
+		}
+		tags = append(tags, r.Name())
+	}
+	img, err := export.LoadImage(j.b.store, mDigest)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{ManifestDigest: mDigest, ConfigDigest: cfgDigest, Image: img, Tags: tags}, nil
+}

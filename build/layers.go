@@ -1,0 +1,192 @@
+package build
+
+import (
+	"compress/gzip"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"io"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/klauspost/compress/zstd"
+
+	"builder/snapshot"
+	"builder/snapshot/content"
+)
+
+// emptyTarDiffID is the diff ID of a tar with no entries: a step whose diff
+// is this changed nothing and adds no layer, as BuildKit does.
+var emptyTarDiffID = v1.Hash{Algorithm: "sha256", Hex: "5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"}
+
+// chainIDs returns the OCI chain ID of every prefix of diffIDs.
+func chainIDs(diffIDs []v1.Hash) []string {
+	out := make([]string, len(diffIDs))
+	prev := ""
+	for i, d := range diffIDs {
+		prev = nextChainID(prev, d)
+		out[i] = prev
+	}
+	return out
+}
+
+// nextChainID is the chain ID of a layer with diff ID d on top of the chain
+// parent ("" for the first layer).
+func nextChainID(parent string, d v1.Hash) string {
+	if parent == "" {
+		return d.String()
+	}
+	sum := sha256.Sum256([]byte(parent + " " + d.String()))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// ensureChain makes sure a committed snapshot holds the given layers and
+// returns its name ("" for no layers). Missing snapshots are unpacked from
+// the layer blobs in the store, each checked against its diff ID.
+func (b *Builder) ensureChain(ctx context.Context, layers []layerRef) (string, error) {
+	if len(layers) == 0 {
+		return "", nil
+	}
+	ids := make([]v1.Hash, len(layers))
+	for i, l := range layers {
+		ids[i] = l.DiffID
+	}
+	chain := chainIDs(ids)
+	first := len(chain)
+	for first > 0 && !b.snapshotter.Exists(ctx, chain[first-1]) {
+		first--
+	}
+	for i := first; i < len(chain); i++ {
+		parent := ""
+		if i > 0 {
+			parent = chain[i-1]
+		}
+		if err := b.unpackLayer(ctx, layers[i], chain[i], parent); err != nil {
+			return "", err
+		}
+	}
+	return chain[len(chain)-1], nil
+}
+
+func (b *Builder) unpackLayer(ctx context.Context, l layerRef, name, parent string) error {
+	rc, err := b.store.Open(l.Digest)
+	if err != nil {
+		return fmt.Errorf("unpack layer %s: %w", l.Digest, err)
+	}
+	defer rc.Close()
+	r, err := decompress(rc, l.MediaType)
+	if err != nil {
+		return fmt.Errorf("unpack layer %s: %w", l.Digest, err)
+	}
+	defer r.Close()
+	vr := &verifyingReader{r: r, h: sha256.New(), want: l.DiffID}
+	if err := snapshot.Unpack(ctx, b.snapshotter, name, parent, vr); err != nil {
+		return fmt.Errorf("unpack layer %s: %w", l.Digest, err)
+	}
+	return nil
+}
+
+// decompress opens the uncompressed stream of a layer blob.
+func decompress(r io.Reader, mediaType string) (io.ReadCloser, error) {
+	switch {
+	case strings.HasSuffix(mediaType, "gzip"):
+		return gzip.NewReader(r)
+	case strings.HasSuffix(mediaType, "zstd"):
+		d, err := zstd.NewReader(r)
+		if err != nil {
+			return nil, err
+		}
+		return d.IOReadCloser(), nil
+	default:
+		return io.NopCloser(r), nil
+	}
+}
+
+// verifyingReader hashes what it reads and turns EOF into an error if the
+// stream does not hash to want, so a corrupt layer is never committed.
+type verifyingReader struct {
+	r    io.Reader
+	h    hash.Hash
+	want v1.Hash
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	n, err := v.r.Read(p)
+	v.h.Write(p[:n])
+	if err == io.EOF {
+		if got := "sha256:" + hex.EncodeToString(v.h.Sum(nil)); got != v.want.String() {
+			return n, fmt.Errorf("layer content hashes to %s, want diff ID %s: %w", got, v.want, content.ErrDigestMismatch)
+		}
+	}
+	return n, err
+}
+
+// activeKey returns a fresh name for an active snapshot.
+func activeKey(kind string) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return kind + "-" + hex.EncodeToString(b[:])
+}
+
+// commitLayer turns the change in the active snapshot into a layer blob, a
+// committed snapshot and a cache record, in that order, so that a record
+// always names stored data.
+func (j *job) commitLayer(ctx context.Context, active, parent string, key Key, pre []byte) (Record, error) {
+	var epoch *int64
+	if j.o.Epoch != nil {
+		e := j.o.Epoch.Unix()
+		epoch = &e
+	}
+	info, err := j.b.store.WriteLayer(ctx, func(w io.Writer) error {
+		return j.b.snapshotter.Diff(ctx, w, active, snapshot.DiffOptions{Epoch: epoch})
+	}, content.LayerOptions{})
+	if err != nil {
+		return Record{}, fmt.Errorf("write layer: %w", err)
+	}
+	rec := Record{DiffID: info.DiffID, Digest: info.Digest, Size: info.Size, MediaType: info.MediaType,
+		Created: time.Now().UTC(), Preimage: json.RawMessage(pre)}
+	if info.DiffID == emptyTarDiffID {
+		rec = Record{Empty: true, Created: rec.Created, Preimage: rec.Preimage}
+	} else {
+		name := nextChainID(parent, info.DiffID)
+		if err := j.b.snapshotter.Commit(ctx, name, active); err != nil {
+			return Record{}, fmt.Errorf("commit snapshot: %w", err)
+		}
+	}
+	if err := j.b.cache.Put(key, rec); err != nil {
+		return Record{}, err
+	}
+	return rec, nil
+}
+
+// usable reports whether a cache record's data is still in the store.
+func (b *Builder) usable(r Record) bool {
+	return r.Empty || b.store.Has(r.Digest)
+}
+
+// applyRecord adds a step's cached or fresh result to the stage state.
+func (j *job) applyRecord(st *stageState, key Key, r Record, createdBy string) {
+	st.fsKey = key
+	if !r.Empty {
+		st.layers = append(st.layers, layerRef{DiffID: r.DiffID, Digest: r.Digest, Size: r.Size, MediaType: r.MediaType})
+	}
+	st.created = r.Created
+	st.addHistory(createdBy, r.Empty, j.stepTime(r.Created))
+}
+
+// lookup returns a usable cache record for key unless --no-cache is set.
+func (j *job) lookup(key Key) (Record, bool) {
+	if j.o.NoCache {
+		return Record{}, false
+	}
+	r, ok, err := j.b.cache.Get(key)
+	if err != nil || !ok || !j.b.usable(r) {
+		return Record{}, false
+	}
+	return r, true
+}

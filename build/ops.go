@@ -1,0 +1,358 @@
+package build
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
+
+	"builder/build/copier"
+	"builder/build/sandbox"
+	"builder/parser"
+	"builder/snapshot"
+	"builder/snapshot/archive"
+)
+
+// run executes a RUN step, or takes its result from the cache.
+func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *parser.Run, sp *StepProgress) (bool, error) {
+	if len(op.Mounts) > 0 {
+		return false, fmt.Errorf("RUN --mount: %w", errNotSupported)
+	}
+	if len(op.Heredocs) > 0 {
+		return false, fmt.Errorf("RUN with a heredoc: %w", errNotSupported)
+	}
+	var argv []string
+	if op.PrependShell {
+		argv = append(st.shell(), strings.Join(op.Command, " "))
+	} else {
+		argv = append([]string(nil), op.Command...)
+	}
+	network := j.o.Network
+	if op.Network != "" && op.Network != "default" {
+		network = op.Network
+	}
+	if network != "host" && network != "none" {
+		return false, fmt.Errorf("network mode %q: %w", network, errNotSupported)
+	}
+	proxies := map[string]string{}
+	for k, v := range j.o.BuildArgs {
+		if proxyArgs[k] {
+			proxies[k] = v
+		}
+	}
+	env := st.runEnv(proxies)
+	c := st.cfg.Config
+	envJSON, _ := json.Marshal(env)
+	pre := keyPreimage{Parent: string(st.fsKey), Op: "run", Args: argv, State: map[string]string{
+		"env": string(envJSON), "user": c.User, "workdir": c.WorkingDir, "network": network,
+	}}
+	j.addEpoch(&pre)
+	key, preimage := pre.key()
+	createdBy := "RUN " + runArgsPrefix(st.args) + strings.Join(argv, " ")
+	if rec, ok := j.lookup(key); ok {
+		j.applyRecord(st, key, rec, createdBy)
+		return true, nil
+	}
+	parent, err := j.b.ensureChain(ctx, st.layers)
+	if err != nil {
+		return false, err
+	}
+	active := activeKey("run")
+	mounts, err := j.b.snapshotter.Prepare(ctx, active, parent)
+	if err != nil {
+		return false, fmt.Errorf("prepare snapshot: %w", err)
+	}
+	defer j.b.snapshotter.Remove(context.WithoutCancel(ctx), active)
+	select {
+	case j.runSem <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	cwd := c.WorkingDir
+	if cwd == "" {
+		cwd = "/"
+	}
+	err = sandbox.Run(ctx, sandbox.Spec{Root: mounts, Args: argv, Env: env, Cwd: cwd, User: c.User,
+		Network: network, Stdout: sp, Stderr: sp})
+	<-j.runSem
+	if err != nil {
+		return false, err
+	}
+	rec, err := j.commitLayer(ctx, active, parent, key, preimage)
+	if err != nil {
+		return false, err
+	}
+	j.applyRecord(st, key, rec, createdBy)
+	return false, nil
+}
+
+// runArgsPrefix is BuildKit's "|N K=V" history prefix naming the build args
+// a RUN could see (proxy args excluded: they may hold credentials).
+func runArgsPrefix(args *vars) string {
+	var kv []string
+	for _, k := range args.keys {
+		if !proxyArgs[k] {
+			kv = append(kv, k+"="+args.vals[k])
+		}
+	}
+	if len(kv) == 0 {
+		return ""
+	}
+	return "|" + strconv.Itoa(len(kv)) + " " + strings.Join(kv, " ") + " "
+}
+
+func (j *job) addEpoch(p *keyPreimage) {
+	if j.o.Epoch != nil {
+		p.State["epoch"] = strconv.FormatInt(j.o.Epoch.Unix(), 10)
+	}
+}
+
+// copySource is where a COPY reads from: the build context, or the layers of
+// a stage or an image, mounted read-only when needed.
+type copySource struct {
+	src    copier.Source
+	layers []layerRef // nil for the build context
+}
+
+// copy executes a COPY or ADD step, or takes its result from the cache.
+func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *parser.Copy, sp *StepProgress) (bool, error) {
+	if len(op.Heredocs) > 0 {
+		return false, fmt.Errorf("%s with a heredoc: %w", instrName(op), errNotSupported)
+	}
+	ex := st.expander()
+	srcs, err := ex.words(op.Sources)
+	if err != nil {
+		return false, err
+	}
+	dest, err := ex.word(op.Dest)
+	if err != nil {
+		return false, err
+	}
+	chown, err := ex.word(op.Chown)
+	if err != nil {
+		return false, err
+	}
+	chmod, err := ex.word(op.Chmod)
+	if err != nil {
+		return false, err
+	}
+	if op.Add {
+		for _, s := range srcs {
+			if isURL(s) {
+				return false, fmt.Errorf("ADD %s: remote sources are %w", s, errNotSupported)
+			}
+		}
+	}
+	if op.KeepGitDir {
+		return false, fmt.Errorf("ADD --keep-git-dir: %w", errNotSupported)
+	}
+	dest = containerPath(st.cfg.Config.WorkingDir, dest)
+	cs, err := j.copySource(ctx, ex, op)
+	if err != nil {
+		return false, err
+	}
+	req := copier.Request{Sources: srcs, Dest: dest, Chmod: chmod, Excludes: op.Excludes, Parents: op.Parents,
+		Add: op.Add, Extract: extractArchive}
+	var sum string
+	if cs.layers == nil {
+		sum, err = copier.Checksum(ctx, cs.src, req)
+	} else {
+		err = j.withSource(ctx, cs, nil, func(src copier.Source, _ string) error {
+			var err error
+			sum, err = copier.Checksum(ctx, src, req)
+			return err
+		})
+	}
+	if err != nil {
+		return false, err
+	}
+	excl, _ := json.Marshal(op.Excludes)
+	pre := keyPreimage{Parent: string(st.fsKey), Op: strings.ToLower(instrName(op)), Args: append(append([]string(nil), srcs...), dest),
+		State:  map[string]string{"chown": chown, "chmod": chmod, "excludes": string(excl), "parents": strconv.FormatBool(op.Parents)},
+		Inputs: map[string]string{"sources": sum}}
+	j.addEpoch(&pre)
+	key, preimage := pre.key()
+	createdBy := historyText(step.Original)
+	if rec, ok := j.lookup(key); ok {
+		j.applyRecord(st, key, rec, createdBy)
+		return true, nil
+	}
+	parent, err := j.b.ensureChain(ctx, st.layers)
+	if err != nil {
+		return false, err
+	}
+	active := activeKey("copy")
+	mounts, err := j.b.snapshotter.Prepare(ctx, active, parent)
+	if err != nil {
+		return false, fmt.Errorf("prepare snapshot: %w", err)
+	}
+	defer j.b.snapshotter.Remove(context.WithoutCancel(ctx), active)
+	err = j.withSource(ctx, cs, mounts, func(src copier.Source, dstRoot string) error {
+		if chown != "" {
+			owner, err := copier.ResolveOwner(dstRoot, chown)
+			if err != nil {
+				return err
+			}
+			req.Chown = owner
+		}
+		return copier.Copy(ctx, src, dstRoot, req)
+	})
+	if err != nil {
+		return false, err
+	}
+	rec, err := j.commitLayer(ctx, active, parent, key, preimage)
+	if err != nil {
+		return false, err
+	}
+	j.applyRecord(st, key, rec, createdBy)
+	return false, nil
+}
+
+func instrName(op *parser.Copy) string {
+	if op.Add {
+		return "ADD"
+	}
+	return "COPY"
+}
+
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") || strings.HasPrefix(s, "git@")
+}
+
+// containerPath joins a destination with the working directory, keeping a
+// trailing slash (which means "a directory") as Docker does.
+func containerPath(wd, p string) string {
+	dir := strings.HasSuffix(p, "/") || p == "." || strings.HasSuffix(p, "/.")
+	if !path.IsAbs(p) {
+		if wd == "" {
+			wd = "/"
+		}
+		p = path.Join(wd, p)
+	}
+	p = path.Clean(p)
+	if dir && p != "/" {
+		p += "/"
+	}
+	return p
+}
+
+// copySource resolves COPY --from into a source.
+func (j *job) copySource(ctx context.Context, ex *expander, op *parser.Copy) (copySource, error) {
+	if op.From == "" {
+		return copySource{src: copier.Source{Root: j.bctx.Dir, Ignore: j.bctx.Ignore, IsContext: true}}, nil
+	}
+	from, err := ex.word(op.From)
+	if err != nil {
+		return copySource{}, err
+	}
+	if s, ok := j.g.StageByName(from); ok {
+		other, err := j.wait(ctx, s.Index)
+		if err != nil {
+			return copySource{}, err
+		}
+		return copySource{layers: append([]layerRef{}, other.layers...)}, nil
+	}
+	img, err := j.b.resolveImage(ctx, from, j.o)
+	if err != nil {
+		return copySource{}, err
+	}
+	return copySource{layers: append([]layerRef{}, img.layers...)}, nil
+}
+
+// withSource runs fn with the destination snapshot (if dst is non-nil) and a
+// stage or image source mounted. fn runs on a thread whose private mount
+// namespace holds the mounts: it must do its file work on that goroutine.
+func (j *job) withSource(ctx context.Context, cs copySource, dst []snapshot.Mount, fn func(src copier.Source, dstRoot string) error) error {
+	sets := [][]snapshot.Mount{}
+	if dst != nil {
+		sets = append(sets, dst)
+	}
+	if cs.layers != nil {
+		chain, err := j.b.ensureChain(ctx, cs.layers)
+		if err != nil {
+			return err
+		}
+		if chain == "" {
+			// An empty stage: nothing to copy from; an empty directory serves.
+			dir, err := os.MkdirTemp("", "builder-empty-")
+			if err != nil {
+				return err
+			}
+			defer os.Remove(dir)
+			cs.src = copier.Source{Root: dir}
+		} else {
+			view, err := j.b.snapshotter.View(ctx, chain)
+			if err != nil {
+				return fmt.Errorf("view snapshot: %w", err)
+			}
+			sets = append(sets, view)
+		}
+	}
+	if len(sets) == 0 {
+		return fn(cs.src, "")
+	}
+	return snapshot.WithMounts(ctx, sets, func(roots []string) error {
+		src := cs.src
+		dstRoot := ""
+		if dst != nil {
+			dstRoot = roots[0]
+			roots = roots[1:]
+		}
+		if len(roots) > 0 {
+			src = copier.Source{Root: roots[0]}
+		}
+		return fn(src, dstRoot)
+	})
+}
+
+// extractArchive unpacks an ADD archive into dir, safely inside it.
+func extractArchive(dir string, r io.Reader) error {
+	_, err := archive.Apply(dir, r)
+	return err
+}
+
+// mkdirWorkdir creates the WORKDIR in the stage's filesystem, as BuildKit
+// does, or takes the result from the cache.
+func (j *job) mkdirWorkdir(ctx context.Context, st *stageState, step *parser.Step) (bool, error) {
+	wd := st.cfg.Config.WorkingDir
+	pre := keyPreimage{Parent: string(st.fsKey), Op: "mkdir", Args: []string{wd}, State: map[string]string{}}
+	j.addEpoch(&pre)
+	key, preimage := pre.key()
+	createdBy := "WORKDIR " + wd
+	if rec, ok := j.lookup(key); ok {
+		j.applyRecord(st, key, rec, createdBy)
+		return true, nil
+	}
+	parent, err := j.b.ensureChain(ctx, st.layers)
+	if err != nil {
+		return false, err
+	}
+	active := activeKey("mkdir")
+	mounts, err := j.b.snapshotter.Prepare(ctx, active, parent)
+	if err != nil {
+		return false, fmt.Errorf("prepare snapshot: %w", err)
+	}
+	defer j.b.snapshotter.Remove(context.WithoutCancel(ctx), active)
+	err = snapshot.WithMounts(ctx, [][]snapshot.Mount{mounts}, func(roots []string) error {
+		p, err := securejoin.SecureJoin(roots[0], wd)
+		if err != nil {
+			return err
+		}
+		return os.MkdirAll(p, 0o755)
+	})
+	if err != nil {
+		return false, fmt.Errorf("create workdir: %w", err)
+	}
+	rec, err := j.commitLayer(ctx, active, parent, key, preimage)
+	if err != nil {
+		return false, err
+	}
+	j.applyRecord(st, key, rec, createdBy)
+	return false, nil
+}

@@ -1,0 +1,401 @@
+package build
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"builder/parser"
+)
+
+// layerRef is one layer of an image being built.
+type layerRef struct {
+	DiffID    v1.Hash
+	Digest    v1.Hash
+	Size      int64
+	MediaType string
+}
+
+// stageState is the image a stage has built so far.
+type stageState struct {
+	cfg     v1.ConfigFile
+	layers  []layerRef
+	fsKey   Key       // cache key of the filesystem state
+	created time.Time // creation time of the newest layer, for metadata-only history
+	args    *vars     // build args declared in this stage
+	cmdSet  bool      // CMD given in this stage (ENTRYPOINT then keeps it)
+	name    string    // stage name for progress
+	escape  rune
+}
+
+func (s *stageState) clone() *stageState {
+	c := *s
+	dt, _ := json.Marshal(s.cfg)
+	c.cfg = v1.ConfigFile{}
+	_ = json.Unmarshal(dt, &c.cfg)
+	c.layers = append([]layerRef(nil), s.layers...)
+	c.args = newVars()
+	c.cmdSet = false
+	return &c
+}
+
+// diffIDs returns the layer diff IDs, for chain IDs.
+func (s *stageState) diffIDs() []v1.Hash {
+	out := make([]v1.Hash, len(s.layers))
+	for i, l := range s.layers {
+		out[i] = l.DiffID
+	}
+	return out
+}
+
+// expander returns an expander over the stage's env and args.
+func (s *stageState) expander() *expander {
+	return newExpander(s.escape, s.cfg.Config.Env, s.args)
+}
+
+// runEnv is the environment a RUN sees: the image env, then build args in
+// scope that the env does not set.
+func (s *stageState) runEnv(extra map[string]string) []string {
+	env := append([]string(nil), s.cfg.Config.Env...)
+	have := envVars(env)
+	for _, k := range s.args.keys {
+		if _, ok := have.Get(k); !ok {
+			env = append(env, k+"="+s.args.vals[k])
+		}
+	}
+	for _, k := range sortedKeys(extra) {
+		if _, ok := have.Get(k); !ok {
+			env = append(env, k+"="+extra[k])
+		}
+	}
+	return env
+}
+
+// addHistory records a step in the image history.
+func (s *stageState) addHistory(createdBy string, empty bool, created time.Time) {
+	s.cfg.History = append(s.cfg.History, v1.History{
+		Created:    v1.Time{Time: created},
+		CreatedBy:  createdBy,
+		Comment:    "builder.dockerfile.v0",
+		EmptyLayer: empty,
+	})
+}
+
+// execStage builds one stage: its base, ONBUILD triggers, then its steps.
+func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
+	s := j.g.Stages[i]
+	name := s.Name
+	if name == "" {
+		name = "stage-" + strconv.Itoa(i)
+	}
+	total := len(s.Steps) + 1
+	header := func(n int, text string) string {
+		return fmt.Sprintf("[%s %d/%d] %s", name, n, total, oneLine(text))
+	}
+	fromStep := j.progress.Step(header(1, s.Original))
+	st, err := j.fromBase(ctx, s)
+	if err != nil {
+		err = &StepError{Pos: s.Pos, Instruction: s.Original, Err: err}
+		fromStep.Error(err)
+		return nil, err
+	}
+	fromStep.Done()
+	st.name = name
+	st.escape = j.g.Escape
+
+	steps := s.Steps
+	if triggers := st.cfg.Config.OnBuild; len(triggers) > 0 {
+		var pre []*parser.Step
+		for _, t := range triggers {
+			step, err := parser.ParseOnbuild(t, s.Pos)
+			if err != nil {
+				return nil, &StepError{Pos: s.Pos, Instruction: "ONBUILD " + t, Err: err}
+			}
+			pre = append(pre, step)
+		}
+		st.cfg.Config.OnBuild = nil
+		steps = append(pre, steps...)
+		total += len(pre)
+	}
+	for n, step := range steps {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		sp := j.progress.Step(header(n+2, step.Original))
+		cached, err := j.dispatch(ctx, st, step, sp)
+		if err != nil {
+			var se *StepError
+			if !asStepError(err, &se) {
+				se = &StepError{Pos: step.Pos, Instruction: step.Original, Err: err}
+				if ExitCode(err) != 0 {
+					se.Output = sp.Tail()
+				}
+			}
+			sp.Error(se.Err)
+			return nil, se
+		}
+		j.countStep(cached)
+		if cached {
+			sp.Cached()
+		} else {
+			sp.Done()
+		}
+	}
+	return st, nil
+}
+
+// fromBase makes the starting state of a stage from its FROM line.
+func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error) {
+	base, err := newExpander(j.g.Escape, nil, j.meta).word(s.Base)
+	if err != nil {
+		return nil, err
+	}
+	if base == "" {
+		return nil, fmt.Errorf("base name (%s) should not be blank", s.Base)
+	}
+	if d, ok := j.g.StageByName(base); ok && d.Index < s.Index {
+		parent, err := j.wait(ctx, d.Index)
+		if err != nil {
+			return nil, err
+		}
+		return parent.clone(), nil
+	}
+	if strings.EqualFold(base, "scratch") {
+		st := &stageState{args: newVars(), fsKey: Key("scratch")}
+		st.cfg.OS = j.o.Platform.OS
+		st.cfg.Architecture = j.o.Platform.Architecture
+		st.cfg.Variant = j.o.Platform.Variant
+		st.cfg.Config.Env = []string{"PATH=" + defaultPath}
+		st.created = time.Unix(0, 0).UTC()
+		return st, nil
+	}
+	img, err := j.b.resolveImage(ctx, base, j.o)
+	if err != nil {
+		return nil, err
+	}
+	return stateFromImage(img)
+}
+
+// defaultPath is the PATH Docker gives a container whose image sets none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+func stateFromImage(img *baseImage) (*stageState, error) {
+	st := &stageState{args: newVars(), fsKey: Key("image:" + img.configDigest.String())}
+	cfg := *img.config
+	cfg.Config.Env = append([]string(nil), cfg.Config.Env...)
+	st.cfg = cfg
+	st.layers = append([]layerRef(nil), img.layers...)
+	st.created = cfg.Created.Time
+	if len(cfg.Config.Env) == 0 {
+		st.cfg.Config.Env = []string{"PATH=" + defaultPath}
+	}
+	return st, nil
+}
+
+// dispatch runs one step and reports whether it came from the cache.
+func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, sp *StepProgress) (bool, error) {
+	ex := st.expander()
+	c := &st.cfg.Config
+	switch op := step.Op.(type) {
+	case *parser.Run:
+		return j.run(ctx, st, step, op, sp)
+	case *parser.Copy:
+		return j.copy(ctx, st, step, op, sp)
+	case *parser.Workdir:
+		p, err := ex.word(op.Path)
+		if err != nil {
+			return false, err
+		}
+		if !path.IsAbs(p) {
+			wd := c.WorkingDir
+			if wd == "" {
+				wd = "/"
+			}
+			p = path.Join(wd, p)
+		}
+		c.WorkingDir = path.Clean(p)
+		return j.mkdirWorkdir(ctx, st, step)
+	case *parser.Env:
+		env := c.Env
+		for _, kv := range op.Pairs {
+			k, err := ex.word(kv.Key)
+			if err != nil {
+				return false, err
+			}
+			v, err := ex.word(kv.Value)
+			if err != nil {
+				return false, err
+			}
+			env = setEnv(env, k, v)
+		}
+		c.Env = env
+		j.metaHistory(st, step, ex)
+	case *parser.Arg:
+		for _, kv := range op.Pairs {
+			v, err := j.argValue(kv, st.args, c.Env)
+			if err != nil {
+				return false, err
+			}
+			st.args.Set(kv.Key, v)
+		}
+	case *parser.Label:
+		if c.Labels == nil {
+			c.Labels = map[string]string{}
+		}
+		for _, kv := range op.Pairs {
+			k, err := ex.word(kv.Key)
+			if err != nil {
+				return false, err
+			}
+			v, err := ex.word(kv.Value)
+			if err != nil {
+				return false, err
+			}
+			c.Labels[k] = v
+		}
+		j.metaHistory(st, step, ex)
+	case *parser.Expose:
+		ports, err := ex.words(op.Ports)
+		if err != nil {
+			return false, err
+		}
+		if c.ExposedPorts == nil {
+			c.ExposedPorts = map[string]struct{}{}
+		}
+		for _, p := range ports {
+			specs, err := portSpecs(p)
+			if err != nil {
+				return false, err
+			}
+			for _, s := range specs {
+				c.ExposedPorts[s] = struct{}{}
+			}
+		}
+		j.metaHistory(st, step, ex)
+	case *parser.Volume:
+		vols, err := ex.words(op.Paths)
+		if err != nil {
+			return false, err
+		}
+		if c.Volumes == nil {
+			c.Volumes = map[string]struct{}{}
+		}
+		for _, v := range vols {
+			if strings.TrimSpace(v) == "" {
+				return false, fmt.Errorf("VOLUME specified can not be an empty string")
+			}
+			c.Volumes[v] = struct{}{}
+		}
+		j.metaHistory(st, step, ex)
+	case *parser.User:
+		u, err := ex.word(op.User)
+		if err != nil {
+			return false, err
+		}
+		c.User = u
+		j.metaHistory(st, step, ex)
+	case *parser.Shell:
+		c.Shell = append([]string(nil), op.Shell...)
+		j.metaHistory(st, step, ex)
+	case *parser.Cmd:
+		c.Cmd = st.commandLine(op.Command, op.PrependShell)
+		st.cmdSet = true
+		j.metaHistory(st, step, ex)
+	case *parser.Entrypoint:
+		c.Entrypoint = st.commandLine(op.Command, op.PrependShell)
+		if !st.cmdSet {
+			c.Cmd = nil
+		}
+		j.metaHistory(st, step, ex)
+	case *parser.Healthcheck:
+		c.Healthcheck = &v1.HealthConfig{Test: op.Test, Interval: op.Interval, Timeout: op.Timeout,
+			StartPeriod: op.StartPeriod, Retries: op.Retries}
+		j.metaHistory(st, step, ex)
+	case *parser.StopSignal:
+		s, err := ex.word(op.Signal)
+		if err != nil {
+			return false, err
+		}
+		c.StopSignal = s
+		j.metaHistory(st, step, ex)
+	case *parser.Onbuild:
+		c.OnBuild = append(c.OnBuild, op.Expression)
+		j.metaHistory(st, step, ex)
+	case *parser.Maintainer:
+		st.cfg.Author = op.Name
+		j.metaHistory(st, step, ex)
+	default:
+		return false, fmt.Errorf("instruction %T: %w", op, errNotSupported)
+	}
+	return false, nil
+}
+
+// commandLine turns CMD/ENTRYPOINT words into the argv Docker stores.
+func (s *stageState) commandLine(cmd []string, prependShell bool) []string {
+	if !prependShell {
+		return append([]string{}, cmd...)
+	}
+	return append(s.shell(), strings.Join(cmd, " "))
+}
+
+// shell is the stage's SHELL, or Docker's default.
+func (s *stageState) shell() []string {
+	if len(s.cfg.Config.Shell) > 0 {
+		return append([]string(nil), s.cfg.Config.Shell...)
+	}
+	return []string{"/bin/sh", "-c"}
+}
+
+// metaHistory records a metadata-only step in the history.
+func (j *job) metaHistory(st *stageState, step *parser.Step, ex *expander) {
+	st.addHistory(historyText(step.Original), true, j.stepTime(st.created))
+}
+
+// historyText is the created_by text of a step: its source text on one line.
+func historyText(original string) string {
+	return strings.Join(strings.Fields(original), " ")
+}
+
+// stepTime is the time recorded for a step: SOURCE_DATE_EPOCH if set.
+func (j *job) stepTime(t time.Time) time.Time {
+	if j.o.Epoch != nil {
+		return j.o.Epoch.UTC()
+	}
+	return t.UTC()
+}
+
+// portSpecs expands an EXPOSE word ("80", "53/udp", "8000-8002/tcp").
+func portSpecs(p string) ([]string, error) {
+	port, proto, ok := strings.Cut(p, "/")
+	if !ok {
+		proto = "tcp"
+	}
+	proto = strings.ToLower(proto)
+	if proto != "tcp" && proto != "udp" && proto != "sctp" {
+		return nil, fmt.Errorf("invalid proto: %s", proto)
+	}
+	lo, hi, isRange := strings.Cut(port, "-")
+	a, err := strconv.ParseUint(lo, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("invalid containerPort: %s", port)
+	}
+	b := a
+	if isRange {
+		if b, err = strconv.ParseUint(hi, 10, 16); err != nil || b < a {
+			return nil, fmt.Errorf("invalid containerPort: %s", port)
+		}
+	}
+	var out []string
+	for x := a; x <= b; x++ {
+		out = append(out, fmt.Sprintf("%d/%s", x, proto))
+	}
+	sort.Strings(out)
+	return out, nil
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/pflag"
+
+	"builder/build"
+)
+
+// globals are the options every command takes: where the store is.
+type globals struct {
+	root        string
+	snapshotter string
+}
+
+// defaultRoot is /var/lib/builder for root, $XDG_DATA_HOME/builder (or
+// ~/.local/share/builder) otherwise; BUILDER_ROOT overrides both.
+func defaultRoot() string {
+	if r := os.Getenv("BUILDER_ROOT"); r != "" {
+		return r
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/builder"
+	}
+	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
+		return filepath.Join(x, "builder")
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".local", "share", "builder")
+}
+
+// addGlobalFlags registers the store flags on a command's flag set, so they
+// may stand before or after the command name.
+func addGlobalFlags(fs *pflag.FlagSet, g *globals) {
+	fs.StringVar(&g.root, "root", g.root, "store directory (env BUILDER_ROOT)")
+	fs.StringVar(&g.snapshotter, "snapshotter", g.snapshotter, "snapshotter: overlay, naive, or empty for automatic")
+}
+
+// parseGlobals reads the store flags that stand before the command name.
+func parseGlobals(args []string) (*globals, []string, error) {
+	g := &globals{root: defaultRoot()}
+	fs := pflag.NewFlagSet("builder", pflag.ContinueOnError)
+	fs.SetInterspersed(false)
+	addGlobalFlags(fs, g)
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, usagef("%v", err)
+	}
+	return g, fs.Args(), nil
+}
+
+func (g *globals) open() (*build.Builder, error) {
+	return build.New(build.Config{Root: g.root, Snapshotter: g.snapshotter})
+}
+
+// newFlagSet makes a command's flag set with the global flags on it.
+func newFlagSet(name string, g *globals) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	addGlobalFlags(fs, g)
+	return fs
+}

@@ -1,0 +1,97 @@
+// Command builder builds container images from Dockerfiles without a daemon.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"builder/build/sandbox"
+)
+
+// usageError is a mistake in the command line: exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+type command struct {
+	name    string
+	aliases []string
+	summary string
+	run     func(ctx context.Context, g *globals, args []string) error
+}
+
+var commands = []command{
+	{name: "build", summary: "Build an image from a Dockerfile", run: runBuild},
+	{name: "images", aliases: []string{"ls"}, summary: "List images in the local store", run: runImages},
+	{name: "version", summary: "Print the version", run: runVersion},
+}
+
+func main() {
+	if sandbox.Reexec() {
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	os.Exit(exitCode(err))
+}
+
+// exitCode prints err and maps it to the process exit code: 0 success,
+// 1 the build (or command) failed, 2 the command line was wrong, 130 interrupted.
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "ERROR:", err)
+	var ue *usageError
+	switch {
+	case errors.As(err, &ue):
+		return 2
+	case errors.Is(err, context.Canceled):
+		return 130
+	}
+	return 1
+}
+
+func run(ctx context.Context, args []string) error {
+	g, rest, err := parseGlobals(args)
+	if err != nil {
+		return err
+	}
+	if len(rest) == 0 || rest[0] == "help" || rest[0] == "--help" || rest[0] == "-h" {
+		printUsage()
+		if len(rest) == 0 {
+			return usagef("no command given")
+		}
+		return nil
+	}
+	for _, c := range commands {
+		if c.name == rest[0] || contains(c.aliases, rest[0]) {
+			return c.run(ctx, g, rest[1:])
+		}
+	}
+	return usagef("unknown command %q (see 'builder help')", rest[0])
+}
+
+func printUsage() {
+	fmt.Fprintln(os.Stderr, "Usage: builder [--root DIR] COMMAND [OPTIONS]\n\nCommands:")
+	for _, c := range commands {
+		fmt.Fprintf(os.Stderr, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(os.Stderr, "\nRun 'builder COMMAND --help' for a command's options.")
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
