@@ -1,0 +1,247 @@
+package export
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/match"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// archiveTime is the mtime of every entry of an OCI archive, so the archive
+// depends on the image only.
+var archiveTime = time.Unix(0, 0)
+
+// WriteOCIArchive writes img to w as a tar of an OCI image layout:
+// oci-layout, index.json and blobs/sha256/<hex> for the config, each layer
+// and the manifest. Layers are streamed from img, never held in memory.
+// index.json has one descriptor; when refName is not empty it is annotated
+// with org.opencontainers.image.ref.name=refName (as given: a tag such as
+// "latest" or a full name), and if refName reads as a full reference
+// (contains '/' or ':') also with io.containerd.image.name set to its
+// normalized form. The same image and refName always give the same bytes.
+func WriteOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName string) error {
+	if err := writeOCIArchive(ctx, w, img, refName); err != nil {
+		return fmt.Errorf("write oci archive: %w", err)
+	}
+	return nil
+}
+
+func writeOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName string) error {
+	desc, err := imageDescriptor(img, refName)
+	if err != nil {
+		return err
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	rawManifest, err := img.RawManifest()
+	if err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	rawConfig, err := img.RawConfigFile()
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return fmt.Errorf("layers: %w", err)
+	}
+	if len(layers) != len(m.Layers) {
+		return fmt.Errorf("%d layers but %d in the manifest", len(layers), len(m.Layers))
+	}
+	index, err := json.Marshal(v1.IndexManifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIImageIndex,
+		Manifests:     []v1.Descriptor{desc},
+	})
+	if err != nil {
+		return fmt.Errorf("encode index: %w", err)
+	}
+
+	tw := tar.NewWriter(&ctxWriter{ctx: ctx, w: w})
+	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: archiveTime}); err != nil {
+			return err
+		}
+	}
+	if err := writeEntry(tw, "oci-layout", bytes.NewReader([]byte(`{"imageLayoutVersion":"1.0.0"}`)), 30); err != nil {
+		return err
+	}
+	if err := writeEntry(tw, blobName(m.Config.Digest), bytes.NewReader(rawConfig), int64(len(rawConfig))); err != nil {
+		return err
+	}
+	seen := map[v1.Hash]bool{m.Config.Digest: true}
+	for i, l := range layers {
+		d := m.Layers[i]
+		if seen[d.Digest] {
+			continue
+		}
+		seen[d.Digest] = true
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			return fmt.Errorf("layer %s: %w", d.Digest, err)
+		}
+		err = writeEntry(tw, blobName(d.Digest), rc, d.Size)
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("layer %s: %w", d.Digest, err)
+		}
+	}
+	if err := writeEntry(tw, blobName(desc.Digest), bytes.NewReader(rawManifest), int64(len(rawManifest))); err != nil {
+		return err
+	}
+	if err := writeEntry(tw, "index.json", bytes.NewReader(index), int64(len(index))); err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// imageDescriptor describes img for an index, with the ref name annotations.
+func imageDescriptor(img v1.Image, refName string) (v1.Descriptor, error) {
+	digest, err := img.Digest()
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("digest: %w", err)
+	}
+	size, err := img.Size()
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("manifest size: %w", err)
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("media type: %w", err)
+	}
+	desc := v1.Descriptor{MediaType: mt, Digest: digest, Size: size}
+	if ann := refAnnotations(refName); ann != nil {
+		desc.Annotations = ann
+	}
+	if cfg, err := img.ConfigFile(); err == nil && cfg.OS != "" {
+		desc.Platform = &v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant, OSVersion: cfg.OSVersion}
+	}
+	return desc, nil
+}
+
+func refAnnotations(refName string) map[string]string {
+	if refName == "" {
+		return nil
+	}
+	ann := map[string]string{AnnotationRefName: refName}
+	if strings.ContainsAny(refName, "/:") {
+		if full, err := NormalizeName(refName); err == nil {
+			ann[AnnotationContainerdName] = full
+		}
+	}
+	return ann
+}
+
+func blobName(d v1.Hash) string { return "blobs/" + d.Algorithm + "/" + d.Hex }
+
+// writeEntry writes one regular file of exactly size bytes from r.
+func writeEntry(tw *tar.Writer, path string, r io.Reader, size int64) error {
+	hdr := &tar.Header{Typeflag: tar.TypeReg, Name: path, Size: size, Mode: 0o644, ModTime: archiveTime}
+	if err := tw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	n, err := io.Copy(tw, io.LimitReader(r, size))
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if n != size {
+		return fmt.Errorf("write %s: %d bytes, want %d", path, n, size)
+	}
+	return nil
+}
+
+// ctxWriter fails writes once its context is done.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c *ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
+}
+
+// WriteDockerArchive writes img to w in the format `docker load` reads
+// (manifest.json, config and gzip layers), tagged with tags, which are
+// normalized with NormalizeName and must be tags. With no tags the image is
+// loaded untagged. Layers are streamed from img.
+func WriteDockerArchive(ctx context.Context, w io.Writer, img v1.Image, tags []string) error {
+	refs := map[name.Reference]v1.Image{}
+	for _, t := range tags {
+		full, err := parseTag(t)
+		if err != nil {
+			return fmt.Errorf("write docker archive: %w", err)
+		}
+		tag, err := name.NewTag(full)
+		if err != nil {
+			return fmt.Errorf("write docker archive: %w", err)
+		}
+		refs[tag] = img
+	}
+	if len(refs) == 0 {
+		digest, err := img.Digest()
+		if err != nil {
+			return fmt.Errorf("write docker archive: digest: %w", err)
+		}
+		// The repository is never written: a digest reference only makes
+		// the image appear without RepoTags.
+		ref, err := name.NewDigest("untagged@" + digest.String())
+		if err != nil {
+			return fmt.Errorf("write docker archive: %w", err)
+		}
+		refs[ref] = img
+	}
+	if err := tarball.MultiRefWrite(refs, &ctxWriter{ctx: ctx, w: w}); err != nil {
+		return fmt.Errorf("write docker archive: %w", err)
+	}
+	return nil
+}
+
+// WriteOCIDir adds img to the OCI image layout at dir, creating the layout
+// if needed. With a refName the image is annotated as in WriteOCIArchive
+// and replaces any image of the layout annotated with the same refName;
+// without, it is appended. Blobs the layout already has are not rewritten.
+func WriteOCIDir(ctx context.Context, dir string, img v1.Image, refName string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("write oci dir: %w", err)
+	}
+	p, err := layout.FromPath(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		p, err = layout.Write(dir, empty.Index)
+	}
+	if err != nil {
+		return fmt.Errorf("write oci dir: %w", err)
+	}
+	var opts []layout.Option
+	if ann := refAnnotations(refName); ann != nil {
+		opts = append(opts, layout.WithAnnotations(ann))
+		err = p.ReplaceImage(img, match.Name(refName), opts...)
+	} else {
+		err = p.AppendImage(img)
+	}
+	if err != nil {
+		return fmt.Errorf("write oci dir: %w", err)
+	}
+	return nil
+}
