@@ -1,6 +1,7 @@
 package parser
 
 import (
+	"encoding/csv"
 	"errors"
 	"fmt"
 	"strings"
@@ -70,14 +71,14 @@ func convertMount(spec string, m *instructions.Mount) *RunMount {
 // parseMounts parses the raw --mount values of a RUN at parse time. A value
 // that fails to parse is an error unless it uses a variable, in which case
 // BuildKit only finds out at build time: the mount is kept with just its
-// Spec and an empty Type.
+// Spec, its From and an empty Type.
 func parseMounts(specs []string) ([]*RunMount, error) {
 	var out []*RunMount
 	for _, spec := range specs {
 		m, err := ParseMount(spec, nil)
 		if err != nil {
 			if strings.Contains(spec, "$") {
-				out = append(out, &RunMount{Spec: spec})
+				out = append(out, &RunMount{Spec: spec, From: mountFrom(spec)})
 				continue
 			}
 			return nil, err
@@ -85,6 +86,24 @@ func parseMounts(specs []string) ([]*RunMount, error) {
 		out = append(out, m)
 	}
 	return out, nil
+}
+
+// mountFrom returns the from= value of a mount spec, which never needs
+// expansion (BuildKit rejects variables in it), or "".
+func mountFrom(spec string) string {
+	r := csv.NewReader(strings.NewReader(spec))
+	r.LazyQuotes = true
+	fields, err := r.Read()
+	if err != nil {
+		return ""
+	}
+	from := ""
+	for _, f := range fields {
+		if k, v, ok := strings.Cut(f, "="); ok && strings.ToLower(k) == "from" {
+			from = v
+		}
+	}
+	return from
 }
 
 // unlocate strips BuildKit's location wrapper from err.

@@ -187,6 +187,8 @@ type Run struct {
 	PrependShell bool
 	// Mounts are the --mount flags in order. Their values are unexpanded:
 	// the build calls ParseMount(m.Spec, expand) to get the final values.
+	// A mount whose spec only parses after expansion (mode=$MODE) has an
+	// empty Type; its From is always set since from= takes no variables.
 	Mounts []*RunMount
 	// Network is "default", "none" or "host".
 	Network string
