@@ -14,18 +14,17 @@ package snapshot
 
 import (
 	"context"
-	"errors"
 	"io"
+
+	"builder/snapshot/internal/store"
+	"builder/snapshot/mount"
 )
 
 // Mount is one mount(2) call: a filesystem type, a source and options, the
 // way containerd describes mounts. Options holds the comma-separated data
 // string split into words; "ro" and "rbind"/"bind" are turned into flags.
-type Mount struct {
-	Type    string   // "overlay" or "bind"
-	Source  string   // "overlay", or the directory for a bind mount
-	Options []string // e.g. "lowerdir=a:b", "upperdir=u", "workdir=w", "ro", "rbind"
-}
+// It is defined in package mount, which the implementations share.
+type Mount = mount.Mount
 
 // Snapshotter creates, diffs and commits snapshots. Implementations are safe
 // for use by several goroutines and by several processes sharing one root.
@@ -57,12 +56,15 @@ type Snapshotter interface {
 	Exists(ctx context.Context, name string) bool
 }
 
-// DiffOptions tunes the tar stream that Diff writes.
-type DiffOptions struct {
-	// Epoch, when non-nil, clamps every entry's mtime to at most *Epoch
-	// (Unix seconds), as SOURCE_DATE_EPOCH asks.
-	Epoch *int64
-}
+// DiffOptions tunes the tar stream that Diff writes. Its one field, Epoch,
+// when non-nil, clamps every entry's mtime to at most *Epoch (Unix seconds),
+// as SOURCE_DATE_EPOCH asks.
+type DiffOptions = store.DiffOptions
 
-// ErrNotFound is returned for a snapshot name or key that does not exist.
-var ErrNotFound = errors.New("snapshot not found")
+// ErrNotFound is returned (wrapped) for a snapshot name or key that does not
+// exist.
+var ErrNotFound = store.ErrNotFound
+
+// ErrExists is returned (wrapped) by Prepare for a key that is already
+// active, in this process or another live one.
+var ErrExists = store.ErrExists
