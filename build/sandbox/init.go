@@ -1,0 +1,499 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"golang.org/x/sys/unix"
+)
+
+// Reexec runs the sandbox init and exits if this process is one; otherwise
+// it returns false at once. Call it first thing in main and in TestMain,
+// before anything else starts goroutines or reads flags.
+func Reexec() bool {
+	if len(os.Args) == 0 || os.Args[0] != initArg0 || os.Getenv(initEnv) != "1" {
+		return false
+	}
+	os.Exit(initMain())
+	return true
+}
+
+// initMain is the whole life of the init: read the config, set the sandbox
+// up, run the command, tear down, report. It returns the init's exit code:
+// the command's, or 128+signal, or 1 when setup failed.
+func initMain() int {
+	// Capabilities are per thread, and the command is forked from this one.
+	runtime.LockOSThread()
+	// The builder may have inherited fds without close-on-exec from its own
+	// parent; none of them may reach the command.
+	closeOnExecFrom(configFD)
+	out := os.NewFile(resultFD, "result")
+	res := runSandbox()
+	_ = json.NewEncoder(out).Encode(res)
+	switch {
+	case res.Error != "":
+		return 1
+	case res.Signal != 0:
+		return 128 + res.Signal
+	}
+	return res.Code
+}
+
+// closeOnExecFrom marks every fd from first up close-on-exec.
+func closeOnExecFrom(first int) {
+	if unix.CloseRange(uint(first), math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC) == nil {
+		return
+	}
+	ents, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd >= first {
+			unix.CloseOnExec(fd)
+		}
+	}
+}
+
+// sandbox is the init's state.
+type sandbox struct {
+	cfg    *initConfig
+	stubs  *stubs
+	mounts []string // root-relative mountpoints to detach before removing stubs
+}
+
+func runSandbox() initResult {
+	// Signals sent before the command starts wait in the channel and are
+	// forwarded to it once it runs.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
+
+	var cfg initConfig
+	f := os.NewFile(configFD, "config")
+	err := json.NewDecoder(f).Decode(&cfg)
+	f.Close()
+	if err != nil {
+		return initResult{Error: fmt.Sprintf("decode sandbox config: %v", err)}
+	}
+	unix.Umask(0)
+	s := &sandbox{cfg: &cfg, stubs: newStubs(cfg.RootDir, upperDir(cfg.Root))}
+	pid, err := s.setup()
+	if err != nil {
+		s.teardown()
+		return initResult{Error: err.Error(), CopiedUp: s.stubs.copied}
+	}
+	ws := s.wait(pid, sigs)
+	s.teardown()
+	res := initResult{CopiedUp: s.stubs.copied}
+	if ws.Signaled() {
+		res.Signal = int(ws.Signal())
+	} else {
+		res.Code = ws.ExitStatus()
+	}
+	return res
+}
+
+// setup builds the sandbox and starts the command, returning its pid.
+func (s *sandbox) setup() (int, error) {
+	cfg := s.cfg
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return 0, fmt.Errorf("make mounts private: %w", err)
+	}
+	for _, m := range cfg.Root {
+		if err := mountRoot(m, cfg.RootDir); err != nil {
+			return 0, err
+		}
+	}
+	// The working directory is part of the result, as in BuildKit: it is
+	// created before any mount and never removed.
+	cwd, err := securejoin.SecureJoin(cfg.RootDir, cfg.Cwd)
+	if err != nil {
+		return 0, fmt.Errorf("resolve working directory: %w", err)
+	}
+	if err := os.MkdirAll(cwd, 0o755); err != nil {
+		return 0, fmt.Errorf("create working directory: %w", err)
+	}
+	for _, step := range []func() error{s.mountProc, s.mountDev, s.mountSys, s.maskPaths, s.mountEtc, s.mountExtra} {
+		if err := step(); err != nil {
+			return 0, err
+		}
+	}
+	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+		return 0, fmt.Errorf("set hostname: %w", err)
+	}
+	if cfg.NewNet {
+		if err := loopbackUp(); err != nil {
+			return 0, err
+		}
+	}
+	if err := s.pivot(); err != nil {
+		return 0, err
+	}
+	return s.start()
+}
+
+// mount mounts like mount(2) on the root-relative target and records it.
+func (s *sandbox) mount(source, target, fstype string, flags uintptr, data string) error {
+	if err := unix.Mount(source, s.stubs.host(target), fstype, flags, data); err != nil {
+		return fmt.Errorf("mount %s on %s: %w", fstype, target, err)
+	}
+	s.mounts = append(s.mounts, target)
+	return nil
+}
+
+func (s *sandbox) mountProc() error {
+	p, err := s.stubs.ensure("/proc", true)
+	if err != nil {
+		return err
+	}
+	return s.mount("proc", p, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+}
+
+// devices are the character devices of the sandbox's /dev.
+var devices = []struct {
+	name         string
+	major, minor uint32
+}{
+	{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7},
+	{"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0},
+}
+
+// mountDev mounts a minimal /dev on tmpfs: the usual devices, a private
+// devpts, /dev/shm and the stdio symlinks.
+func (s *sandbox) mountDev() error {
+	p, err := s.stubs.ensure("/dev", true)
+	if err != nil {
+		return err
+	}
+	if err := s.mount("tmpfs", p, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
+		return err
+	}
+	dev := s.stubs.host(p)
+	for _, d := range devices {
+		if err := makeDevice(filepath.Join(dev, d.name), d.name, d.major, d.minor); err != nil {
+			return err
+		}
+	}
+	pts := filepath.Join(dev, "pts")
+	if err := os.Mkdir(pts, 0o755); err != nil {
+		return fmt.Errorf("create /dev/pts: %w", err)
+	}
+	if err := unix.Mount("devpts", pts, "devpts", unix.MS_NOSUID|unix.MS_NOEXEC,
+		"newinstance,ptmxmode=0666,mode=0620,gid=5"); err != nil {
+		return fmt.Errorf("mount devpts on /dev/pts: %w", err)
+	}
+	shm := filepath.Join(dev, "shm")
+	if err := os.Mkdir(shm, 0o1777); err != nil {
+		return fmt.Errorf("create /dev/shm: %w", err)
+	}
+	if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC,
+		"mode=1777,size=65536k"); err != nil {
+		return fmt.Errorf("mount tmpfs on /dev/shm: %w", err)
+	}
+	for _, l := range [][2]string{
+		{"pts/ptmx", "ptmx"}, {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
+		{"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
+	} {
+		if err := os.Symlink(l[0], filepath.Join(dev, l[1])); err != nil {
+			return fmt.Errorf("create /dev/%s: %w", l[1], err)
+		}
+	}
+	return nil
+}
+
+// makeDevice creates a character device node, or, where mknod is not
+// allowed, bind-mounts the host's device on an empty file.
+func makeDevice(path, name string, major, minor uint32) error {
+	err := unix.Mknod(path, unix.S_IFCHR|0o666, int(unix.Mkdev(major, minor)))
+	if err == nil || !errors.Is(err, unix.EPERM) {
+		if err != nil {
+			return fmt.Errorf("create /dev/%s: %w", name, err)
+		}
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
+	if err != nil {
+		return fmt.Errorf("create /dev/%s: %w", name, err)
+	}
+	f.Close()
+	if err := unix.Mount("/dev/"+name, path, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind /dev/%s: %w", name, err)
+	}
+	return nil
+}
+
+// mountSys mounts a read-only sysfs, or a read-only bind of the host's /sys
+// where a new sysfs is not allowed.
+func (s *sandbox) mountSys() error {
+	p, err := s.stubs.ensure("/sys", true)
+	if err != nil {
+		return err
+	}
+	const flags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	if err := s.mount("sysfs", p, "sysfs", flags, ""); err == nil {
+		return nil
+	}
+	if err := bindMount("/sys", s.stubs.host(p), unix.MS_BIND|unix.MS_REC|flags); err != nil {
+		return fmt.Errorf("mount sysfs on %s: %w", p, err)
+	}
+	s.mounts = append(s.mounts, p)
+	return nil
+}
+
+// maskedPaths are hidden and readonlyPaths made read-only, as Docker does by
+// default.
+var (
+	maskedPaths = []string{
+		"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+		"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+		"/sys/firmware", "/sys/devices/virtual/powercap",
+	}
+	readonlyPaths = []string{
+		"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+	}
+)
+
+// maskPaths hides and write-protects the kernel interfaces that Docker's
+// default profile does, unless the run is insecure. The mounts sit on /proc
+// and /sys and go away with them.
+func (s *sandbox) maskPaths() error {
+	if s.cfg.Insecure {
+		return nil
+	}
+	null := s.stubs.host("/dev/null")
+	for _, p := range maskedPaths {
+		h := s.stubs.host(p)
+		fi, err := os.Lstat(h)
+		if err != nil {
+			continue
+		}
+		if fi.IsDir() {
+			err = unix.Mount("tmpfs", h, "tmpfs", unix.MS_RDONLY, "size=0")
+		} else {
+			err = unix.Mount(null, h, "", unix.MS_BIND, "")
+		}
+		if err != nil {
+			return fmt.Errorf("mask %s: %w", p, err)
+		}
+	}
+	for _, p := range readonlyPaths {
+		h := s.stubs.host(p)
+		if _, err := os.Lstat(h); err != nil {
+			continue
+		}
+		const flags = unix.MS_BIND | unix.MS_REC | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+		if err := bindMount(h, h, flags); err != nil {
+			return fmt.Errorf("make %s read-only: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// mountEtc bind-mounts the run's hosts and resolv.conf read-only, as
+// BuildKit does.
+func (s *sandbox) mountEtc() error {
+	for _, f := range []struct{ target, source string }{
+		{"/etc/hosts", s.cfg.HostsFile},
+		{"/etc/resolv.conf", s.cfg.ResolvFile},
+	} {
+		p, err := s.stubs.ensure(f.target, false)
+		if err != nil {
+			return err
+		}
+		if err := bindMount(f.source, s.stubs.host(p), unix.MS_BIND|unix.MS_RDONLY); err != nil {
+			return fmt.Errorf("mount %s: %w", f.target, err)
+		}
+		s.mounts = append(s.mounts, p)
+	}
+	return nil
+}
+
+// mountExtra applies the RUN --mount mounts.
+func (s *sandbox) mountExtra() error {
+	for _, m := range s.cfg.Mounts {
+		flags, data := parseOptions(m.Options)
+		if m.ReadOnly {
+			flags |= unix.MS_RDONLY
+		}
+		switch m.Type {
+		case "bind":
+			fi, err := os.Stat(m.Source)
+			if err != nil {
+				return fmt.Errorf("mount %s: %w", m.Target, err)
+			}
+			p, err := s.stubs.ensure(m.Target, fi.IsDir())
+			if err != nil {
+				return err
+			}
+			if flags&unix.MS_BIND == 0 {
+				flags |= unix.MS_BIND | unix.MS_REC
+			}
+			if err := bindMount(m.Source, s.stubs.host(p), flags); err != nil {
+				return fmt.Errorf("mount %s: %w", m.Target, err)
+			}
+			s.mounts = append(s.mounts, p)
+		case "tmpfs":
+			p, err := s.stubs.ensure(m.Target, true)
+			if err != nil {
+				return err
+			}
+			if err := s.mount("tmpfs", p, "tmpfs", flags, data); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("mount %s: unsupported type %q", m.Target, m.Type)
+		}
+	}
+	return nil
+}
+
+// loopbackUp brings lo up in the new network namespace.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	return nil
+}
+
+// pivot makes the mounted root the process's root and detaches the old one.
+func (s *sandbox) pivot() error {
+	if err := unix.Chdir(s.cfg.RootDir); err != nil {
+		return fmt.Errorf("pivot root: %w", err)
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot root: %w", err)
+	}
+	s.stubs.root = "/"
+	// The old root now sits on top of the new one, at ".".
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach old root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("pivot root: %w", err)
+	}
+	return nil
+}
+
+// start resolves the user and the executable inside the new root and starts
+// the command with the user's credentials, the spec's environment and
+// working directory, and fds 0, 1 and 2 only.
+func (s *sandbox) start() (int, error) {
+	cfg := s.cfg
+	u, err := resolveUser(cfg.User, "/etc/passwd", "/etc/group")
+	if err != nil {
+		return 0, err
+	}
+	env := cfg.Env
+	if !hasEnv(env, "HOME") {
+		env = append(env[:len(env):len(env)], "HOME="+u.Home)
+	}
+	argv0, err := lookPath(cfg.Args[0], getEnv(env, "PATH"), cfg.Cwd)
+	if err != nil {
+		return 0, err
+	}
+	unix.Umask(0o022)
+	if !cfg.Insecure {
+		if err := dropCapabilities(); err != nil {
+			return 0, err
+		}
+	}
+	pid, err := syscall.ForkExec(argv0, cfg.Args, &syscall.ProcAttr{
+		Dir:   cfg.Cwd,
+		Env:   env,
+		Files: []uintptr{0, 1, 2},
+		Sys: &syscall.SysProcAttr{
+			Credential: &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups},
+		},
+	})
+	if err != nil {
+		return 0, fmt.Errorf("exec %s: %w", cfg.Args[0], err)
+	}
+	return pid, nil
+}
+
+// wait reaps every process of the sandbox until the command pid exits,
+// forwarding signals to it meanwhile; then it kills all that is left and
+// reaps it too. It returns the command's wait status.
+func (s *sandbox) wait(pid int, sigs chan os.Signal) unix.WaitStatus {
+	// A pidfd cannot hit a recycled pid; kill(2) is the fallback.
+	pidfd, pidfdErr := unix.PidfdOpen(pid, 0)
+	var mu sync.Mutex
+	done := false
+	stop := make(chan struct{})
+	forwarded := make(chan struct{})
+	go func() {
+		defer close(forwarded)
+		for {
+			select {
+			case sig := <-sigs:
+				mu.Lock()
+				if !done {
+					if pidfdErr == nil {
+						_ = unix.PidfdSendSignal(pidfd, sig.(unix.Signal), nil, 0)
+					} else {
+						_ = unix.Kill(pid, sig.(unix.Signal))
+					}
+				}
+				mu.Unlock()
+			case <-stop:
+				return
+			}
+		}
+	}()
+
+	var status unix.WaitStatus
+	for {
+		var ws unix.WaitStatus
+		wpid, err := unix.Wait4(-1, &ws, 0, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			break // ECHILD: nothing left
+		}
+		if wpid == pid {
+			status = ws
+			mu.Lock()
+			done = true
+			mu.Unlock()
+			// From PID 1, -1 means every other process of the namespace.
+			_ = unix.Kill(-1, unix.SIGKILL)
+		}
+	}
+	close(stop)
+	<-forwarded
+	if pidfdErr == nil {
+		unix.Close(pidfd)
+	}
+	return status
+}
+
+// teardown detaches the mounts made on stubs and removes the stubs. It is
+// safe after a partial setup.
+func (s *sandbox) teardown() {
+	for _, m := range slices.Backward(s.mounts) {
+		_ = unix.Unmount(s.stubs.host(m), unix.MNT_DETACH)
+	}
+	s.stubs.cleanup()
+}

@@ -1,0 +1,185 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"builder/snapshot"
+)
+
+// flagOptions maps mount(8) flag words to the flags they set (set) or clear
+// (!set).
+var flagOptions = map[string]struct {
+	set  bool
+	flag uintptr
+}{
+	"ro":            {true, unix.MS_RDONLY},
+	"rw":            {false, unix.MS_RDONLY},
+	"bind":          {true, unix.MS_BIND},
+	"rbind":         {true, unix.MS_BIND | unix.MS_REC},
+	"nosuid":        {true, unix.MS_NOSUID},
+	"suid":          {false, unix.MS_NOSUID},
+	"nodev":         {true, unix.MS_NODEV},
+	"dev":           {false, unix.MS_NODEV},
+	"noexec":        {true, unix.MS_NOEXEC},
+	"exec":          {false, unix.MS_NOEXEC},
+	"sync":          {true, unix.MS_SYNCHRONOUS},
+	"async":         {false, unix.MS_SYNCHRONOUS},
+	"dirsync":       {true, unix.MS_DIRSYNC},
+	"noatime":       {true, unix.MS_NOATIME},
+	"atime":         {false, unix.MS_NOATIME},
+	"nodiratime":    {true, unix.MS_NODIRATIME},
+	"diratime":      {false, unix.MS_NODIRATIME},
+	"relatime":      {true, unix.MS_RELATIME},
+	"norelatime":    {false, unix.MS_RELATIME},
+	"strictatime":   {true, unix.MS_STRICTATIME},
+	"nostrictatime": {false, unix.MS_STRICTATIME},
+	"defaults":      {false, 0},
+}
+
+// propagationOptions are accepted and ignored: the sandbox makes every mount
+// private.
+var propagationOptions = map[string]bool{
+	"private": true, "rprivate": true, "shared": true, "rshared": true,
+	"slave": true, "rslave": true, "unbindable": true, "runbindable": true,
+}
+
+// parseOptions splits mount(8) words into mount flags and the data string.
+func parseOptions(opts []string) (flags uintptr, data string) {
+	var rest []string
+	for _, o := range opts {
+		if f, ok := flagOptions[o]; ok {
+			if f.set {
+				flags |= f.flag
+			} else {
+				flags &^= f.flag
+			}
+			continue
+		}
+		if propagationOptions[o] {
+			continue
+		}
+		rest = append(rest, o)
+	}
+	return flags, strings.Join(rest, ",")
+}
+
+// attrFlags are the per-mount flags that a bind remount can change.
+const attrFlags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC |
+	unix.MS_NOATIME | unix.MS_NODIRATIME | unix.MS_RELATIME | unix.MS_STRICTATIME
+
+// mountRoot mounts one root mount m on target.
+func mountRoot(m snapshot.Mount, target string) error {
+	flags, data := parseOptions(m.Options)
+	if m.Type == "bind" || flags&unix.MS_BIND != 0 {
+		if flags&unix.MS_BIND == 0 {
+			flags |= unix.MS_BIND | unix.MS_REC
+		}
+		if err := bindMount(m.Source, target, flags); err != nil {
+			return fmt.Errorf("mount %s: %w", m.Type, err)
+		}
+		return nil
+	}
+	if m.Type == "overlay" && len(data) >= os.Getpagesize() {
+		var err error
+		if data, err = shortenOverlay(data); err != nil {
+			return fmt.Errorf("mount overlay: %w", err)
+		}
+	}
+	if err := unix.Mount(m.Source, target, m.Type, flags, data); err != nil {
+		return fmt.Errorf("mount %s: %w", m.Type, err)
+	}
+	return nil
+}
+
+// bindMount bind-mounts source on target (recursively when flags has
+// MS_REC) and then applies the read-only, nosuid, nodev and noexec flags of
+// flags, recursively for a recursive bind.
+func bindMount(source, target string, flags uintptr) error {
+	if err := unix.Mount(source, target, "", unix.MS_BIND|flags&unix.MS_REC, ""); err != nil {
+		return err
+	}
+	if flags&attrFlags == 0 {
+		return nil
+	}
+	return setMountFlags(target, flags&attrFlags, flags&unix.MS_REC != 0)
+}
+
+// setMountFlags adds flags (read-only, nosuid, nodev, noexec) to the mount
+// at target, recursively if asked, keeping the flags it has. It uses
+// mount_setattr(2) and falls back to a bind remount on old kernels, which
+// changes only the top mount.
+func setMountFlags(target string, flags uintptr, recursive bool) error {
+	var attr unix.MountAttr
+	for _, f := range []struct {
+		ms   uintptr
+		attr uint64
+	}{
+		{unix.MS_RDONLY, unix.MOUNT_ATTR_RDONLY},
+		{unix.MS_NOSUID, unix.MOUNT_ATTR_NOSUID},
+		{unix.MS_NODEV, unix.MOUNT_ATTR_NODEV},
+		{unix.MS_NOEXEC, unix.MOUNT_ATTR_NOEXEC},
+	} {
+		if flags&f.ms != 0 {
+			attr.Attr_set |= f.attr
+		}
+	}
+	atFlags := uint(unix.AT_SYMLINK_NOFOLLOW)
+	if recursive {
+		atFlags |= unix.AT_RECURSIVE
+	}
+	if attr.Attr_set != 0 && flags&^(unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC) == 0 {
+		err := unix.MountSetattr(unix.AT_FDCWD, target, atFlags, &attr)
+		if err == nil || !errors.Is(err, unix.ENOSYS) {
+			return err
+		}
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(target, &st); err != nil {
+		return err
+	}
+	keep := uintptr(st.Flags) & (unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC |
+		unix.MS_NOATIME | unix.MS_NODIRATIME | unix.MS_RELATIME)
+	return unix.Mount("", target, "", unix.MS_BIND|unix.MS_REMOUNT|keep|flags, "")
+}
+
+// shortenOverlay makes overlay mount data fit in a page by changing to the
+// deepest directory common to all lower directories and naming them
+// relative to it, as containerd does. The caller must not depend on its
+// working directory afterwards.
+func shortenOverlay(data string) (string, error) {
+	opts := strings.Split(data, ",")
+	var lowers []string
+	li := -1
+	for i, o := range opts {
+		if v, ok := strings.CutPrefix(o, "lowerdir="); ok {
+			lowers, li = strings.Split(v, ":"), i
+		}
+	}
+	if li < 0 || len(lowers) == 0 {
+		return data, nil
+	}
+	common := filepath.Dir(lowers[0])
+	for _, l := range lowers[1:] {
+		for common != "/" && !strings.HasPrefix(l, common+"/") {
+			common = filepath.Dir(common)
+		}
+	}
+	if common == "/" || !filepath.IsAbs(common) {
+		return data, nil
+	}
+	rel := make([]string, len(lowers))
+	for i, l := range lowers {
+		rel[i] = strings.TrimPrefix(l, common+"/")
+	}
+	if err := unix.Chdir(common); err != nil {
+		return "", err
+	}
+	opts[li] = "lowerdir=" + strings.Join(rel, ":")
+	return strings.Join(opts, ","), nil
+}

@@ -1,0 +1,97 @@
+package sandbox
+
+import (
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"builder/snapshot"
+)
+
+// initArg0 and initEnv mark a process as the sandbox init; Reexec checks
+// both.
+const (
+	initArg0 = "builder-sandbox-init"
+	initEnv  = "_BUILDER_SANDBOX_INIT"
+)
+
+// The init gets its config on fd 3 and writes its result to fd 4.
+const (
+	configFD = 3
+	resultFD = 4
+)
+
+// initConfig is what Run sends to the init, as JSON.
+type initConfig struct {
+	Root       []snapshot.Mount `json:"root"`
+	RootDir    string           `json:"rootDir"` // host directory to mount the root on
+	Args       []string         `json:"args"`
+	Env        []string         `json:"env"`
+	Cwd        string           `json:"cwd"`
+	User       string           `json:"user,omitempty"`
+	Hostname   string           `json:"hostname"`
+	NewNet     bool             `json:"newNet,omitempty"`
+	HostsFile  string           `json:"hostsFile"`
+	ResolvFile string           `json:"resolvFile"`
+	Mounts     []Mount          `json:"mounts,omitempty"`
+	Insecure   bool             `json:"insecure,omitempty"`
+}
+
+// initResult is what the init sends back, as JSON, right before it exits.
+type initResult struct {
+	// Error is a setup failure; the command did not run.
+	Error string `json:"error,omitempty"`
+	// Code and Signal describe how the command ended.
+	Code   int `json:"code"`
+	Signal int `json:"signal,omitempty"`
+	// CopiedUp lists overlay directories that creating mountpoints copied
+	// up; Run removes those left empty and unchanged from the upper dir.
+	CopiedUp []copiedUp `json:"copiedUp,omitempty"`
+}
+
+// copiedUp is a directory of the merged root, by path inside the root, that
+// was absent from the overlay upper dir before the init created a
+// mountpoint under it, with its metadata at that time.
+type copiedUp struct {
+	Path  string `json:"path"`
+	Mode  uint32 `json:"mode"`
+	UID   uint32 `json:"uid"`
+	GID   uint32 `json:"gid"`
+	Mtime int64  `json:"mtime"` // nanoseconds since the epoch
+}
+
+// sortMounts returns mounts ordered by target depth, shallowest first, so
+// that a mount never hides one made before it; equal depths keep their order.
+func sortMounts(mounts []Mount) []Mount {
+	out := slices.Clone(mounts)
+	slices.SortStableFunc(out, func(a, b Mount) int {
+		return depth(a.Target) - depth(b.Target)
+	})
+	return out
+}
+
+func depth(p string) int {
+	p = filepath.Clean("/" + p)
+	if p == "/" {
+		return 0
+	}
+	return strings.Count(p, "/")
+}
+
+// upperDir returns the upperdir option of the overlay mount among root, or
+// "" when there is none.
+func upperDir(root []snapshot.Mount) string {
+	for _, m := range root {
+		if m.Type != "overlay" {
+			continue
+		}
+		for _, o := range m.Options {
+			for _, w := range strings.Split(o, ",") {
+				if v, ok := strings.CutPrefix(w, "upperdir="); ok {
+					return v
+				}
+			}
+		}
+	}
+	return ""
+}

@@ -1,0 +1,327 @@
+// Package sandbox runs one command of a Dockerfile RUN instruction in a
+// namespaced sandbox of its own, without runc.
+//
+// Run re-executes the current binary (/proc/self/exe) as a tiny init process
+// in new mount, PID, UTS and IPC namespaces (and a new network namespace for
+// Network "none"). The init mounts the root filesystem inside its own mount
+// namespace, so every mount it makes vanishes with the namespace however the
+// builder dies; it pivots into the root, starts the command as its child,
+// reaps zombies, forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT, and, once the command
+// exits, kills whatever the command left behind and removes every mountpoint
+// it had to create, so that a RUN that changes nothing leaves no change in the
+// snapshot.
+//
+// Every binary that calls Run must call Reexec first thing in main (and in
+// TestMain for tests).
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"builder/snapshot"
+)
+
+// DefaultPath is the PATH a command gets when Spec.Env has none, as in Docker.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// DefaultHostname is the hostname a command sees when Spec.Hostname is empty.
+const DefaultHostname = "builder"
+
+// Spec describes one command to run in a sandbox.
+type Spec struct {
+	// Root holds the mounts of the root filesystem, as returned by
+	// snapshot.Snapshotter.Prepare: usually one "overlay" or "bind" mount.
+	// They are mounted in order onto one directory, inside the sandbox's
+	// mount namespace only.
+	Root []snapshot.Mount
+	// Args is the argv of the command, already shell-wrapped by the caller
+	// (e.g. ["/bin/sh", "-c", "echo hi"]). Args[0] without a slash is looked
+	// up in the PATH of Env inside the root filesystem.
+	Args []string
+	// Env is the full environment of the command. PATH defaults to
+	// DefaultPath and HOME to the user's home directory from /etc/passwd
+	// (or "/"), as runc does; nothing else is added.
+	Env []string
+	// Cwd is the absolute working directory; "" means "/". It is created
+	// (mode 0755, owned by root) if missing and kept afterwards.
+	Cwd string
+	// User is "", "name", "uid", "uid:gid", "name:group" or "uid:group",
+	// resolved in the root filesystem's /etc/passwd and /etc/group.
+	// Supplementary groups come from /etc/group when no group is given.
+	User string
+	// Hostname is the UTS hostname; "" means DefaultHostname.
+	Hostname string
+	// Network is "host" (the default, also for "") or "none" (a new network
+	// namespace with only lo, up).
+	Network string
+	// Stdout and Stderr receive the command's output live; nil discards it.
+	// Stdin is always /dev/null.
+	Stdout, Stderr io.Writer
+	// Hosts is the content of /etc/hosts during the run; nil means a
+	// localhost file naming Hostname.
+	Hosts []byte
+	// ResolvConf is the content of /etc/resolv.conf during the run; nil
+	// means the host's /etc/resolv.conf.
+	ResolvConf []byte
+	// Mounts are extra mounts for RUN --mount, applied after the root
+	// filesystem, the shallowest target first (the order is otherwise kept).
+	Mounts []Mount
+	// TempDir is the directory for the run's scratch files (hosts,
+	// resolv.conf, the root mountpoint); "" means os.TempDir(). Run removes
+	// what it creates there.
+	TempDir string
+	// Insecure keeps every capability and leaves /proc and /sys unmasked,
+	// as RUN --security=insecure asks. By default the command gets Docker's
+	// default capability set and Docker's masked and read-only paths.
+	Insecure bool
+}
+
+// Mount is one extra mount of a RUN --mount.
+type Mount struct {
+	// Type is "bind" (Source is a host file or directory) or "tmpfs".
+	Type string
+	// Source is the host path of a bind mount; unused for tmpfs.
+	Source string
+	// Target is the absolute path inside the sandbox. A missing target is
+	// created for the run and removed afterwards if still empty.
+	Target string
+	// ReadOnly mounts the target read-only (recursively for binds).
+	ReadOnly bool
+	// Options are mount(8) words: flags such as "nosuid", "nodev",
+	// "noexec", "bind" (non-recursive bind), and, for tmpfs, data such as
+	// "size=64m" or "mode=1777".
+	Options []string
+}
+
+// ExitError reports a command that exited non-zero or was killed by a
+// signal.
+type ExitError struct {
+	// Code is the exit status, or 128+Signal when Signal is not zero.
+	Code int
+	// Signal is the signal that killed the command, or zero.
+	Signal syscall.Signal
+}
+
+// Error returns "exit code: N" or "killed by signal N".
+func (e *ExitError) Error() string {
+	if e.Signal != 0 {
+		return fmt.Sprintf("killed by signal %d", int(e.Signal))
+	}
+	return fmt.Sprintf("exit code: %d", e.Code)
+}
+
+// Run runs spec.Args in a new sandbox and waits for it to finish. It returns
+// nil when the command exits 0, an *ExitError when it exits non-zero or is
+// killed, and another error when the sandbox cannot be set up (unknown user,
+// missing binary, failed mount...). When ctx is cancelled, the whole sandbox
+// is killed and Run returns ctx.Err() wrapped. Nothing Run mounts is ever
+// visible outside the sandbox, and nothing outlives it. Run is safe for
+// concurrent use; each call needs its own snapshot.
+func Run(ctx context.Context, spec Spec) error {
+	cfg, err := newConfig(spec)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(spec.TempDir, "sandbox-")
+	if err != nil {
+		return fmt.Errorf("create sandbox dir: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	if err := cfg.writeFiles(tmp, spec); err != nil {
+		return err
+	}
+	res, err := runInit(ctx, cfg, spec.Stdout, spec.Stderr)
+	if err != nil {
+		return err
+	}
+	if err := removeCopiedUp(upperDir(cfg.Root), res.CopiedUp); err != nil {
+		return err
+	}
+	switch {
+	case res.Error != "":
+		return errors.New(res.Error)
+	case res.Signal != 0:
+		return &ExitError{Code: 128 + res.Signal, Signal: syscall.Signal(res.Signal)}
+	case res.Code != 0:
+		return &ExitError{Code: res.Code}
+	}
+	return nil
+}
+
+// newConfig checks spec and fills in the defaults of the init's config. The
+// file paths are set by writeFiles.
+func newConfig(spec Spec) (*initConfig, error) {
+	if len(spec.Root) == 0 {
+		return nil, errors.New("sandbox: no root mounts")
+	}
+	if len(spec.Args) == 0 || spec.Args[0] == "" {
+		return nil, errors.New("sandbox: no command")
+	}
+	cwd := spec.Cwd
+	if cwd == "" {
+		cwd = "/"
+	}
+	if !filepath.IsAbs(cwd) {
+		return nil, fmt.Errorf("sandbox: working directory %q is not absolute", cwd)
+	}
+	var newNet bool
+	switch spec.Network {
+	case "", "host":
+	case "none":
+		newNet = true
+	default:
+		return nil, fmt.Errorf("sandbox: unsupported network mode %q", spec.Network)
+	}
+	for _, m := range spec.Mounts {
+		if !filepath.IsAbs(m.Target) || filepath.Clean(m.Target) == "/" {
+			return nil, fmt.Errorf("sandbox: invalid mount target %q", m.Target)
+		}
+		switch m.Type {
+		case "bind":
+			if !filepath.IsAbs(m.Source) {
+				return nil, fmt.Errorf("sandbox: bind source %q is not absolute", m.Source)
+			}
+		case "tmpfs":
+		default:
+			return nil, fmt.Errorf("sandbox: unsupported mount type %q", m.Type)
+		}
+	}
+	hostname := spec.Hostname
+	if hostname == "" {
+		hostname = DefaultHostname
+	}
+	env := spec.Env
+	if !hasEnv(env, "PATH") {
+		env = append(env[:len(env):len(env)], "PATH="+DefaultPath)
+	}
+	return &initConfig{
+		Root:     spec.Root,
+		Args:     spec.Args,
+		Env:      env,
+		Cwd:      filepath.Clean(cwd),
+		User:     spec.User,
+		Hostname: hostname,
+		NewNet:   newNet,
+		Mounts:   sortMounts(spec.Mounts),
+		Insecure: spec.Insecure,
+	}, nil
+}
+
+// writeFiles creates the root mountpoint and the hosts and resolv.conf files
+// under tmp and records their paths in c.
+func (c *initConfig) writeFiles(tmp string, spec Spec) error {
+	c.RootDir = filepath.Join(tmp, "root")
+	if err := os.Mkdir(c.RootDir, 0o700); err != nil {
+		return fmt.Errorf("create root mountpoint: %w", err)
+	}
+	hosts := spec.Hosts
+	if hosts == nil {
+		hosts = fmt.Appendf(nil, "127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n", c.Hostname)
+	}
+	resolv := spec.ResolvConf
+	if resolv == nil {
+		b, err := os.ReadFile("/etc/resolv.conf")
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("read host resolv.conf: %w", err)
+		}
+		resolv = b
+	}
+	c.HostsFile = filepath.Join(tmp, "hosts")
+	c.ResolvFile = filepath.Join(tmp, "resolv.conf")
+	if err := os.WriteFile(c.HostsFile, hosts, 0o644); err != nil {
+		return fmt.Errorf("write hosts: %w", err)
+	}
+	if err := os.WriteFile(c.ResolvFile, resolv, 0o644); err != nil {
+		return fmt.Errorf("write resolv.conf: %w", err)
+	}
+	return nil
+}
+
+// runInit starts the init with cfg, waits for it and returns its result.
+// The calling goroutine stays locked to its thread from fork to wait, since
+// Pdeathsig fires when the forking thread exits, not the process.
+func runInit(ctx context.Context, cfg *initConfig, stdout, stderr io.Writer) (*initResult, error) {
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("create config pipe: %w", err)
+	}
+	defer cfgR.Close()
+	defer cfgW.Close()
+	resR, resW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("create result pipe: %w", err)
+	}
+	defer resR.Close()
+	defer resW.Close()
+
+	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC)
+	if cfg.NewNet {
+		flags |= unix.CLONE_NEWNET
+	}
+	cmd := exec.CommandContext(ctx, "/proc/self/exe")
+	cmd.Args = []string{initArg0}
+	cmd.Env = []string{initEnv + "=1"}
+	cmd.Dir = "/"
+	cmd.Stdout = stdout
+	cmd.Stderr = stderr
+	cmd.ExtraFiles = []*os.File{cfgR, resW}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags: flags,
+		Pdeathsig:  syscall.SIGKILL,
+		Setsid:     true,
+	}
+
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start sandbox: %w", err)
+	}
+	cfgR.Close()
+	resW.Close()
+	// A write error means the init died; its exit status says why.
+	_ = json.NewEncoder(cfgW).Encode(cfg)
+	cfgW.Close()
+	out, readErr := io.ReadAll(resR)
+	waitErr := cmd.Wait()
+
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("run sandbox: %w", err)
+	}
+	if readErr != nil {
+		return nil, fmt.Errorf("read sandbox result: %w", readErr)
+	}
+	var res initResult
+	if len(bytes.TrimSpace(out)) == 0 {
+		if waitErr == nil {
+			waitErr = errors.New("no result")
+		}
+		return nil, fmt.Errorf("sandbox init: %w", waitErr)
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return nil, fmt.Errorf("decode sandbox result: %w", err)
+	}
+	return &res, nil
+}
+
+// hasEnv reports whether env sets the variable name.
+func hasEnv(env []string, name string) bool {
+	for _, kv := range env {
+		if k, _, ok := strings.Cut(kv, "="); ok && k == name {
+			return true
+		}
+	}
+	return false
+}
