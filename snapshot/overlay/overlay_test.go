@@ -1,0 +1,19 @@
+package overlay_test
+
+import (
+	"testing"
+
+	"builder/snapshot"
+	"builder/snapshot/overlay"
+	"builder/snapshot/testsuite"
+)
+
+func TestSuite(t *testing.T) {
+	testsuite.Run(t, func(t *testing.T, root string) snapshot.Snapshotter {
+		sn, err := overlay.New(root)
+		if err != nil {
+			t.Skipf("overlayfs unavailable: %v", err)
+		}
+		return sn
+	})
+}
