@@ -146,7 +146,9 @@ var Cases = []Case{
 	{Name: "devices", Change: func(r string) ([]string, error) {
 		return []string{"dev", "dev/null", "dev/fifo"}, do(
 			func() error { return os.Mkdir(filepath.Join(r, "dev"), 0o755) },
-			func() error { return unix.Mknod(filepath.Join(r, "dev/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))) },
+			func() error {
+				return unix.Mknod(filepath.Join(r, "dev/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3)))
+			},
 			func() error { return unix.Mkfifo(filepath.Join(r, "dev/fifo"), 0o600) })
 	}, Parents: []string{"."}, Entries: []string{"dev/", "dev/fifo", "dev/null"}, SameBytes: true},
 	{Name: "replace dir with file", Change: func(r string) ([]string, error) {
