@@ -164,6 +164,9 @@ func (a chmodAction) apply(mode, who uint32, isDir bool) uint32 {
 		if who&0o070 != 0 {
 			clear |= 0o2000
 		}
+		if who&0o007 != 0 {
+			clear |= 0o1000 // GNU chmod counts the sticky bit as "o"
+		}
 		mode = mode&^clear | bits
 	}
 	return mode

@@ -90,7 +90,20 @@ func selectSources(ctx context.Context, sr *root, src Source, req Request) (*sel
 	if len(sel.items) == 0 {
 		return nil, &NotFoundError{Source: strings.Join(req.Sources, " "), Detail: "no file matches"}
 	}
+	if len(sel.items) > 1 && !destIsDirSyntax(req.Dest) {
+		for _, it := range sel.items {
+			if !it.isDir() {
+				return nil, fmt.Errorf("copy to %s: When using COPY with more than one source file, the destination must be a directory and end with a /", req.Dest)
+			}
+		}
+	}
 	return sel, nil
+}
+
+// destIsDirSyntax reports whether the destination as written names a
+// directory: "/" or a path ending in "/" or "/.".
+func destIsDirSyntax(dest string) bool {
+	return strings.HasSuffix(dest, "/") || strings.HasSuffix(dest, "/.") || path.Clean("/"+dest) == "/"
 }
 
 // rootName names the source root in errors.

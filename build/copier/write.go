@@ -46,14 +46,7 @@ func (w *writer) run(ctx context.Context, sel *selection) error {
 	if destLex == "" {
 		destLex = "."
 	}
-	dirDest := destLex == "." || strings.HasSuffix(req.Dest, "/") || strings.HasSuffix(req.Dest, "/.")
-	if len(sel.items) > 1 && !dirDest {
-		for _, it := range sel.items {
-			if !it.isDir() {
-				return fmt.Errorf("copy to %s: When using COPY with more than one source file, the destination must be a directory and end with a /", req.Dest)
-			}
-		}
-	}
+	dirDest := destIsDirSyntax(req.Dest)
 	destRel, err := w.dst.resolve(destLex)
 	if err != nil {
 		return fmt.Errorf("resolve destination %s: %w", req.Dest, err)
