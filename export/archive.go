@@ -16,7 +16,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/match"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -28,11 +27,11 @@ var archiveTime = time.Unix(0, 0)
 // WriteOCIArchive writes img to w as a tar of an OCI image layout:
 // oci-layout, index.json and blobs/sha256/<hex> for the config, each layer
 // and the manifest. Layers are streamed from img, never held in memory.
-// index.json has one descriptor; when refName is not empty it is annotated
-// with org.opencontainers.image.ref.name=refName (as given: a tag such as
-// "latest" or a full name), and if refName reads as a full reference
-// (contains '/' or ':') also with io.containerd.image.name set to its
-// normalized form. The same image and refName always give the same bytes.
+// index.json has one descriptor, annotated from refName as refAnnotations
+// says: "docker.io/library/app:1" gives ref.name "1" and
+// io.containerd.image.name "docker.io/library/app:1"; "latest" gives
+// ref.name "latest". An empty refName adds no annotations. The same image
+// and refName always give the same bytes.
 func WriteOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName string) error {
 	if err := writeOCIArchive(ctx, w, img, refName); err != nil {
 		return fmt.Errorf("write oci archive: %w", err)
@@ -138,15 +137,25 @@ func imageDescriptor(img v1.Image, refName string) (v1.Descriptor, error) {
 	return desc, nil
 }
 
+// refAnnotations names an image in an archive's index.json the way BuildKit
+// and docker save do: a full reference ("app:1", "ghcr.io/o/app"; anything
+// with '/' or ':') gives org.opencontainers.image.ref.name = its tag and
+// io.containerd.image.name = its normalized name; anything else ("latest")
+// is taken as the tag alone.
 func refAnnotations(refName string) map[string]string {
 	if refName == "" {
 		return nil
 	}
-	ann := map[string]string{AnnotationRefName: refName}
-	if strings.ContainsAny(refName, "/:") {
-		if full, err := NormalizeName(refName); err == nil {
-			ann[AnnotationContainerdName] = full
-		}
+	if !strings.ContainsAny(refName, "/:") {
+		return map[string]string{AnnotationRefName: refName}
+	}
+	r, err := name.ParseReference(refName)
+	if err != nil {
+		return map[string]string{AnnotationRefName: refName}
+	}
+	ann := map[string]string{AnnotationContainerdName: normalized(r)}
+	if t, ok := r.(name.Tag); ok {
+		ann[AnnotationRefName] = t.TagStr()
 	}
 	return ann
 }
@@ -220,7 +229,7 @@ func WriteDockerArchive(ctx context.Context, w io.Writer, img v1.Image, tags []s
 
 // WriteOCIDir adds img to the OCI image layout at dir, creating the layout
 // if needed. With a refName the image is annotated as in WriteOCIArchive
-// and replaces any image of the layout annotated with the same refName;
+// and replaces any image of the layout with the same name annotations;
 // without, it is appended. Blobs the layout already has are not rewritten.
 func WriteOCIDir(ctx context.Context, dir string, img v1.Image, refName string) error {
 	if err := ctx.Err(); err != nil {
@@ -236,7 +245,10 @@ func WriteOCIDir(ctx context.Context, dir string, img v1.Image, refName string) 
 	var opts []layout.Option
 	if ann := refAnnotations(refName); ann != nil {
 		opts = append(opts, layout.WithAnnotations(ann))
-		err = p.ReplaceImage(img, match.Name(refName), opts...)
+		err = p.ReplaceImage(img, func(d v1.Descriptor) bool {
+			return d.Annotations[AnnotationRefName] == ann[AnnotationRefName] &&
+				d.Annotations[AnnotationContainerdName] == ann[AnnotationContainerdName]
+		}, opts...)
 	} else {
 		err = p.AppendImage(img)
 	}

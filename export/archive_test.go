@@ -111,7 +111,7 @@ func TestWriteOCIArchive(t *testing.T) {
 		t.Fatalf("index has %d manifests", len(im.Manifests))
 	}
 	desc := im.Manifests[0]
-	if desc.Digest != d || desc.Annotations[AnnotationRefName] != "docker.io/library/app:latest" ||
+	if desc.Digest != d || desc.Annotations[AnnotationRefName] != "latest" ||
 		desc.Annotations[AnnotationContainerdName] != "docker.io/library/app:latest" ||
 		desc.Platform == nil || desc.Platform.Architecture != "amd64" {
 		t.Errorf("descriptor = %+v", desc)
@@ -141,8 +141,10 @@ func TestRefAnnotations(t *testing.T) {
 	}{
 		{"", "", ""},
 		{"latest", "latest", ""},
-		{"app:1", "app:1", "docker.io/library/app:1"},
-		{"ghcr.io/o/app", "ghcr.io/o/app", "ghcr.io/o/app:latest"},
+		{"v1.0", "v1.0", ""},
+		{"app:1", "1", "docker.io/library/app:1"},
+		{"ghcr.io/o/app", "latest", "ghcr.io/o/app:latest"},
+		{"ghcr.io/o/app@sha256:" + layerDiffID.Hex, "", "ghcr.io/o/app@sha256:" + layerDiffID.Hex},
 	}
 	for _, tt := range tests {
 		ann := refAnnotations(tt.ref)
@@ -176,7 +178,7 @@ func TestOCIArchiveSkopeo(t *testing.T) {
 	s := openStore(t)
 	img, d := loadFixture(t, s, content.Gzip, content.Zstd)
 	m, _ := img.Manifest()
-	path := writeArchiveFile(t, img, "latest")
+	path := writeArchiveFile(t, img, "docker.io/library/app:latest")
 	for _, ref := range []string{"oci-archive:" + path, "oci-archive:" + path + ":latest"} {
 		out, err := exec.Command("skopeo", "inspect", "--tmpdir", t.TempDir(), ref).CombinedOutput()
 		if err != nil {
@@ -207,7 +209,7 @@ func TestOCIArchiveUmoci(t *testing.T) {
 	}
 	s := openStore(t)
 	img, _ := loadFixture(t, s, content.Gzip)
-	path := writeArchiveFile(t, img, "latest")
+	path := writeArchiveFile(t, img, "docker.io/library/app:latest")
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -301,7 +303,7 @@ func TestWriteOCIDir(t *testing.T) {
 	s := openStore(t)
 	img, d := loadFixture(t, s, content.Gzip)
 	dir := filepath.Join(t.TempDir(), "layout")
-	for _, ref := range []string{"latest", "latest", "v2"} {
+	for _, ref := range []string{"latest", "latest", "v2", "a:latest", "b:latest", "a:latest"} {
 		if err := WriteOCIDir(context.Background(), dir, img, ref); err != nil {
 			t.Fatal(err)
 		}
@@ -320,10 +322,11 @@ func TestWriteOCIDir(t *testing.T) {
 		if m.Digest != d {
 			t.Errorf("descriptor %s", m.Digest)
 		}
-		refs = append(refs, m.Annotations[AnnotationRefName])
+		refs = append(refs, m.Annotations[AnnotationRefName]+"="+m.Annotations[AnnotationContainerdName])
 	}
-	if strings.Join(refs, " ") != "latest v2" {
-		t.Errorf("refs = %v, want latest v2 (the repeated ref replaced)", refs)
+	want := "latest= v2= latest=docker.io/library/b:latest latest=docker.io/library/a:latest"
+	if strings.Join(refs, " ") != want {
+		t.Errorf("refs = %v\nwant %s (a repeated name replaces its entry)", refs, want)
 	}
 	limg, err := p.Image(d)
 	if err != nil {

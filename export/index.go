@@ -56,9 +56,14 @@ type Entry struct {
 	Created   time.Time       // the image config's created time; zero if unknown
 }
 
-// OpenIndex returns the index of store s, creating an empty index.json if
-// there is none. It is idempotent.
-func OpenIndex(s *content.Store) (*Index, error) {
+// OpenIndex returns the index of the store at root (opening the store with
+// content.Open, which creates it if needed), creating an empty index.json
+// if there is none. It is idempotent.
+func OpenIndex(root string) (*Index, error) {
+	s, err := content.Open(root)
+	if err != nil {
+		return nil, fmt.Errorf("open index: %w", err)
+	}
 	x := &Index{s: s}
 	if _, err := os.Stat(x.path()); err == nil {
 		return x, nil

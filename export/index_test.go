@@ -20,7 +20,7 @@ import (
 
 func TestIndex(t *testing.T) {
 	s := openStore(t)
-	x, err := OpenIndex(s)
+	x, err := OpenIndex(s.Root())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestIndex(t *testing.T) {
 
 func TestIndexTagErrors(t *testing.T) {
 	s := openStore(t)
-	x, err := OpenIndex(s)
+	x, err := OpenIndex(s.Root())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestIndexConcurrentTags(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			// Separate Index values, as separate processes would have.
-			x, err := OpenIndex(s)
+			x, err := OpenIndex(s.Root())
 			if err == nil {
 				err = x.Tag(fmt.Sprintf("app:%d", i), v1.Descriptor{Digest: d})
 			}
@@ -188,7 +188,7 @@ func TestIndexConcurrentTags(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	x, _ := OpenIndex(s)
+	x, _ := OpenIndex(s.Root())
 	if entries, err := x.List(); err != nil || len(entries) != 16 {
 		t.Errorf("List has %d entries, want 16 (%v)", len(entries), err)
 	}
@@ -205,7 +205,7 @@ func TestIndexKeepsForeignEntries(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(s.Root(), "index.json"), []byte(foreign), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	x, err := OpenIndex(s)
+	x, err := OpenIndex(s.Root())
 	if err != nil {
 		t.Fatal(err)
 	}
