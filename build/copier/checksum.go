@@ -54,17 +54,7 @@ func Checksum(ctx context.Context, src Source, req Request) (string, error) {
 		Add       bool
 		Epoch     *int64
 		IsContext bool
-		Ignore    []string
-	}{checksumVersion, req.Sources, req.Dest, req.Chown, mode.String(), req.Excludes, req.Parents, req.Add, req.Epoch, src.IsContext, nil}
-	if src.Ignore != nil {
-		for _, p := range src.Ignore.Patterns() {
-			s := p.String()
-			if p.Exclusion() {
-				s = "!" + s
-			}
-			header.Ignore = append(header.Ignore, s)
-		}
-	}
+	}{checksumVersion, req.Sources, req.Dest, req.Chown, mode.String(), req.Excludes, req.Parents, req.Add, req.Epoch, src.IsContext}
 	if err := json.NewEncoder(h).Encode(header); err != nil {
 		return "", fmt.Errorf("encode checksum header: %w", err)
 	}

@@ -28,6 +28,12 @@
 //     exist always is.
 //   - Several sources need a destination ending in "/" unless all of them
 //     are directories, whose contents are then merged into the destination.
+//   - Inside a copied directory, an entry meets what the destination holds
+//     under the same name: a directory merges into a directory (taking the
+//     source's owner, mode and times), a non-directory replaces a
+//     non-directory (a symlink there is removed, never written through),
+//     and anything else is an error ("cannot copy to non-directory", e.g.
+//     a rootfs/usr directory over an image's usr -> /usr symlink).
 //   - A .dockerignore'd path is invisible; a COPY that names only ignored
 //     paths fails as not found.
 //   - ADD extracts a local file when its content is a tar archive, plain or
