@@ -96,6 +96,12 @@ func TestChecksum(t *testing.T) {
 			must(t, os.WriteFile(filepath.Join(d, "dir/new.log"), []byte("x"), 0o644))
 			must(t, os.WriteFile(filepath.Join(d, "ignored.log"), []byte("changed"), 0o644))
 		}},
+		{name: "unrelated ignore pattern", mutate: func(t *testing.T, d string) {
+			must(t, os.WriteFile(filepath.Join(d, ".dockerignore"), []byte("**/*.log\nnot-there/\n"), 0o644))
+		}},
+		{name: "ignore pattern that hides a copied file", changes: true, mutate: func(t *testing.T, d string) {
+			must(t, os.WriteFile(filepath.Join(d, ".dockerignore"), []byte("**/*.log\ndir/b.txt\n"), 0o644))
+		}},
 		{name: "mtimes", mutate: func(t *testing.T, d string) {
 			old := time.Unix(1e9, 0)
 			for _, p := range []string{"a.txt", "dir", "dir/b.txt"} {
