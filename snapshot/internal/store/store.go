@@ -195,11 +195,15 @@ func (s *Store) Prepare(ctx context.Context, key, parent string, build func(dir,
 		parentFS = s.FS(pid)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if _, ok := s.locks[key]; ok {
+		s.mu.Unlock()
 		return "", Info{}, fmt.Errorf("prepare %q: %w", key, ErrExists)
 	}
 	lock, err := s.lock(key)
+	if err == nil {
+		s.locks[key] = lock
+	}
+	s.mu.Unlock()
 	if err != nil {
 		return "", Info{}, fmt.Errorf("prepare %q: %w", key, err)
 	}
@@ -222,10 +226,12 @@ func (s *Store) Prepare(ctx context.Context, key, parent string, build func(dir,
 	}()
 	if err != nil {
 		cerr := s.trash(dir)
+		s.mu.Lock()
+		delete(s.locks, key)
+		s.mu.Unlock()
 		s.unlock(lock, key)
 		return "", Info{}, errors.Join(fmt.Errorf("prepare %q: %w", key, err), cerr)
 	}
-	s.locks[key] = lock
 	return dir, info, nil
 }
 
@@ -262,17 +268,28 @@ func (s *Store) unlock(f *os.File, key string) {
 	f.Close()
 }
 
-// own returns the lock of key, taking it if this Store does not hold it.
-// The caller holds s.mu.
-func (s *Store) own(key string) (*os.File, error) {
+// take removes the lock of key from the Store's table and returns it,
+// taking the lock file if this Store did not hold it. While one goroutine
+// has taken a key, others get an "in use" error for it. Hand the lock back
+// with put, or release it with unlock.
+func (s *Store) take(key string) (*os.File, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if f, ok := s.locks[key]; ok {
+		delete(s.locks, key)
 		return f, nil
 	}
 	f, err := s.lock(key)
 	if errors.Is(err, ErrExists) {
-		return nil, fmt.Errorf("snapshot key %q is in use by another process", key)
+		return nil, fmt.Errorf("snapshot key %q is in use", key)
 	}
 	return f, err
+}
+
+func (s *Store) put(key string, f *os.File) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.locks[key] = f
 }
 
 // Commit turns the active snapshot key into the committed snapshot name:
@@ -281,60 +298,49 @@ func (s *Store) own(key string) (*os.File, error) {
 // in one step. If name exists already, key is removed (if it is still
 // there) and nil returned, so Commit is idempotent.
 func (s *Store) Commit(name, key string, finish func(dir string) error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.Exists(name) {
-		return s.remove(key)
+		return s.Remove(key)
 	}
 	dir, info, err := s.Active(key)
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	lock, err := s.own(key)
+	lock, err := s.take(key)
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	release := func() {
-		delete(s.locks, key)
-		s.unlock(lock, key)
-	}
-	if err := finish(dir); err != nil {
-		return fmt.Errorf("commit %q: %w", name, err)
-	}
-	info.Name, info.Key = name, ""
-	if err := writeInfo(dir, info); err != nil {
-		return fmt.Errorf("commit %q: %w", name, err)
-	}
-	if err := syncfs(dir); err != nil {
-		return fmt.Errorf("commit %q: %w", name, err)
-	}
-	err = renameNoReplace(dir, filepath.Join(s.root, ID(name)))
+	err = func() error {
+		if err := finish(dir); err != nil {
+			return err
+		}
+		info.Name, info.Key = name, ""
+		if err := writeInfo(dir, info); err != nil {
+			return err
+		}
+		if err := syncfs(dir); err != nil {
+			return err
+		}
+		return renameNoReplace(dir, filepath.Join(s.root, ID(name)))
+	}()
 	if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
 		// Another process committed the same name first.
 		err = s.trash(dir)
 	} else if err != nil {
+		s.put(key, lock)
 		return fmt.Errorf("commit %q: %w", name, err)
 	}
-	release()
+	s.unlock(lock, key)
 	return err
 }
 
 // Remove deletes the active snapshot key. A key that does not exist is not
 // an error.
 func (s *Store) Remove(key string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.remove(key)
-}
-
-// remove is Remove for a caller holding s.mu.
-func (s *Store) remove(key string) error {
-	lock, err := s.own(key)
+	lock, err := s.take(key)
 	if err != nil {
 		return fmt.Errorf("remove: %w", err)
 	}
 	err = s.trash(s.ActiveDir(key))
-	delete(s.locks, key)
 	s.unlock(lock, key)
 	if err != nil {
 		return fmt.Errorf("remove %q: %w", key, err)
