@@ -250,7 +250,7 @@ func (j *job) neededStages(target int) []int {
 			if err != nil {
 				continue
 			}
-			if d, ok := j.g.StageByName(r); ok && d.Index < i {
+			if d, ok := j.stageRef(r, i); ok {
 				visit(d.Index)
 			}
 		}
@@ -304,3 +304,16 @@ func (j *job) countStep(cached bool) {
 }
 
 var errNotSupported = errors.New("not supported yet")
+
+// stageRef resolves a stage reference (COPY --from, RUN --mount from, or FROM)
+// made in stage index: the latest earlier stage of that name, or an
+// earlier stage's number.
+func (j *job) stageRef(ref string, index int) (*parser.Stage, bool) {
+	if s, ok := j.g.StageBefore(ref, index); ok {
+		return s, true
+	}
+	if n, err := strconv.Atoi(ref); err == nil && n >= 0 && n < index {
+		return j.g.Stages[n], true
+	}
+	return nil, false
+}

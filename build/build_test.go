@@ -33,12 +33,16 @@ type fixture struct {
 	root string
 	b    *Builder
 	base string
+	sn   string
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureWith(t, "") }
+
+// newFixtureWith makes a fixture whose store uses the named snapshotter.
+func newFixtureWith(t *testing.T, snapshotter string) *fixture {
 	t.Helper()
 	buildtest.RequireRoot(t)
-	f := &fixture{t: t, root: t.TempDir(), base: buildtest.BusyboxRegistry(t)}
+	f := &fixture{t: t, root: t.TempDir(), base: buildtest.BusyboxRegistry(t), sn: snapshotter}
 	f.b = f.open()
 	t.Cleanup(func() {
 		if m := buildtest.Mounts(t, f.root); len(m) > 0 {
@@ -49,7 +53,7 @@ func newFixture(t *testing.T) *fixture {
 }
 
 func (f *fixture) open() *Builder {
-	b, err := New(Config{Root: f.root})
+	b, err := New(Config{Root: f.root, Snapshotter: f.sn})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -274,12 +278,7 @@ func TestRebuild(t *testing.T) {
 func TestDeletedFileAbsent(t *testing.T) {
 	for _, sn := range []string{"overlay", "naive"} {
 		t.Run(sn, func(t *testing.T) {
-			f := newFixture(t)
-			b, err := New(Config{Root: f.root, Snapshotter: sn})
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.b = b
+			f := newFixtureWith(t, sn)
 			res, _ := f.mustBuild(copyCase(t, "builds/deleted"))
 			u := unpack(t, res.Image)
 			for _, p := range []string{"gone.txt", "d/old"} {

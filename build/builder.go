@@ -6,7 +6,6 @@
 package build
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"

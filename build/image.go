@@ -114,11 +114,7 @@ func (b *Builder) loadBase(manifestDigest v1.Hash) (*baseImage, error) {
 
 // tag points name at the manifest in the local store.
 func (b *Builder) tag(ref string, manifestDigest v1.Hash) error {
-	size, err := b.store.Size(manifestDigest)
-	if err != nil {
-		return err
-	}
-	return b.index.Tag(ref, v1.Descriptor{MediaType: types.OCIManifestSchema1, Digest: manifestDigest, Size: size})
+	return b.index.Tag(ref, v1.Descriptor{Digest: manifestDigest})
 }
 
 // ociLayerType maps a layer media type to its OCI equivalent; the bytes

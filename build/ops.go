@@ -153,7 +153,7 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 		return false, fmt.Errorf("ADD --keep-git-dir: %w", errNotSupported)
 	}
 	dest = containerPath(st.cfg.Config.WorkingDir, dest)
-	cs, err := j.copySource(ctx, ex, op)
+	cs, err := j.copySource(ctx, st, ex, op)
 	if err != nil {
 		return false, err
 	}
@@ -243,7 +243,7 @@ func containerPath(wd, p string) string {
 }
 
 // copySource resolves COPY --from into a source.
-func (j *job) copySource(ctx context.Context, ex *expander, op *parser.Copy) (copySource, error) {
+func (j *job) copySource(ctx context.Context, st *stageState, ex *expander, op *parser.Copy) (copySource, error) {
 	if op.From == "" {
 		return copySource{src: copier.Source{Root: j.bctx.Dir, Ignore: j.bctx.Ignore, IsContext: true}}, nil
 	}
@@ -251,7 +251,7 @@ func (j *job) copySource(ctx context.Context, ex *expander, op *parser.Copy) (co
 	if err != nil {
 		return copySource{}, err
 	}
-	if s, ok := j.g.StageByName(from); ok {
+	if s, ok := j.stageRef(from, st.index); ok {
 		other, err := j.wait(ctx, s.Index)
 		if err != nil {
 			return copySource{}, err

@@ -32,6 +32,7 @@ type stageState struct {
 	args    *vars     // build args declared in this stage
 	cmdSet  bool      // CMD given in this stage (ENTRYPOINT then keeps it)
 	name    string    // stage name for progress
+	index   int       // stage index in the graph
 	escape  rune
 }
 
@@ -108,6 +109,7 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 	}
 	fromStep.Done()
 	st.name = name
+	st.index = i
 	st.escape = j.g.Escape
 
 	steps := s.Steps
@@ -160,7 +162,7 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 	if base == "" {
 		return nil, fmt.Errorf("base name (%s) should not be blank", s.Base)
 	}
-	if d, ok := j.g.StageByName(base); ok && d.Index < s.Index {
+	if d, ok := j.g.StageBefore(base, s.Index); ok {
 		parent, err := j.wait(ctx, d.Index)
 		if err != nil {
 			return nil, err

@@ -7,6 +7,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -143,7 +144,7 @@ func BusyboxImage(t testing.TB) v1.Image {
 // its host:port. It stops when the test ends.
 func Registry(t testing.TB, wrap ...func(http.Handler) http.Handler) string {
 	t.Helper()
-	var h http.Handler = registry.New(registry.Logger(nil))
+	var h http.Handler = registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	for _, w := range wrap {
 		h = w(h)
 	}

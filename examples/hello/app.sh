@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "$GREETING from $(id -un) in $(pwd)"
