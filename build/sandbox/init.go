@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -68,6 +69,12 @@ type sandbox struct {
 	cfg    *initConfig
 	stubs  *stubs
 	mounts []string // root-relative mountpoints to detach before removing stubs
+
+	// Paths in the scratch tmpfs.
+	rootDir    string // where the root is mounted
+	hostsFile  string
+	resolvFile string
+	layer      string // the overlay layer of mountpoint stubs, or ""
 }
 
 func runSandbox() initResult {
@@ -84,7 +91,14 @@ func runSandbox() initResult {
 		return initResult{Error: fmt.Sprintf("decode sandbox config: %v", err)}
 	}
 	unix.Umask(0)
-	s := &sandbox{cfg: &cfg, stubs: newStubs(cfg.RootDir, upperDir(cfg.Root))}
+	scratch := cfg.Scratch
+	s := &sandbox{
+		cfg:        &cfg,
+		rootDir:    filepath.Join(scratch, "root"),
+		hostsFile:  filepath.Join(scratch, "hosts"),
+		resolvFile: filepath.Join(scratch, "resolv.conf"),
+	}
+	s.stubs = newStubs(s.rootDir, upperDir(cfg.Root))
 	pid, err := s.setup()
 	if err != nil {
 		s.teardown()
@@ -107,14 +121,17 @@ func (s *sandbox) setup() (int, error) {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return 0, fmt.Errorf("make mounts private: %w", err)
 	}
+	if err := s.setupScratch(); err != nil {
+		return 0, err
+	}
 	for _, m := range cfg.Root {
-		if err := mountRoot(m, cfg.RootDir); err != nil {
+		if err := mountRoot(m, s.rootDir, s.layer); err != nil {
 			return 0, err
 		}
 	}
 	// The working directory is part of the result, as in BuildKit: it is
 	// created before any mount and never removed.
-	cwd, err := securejoin.SecureJoin(cfg.RootDir, cfg.Cwd)
+	cwd, err := securejoin.SecureJoin(s.rootDir, cfg.Cwd)
 	if err != nil {
 		return 0, fmt.Errorf("resolve working directory: %w", err)
 	}
@@ -138,6 +155,73 @@ func (s *sandbox) setup() (int, error) {
 		return 0, err
 	}
 	return s.start()
+}
+
+// setupScratch mounts a tmpfs on the scratch directory, visible only in
+// this mount namespace, and fills it with the root mountpoint, the hosts and
+// resolv.conf files and, for an overlay root, a layer of mountpoint stubs.
+// After pivot_root it is detached with the old root; the bind mounts made
+// from it stay.
+func (s *sandbox) setupScratch() error {
+	if err := unix.Mount("tmpfs", s.cfg.Scratch, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=700"); err != nil {
+		return fmt.Errorf("mount scratch tmpfs: %w", err)
+	}
+	if err := os.Mkdir(s.rootDir, 0o755); err != nil {
+		return fmt.Errorf("create root mountpoint: %w", err)
+	}
+	if err := os.WriteFile(s.hostsFile, s.cfg.Hosts, 0o644); err != nil {
+		return fmt.Errorf("write hosts: %w", err)
+	}
+	if err := os.WriteFile(s.resolvFile, s.cfg.ResolvConf, 0o644); err != nil {
+		return fmt.Errorf("write resolv.conf: %w", err)
+	}
+	if len(s.cfg.Root) == 1 && s.cfg.Root[0].Type == "overlay" {
+		return s.makeStubLayer(filepath.Join(s.cfg.Scratch, "layer"))
+	}
+	return nil
+}
+
+// makeStubLayer creates the overlay layer that goes under all the others and
+// holds the mountpoints the sandbox needs, so that on an overlay root they
+// exist without writing to the upper dir. A lower layer never changes the
+// metadata of a directory an upper layer has; where an upper layer hides a
+// stub (a symlink, a whiteout, an opaque directory), ensure creates it in
+// the root as for other roots.
+func (s *sandbox) makeStubLayer(layer string) error {
+	type stub struct {
+		path string
+		dir  bool
+	}
+	stubs := []stub{{"/proc", true}, {"/dev", true}, {"/sys", true}, {"/etc/hosts", false}, {"/etc/resolv.conf", false}}
+	for _, m := range s.cfg.Mounts {
+		dir := true
+		if m.Type == "bind" {
+			if fi, err := os.Stat(m.Source); err == nil && !fi.IsDir() {
+				dir = false
+			}
+		}
+		stubs = append(stubs, stub{filepath.Clean(m.Target), dir})
+	}
+	for _, st := range stubs {
+		p := filepath.Join(layer, st.path)
+		parent := p
+		if !st.dir {
+			parent = filepath.Dir(p)
+		}
+		if err := os.MkdirAll(parent, 0o755); err != nil {
+			return fmt.Errorf("create stub layer: %w", err)
+		}
+		if st.dir {
+			continue
+		}
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			return fmt.Errorf("create stub layer: %w", err)
+		}
+		f.Close()
+	}
+	s.layer = layer
+	return nil
 }
 
 // mount mounts like mount(2) on the root-relative target and records it.
@@ -301,8 +385,8 @@ func (s *sandbox) maskPaths() error {
 // BuildKit does.
 func (s *sandbox) mountEtc() error {
 	for _, f := range []struct{ target, source string }{
-		{"/etc/hosts", s.cfg.HostsFile},
-		{"/etc/resolv.conf", s.cfg.ResolvFile},
+		{"/etc/hosts", s.hostsFile},
+		{"/etc/resolv.conf", s.resolvFile},
 	} {
 		p, err := s.stubs.ensure(f.target, false)
 		if err != nil {
@@ -378,7 +462,7 @@ func loopbackUp() error {
 
 // pivot makes the mounted root the process's root and detaches the old one.
 func (s *sandbox) pivot() error {
-	if err := unix.Chdir(s.cfg.RootDir); err != nil {
+	if err := unix.Chdir(s.rootDir); err != nil {
 		return fmt.Errorf("pivot root: %w", err)
 	}
 	if err := unix.PivotRoot(".", "."); err != nil {
@@ -489,11 +573,19 @@ func (s *sandbox) wait(pid int, sigs chan os.Signal) unix.WaitStatus {
 	return status
 }
 
-// teardown detaches the mounts made on stubs and removes the stubs. It is
-// safe after a partial setup.
+// teardown removes the stubs, first detaching the mounts on or under them.
+// Other mounts are left to die with the mount namespace. It is safe after a
+// partial setup.
 func (s *sandbox) teardown() {
+	if len(s.stubs.created) == 0 {
+		return
+	}
 	for _, m := range slices.Backward(s.mounts) {
-		_ = unix.Unmount(s.stubs.host(m), unix.MNT_DETACH)
+		if slices.ContainsFunc(s.stubs.created, func(c string) bool {
+			return m == c || strings.HasPrefix(m, c+"/")
+		}) {
+			_ = unix.Unmount(s.stubs.host(m), unix.MNT_DETACH)
+		}
 	}
 	s.stubs.cleanup()
 }

@@ -73,8 +73,9 @@ func parseOptions(opts []string) (flags uintptr, data string) {
 const attrFlags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC |
 	unix.MS_NOATIME | unix.MS_NODIRATIME | unix.MS_RELATIME | unix.MS_STRICTATIME
 
-// mountRoot mounts one root mount m on target.
-func mountRoot(m snapshot.Mount, target string) error {
+// mountRoot mounts one root mount m on target. For an overlay, a non-empty
+// extraLower is added as the lowest layer.
+func mountRoot(m snapshot.Mount, target, extraLower string) error {
 	flags, data := parseOptions(m.Options)
 	if m.Type == "bind" || flags&unix.MS_BIND != 0 {
 		if flags&unix.MS_BIND == 0 {
@@ -85,9 +86,18 @@ func mountRoot(m snapshot.Mount, target string) error {
 		}
 		return nil
 	}
+	if m.Type == "overlay" && extraLower != "" {
+		opts := strings.Split(data, ",")
+		for i, o := range opts {
+			if strings.HasPrefix(o, "lowerdir=") {
+				opts[i] = o + ":" + extraLower
+			}
+		}
+		data = strings.Join(opts, ",")
+	}
 	if m.Type == "overlay" && len(data) >= os.Getpagesize() {
 		var err error
-		if data, err = shortenOverlay(data); err != nil {
+		if data, err = shortenOverlay(data, extraLower); err != nil {
 			return fmt.Errorf("mount overlay: %w", err)
 		}
 	}
@@ -149,10 +159,10 @@ func setMountFlags(target string, flags uintptr, recursive bool) error {
 }
 
 // shortenOverlay makes overlay mount data fit in a page by changing to the
-// deepest directory common to all lower directories and naming them
-// relative to it, as containerd does. The caller must not depend on its
-// working directory afterwards.
-func shortenOverlay(data string) (string, error) {
+// deepest directory common to the lower directories other than keep and
+// naming them relative to it, as containerd does. The caller must not depend
+// on its working directory afterwards.
+func shortenOverlay(data, keep string) (string, error) {
 	opts := strings.Split(data, ",")
 	var lowers []string
 	li := -1
@@ -161,21 +171,28 @@ func shortenOverlay(data string) (string, error) {
 			lowers, li = strings.Split(v, ":"), i
 		}
 	}
-	if li < 0 || len(lowers) == 0 {
-		return data, nil
-	}
-	common := filepath.Dir(lowers[0])
-	for _, l := range lowers[1:] {
+	common := ""
+	for _, l := range lowers {
+		if l == keep {
+			continue
+		}
+		if common == "" {
+			common = filepath.Dir(l)
+		}
 		for common != "/" && !strings.HasPrefix(l, common+"/") {
 			common = filepath.Dir(common)
 		}
 	}
-	if common == "/" || !filepath.IsAbs(common) {
+	if common == "" || common == "/" || !filepath.IsAbs(common) {
 		return data, nil
 	}
 	rel := make([]string, len(lowers))
 	for i, l := range lowers {
-		rel[i] = strings.TrimPrefix(l, common+"/")
+		if l == keep {
+			rel[i] = l
+		} else {
+			rel[i] = strings.TrimPrefix(l, common+"/")
+		}
 	}
 	if err := unix.Chdir(common); err != nil {
 		return "", err

@@ -24,15 +24,15 @@ const (
 // initConfig is what Run sends to the init, as JSON.
 type initConfig struct {
 	Root       []snapshot.Mount `json:"root"`
-	RootDir    string           `json:"rootDir"` // host directory to mount the root on
+	Scratch    string           `json:"scratch"` // host directory to mount the scratch tmpfs on
 	Args       []string         `json:"args"`
 	Env        []string         `json:"env"`
 	Cwd        string           `json:"cwd"`
 	User       string           `json:"user,omitempty"`
 	Hostname   string           `json:"hostname"`
 	NewNet     bool             `json:"newNet,omitempty"`
-	HostsFile  string           `json:"hostsFile"`
-	ResolvFile string           `json:"resolvFile"`
+	Hosts      []byte           `json:"hosts"`
+	ResolvConf []byte           `json:"resolvConf"`
 	Mounts     []Mount          `json:"mounts,omitempty"`
 	Insecure   bool             `json:"insecure,omitempty"`
 }

@@ -79,9 +79,11 @@ type Spec struct {
 	// Mounts are extra mounts for RUN --mount, applied after the root
 	// filesystem, the shallowest target first (the order is otherwise kept).
 	Mounts []Mount
-	// TempDir is the directory for the run's scratch files (hosts,
-	// resolv.conf, the root mountpoint); "" means os.TempDir(). Run removes
-	// what it creates there.
+	// TempDir is where Run keeps the directory "builder-sandbox", created
+	// once (mode 0700) and shared by all runs: each init mounts a private
+	// tmpfs on it, in its own mount namespace, for the run's scratch files
+	// and the root mountpoint. "" means os.TempDir(). Nothing is ever
+	// written to it on disk.
 	TempDir string
 	// Insecure keeps every capability and leaves /proc and /sys unmasked,
 	// as RUN --security=insecure asks. By default the command gets Docker's
@@ -135,12 +137,7 @@ func Run(ctx context.Context, spec Spec) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp(spec.TempDir, "sandbox-")
-	if err != nil {
-		return fmt.Errorf("create sandbox dir: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	if err := cfg.writeFiles(tmp, spec); err != nil {
+	if cfg.Scratch, err = scratchDir(spec.TempDir); err != nil {
 		return err
 	}
 	res, err := runInit(ctx, cfg, spec.Stdout, spec.Stderr)
@@ -161,8 +158,8 @@ func Run(ctx context.Context, spec Spec) error {
 	return nil
 }
 
-// newConfig checks spec and fills in the defaults of the init's config. The
-// file paths are set by writeFiles.
+// newConfig checks spec and fills in the defaults of the init's config,
+// except for Scratch.
 func newConfig(spec Spec) (*initConfig, error) {
 	if len(spec.Root) == 0 {
 		return nil, errors.New("sandbox: no root mounts")
@@ -203,51 +200,56 @@ func newConfig(spec Spec) (*initConfig, error) {
 	if hostname == "" {
 		hostname = DefaultHostname
 	}
-	env := spec.Env
-	if !hasEnv(env, "PATH") {
-		env = append(env[:len(env):len(env)], "PATH="+DefaultPath)
-	}
-	return &initConfig{
-		Root:     spec.Root,
-		Args:     spec.Args,
-		Env:      env,
-		Cwd:      filepath.Clean(cwd),
-		User:     spec.User,
-		Hostname: hostname,
-		NewNet:   newNet,
-		Mounts:   sortMounts(spec.Mounts),
-		Insecure: spec.Insecure,
-	}, nil
-}
-
-// writeFiles creates the root mountpoint and the hosts and resolv.conf files
-// under tmp and records their paths in c.
-func (c *initConfig) writeFiles(tmp string, spec Spec) error {
-	c.RootDir = filepath.Join(tmp, "root")
-	if err := os.Mkdir(c.RootDir, 0o700); err != nil {
-		return fmt.Errorf("create root mountpoint: %w", err)
-	}
 	hosts := spec.Hosts
 	if hosts == nil {
-		hosts = fmt.Appendf(nil, "127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n", c.Hostname)
+		hosts = fmt.Appendf(nil, "127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n", hostname)
 	}
 	resolv := spec.ResolvConf
 	if resolv == nil {
 		b, err := os.ReadFile("/etc/resolv.conf")
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("read host resolv.conf: %w", err)
+			return nil, fmt.Errorf("read host resolv.conf: %w", err)
 		}
 		resolv = b
 	}
-	c.HostsFile = filepath.Join(tmp, "hosts")
-	c.ResolvFile = filepath.Join(tmp, "resolv.conf")
-	if err := os.WriteFile(c.HostsFile, hosts, 0o644); err != nil {
-		return fmt.Errorf("write hosts: %w", err)
+	env := spec.Env
+	if !hasEnv(env, "PATH") {
+		env = append(env[:len(env):len(env)], "PATH="+DefaultPath)
 	}
-	if err := os.WriteFile(c.ResolvFile, resolv, 0o644); err != nil {
-		return fmt.Errorf("write resolv.conf: %w", err)
+	return &initConfig{
+		Root:       spec.Root,
+		Args:       spec.Args,
+		Env:        env,
+		Cwd:        filepath.Clean(cwd),
+		User:       spec.User,
+		Hostname:   hostname,
+		Hosts:      hosts,
+		ResolvConf: resolv,
+		NewNet:     newNet,
+		Mounts:     sortMounts(spec.Mounts),
+		Insecure:   spec.Insecure,
+	}, nil
+}
+
+// scratchDir returns the shared scratch mountpoint under tmp (os.TempDir()
+// if empty), creating it if needed. Since tmp may be world-writable, it must
+// be a real directory owned by root and writable by nobody else.
+func scratchDir(tmp string) (string, error) {
+	if tmp == "" {
+		tmp = os.TempDir()
 	}
-	return nil
+	dir := filepath.Join(tmp, "builder-sandbox")
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", fmt.Errorf("create sandbox dir: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return "", fmt.Errorf("check sandbox dir: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Uid != uint32(os.Geteuid()) || st.Mode&0o022 != 0 {
+		return "", fmt.Errorf("check sandbox dir: %s is not a directory owned by us and writable only by us", dir)
+	}
+	return dir, nil
 }
 
 // runInit starts the init with cfg, waits for it and returns its result.
@@ -259,7 +261,6 @@ func runInit(ctx context.Context, cfg *initConfig, stdout, stderr io.Writer) (*i
 		return nil, fmt.Errorf("create config pipe: %w", err)
 	}
 	defer cfgR.Close()
-	defer cfgW.Close()
 	resR, resW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("create result pipe: %w", err)
@@ -284,16 +285,28 @@ func runInit(ctx context.Context, cfg *initConfig, stdout, stderr io.Writer) (*i
 		Setsid:     true,
 	}
 
+	// The config is written ahead so that the init never waits for it; a
+	// write error means the init died, and its exit status says why.
+	cfgJSON, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encode sandbox config: %w", err)
+	}
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		_, _ = cfgW.Write(cfgJSON)
+		cfgW.Close()
+	}()
+	defer func() { <-written }()
+
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := cmd.Start(); err != nil {
+		cfgR.Close() // unblocks the writer
 		return nil, fmt.Errorf("start sandbox: %w", err)
 	}
 	cfgR.Close()
 	resW.Close()
-	// A write error means the init died; its exit status says why.
-	_ = json.NewEncoder(cfgW).Encode(cfg)
-	cfgW.Close()
 	out, readErr := io.ReadAll(resR)
 	waitErr := cmd.Wait()
 

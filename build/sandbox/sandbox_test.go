@@ -111,6 +111,25 @@ func copyFile(t testing.TB, src, dst string, mode os.FileMode) {
 	}
 }
 
+// checkScratch checks that Run left nothing in tmp but its empty scratch
+// mountpoint.
+func checkScratch(t *testing.T, tmp string) {
+	t.Helper()
+	ents, err := os.ReadDir(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) == 0 {
+		return // Run failed before making it
+	}
+	if len(ents) != 1 || ents[0].Name() != "builder-sandbox" {
+		t.Fatalf("temp dir holds %v, want only builder-sandbox", ents)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(tmp, "builder-sandbox")); len(ents) != 0 {
+		t.Errorf("scratch dir not empty: %v", ents)
+	}
+}
+
 func bindRoot(dir string) []snapshot.Mount {
 	return []snapshot.Mount{{Type: "bind", Source: dir, Options: []string{"rbind", "rw"}}}
 }
@@ -299,9 +318,7 @@ func TestRun(t *testing.T) {
 			if after := tree(t, rootfs); after != before {
 				t.Errorf("rootfs changed:\nbefore:\n%s\nafter:\n%s", before, after)
 			}
-			if ents, _ := os.ReadDir(spec.TempDir); len(ents) != 0 {
-				t.Errorf("temp dir not cleaned: %v", ents)
-			}
+			checkScratch(t, spec.TempDir)
 		})
 	}
 }
@@ -381,23 +398,79 @@ func TestOverlayUpperStaysEmpty(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Run: %v (stderr %q)", err, stderr.String())
 			}
-			var got strings.Builder
-			err = filepath.Walk(upper, func(p string, fi os.FileInfo, err error) error {
-				if err != nil || p == upper {
-					return err
-				}
-				rel, _ := filepath.Rel(upper, p)
-				got.WriteString(rel + "\n")
-				return nil
+			if got := listTree(t, upper); got != tt.wantUpper {
+				t.Errorf("upper dir:\n%s\nwant:\n%s", got, tt.wantUpper)
+			}
+		})
+	}
+}
+
+// TestOverlayStubFallback uses a lower dir whose /etc/resolv.conf is a
+// dangling symlink into an existing directory: the stub layer cannot provide
+// the mountpoint, so the sandbox creates it through the overlay, which
+// copies /var and /var/run up, and the upper dir must still end up empty.
+func TestOverlayStubFallback(t *testing.T) {
+	needRoot(t)
+	lower := newRootfs(t)
+	if err := os.MkdirAll(filepath.Join(lower, "var/run"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Unix(1500000000, 0)
+	for _, d := range []string{"var/run", "var"} {
+		if err := os.Chtimes(filepath.Join(lower, d), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("../var/run/resolv.conf", filepath.Join(lower, "etc/resolv.conf")); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, script, wantUpper string
+	}{
+		{"true", "cat /etc/resolv.conf", ""},
+		{"write next to the stub", "cat /etc/resolv.conf; touch /var/run/pid", "var\nvar/run\nvar/run/pid\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			upper, work := t.TempDir(), t.TempDir()
+			var out bytes.Buffer
+			err := Run(context.Background(), Spec{
+				Root: []snapshot.Mount{{Type: "overlay", Source: "overlay", Options: []string{
+					"lowerdir=" + lower, "upperdir=" + upper, "workdir=" + work,
+				}}},
+				Args:       sh(tt.script),
+				ResolvConf: []byte("nameserver 192.0.2.7\n"),
+				Stdout:     &out,
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.String() != tt.wantUpper {
-				t.Errorf("upper dir:\n%s\nwant:\n%s", got.String(), tt.wantUpper)
+			if out.String() != "nameserver 192.0.2.7\n" {
+				t.Errorf("resolv.conf = %q", out.String())
+			}
+			if got := listTree(t, upper); got != tt.wantUpper {
+				t.Errorf("upper dir:\n%s\nwant:\n%s", got, tt.wantUpper)
 			}
 		})
 	}
+}
+
+// listTree lists the paths under dir, one a line.
+func listTree(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		b.WriteString(rel + "\n")
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }
 
 // TestOverlayLongOptions mounts an overlay whose options exceed a page.
@@ -421,20 +494,26 @@ func TestOverlayLongOptions(t *testing.T) {
 	if len(opts) < os.Getpagesize() {
 		t.Fatalf("options only %d bytes", len(opts))
 	}
+	// Read-only: the mountpoints come from the stub layer alone.
 	var out bytes.Buffer
 	err := Run(context.Background(), Spec{
 		Root:   []snapshot.Mount{{Type: "overlay", Source: "overlay", Options: []string{opts, "ro"}}},
-		Args:   sh("ls / | grep -c '^f0'"),
+		Args:   sh("ls / | grep -c '^f0'; touch /x"),
 		Stdout: &out,
 	})
-	// A read-only root cannot take the mountpoint stubs it lacks.
-	if err == nil || !strings.Contains(err.Error(), "read-only file system") {
-		t.Fatalf("Run on read-only root without mountpoints: %v", err)
+	var ee *ExitError
+	if !errors.As(err, &ee) || ee.Code != 1 {
+		t.Fatalf("Run on read-only root: %v, want exit code 1 from touch", err)
+	}
+	if out.String() != "60\n" {
+		t.Errorf("files from lower layers = %q, want 60", out.String())
 	}
 
+	out.Reset()
 	upper, work := t.TempDir(), t.TempDir()
 	err = Run(context.Background(), Spec{
 		Root:   []snapshot.Mount{{Type: "overlay", Source: "overlay", Options: []string{opts, "upperdir=" + upper, "workdir=" + work}}},
+		Mounts: []Mount{{Type: "tmpfs", Target: "/cache"}},
 		Args:   sh("ls / | grep -c '^f0'"),
 		Stdout: &out,
 	})
@@ -537,9 +616,7 @@ func TestCancel(t *testing.T) {
 	if p := initPids(t); len(p) != 0 {
 		t.Errorf("inits left: %v", p)
 	}
-	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
-		t.Errorf("temp dir not cleaned: %v", ents)
-	}
+	checkScratch(t, tmp)
 	// The mounts died with the namespace, so nothing holds the rootfs and
 	// the rootfs itself holds no stub (the init was killed before cleaning:
 	// only the empty mountpoints may remain, which the caller throws away

@@ -3,7 +3,6 @@ package sandbox
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -154,34 +153,41 @@ func (s *stubs) cleanup() {
 
 // removeCopiedUp removes from the overlay upper dir the directories in dirs
 // that only exist there because a mountpoint was created in them: those
-// still empty, not opaque and with the metadata they had before, deepest
-// first. The overlay must be unmounted. Directories that do not qualify are
-// left alone.
+// with the metadata they had before, not opaque, and empty but for other
+// such directories. The overlay must be unmounted. Directories that do not
+// qualify are left alone. All are checked before any is removed, since a
+// removal changes its parent's mtime.
 func removeCopiedUp(upper string, dirs []copiedUp) error {
 	if upper == "" || len(dirs) == 0 {
 		return nil
 	}
 	dirs = slices.Clone(dirs)
 	slices.SortStableFunc(dirs, func(a, b copiedUp) int { return depth(b.Path) - depth(a.Path) })
+	removable := map[string]bool{}
+	var order []string
 	for _, d := range dirs {
-		ok, err := removableCopyUp(upper, d)
+		ok, err := removableCopyUp(upper, d, removable)
 		if err != nil {
 			return fmt.Errorf("clean upper dir %s: %w", d.Path, err)
 		}
-		if !ok {
-			continue
+		if ok {
+			removable[path.Clean(d.Path)] = true
+			order = append(order, d.Path)
 		}
-		if err := unix.Rmdir(filepath.Join(upper, d.Path)); err != nil {
-			return fmt.Errorf("clean upper dir %s: %w", d.Path, err)
+	}
+	for _, p := range order {
+		if err := unix.Rmdir(filepath.Join(upper, p)); err != nil {
+			return fmt.Errorf("clean upper dir %s: %w", p, err)
 		}
 	}
 	return nil
 }
 
 // removableCopyUp reports whether the upper dir copy of d can be removed
-// without changing the merged tree. Every component of the path must be a
-// real directory: the command may have put symlinks in the upper dir.
-func removableCopyUp(upper string, d copiedUp) (bool, error) {
+// without changing the merged tree, given the set of its subdirectories that
+// will be removed. Every component of the path must be a real directory: the
+// command may have put symlinks in the upper dir.
+func removableCopyUp(upper string, d copiedUp, removable map[string]bool) (bool, error) {
 	p := upper
 	var st unix.Stat_t
 	for _, c := range strings.Split(strings.TrimPrefix(path.Clean(d.Path), "/"), "/") {
@@ -208,8 +214,14 @@ func removableCopyUp(upper string, d copiedUp) (bool, error) {
 		return false, err
 	}
 	defer f.Close()
-	if _, err := f.Readdirnames(1); !errors.Is(err, io.EOF) {
+	names, err := f.Readdirnames(-1)
+	if err != nil {
 		return false, err
+	}
+	for _, n := range names {
+		if !removable[path.Join(path.Clean(d.Path), n)] {
+			return false, nil
+		}
 	}
 	return true, nil
 }
