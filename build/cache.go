@@ -45,12 +45,12 @@ func (p keyPreimage) key() (Key, []byte) {
 
 // Record is what the cache keeps for a step that produced a filesystem change.
 type Record struct {
-	Empty     bool      `json:"empty,omitempty"` // the step changed nothing: no layer
-	DiffID    v1.Hash   `json:"diffID"`
-	Digest    v1.Hash   `json:"digest"`
-	Size      int64     `json:"size"`
-	MediaType string    `json:"mediaType"`
-	Created   time.Time `json:"created"`
+	Empty     bool            `json:"empty,omitempty"` // the step changed nothing: no layer
+	DiffID    v1.Hash         `json:"diffID"`
+	Digest    v1.Hash         `json:"digest"`
+	Size      int64           `json:"size"`
+	MediaType string          `json:"mediaType"`
+	Created   time.Time       `json:"created"`
 	Preimage  json.RawMessage `json:"preimage,omitempty"`
 }
 

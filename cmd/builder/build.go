@@ -59,7 +59,7 @@ func parseOutput(s string) (output, error) {
 func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs := newFlagSet("build", g)
 	var (
-		tags, buildArgs, outputs, insecure, labels []string
+		tags, buildArgs, outputs, insecure, labels         []string
 		file, target, network, progress, iidfile, platform string
 		noCache, pull, quiet                               bool
 	)
