@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
@@ -33,11 +32,10 @@ type pullResult struct {
 // o.Pull is set, else in its registry, which stores it locally. Concurrent
 // requests for one reference share one pull.
 func (b *Builder) resolveImage(ctx context.Context, ref string, o Options) (*baseImage, error) {
-	r, err := name.ParseReference(ref)
+	norm, err := export.NormalizeName(ref)
 	if err != nil {
-		return nil, fmt.Errorf("invalid reference %q: %w", ref, err)
+		return nil, err
 	}
-	norm := r.Name()
 	b.pullMu.Lock()
 	p, ok := b.pulls[norm]
 	if !ok {
@@ -174,14 +172,14 @@ func (j *job) commitImage(ctx context.Context, st *stageState) (*Result, error) 
 	}
 	var tags []string
 	for _, t := range j.o.Tags {
-		r, err := name.ParseReference(t)
+		norm, err := export.NormalizeName(t)
 		if err != nil {
-			return nil, fmt.Errorf("invalid tag %q: %w", t, err)
+			return nil, err
 		}
-		if err := j.b.tag(r.Name(), mDigest); err != nil {
+		if err := j.b.tag(norm, mDigest); err != nil {
 			return nil, fmt.Errorf("tag %s: %w", t, err)
 		}
-		tags = append(tags, r.Name())
+		tags = append(tags, norm)
 	}
 	img, err := export.LoadImage(j.b.store, mDigest)
 	if err != nil {

@@ -126,6 +126,7 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 		steps = append(pre, steps...)
 		total += len(pre)
 	}
+	ran := false // whether a filesystem step of this stage had to run
 	for n, step := range steps {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -142,6 +143,14 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 			}
 			sp.Error(se.Err)
 			return nil, se
+		}
+		switch step.Op.(type) {
+		case *parser.Run, *parser.Copy, *parser.Workdir:
+			ran = ran || !cached
+		default:
+			// A metadata step costs nothing; it counts as cached while
+			// everything before it in the stage came from the cache.
+			cached = !ran
 		}
 		j.countStep(cached)
 		if cached {

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"builder/build/buildtest"
+)
+
+// binary is the builder binary the tests run, built once by TestMain.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "builder-cli-test-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "builder")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		panic("build builder: " + err.Error() + "\n" + string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// cli runs builder with args and returns its combined output and exit code.
+func cli(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return out.String(), ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), 0
+}
+
+// writeCase writes a Dockerfile (and files) into a new context directory.
+func writeCase(t *testing.T, dockerfile string, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	files["Dockerfile"] = dockerfile
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestCLIUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"frobnicate"},
+		{"build"},
+		{"build", "--no-such-flag", "."},
+		{"build", "-o", "type=nope,dest=x", "."},
+	} {
+		out, code := cli(t, append([]string{"--root", t.TempDir()}, args...)...)
+		if code != 2 {
+			t.Errorf("builder %q: exit %d, want 2\n%s", args, code, out)
+		}
+	}
+}
+
+func TestCLIBuildImagesAndErrors(t *testing.T) {
+	buildtest.RequireRoot(t)
+	base := buildtest.BusyboxRegistry(t)
+	root := t.TempDir()
+	ctx := writeCase(t, "FROM "+base+"\nCOPY hi.sh /hi.sh\nENTRYPOINT [\"/hi.sh\"]\n", map[string]string{"hi.sh": "#!/bin/sh\necho hi\n"})
+	out, code := cli(t, "--root", root, "build", "-t", "app", "-o", "type=oci,dest="+filepath.Join(t.TempDir(), "app.tar"), ctx)
+	if code != 0 {
+		t.Fatalf("build: exit %d\n%s", code, out)
+	}
+	out, code = cli(t, "--root", root, "build", "-t", "app", ctx)
+	if code != 0 || strings.Count(out, "CACHED") != 2 {
+		t.Errorf("rebuild: exit %d, want every step CACHED\n%s", code, out)
+	}
+	out, _ = cli(t, "--root", root, "images")
+	if !strings.Contains(out, "docker.io/library/app:latest") || !strings.Contains(out, "sha256:") {
+		t.Errorf("images does not list app with its digest:\n%s", out)
+	}
+
+	// A failing RUN: exit 1, the file:line, the command, its exit code and output.
+	bad := writeCase(t, "FROM "+base+"\nRUN echo about to fail; exit 7\n", map[string]string{})
+	out, code = cli(t, "--root", root, "build", bad)
+	if code != 1 || !strings.Contains(out, "Dockerfile:2: RUN echo about to fail; exit 7: exit code: 7") || !strings.Contains(out, "> about to fail") {
+		t.Errorf("failing RUN: exit %d\n%s", code, out)
+	}
+	if m := buildtest.Mounts(t, root); len(m) > 0 {
+		t.Errorf("mounts left: %q", m)
+	}
+}
+
+// TestCLIInterrupt sends SIGINT during a long RUN: builder must stop
+// promptly, kill the RUN's processes, leave nothing mounted, and the next
+// build on the store must succeed.
+func TestCLIInterrupt(t *testing.T) {
+	buildtest.RequireRoot(t)
+	base := buildtest.BusyboxRegistry(t)
+	root := t.TempDir()
+	marker := "sleep 4242"
+	ctx := writeCase(t, "FROM "+base+"\nRUN echo started; "+marker+"\n", map[string]string{})
+	cmd := exec.Command(binary, "--root", root, "build", ctx)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), "started") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGINT)
+	err := cmd.Wait()
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("builder took %v to stop after SIGINT", took)
+	}
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+		t.Errorf("exit: %v, want 130\n%s", err, out.String())
+	}
+	if procs := processesMatching(t, marker); len(procs) > 0 {
+		t.Errorf("RUN processes survived the interrupt: %v", procs)
+	}
+	if m := buildtest.Mounts(t, root); len(m) > 0 {
+		t.Errorf("mounts left: %q", m)
+	}
+	good := writeCase(t, "FROM "+base+"\nRUN echo ok > /ok\n", map[string]string{})
+	if out, code := cli(t, "--root", root, "build", good); code != 0 {
+		t.Errorf("build after interrupt: exit %d\n%s", code, out)
+	}
+}
+
+// processesMatching lists PIDs whose command line contains s.
+func processesMatching(t *testing.T, s string) []string {
+	t.Helper()
+	var pids []string
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		dt, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if strings.Contains(strings.ReplaceAll(string(dt), "\x00", " "), s) && !strings.Contains(string(dt), "Dockerfile") {
+			pids = append(pids, e.Name())
+		}
+	}
+	return pids
+}
