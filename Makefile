@@ -4,12 +4,19 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 PKGS    := ./...
 
-.PHONY: all build test test-short bench vet fmt clean
+.PHONY: all build example test test-short bench vet fmt clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/builder ./cmd/builder
+
+# Builds builder, then the example image (needs root and Debian's busybox-static).
+example: build
+	@test -x /bin/busybox || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static)
+	cp /bin/busybox examples/hello/busybox
+	./bin/builder build -t hello -o type=oci,dest=hello.tar examples/hello
+	./bin/builder images
 
 # Tests need root (namespaces, mounts), busybox-static, umoci and skopeo: see .ci/run.
 test: build
