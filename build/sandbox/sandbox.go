@@ -274,7 +274,7 @@ func runInit(ctx context.Context, cfg *initConfig, stdout, stderr io.Writer) (*i
 	}
 	cmd := exec.CommandContext(ctx, "/proc/self/exe")
 	cmd.Args = []string{initArg0}
-	cmd.Env = []string{initEnv + "=1"}
+	cmd.Env = []string{initEnv + "=1", "GOMAXPROCS=1", "GOGC=off"}
 	cmd.Dir = "/"
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
