@@ -54,7 +54,25 @@ type Snapshotter interface {
 
 	// Exists reports whether the committed snapshot name is present.
 	Exists(ctx context.Context, name string) bool
+
+	// List returns every committed snapshot: its name, its parent and the
+	// directory holding it (for measuring disk use), in no set order.
+	List(ctx context.Context) ([]Info, error)
+
+	// Delete removes the committed snapshot name. It fails with an error
+	// wrapping ErrInUse while another snapshot is built on it (delete
+	// children first); a missing name is not an error. Callers must keep
+	// other users from preparing on name meanwhile.
+	Delete(ctx context.Context, name string) error
 }
+
+// Info describes a committed snapshot: Name, Parent ("" for none) and Dir,
+// the directory that holds it.
+type Info = store.Listed
+
+// ErrInUse is returned (wrapped) by Delete for a snapshot that is the
+// parent of another.
+var ErrInUse = store.ErrInUse
 
 // DiffOptions tunes the tar stream that Diff writes. Its one field, Epoch,
 // when non-nil, clamps every entry's mtime to at most *Epoch (Unix seconds),

@@ -317,3 +317,14 @@ func sameContent(a, b string) (bool, error) {
 		}
 	}
 }
+
+// List returns every committed snapshot.
+func (s *Snapshotter) List(ctx context.Context) ([]store.Listed, error) {
+	return s.st.Listed()
+}
+
+// Delete removes the committed snapshot name; it refuses while another
+// snapshot is built on it, and a missing name is not an error.
+func (s *Snapshotter) Delete(ctx context.Context, name string) error {
+	return s.st.Delete(name)
+}

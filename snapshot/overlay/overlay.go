@@ -309,3 +309,14 @@ func (s *Snapshotter) Exists(ctx context.Context, name string) bool {
 // TmpDir returns a directory on the snapshot file system for short-lived
 // private directories such as mount points.
 func (s *Snapshotter) TmpDir() string { return s.st.TmpDir() }
+
+// List returns every committed snapshot.
+func (s *Snapshotter) List(ctx context.Context) ([]store.Listed, error) {
+	return s.st.Listed()
+}
+
+// Delete removes the committed snapshot name; it refuses while another
+// snapshot is built on it, and a missing name is not an error.
+func (s *Snapshotter) Delete(ctx context.Context, name string) error {
+	return s.st.Delete(name)
+}

@@ -362,6 +362,63 @@ func Run(t *testing.T, open func(t *testing.T, root string) snapshot.Snapshotter
 	})
 	t.Run("lifecycle", func(t *testing.T) { lifecycle(t, sn) })
 	t.Run("chain", func(t *testing.T) { chain(t, sn) })
+	t.Run("delete", func(t *testing.T) { deleteCommitted(t, sn) })
+}
+
+// deleteCommitted checks List and Delete: a parent is kept while a child
+// or an active snapshot is built on it, and goes once they are gone.
+func deleteCommitted(t *testing.T, sn snapshot.Snapshotter) {
+	ctx := context.Background()
+	Base(t, sn)
+	for _, n := range []string{"del-a", "del-b"} {
+		parent := "base"
+		if n == "del-b" {
+			parent = "del-a"
+		}
+		if _, err := sn.Prepare(ctx, n+"-key", parent); err != nil {
+			t.Fatal(err)
+		}
+		if err := sn.Commit(ctx, n, n+"-key"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	listed := map[string]string{}
+	infos, err := sn.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range infos {
+		listed[in.Name] = in.Parent
+		if st, err := os.Stat(in.Dir); err != nil || !st.IsDir() {
+			t.Errorf("List: %s has no directory %s: %v", in.Name, in.Dir, err)
+		}
+	}
+	if p, ok := listed["del-b"]; !ok || p != "del-a" {
+		t.Errorf("List: del-b parent %q (listed %v)", p, ok)
+	}
+	if err := sn.Delete(ctx, "del-a"); !errors.Is(err, snapshot.ErrInUse) {
+		t.Errorf("Delete of a parent: %v, want ErrInUse", err)
+	}
+	if _, err := sn.Prepare(ctx, "del-active", "del-b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sn.Delete(ctx, "del-b"); !errors.Is(err, snapshot.ErrInUse) {
+		t.Errorf("Delete under an active snapshot: %v, want ErrInUse", err)
+	}
+	if err := sn.Remove(ctx, "del-active"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"del-b", "del-a", "del-a"} {
+		if err := sn.Delete(ctx, n); err != nil {
+			t.Errorf("Delete %s: %v", n, err)
+		}
+		if sn.Exists(ctx, n) {
+			t.Errorf("%s exists after Delete", n)
+		}
+	}
+	if !sn.Exists(ctx, "base") {
+		t.Error("Delete removed an unrelated snapshot")
+	}
 }
 
 func lifecycle(t *testing.T, sn snapshot.Snapshotter) {

@@ -467,3 +467,95 @@ func (s *Store) NewProbeDir() (string, error) {
 	}
 	return d, nil
 }
+
+// ErrInUse is returned by Delete for a committed snapshot that another
+// snapshot (committed or active) is built on.
+var ErrInUse = errors.New("snapshot is a parent of another snapshot")
+
+// List returns the meta of every committed snapshot, in no set order. It
+// reads only, and tolerates snapshots appearing or disappearing meanwhile.
+func (s *Store) List() ([]Info, error) {
+	ents, err := os.ReadDir(s.root)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	var out []Info
+	for _, e := range ents {
+		if !e.IsDir() || e.Name() == "active" || e.Name() == "tmp" {
+			continue
+		}
+		info, err := readInfo(filepath.Join(s.root, e.Name()))
+		if err != nil || info.Name == "" || ID(info.Name) != e.Name() {
+			continue
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// Delete removes the committed snapshot name. It refuses, with an error
+// wrapping ErrInUse, while any committed or active snapshot has name among
+// its ancestors, so children must be deleted first. Deleting a name that is
+// not there is not an error. The caller keeps other processes from
+// preparing snapshots on name meanwhile (builder's store lock does).
+func (s *Store) Delete(name string) error {
+	id := ID(name)
+	if !s.Exists(name) {
+		return nil
+	}
+	users := func(dir string) error {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if !e.IsDir() || e.Name() == "active" || e.Name() == "tmp" || e.Name() == id {
+				continue
+			}
+			info, err := readInfo(filepath.Join(dir, e.Name()))
+			if err != nil {
+				continue
+			}
+			for _, l := range info.Lowers {
+				if l == id {
+					return fmt.Errorf("delete %q: %w (%s)", name, ErrInUse, info.Name+info.Key)
+				}
+			}
+		}
+		return nil
+	}
+	if err := users(s.root); err != nil {
+		return err
+	}
+	if err := users(filepath.Join(s.root, "active")); err != nil {
+		return err
+	}
+	if err := s.trash(filepath.Join(s.root, id)); err != nil {
+		return fmt.Errorf("delete %q: %w", name, err)
+	}
+	return nil
+}
+
+// Dir returns the directory of the committed snapshot name, whether or not
+// it exists, for measuring its disk use.
+func (s *Store) Dir(name string) string { return filepath.Join(s.root, ID(name)) }
+
+// Listed describes a committed snapshot for List.
+type Listed struct {
+	Name   string // the snapshot's name (its chain ID for builder)
+	Parent string // the parent's name, "" for none
+	Dir    string // the directory that holds it
+}
+
+// Listed returns every committed snapshot with its directory.
+func (s *Store) Listed() ([]Listed, error) {
+	infos, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Listed, len(infos))
+	for i, in := range infos {
+		out[i] = Listed{Name: in.Name, Parent: in.Parent, Dir: s.Dir(in.Name)}
+	}
+	return out, nil
+}
