@@ -175,7 +175,8 @@ func (s *sandbox) setupScratch() error {
 	if err := os.WriteFile(s.resolvFile, s.cfg.ResolvConf, 0o644); err != nil {
 		return fmt.Errorf("write resolv.conf: %w", err)
 	}
-	if len(s.cfg.Root) == 1 && s.cfg.Root[0].Type == "overlay" {
+	// Overlay options cannot carry a path with a separator in it.
+	if len(s.cfg.Root) == 1 && s.cfg.Root[0].Type == "overlay" && !strings.ContainsAny(s.cfg.Scratch, ":,") {
 		return s.makeStubLayer(filepath.Join(s.cfg.Scratch, "layer"))
 	}
 	return nil

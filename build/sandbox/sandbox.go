@@ -7,9 +7,16 @@
 // namespace, so every mount it makes vanishes with the namespace however the
 // builder dies; it pivots into the root, starts the command as its child,
 // reaps zombies, forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT, and, once the command
-// exits, kills whatever the command left behind and removes every mountpoint
-// it had to create, so that a RUN that changes nothing leaves no change in the
-// snapshot.
+// exits, kills whatever the command left behind.
+//
+// A RUN that changes nothing leaves no change in the snapshot. On an overlay
+// root, the mountpoints the image lacks (/proc, /dev, /sys, /etc/hosts,
+// /etc/resolv.conf, --mount targets) come from an extra lowest layer on a
+// private tmpfs, so nothing is written for them. Where that layer cannot
+// provide one (a symlink or whiteout above it) and on bind roots, the init
+// creates it and removes it after the run, restoring its parent's times;
+// overlay directories copied up only to hold such a mountpoint are removed
+// from the upper dir once the overlay is gone.
 //
 // Every binary that calls Run must call Reexec first thing in main (and in
 // TestMain for tests).
