@@ -29,6 +29,7 @@ type command struct {
 var commands = []command{
 	{name: "build", summary: "Build an image from a Dockerfile", run: runBuild},
 	{name: "images", aliases: []string{"ls"}, summary: "List images in the local store", run: runImages},
+	{name: "diff", summary: "Explain how two images differ (exit 1 if they do)", run: runDiff},
 	{name: "version", summary: "Print the version", run: runVersion},
 }
 

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"builder/export"
+	"builder/export/imagediff"
+	"builder/snapshot/content"
+)
+
+// errImagesDiffer makes `builder diff` exit 1 when the images differ.
+var errImagesDiffer = errors.New("images differ")
+
+func runDiff(ctx context.Context, g *globals, args []string) error {
+	fs := newFlagSet("diff", g)
+	var insecure []string
+	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: builder diff [OPTIONS] IMAGE_A IMAGE_B\n\n"+
+			"Explain how two images differ: config fields, then layer by layer, file by file.\n"+
+			"IMAGE is a local store name, oci-archive:FILE, docker-archive:FILE, FILE.tar, oci:DIR,\n"+
+			"or a registry reference (docker://REF forces the registry).\n"+
+			"Exit status: 0 identical, 1 different.\n\nOptions:\n%s", fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		if err.Error() == "pflag: help requested" {
+			return nil
+		}
+		return usagef("%v", err)
+	}
+	if fs.NArg() != 2 {
+		return usagef("builder diff needs two images (see 'builder diff --help')")
+	}
+	o := imagediff.OpenOptions{Insecure: insecure}
+	if st, err := os.Stat(g.root); err == nil && st.IsDir() {
+		s, err := content.Open(g.root)
+		if err != nil {
+			return err
+		}
+		idx, err := export.OpenIndex(g.root)
+		if err != nil {
+			return err
+		}
+		o.Store, o.Index = s, idx
+	}
+	a, err := imagediff.Open(ctx, fs.Arg(0), o)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	b, err := imagediff.Open(ctx, fs.Arg(1), o)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	rep, err := imagediff.Compare(ctx, a.Image, b.Image)
+	if err != nil {
+		return fmt.Errorf("compare %s and %s: %w", a.Name, b.Name, err)
+	}
+	if err := rep.Write(os.Stdout); err != nil {
+		return err
+	}
+	if !rep.Identical() {
+		return errImagesDiffer
+	}
+	return nil
+}

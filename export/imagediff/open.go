@@ -1,0 +1,352 @@
+package imagediff
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"builder/export"
+	"builder/snapshot/content"
+)
+
+// Size limits for the JSON documents read whole into memory.
+const (
+	maxManifestSize = 8 << 20
+	maxConfigSize   = 64 << 20
+)
+
+// OpenOptions say where Open looks for an image.
+type OpenOptions struct {
+	// Store and Index are the local store; names found in Index are read
+	// from Store. Both nil means no local store.
+	Store *content.Store
+	Index *export.Index
+	// Insecure lists registries ("host" or "host:port") reached over plain
+	// HTTP. Loopback registries always are.
+	Insecure []string
+	// Keychain supplies registry credentials; default authn.DefaultKeychain.
+	Keychain authn.Keychain
+	// Platform picks the image of a multi-platform index; default
+	// linux/GOARCH.
+	Platform *v1.Platform
+}
+
+// Source is an opened image and the name it was opened by. Close releases
+// the file an archive image reads from; it is safe to call more than once.
+type Source struct {
+	Name  string
+	Image v1.Image
+	close func() error
+}
+
+// Close releases what the image reads from.
+func (s *Source) Close() error {
+	if s.close == nil {
+		return nil
+	}
+	c := s.close
+	s.close = nil
+	return c()
+}
+
+// Open resolves ref to an image. Accepted forms:
+//
+//	oci-archive:FILE     an OCI image layout in a tar file
+//	docker-archive:FILE  a `docker save` tar file
+//	oci:DIR              an OCI image layout directory
+//	docker://REF         a registry reference
+//	FILE.tar             an archive file (OCI layout or docker save)
+//	NAME                 a local store name, else a registry reference
+//
+// Nothing is read beyond manifests and configs until layers are opened.
+func Open(ctx context.Context, ref string, o OpenOptions) (*Source, error) {
+	switch {
+	case strings.HasPrefix(ref, "oci-archive:"), strings.HasPrefix(ref, "docker-archive:"):
+		_, file, _ := strings.Cut(ref, ":")
+		return openArchive(ref, file, o)
+	case strings.HasPrefix(ref, "oci:"):
+		dir := strings.TrimPrefix(ref, "oci:")
+		img, err := openLayout(dirFS(dir), o)
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", ref, err)
+		}
+		return &Source{Name: ref, Image: img}, nil
+	case strings.HasPrefix(ref, "docker://"):
+		return openRemote(ctx, ref, strings.TrimPrefix(ref, "docker://"), o)
+	}
+	if strings.HasSuffix(ref, ".tar") {
+		if st, err := os.Stat(ref); err == nil && st.Mode().IsRegular() {
+			return openArchive(ref, ref, o)
+		}
+	}
+	if o.Index != nil && o.Store != nil {
+		desc, err := o.Index.Lookup(ref)
+		switch {
+		case err == nil:
+			img, err := export.LoadImage(o.Store, desc.Digest)
+			if err != nil {
+				return nil, fmt.Errorf("open %s: %w", ref, err)
+			}
+			return &Source{Name: ref, Image: img}, nil
+		case !errors.Is(err, export.ErrNotFound):
+			return nil, fmt.Errorf("open %s: %w", ref, err)
+		}
+	}
+	return openRemote(ctx, ref, ref, o)
+}
+
+func openRemote(ctx context.Context, display, ref string, o OpenOptions) (*Source, error) {
+	var opts []name.Option
+	if r, err := name.ParseReference(ref); err == nil {
+		for _, h := range o.Insecure {
+			if r.Context().RegistryStr() == h {
+				opts = append(opts, name.Insecure)
+			}
+		}
+	}
+	r, err := name.ParseReference(ref, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: not a local name, an archive or a registry reference: %w", display, err)
+	}
+	kc := o.Keychain
+	if kc == nil {
+		kc = authn.DefaultKeychain
+	}
+	img, err := remote.Image(r, remote.WithContext(ctx), remote.WithAuthFromKeychain(kc), remote.WithPlatform(platform(o)))
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", display, err)
+	}
+	return &Source{Name: display, Image: img}, nil
+}
+
+func platform(o OpenOptions) v1.Platform {
+	if o.Platform != nil {
+		return *o.Platform
+	}
+	return v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+}
+
+// openArchive opens a tar file holding an OCI layout (index.json) or a
+// docker save archive (manifest.json). Blobs are read in place, as sections
+// of the file, never extracted or loaded whole.
+func openArchive(display, file string, o OpenOptions) (*Source, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", display, err)
+	}
+	tf, err := indexTar(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open %s: %w", display, err)
+	}
+	var img v1.Image
+	switch {
+	case tf.has("index.json"):
+		img, err = openLayout(tf, o)
+	case tf.has("manifest.json"):
+		img, err = tarball.Image(func() (io.ReadCloser, error) { return os.Open(file) }, nil)
+	default:
+		err = errors.New("neither index.json (OCI layout) nor manifest.json (docker save) in the archive")
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open %s: %w", display, err)
+	}
+	return &Source{Name: display, Image: img, close: f.Close}, nil
+}
+
+// layoutFS opens the files of an OCI image layout by slash path.
+type layoutFS interface {
+	open(p string) (io.ReadCloser, int64, error)
+}
+
+type dirFS string
+
+func (d dirFS) open(p string) (io.ReadCloser, int64, error) {
+	f, err := os.Open(filepath.Join(string(d), filepath.FromSlash(p)))
+	if err != nil {
+		return nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, st.Size(), nil
+}
+
+// tarFS is a tar file's regular files, as sections of the file.
+type tarFS struct {
+	f     *os.File
+	files map[string][2]int64 // offset, size
+}
+
+// indexTar records where each regular file's data lies in the tar f. The
+// tar reader reads headers in whole blocks without reading ahead, so the
+// file position after Next is the start of the entry's data.
+func indexTar(f *os.File) (*tarFS, error) {
+	t := &tarFS{f: f, files: map[string][2]int64{}}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return t, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read archive: %w", err)
+		}
+		if h.Typeflag != tar.TypeReg {
+			continue
+		}
+		off, err := f.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return nil, fmt.Errorf("read archive: %w", err)
+		}
+		t.files[path.Clean(strings.TrimPrefix(h.Name, "./"))] = [2]int64{off, h.Size}
+	}
+}
+
+func (t *tarFS) has(p string) bool { _, ok := t.files[p]; return ok }
+
+func (t *tarFS) open(p string) (io.ReadCloser, int64, error) {
+	e, ok := t.files[p]
+	if !ok {
+		return nil, 0, fmt.Errorf("%s: %w", p, os.ErrNotExist)
+	}
+	return io.NopCloser(io.NewSectionReader(t.f, e[0], e[1])), e[1], nil
+}
+
+func readAll(fs layoutFS, p string, limit int64) ([]byte, error) {
+	rc, size, err := fs.open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	if size > limit {
+		return nil, fmt.Errorf("%s: %d bytes is too large", p, size)
+	}
+	return io.ReadAll(io.LimitReader(rc, limit))
+}
+
+func blobPath(d v1.Hash) string { return "blobs/" + d.Algorithm + "/" + d.Hex }
+
+// openLayout reads index.json of an OCI layout and descends to one image
+// manifest: the only one, else the one for the platform.
+func openLayout(fs layoutFS, o OpenOptions) (v1.Image, error) {
+	raw, err := readAll(fs, "index.json", maxManifestSize)
+	if err != nil {
+		return nil, err
+	}
+	want := platform(o)
+	for depth := 0; depth < 4; depth++ {
+		idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
+		if err != nil {
+			return nil, fmt.Errorf("parse index: %w", err)
+		}
+		desc, err := pick(idx.Manifests, want)
+		if err != nil {
+			return nil, err
+		}
+		body, err := readAll(fs, blobPath(desc.Digest), maxManifestSize)
+		if err != nil {
+			return nil, err
+		}
+		if desc.MediaType.IsIndex() {
+			raw = body
+			continue
+		}
+		return layoutImage(fs, body)
+	}
+	return nil, errors.New("indexes nested too deep")
+}
+
+// pick chooses the image descriptor of an index.
+func pick(ds []v1.Descriptor, want v1.Platform) (v1.Descriptor, error) {
+	if len(ds) == 1 {
+		return ds[0], nil
+	}
+	for _, d := range ds {
+		if d.Platform != nil && d.Platform.Satisfies(want) {
+			return d, nil
+		}
+	}
+	if len(ds) == 0 {
+		return v1.Descriptor{}, errors.New("the index lists no images")
+	}
+	return v1.Descriptor{}, fmt.Errorf("the index lists %d images and none for %s", len(ds), want.String())
+}
+
+// layoutImage is an image whose blobs lie in a layout.
+type layoutImageCore struct {
+	fs          layoutFS
+	rawManifest []byte
+	manifest    *v1.Manifest
+	rawConfig   []byte
+}
+
+func layoutImage(fs layoutFS, rawManifest []byte) (v1.Image, error) {
+	m, err := v1.ParseManifest(bytes.NewReader(rawManifest))
+	if err != nil {
+		return nil, fmt.Errorf("parse manifest: %w", err)
+	}
+	cfg, err := readAll(fs, blobPath(m.Config.Digest), maxConfigSize)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return partial.CompressedToImage(&layoutImageCore{fs: fs, rawManifest: rawManifest, manifest: m, rawConfig: cfg})
+}
+
+func (l *layoutImageCore) RawConfigFile() ([]byte, error) { return l.rawConfig, nil }
+func (l *layoutImageCore) RawManifest() ([]byte, error)   { return l.rawManifest, nil }
+func (l *layoutImageCore) MediaType() (types.MediaType, error) {
+	if l.manifest.MediaType != "" {
+		return l.manifest.MediaType, nil
+	}
+	var probe struct {
+		MediaType types.MediaType `json:"mediaType"`
+	}
+	_ = json.Unmarshal(l.rawManifest, &probe)
+	if probe.MediaType == "" {
+		return types.OCIManifestSchema1, nil
+	}
+	return probe.MediaType, nil
+}
+
+func (l *layoutImageCore) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+	for _, d := range l.manifest.Layers {
+		if d.Digest == h {
+			return &layoutLayer{fs: l.fs, desc: d}, nil
+		}
+	}
+	return nil, fmt.Errorf("blob %s is not a layer of the image", h)
+}
+
+type layoutLayer struct {
+	fs   layoutFS
+	desc v1.Descriptor
+}
+
+func (l *layoutLayer) Digest() (v1.Hash, error)            { return l.desc.Digest, nil }
+func (l *layoutLayer) Size() (int64, error)                { return l.desc.Size, nil }
+func (l *layoutLayer) MediaType() (types.MediaType, error) { return l.desc.MediaType, nil }
+func (l *layoutLayer) Compressed() (io.ReadCloser, error) {
+	rc, _, err := l.fs.open(blobPath(l.desc.Digest))
+	return rc, err
+}
