@@ -34,6 +34,11 @@ type Options struct {
 	Insecure   []string          // registries that may be reached over plain HTTP
 	Epoch      *time.Time        // SOURCE_DATE_EPOCH
 	Progress   *Progress
+	// Secrets are the --secret values RUN --mount=type=secret reads, by id.
+	// Their values never reach a layer, the config, history or a cache key.
+	Secrets map[string]Secret
+	// AllowInsecure permits RUN --security=insecure (--allow security.insecure).
+	AllowInsecure bool
 }
 
 // Result describes the image a build produced.

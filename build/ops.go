@@ -19,19 +19,19 @@ import (
 	"builder/snapshot/archive"
 )
 
-// run executes a RUN step, or takes its result from the cache.
+// run executes a RUN step, or takes its result from the cache. Its mounts
+// (--mount) are set up around the sandbox and never reach the layer.
 func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *parser.Run, sp *StepProgress) (bool, error) {
-	if len(op.Mounts) > 0 {
-		return false, fmt.Errorf("RUN --mount: %w", errNotSupported)
+	if len(op.Devices) > 0 {
+		return false, fmt.Errorf("RUN --device: %w", errNotSupported)
 	}
-	if len(op.Heredocs) > 0 {
-		return false, fmt.Errorf("RUN with a heredoc: %w", errNotSupported)
+	insecure := op.Security == "insecure"
+	if insecure && !j.o.AllowInsecure {
+		return false, fmt.Errorf("RUN --security=insecure needs the security.insecure entitlement (--allow security.insecure)")
 	}
-	var argv []string
-	if op.PrependShell {
-		argv = append(st.shell(), strings.Join(op.Command, " "))
-	} else {
-		argv = append([]string(nil), op.Command...)
+	argv, script, err := runArgv(st, op)
+	if err != nil {
+		return false, err
 	}
 	network := j.o.Network
 	if op.Network != "" && op.Network != "default" {
@@ -39,6 +39,10 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	}
 	if network != "host" && network != "none" {
 		return false, fmt.Errorf("network mode %q: %w", network, errNotSupported)
+	}
+	mounts, err := j.runMounts(ctx, st, op)
+	if err != nil {
+		return false, err
 	}
 	proxies := map[string]string{}
 	for k, v := range j.o.BuildArgs {
@@ -52,6 +56,15 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	pre := keyPreimage{Parent: string(st.fsKey), Op: "run", Args: argv, State: map[string]string{
 		"env": string(envJSON), "user": c.User, "workdir": c.WorkingDir, "network": network,
 	}}
+	if len(mounts) > 0 {
+		pre.State["mounts"] = mountsKey(mounts)
+	}
+	if script != nil {
+		pre.Inputs = map[string]string{"script": script.Data}
+	}
+	if insecure {
+		pre.State["security"] = "insecure"
+	}
 	j.addEpoch(&pre)
 	key, preimage := pre.key()
 	createdBy := "RUN " + runArgsPrefix(st.args) + strings.Join(argv, " ")
@@ -64,7 +77,7 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 		return false, err
 	}
 	active := activeKey("run")
-	mounts, err := j.b.snapshotter.Prepare(ctx, active, parent)
+	root, err := j.b.snapshotter.Prepare(ctx, active, parent)
 	if err != nil {
 		return false, fmt.Errorf("prepare snapshot: %w", err)
 	}
@@ -78,8 +91,15 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	if cwd == "" {
 		cwd = "/"
 	}
-	err = sandbox.Run(ctx, sandbox.Spec{Root: mounts, Args: argv, Env: env, Cwd: cwd, User: c.User,
-		Network: network, Stdout: sp, Stderr: sp})
+	err = j.withRunMounts(ctx, mounts, script, func(extra []sandbox.Mount, secretEnv []string) error {
+		runEnv := env
+		for _, kv := range secretEnv {
+			k, v, _ := strings.Cut(kv, "=")
+			runEnv = setEnv(runEnv, k, v)
+		}
+		return sandbox.Run(ctx, sandbox.Spec{Root: root, Args: argv, Env: runEnv, Cwd: cwd, User: c.User,
+			Network: network, Stdout: sp, Stderr: sp, Mounts: extra, Insecure: insecure})
+	})
 	<-j.runSem
 	if err != nil {
 		return false, err
@@ -121,10 +141,9 @@ type copySource struct {
 }
 
 // copy executes a COPY or ADD step, or takes its result from the cache.
+// Local sources come from the context or a stage; heredoc and URL sources
+// are written to a temporary directory first and copied from there.
 func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *parser.Copy, sp *StepProgress) (bool, error) {
-	if len(op.Heredocs) > 0 {
-		return false, fmt.Errorf("%s with a heredoc: %w", instrName(op), errNotSupported)
-	}
 	ex := st.expander()
 	srcs, err := ex.words(op.Sources)
 	if err != nil {
@@ -142,27 +161,46 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 	if err != nil {
 		return false, err
 	}
-	if op.Add {
-		for _, s := range srcs {
-			if isURL(s) {
-				return false, fmt.Errorf("ADD %s: remote sources are %w", s, errNotSupported)
-			}
-		}
-	}
 	if op.KeepGitDir {
 		return false, fmt.Errorf("ADD --keep-git-dir: %w", errNotSupported)
 	}
+	var local, urls []string
+	for _, s := range srcs {
+		switch {
+		case op.Add && isGitSource(s):
+			return false, fmt.Errorf("ADD %s: Git sources are %w", s, errNotSupported)
+		case isHTTPSource(s):
+			if !op.Add {
+				return false, fmt.Errorf("source can't be a URL for COPY")
+			}
+			urls = append(urls, s)
+		default:
+			local = append(local, s)
+		}
+	}
+	if op.Checksum != "" && len(urls) == 0 {
+		return false, fmt.Errorf("checksum can't be specified for non-HTTP(S) sources")
+	}
 	dest = containerPath(st.cfg.Config.WorkingDir, dest)
-	cs, err := j.copySource(ctx, st, ex, op)
+	inline, err := j.inlineSources(ctx, ex, op, urls)
 	if err != nil {
 		return false, err
 	}
-	req := copier.Request{Sources: srcs, Dest: dest, Chmod: chmod, Excludes: op.Excludes, Parents: op.Parents,
+	defer inline.cleanup()
+	var cs copySource
+	if len(local) > 0 {
+		if cs, err = j.copySource(ctx, st, ex, op); err != nil {
+			return false, err
+		}
+	}
+	req := copier.Request{Sources: local, Dest: dest, Chmod: chmod, Excludes: op.Excludes, Parents: op.Parents,
 		Add: op.Add, Extract: extractArchive}
 	var sum string
-	if cs.layers == nil {
+	switch {
+	case len(local) == 0:
+	case cs.layers == nil:
 		sum, err = copier.Checksum(ctx, cs.src, req)
-	} else {
+	default:
 		err = j.withSource(ctx, cs, nil, func(src copier.Source, _ string) error {
 			var err error
 			sum, err = copier.Checksum(ctx, src, req)
@@ -176,12 +214,18 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 	pre := keyPreimage{Parent: string(st.fsKey), Op: strings.ToLower(instrName(op)), Args: append(append([]string(nil), srcs...), dest),
 		State:  map[string]string{"chown": chown, "chmod": chmod, "excludes": string(excl), "parents": strconv.FormatBool(op.Parents)},
 		Inputs: map[string]string{"sources": sum}}
+	if len(inline.files) > 0 {
+		pre.Inputs["inline"] = inline.key()
+	}
 	j.addEpoch(&pre)
 	key, preimage := pre.key()
 	createdBy := historyText(step.Original)
 	if rec, ok := j.lookup(key); ok {
 		j.applyRecord(st, key, rec, createdBy)
 		return true, nil
+	}
+	if err := inline.materialize(ctx); err != nil {
+		return false, err
 	}
 	parent, err := j.b.ensureChain(ctx, st.layers)
 	if err != nil {
@@ -201,7 +245,19 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 			}
 			req.Chown = owner
 		}
-		return copier.Copy(ctx, src, dstRoot, req)
+		if len(local) > 0 {
+			if err := copier.Copy(ctx, src, dstRoot, req); err != nil {
+				return err
+			}
+		}
+		if len(inline.files) > 0 {
+			isrc, ireq := inline.copyRequest(req)
+			if op.Unpack != nil && *op.Unpack && len(urls) > 0 {
+				ireq.Add, ireq.Extract = true, extractArchive
+			}
+			return copier.Copy(ctx, isrc, dstRoot, ireq)
+		}
+		return nil
 	})
 	if err != nil {
 		return false, err
@@ -219,10 +275,6 @@ func instrName(op *parser.Copy) string {
 		return "ADD"
 	}
 	return "COPY"
-}
-
-func isURL(s string) bool {
-	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") || strings.HasPrefix(s, "git@")
 }
 
 // containerPath joins a destination with the working directory, keeping a

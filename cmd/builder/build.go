@@ -74,6 +74,9 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringVar(&platform, "platform", "", "target platform (only the host's, linux/"+hostArch()+", is supported)")
 	fs.StringArrayVarP(&outputs, "output", "o", nil, "output: type=oci|docker,dest=FILE or type=image")
 	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
+	var secrets, allow []string
+	fs.StringArrayVar(&secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
+	fs.StringArrayVar(&allow, "allow", nil, "extra privilege to allow: security.insecure (for RUN --security=insecure)")
 	fs.StringVar(&progress, "progress", "auto", "progress output: auto, plain or quiet")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "print only the image ID")
 	fs.StringVar(&iidfile, "iidfile", "", "write the image ID (manifest digest) to this file")
@@ -122,6 +125,9 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		return usagef("%v", err)
 	}
 	o.Epoch = epoch
+	if err := secretOptions(&o, secrets, allow); err != nil {
+		return err
+	}
 	var outs []output
 	for _, s := range outputs {
 		out, err := parseOutput(s)
@@ -229,3 +235,24 @@ func writeOutput(ctx context.Context, out output, res *build.Result) error {
 }
 
 func hostArch() string { return runtime.GOARCH }
+
+// secretOptions puts the --secret and --allow values into o.
+func secretOptions(o *build.Options, secrets, allow []string) error {
+	for _, s := range secrets {
+		id, sec, err := build.ParseSecret(s)
+		if err != nil {
+			return usagef("--secret: %v", err)
+		}
+		if o.Secrets == nil {
+			o.Secrets = map[string]build.Secret{}
+		}
+		o.Secrets[id] = sec
+	}
+	for _, a := range allow {
+		if a != "security.insecure" {
+			return usagef("--allow %q: only security.insecure is supported", a)
+		}
+		o.AllowInsecure = true
+	}
+	return nil
+}

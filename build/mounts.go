@@ -1,0 +1,690 @@
+package build
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"golang.org/x/sys/unix"
+
+	"builder/build/copier"
+	"builder/build/sandbox"
+	"builder/parser"
+	"builder/snapshot"
+)
+
+// Secret says where the value of a build secret (--secret) comes from:
+// a file (File) or an environment variable of the builder (Env). The value
+// is read when a RUN mounts it and is never stored.
+type Secret struct {
+	File string
+	Env  string
+}
+
+// maxSecretSize is the largest secret accepted, as in BuildKit.
+const maxSecretSize = 500 << 10
+
+// ParseSecret parses a --secret value the way buildx does:
+// "id=ID,src=PATH" (or source=), "id=ID,env=VAR", "type=file|env" to say
+// how a bare src= is meant. With neither src nor env the value comes from
+// the environment variable named ID. A relative src is made absolute
+// against the current directory.
+func ParseSecret(spec string) (string, Secret, error) {
+	r := csv.NewReader(strings.NewReader(spec))
+	fields, err := r.Read()
+	if err != nil {
+		return "", Secret{}, fmt.Errorf("parse secret %q: %w", spec, err)
+	}
+	var id, typ string
+	var s Secret
+	for _, f := range fields {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok {
+			return "", Secret{}, fmt.Errorf("parse secret %q: field %q must be a key=value pair", spec, f)
+		}
+		switch strings.ToLower(strings.TrimSpace(k)) {
+		case "type":
+			if v != "file" && v != "env" {
+				return "", Secret{}, fmt.Errorf("parse secret %q: unsupported secret type %q", spec, v)
+			}
+			typ = v
+		case "id":
+			id = v
+		case "src", "source":
+			s.File = v
+		case "env":
+			s.Env = v
+		default:
+			return "", Secret{}, fmt.Errorf("parse secret %q: unexpected key %q", spec, k)
+		}
+	}
+	if typ == "env" && s.Env == "" {
+		s.Env, s.File = s.File, ""
+	}
+	if id == "" {
+		switch {
+		case s.File != "":
+			id = filepath.Base(s.File)
+		case s.Env != "":
+			id = s.Env
+		default:
+			return "", Secret{}, fmt.Errorf("parse secret %q: no id", spec)
+		}
+	}
+	if s.File == "" && s.Env == "" {
+		s.Env = id
+	}
+	if s.File != "" {
+		if s.File, err = filepath.Abs(s.File); err != nil {
+			return "", Secret{}, fmt.Errorf("parse secret %q: %w", spec, err)
+		}
+	}
+	return id, s, nil
+}
+
+// value reads the secret. ok is false when its file or variable does not
+// exist.
+func (s Secret) value() (val []byte, ok bool, err error) {
+	if s.File != "" {
+		f, err := os.Open(s.File)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		defer f.Close()
+		val, err = io.ReadAll(io.LimitReader(f, maxSecretSize+1))
+		if err != nil {
+			return nil, false, err
+		}
+	} else {
+		v, set := os.LookupEnv(s.Env)
+		if !set {
+			return nil, false, nil
+		}
+		val = []byte(v)
+	}
+	if len(val) > maxSecretSize {
+		return nil, false, fmt.Errorf("secret is larger than %d bytes", maxSecretSize)
+	}
+	return val, true, nil
+}
+
+// runMount is one RUN --mount with its variables expanded and its source
+// resolved.
+type runMount struct {
+	m      *parser.RunMount
+	target string // absolute path in the container
+	// source is the bind or cache sub-path, cleaned and relative ("" for
+	// the whole tree).
+	source string
+	// layers is the stage or image a bind reads from; hasFrom marks a
+	// bind with from= (an empty stage has no layers).
+	layers  []layerRef
+	hasFrom bool
+	// input identifies what a bind reads, for the cache key: the chain ID
+	// of the stage or image, or the checksum of the context path.
+	input    string
+	secretID string
+	cacheID  string
+}
+
+// runMounts parses and resolves the --mount flags of a RUN. Bind sources
+// in other stages are waited for.
+func (j *job) runMounts(ctx context.Context, st *stageState, op *parser.Run) ([]*runMount, error) {
+	ex := st.expander()
+	wd := st.cfg.Config.WorkingDir
+	if wd == "" {
+		wd = "/"
+	}
+	var out []*runMount
+	for _, raw := range op.Mounts {
+		m, err := parser.ParseMount(raw.Spec, ex.word)
+		if err != nil {
+			return nil, fmt.Errorf("parse --mount=%s: %w", raw.Spec, err)
+		}
+		rm := &runMount{m: m}
+		if m.Target != "" {
+			rm.target = m.Target
+			if !path.IsAbs(rm.target) {
+				rm.target = path.Join(wd, rm.target)
+			}
+			rm.target = path.Clean(rm.target)
+		}
+		rm.source = strings.TrimPrefix(path.Clean("/"+m.Source), "/")
+		switch m.Type {
+		case "ssh":
+			return nil, fmt.Errorf("RUN --mount=type=ssh: %w", errNotSupported)
+		case "bind":
+			if err := j.resolveBind(ctx, st, rm); err != nil {
+				return nil, err
+			}
+		case "cache":
+			if m.From != "" {
+				return nil, fmt.Errorf("RUN --mount=type=cache,from=%s: seeding a cache from a stage or image is %w", m.From, errNotSupported)
+			}
+			rm.cacheID = m.ID
+			if rm.cacheID == "" {
+				rm.cacheID = path.Clean(m.Target)
+			}
+			if m.Sharing != "" && m.Sharing != "shared" && m.Sharing != "private" && m.Sharing != "locked" {
+				return nil, fmt.Errorf("RUN --mount: invalid cache sharing %q", m.Sharing)
+			}
+		case "tmpfs":
+		case "secret":
+			id := m.ID
+			if m.Source != "" {
+				id = m.Source
+			}
+			if id == "" {
+				if m.Target == "" {
+					return nil, fmt.Errorf("RUN --mount=type=secret: one of id, source or target is required")
+				}
+				id = path.Base(rm.target)
+			}
+			rm.secretID = id
+			if m.Env == "" && rm.target == "" {
+				rm.target = "/run/secrets/" + path.Base(id)
+			}
+		default:
+			return nil, fmt.Errorf("RUN --mount: unsupported mount type %q", m.Type)
+		}
+		if m.Type != "secret" || rm.target != "" {
+			if rm.target == "" || rm.target == "/" {
+				return nil, fmt.Errorf("RUN --mount=%s: invalid mount target %q", raw.Spec, m.Target)
+			}
+		}
+		out = append(out, rm)
+	}
+	return out, nil
+}
+
+// resolveBind finds the tree a bind mount reads from and what identifies
+// its content.
+func (j *job) resolveBind(ctx context.Context, st *stageState, rm *runMount) error {
+	from := rm.m.From
+	if from == "" {
+		src := j.bctx.Source()
+		sum, err := copier.Checksum(ctx, src, copier.Request{Sources: []string{"/" + rm.source}, Dest: "/"})
+		if err != nil {
+			return fmt.Errorf("mount context path /%s: %w", rm.source, err)
+		}
+		rm.input = "context:" + sum
+		return nil
+	}
+	rm.hasFrom = true
+	if s, ok := j.stageRef(from, st.index); ok {
+		other, err := j.wait(ctx, s.Index)
+		if err != nil {
+			return err
+		}
+		rm.layers = append([]layerRef{}, other.layers...)
+	} else {
+		img, err := j.b.resolveImage(ctx, from, j.o)
+		if err != nil {
+			return err
+		}
+		rm.layers = append([]layerRef{}, img.layers...)
+	}
+	rm.input = "layers:" + chainOf(rm.layers)
+	return nil
+}
+
+// chainOf returns the chain ID of layers, or "" for none.
+func chainOf(layers []layerRef) string {
+	if len(layers) == 0 {
+		return ""
+	}
+	st := stageState{layers: layers}
+	ids := chainIDs(st.diffIDs())
+	return ids[len(ids)-1]
+}
+
+// mountsKey describes the mounts for the cache key of a RUN: their specs
+// and the identity of what binds read. Secret values never enter it, only
+// secret ids.
+func mountsKey(ms []*runMount) string {
+	type keyMount struct {
+		Type, Target, Source, Input, ID, Sharing, Env string
+		ReadOnly, Required                            bool
+		Mode, UID, GID                                *uint64
+		Size                                          int64
+	}
+	var out []keyMount
+	for _, rm := range ms {
+		m := rm.m
+		k := keyMount{Type: m.Type, Target: rm.target, Source: rm.source, Input: rm.input, ReadOnly: m.ReadOnly,
+			Mode: m.Mode, UID: m.UID, GID: m.GID, Size: m.Size}
+		switch m.Type {
+		case "cache":
+			k.ID, k.Sharing = rm.cacheID, m.Sharing
+		case "secret":
+			k.ID, k.Env, k.Required = rm.secretID, m.Env, m.Required
+		}
+		out = append(out, k)
+	}
+	dt, _ := json.Marshal(out)
+	return string(dt)
+}
+
+// withRunMounts prepares what the mounts of a RUN need (cache directories,
+// locked as their sharing asks; secret values; mounted stages and images;
+// throwaway copies for writable binds) and calls fn with the sandbox mounts
+// and the secret environment variables. fn runs on a thread whose mount
+// namespace holds the mounted sources: it must start the sandbox from its
+// own goroutine (sandbox.Run does). Everything is released when it
+// returns, also on error or cancellation.
+func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineScript, fn func(extra []sandbox.Mount, env []string) error) error {
+	var extra []sandbox.Mount
+	var env []string
+	type secretFile struct {
+		rm   *runMount
+		data []byte
+	}
+	var secrets []secretFile
+	type pending struct { // binds resolved once the sets are mounted
+		rm  *runMount
+		set int // index in sets, -1 for a host directory
+		dir string
+	}
+	var binds []pending
+	sets := [][]snapshot.Mount{}
+	needScratch := script != nil
+	for _, rm := range ms {
+		m := rm.m
+		switch m.Type {
+		case "cache":
+			dir, release, err := j.b.cacheMount(ctx, rm)
+			if err != nil {
+				return err
+			}
+			defer release()
+			extra = append(extra, sandbox.Mount{Type: "bind", Source: dir, Target: rm.target, ReadOnly: m.ReadOnly})
+		case "tmpfs":
+			opts := []string{"nosuid"}
+			if m.Size > 0 {
+				opts = append(opts, "size="+strconv.FormatInt(m.Size, 10))
+			}
+			extra = append(extra, sandbox.Mount{Type: "tmpfs", Target: rm.target, Options: opts})
+		case "secret":
+			s, ok := j.o.Secrets[rm.secretID]
+			var val []byte
+			if ok {
+				var err error
+				if val, ok, err = s.value(); err != nil {
+					return fmt.Errorf("read secret %s: %w", rm.secretID, err)
+				}
+			}
+			if !ok {
+				if m.Required {
+					return fmt.Errorf("secret %s: not found", rm.secretID)
+				}
+				continue
+			}
+			if m.Env != "" {
+				env = append(env, m.Env+"="+string(val))
+			}
+			if rm.target != "" {
+				secrets = append(secrets, secretFile{rm, val})
+				needScratch = true
+			}
+		case "bind":
+			switch {
+			case rm.hasFrom:
+				chain, err := j.b.ensureChain(ctx, rm.layers)
+				if err != nil {
+					return err
+				}
+				if chain == "" {
+					dir, err := j.tempDir("empty-")
+					if err != nil {
+						return err
+					}
+					defer os.RemoveAll(dir)
+					binds = append(binds, pending{rm: rm, set: -1, dir: dir})
+				} else {
+					view, err := j.b.snapshotter.View(ctx, chain)
+					if err != nil {
+						return fmt.Errorf("view snapshot: %w", err)
+					}
+					sets = append(sets, view)
+					binds = append(binds, pending{rm: rm, set: len(sets) - 1})
+				}
+			case j.bctx.Ignore != nil:
+				// Bind a copy without the .dockerignore'd files, which a
+				// RUN must not see.
+				dir, err := j.tempDir("context-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+				if err := copier.Copy(ctx, j.bctx.Source(), dir, copier.Request{Sources: []string{"/" + rm.source}, Dest: "/" + ctxCopyName + "/"}); err != nil {
+					return fmt.Errorf("mount context path /%s: %w", rm.source, err)
+				}
+				root := filepath.Join(dir, ctxCopyName)
+				if fi, err := os.Stat(filepath.Join(j.bctx.Dir, rm.source)); err == nil && !fi.IsDir() {
+					rm.source = path.Base(rm.source)
+				} else {
+					rm.source = ""
+				}
+				binds = append(binds, pending{rm: rm, set: -1, dir: root})
+			default:
+				binds = append(binds, pending{rm: rm, set: -1, dir: j.bctx.Dir})
+			}
+			if !m.ReadOnly {
+				needScratch = true
+			}
+		}
+	}
+	scratchSet := -1
+	if needScratch {
+		sets = append(sets, []snapshot.Mount{{Type: "tmpfs", Source: "tmpfs", Options: []string{"mode=700"}}})
+		scratchSet = len(sets) - 1
+	}
+	setup := func(roots []string) error {
+		scratch := ""
+		if scratchSet >= 0 {
+			scratch = roots[scratchSet]
+		}
+		if script != nil {
+			dir := filepath.Join(scratch, "pipes")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				return fmt.Errorf("write heredoc script: %w", err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, script.Name), []byte(script.Data), 0o755); err != nil {
+				return fmt.Errorf("write heredoc script: %w", err)
+			}
+			extra = append(extra, sandbox.Mount{Type: "bind", Source: dir, Target: pipesDir, ReadOnly: true})
+		}
+		for i, s := range secrets {
+			p := filepath.Join(scratch, "secret-"+strconv.Itoa(i))
+			if err := writeSecret(p, s.data, s.rm.m); err != nil {
+				return fmt.Errorf("mount secret %s: %w", s.rm.secretID, err)
+			}
+			extra = append(extra, sandbox.Mount{Type: "bind", Source: p, Target: s.rm.target, ReadOnly: true})
+		}
+		for i, b := range binds {
+			root := b.dir
+			if b.set >= 0 {
+				root = roots[b.set]
+			}
+			src, err := securejoin.SecureJoin(root, b.rm.source)
+			if err != nil {
+				return fmt.Errorf("mount source /%s: %w", b.rm.source, err)
+			}
+			fi, err := os.Stat(src)
+			if err != nil {
+				return fmt.Errorf("mount source /%s: %w", b.rm.source, err)
+			}
+			if !b.rm.m.ReadOnly {
+				// Writes are allowed but thrown away with the scratch tmpfs.
+				if src, err = writableCopy(filepath.Join(scratch, "rw-"+strconv.Itoa(i)), src, fi); err != nil {
+					return fmt.Errorf("mount source /%s read-write: %w", b.rm.source, err)
+				}
+			}
+			extra = append(extra, sandbox.Mount{Type: "bind", Source: src, Target: b.rm.target, ReadOnly: b.rm.m.ReadOnly})
+		}
+		return fn(extra, env)
+	}
+	if len(sets) == 0 {
+		return setup(nil)
+	}
+	return snapshot.WithMounts(ctx, sets, setup)
+}
+
+// ctxCopyName is the directory a filtered copy of the context goes into.
+const ctxCopyName = "ctx"
+
+// tempDir makes a private directory under the store's tmp/.
+func (j *job) tempDir(prefix string) (string, error) {
+	base := filepath.Join(j.b.root, "tmp")
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return "", fmt.Errorf("create temp dir: %w", err)
+	}
+	dir, err := os.MkdirTemp(base, prefix)
+	if err != nil {
+		return "", fmt.Errorf("create temp dir: %w", err)
+	}
+	return dir, nil
+}
+
+// writeSecret writes a secret file with the mount's mode (default 0400)
+// and owner (default 0:0).
+func writeSecret(p string, data []byte, m *parser.RunMount) error {
+	mode := os.FileMode(0o400)
+	if m.Mode != nil {
+		mode = os.FileMode(*m.Mode) & os.ModePerm
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	uid, gid := 0, 0
+	if m.UID != nil {
+		uid = int(*m.UID)
+	}
+	if m.GID != nil {
+		gid = int(*m.GID)
+	}
+	if err := os.Lchown(p, uid, gid); err != nil {
+		return err
+	}
+	return os.Chmod(p, mode)
+}
+
+// writableCopy makes a writable view of src under dir (on the scratch
+// tmpfs): an overlay for a directory, a copy for a file. It must run on
+// the thread of the mount namespace the result is used in.
+func writableCopy(dir, src string, fi os.FileInfo) (string, error) {
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", err
+	}
+	if !fi.IsDir() {
+		dst := filepath.Join(dir, "file")
+		return dst, copyFile(dst, src, fi)
+	}
+	if strings.ContainsAny(src, ",:") {
+		return "", fmt.Errorf("path %q holds a comma or colon, which overlayfs options cannot carry", src)
+	}
+	upper, work, merged := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "merged")
+	for _, d := range []string{upper, work, merged} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return "", err
+		}
+	}
+	opts := "lowerdir=" + src + ",upperdir=" + upper + ",workdir=" + work
+	if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
+		return "", fmt.Errorf("mount overlay: %w", err)
+	}
+	return merged, nil
+}
+
+// copyFile copies the regular file src to dst with its mode, owner and
+// times.
+func copyFile(dst, src string, fi os.FileInfo) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, fi.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if st, ok := fi.Sys().(*unix.Stat_t); ok {
+		_ = os.Lchown(dst, int(st.Uid), int(st.Gid))
+	}
+	if err := os.Chmod(dst, fi.Mode()&(os.ModePerm|os.ModeSetuid|os.ModeSetgid|os.ModeSticky)); err != nil {
+		return err
+	}
+	return os.Chtimes(dst, fi.ModTime(), fi.ModTime())
+}
+
+// cacheMount returns the persistent directory of a cache mount under
+// <root>/cachemounts, named by the sha256 of its id so no id can escape,
+// created with the mount's mode and owner (0755, 0:0 by default), and
+// locked as its sharing asks: "shared" (the default) takes a shared lock,
+// "locked" an exclusive one, waiting for it; "private" takes the first of
+// <hash>, <hash>-1, ... that nobody else uses. release drops the lock; it
+// is safe to call once.
+func (b *Builder) cacheMount(ctx context.Context, rm *runMount) (string, func(), error) {
+	m := rm.m
+	base := filepath.Join(b.root, "cachemounts")
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return "", nil, fmt.Errorf("create cache mount: %w", err)
+	}
+	sum := sha256.Sum256([]byte(rm.cacheID))
+	name := hex.EncodeToString(sum[:])
+	var lock *os.File
+	var err error
+	switch m.Sharing {
+	case "private":
+		for i := 0; lock == nil; i++ {
+			if i == 256 {
+				return "", nil, fmt.Errorf("cache mount %s: too many private copies in use", rm.cacheID)
+			}
+			n := name
+			if i > 0 {
+				n += "-" + strconv.Itoa(i)
+			}
+			var ok bool
+			lock, ok, err = flock(filepath.Join(base, n+".lock"), unix.LOCK_EX|unix.LOCK_NB)
+			if err != nil {
+				return "", nil, fmt.Errorf("lock cache mount %s: %w", rm.cacheID, err)
+			}
+			if ok {
+				name = n
+			}
+		}
+	case "locked":
+		lock, err = waitFlock(ctx, filepath.Join(base, name+".lock"), unix.LOCK_EX)
+	default:
+		lock, err = waitFlock(ctx, filepath.Join(base, name+".lock"), unix.LOCK_SH)
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("lock cache mount %s: %w", rm.cacheID, err)
+	}
+	release := func() { lock.Close() }
+	dir := filepath.Join(base, name)
+	if err := makeCacheDir(base, dir, m); err != nil {
+		release()
+		return "", nil, fmt.Errorf("create cache mount %s: %w", rm.cacheID, err)
+	}
+	if rm.source != "" {
+		sub, err := securejoin.SecureJoin(dir, rm.source)
+		if err == nil {
+			err = os.MkdirAll(sub, 0o755)
+		}
+		if err != nil {
+			release()
+			return "", nil, fmt.Errorf("create cache mount %s: %w", rm.cacheID, err)
+		}
+		dir = sub
+	}
+	return dir, release, nil
+}
+
+// makeCacheDir creates dir with the mount's mode and owner if it does not
+// exist, atomically (a temporary directory renamed into place).
+func makeCacheDir(base, dir string, m *parser.RunMount) error {
+	if _, err := os.Lstat(dir); err == nil {
+		return nil
+	}
+	tmp, err := os.MkdirTemp(base, ".new-")
+	if err != nil {
+		return err
+	}
+	mode := os.FileMode(0o755)
+	if m.Mode != nil {
+		mode = os.FileMode(*m.Mode) & (os.ModePerm | os.ModeSticky)
+		if *m.Mode&0o1000 != 0 {
+			mode |= os.ModeSticky
+		}
+	}
+	uid, gid := 0, 0
+	if m.UID != nil {
+		uid = int(*m.UID)
+	}
+	if m.GID != nil {
+		gid = int(*m.GID)
+	}
+	if err := os.Lchown(tmp, uid, gid); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.Remove(tmp)
+		if _, serr := os.Lstat(dir); serr == nil {
+			return nil // made meanwhile by another build
+		}
+		return err
+	}
+	return nil
+}
+
+// flock opens (creating) the lock file p and tries to take the lock how.
+func flock(p string, how int) (*os.File, bool, error) {
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := unix.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	return f, true, nil
+}
+
+// waitFlock takes the lock how on p, polling so that ctx can stop the
+// wait.
+func waitFlock(ctx context.Context, p string, how int) (*os.File, error) {
+	delay := 5 * time.Millisecond
+	for {
+		f, ok, err := flock(p, how|unix.LOCK_NB)
+		if err != nil || ok {
+			return f, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		if delay < 200*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
