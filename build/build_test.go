@@ -29,17 +29,17 @@ func TestMain(m *testing.M) {
 // fixture is a store, a builder on it and a registry serving the busybox
 // base image.
 type fixture struct {
-	t    *testing.T
+	t    testing.TB
 	root string
 	b    *Builder
 	base string
 	sn   string
 }
 
-func newFixture(t *testing.T) *fixture { return newFixtureWith(t, "") }
+func newFixture(t testing.TB) *fixture { return newFixtureWith(t, "") }
 
 // newFixtureWith makes a fixture whose store uses the named snapshotter.
-func newFixtureWith(t *testing.T, snapshotter string) *fixture {
+func newFixtureWith(t testing.TB, snapshotter string) *fixture {
 	t.Helper()
 	buildtest.RequireRoot(t)
 	f := &fixture{t: t, root: t.TempDir(), base: buildtest.BusyboxRegistry(t), sn: snapshotter}
@@ -62,7 +62,7 @@ func (f *fixture) open() *Builder {
 
 // copyCase copies testdata/<dir> into a temporary directory, so a test can
 // change the context, and returns the copy.
-func copyCase(t *testing.T, dir string) string {
+func copyCase(t testing.TB, dir string) string {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "case")
 	if out, err := exec.Command("cp", "-a", filepath.Join("..", "testdata", dir), dst).CombinedOutput(); err != nil {
@@ -105,7 +105,7 @@ type unpacked struct {
 
 // unpack exports img as an OCI archive and unpacks it with umoci, an
 // independent implementation.
-func unpack(t *testing.T, img v1.Image) unpacked {
+func unpack(t testing.TB, img v1.Image) unpacked {
 	t.Helper()
 	buildtest.RequireTool(t, "umoci")
 	dir := t.TempDir()
@@ -134,7 +134,7 @@ func unpack(t *testing.T, img v1.Image) unpacked {
 	return unpacked{archive: archive, rootfs: filepath.Join(bundle, "rootfs"), config: *cf}
 }
 
-func readFile(t *testing.T, root, p string) string {
+func readFile(t testing.TB, root, p string) string {
 	t.Helper()
 	dt, err := os.ReadFile(filepath.Join(root, p))
 	if err != nil {
