@@ -257,3 +257,25 @@ func WriteOCIDir(ctx context.Context, dir string, img v1.Image, refName string) 
 	}
 	return nil
 }
+
+// WriteDockerArchiveRefs writes several images to w in the format `docker
+// load` reads, each under its tags (normalized with NormalizeName; they
+// must be tags). Blobs shared by images are written once.
+func WriteDockerArchiveRefs(ctx context.Context, w io.Writer, images map[string]v1.Image) error {
+	refs := map[name.Reference]v1.Image{}
+	for t, img := range images {
+		full, err := parseTag(t)
+		if err != nil {
+			return fmt.Errorf("write docker archive: %w", err)
+		}
+		tag, err := name.NewTag(full)
+		if err != nil {
+			return fmt.Errorf("write docker archive: %w", err)
+		}
+		refs[tag] = img
+	}
+	if err := tarball.MultiRefWrite(refs, &ctxWriter{ctx: ctx, w: w}); err != nil {
+		return fmt.Errorf("write docker archive: %w", err)
+	}
+	return nil
+}

@@ -4,57 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
 	"builder/build"
-	"builder/export"
 )
-
-// output is one -o/--output destination.
-type output struct {
-	Type  string
-	Dest  string
-	Attrs map[string]string
-}
-
-// parseOutput reads buildx's output syntax: "type=oci,dest=out.tar", or a
-// bare path meaning type=local.
-func parseOutput(s string) (output, error) {
-	if !strings.Contains(s, "=") {
-		return output{Type: "local", Dest: s}, nil
-	}
-	o := output{Attrs: map[string]string{}}
-	for _, f := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(f, "=")
-		if !ok {
-			return o, usagef("invalid output %q: %q is not KEY=VALUE", s, f)
-		}
-		switch strings.TrimSpace(k) {
-		case "type":
-			o.Type = v
-		case "dest":
-			o.Dest = v
-		default:
-			o.Attrs[k] = v
-		}
-	}
-	switch o.Type {
-	case "oci", "docker":
-		if o.Dest == "" {
-			return o, usagef("output type %s needs dest=FILE", o.Type)
-		}
-	case "image":
-	case "":
-		return o, usagef("invalid output %q: no type=", s)
-	default:
-		return o, usagef("output type %q is not supported (oci, docker, image)", o.Type)
-	}
-	return o, nil
-}
 
 func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs := newFlagSet("build", g)
@@ -72,7 +28,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.BoolVar(&pull, "pull", false, "resolve base images in their registry even if stored locally")
 	fs.StringVar(&network, "network", "host", "network mode of RUN: host or none")
 	fs.StringVar(&platform, "platform", "", "target platform (only the host's, linux/"+hostArch()+", is supported)")
-	fs.StringArrayVarP(&outputs, "output", "o", nil, "output: type=oci|docker,dest=FILE or type=image")
+	fs.StringArrayVarP(&outputs, "output", "o", nil, "output: type=image|registry|oci|docker|local|tar[,dest=PATH][,name=REF][,compression=gzip|zstd|uncompressed]..., or - for a tar on stdout")
 	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
 	var secrets, allow []string
 	fs.StringArrayVar(&secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
@@ -80,6 +36,10 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringVar(&progress, "progress", "auto", "progress output: auto, plain or quiet")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "print only the image ID")
 	fs.StringVar(&iidfile, "iidfile", "", "write the image ID (manifest digest) to this file")
+	var pushTags bool
+	var metadataFile string
+	fs.BoolVar(&pushTags, "push", false, "push the image to the registries of its -t tags (shorthand for -o type=registry)")
+	fs.StringVar(&metadataFile, "metadata-file", "", "write the image's digests and names as JSON to this file")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: builder build [OPTIONS] CONTEXT\n\nExamples:\n  builder build -t app .\n  builder build -t app -o type=oci,dest=app.tar .\n\nOptions:\n%s", fs.FlagUsages())
 	}
@@ -136,6 +96,12 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		}
 		outs = append(outs, out)
 	}
+	if pushTags {
+		if len(tags) == 0 {
+			return usagef("--push needs at least one -t tag")
+		}
+		outs = append(outs, output{Type: "registry", Push: true, Tar: true})
+	}
 	switch {
 	case quiet || progress == "quiet":
 		o.Progress = build.NewProgress(os.Stderr, true)
@@ -153,17 +119,19 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	for _, out := range outs {
-		if err := writeOutput(ctx, out, res); err != nil {
-			return err
-		}
-		if out.Dest != "" {
-			o.Progress.Printf("exported %s image to %s", out.Type, out.Dest)
-		}
+	exp := newExporter(b, g.root, insecure, func(s string) { o.Progress.Printf("%s", s) })
+	ex, err := exp.exportAll(ctx, outs, res)
+	if err != nil {
+		return err
 	}
 	if iidfile != "" {
-		if err := os.WriteFile(iidfile, []byte(res.ManifestDigest.String()), 0o644); err != nil {
+		if err := os.WriteFile(iidfile, []byte(ex.Digest.String()), 0o644); err != nil {
 			return fmt.Errorf("write iidfile: %w", err)
+		}
+	}
+	if metadataFile != "" {
+		if err := writeMetadata(metadataFile, ex); err != nil {
+			return err
 		}
 	}
 	o.Progress.Printf("image %s", res.ManifestDigest)
@@ -192,46 +160,6 @@ func sourceDateEpoch(args map[string]string) (*time.Time, error) {
 	}
 	t := time.Unix(n, 0).UTC()
 	return &t, nil
-}
-
-// writeOutput writes the image to one destination. Files are written to a
-// temporary name and renamed, so a failed export leaves no partial file.
-func writeOutput(ctx context.Context, out output, res *build.Result) error {
-	if out.Type == "image" {
-		return nil
-	}
-	dest, err := filepath.Abs(out.Dest)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(dest), ".builder-out-*")
-	if err != nil {
-		return fmt.Errorf("export %s: %w", out.Type, err)
-	}
-	defer os.Remove(tmp.Name())
-	refName := "latest"
-	if len(res.Tags) > 0 {
-		refName = res.Tags[0]
-	}
-	switch out.Type {
-	case "oci":
-		err = export.WriteOCIArchive(ctx, tmp, res.Image, refName)
-	case "docker":
-		err = export.WriteDockerArchive(ctx, tmp, res.Image, res.Tags)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), dest)
-	}
-	if err != nil {
-		return fmt.Errorf("export %s to %s: %w", out.Type, out.Dest, err)
-	}
-	return nil
 }
 
 func hostArch() string { return runtime.GOARCH }

@@ -30,6 +30,12 @@ var commands = []command{
 	{name: "build", summary: "Build an image from a Dockerfile", run: runBuild},
 	{name: "images", aliases: []string{"ls"}, summary: "List images in the local store", run: runImages},
 	{name: "diff", summary: "Explain how two images differ (exit 1 if they do)", run: runDiff},
+	{name: "push", summary: "Push a local image to a registry", run: runPush},
+	{name: "pull", summary: "Pull an image from a registry into the local store", run: runPull},
+	{name: "save", summary: "Write local images to a docker or OCI archive", run: runSave},
+	{name: "load", summary: "Load images from a docker or OCI archive", run: runLoad},
+	{name: "login", summary: "Store credentials for a registry", run: runLogin},
+	{name: "logout", summary: "Remove credentials for a registry", run: runLogout},
 	{name: "version", summary: "Print the version", run: runVersion},
 }
 

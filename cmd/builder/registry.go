@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"builder/build/pull"
+	"builder/build/push"
+	"builder/export"
+	"builder/snapshot/content"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// parseCommand parses a command's flags, printing usage for --help.
+func parseCommand(fs *pflag.FlagSet, usage string, args []string) (help bool, err error) {
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: %s\n\nOptions:\n%s", usage, fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return true, nil
+		}
+		return false, usagef("%v", err)
+	}
+	return false, nil
+}
+
+// openStore opens the content store and tag index at the --root.
+func (g *globals) openStore() (*content.Store, *export.Index, error) {
+	s, err := content.Open(g.root)
+	if err != nil {
+		return nil, nil, err
+	}
+	idx, err := export.OpenIndex(g.root)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, idx, nil
+}
+
+// lookupImage finds a local image by name.
+func lookupImage(s *content.Store, idx *export.Index, ref string) (v1.Image, error) {
+	desc, err := idx.Lookup(ref)
+	if errors.Is(err, export.ErrNotFound) {
+		return nil, fmt.Errorf("image %s is not in the local store (see 'builder images')", ref)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return export.LoadImage(s, desc.Digest)
+}
+
+func stderrProgress(s string) { fmt.Fprintln(os.Stderr, s) }
+
+func runPush(ctx context.Context, g *globals, args []string) error {
+	fs := newFlagSet("push", g)
+	var insecure []string
+	var quiet bool
+	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
+	fs.BoolVarP(&quiet, "quiet", "q", false, "print no progress")
+	if help, err := parseCommand(fs, "builder push [OPTIONS] NAME [REF]\n\nPushes the local image NAME to REF (default NAME).", args); help || err != nil {
+		return err
+	}
+	if fs.NArg() < 1 || fs.NArg() > 2 {
+		return usagef("builder push needs NAME and optionally REF (see 'builder push --help')")
+	}
+	s, idx, err := g.openStore()
+	if err != nil {
+		return err
+	}
+	img, err := lookupImage(s, idx, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	dest := fs.Arg(0)
+	if fs.NArg() == 2 {
+		dest = fs.Arg(1)
+	}
+	opts := push.Options{Insecure: insecure, Progress: stderrProgress}
+	if quiet {
+		opts.Progress = nil
+	}
+	res, err := push.Push(ctx, img, []string{dest}, opts)
+	if err != nil {
+		return err
+	}
+	fmt.Println(res[0].Digest)
+	return nil
+}
+
+func runPull(ctx context.Context, g *globals, args []string) error {
+	fs := newFlagSet("pull", g)
+	var insecure []string
+	var platform string
+	var quiet bool
+	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
+	fs.StringVar(&platform, "platform", "linux/"+hostArch(), "platform to pull out of a multi-platform image")
+	fs.BoolVarP(&quiet, "quiet", "q", false, "print no progress")
+	if help, err := parseCommand(fs, "builder pull [OPTIONS] REF", args); help || err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("builder pull needs exactly one REF")
+	}
+	p, err := v1.ParsePlatform(platform)
+	if err != nil {
+		return usagef("--platform %q: %v", platform, err)
+	}
+	s, idx, err := g.openStore()
+	if err != nil {
+		return err
+	}
+	opts := pull.Options{Insecure: insecure, Platform: *p, Progress: stderrProgress}
+	if quiet {
+		opts.Progress = nil
+	}
+	ref := fs.Arg(0)
+	d, _, err := pull.Pull(ctx, s, ref, opts)
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(ref, "@") {
+		if err := idx.Tag(ref, v1.Descriptor{Digest: d}); err != nil {
+			return err
+		}
+	}
+	fmt.Println(d)
+	return nil
+}
+
+func runSave(ctx context.Context, g *globals, args []string) error {
+	fs := newFlagSet("save", g)
+	var out, format string
+	fs.StringVarP(&out, "output", "o", "", "write to this file (default stdout, if it is not a terminal)")
+	fs.StringVar(&format, "format", "docker", "archive format: docker (docker load) or oci (OCI image layout tar)")
+	if help, err := parseCommand(fs, "builder save [OPTIONS] NAME...", args); help || err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return usagef("builder save needs at least one NAME")
+	}
+	if format != "docker" && format != "oci" {
+		return usagef("--format %q: use docker or oci", format)
+	}
+	if format == "oci" && fs.NArg() != 1 {
+		return usagef("--format oci saves one image; name one")
+	}
+	if out == "" {
+		out = "-"
+	}
+	s, idx, err := g.openStore()
+	if err != nil {
+		return err
+	}
+	images := map[string]v1.Image{}
+	for _, n := range fs.Args() {
+		img, err := lookupImage(s, idx, n)
+		if err != nil {
+			return err
+		}
+		images[n] = img
+	}
+	err = writeDest(out, func(w io.Writer) error {
+		if format == "oci" {
+			return export.WriteOCIArchive(ctx, w, images[fs.Arg(0)], fs.Arg(0))
+		}
+		return export.WriteDockerArchiveRefs(ctx, w, images)
+	})
+	if err != nil {
+		return fmt.Errorf("save to %s: %w", destName(out), err)
+	}
+	return nil
+}
+
+func runLoad(ctx context.Context, g *globals, args []string) error {
+	fs := newFlagSet("load", g)
+	var in string
+	var quiet bool
+	fs.StringVarP(&in, "input", "i", "-", "read this docker or OCI archive (default stdin)")
+	fs.BoolVarP(&quiet, "quiet", "q", false, "print nothing")
+	if help, err := parseCommand(fs, "builder load [OPTIONS]", args); help || err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usagef("builder load takes no arguments; give the archive with -i FILE")
+	}
+	s, idx, err := g.openStore()
+	if err != nil {
+		return err
+	}
+	if in == "-" {
+		// The archive is read several times; spool stdin to a file.
+		tmpDir := filepath.Join(g.root, "tmp")
+		if err := os.MkdirAll(tmpDir, 0o700); err != nil {
+			return err
+		}
+		f, err := os.CreateTemp(tmpDir, "load-*.tar")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(f.Name())
+		_, err = io.Copy(f, os.Stdin)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("read stdin: %w", err)
+		}
+		in = f.Name()
+	}
+	loaded, err := export.LoadArchive(ctx, s, in)
+	if err != nil {
+		return err
+	}
+	for _, l := range loaded {
+		for _, n := range l.Names {
+			if err := idx.Tag(n, v1.Descriptor{Digest: l.Digest}); err != nil {
+				return err
+			}
+			if !quiet {
+				fmt.Printf("Loaded image: %s\n", n)
+			}
+		}
+		if len(l.Names) == 0 && !quiet {
+			fmt.Printf("Loaded image ID: %s\n", l.Digest)
+		}
+	}
+	return nil
+}

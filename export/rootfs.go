@@ -1,0 +1,117 @@
+package export
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"builder/snapshot/archive"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// UnpackRootfs writes the root filesystem of img into dir, creating dir if
+// needed: every layer in order, applied with archive.Apply, so whiteouts
+// delete what lower layers (or dir itself) hold and nothing is written
+// outside dir. Layers are streamed. On error dir holds a partial tree.
+// Ownership, devices and some xattrs need root. Unpacking the same image
+// into the same directory again gives the same tree.
+func UnpackRootfs(ctx context.Context, dir string, img v1.Image) error {
+	if err := unpackRootfs(ctx, dir, img); err != nil {
+		return fmt.Errorf("unpack rootfs: %w", err)
+	}
+	return nil
+}
+
+func unpackRootfs(ctx context.Context, dir string, img v1.Image) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return fmt.Errorf("layers: %w", err)
+	}
+	for _, l := range layers {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		d, _ := l.Digest()
+		rc, err := l.Uncompressed()
+		if err != nil {
+			return fmt.Errorf("layer %s: %w", d, err)
+		}
+		_, err = archive.Apply(dir, &ctxReader{ctx: ctx, r: rc})
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("layer %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// WriteRootfsTar writes the root filesystem of img to w as one tar, the
+// way `docker export` flattens a container: the layers are unpacked with
+// UnpackRootfs into a fresh directory under scratch (which must exist and
+// should be on a local file system with room for the tree), then archived
+// with archive.Writer: parents before children, names sorted, hard links
+// kept, headers normalized. The scratch directory is removed on every path,
+// cancellation included.
+func WriteRootfsTar(ctx context.Context, w io.Writer, img v1.Image, scratch string) (err error) {
+	dir, err := os.MkdirTemp(scratch, "rootfs-")
+	if err != nil {
+		return fmt.Errorf("write rootfs tar: %w", err)
+	}
+	defer func() {
+		if rerr := os.RemoveAll(dir); rerr != nil && err == nil {
+			err = fmt.Errorf("write rootfs tar: remove scratch: %w", rerr)
+		}
+	}()
+	if err := unpackRootfs(ctx, dir, img); err != nil {
+		return fmt.Errorf("write rootfs tar: %w", err)
+	}
+	if err := tarTree(ctx, &ctxWriter{ctx: ctx, w: w}, dir); err != nil {
+		return fmt.Errorf("write rootfs tar: %w", err)
+	}
+	return nil
+}
+
+// tarTree archives everything under dir (dir itself excluded).
+func tarTree(ctx context.Context, w io.Writer, dir string) error {
+	aw := archive.NewWriter(w, nil)
+	err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if p == dir {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		return aw.Add(filepath.ToSlash(rel), p)
+	})
+	if err != nil {
+		return err
+	}
+	return aw.Close()
+}
+
+// ctxReader fails reads once its context is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
