@@ -2,68 +2,155 @@ package build
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/term"
 )
 
-// Progress prints build steps in the style of buildx's plain progress: a
-// "#N [stage i/n] INSTRUCTION" header, output lines prefixed with "#N" and the
-// seconds since the step started, and "#N CACHED", "#N DONE 1.2s" or
-// "#N ERROR: ..." at the end. It is safe for concurrent use by parallel stages.
-type Progress struct {
-	mu    sync.Mutex
-	w     io.Writer
-	next  int
-	quiet bool
+// ProgressMode selects how a Progress shows the build.
+type ProgressMode string
+
+// The progress modes. ProgressPlain is buildx's plain format, for logs;
+// ProgressTTY is a live view redrawn in place on a terminal; ProgressJSON
+// prints one JSON object per event; ProgressQuiet prints nothing.
+const (
+	ProgressPlain ProgressMode = "plain"
+	ProgressTTY   ProgressMode = "tty"
+	ProgressJSON  ProgressMode = "rawjson"
+	ProgressQuiet ProgressMode = "quiet"
+)
+
+// ParseProgressMode reads a --progress value: auto, tty, plain, rawjson or
+// quiet. Auto becomes tty when out is a terminal and plain otherwise.
+func ParseProgressMode(s string, out *os.File) (ProgressMode, error) {
+	switch m := ProgressMode(s); m {
+	case ProgressPlain, ProgressTTY, ProgressJSON, ProgressQuiet:
+		return m, nil
+	case "auto", "":
+		if out != nil && term.IsTerminal(int(out.Fd())) {
+			return ProgressTTY, nil
+		}
+		return ProgressPlain, nil
+	}
+	return "", fmt.Errorf("unknown progress mode %q: use auto, tty, plain, rawjson or quiet", s)
 }
 
-// NewProgress returns a Progress writing to w. A quiet Progress prints nothing.
+// Progress reports the steps of a build. It is safe for concurrent use by
+// parallel stages. A Progress in tty mode redraws the terminal from a
+// goroutine until Close; Close is idempotent and needed in every mode.
+type Progress struct {
+	mu     sync.Mutex
+	r      renderer
+	next   int
+	closed bool
+}
+
+// renderer draws progress events; its methods are called with Progress.mu held.
+type renderer interface {
+	message(now time.Time, text string)
+	start(s *StepProgress)
+	line(s *StepProgress, now time.Time, text string)
+	end(s *StepProgress, now time.Time)
+	close(now time.Time)
+}
+
+// NewProgress returns a Progress printing buildx's plain format to w, or
+// nothing if quiet.
 func NewProgress(w io.Writer, quiet bool) *Progress {
+	if quiet {
+		return NewProgressMode(w, ProgressQuiet)
+	}
+	return NewProgressMode(w, ProgressPlain)
+}
+
+// NewProgressMode returns a Progress writing to w in the given mode; an
+// unknown mode prints plain. In tty mode w should be a terminal: its width
+// and height are read on every redraw. Call Close when the build is over.
+func NewProgressMode(w io.Writer, mode ProgressMode) *Progress {
 	if w == nil {
 		w = io.Discard
+		mode = ProgressQuiet
 	}
-	return &Progress{w: w, quiet: quiet}
+	p := &Progress{}
+	switch mode {
+	case ProgressQuiet:
+		p.r = quietRenderer{}
+	case ProgressJSON:
+		p.r = &jsonRenderer{enc: json.NewEncoder(w)}
+	case ProgressTTY:
+		p.r = newTTYRenderer(p, w)
+	default:
+		p.r = &plainRenderer{w: w}
+	}
+	return p
 }
 
 // Printf prints a line that belongs to no step.
 func (p *Progress) Printf(format string, args ...any) {
-	if p.quiet {
-		return
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	fmt.Fprintf(p.w, format+"\n", args...)
+	p.r.message(time.Now(), fmt.Sprintf(format, args...))
 }
 
-// Step starts a numbered step and prints its header.
+// Close ends the progress: a tty view draws its final screen and stops
+// redrawing. Later messages print as plain lines. Close is idempotent.
+func (p *Progress) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	r := p.r
+	p.mu.Unlock()
+	r.close(time.Now()) // takes the lock itself: it may wait for the redraw goroutine
+}
+
+// Step starts a numbered step and shows its header.
 func (p *Progress) Step(header string) *StepProgress {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.next++
-	s := &StepProgress{p: p, n: p.next, start: time.Now()}
-	if !p.quiet {
-		fmt.Fprintf(p.w, "#%d %s\n", s.n, header)
-	}
-	p.mu.Unlock()
+	s := &StepProgress{p: p, n: p.next, name: header, start: time.Now()}
+	p.r.start(s)
 	return s
 }
 
+// stepState is where a step is in its life.
+type stepState int
+
+const (
+	stepRunning stepState = iota
+	stepCached
+	stepDone
+	stepError
+)
+
 // StepProgress is the progress of one step. Its Write method takes the
-// step's output, which it prints line by line as the lines complete.
+// step's output, which is shown line by line as the lines complete.
 type StepProgress struct {
 	p     *Progress
 	n     int
+	name  string
 	start time.Time
 	buf   []byte
 	tail  []string // last lines of output, for error reports
+
+	state stepState
+	end   time.Time
+	err   string
 }
 
 // tailLines is how many lines of a step's output an error report repeats.
 const tailLines = 20
 
-// Write prints every complete line in b with the step's prefix.
+// Write shows every complete line in b as output of the step.
 func (s *StepProgress) Write(b []byte) (int, error) {
 	s.p.mu.Lock()
 	defer s.p.mu.Unlock()
@@ -85,9 +172,7 @@ func (s *StepProgress) line(l string) {
 	if len(s.tail) > tailLines {
 		s.tail = s.tail[len(s.tail)-tailLines:]
 	}
-	if !s.p.quiet {
-		fmt.Fprintf(s.p.w, "#%d %.3f %s\n", s.n, time.Since(s.start).Seconds(), l)
-	}
+	s.p.r.line(s, time.Now(), l)
 }
 
 func (s *StepProgress) flush() {
@@ -106,19 +191,100 @@ func (s *StepProgress) Tail() []string {
 }
 
 // Cached marks the step as served from the cache.
-func (s *StepProgress) Cached() { s.end("CACHED") }
+func (s *StepProgress) Cached() { s.finish(stepCached, "") }
 
 // Done marks the step as finished.
-func (s *StepProgress) Done() { s.end(fmt.Sprintf("DONE %.1fs", time.Since(s.start).Seconds())) }
+func (s *StepProgress) Done() { s.finish(stepDone, "") }
 
 // Error marks the step as failed.
-func (s *StepProgress) Error(err error) { s.end("ERROR: " + err.Error()) }
+func (s *StepProgress) Error(err error) { s.finish(stepError, err.Error()) }
 
-func (s *StepProgress) end(word string) {
+func (s *StepProgress) finish(st stepState, msg string) {
 	s.p.mu.Lock()
 	defer s.p.mu.Unlock()
 	s.flush()
-	if !s.p.quiet {
-		fmt.Fprintf(s.p.w, "#%d %s\n", s.n, word)
+	if s.state != stepRunning {
+		return
+	}
+	s.state, s.err, s.end = st, msg, time.Now()
+	s.p.r.end(s, s.end)
+}
+
+// plainRenderer prints buildx's plain progress format.
+type plainRenderer struct{ w io.Writer }
+
+func (r *plainRenderer) message(_ time.Time, text string) { fmt.Fprintln(r.w, text) }
+func (r *plainRenderer) start(s *StepProgress)            { fmt.Fprintf(r.w, "#%d %s\n", s.n, s.name) }
+func (r *plainRenderer) close(time.Time)                  {}
+
+func (r *plainRenderer) line(s *StepProgress, now time.Time, text string) {
+	fmt.Fprintf(r.w, "#%d %.3f %s\n", s.n, now.Sub(s.start).Seconds(), text)
+}
+
+func (r *plainRenderer) end(s *StepProgress, now time.Time) {
+	switch s.state {
+	case stepCached:
+		fmt.Fprintf(r.w, "#%d CACHED\n", s.n)
+	case stepDone:
+		fmt.Fprintf(r.w, "#%d DONE %.1fs\n", s.n, now.Sub(s.start).Seconds())
+	case stepError:
+		fmt.Fprintf(r.w, "#%d ERROR: %s\n", s.n, s.err)
 	}
 }
+
+// quietRenderer shows nothing.
+type quietRenderer struct{}
+
+func (quietRenderer) message(time.Time, string)             {}
+func (quietRenderer) start(*StepProgress)                   {}
+func (quietRenderer) line(*StepProgress, time.Time, string) {}
+func (quietRenderer) end(*StepProgress, time.Time)          {}
+func (quietRenderer) close(time.Time)                       {}
+
+// jsonEvent is one line of rawjson progress.
+type jsonEvent struct {
+	Step     int      `json:"step"`
+	Name     string   `json:"name,omitempty"`
+	Status   string   `json:"status"`
+	Line     string   `json:"line,omitempty"`
+	Time     string   `json:"time"`
+	Duration *float64 `json:"duration,omitempty"`
+	Error    string   `json:"error,omitempty"`
+}
+
+// jsonRenderer prints one JSON object per event. Step 0 with status "info"
+// is a message outside any step; status "output" carries a line of output.
+type jsonRenderer struct{ enc *json.Encoder }
+
+func (r *jsonRenderer) emit(e jsonEvent, now time.Time) {
+	e.Time = now.UTC().Format(time.RFC3339Nano)
+	_ = r.enc.Encode(e)
+}
+
+func (r *jsonRenderer) message(now time.Time, text string) {
+	r.emit(jsonEvent{Status: "info", Line: text}, now)
+}
+
+func (r *jsonRenderer) start(s *StepProgress) {
+	r.emit(jsonEvent{Step: s.n, Name: s.name, Status: "started"}, s.start)
+}
+
+func (r *jsonRenderer) line(s *StepProgress, now time.Time, text string) {
+	r.emit(jsonEvent{Step: s.n, Name: s.name, Status: "output", Line: text}, now)
+}
+
+func (r *jsonRenderer) end(s *StepProgress, now time.Time) {
+	d := now.Sub(s.start).Seconds()
+	e := jsonEvent{Step: s.n, Name: s.name, Duration: &d, Error: s.err}
+	switch s.state {
+	case stepCached:
+		e.Status = "cached"
+	case stepDone:
+		e.Status = "done"
+	default:
+		e.Status = "error"
+	}
+	r.emit(e, now)
+}
+
+func (r *jsonRenderer) close(time.Time) {}

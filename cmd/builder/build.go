@@ -33,7 +33,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	var secrets, allow []string
 	fs.StringArrayVar(&secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
 	fs.StringArrayVar(&allow, "allow", nil, "extra privilege to allow: security.insecure (for RUN --security=insecure)")
-	fs.StringVar(&progress, "progress", "auto", "progress output: auto, plain or quiet")
+	fs.StringVar(&progress, "progress", "auto", "progress output: auto (tty on a terminal, else plain), tty, plain, rawjson or quiet")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "print only the image ID")
 	fs.StringVar(&iidfile, "iidfile", "", "write the image ID (manifest digest) to this file")
 	var pushTags bool
@@ -102,14 +102,15 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		}
 		outs = append(outs, output{Type: "registry", Push: true, Tar: true})
 	}
-	switch {
-	case quiet || progress == "quiet":
-		o.Progress = build.NewProgress(os.Stderr, true)
-	case progress == "auto" || progress == "plain" || progress == "tty":
-		o.Progress = build.NewProgress(os.Stderr, false)
-	default:
-		return usagef("--progress %q: use auto, plain or quiet", progress)
+	mode, err := build.ParseProgressMode(progress, os.Stderr)
+	if err != nil {
+		return usagef("--progress: %v", err)
 	}
+	if quiet {
+		mode = build.ProgressQuiet
+	}
+	o.Progress = build.NewProgressMode(os.Stderr, mode)
+	defer o.Progress.Close()
 	b, err := g.open()
 	if err != nil {
 		return err

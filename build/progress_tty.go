@@ -1,0 +1,240 @@
+package build
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/term"
+)
+
+// ttyRefresh is the interval between redraws of the live view: at most
+// ten a second, so fast output never floods the terminal.
+const ttyRefresh = 100 * time.Millisecond
+
+// ttyTail is how many output lines of a running step the live view shows.
+const ttyTail = 6
+
+// ttyRenderer draws a live view at the bottom of a terminal: a header with
+// the elapsed time, one line per step that is running or finished after a
+// running one, and the last lines of each running step's output. Steps that
+// finished before every running step, and messages, are printed once above
+// the view and scroll away as normal output. Each redraw moves the cursor
+// back to the top of the view and rewrites it, clearing every line it
+// writes, so nothing flickers or is left behind. Lines are cut to the
+// terminal's width, read again on every redraw, so they never wrap.
+type ttyRenderer struct {
+	p     *Progress
+	w     io.Writer
+	fd    int // the terminal's descriptor, or -1
+	begin time.Time
+
+	live   []*StepProgress // steps shown in the live view
+	total  int             // steps started
+	ended  int             // steps finished
+	drawn  int             // lines of live view now on the screen
+	dirty  bool
+	closed bool
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+func newTTYRenderer(p *Progress, w io.Writer) *ttyRenderer {
+	r := &ttyRenderer{p: p, w: w, fd: -1, begin: time.Now(),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		r.fd = int(f.Fd())
+	}
+	go r.loop()
+	return r
+}
+
+// loop redraws the view every ttyRefresh while it changed or a timer ticks.
+func (r *ttyRenderer) loop() {
+	defer close(r.done)
+	t := time.NewTicker(ttyRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case now := <-t.C:
+			r.p.mu.Lock()
+			if r.dirty || len(r.live) > 0 {
+				r.redraw(now, nil)
+			}
+			r.p.mu.Unlock()
+		}
+	}
+}
+
+func (r *ttyRenderer) size() (int, int) {
+	if r.fd >= 0 {
+		if w, h, err := term.GetSize(r.fd); err == nil && w > 0 && h > 0 {
+			return w, h
+		}
+	}
+	return 80, 24
+}
+
+func (r *ttyRenderer) message(now time.Time, text string) {
+	if r.closed {
+		fmt.Fprintln(r.w, text)
+		return
+	}
+	r.redraw(now, []string{text})
+}
+
+func (r *ttyRenderer) start(s *StepProgress) {
+	if r.closed {
+		fmt.Fprintf(r.w, "#%d %s\n", s.n, s.name)
+		return
+	}
+	r.total++
+	r.live = append(r.live, s)
+	r.dirty = true
+}
+
+func (r *ttyRenderer) line(*StepProgress, time.Time, string) { r.dirty = true }
+
+func (r *ttyRenderer) end(s *StepProgress, now time.Time) {
+	if r.closed {
+		fmt.Fprintf(r.w, "#%d %s\n", s.n, stateWord(s, now))
+		return
+	}
+	r.ended++
+	r.dirty = true
+}
+
+func (r *ttyRenderer) close(now time.Time) {
+	close(r.stop)
+	<-r.done
+	r.p.mu.Lock()
+	defer r.p.mu.Unlock()
+	r.redraw(now, nil)
+	// The final view stays on the screen as ordinary output.
+	r.drawn = 0
+	r.live = nil
+	r.closed = true
+}
+
+// stateWord is the right-hand column of a step's line.
+func stateWord(s *StepProgress, now time.Time) string {
+	switch s.state {
+	case stepCached:
+		return "CACHED"
+	case stepDone:
+		return fmt.Sprintf("DONE %.1fs", s.end.Sub(s.start).Seconds())
+	case stepError:
+		return fmt.Sprintf("ERROR %.1fs", s.end.Sub(s.start).Seconds())
+	}
+	return fmt.Sprintf("%.1fs", now.Sub(s.start).Seconds())
+}
+
+// redraw rewrites the view: finished steps before the first running one
+// and msgs go above it for good, then the live view follows.
+func (r *ttyRenderer) redraw(now time.Time, msgs []string) {
+	width, height := r.size()
+	var b strings.Builder
+	if r.drawn > 0 {
+		fmt.Fprintf(&b, "\r\x1b[%dA", r.drawn)
+	}
+	put := func(s string) {
+		b.WriteString(fit(s, width))
+		b.WriteString("\x1b[K\n")
+	}
+	for len(r.live) > 0 && r.live[0].state != stepRunning {
+		r.stepLines(r.live[0], now, width, put)
+		r.live = r.live[1:]
+	}
+	for _, m := range msgs {
+		put(m)
+	}
+	var view []string
+	add := func(s string) { view = append(view, s) }
+	status := "Building"
+	if r.stopped() {
+		status = "Finished"
+		if r.ended < r.total {
+			status = "Stopped"
+		}
+	}
+	add(fmt.Sprintf("[+] %s %.1fs (%d/%d)", status, now.Sub(r.begin).Seconds(), r.ended, r.total))
+	for _, s := range r.live {
+		r.stepLines(s, now, width, add)
+	}
+	// Never draw more lines than the terminal holds: a view taller than
+	// the screen cannot be moved back over.
+	if max := height - 1; len(view) > max && max > 0 {
+		view = append(view[:1], view[len(view)-max+1:]...)
+	}
+	for _, l := range view {
+		put(l)
+	}
+	b.WriteString("\x1b[J")
+	r.drawn = len(view)
+	r.dirty = false
+	io.WriteString(r.w, b.String())
+}
+
+// stopped reports whether Close has begun.
+func (r *ttyRenderer) stopped() bool {
+	select {
+	case <-r.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// stepLines emits a step's line, right-aligned state, and for a running
+// step the last lines of its output; for a failed step, the error.
+func (r *ttyRenderer) stepLines(s *StepProgress, now time.Time, width int, emit func(string)) {
+	state := stateWord(s, now)
+	head := fmt.Sprintf("#%d %s", s.n, s.name)
+	room := width - utf8.RuneCountInString(state) - 2
+	if room < 10 {
+		room = 10
+	}
+	head = fit(head, room)
+	pad := room - utf8.RuneCountInString(head)
+	emit(head + strings.Repeat(" ", pad+1) + state)
+	switch s.state {
+	case stepRunning:
+		tail := s.tail
+		if len(tail) > ttyTail {
+			tail = tail[len(tail)-ttyTail:]
+		}
+		for _, l := range tail {
+			emit("  │ " + l)
+		}
+	case stepError:
+		msg, _, _ := strings.Cut(s.err, "\n")
+		emit("  ERROR: " + msg)
+	}
+}
+
+// fit makes s safe to print on one terminal line of the given width: control
+// characters become spaces and the text is cut to width-1 runes.
+func fit(s string, width int) string {
+	var b strings.Builder
+	n := 0
+	for _, c := range s {
+		if n >= width-1 {
+			break
+		}
+		switch {
+		case c == '\t':
+			c = ' '
+		case c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0):
+			c = ' '
+		}
+		b.WriteRune(c)
+		n++
+	}
+	return b.String()
+}
