@@ -1,0 +1,237 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"builder/build/push/registrytest"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// recorder is a transport that logs requests and can inject faults: of the
+// requests for which match is true, every other one fails, up to fail
+// faults, alternately with a 500 and a connection reset.
+type recorder struct {
+	mu      sync.Mutex
+	log     []string
+	match   func(*http.Request) bool
+	fail    int
+	failed  int
+	seen    int
+	mounted int
+}
+
+func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	r.mu.Lock()
+	r.log = append(r.log, req.Method+" "+req.URL.Path+"?"+req.URL.RawQuery)
+	inject := false
+	if r.match != nil && r.match(req) {
+		r.seen++
+		inject = r.failed < r.fail && (r.seen%2 == 1 || r.fail > 1<<20)
+	}
+	if inject {
+		r.failed++
+	}
+	n := r.failed
+	r.mu.Unlock()
+	if inject {
+		if req.Body != nil {
+			io.Copy(io.Discard, req.Body)
+			req.Body.Close()
+		}
+		if n%2 == 0 {
+			return nil, fmt.Errorf("injected: %w", syscall.ECONNRESET)
+		}
+		return &http.Response{StatusCode: 500, Status: "500 Internal Server Error", Request: req,
+			Header: http.Header{}, Body: io.NopCloser(strings.NewReader("injected"))}, nil
+	}
+	resp, err := remote.DefaultTransport.RoundTrip(req)
+	if err == nil && req.Method == http.MethodPost && req.URL.Query().Get("mount") != "" && resp.StatusCode == http.StatusCreated {
+		r.mu.Lock()
+		r.mounted++
+		r.mu.Unlock()
+	}
+	return resp, err
+}
+
+// count returns how many requests matched method and path substring.
+func (r *recorder) count(method, sub string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, l := range r.log {
+		if strings.HasPrefix(l, method+" ") && strings.Contains(l, sub) {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *recorder) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.log, r.mounted = nil, 0
+}
+
+func fastBackoff() *remote.Backoff {
+	return &remote.Backoff{Duration: 10 * time.Millisecond, Factor: 2, Steps: 4}
+}
+
+// skopeoDigest returns the manifest digest skopeo reads for ref.
+func skopeoDigest(t *testing.T, ref string, creds string) string {
+	t.Helper()
+	skopeo, err := exec.LookPath("skopeo")
+	if err != nil {
+		t.Log("skopeo not installed; not cross-checked")
+		return ""
+	}
+	args := []string{"inspect", "--tls-verify=false"}
+	if creds != "" {
+		args = append(args, "--creds", creds)
+	}
+	out, err := exec.Command(skopeo, append(args, "docker://"+ref)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("skopeo inspect %s: %v\n%s", ref, err, out)
+	}
+	var got struct{ Digest string }
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	return got.Digest
+}
+
+func TestPushRoundTrip(t *testing.T) {
+	for _, auth := range []bool{false, true} {
+		t.Run(fmt.Sprintf("auth=%v", auth), func(t *testing.T) {
+			reg := registrytest.Start(t, registrytest.Options{Auth: auth})
+			reg.DockerConfig(t)
+			img, err := random.Image(64<<10, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := img.Digest()
+			rec := &recorder{}
+			refs := []string{reg.Addr + "/app:1", reg.Addr + "/app:2", reg.Addr + "/other:1"}
+			var lines []string
+			opts := Options{Transport: rec, Backoff: fastBackoff(), Progress: func(s string) { lines = append(lines, s) }}
+			res, err := Push(context.Background(), img, refs, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res) != 3 || res[2].Digest != want {
+				t.Errorf("results = %+v", res)
+			}
+			// Blobs went up once: the second repository mounted them.
+			if rec.mounted != 3 { // the config is small and always uploaded
+				t.Errorf("%d cross-repository mounts, want 3\n%s", rec.mounted, strings.Join(rec.log, "\n"))
+			}
+			if n := rec.count("PUT", "/v2/app/blobs/uploads/"); n != 4 {
+				t.Errorf("%d blob uploads to app, want 4", n)
+			}
+			creds := ""
+			if auth {
+				creds = reg.User + ":" + reg.Password
+			}
+			for _, ref := range refs {
+				if d := skopeoDigest(t, ref, creds); d != "" && d != want.String() {
+					t.Errorf("skopeo reads %s as %s, want %s", ref, d, want)
+				}
+			}
+			// A second push finds every blob and uploads nothing.
+			rec.reset()
+			if _, err := Push(context.Background(), img, refs, opts); err != nil {
+				t.Fatal(err)
+			}
+			if n := rec.count("POST", "/blobs/uploads/") + rec.count("PUT", "/blobs/"); n != 0 {
+				t.Errorf("second push made %d uploads\n%s", n, strings.Join(rec.log, "\n"))
+			}
+			if len(lines) == 0 || !strings.Contains(lines[len(lines)-1], "pushed ") {
+				t.Errorf("progress = %q", lines)
+			}
+		})
+	}
+}
+
+func TestPushErrors(t *testing.T) {
+	open := registrytest.Start(t, registrytest.Options{})
+	authed := registrytest.Start(t, registrytest.Options{Auth: true})
+	img, _ := random.Image(1024, 1)
+	wrong := authn.NewMultiKeychain(staticKeychain{authn.AuthConfig{Username: authed.User, Password: "wrong"}})
+	d, _ := img.Digest()
+	tests := []struct {
+		name, ref string
+		keychain  authn.Keychain
+		want      string
+	}{
+		{"no credentials", authed.Addr + "/app:1", authn.NewMultiKeychain(), "unauthorized"},
+		{"wrong credentials", authed.Addr + "/app:1", wrong, "unauthorized"},
+		{"unknown host", "no-such-host.invalid/app:1", nil, "cannot resolve no-such-host.invalid"},
+		{"nothing listening", "127.0.0.1:1/app:1", nil, "connection refused"},
+		{"bad name", "UPPER/app", nil, "could not parse reference"},
+		{"other digest", open.Addr + "/app@sha256:" + strings.Repeat("0", 64), nil, "the image's digest is " + d.String()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Push(context.Background(), img, []string{tt.ref}, Options{Keychain: tt.keychain, Backoff: fastBackoff()})
+			var perr *Error
+			if !errors.As(err, &perr) {
+				t.Fatalf("err = %v, want *Error", err)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "push ") || !strings.Contains(msg, tt.want) || strings.Contains(msg, "\n") {
+				t.Errorf("error = %q, want one line with %q", msg, tt.want)
+			}
+		})
+	}
+}
+
+type staticKeychain struct{ cfg authn.AuthConfig }
+
+func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) {
+	return authn.FromConfig(k.cfg), nil
+}
+
+func TestPushRetries(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	img, _ := random.Image(32<<10, 2)
+	want, _ := img.Digest()
+	uploads := func(r *http.Request) bool {
+		return strings.Contains(r.URL.Path, "/blobs/") || strings.Contains(r.URL.Path, "/manifests/")
+	}
+	// A few faults: retried away.
+	rec := &recorder{match: uploads, fail: 6}
+	res, err := Push(context.Background(), img, []string{reg.Addr + "/retry:1"}, Options{Transport: rec, Backoff: fastBackoff()})
+	if err != nil {
+		t.Fatalf("push with %d injected faults: %v", rec.fail, err)
+	}
+	if rec.failed != 6 || res[0].Digest != want {
+		t.Errorf("failed %d, result %+v", rec.failed, res)
+	}
+	r, _ := name.ParseReference(reg.Addr+"/retry:1", name.Insecure)
+	got, err := remote.Get(r)
+	if err != nil || got.Digest != want {
+		t.Errorf("registry has %v, %v", got, err)
+	}
+	// Faults without end: a clear error after the retry budget.
+	rec = &recorder{match: uploads, fail: 1 << 30}
+	start := time.Now()
+	_, err = Push(context.Background(), img, []string{reg.Addr + "/retry:2"}, Options{Transport: rec, Backoff: fastBackoff()})
+	if err == nil || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("err = %v, want one line", err)
+	}
+	t.Logf("gave up after %d requests, %v: %v", rec.failed, time.Since(start), err)
+}
