@@ -37,7 +37,10 @@ func initMain() int {
 	// Capabilities are per thread, and the command is forked from this one.
 	runtime.LockOSThread()
 	// The builder may have inherited fds without close-on-exec from its own
-	// parent; none of them may reach the command.
+	// parent, or opened some; none of them may reach the command, not even
+	// through /proc/self/fd before it execs. Those past the result fd are
+	// closed (the runtime has opened none yet), the others marked.
+	_ = unix.CloseRange(resultFD+1, math.MaxUint32, 0)
 	closeOnExecFrom(configFD)
 	out := os.NewFile(resultFD, "result")
 	res := runSandbox()
@@ -482,7 +485,9 @@ func (s *sandbox) pivot() error {
 
 // start resolves the user and the executable inside the new root and starts
 // the command with the user's credentials, the spec's environment and
-// working directory, and fds 0, 1 and 2 only.
+// working directory, and fds 0, 1 and 2 only; unless the run is insecure,
+// with Docker's default capabilities, no_new_privs and the seccomp filter
+// (see forkHardened).
 func (s *sandbox) start() (int, error) {
 	cfg := s.cfg
 	u, err := resolveUser(cfg.User, "/etc/passwd", "/etc/group")
@@ -497,20 +502,30 @@ func (s *sandbox) start() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	unix.Umask(0o022)
-	if !cfg.Insecure {
-		if err := dropCapabilities(); err != nil {
-			return 0, err
-		}
+	// The init enters the working directory itself and checks that it is
+	// inside the root: through /proc/self/fd/N a path can reach a directory
+	// open outside it (CVE-2024-21626). The command inherits it.
+	if err := unix.Chdir(cfg.Cwd); err != nil {
+		return 0, fmt.Errorf("enter working directory %s: %w", cfg.Cwd, err)
 	}
-	pid, err := syscall.ForkExec(argv0, cfg.Args, &syscall.ProcAttr{
-		Dir:   cfg.Cwd,
+	if _, err := unix.Getwd(); err != nil {
+		return 0, fmt.Errorf("enter working directory %s: outside the root filesystem", cfg.Cwd)
+	}
+	unix.Umask(0o022)
+	attr := &syscall.ProcAttr{
 		Env:   env,
 		Files: []uintptr{0, 1, 2},
 		Sys: &syscall.SysProcAttr{
 			Credential: &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups},
 		},
-	})
+	}
+	// An insecure run keeps every capability, may gain privileges through
+	// setuid files and has no seccomp filter.
+	fork := forkHardened
+	if cfg.Insecure {
+		fork = syscall.ForkExec
+	}
+	pid, err := fork(argv0, cfg.Args, attr)
 	if err != nil {
 		return 0, fmt.Errorf("exec %s: %w", cfg.Args[0], err)
 	}

@@ -7,7 +7,10 @@
 // namespace, so every mount it makes vanishes with the namespace however the
 // builder dies; it pivots into the root, starts the command as its child,
 // reaps zombies, forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT, and, once the command
-// exits, kills whatever the command left behind.
+// exits, kills whatever the command left behind. Unless Spec.Insecure, the
+// command runs with Docker's default capabilities, no_new_privs, a seccomp
+// filter denying what Docker's default profile denies (see seccomp.go), and
+// Docker's masked and read-only /proc and /sys paths.
 //
 // A RUN that changes nothing leaves no change in the snapshot. On an overlay
 // root, the mountpoints the image lacks (/proc, /dev, /sys, /etc/hosts,
