@@ -37,11 +37,13 @@ func initMain() int {
 	// Capabilities are per thread, and the command is forked from this one.
 	runtime.LockOSThread()
 	// The builder may have inherited fds without close-on-exec from its own
-	// parent, or opened some; none of them may reach the command, not even
-	// through /proc/self/fd before it execs. Those past the result fd are
-	// closed (the runtime has opened none yet), the others marked.
-	_ = unix.CloseRange(resultFD+1, math.MaxUint32, 0)
+	// parent; none of them may reach the command. They stay open in the
+	// init (the runtime's own fds cannot be told apart from them), so start
+	// checks that the working directory did not reach one through
+	// /proc/self/fd, and the init is not dumpable, so that the command
+	// cannot open them through /proc/1/fd.
 	closeOnExecFrom(configFD)
+	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	out := os.NewFile(resultFD, "result")
 	res := runSandbox()
 	_ = json.NewEncoder(out).Encode(res)

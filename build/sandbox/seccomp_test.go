@@ -214,6 +214,8 @@ func TestHardening(t *testing.T) {
 		{name: "user namespace fails", script: "unshare -U true && echo ok || echo denied", want: "denied\n"},
 		{name: "insecure unshare works", insecure: true, script: "unshare -m true && echo ok || echo denied", want: "ok\n"},
 		{name: "only stdio fds", script: "ls /proc/self/fd | sort -n | tr '\\n' ' '", want: "0 1 2 3 "},
+		{name: "init fds closed to the command", script: "for f in /proc/1/fd/*; do readlink $f; cd $f 2>/dev/null && pwd; done 2>/dev/null; echo end",
+			want: "end\n"},
 		{name: "host file invisible", script: "ls " + canary + " 2>/dev/null || echo absent", want: "absent\n"},
 		{name: "host env invisible", script: "env | grep -c BUILDER_HOST_CANARY || true", want: "0\n"},
 		{name: "fd paths stay inside", script: "for n in 3 4 5 6 7 8 9 10; do cd /proc/self/fd/$n 2>/dev/null && pwd -P; done; echo end",
