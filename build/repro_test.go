@@ -102,8 +102,9 @@ func newLayers(t *testing.T, img v1.Image, nBase int) []v1.Layer {
 }
 
 // checkCanonicalLayer reads a layer tar and reports any entry that breaks
-// the canonical form or has an mtime after epoch.
-func checkCanonicalLayer(t *testing.T, l v1.Layer, epoch time.Time) {
+// the canonical form or has an mtime after epoch. It adds each entry's
+// mtime to mtimes.
+func checkCanonicalLayer(t *testing.T, l v1.Layer, epoch time.Time, mtimes map[string]time.Time) {
 	t.Helper()
 	rc, err := l.Uncompressed()
 	if err != nil {
@@ -143,18 +144,28 @@ func checkCanonicalLayer(t *testing.T, l v1.Layer, epoch time.Time) {
 			t.Errorf("entries out of order: %q before %q", strings.Join(prev, "/"), h.Name)
 		}
 		prev = cur
+		mtimes[h.Name] = h.ModTime
 	}
 }
 
 func TestReproducibleWithEpoch(t *testing.T) {
 	f1 := newFixture(t)
 	dir1 := copyCase(t, "builds/repro")
+	// A file older than the epoch keeps its mtime.
+	old := time.Unix(1600000000, 0)
+	setOld := func(dir string) {
+		if err := os.Chtimes(filepath.Join(dir, "context/a.txt"), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setOld(dir1)
 	prev := runtime.GOMAXPROCS(1)
 	r1, _ := f1.mustBuild(dir1, withEpoch)
 	runtime.GOMAXPROCS(prev)
 
 	f2 := newFixture(t)
 	dir2 := shuffledCopy(t, dir1, time.Now().Add(72*time.Hour))
+	setOld(dir2)
 	r2, _ := f2.mustBuild(dir2, withEpoch)
 	if r1.ManifestDigest != r2.ManifestDigest {
 		rep, err := imagediff.Compare(context.Background(), r1.Image, r2.Image)
@@ -177,8 +188,14 @@ func TestReproducibleWithEpoch(t *testing.T) {
 	if d, _ := ls[0].Digest(); d != base.layers[0].Digest {
 		t.Errorf("base layer rewritten: %s, want %s", d, base.layers[0].Digest)
 	}
+	mtimes := map[string]time.Time{}
 	for _, l := range newLayers(t, r1.Image, nBase) {
-		checkCanonicalLayer(t, l, reproEpoch)
+		checkCanonicalLayer(t, l, reproEpoch, mtimes)
+	}
+	for name, want := range map[string]time.Time{"app/src/a.txt": old, "app/src/z.txt": reproEpoch, "app/built.txt": reproEpoch, "app/": reproEpoch} {
+		if got, ok := mtimes[name]; !ok || !got.Equal(want) {
+			t.Errorf("%s: mtime %s (present %v), want %s", name, got.UTC(), ok, want.UTC())
+		}
 	}
 
 	// created and every new history entry are the epoch.

@@ -72,7 +72,7 @@ func (s *Source) Close() error {
 //	docker-archive:FILE  a `docker save` tar file
 //	oci:DIR              an OCI image layout directory
 //	docker://REF         a registry reference
-//	FILE.tar             an archive file (OCI layout or docker save)
+//	FILE.tar             an archive file (OCI layout or docker save), never a name
 //	NAME                 a local store name, else a registry reference
 //
 // Nothing is read beyond manifests and configs until layers are opened.
@@ -92,9 +92,7 @@ func Open(ctx context.Context, ref string, o OpenOptions) (*Source, error) {
 		return openRemote(ctx, ref, strings.TrimPrefix(ref, "docker://"), o)
 	}
 	if strings.HasSuffix(ref, ".tar") {
-		if st, err := os.Stat(ref); err == nil && st.Mode().IsRegular() {
-			return openArchive(ref, ref, o)
-		}
+		return openArchive(ref, ref, o)
 	}
 	if o.Index != nil && o.Store != nil {
 		desc, err := o.Index.Lookup(ref)
@@ -149,7 +147,7 @@ func platform(o OpenOptions) v1.Platform {
 func openArchive(display, file string, o OpenOptions) (*Source, error) {
 	f, err := os.Open(file)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", display, err)
+		return nil, err
 	}
 	tf, err := indexTar(f)
 	if err != nil {
