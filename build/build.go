@@ -34,6 +34,9 @@ type Options struct {
 	Insecure   []string          // registries that may be reached over plain HTTP
 	Epoch      *time.Time        // SOURCE_DATE_EPOCH
 	Progress   *Progress
+	// ExplainCache prints, for every step that misses the cache, the first
+	// input that differs from the last build of the same Dockerfile step.
+	ExplainCache bool
 	// Secrets are the --secret values RUN --mount=type=secret reads, by id.
 	// Their values never reach a layer, the config, history or a cache key.
 	Secrets map[string]Secret
@@ -87,6 +90,11 @@ type stageFuture struct {
 // o.Tags. On failure the store keeps everything committed so far, which a
 // later build reuses.
 func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
+	unlock, err := b.lockStore(ctx, false) // keeps GC (prune) out while we build
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	if o.ContextDir == "" {
 		o.ContextDir = "."
 	}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -46,8 +47,8 @@ func (p keyPreimage) key() (Key, []byte) {
 // Record is what the cache keeps for a step that produced a filesystem change.
 type Record struct {
 	Empty     bool            `json:"empty,omitempty"` // the step changed nothing: no layer
-	DiffID    v1.Hash         `json:"diffID"`
-	Digest    v1.Hash         `json:"digest"`
+	DiffID    v1.Hash         `json:"diffID,omitzero"` // zero (and left out) for an empty record
+	Digest    v1.Hash         `json:"digest,omitzero"`
 	Size      int64           `json:"size"`
 	MediaType string          `json:"mediaType"`
 	Created   time.Time       `json:"created"`
@@ -66,7 +67,9 @@ func OpenCache(dir string) (*Cache, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open cache: %w", err)
 	}
-	return &Cache{dir: dir}, nil
+	c := &Cache{dir: dir}
+	c.cleanTemp(10 * time.Minute)
+	return c, nil
 }
 
 func (c *Cache) path(k Key) string { return filepath.Join(c.dir, string(k)+".json") }
@@ -85,7 +88,77 @@ func (c *Cache) Get(k Key) (Record, bool, error) {
 		// A damaged record is a miss, not a failure: it will be rewritten.
 		return Record{}, false, nil
 	}
+	// The file's mtime is the record's last use, which prune's until
+	// filter and keep-storage eviction go by. Best effort.
+	now := time.Now()
+	_ = os.Chtimes(c.path(k), now, now)
 	return r, true, nil
+}
+
+// CacheEntry is one record as Walk finds it.
+type CacheEntry struct {
+	Key    Key
+	Record Record
+	Used   time.Time // last hit or write
+	Err    error     // the record file does not parse; Record is zero
+}
+
+// Walk calls fn for every record file, in no set order. Records written or
+// removed meanwhile may or may not be seen. An error from fn stops the walk.
+func (c *Cache) Walk(fn func(e CacheEntry) error) error {
+	ents, err := os.ReadDir(c.dir)
+	if err != nil {
+		return fmt.Errorf("walk cache: %w", err)
+	}
+	for _, de := range ents {
+		name := de.Name()
+		if !de.Type().IsRegular() || !strings.HasSuffix(name, ".json") || strings.HasPrefix(name, ".") {
+			continue
+		}
+		e := CacheEntry{Key: Key(strings.TrimSuffix(name, ".json"))}
+		fi, err := de.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		e.Used = fi.ModTime()
+		dt, err := os.ReadFile(filepath.Join(c.dir, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err == nil {
+			err = json.Unmarshal(dt, &e.Record)
+		}
+		if err != nil {
+			e.Err = fmt.Errorf("read cache record %s: %w", e.Key, err)
+			e.Record = Record{}
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Delete removes the record for k; a missing record is not an error.
+func (c *Cache) Delete(k Key) error {
+	if err := os.Remove(c.path(k)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete cache record: %w", err)
+	}
+	return nil
+}
+
+// cleanTemp removes temporary record files older than age, which only a
+// killed writer leaves (a live Put renames its file within moments).
+func (c *Cache) cleanTemp(age time.Duration) {
+	ents, _ := os.ReadDir(c.dir)
+	for _, de := range ents {
+		if !strings.HasPrefix(de.Name(), ".tmp-") {
+			continue
+		}
+		if fi, err := de.Info(); err == nil && time.Since(fi.ModTime()) >= age {
+			_ = os.Remove(filepath.Join(c.dir, de.Name()))
+		}
+	}
 }
 
 // Put stores r under k. It is idempotent.

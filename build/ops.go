@@ -67,6 +67,7 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	}
 	j.addEpoch(&pre)
 	key, preimage := pre.key()
+	j.explain(ctx, sp, st, step, key, preimage, nil)
 	createdBy := "RUN " + runArgsPrefix(st.args) + strings.Join(argv, " ")
 	if rec, ok := j.lookup(key); ok {
 		j.applyRecord(st, key, rec, createdBy)
@@ -219,6 +220,7 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 	}
 	j.addEpoch(&pre)
 	key, preimage := pre.key()
+	j.explain(ctx, sp, st, step, key, preimage, j.contextFiles(cs, req))
 	createdBy := historyText(step.Original)
 	if rec, ok := j.lookup(key); ok {
 		j.applyRecord(st, key, rec, createdBy)
@@ -376,6 +378,7 @@ func (j *job) mkdirWorkdir(ctx context.Context, st *stageState, step *parser.Ste
 	pre := keyPreimage{Parent: string(st.fsKey), Op: "mkdir", Args: []string{wd}, State: map[string]string{}}
 	j.addEpoch(&pre)
 	key, preimage := pre.key()
+	j.explain(ctx, nil, st, step, key, preimage, nil)
 	createdBy := "WORKDIR " + wd
 	if rec, ok := j.lookup(key); ok {
 		j.applyRecord(st, key, rec, createdBy)

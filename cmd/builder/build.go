@@ -25,6 +25,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringArrayVar(&labels, "label", nil, "set a label on the image (KEY=VALUE)")
 	fs.StringVar(&target, "target", "", "build this stage and the stages it needs")
 	fs.BoolVar(&noCache, "no-cache", false, "do not use the cache")
+	explainCache := fs.Bool("explain-cache", false, "say for every cache miss which input changed since the last build of that step (also with --progress=plain)")
 	fs.BoolVar(&pull, "pull", false, "resolve base images in their registry even if stored locally")
 	fs.StringVar(&network, "network", "host", "network mode of RUN: host or none")
 	fs.StringVar(&platform, "platform", "", "target platform (only the host's, linux/"+hostArch()+", is supported)")
@@ -110,6 +111,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		mode = build.ProgressQuiet
 	}
 	o.Progress = build.NewProgressMode(os.Stderr, mode)
+	o.ExplainCache = *explainCache || progress == "plain"
 	defer o.Progress.Close()
 	b, err := g.open()
 	if err != nil {

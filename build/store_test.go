@@ -1,0 +1,304 @@
+package build
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// childEnv makes the test binary, re-executed, run one build and exit: the
+// store tests need builds in separate processes (concurrency, SIGKILL).
+const childEnv = "BUILDER_TEST_CHILD_BUILD"
+
+// childSpec is the build a child process runs.
+type childSpec struct {
+	Root, Dir string
+	Args      map[string]string
+	Tag       string
+}
+
+func init() {
+	v := os.Getenv(childEnv)
+	if v == "" {
+		return
+	}
+	// Sandbox processes re-exec this binary too: they must not see it.
+	os.Unsetenv(childEnv)
+	var s childSpec
+	if err := json.Unmarshal([]byte(v), &s); err != nil {
+		fmt.Fprintln(os.Stderr, "child spec:", err)
+		os.Exit(2)
+	}
+	b, err := New(Config{Root: s.Root})
+	if err == nil {
+		o := Options{ContextDir: filepath.Join(s.Dir, "context"), Dockerfile: filepath.Join(s.Dir, "Dockerfile"),
+			BuildArgs: s.Args, Progress: NewProgress(os.Stderr, false)}
+		if s.Tag != "" {
+			o.Tags = []string{s.Tag}
+		}
+		_, err = b.Build(context.Background(), o)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child build:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// startChild starts a build of the case dir on f's store in a new process.
+func (f *fixture) startChild(dir, tag string, args map[string]string) (*exec.Cmd, *childLog) {
+	f.t.Helper()
+	all := map[string]string{"BASE": f.base}
+	for k, v := range args {
+		all[k] = v
+	}
+	spec, _ := json.Marshal(childSpec{Root: f.root, Dir: dir, Args: all, Tag: tag})
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
+	// A plain file, not a pipe, for the child's output: nothing for
+	// os/exec to copy, and the child's stdio are ordinary blocking files.
+	log, err := os.CreateTemp(f.t.TempDir(), "child-*.log")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer log.Close()
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		f.t.Fatal(err)
+	}
+	return cmd, &childLog{path: log.Name()}
+}
+
+// childLog is a child build's output file; String reads it.
+type childLog struct{ path string }
+
+func (c *childLog) String() string {
+	dt, _ := os.ReadFile(c.path)
+	return string(dt)
+}
+
+// checkStore fails t for every problem Check finds in the store at root.
+func checkStore(t *testing.T, root string) {
+	t.Helper()
+	b, err := New(Config{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	probs, err := b.Check(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range probs {
+		t.Errorf("check: %s", p)
+	}
+}
+
+// storeFiles lists the non-hidden files in dir below the store root.
+func storeFiles(t *testing.T, root, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(root, dir))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+func TestCheck(t *testing.T) {
+	layerOf := func(t *testing.T, res *Result, i int) v1.Hash {
+		ls, err := res.Image.Layers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := ls[i].Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	cases := []struct {
+		name   string
+		damage func(t *testing.T, f *fixture, res *Result) v1.Hash // returns what must be reported
+		want   string
+	}{
+		{name: "clean", damage: func(*testing.T, *fixture, *Result) v1.Hash { return v1.Hash{} }},
+		{name: "corrupt layer blob", want: "content hashes to", damage: func(t *testing.T, f *fixture, res *Result) v1.Hash {
+			d := layerOf(t, res, 1)
+			p := f.b.store.Path(d)
+			dt, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dt[len(dt)/2] ^= 0xff
+			if err := os.WriteFile(p, dt, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return d
+		}},
+		{name: "missing config", want: "is missing", damage: func(t *testing.T, f *fixture, res *Result) v1.Hash {
+			if err := f.b.store.Delete(res.ConfigDigest); err != nil {
+				t.Fatal(err)
+			}
+			return res.ConfigDigest
+		}},
+		{name: "record names missing blob", want: "is missing", damage: func(t *testing.T, f *fixture, res *Result) v1.Hash {
+			d := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("ab", 32)}
+			if err := f.b.cache.Put(Key(strings.Repeat("cd", 32)), Record{DiffID: d, Digest: d, Size: 1}); err != nil {
+				t.Fatal(err)
+			}
+			return d
+		}},
+		{name: "damaged record", want: "read cache record", damage: func(t *testing.T, f *fixture, res *Result) v1.Hash {
+			k := strings.Repeat("ef", 32)
+			if err := os.WriteFile(filepath.Join(f.root, "cache", k+".json"), []byte(`{"digest": tru`), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return v1.Hash{Algorithm: "sha256", Hex: k}
+		}},
+	}
+	for _, c := range cases {
+		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
+			f := newFixture(t)
+			res, _ := f.mustBuild(copyCase(t, "builds/slice"), func(o *Options) { o.Tags = []string{"app"} })
+			subject := c.damage(t, f, res)
+			probs, err := f.b.Check(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.want == "" {
+				for _, p := range probs {
+					t.Errorf("unexpected problem: %s", p)
+				}
+				return
+			}
+			found := false
+			for _, p := range probs {
+				if strings.Contains(p.String(), c.want) && strings.Contains(p.String(), subject.Hex) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("no problem naming %s with %q; got %v", subject.Hex, c.want, probs)
+			}
+		})
+	}
+}
+
+// TestConcurrentBuildProcesses runs two builds of one Dockerfile in two
+// processes on one store at once: both succeed, the store checks clean,
+// nothing is left in ingest/, and a third build is served from the cache.
+func TestConcurrentBuildProcesses(t *testing.T) {
+	f := newFixture(t)
+	dir := copyCase(t, "builds/store")
+	type child struct {
+		cmd *exec.Cmd
+		out *childLog
+	}
+	var kids []child
+	for _, tag := range []string{"one", "two", "three"} {
+		cmd, out := f.startChild(dir, tag, nil)
+		kids = append(kids, child{cmd, out})
+	}
+	for i, k := range kids {
+		if err := k.cmd.Wait(); err != nil {
+			t.Fatalf("build %d: %v\n%s", i, err, k.out)
+		}
+	}
+	checkStore(t, f.root)
+	if left := storeFiles(t, f.root, "ingest"); len(left) > 0 {
+		t.Errorf("ingest files left: %v", left)
+	}
+	if left := storeFiles(t, f.root, "snapshots/active"); len(left) > 0 {
+		t.Errorf("active snapshots left: %v", left)
+	}
+	for _, tag := range []string{"one", "two", "three"} {
+		if _, err := f.b.index.Lookup(tag); err != nil {
+			t.Errorf("tag %s: %v", tag, err)
+		}
+	}
+	res, log := f.mustBuild(dir)
+	if res.Cached != res.Steps || !allRunCached(log) {
+		t.Errorf("rebuild after concurrent builds: %d of %d steps cached\n%s", res.Cached, res.Steps, log)
+	}
+}
+
+// allRunCached reports whether every RUN step in a progress log ended CACHED.
+func allRunCached(log string) bool {
+	runs := map[string]bool{}
+	for _, l := range strings.Split(log, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 3 && strings.HasPrefix(f[0], "#") && f[2] == "RUN" {
+			runs[f[0]] = true
+		}
+		if len(f) == 2 && f[1] == "CACHED" {
+			delete(runs, f[0])
+		}
+	}
+	return len(runs) == 0
+}
+
+// TestKilledBuilds kills builds with SIGKILL at random points, then checks
+// that the next build succeeds and the store is sound: every blob hashes
+// to its name, no temporary files or active snapshots outlive a new open,
+// and no mount is left.
+func TestKilledBuilds(t *testing.T) {
+	f := newFixture(t)
+	dir := copyCase(t, "builds/store")
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	iterations := 8
+	if testing.Short() {
+		iterations = 3
+	}
+	for i := range iterations {
+		// A new flavor each time, so every build has RUN steps to do.
+		cmd, out := f.startChild(dir, "", map[string]string{"FLAVOR": fmt.Sprintf("k%d", i)})
+		delay := time.Duration(rng.IntN(500)) * time.Millisecond
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		select {
+		case err := <-exited:
+			t.Logf("iteration %d finished before the kill after %v: %v", i, delay, err)
+			if err != nil {
+				t.Fatalf("build %d: %v\n%s", i, err, out)
+			}
+		case <-time.After(delay):
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			<-exited
+			t.Logf("iteration %d killed after %v", i, delay)
+		}
+	}
+	// Rebuild killed flavors (meeting their half-done work) and a new one.
+	for _, flavor := range []string{"k0", "k1", fmt.Sprintf("k%d", iterations-1), "fresh"} {
+		f.b = f.open() // opening cleans up after the dead
+		f.mustBuild(dir, func(o *Options) { o.BuildArgs["FLAVOR"] = flavor })
+	}
+	checkStore(t, f.root)
+	if left := storeFiles(t, f.root, "ingest"); len(left) > 0 {
+		t.Errorf("ingest files left: %v", left)
+	}
+	if left := storeFiles(t, f.root, "snapshots/active"); len(left) > 0 {
+		t.Errorf("active snapshots left: %v", left)
+	}
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(mi), f.root) {
+		t.Errorf("mounts under the store remain:\n%s", mi)
+	}
+}
