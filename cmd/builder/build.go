@@ -142,8 +142,8 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		o.Progress.Printf("naming to %s", t)
 	}
 	o.Progress.Printf("%d steps, %d cached, %.2fs", res.Steps, res.Cached, time.Since(start).Seconds())
-	if quiet {
-		fmt.Println(res.ManifestDigest)
+	if quiet && !toStdout(outs) {
+		fmt.Println(ex.Digest)
 	}
 	return nil
 }

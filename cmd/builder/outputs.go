@@ -404,3 +404,14 @@ func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
 }
+
+// toStdout reports whether an output writes to stdout, which then carries
+// nothing else.
+func toStdout(outs []output) bool {
+	for _, o := range outs {
+		if o.Dest == "-" {
+			return true
+		}
+	}
+	return false
+}
