@@ -597,6 +597,9 @@ func (b *Builder) cacheMount(ctx context.Context, rm *runMount) (string, func(),
 		release()
 		return "", nil, fmt.Errorf("create cache mount %s: %w", rm.cacheID, err)
 	}
+	// The directory's mtime tells prune when the cache was last used.
+	now := time.Now()
+	_ = os.Chtimes(dir, now, now)
 	if rm.source != "" {
 		sub, err := securejoin.SecureJoin(dir, rm.source)
 		if err == nil {
