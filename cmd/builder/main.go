@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/spf13/pflag"
+
 	"builder/build/sandbox"
 )
 
@@ -24,22 +26,28 @@ type command struct {
 	aliases []string
 	summary string
 	run     func(ctx context.Context, g *globals, args []string) error
+	hidden  bool // left out of the usage, the reference and completion
 }
 
 var commands = []command{
 	{name: "build", summary: "Build an image from a Dockerfile", run: runBuild},
 	{name: "images", aliases: []string{"ls"}, summary: "List images in the local store", run: runImages},
 	{name: "diff", summary: "Explain how two images differ (exit 1 if they do)", run: runDiff},
-	{name: "push", summary: "Push a local image to a registry", run: runPush},
-	{name: "pull", summary: "Pull an image from a registry into the local store", run: runPull},
-	{name: "save", summary: "Write local images to a docker or OCI archive", run: runSave},
 	{name: "check", summary: "Verify the store: blob digests, cache records, tagged images", run: runCheck},
 	{name: "du", summary: "Show what uses space in the store", run: runDu},
 	{name: "prune", summary: "Remove unreferenced data and build cache", run: runPrune},
 	{name: "rmi", summary: "Untag images and remove what nothing else uses", run: runRmi},
+	{name: "push", summary: "Push a local image to a registry", run: runPush},
+	{name: "pull", summary: "Pull an image from a registry into the local store", run: runPull},
+	{name: "save", summary: "Write local images to a docker or OCI archive", run: runSave},
 	{name: "load", summary: "Load images from a docker or OCI archive", run: runLoad},
 	{name: "login", summary: "Store credentials for a registry", run: runLogin},
 	{name: "logout", summary: "Remove credentials for a registry", run: runLogout},
+	{name: "inspect", summary: "Show an image's config, layers and the steps that made them", run: runInspect},
+	{name: "history", summary: "Show the steps that made an image", run: runHistory},
+	{name: "tag", summary: "Give a local image another name", run: runTag},
+	{name: "completion", summary: "Print a shell completion script (bash, zsh, fish)", run: runCompletion},
+	{name: "docs", summary: "Print the command-line reference in Markdown", run: runDocs, hidden: true},
 	{name: "version", summary: "Print the version", run: runVersion},
 }
 
@@ -84,7 +92,12 @@ func run(ctx context.Context, args []string) error {
 	}
 	for _, c := range commands {
 		if c.name == rest[0] || contains(c.aliases, rest[0]) {
-			return c.run(ctx, g, rest[1:])
+			err := c.run(ctx, g, rest[1:])
+			var ue *usageError
+			if errors.As(err, &ue) && ue.msg == pflag.ErrHelp.Error() {
+				return nil // the command printed its usage for --help
+			}
+			return err
 		}
 	}
 	return usagef("unknown command %q (see 'builder help')", rest[0])
@@ -93,7 +106,9 @@ func run(ctx context.Context, args []string) error {
 func printUsage() {
 	fmt.Fprintln(os.Stderr, "Usage: builder [--root DIR] COMMAND [OPTIONS]\n\nCommands:")
 	for _, c := range commands {
-		fmt.Fprintf(os.Stderr, "  %-10s %s\n", c.name, c.summary)
+		if !c.hidden {
+			fmt.Fprintf(os.Stderr, "  %-10s %s\n", c.name, c.summary)
+		}
 	}
 	fmt.Fprintln(os.Stderr, "\nRun 'builder COMMAND --help' for a command's options.")
 }

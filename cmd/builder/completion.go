@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+// imageArgCommands are the commands whose arguments are local image names,
+// which the completion scripts offer from `builder images -q`.
+var imageArgCommands = []string{"inspect", "history", "tag", "rmi", "push", "save", "diff"}
+
+// completionCommand is what a completion script knows of one command.
+type completionCommand struct {
+	names   []string // name and aliases
+	summary string
+	flags   []flagDoc
+}
+
+// completionData lists the visible commands and their flags, read from
+// each command's help text, plus the global flags.
+func completionData(ctx context.Context) ([]completionCommand, error) {
+	var out []completionCommand
+	for _, c := range visibleCommands() {
+		help, err := helpText(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		flags := helpFlags(help)
+		if len(flags) == 0 {
+			flags = []flagDoc{{long: "root", usage: "store directory"}, {long: "snapshotter", usage: "snapshotter"}}
+		}
+		flags = append(flags, flagDoc{long: "help", short: "h", usage: "show help"})
+		out = append(out, completionCommand{names: append([]string{c.name}, c.aliases...), summary: c.summary, flags: flags})
+	}
+	return out, nil
+}
+
+func flagWords(flags []flagDoc) string {
+	var w []string
+	for _, f := range flags {
+		w = append(w, "--"+f.long)
+		if f.short != "" {
+			w = append(w, "-"+f.short)
+		}
+	}
+	sort.Strings(w)
+	return strings.Join(w, " ")
+}
+
+func writeBashCompletion(w io.Writer, cmds []completionCommand) {
+	var names []string
+	for _, c := range cmds {
+		names = append(names, c.names...)
+	}
+	fmt.Fprintf(w, `# bash completion for builder. Load it with:
+#   source <(builder completion bash)
+_builder() {
+	local cur cmd i
+	cur="${COMP_WORDS[COMP_CWORD]}"
+	cmd=""
+	for ((i = 1; i < COMP_CWORD; i++)); do
+		case "${COMP_WORDS[i]}" in
+		--root|--snapshotter) ((i++)) ;;
+		-*) ;;
+		*) cmd="${COMP_WORDS[i]}"; break ;;
+		esac
+	done
+	if [[ -z "$cmd" ]]; then
+		if [[ "$cur" == -* ]]; then
+			COMPREPLY=($(compgen -W "--root --snapshotter --help" -- "$cur"))
+		else
+			COMPREPLY=($(compgen -W "%s" -- "$cur"))
+		fi
+		return
+	fi
+	local opts=""
+	case "$cmd" in
+`, strings.Join(names, " "))
+	for _, c := range cmds {
+		fmt.Fprintf(w, "\t%s) opts=%q ;;\n", strings.Join(c.names, "|"), flagWords(c.flags))
+	}
+	fmt.Fprintf(w, `	esac
+	if [[ "$cur" == -* ]]; then
+		COMPREPLY=($(compgen -W "$opts" -- "$cur"))
+		return
+	fi
+	case "$cmd" in
+	%s)
+		COMPREPLY=($(compgen -W "$(builder images -q 2>/dev/null)" -- "$cur")) ;;
+	completion)
+		COMPREPLY=($(compgen -W "bash zsh fish" -- "$cur")) ;;
+	*)
+		COMPREPLY=($(compgen -f -- "$cur")) ;;
+	esac
+}
+complete -o default -F _builder builder
+`, strings.Join(imageArgCommands, "|"))
+}
+
+func writeZshCompletion(w io.Writer, cmds []completionCommand) {
+	fmt.Fprintf(w, `#compdef builder
+# zsh completion for builder. Load it with:
+#   source <(builder completion zsh)
+# or save it as _builder in a directory on $fpath.
+_builder() {
+	local -a commands
+	commands=(
+`)
+	for _, c := range cmds {
+		for _, n := range c.names {
+			fmt.Fprintf(w, "\t\t%s\n", zshQuote(n+":"+c.summary))
+		}
+	}
+	fmt.Fprintf(w, `	)
+	if (( CURRENT == 2 )); then
+		_describe 'command' commands
+		return
+	fi
+	local -a opts
+	case $words[2] in
+`)
+	for _, c := range cmds {
+		var specs []string
+		for _, f := range c.flags {
+			specs = append(specs, zshQuote("--"+f.long+"["+zshBracket(f.usage)+"]"))
+		}
+		fmt.Fprintf(w, "\t%s) opts=(%s) ;;\n", strings.Join(c.names, "|"), strings.Join(specs, " "))
+	}
+	fmt.Fprintf(w, `	esac
+	if [[ $PREFIX == -* ]]; then
+		_values 'option' $opts
+		return
+	fi
+	case $words[2] in
+	%s) compadd -- ${(f)"$(builder images -q 2>/dev/null)"} ;;
+	completion) compadd -- bash zsh fish ;;
+	*) _files ;;
+	esac
+}
+if [[ $zsh_eval_context[-1] == loadautofunc ]]; then
+	_builder "$@"
+else
+	compdef _builder builder
+fi
+`, strings.Join(imageArgCommands, "|"))
+}
+
+func zshQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// zshBracket makes s safe inside a _values [description].
+func zshBracket(s string) string {
+	return strings.NewReplacer("[", "(", "]", ")", ":", " ").Replace(s)
+}
+
+func writeFishCompletion(w io.Writer, cmds []completionCommand) {
+	var names []string
+	for _, c := range cmds {
+		names = append(names, c.names...)
+	}
+	fmt.Fprintf(w, "# fish completion for builder. Load it with:\n#   builder completion fish | source\n")
+	fmt.Fprintf(w, "complete -c builder -f\n")
+	fmt.Fprintf(w, "complete -c builder -n __fish_use_subcommand -l root -r -d %s\n", fishQuote("store directory"))
+	fmt.Fprintf(w, "complete -c builder -n __fish_use_subcommand -l snapshotter -x -a 'overlay naive' -d %s\n", fishQuote("snapshotter"))
+	for _, c := range cmds {
+		for _, n := range c.names {
+			fmt.Fprintf(w, "complete -c builder -n __fish_use_subcommand -a %s -d %s\n", n, fishQuote(c.summary))
+		}
+	}
+	for _, c := range cmds {
+		cond := fishQuote("__fish_seen_subcommand_from " + strings.Join(c.names, " "))
+		for _, f := range c.flags {
+			short := ""
+			if f.short != "" {
+				short = " -s " + f.short
+			}
+			fmt.Fprintf(w, "complete -c builder -n %s -l %s%s -d %s\n", cond, f.long, short, fishQuote(f.usage))
+		}
+	}
+	fmt.Fprintf(w, "complete -c builder -n %s -a '(builder images -q 2>/dev/null)'\n",
+		fishQuote("__fish_seen_subcommand_from "+strings.Join(imageArgCommands, " ")))
+	fmt.Fprintf(w, "complete -c builder -n %s -a 'bash zsh fish'\n", fishQuote("__fish_seen_subcommand_from completion"))
+	fmt.Fprintf(w, "complete -c builder -n %s -F\n", fishQuote("__fish_seen_subcommand_from build load save"))
+}
+
+func fishQuote(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, "'", `\'`).Replace(s) + "'"
+}
+
+func runCompletion(ctx context.Context, g *globals, args []string) error {
+	fs := newFlagSet("completion", g)
+	usage := "builder completion bash|zsh|fish\n\n" +
+		"Print a shell completion script for commands, options and local image names.\n\n" +
+		"Examples:\n" +
+		"  source <(builder completion bash)          # in ~/.bashrc\n" +
+		"  builder completion zsh > \"${fpath[1]}/_builder\"\n" +
+		"  builder completion fish > ~/.config/fish/completions/builder.fish"
+	if help, err := parseCommand(fs, usage, args); help || err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("builder completion needs a shell: bash, zsh or fish")
+	}
+	var write func(io.Writer, []completionCommand)
+	switch fs.Arg(0) {
+	case "bash":
+		write = writeBashCompletion
+	case "zsh":
+		write = writeZshCompletion
+	case "fish":
+		write = writeFishCompletion
+	default:
+		return usagef("builder completion: unknown shell %q: use bash, zsh or fish", fs.Arg(0))
+	}
+	cmds, err := completionData(ctx)
+	if err != nil {
+		return err
+	}
+	write(os.Stdout, cmds)
+	return nil
+}

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"builder/export"
+)
+
+func runTag(ctx context.Context, g *globals, args []string) error {
+	fs := newFlagSet("tag", g)
+	usage := "builder tag SOURCE TARGET [TARGET...]\n\n" +
+		"Give a local image more names. SOURCE is a name or NAME@DIGEST of an image in\n" +
+		"the store; each TARGET is a new name:tag. Tagging a name that exists moves it.\n\n" +
+		"Examples:\n" +
+		"  builder tag app registry.example.com/team/app:1.0\n" +
+		"  builder tag app:latest app:stable app:2026-01"
+	if help, err := parseCommand(fs, usage, args); help || err != nil {
+		return err
+	}
+	if fs.NArg() < 2 {
+		return usagef("builder tag needs a SOURCE and at least one TARGET (see 'builder tag --help')")
+	}
+	_, idx, err := g.openStore()
+	if err != nil {
+		return err
+	}
+	desc, err := idx.Lookup(fs.Arg(0))
+	if errors.Is(err, export.ErrNotFound) {
+		return fmt.Errorf("image %s is not in the local store (see 'builder images')", fs.Arg(0))
+	}
+	if err != nil {
+		return err
+	}
+	desc.Annotations = nil
+	for _, dst := range fs.Args()[1:] {
+		if _, err := export.NormalizeName(dst); err != nil {
+			return usagef("target %q: %v", dst, err)
+		}
+		if err := idx.Tag(dst, desc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
