@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 PKGS    := ./...
 
-.PHONY: all build example test test-short bench vet fmt clean
+.PHONY: all build example test test-short bench fuzz vet fmt clean
 
 all: build
 
@@ -30,6 +30,10 @@ test-short:
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./snapshot/content/ ./build/sandbox/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./build/
+
+# Fuzzes the layer extractor briefly (needs root); not part of make test.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzApply$$' -fuzztime 10s ./snapshot/archive/
 
 vet:
 	$(GO) vet $(PKGS)
