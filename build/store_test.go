@@ -1,8 +1,10 @@
 package build
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -240,7 +242,7 @@ func allRunCached(log string) bool {
 	runs := map[string]bool{}
 	for _, l := range strings.Split(log, "\n") {
 		f := strings.Fields(l)
-		if len(f) >= 3 && strings.HasPrefix(f[0], "#") && f[2] == "RUN" {
+		if len(f) >= 3 && strings.HasPrefix(f[0], "#") && strings.HasPrefix(f[1], "[") && strings.Contains(l, "] RUN ") {
 			runs[f[0]] = true
 		}
 		if len(f) == 2 && f[1] == "CACHED" {
@@ -300,5 +302,180 @@ func TestKilledBuilds(t *testing.T) {
 	}
 	if strings.Contains(string(mi), f.root) {
 		t.Errorf("mounts under the store remain:\n%s", mi)
+	}
+}
+
+// TestPrune builds a tagged image and an untagged one on one store, then
+// checks what each kind of collection keeps, and that the store checks
+// clean after it.
+func TestPrune(t *testing.T) {
+	ctx := context.Background()
+	type state struct {
+		f          *fixture
+		dir        string
+		kept, gone *Result
+	}
+	layers := func(t *testing.T, r *Result) []v1.Hash {
+		ls, err := r.Image.Layers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []v1.Hash
+		for _, l := range ls {
+			d, _ := l.Digest()
+			out = append(out, d)
+		}
+		return out
+	}
+	records := func(t *testing.T, s *state) int {
+		n := 0
+		s.f.b.cache.Walk(func(CacheEntry) error { n++; return nil })
+		return n
+	}
+	mount := func(t *testing.T, s *state, name string, age time.Duration) string {
+		p := filepath.Join(s.f.root, cacheMountsDir, name)
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(p, "data"), bytes.Repeat([]byte("x"), 4096), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		old := time.Now().Add(-age)
+		os.Chtimes(p, old, old)
+		return p
+	}
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+	cases := []struct {
+		name string
+		run  func(t *testing.T, s *state)
+	}{
+		{"default keeps cache, drops untagged image", func(t *testing.T, s *state) {
+			m := mount(t, s, "m1", 0)
+			before := records(t, s)
+			rep, err := s.f.b.Prune(ctx, PruneOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.f.b.store.Has(s.gone.ManifestDigest) || s.f.b.store.Has(s.gone.ConfigDigest) {
+				t.Error("the untagged image's manifest or config survived")
+			}
+			if rep.Records != 0 || records(t, s) != before || !exists(m) {
+				t.Errorf("default prune dropped cache: %+v", rep)
+			}
+			_, log := s.f.mustBuild(s.dir, func(o *Options) { o.BuildArgs["V"] = "gone" })
+			if !allRunCached(log) {
+				t.Errorf("rebuild of the pruned image is not cached:\n%s", log)
+			}
+		}},
+		{"all drops cache, keeps tagged image", func(t *testing.T, s *state) {
+			m := mount(t, s, "m1", 0)
+			rep, err := s.f.b.Prune(ctx, PruneOptions{All: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := records(t, s); n != 0 || exists(m) {
+				t.Errorf("after prune --all: %d records, cache mount there %v", n, exists(m))
+			}
+			for _, d := range layers(t, s.kept) {
+				if !s.f.b.store.Has(d) {
+					t.Errorf("layer %s of the tagged image was removed", d)
+				}
+			}
+			if rep.Blobs == 0 || rep.Snapshots == 0 {
+				t.Errorf("prune --all removed too little: %+v", rep)
+			}
+			_, log := s.f.mustBuild(s.dir, func(o *Options) { o.BuildArgs["V"] = "kept" })
+			if allRunCached(log) {
+				t.Errorf("rebuild after prune --all was served from the cache:\n%s", log)
+			}
+		}},
+		{"until drops only old cache", func(t *testing.T, s *state) {
+			oldM, newM := mount(t, s, "old", 48*time.Hour), mount(t, s, "new", 0)
+			var oldKeys []Key
+			old := time.Now().Add(-48 * time.Hour)
+			s.f.b.cache.Walk(func(e CacheEntry) error {
+				if len(oldKeys) < 2 {
+					oldKeys = append(oldKeys, e.Key)
+					os.Chtimes(s.f.b.cache.path(e.Key), old, old)
+				}
+				return nil
+			})
+			before := records(t, s)
+			rep, err := s.f.b.Prune(ctx, PruneOptions{Until: 24 * time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Records != len(oldKeys) || records(t, s) != before-len(oldKeys) {
+				t.Errorf("until removed %d records, want %d", rep.Records, len(oldKeys))
+			}
+			if exists(oldM) || !exists(newM) {
+				t.Errorf("until: old cache mount there %v, new one there %v", exists(oldM), exists(newM))
+			}
+		}},
+		{"keep-storage evicts down to the tagged image", func(t *testing.T, s *state) {
+			m := mount(t, s, "m1", 0)
+			rep, err := s.f.b.Prune(ctx, PruneOptions{KeepStorage: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := records(t, s); n != 0 || exists(m) || rep.Records == 0 {
+				t.Errorf("keep-storage 1: %d records left, mount there %v, report %+v", n, exists(m), rep)
+			}
+			u, err := s.f.b.DiskUsage(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u.CacheBlobs != 0 || u.UnreferencedBlobs != 0 || u.ImageBlobs == 0 {
+				t.Errorf("usage after keep-storage 1: %+v", u)
+			}
+		}},
+		{"generous keep-storage removes no cache", func(t *testing.T, s *state) {
+			before := records(t, s)
+			if _, err := s.f.b.Prune(ctx, PruneOptions{KeepStorage: 1 << 40}); err != nil {
+				t.Fatal(err)
+			}
+			if n := records(t, s); n != before {
+				t.Errorf("keep-storage 1TiB dropped records: %d → %d", before, n)
+			}
+		}},
+		{"rmi removes the image, keeps its cache", func(t *testing.T, s *state) {
+			if _, err := s.f.b.RemoveImage(ctx, "kept"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.f.b.index.Lookup("kept"); err == nil {
+				t.Error("tag survived rmi")
+			}
+			if s.f.b.store.Has(s.kept.ManifestDigest) {
+				t.Error("manifest survived rmi")
+			}
+			_, log := s.f.mustBuild(s.dir, func(o *Options) { o.BuildArgs["V"] = "kept" })
+			if !allRunCached(log) {
+				t.Errorf("rebuild after rmi is not cached:\n%s", log)
+			}
+		}},
+		{"prune waits for builds", func(t *testing.T, s *state) {
+			unlock, err := s.f.b.lockStore(ctx, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unlock()
+			tctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			defer cancel()
+			if _, err := s.f.b.Prune(tctx, PruneOptions{All: true}); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("prune under a build's lock: %v, want it to wait", err)
+			}
+			if records(t, s) == 0 {
+				t.Error("prune ran while a build held the store")
+			}
+		}},
+	}
+	for _, c := range cases {
+		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
+			s := &state{f: newFixture(t), dir: copyCase(t, "builds/explain")}
+			s.kept, _ = s.f.mustBuild(s.dir, func(o *Options) { o.BuildArgs["V"] = "kept"; o.Tags = []string{"kept"} })
+			s.gone, _ = s.f.mustBuild(s.dir, func(o *Options) { o.BuildArgs["V"] = "gone" })
+			c.run(t, s)
+			checkStore(t, s.f.root)
+		})
 	}
 }
