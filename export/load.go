@@ -14,6 +14,7 @@ import (
 	"os"
 	"path"
 	"runtime"
+	"sort"
 	"strings"
 
 	"builder/snapshot/content"
@@ -317,6 +318,9 @@ func loadDocker(ctx context.Context, s *content.Store, p string, rawManifest []b
 			}
 			ld.Names = append(ld.Names, n)
 		}
+		// The archive's tag order is not meaningful (ggcr writes it from a
+		// map): sort, so loading is deterministic.
+		sort.Strings(ld.Names)
 		out = append(out, ld)
 	}
 	return out, nil
