@@ -69,6 +69,35 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	key, preimage := pre.key()
 	j.explain(ctx, sp, st, step, key, preimage, nil)
 	createdBy := "RUN " + runArgsPrefix(st.args) + strings.Join(argv, " ")
+	return j.fsStep(ctx, st, key, preimage, "run", createdBy, func(root []snapshot.Mount) error {
+		select {
+		case j.runSem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		defer func() { <-j.runSem }()
+		cwd := c.WorkingDir
+		if cwd == "" {
+			cwd = "/"
+		}
+		return j.withRunMounts(ctx, mounts, script, func(extra []sandbox.Mount, secretEnv []string) error {
+			runEnv := env
+			for _, kv := range secretEnv {
+				k, v, _ := strings.Cut(kv, "=")
+				runEnv = setEnv(runEnv, k, v)
+			}
+			return sandbox.Run(ctx, sandbox.Spec{Root: root, Args: argv, Env: runEnv, Cwd: cwd, User: c.User,
+				Network: network, Stdout: sp, Stderr: sp, Mounts: extra, Insecure: insecure})
+		})
+	})
+}
+
+// fsStep is the shape every filesystem step shares: on a cache hit it
+// applies the record; on a miss it prepares an active snapshot on the
+// stage's layers, lets change write into it, and commits the change as a
+// layer, a snapshot and a cache record. The active snapshot is removed on
+// every path.
+func (j *job) fsStep(ctx context.Context, st *stageState, key Key, preimage []byte, kind, createdBy string, change func(root []snapshot.Mount) error) (bool, error) {
 	if rec, ok := j.lookup(key); ok {
 		j.applyRecord(st, key, rec, createdBy)
 		return true, nil
@@ -77,32 +106,13 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	if err != nil {
 		return false, err
 	}
-	active := activeKey("run")
+	active := activeKey(kind)
 	root, err := j.b.snapshotter.Prepare(ctx, active, parent)
 	if err != nil {
 		return false, fmt.Errorf("prepare snapshot: %w", err)
 	}
 	defer j.b.snapshotter.Remove(context.WithoutCancel(ctx), active)
-	select {
-	case j.runSem <- struct{}{}:
-	case <-ctx.Done():
-		return false, ctx.Err()
-	}
-	cwd := c.WorkingDir
-	if cwd == "" {
-		cwd = "/"
-	}
-	err = j.withRunMounts(ctx, mounts, script, func(extra []sandbox.Mount, secretEnv []string) error {
-		runEnv := env
-		for _, kv := range secretEnv {
-			k, v, _ := strings.Cut(kv, "=")
-			runEnv = setEnv(runEnv, k, v)
-		}
-		return sandbox.Run(ctx, sandbox.Spec{Root: root, Args: argv, Env: runEnv, Cwd: cwd, User: c.User,
-			Network: network, Stdout: sp, Stderr: sp, Mounts: extra, Insecure: insecure})
-	})
-	<-j.runSem
-	if err != nil {
+	if err := change(root); err != nil {
 		return false, err
 	}
 	rec, err := j.commitLayer(ctx, active, parent, key, preimage)
@@ -222,54 +232,33 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 	key, preimage := pre.key()
 	j.explain(ctx, sp, st, step, key, preimage, j.contextFiles(cs, req))
 	createdBy := historyText(step.Original)
-	if rec, ok := j.lookup(key); ok {
-		j.applyRecord(st, key, rec, createdBy)
-		return true, nil
-	}
-	if err := inline.materialize(ctx); err != nil {
-		return false, err
-	}
-	parent, err := j.b.ensureChain(ctx, st.layers)
-	if err != nil {
-		return false, err
-	}
-	active := activeKey("copy")
-	mounts, err := j.b.snapshotter.Prepare(ctx, active, parent)
-	if err != nil {
-		return false, fmt.Errorf("prepare snapshot: %w", err)
-	}
-	defer j.b.snapshotter.Remove(context.WithoutCancel(ctx), active)
-	err = j.withSource(ctx, cs, mounts, func(src copier.Source, dstRoot string) error {
-		if chown != "" {
-			owner, err := copier.ResolveOwner(dstRoot, chown)
-			if err != nil {
-				return err
-			}
-			req.Chown = owner
+	return j.fsStep(ctx, st, key, preimage, "copy", createdBy, func(mounts []snapshot.Mount) error {
+		if err := inline.materialize(ctx); err != nil {
+			return err
 		}
-		if len(local) > 0 {
-			if err := copier.Copy(ctx, src, dstRoot, req); err != nil {
-				return err
+		return j.withSource(ctx, cs, mounts, func(src copier.Source, dstRoot string) error {
+			if chown != "" {
+				owner, err := copier.ResolveOwner(dstRoot, chown)
+				if err != nil {
+					return err
+				}
+				req.Chown = owner
 			}
-		}
-		if len(inline.files) > 0 {
-			isrc, ireq := inline.copyRequest(req)
-			if op.Unpack != nil && *op.Unpack && len(urls) > 0 {
-				ireq.Add, ireq.Extract = true, extractArchive
+			if len(local) > 0 {
+				if err := copier.Copy(ctx, src, dstRoot, req); err != nil {
+					return err
+				}
 			}
-			return copier.Copy(ctx, isrc, dstRoot, ireq)
-		}
-		return nil
+			if len(inline.files) > 0 {
+				isrc, ireq := inline.copyRequest(req)
+				if op.Unpack != nil && *op.Unpack && len(urls) > 0 {
+					ireq.Add, ireq.Extract = true, extractArchive
+				}
+				return copier.Copy(ctx, isrc, dstRoot, ireq)
+			}
+			return nil
+		})
 	})
-	if err != nil {
-		return false, err
-	}
-	rec, err := j.commitLayer(ctx, active, parent, key, preimage)
-	if err != nil {
-		return false, err
-	}
-	j.applyRecord(st, key, rec, createdBy)
-	return false, nil
 }
 
 func instrName(op *parser.Copy) string {
@@ -380,34 +369,17 @@ func (j *job) mkdirWorkdir(ctx context.Context, st *stageState, step *parser.Ste
 	key, preimage := pre.key()
 	j.explain(ctx, nil, st, step, key, preimage, nil)
 	createdBy := "WORKDIR " + wd
-	if rec, ok := j.lookup(key); ok {
-		j.applyRecord(st, key, rec, createdBy)
-		return true, nil
-	}
-	parent, err := j.b.ensureChain(ctx, st.layers)
-	if err != nil {
-		return false, err
-	}
-	active := activeKey("mkdir")
-	mounts, err := j.b.snapshotter.Prepare(ctx, active, parent)
-	if err != nil {
-		return false, fmt.Errorf("prepare snapshot: %w", err)
-	}
-	defer j.b.snapshotter.Remove(context.WithoutCancel(ctx), active)
-	err = snapshot.WithMounts(ctx, [][]snapshot.Mount{mounts}, func(roots []string) error {
-		p, err := securejoin.SecureJoin(roots[0], wd)
+	return j.fsStep(ctx, st, key, preimage, "mkdir", createdBy, func(mounts []snapshot.Mount) error {
+		err := snapshot.WithMounts(ctx, [][]snapshot.Mount{mounts}, func(roots []string) error {
+			p, err := securejoin.SecureJoin(roots[0], wd)
+			if err != nil {
+				return err
+			}
+			return os.MkdirAll(p, 0o755)
+		})
 		if err != nil {
-			return err
+			return fmt.Errorf("create workdir: %w", err)
 		}
-		return os.MkdirAll(p, 0o755)
+		return nil
 	})
-	if err != nil {
-		return false, fmt.Errorf("create workdir: %w", err)
-	}
-	rec, err := j.commitLayer(ctx, active, parent, key, preimage)
-	if err != nil {
-		return false, err
-	}
-	j.applyRecord(st, key, rec, createdBy)
-	return false, nil
 }
