@@ -75,7 +75,7 @@ type job struct {
 	steps    int
 	cached   int
 	countMu  sync.Mutex
-	errOnce  sync.Once
+	errMu    sync.Mutex
 	firstErr error // the first failure, which cancels the other stages
 }
 
@@ -151,8 +151,11 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	st, err := j.wait(ctx, target)
 	if err != nil {
-		if j.firstErr != nil {
-			return nil, j.firstErr
+		j.errMu.Lock()
+		first := j.firstErr
+		j.errMu.Unlock()
+		if first != nil {
+			return nil, first
 		}
 		return nil, err
 	}
@@ -197,6 +200,7 @@ func (j *job) evalMetaArgs() error {
 	} {
 		m.Set(k, v)
 	}
+	j.meta = m // argValue reads earlier global args from j.meta
 	for _, a := range j.g.MetaArgs {
 		for _, kv := range a.Pairs {
 			val, err := j.argValue(kv, m, nil)
@@ -206,13 +210,13 @@ func (j *job) evalMetaArgs() error {
 			m.Set(kv.Key, val)
 		}
 	}
-	j.meta = m
 	return nil
 }
 
 // argValue gives an ARG its value: the --build-arg if given, else its default
-// expanded against what is in scope, else the global value (for an ARG that
-// re-declares a meta arg inside a stage).
+// expanded against what is in scope, else (for an ARG inside a stage) the
+// global value of the same name, which includes the automatic platform args.
+// A global ARG without a value keeps what scope already holds for it.
 func (j *job) argValue(kv parser.ArgPair, scope *vars, env []string) (string, error) {
 	if v, ok := j.o.BuildArgs[kv.Key]; ok {
 		j.used.Store(kv.Key, true)
@@ -221,15 +225,8 @@ func (j *job) argValue(kv parser.ArgPair, scope *vars, env []string) (string, er
 	if kv.Value != nil {
 		return newExpander(j.g.Escape, env, scope).word(*kv.Value)
 	}
-	if v, ok := j.meta.Get(kv.Key); ok && env != nil {
-		return v, nil
-	}
-	if scope == j.meta || env == nil {
-		if v, ok := scope.Get(kv.Key); ok {
-			return v, nil
-		}
-	}
-	return "", nil
+	v, _ := j.meta.Get(kv.Key)
+	return v, nil
 }
 
 // neededStages lists the stages the target depends on (itself included),
@@ -286,7 +283,11 @@ func (j *job) start(ctx context.Context, cancel context.CancelFunc, i int) {
 			f.st, f.err = j.execStage(ctx, i)
 			if f.err != nil {
 				if !errors.Is(f.err, context.Canceled) {
-					j.errOnce.Do(func() { j.firstErr = f.err })
+					j.errMu.Lock()
+					if j.firstErr == nil {
+						j.firstErr = f.err
+					}
+					j.errMu.Unlock()
 				}
 				cancel()
 			}

@@ -1,7 +1,6 @@
 package build
 
 import (
-	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -10,12 +9,11 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/klauspost/compress/zstd"
 
+	"builder/export"
 	"builder/snapshot"
 	"builder/snapshot/content"
 )
@@ -78,9 +76,9 @@ func (b *Builder) unpackLayer(ctx context.Context, l layerRef, name, parent stri
 	if err != nil {
 		return fmt.Errorf("unpack layer %s: %w", l.Digest, err)
 	}
-	defer rc.Close()
-	r, err := decompress(rc, l.MediaType)
+	r, err := export.Decompress(rc)
 	if err != nil {
+		rc.Close()
 		return fmt.Errorf("unpack layer %s: %w", l.Digest, err)
 	}
 	defer r.Close()
@@ -89,22 +87,6 @@ func (b *Builder) unpackLayer(ctx context.Context, l layerRef, name, parent stri
 		return fmt.Errorf("unpack layer %s: %w", l.Digest, err)
 	}
 	return nil
-}
-
-// decompress opens the uncompressed stream of a layer blob.
-func decompress(r io.Reader, mediaType string) (io.ReadCloser, error) {
-	switch {
-	case strings.HasSuffix(mediaType, "gzip"):
-		return gzip.NewReader(r)
-	case strings.HasSuffix(mediaType, "zstd"):
-		d, err := zstd.NewReader(r)
-		if err != nil {
-			return nil, err
-		}
-		return d.IOReadCloser(), nil
-	default:
-		return io.NopCloser(r), nil
-	}
 }
 
 // verifyingReader hashes what it reads and turns EOF into an error if the
