@@ -21,6 +21,7 @@ import (
 
 	"builder/export"
 	"builder/snapshot"
+	"builder/snapshot/content"
 )
 
 // Store-wide files and directories below the root that GC manages.
@@ -105,7 +106,7 @@ func (b *Builder) Check(ctx context.Context) ([]Problem, error) {
 		}
 		defer rc.Close()
 		h := sha256.New()
-		if _, err := io.CopyBuffer(h, &ctxReader{ctx: ctx, r: rc}, buf); err != nil {
+		if _, err := io.CopyBuffer(h, content.ContextReader(ctx, rc), buf); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -651,19 +652,6 @@ func (b *Builder) pruneSnapshots(ctx context.Context, g *storeGraph, keep []stri
 		freed += size
 	}
 	return n, freed, nil
-}
-
-// ctxReader fails reads once its context is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // dirSize is the apparent size of the files below dir, each hard-linked

@@ -2,6 +2,7 @@ package export
 
 import (
 	"archive/tar"
+	"builder/snapshot/content"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -72,7 +73,7 @@ func writeOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName str
 		return fmt.Errorf("encode index: %w", err)
 	}
 
-	tw := tar.NewWriter(&ctxWriter{ctx: ctx, w: w})
+	tw := tar.NewWriter(content.ContextWriter(ctx, w))
 	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
 		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: archiveTime}); err != nil {
 			return err
@@ -178,50 +179,29 @@ func writeEntry(tw *tar.Writer, path string, r io.Reader, size int64) error {
 	return nil
 }
 
-// ctxWriter fails writes once its context is done.
-type ctxWriter struct {
-	ctx context.Context
-	w   io.Writer
-}
-
-func (c *ctxWriter) Write(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.w.Write(p)
-}
-
 // WriteDockerArchive writes img to w in the format `docker load` reads
 // (manifest.json, config and gzip layers), tagged with tags, which are
 // normalized with NormalizeName and must be tags. With no tags the image is
 // loaded untagged. Layers are streamed from img.
 func WriteDockerArchive(ctx context.Context, w io.Writer, img v1.Image, tags []string) error {
-	refs := map[name.Reference]v1.Image{}
-	for _, t := range tags {
-		full, err := parseTag(t)
-		if err != nil {
-			return fmt.Errorf("write docker archive: %w", err)
+	if len(tags) > 0 {
+		images := make(map[string]v1.Image, len(tags))
+		for _, t := range tags {
+			images[t] = img
 		}
-		tag, err := name.NewTag(full)
-		if err != nil {
-			return fmt.Errorf("write docker archive: %w", err)
-		}
-		refs[tag] = img
+		return WriteDockerArchiveRefs(ctx, w, images)
 	}
-	if len(refs) == 0 {
-		digest, err := img.Digest()
-		if err != nil {
-			return fmt.Errorf("write docker archive: digest: %w", err)
-		}
-		// The repository is never written: a digest reference only makes
-		// the image appear without RepoTags.
-		ref, err := name.NewDigest("untagged@" + digest.String())
-		if err != nil {
-			return fmt.Errorf("write docker archive: %w", err)
-		}
-		refs[ref] = img
+	digest, err := img.Digest()
+	if err != nil {
+		return fmt.Errorf("write docker archive: digest: %w", err)
 	}
-	if err := tarball.MultiRefWrite(refs, &ctxWriter{ctx: ctx, w: w}); err != nil {
+	// The repository is never written: a digest reference only makes the
+	// image appear without RepoTags.
+	ref, err := name.NewDigest("untagged@" + digest.String())
+	if err != nil {
+		return fmt.Errorf("write docker archive: %w", err)
+	}
+	if err := tarball.MultiRefWrite(map[name.Reference]v1.Image{ref: img}, content.ContextWriter(ctx, w)); err != nil {
 		return fmt.Errorf("write docker archive: %w", err)
 	}
 	return nil
@@ -274,7 +254,7 @@ func WriteDockerArchiveRefs(ctx context.Context, w io.Writer, images map[string]
 		}
 		refs[tag] = img
 	}
-	if err := tarball.MultiRefWrite(refs, &ctxWriter{ctx: ctx, w: w}); err != nil {
+	if err := tarball.MultiRefWrite(refs, content.ContextWriter(ctx, w)); err != nil {
 		return fmt.Errorf("write docker archive: %w", err)
 	}
 	return nil

@@ -84,7 +84,7 @@ func eachFile(ctx context.Context, p string, fn func(name string, size int64, r 
 		if h.Typeflag != tar.TypeReg {
 			continue
 		}
-		if err := fn(archiveEntry(h.Name), h.Size, &ctxReader{ctx: ctx, r: tr}); err != nil {
+		if err := fn(archiveEntry(h.Name), h.Size, content.ContextReader(ctx, tr)); err != nil {
 			return err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"builder/snapshot/archive"
+	"builder/snapshot/content"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -43,7 +44,7 @@ func unpackRootfs(ctx context.Context, dir string, img v1.Image) error {
 		if err != nil {
 			return fmt.Errorf("layer %s: %w", d, err)
 		}
-		_, err = archive.Apply(dir, &ctxReader{ctx: ctx, r: rc})
+		_, err = archive.Apply(dir, content.ContextReader(ctx, rc))
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("layer %s: %w", d, err)
@@ -72,7 +73,7 @@ func WriteRootfsTar(ctx context.Context, w io.Writer, img v1.Image, scratch stri
 	if err := unpackRootfs(ctx, dir, img); err != nil {
 		return fmt.Errorf("write rootfs tar: %w", err)
 	}
-	if err := tarTree(ctx, &ctxWriter{ctx: ctx, w: w}, dir); err != nil {
+	if err := tarTree(ctx, content.ContextWriter(ctx, w), dir); err != nil {
 		return fmt.Errorf("write rootfs tar: %w", err)
 	}
 	return nil
@@ -101,17 +102,4 @@ func tarTree(ctx context.Context, w io.Writer, dir string) error {
 		return err
 	}
 	return aw.Close()
-}
-
-// ctxReader fails reads once its context is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -347,6 +347,13 @@ func (s *Store) WriteBlob(ctx context.Context, r io.Reader, expected v1.Hash) (v
 	return w.Digest(), w.Size(), nil
 }
 
+// ContextReader returns a reader of r that fails once ctx is done, so a
+// long copy stops at the next read after a cancellation.
+func ContextReader(ctx context.Context, r io.Reader) io.Reader { return &ctxReader{ctx: ctx, r: r} }
+
+// ContextWriter returns a writer to w that fails once ctx is done.
+func ContextWriter(ctx context.Context, w io.Writer) io.Writer { return &ctxWriter{ctx: ctx, w: w} }
+
 // ctxReader fails reads once its context is done.
 type ctxReader struct {
 	ctx context.Context
