@@ -370,7 +370,7 @@ func (p *puller) fetchBlob(ctx context.Context, desc v1.Descriptor) error {
 	if err != nil {
 		return err
 	}
-	p.progress("fetching %s (%s)", desc.Digest, humanSize(desc.Size))
+	p.progress("fetching %s (%s)", desc.Digest, HumanSize(desc.Size))
 	resp, err := (&http.Client{Transport: rt}).Do(req)
 	if err != nil {
 		return err
@@ -415,7 +415,8 @@ func mediaTypeOf(raw []byte) (types.MediaType, error) {
 	return "", errors.New("manifest without media type")
 }
 
-func humanSize(n int64) string {
+// HumanSize spells a byte count in binary units for progress messages.
+func HumanSize(n int64) string {
 	switch {
 	case n >= 1<<30:
 		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))

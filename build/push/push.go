@@ -154,7 +154,7 @@ func Push(ctx context.Context, img v1.Image, refs []string, opts Options) ([]Res
 			for u := range updates {
 				if time.Since(last) > 2*time.Second && u.Total > 0 {
 					last = time.Now()
-					progress("pushing %s: %d%% of %s", g.repo, u.Complete*100/u.Total, humanSize(u.Total))
+					progress("pushing %s: %d%% of %s", g.repo, u.Complete*100/u.Total, pull.HumanSize(u.Total))
 				}
 			}
 		}()
@@ -221,15 +221,3 @@ func (m *mountImage) wrap(l v1.Layer) v1.Layer {
 
 // MediaType keeps the image's manifest media type.
 func (m *mountImage) MediaType() (types.MediaType, error) { return m.Image.MediaType() }
-
-func humanSize(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
