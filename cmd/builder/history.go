@@ -26,15 +26,7 @@ func runHistory(ctx context.Context, g *globals, args []string) error {
 	if fs.NArg() != 1 {
 		return usagef("builder history needs exactly one IMAGE (see 'builder history --help')")
 	}
-	s, idx, err := g.openStore()
-	if err != nil {
-		return err
-	}
-	img, err := lookupImage(s, idx, fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	info, err := inspectImage(fs.Arg(0), img)
+	info, err := g.inspectStored(fs.Arg(0))
 	if err != nil {
 		return err
 	}

@@ -126,19 +126,24 @@ func runInspect(ctx context.Context, g *globals, args []string) error {
 		}
 		tmpl = t
 	}
-	s, idx, err := g.openStore()
-	if err != nil {
-		return err
-	}
-	img, err := lookupImage(s, idx, fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	info, err := inspectImage(fs.Arg(0), img)
+	info, err := g.inspectStored(fs.Arg(0))
 	if err != nil {
 		return err
 	}
 	return printInspect(os.Stdout, info, tmpl)
+}
+
+// inspectStored describes the image the local store holds under name.
+func (g *globals) inspectStored(name string) (*imageInfo, error) {
+	s, idx, err := g.openStore()
+	if err != nil {
+		return nil, err
+	}
+	img, err := lookupImage(s, idx, name)
+	if err != nil {
+		return nil, err
+	}
+	return inspectImage(name, img)
 }
 
 // printInspect writes info as indented JSON, or through tmpl followed by
