@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
+
+	"builder/parser"
 )
 
 // vars is an ordered set of variables used for word expansion: later Set
@@ -93,6 +95,24 @@ func (e *expander) words(ws []string) ([]string, error) {
 			return nil, err
 		}
 		out = append(out, x)
+	}
+	return out, nil
+}
+
+// pairs expands the keys and values of ENV or LABEL pairs, each against the
+// state before the instruction, as Docker does.
+func (e *expander) pairs(kvs []parser.KeyValue) ([]parser.KeyValue, error) {
+	out := make([]parser.KeyValue, 0, len(kvs))
+	for _, kv := range kvs {
+		k, err := e.word(kv.Key)
+		if err != nil {
+			return nil, err
+		}
+		v, err := e.word(kv.Value)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, parser.KeyValue{Key: k, Value: v})
 	}
 	return out, nil
 }

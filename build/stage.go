@@ -234,20 +234,16 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 		c.WorkingDir = path.Clean(p)
 		return j.mkdirWorkdir(ctx, st, step)
 	case *parser.Env:
+		pairs, err := ex.pairs(op.Pairs)
+		if err != nil {
+			return false, err
+		}
 		env := c.Env
-		for _, kv := range op.Pairs {
-			k, err := ex.word(kv.Key)
-			if err != nil {
-				return false, err
-			}
-			v, err := ex.word(kv.Value)
-			if err != nil {
-				return false, err
-			}
-			env = setEnv(env, k, v)
+		for _, kv := range pairs {
+			env = setEnv(env, kv.Key, kv.Value)
 		}
 		c.Env = env
-		j.metaHistory(st, step, ex)
+		j.metaHistory(st, step)
 	case *parser.Arg:
 		for _, kv := range op.Pairs {
 			v, err := j.argValue(kv, st.args, c.Env)
@@ -257,21 +253,17 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 			st.args.Set(kv.Key, v)
 		}
 	case *parser.Label:
+		pairs, err := ex.pairs(op.Pairs)
+		if err != nil {
+			return false, err
+		}
 		if c.Labels == nil {
 			c.Labels = map[string]string{}
 		}
-		for _, kv := range op.Pairs {
-			k, err := ex.word(kv.Key)
-			if err != nil {
-				return false, err
-			}
-			v, err := ex.word(kv.Value)
-			if err != nil {
-				return false, err
-			}
-			c.Labels[k] = v
+		for _, kv := range pairs {
+			c.Labels[kv.Key] = kv.Value
 		}
-		j.metaHistory(st, step, ex)
+		j.metaHistory(st, step)
 	case *parser.Expose:
 		ports, err := ex.words(op.Ports)
 		if err != nil {
@@ -289,7 +281,7 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 				c.ExposedPorts[s] = struct{}{}
 			}
 		}
-		j.metaHistory(st, step, ex)
+		j.metaHistory(st, step)
 	case *parser.Volume:
 		vols, err := ex.words(op.Paths)
 		if err != nil {
@@ -304,44 +296,44 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 			}
 			c.Volumes[v] = struct{}{}
 		}
-		j.metaHistory(st, step, ex)
+		j.metaHistory(st, step)
 	case *parser.User:
 		u, err := ex.word(op.User)
 		if err != nil {
 			return false, err
 		}
 		c.User = u
-		j.metaHistory(st, step, ex)
+		j.metaHistory(st, step)
 	case *parser.Shell:
 		c.Shell = append([]string(nil), op.Shell...)
-		j.metaHistory(st, step, ex)
+		j.metaHistory(st, step)
 	case *parser.Cmd:
 		c.Cmd = st.commandLine(op.Command, op.PrependShell)
 		st.cmdSet = true
-		j.metaHistory(st, step, ex)
+		j.metaHistory(st, step)
 	case *parser.Entrypoint:
 		c.Entrypoint = st.commandLine(op.Command, op.PrependShell)
 		if !st.cmdSet {
 			c.Cmd = nil
 		}
-		j.metaHistory(st, step, ex)
+		j.metaHistory(st, step)
 	case *parser.Healthcheck:
 		c.Healthcheck = &v1.HealthConfig{Test: op.Test, Interval: op.Interval, Timeout: op.Timeout,
 			StartPeriod: op.StartPeriod, Retries: op.Retries}
-		j.metaHistory(st, step, ex)
+		j.metaHistory(st, step)
 	case *parser.StopSignal:
 		s, err := ex.word(op.Signal)
 		if err != nil {
 			return false, err
 		}
 		c.StopSignal = s
-		j.metaHistory(st, step, ex)
+		j.metaHistory(st, step)
 	case *parser.Onbuild:
 		c.OnBuild = append(c.OnBuild, op.Expression)
-		j.metaHistory(st, step, ex)
+		j.metaHistory(st, step)
 	case *parser.Maintainer:
 		st.cfg.Author = op.Name
-		j.metaHistory(st, step, ex)
+		j.metaHistory(st, step)
 	default:
 		return false, fmt.Errorf("instruction %T: %w", op, errNotSupported)
 	}
@@ -365,7 +357,7 @@ func (s *stageState) shell() []string {
 }
 
 // metaHistory records a metadata-only step in the history.
-func (j *job) metaHistory(st *stageState, step *parser.Step, ex *expander) {
+func (j *job) metaHistory(st *stageState, step *parser.Step) {
 	st.addHistory(historyText(step.Original), true, j.stepTime(st.created))
 }
 
