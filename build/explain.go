@@ -71,17 +71,13 @@ func (j *job) stepID(st *stageState, step *parser.Step, op string) string {
 // be nil (the line then goes to the build's progress). Failures to read or
 // write the index are ignored: explanations are advisory and never fail a
 // build.
-func (j *job) explain(ctx context.Context, sp *StepProgress, st *stageState, step *parser.Step, key Key, preimage []byte, files func() map[string]string) {
+func (j *job) explain(ctx context.Context, sp *StepProgress, st *stageState, step *parser.Step, key Key, preimage []byte, files func() map[string]string, hit bool) {
 	var cur keyPreimage
 	if json.Unmarshal(preimage, &cur) != nil {
 		return
 	}
 	id := j.stepID(st, step, cur.Op)
 	prev, havePrev := j.b.cache.loadStep(id)
-	hit := false
-	if !j.o.NoCache {
-		_, hit = j.lookup(key)
-	}
 	if !hit {
 		var curFiles map[string]string
 		if files != nil && cur.Inputs["sources"] != "" {

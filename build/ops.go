@@ -67,9 +67,9 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	}
 	j.addEpoch(&pre)
 	key, preimage := pre.key()
-	j.explain(ctx, sp, st, step, key, preimage, nil)
 	createdBy := "RUN " + runArgsPrefix(st.args) + strings.Join(argv, " ")
-	return j.fsStep(ctx, st, key, preimage, "run", createdBy, func(root []snapshot.Mount) error {
+	call := fsCall{step: step, sp: sp, key: key, preimage: preimage, kind: "run", createdBy: createdBy}
+	return j.fsStep(ctx, st, call, func(root []snapshot.Mount) error {
 		select {
 		case j.runSem <- struct{}{}:
 		case <-ctx.Done():
@@ -92,13 +92,27 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	})
 }
 
-// fsStep is the shape every filesystem step shares: on a cache hit it
-// applies the record; on a miss it prepares an active snapshot on the
+// fsCall is a filesystem step whose cache key is known.
+type fsCall struct {
+	step            *parser.Step
+	sp              *StepProgress // nil: miss explanations go to the build log
+	key             Key
+	preimage        []byte
+	files           func() map[string]string // COPY context files, for miss explanations
+	kind, createdBy string
+}
+
+// fsStep is the shape every filesystem step shares: it looks the key up
+// once, records (and with --explain-cache prints) why it missed, and on a
+// hit applies the record; on a miss it prepares an active snapshot on the
 // stage's layers, lets change write into it, and commits the change as a
 // layer, a snapshot and a cache record. The active snapshot is removed on
 // every path.
-func (j *job) fsStep(ctx context.Context, st *stageState, key Key, preimage []byte, kind, createdBy string, change func(root []snapshot.Mount) error) (bool, error) {
-	if rec, ok := j.lookup(key); ok {
+func (j *job) fsStep(ctx context.Context, st *stageState, c fsCall, change func(root []snapshot.Mount) error) (bool, error) {
+	key, preimage, createdBy := c.key, c.preimage, c.createdBy
+	rec, hit := j.lookup(key)
+	j.explain(ctx, c.sp, st, c.step, key, preimage, c.files, hit)
+	if hit {
 		j.applyRecord(st, key, rec, createdBy)
 		return true, nil
 	}
@@ -106,7 +120,7 @@ func (j *job) fsStep(ctx context.Context, st *stageState, key Key, preimage []by
 	if err != nil {
 		return false, err
 	}
-	active := activeKey(kind)
+	active := activeKey(c.kind)
 	root, err := j.b.snapshotter.Prepare(ctx, active, parent)
 	if err != nil {
 		return false, fmt.Errorf("prepare snapshot: %w", err)
@@ -115,7 +129,7 @@ func (j *job) fsStep(ctx context.Context, st *stageState, key Key, preimage []by
 	if err := change(root); err != nil {
 		return false, err
 	}
-	rec, err := j.commitLayer(ctx, active, parent, key, preimage)
+	rec, err = j.commitLayer(ctx, active, parent, key, preimage)
 	if err != nil {
 		return false, err
 	}
@@ -230,9 +244,9 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 	}
 	j.addEpoch(&pre)
 	key, preimage := pre.key()
-	j.explain(ctx, sp, st, step, key, preimage, j.contextFiles(cs, req))
 	createdBy := historyText(step.Original)
-	return j.fsStep(ctx, st, key, preimage, "copy", createdBy, func(mounts []snapshot.Mount) error {
+	call := fsCall{step: step, sp: sp, key: key, preimage: preimage, files: j.contextFiles(cs, req), kind: "copy", createdBy: createdBy}
+	return j.fsStep(ctx, st, call, func(mounts []snapshot.Mount) error {
 		if err := inline.materialize(ctx); err != nil {
 			return err
 		}
@@ -367,9 +381,9 @@ func (j *job) mkdirWorkdir(ctx context.Context, st *stageState, step *parser.Ste
 	pre := keyPreimage{Parent: string(st.fsKey), Op: "mkdir", Args: []string{wd}, State: map[string]string{}}
 	j.addEpoch(&pre)
 	key, preimage := pre.key()
-	j.explain(ctx, nil, st, step, key, preimage, nil)
 	createdBy := "WORKDIR " + wd
-	return j.fsStep(ctx, st, key, preimage, "mkdir", createdBy, func(mounts []snapshot.Mount) error {
+	call := fsCall{step: step, key: key, preimage: preimage, kind: "mkdir", createdBy: createdBy}
+	return j.fsStep(ctx, st, call, func(mounts []snapshot.Mount) error {
 		err := snapshot.WithMounts(ctx, [][]snapshot.Mount{mounts}, func(roots []string) error {
 			p, err := securejoin.SecureJoin(roots[0], wd)
 			if err != nil {
