@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/spf13/pflag"
-
 	"builder/build/pull"
 	"builder/build/push"
 	"builder/export"
@@ -18,20 +16,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
-
-// parseCommand parses a command's flags, printing usage for --help.
-func parseCommand(fs *pflag.FlagSet, usage string, args []string) (help bool, err error) {
-	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: %s\n\nOptions:\n%s", usage, fs.FlagUsages())
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return true, nil
-		}
-		return false, usagef("%v", err)
-	}
-	return false, nil
-}
 
 // openStore opens the content store and tag index at the --root.
 func (g *globals) openStore() (*content.Store, *export.Index, error) {
