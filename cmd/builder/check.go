@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 )
 
 // errCheckFailed makes `builder check` exit 1 after printing its findings.
@@ -12,14 +11,8 @@ var errCheckFailed = errors.New("the store has problems")
 
 func runCheck(ctx context.Context, g *globals, args []string) error {
 	fs := newFlagSet("check", g)
-	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: builder check\n\nVerify every blob's digest, every cache record and every tagged image in the store.\nExit status 1 if anything is wrong.\n\nOptions:\n%s", fs.FlagUsages())
-	}
-	if err := fs.Parse(args); err != nil {
-		if err.Error() == "pflag: help requested" {
-			return nil
-		}
-		return usagef("%v", err)
+	if help, err := parseCommand(fs, "builder check\n\nVerify every blob's digest, every cache record and every tagged image in the store.\nExit status 1 if anything is wrong.", args); help || err != nil {
+		return err
 	}
 	if fs.NArg() != 0 {
 		return usagef("builder check takes no arguments")

@@ -18,18 +18,12 @@ func runDiff(ctx context.Context, g *globals, args []string) error {
 	fs := newFlagSet("diff", g)
 	var insecure []string
 	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
-	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: builder diff [OPTIONS] IMAGE_A IMAGE_B\n\n"+
-			"Explain how two images differ: config fields, then layer by layer, file by file.\n"+
-			"IMAGE is a local store name, oci-archive:FILE, docker-archive:FILE, FILE.tar, oci:DIR,\n"+
-			"or a registry reference (docker://REF forces the registry).\n"+
-			"Exit status: 0 identical, 1 different.\n\nOptions:\n%s", fs.FlagUsages())
-	}
-	if err := fs.Parse(args); err != nil {
-		if err.Error() == "pflag: help requested" {
-			return nil
-		}
-		return usagef("%v", err)
+	if help, err := parseCommand(fs, "builder diff [OPTIONS] IMAGE_A IMAGE_B\n\n"+
+		"Explain how two images differ: config fields, then layer by layer, file by file.\n"+
+		"IMAGE is a local store name, oci-archive:FILE, docker-archive:FILE, FILE.tar, oci:DIR,\n"+
+		"or a registry reference (docker://REF forces the registry).\n"+
+		"Exit status: 0 identical, 1 different.", args); help || err != nil {
+		return err
 	}
 	if fs.NArg() != 2 {
 		return usagef("builder diff needs two images (see 'builder diff --help')")

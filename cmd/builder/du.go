@@ -9,14 +9,8 @@ import (
 
 func runDu(ctx context.Context, g *globals, args []string) error {
 	fs := newFlagSet("du", g)
-	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: builder du\n\nShow what uses space in the store.\n\nOptions:\n%s", fs.FlagUsages())
-	}
-	if err := fs.Parse(args); err != nil {
-		if err.Error() == "pflag: help requested" {
-			return nil
-		}
-		return usagef("%v", err)
+	if help, err := parseCommand(fs, "builder du\n\nShow what uses space in the store.", args); help || err != nil {
+		return err
 	}
 	if fs.NArg() != 0 {
 		return usagef("builder du takes no arguments")

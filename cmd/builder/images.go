@@ -21,8 +21,11 @@ func runVersion(ctx context.Context, g *globals, args []string) error {
 func runImages(ctx context.Context, g *globals, args []string) error {
 	fs := newFlagSet("images", g)
 	quiet := fs.BoolP("quiet", "q", false, "print only image names")
-	if err := fs.Parse(args); err != nil {
-		return usagef("%v", err)
+	if help, err := parseCommand(fs, "builder images [OPTIONS]\n\nList the images in the local store with their digests and sizes.", args); help || err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usagef("builder images takes no arguments")
 	}
 	idx, err := export.OpenIndex(g.root)
 	if err != nil {

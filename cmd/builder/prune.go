@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -21,14 +20,8 @@ func runPrune(ctx context.Context, g *globals, args []string) error {
 	fs.BoolVarP(&all, "all", "a", false, "remove all build cache (cache records and cache mounts), not only unreferenced data")
 	fs.StringVar(&keep, "keep-storage", "", "then remove least recently used cache until the store is at most SIZE (e.g. 10GB, 512MiB)")
 	fs.StringArrayVar(&filters, "filter", nil, "until=DURATION: remove cache unused for longer than DURATION (e.g. 24h)")
-	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: builder prune [OPTIONS]\n\nRemove unreferenced blobs and snapshots, leftovers of killed builds, and build cache\nas the options ask. Tagged images are kept.\n\nOptions:\n%s", fs.FlagUsages())
-	}
-	if err := fs.Parse(args); err != nil {
-		if err.Error() == "pflag: help requested" {
-			return nil
-		}
-		return usagef("%v", err)
+	if help, err := parseCommand(fs, "builder prune [OPTIONS]\n\nRemove unreferenced blobs and snapshots, leftovers of killed builds, and build cache\nas the options ask. Tagged images are kept.", args); help || err != nil {
+		return err
 	}
 	if fs.NArg() != 0 {
 		return usagef("builder prune takes no arguments")

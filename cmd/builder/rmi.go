@@ -3,19 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 )
 
 func runRmi(ctx context.Context, g *globals, args []string) error {
 	fs := newFlagSet("rmi", g)
-	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: builder rmi NAME [NAME...]\n\nUntag images and remove the blobs and snapshots nothing else uses.\n\nOptions:\n%s", fs.FlagUsages())
-	}
-	if err := fs.Parse(args); err != nil {
-		if err.Error() == "pflag: help requested" {
-			return nil
-		}
-		return usagef("%v", err)
+	if help, err := parseCommand(fs, "builder rmi NAME [NAME...]\n\nUntag images and remove the blobs and snapshots nothing else uses.", args); help || err != nil {
+		return err
 	}
 	if fs.NArg() == 0 {
 		return usagef("builder rmi needs at least one image NAME")
