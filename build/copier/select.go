@@ -328,7 +328,7 @@ func (s *selector) expand(name, base, pattern string) ([]item, error) {
 			if err != nil {
 				return err
 			}
-			if ign && !(isDir && s.src.Ignore.Exclusions()) {
+			if ign && !(isDir && mayReincludeBelow(s.src.Ignore, full)) {
 				continue
 			}
 			if ok, _ := path.Match(pattern, childRel); ok {

@@ -53,6 +53,9 @@ type walker struct {
 	links          map[devIno]string
 	stack          []*node
 	item           int
+	// trace, when set, is told every directory the walk descends into
+	// (by its path below the source root); tests use it.
+	trace func(rootRel string)
 }
 
 func newWalker(ctx context.Context, ignore, exclude *patternmatcher.PatternMatcher, v visitor) *walker {
@@ -165,7 +168,9 @@ func (w *walker) walkChildren(parent *node, rootRel string, ign, exc, inc patter
 			return fmt.Errorf("match .dockerignore: %w", err)
 		}
 		if ignored {
-			if !w.ignore.Exclusions() {
+			// An ignored entry is walked (unseen) only when a "!" pattern
+			// could bring back something below it.
+			if !mayReincludeBelow(w.ignore, childRoot) {
 				continue
 			}
 			visible = false
@@ -175,7 +180,7 @@ func (w *walker) walkChildren(parent *node, rootRel string, ign, exc, inc patter
 			return fmt.Errorf("match exclude patterns: %w", err)
 		}
 		if excluded {
-			if !w.exclude.Exclusions() {
+			if !mayReincludeBelow(w.exclude, childRel) {
 				continue
 			}
 			visible = false
@@ -209,6 +214,9 @@ func (w *walker) walkChildren(parent *node, rootRel string, ign, exc, inc patter
 				return err
 			}
 			continue
+		}
+		if w.trace != nil {
+			w.trace(childRoot)
 		}
 		f, err := openDirAt(pfd, name, childRoot)
 		if err != nil {
@@ -299,6 +307,47 @@ func (w *walker) mayIncludeBelow(rel string) bool {
 		}
 	}
 	return true
+}
+
+// mayReincludeBelow reports whether an exclusion ("!") pattern of m could
+// match a path strictly below rel, a path that m matches. When it cannot,
+// nothing below rel can be visible: every pattern that matched rel still
+// matches below it (patterns match a path's parents too), an inclusion
+// pattern can only keep it hidden, and only an exclusion pattern that
+// matches a deeper path itself can bring it back. This is what lets the
+// walk skip an ignored node_modules or .git without reading it.
+//
+// The test is per path segment and errs on the side of walking: a segment
+// holding "**" may span any number of segments, and one holding a
+// character class or an escape is assumed to match.
+func mayReincludeBelow(m *patternmatcher.PatternMatcher, rel string) bool {
+	if m == nil || !m.Exclusions() {
+		return false
+	}
+	dirs := strings.Split(rel, "/")
+	for _, p := range m.Patterns() {
+		if p.Exclusion() && patternMayMatchBelow(strings.Split(p.String(), "/"), dirs) {
+			return true
+		}
+	}
+	return false
+}
+
+// patternMayMatchBelow reports whether the pattern segments pat could
+// match a path that has dirs as a proper prefix.
+func patternMayMatchBelow(pat, dirs []string) bool {
+	for i, d := range dirs {
+		if i >= len(pat) {
+			return false
+		}
+		if strings.Contains(pat[i], "**") || strings.ContainsAny(pat[i], `[]\`) {
+			return true
+		}
+		if ok, err := path.Match(pat[i], d); err != nil || !ok {
+			return err != nil
+		}
+	}
+	return len(pat) > len(dirs)
 }
 
 // fileDir lists an open directory.
