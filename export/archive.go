@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"sort"
 	"strings"
 	"time"
 
@@ -17,7 +18,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -180,31 +180,12 @@ func writeEntry(tw *tar.Writer, path string, r io.Reader, size int64) error {
 }
 
 // WriteDockerArchive writes img to w in the format `docker load` reads
-// (manifest.json, config and gzip layers), tagged with tags, which are
-// normalized with NormalizeName and must be tags. With no tags the image is
-// loaded untagged. Layers are streamed from img.
+// (manifest.json, config and layer blobs), tagged with tags in the order
+// given, which are normalized with NormalizeName and must be tags. With no
+// tags the image is loaded untagged. Layers are streamed from img. The same
+// image and tags always give the same bytes.
 func WriteDockerArchive(ctx context.Context, w io.Writer, img v1.Image, tags []string) error {
-	if len(tags) > 0 {
-		images := make(map[string]v1.Image, len(tags))
-		for _, t := range tags {
-			images[t] = img
-		}
-		return WriteDockerArchiveRefs(ctx, w, images)
-	}
-	digest, err := img.Digest()
-	if err != nil {
-		return fmt.Errorf("write docker archive: digest: %w", err)
-	}
-	// The repository is never written: a digest reference only makes the
-	// image appear without RepoTags.
-	ref, err := name.NewDigest("untagged@" + digest.String())
-	if err != nil {
-		return fmt.Errorf("write docker archive: %w", err)
-	}
-	if err := tarball.MultiRefWrite(map[name.Reference]v1.Image{ref: img}, content.ContextWriter(ctx, w)); err != nil {
-		return fmt.Errorf("write docker archive: %w", err)
-	}
-	return nil
+	return WriteDockerArchiveImages(ctx, w, []DockerImage{{Image: img, Tags: tags}})
 }
 
 // WriteOCIDir adds img to the OCI image layout at dir, creating the layout
@@ -238,24 +219,158 @@ func WriteOCIDir(ctx context.Context, dir string, img v1.Image, refName string) 
 	return nil
 }
 
+// DockerImage is one image of a docker archive and the tags it is loaded
+// under, in order.
+type DockerImage struct {
+	Image v1.Image
+	Tags  []string
+}
+
 // WriteDockerArchiveRefs writes several images to w in the format `docker
 // load` reads, each under its tags (normalized with NormalizeName; they
-// must be tags). Blobs shared by images are written once.
+// must be tags). Tags naming the same image are grouped into one entry;
+// entries and tags are written in the sorted order of the tags, so the
+// bytes do not depend on map order.
 func WriteDockerArchiveRefs(ctx context.Context, w io.Writer, images map[string]v1.Image) error {
-	refs := map[name.Reference]v1.Image{}
-	for t, img := range images {
-		full, err := parseTag(t)
-		if err != nil {
-			return fmt.Errorf("write docker archive: %w", err)
-		}
-		tag, err := name.NewTag(full)
-		if err != nil {
-			return fmt.Errorf("write docker archive: %w", err)
-		}
-		refs[tag] = img
+	tags := make([]string, 0, len(images))
+	for t := range images {
+		tags = append(tags, t)
 	}
-	if err := tarball.MultiRefWrite(refs, content.ContextWriter(ctx, w)); err != nil {
+	sort.Strings(tags)
+	var list []DockerImage
+	at := map[v1.Image]int{}
+	for _, t := range tags {
+		img := images[t]
+		i, ok := at[img]
+		if !ok {
+			i = len(list)
+			at[img] = i
+			list = append(list, DockerImage{Image: img})
+		}
+		list[i].Tags = append(list[i].Tags, t)
+	}
+	return WriteDockerArchiveImages(ctx, w, list)
+}
+
+// WriteDockerArchiveImages writes images to w in the format `docker load`
+// reads: for each image in order its config ("sha256:<hex>") and its layer
+// blobs ("<hex>.tar.gz", ".tar.zst" or ".tar" by media type; a blob shared
+// with an earlier image is written once), then manifest.json with one entry
+// per image, RepoTags in the order given (normalized; they must be tags).
+// Layers are streamed. The same input always gives the same bytes.
+func WriteDockerArchiveImages(ctx context.Context, w io.Writer, images []DockerImage) error {
+	if err := writeDockerArchive(ctx, w, images); err != nil {
 		return fmt.Errorf("write docker archive: %w", err)
 	}
 	return nil
+}
+
+// dockerManifestEntry is one entry of a docker archive's manifest.json.
+type dockerManifestEntry struct {
+	Config       string
+	RepoTags     []string
+	Layers       []string
+	LayerSources map[v1.Hash]v1.Descriptor `json:",omitempty"`
+}
+
+func writeDockerArchive(ctx context.Context, w io.Writer, images []DockerImage) error {
+	if len(images) == 0 {
+		return errors.New("no image to write")
+	}
+	manifest := make([]dockerManifestEntry, 0, len(images))
+	for _, di := range images {
+		e := dockerManifestEntry{RepoTags: []string{}}
+		for _, t := range di.Tags {
+			full, err := parseTag(t)
+			if err != nil {
+				return err
+			}
+			e.RepoTags = append(e.RepoTags, full)
+		}
+		m, err := di.Image.Manifest()
+		if err != nil {
+			return fmt.Errorf("manifest: %w", err)
+		}
+		cfg, err := di.Image.ConfigFile()
+		if err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+		if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
+			return fmt.Errorf("%d diff IDs for %d layers", len(cfg.RootFS.DiffIDs), len(m.Layers))
+		}
+		e.Config = m.Config.Digest.String()
+		for i, l := range m.Layers {
+			e.Layers = append(e.Layers, l.Digest.Hex+dockerLayerExtension(l.MediaType))
+			if !l.MediaType.IsDistributable() {
+				if e.LayerSources == nil {
+					e.LayerSources = map[v1.Hash]v1.Descriptor{}
+				}
+				e.LayerSources[cfg.RootFS.DiffIDs[i]] = l
+			}
+		}
+		if len(di.Tags) == 0 {
+			e.RepoTags = nil
+		}
+		manifest = append(manifest, e)
+	}
+	rawManifest, err := json.Marshal(manifest)
+	if err != nil {
+		return fmt.Errorf("encode manifest.json: %w", err)
+	}
+
+	tw := tar.NewWriter(content.ContextWriter(ctx, w))
+	seen := map[string]bool{}
+	for i, di := range images {
+		e := manifest[i]
+		if !seen[e.Config] {
+			seen[e.Config] = true
+			raw, err := di.Image.RawConfigFile()
+			if err != nil {
+				return fmt.Errorf("config: %w", err)
+			}
+			if err := writeEntry(tw, e.Config, bytes.NewReader(raw), int64(len(raw))); err != nil {
+				return err
+			}
+		}
+		m, _ := di.Image.Manifest()
+		for j, desc := range m.Layers {
+			file := e.Layers[j]
+			if seen[file] {
+				continue
+			}
+			seen[file] = true
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			l, err := di.Image.LayerByDigest(desc.Digest)
+			if err != nil {
+				return fmt.Errorf("layer %s: %w", desc.Digest, err)
+			}
+			rc, err := l.Compressed()
+			if err != nil {
+				return fmt.Errorf("layer %s: %w", desc.Digest, err)
+			}
+			err = writeEntry(tw, file, rc, desc.Size)
+			rc.Close()
+			if err != nil {
+				return fmt.Errorf("layer %s: %w", desc.Digest, err)
+			}
+		}
+	}
+	if err := writeEntry(tw, "manifest.json", bytes.NewReader(rawManifest), int64(len(rawManifest))); err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// dockerLayerExtension names a layer file of a docker archive the way
+// docker and go-containerregistry do, by its compression.
+func dockerLayerExtension(mt types.MediaType) string {
+	switch mt {
+	case types.OCILayerZStd:
+		return ".tar.zst"
+	case types.OCIUncompressedLayer, types.OCIUncompressedRestrictedLayer, types.DockerUncompressedLayer:
+		return ".tar"
+	}
+	return ".tar.gz"
 }

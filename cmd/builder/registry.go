@@ -144,19 +144,32 @@ func runSave(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	images := map[string]v1.Image{}
+	// One archive entry per image, in the order first named, its tags in
+	// the order given, so the same command writes the same bytes.
+	var images []export.DockerImage
+	byDigest := map[v1.Hash]int{}
 	for _, n := range fs.Args() {
 		img, err := lookupImage(s, idx, n)
 		if err != nil {
 			return err
 		}
-		images[n] = img
+		d, err := img.Digest()
+		if err != nil {
+			return err
+		}
+		i, ok := byDigest[d]
+		if !ok {
+			i = len(images)
+			byDigest[d] = i
+			images = append(images, export.DockerImage{Image: img})
+		}
+		images[i].Tags = append(images[i].Tags, n)
 	}
 	err = writeDest(out, func(w io.Writer) error {
 		if format == "oci" {
-			return export.WriteOCIArchive(ctx, w, images[fs.Arg(0)], fs.Arg(0))
+			return export.WriteOCIArchive(ctx, w, images[0].Image, fs.Arg(0))
 		}
-		return export.WriteDockerArchiveRefs(ctx, w, images)
+		return export.WriteDockerArchiveImages(ctx, w, images)
 	})
 	if err != nil {
 		return fmt.Errorf("save to %s: %w", destName(out), err)
