@@ -116,12 +116,21 @@ _builder() {
 		}
 	}
 	fmt.Fprintf(w, `	)
-	if (( CURRENT == 2 )); then
+	# The command is the first word after the global options and their values.
+	local i=2
+	while (( i < CURRENT )) && [[ $words[i] == -* ]]; do
+		case $words[i] in
+		--root|--snapshotter) (( i += 2 )) ;;
+		*) (( i++ )) ;;
+		esac
+	done
+	if (( CURRENT == i )); then
 		_describe 'command' commands
 		return
 	fi
+	local cmd=$words[i]
 	local -a opts
-	case $words[2] in
+	case $cmd in
 `)
 	for _, c := range cmds {
 		var specs []string
@@ -135,7 +144,7 @@ _builder() {
 		_values 'option' $opts
 		return
 	fi
-	case $words[2] in
+	case $cmd in
 	%s) compadd -- ${(f)"$(builder images -q 2>/dev/null)"} ;;
 	completion) compadd -- bash zsh fish ;;
 	*) _files ;;
@@ -162,12 +171,29 @@ func writeFishCompletion(w io.Writer, cmds []completionCommand) {
 		names = append(names, c.names...)
 	}
 	fmt.Fprintf(w, "# fish completion for builder. Load it with:\n#   builder completion fish | source\n")
+	// __fish_use_subcommand would take the value of --root for the command.
+	fmt.Fprintf(w, `function __builder_needs_command
+	set -l args (commandline -opc)
+	set -e args[1]
+	while set -q args[1]
+		switch $args[1]
+			case --root --snapshotter
+				set -e args[1]
+			case '-*'
+			case '*'
+				return 1
+		end
+		set -e args[1]
+	end
+	return 0
+end
+`)
 	fmt.Fprintf(w, "complete -c builder -f\n")
-	fmt.Fprintf(w, "complete -c builder -n __fish_use_subcommand -l root -r -d %s\n", fishQuote("store directory"))
-	fmt.Fprintf(w, "complete -c builder -n __fish_use_subcommand -l snapshotter -x -a 'overlay naive' -d %s\n", fishQuote("snapshotter"))
+	fmt.Fprintf(w, "complete -c builder -n __builder_needs_command -l root -r -d %s\n", fishQuote("store directory"))
+	fmt.Fprintf(w, "complete -c builder -n __builder_needs_command -l snapshotter -x -a 'overlay naive' -d %s\n", fishQuote("snapshotter"))
 	for _, c := range cmds {
 		for _, n := range c.names {
-			fmt.Fprintf(w, "complete -c builder -n __fish_use_subcommand -a %s -d %s\n", n, fishQuote(c.summary))
+			fmt.Fprintf(w, "complete -c builder -n __builder_needs_command -a %s -d %s\n", n, fishQuote(c.summary))
 		}
 	}
 	for _, c := range cmds {

@@ -95,18 +95,66 @@ func TestCLICompletion(t *testing.T) {
 		}
 	}
 	for _, sh := range []string{"zsh", "fish"} {
-		script := stdout(t, "completion", sh)
-		if !strings.Contains(script, "inspect") || !strings.Contains(script, "no-cache") {
-			t.Errorf("%s completion lacks commands or flags", sh)
-		}
-		if _, err := exec.LookPath(sh); err != nil {
-			continue // syntax is checked only where the shell is installed
-		}
-		f := filepath.Join(t.TempDir(), "completion")
-		os.WriteFile(f, []byte(script), 0o644)
-		if out, err := exec.Command(sh, "-n", f).CombinedOutput(); err != nil {
-			t.Errorf("%s -n: %v\n%s", sh, err, out)
-		}
+		t.Run(sh, func(t *testing.T) {
+			script := stdout(t, "completion", sh)
+			if !strings.Contains(script, "inspect") || !strings.Contains(script, "no-cache") {
+				t.Errorf("%s completion lacks commands or flags", sh)
+			}
+			shell := buildtest.RequireTool(t, sh) // .ci/run installs both shells
+			f := filepath.Join(t.TempDir(), "completion")
+			if err := os.WriteFile(f, []byte(script), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command(shell, "-n", f).CombinedOutput(); err != nil {
+				t.Errorf("%s -n: %v\n%s", sh, err, out)
+			}
+			if sh == "zsh" {
+				// The script must register _builder with compinit's compdef.
+				out, err := exec.Command(shell, "-f", "-c", "autoload -Uz compinit && compinit -u -D && source "+f+" && print -r -- ${_comps[builder]}").CombinedOutput()
+				if err != nil || strings.TrimSpace(string(out)) != "_builder" {
+					t.Errorf("zsh does not map builder to _builder: %v\n%s", err, out)
+				}
+				// Stubs stand in for the completion system's builtins and print
+				// the candidates _builder offers.
+				stubs := `compdef() { : }
+_describe() { print -l -- ${(P)2} }
+compadd() { [[ $1 == -- ]] && shift; print -l -- "$@" }
+_values() { shift; print -l -- "$@" }
+_files() { print FILES }
+source ` + f + "\n"
+				for _, c := range []struct{ words, want string }{
+					{"builder ins", "inspect:Show an image's config, layers and the steps that made them"},
+					{"builder --root /x his", "history:Show the steps that made an image"},
+					{"builder build --no-c", "--no-cache[do not use the cache]"},
+					{"builder --snapshotter naive completion z", "zsh"},
+					{"builder build ./ctx", "FILES"},
+				} {
+					words := strings.Fields(c.words)
+					script := stubs + "words=(" + c.words + "); CURRENT=" + itoa(len(words)) + "; PREFIX=" + words[len(words)-1] + "; _builder"
+					out, err := exec.Command(shell, "-f", "-c", script).CombinedOutput()
+					if err != nil || !contains(strings.Split(string(out), "\n"), c.want) {
+						t.Errorf("zsh: complete %q offers no %q (%v):\n%s", c.words, c.want, err, out)
+					}
+				}
+				return
+			}
+			// fish answers completions non-interactively with complete -C.
+			for line, want := range map[string]string{
+				"builder ins":           "inspect",
+				"builder build --no-c":  "--no-cache",
+				"builder completion z":  "zsh",
+				"builder --root /x his": "history",
+			} {
+				out, err := exec.Command(shell, "--no-config", "-c", "source "+f+"; complete -C '"+line+"'").CombinedOutput()
+				var got []string
+				for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+					got = append(got, strings.SplitN(l, "\t", 2)[0])
+				}
+				if err != nil || strings.Join(got, " ") != want {
+					t.Errorf("fish: complete %q = %q (%v), want %q", line, got, err, want)
+				}
+			}
+		})
 	}
 	if _, code := cli(t, "completion", "tcsh"); code != 2 {
 		t.Errorf("completion tcsh: exit %d, want 2", code)
