@@ -57,6 +57,8 @@ type renderer interface {
 	start(s *StepProgress)
 	line(s *StepProgress, now time.Time, text string)
 	end(s *StepProgress, now time.Time)
+	transferStart(t *Transfer)
+	transferEnd(t *Transfer, now time.Time)
 	close(now time.Time)
 }
 
@@ -232,6 +234,12 @@ func (r *plainRenderer) end(s *StepProgress, now time.Time) {
 	}
 }
 
+// The plain view prints a transfer once, when it ends, with its size and rate.
+func (r *plainRenderer) transferStart(*Transfer) {}
+func (r *plainRenderer) transferEnd(t *Transfer, _ time.Time) {
+	fmt.Fprintln(r.w, t.summary())
+}
+
 // quietRenderer shows nothing.
 type quietRenderer struct{}
 
@@ -240,6 +248,8 @@ func (quietRenderer) start(*StepProgress)                   {}
 func (quietRenderer) line(*StepProgress, time.Time, string) {}
 func (quietRenderer) end(*StepProgress, time.Time)          {}
 func (quietRenderer) close(time.Time)                       {}
+func (quietRenderer) transferStart(*Transfer)               {}
+func (quietRenderer) transferEnd(*Transfer, time.Time)      {}
 
 // jsonEvent is one line of rawjson progress.
 type jsonEvent struct {
@@ -250,6 +260,11 @@ type jsonEvent struct {
 	Time     string   `json:"time"`
 	Duration *float64 `json:"duration,omitempty"`
 	Error    string   `json:"error,omitempty"`
+	// Transfers (status "transfer-started", "transfer-done",
+	// "transfer-error") carry their label, bytes moved and expected.
+	Transfer string `json:"transfer,omitempty"`
+	Bytes    *int64 `json:"bytes,omitempty"`
+	Total    int64  `json:"total,omitempty"`
 }
 
 // jsonRenderer prints one JSON object per event. Step 0 with status "info"
@@ -288,3 +303,16 @@ func (r *jsonRenderer) end(s *StepProgress, now time.Time) {
 }
 
 func (r *jsonRenderer) close(time.Time) {}
+
+func (r *jsonRenderer) transferStart(t *Transfer) {
+	r.emit(jsonEvent{Status: "transfer-started", Transfer: t.label, Total: t.total}, t.start)
+}
+
+func (r *jsonRenderer) transferEnd(t *Transfer, now time.Time) {
+	d, n := now.Sub(t.start).Seconds(), t.Moved()
+	e := jsonEvent{Status: "transfer-done", Transfer: t.label, Bytes: &n, Total: t.total, Duration: &d}
+	if t.err != nil {
+		e.Status, e.Error = "transfer-error", t.err.Error()
+	}
+	r.emit(e, now)
+}

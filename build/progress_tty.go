@@ -33,6 +33,7 @@ type ttyRenderer struct {
 	begin time.Time
 
 	live   []*StepProgress // steps shown in the live view
+	moving []*Transfer     // transfers running, shown under the steps
 	total  int             // steps started
 	ended  int             // steps finished
 	drawn  int             // lines of live view now on the screen
@@ -64,7 +65,7 @@ func (r *ttyRenderer) loop() {
 			return
 		case now := <-t.C:
 			r.p.mu.Lock()
-			if r.dirty || len(r.live) > 0 {
+			if r.dirty || len(r.live) > 0 || len(r.moving) > 0 {
 				r.redraw(now, nil)
 			}
 			r.p.mu.Unlock()
@@ -110,6 +111,26 @@ func (r *ttyRenderer) end(s *StepProgress, now time.Time) {
 	r.dirty = true
 }
 
+func (r *ttyRenderer) transferStart(t *Transfer) {
+	if r.closed {
+		return
+	}
+	r.moving = append(r.moving, t)
+	r.dirty = true
+}
+
+// transferEnd takes the transfer out of the live view and prints its
+// summary above it for good.
+func (r *ttyRenderer) transferEnd(t *Transfer, now time.Time) {
+	for i, m := range r.moving {
+		if m == t {
+			r.moving = append(r.moving[:i], r.moving[i+1:]...)
+			break
+		}
+	}
+	r.message(now, t.summary())
+}
+
 func (r *ttyRenderer) close(now time.Time) {
 	close(r.stop)
 	<-r.done
@@ -119,6 +140,7 @@ func (r *ttyRenderer) close(now time.Time) {
 	// The final view stays on the screen as ordinary output.
 	r.drawn = 0
 	r.live = nil
+	r.moving = nil
 	r.closed = true
 }
 
@@ -166,6 +188,9 @@ func (r *ttyRenderer) redraw(now time.Time, msgs []string) {
 	add(fmt.Sprintf("[+] %s %.1fs (%d/%d)", status, now.Sub(r.begin).Seconds(), r.ended, r.total))
 	for _, s := range r.live {
 		r.stepLines(s, now, width, add)
+	}
+	for _, t := range r.moving {
+		add(" => " + t.live(now))
 	}
 	// Never draw more lines than the terminal holds: a view taller than
 	// the screen cannot be moved back over.
