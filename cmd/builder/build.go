@@ -9,7 +9,10 @@ import (
 	"strings"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"builder/build"
+	"builder/build/pull"
 )
 
 func runBuild(ctx context.Context, g *globals, args []string) error {
@@ -137,7 +140,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 			return err
 		}
 	}
-	o.Progress.Printf("image %s", res.ManifestDigest)
+	o.Progress.Printf("image %s%s", res.ManifestDigest, imageSize(res.Image))
 	for _, t := range res.Tags {
 		o.Progress.Printf("naming to %s", t)
 	}
@@ -146,6 +149,20 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		fmt.Println(ex.Digest)
 	}
 	return nil
+}
+
+// imageSize describes an image's layer count and stored size (config and
+// compressed layers) for the build summary.
+func imageSize(img v1.Image) string {
+	m, err := img.Manifest()
+	if err != nil {
+		return ""
+	}
+	n := m.Config.Size
+	for _, l := range m.Layers {
+		n += l.Size
+	}
+	return fmt.Sprintf(", %d layers, %s", len(m.Layers), pull.HumanSize(n))
 }
 
 // sourceDateEpoch reads SOURCE_DATE_EPOCH from a build arg or the environment.
