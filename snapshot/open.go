@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"builder/snapshot/archive"
+	"builder/snapshot/internal/fsutil"
 	"builder/snapshot/mount"
 	"builder/snapshot/naive"
 	"builder/snapshot/overlay"
@@ -127,6 +128,12 @@ func WithMounts(ctx context.Context, sets [][]Mount, fn func(roots []string) err
 // (archive.Apply, which reads layer to its end, so a hash of layer's bytes
 // is its DiffID) and commits. If name exists already it returns nil
 // without reading layer. On error nothing is left behind.
+//
+// In a user namespace (rootless builder), where mknod of devices is
+// refused, device nodes of the layer are left out of the snapshot with a
+// warning on standard error, as buildah and podman do: the layer itself,
+// and so the image, keeps them; only later steps of the build do not see
+// them.
 func Unpack(ctx context.Context, sn Snapshotter, name, parent string, layer io.Reader) error {
 	if sn.Exists(ctx, name) {
 		return nil
@@ -140,10 +147,19 @@ func Unpack(ctx context.Context, sn Snapshotter, name, parent string, layer io.R
 	if err != nil {
 		return fmt.Errorf("unpack %s: %w", name, err)
 	}
+	var opts archive.Options
+	var skipped []string
+	if fsutil.InUserNamespace() {
+		opts.OnDeviceDenied = func(n string) { skipped = append(skipped, n) }
+	}
 	err = WithMounts(ctx, [][]Mount{mounts}, func(roots []string) error {
-		_, err := archive.Apply(roots[0], layer)
+		_, err := archive.ApplyWith(roots[0], layer, opts)
 		return err
 	})
+	if len(skipped) > 0 {
+		fmt.Fprintf(os.Stderr, "WARNING: rootless: left %d device node(s) out of snapshot %s (first /%s): "+
+			"a user namespace cannot create devices; the image layer keeps them\n", len(skipped), name, skipped[0])
+	}
 	if err == nil {
 		err = sn.Commit(ctx, name, key)
 	}

@@ -206,8 +206,11 @@ func removableCopyUp(upper string, d copiedUp, removable map[string]bool) (bool,
 		return false, nil
 	}
 	buf := make([]byte, 1)
-	if n, err := unix.Lgetxattr(p, "trusted.overlay.opaque", buf); err == nil && n == 1 && buf[0] == 'y' {
-		return false, nil
+	// A rootless (userxattr) overlay marks opaque directories in user.*.
+	for _, key := range []string{"trusted.overlay.opaque", "user.overlay.opaque"} {
+		if n, err := unix.Lgetxattr(p, key, buf); err == nil && n == 1 && buf[0] == 'y' {
+			return false, nil
+		}
 	}
 	f, err := os.Open(p)
 	if err != nil {

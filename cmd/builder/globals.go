@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"builder/build"
+	"builder/build/rootless"
 )
 
 // globals are the options every command takes: where the store is.
@@ -16,12 +17,13 @@ type globals struct {
 }
 
 // defaultRoot is /var/lib/builder for root, $XDG_DATA_HOME/builder (or
-// ~/.local/share/builder) otherwise; BUILDER_ROOT overrides both.
+// ~/.local/share/builder) otherwise, also inside the rootless user
+// namespace where the user is uid 0; BUILDER_ROOT overrides both.
 func defaultRoot() string {
 	if r := os.Getenv("BUILDER_ROOT"); r != "" {
 		return r
 	}
-	if os.Geteuid() == 0 {
+	if os.Geteuid() == 0 && !rootless.InNamespace() {
 		return "/var/lib/builder"
 	}
 	if x := os.Getenv("XDG_DATA_HOME"); x != "" {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"builder/build/rootless"
 	"builder/build/sandbox"
 )
 
@@ -54,6 +55,14 @@ var commands = []command{
 func main() {
 	if sandbox.Reexec() {
 		return
+	}
+	// An unprivileged user's builder runs again inside a user namespace
+	// (see docs/rootless.md) before it touches the store.
+	if code, ok, err := rootless.Reexec(needsNamespace(os.Args[1:])); ok {
+		if err != nil {
+			code = exitCode(err)
+		}
+		os.Exit(code)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
@@ -101,6 +110,21 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 	return usagef("unknown command %q (see 'builder help')", rest[0])
+}
+
+// needsNamespace reports whether the command line names a command that
+// works on the store, which a non-root user runs in a user namespace; the
+// others (help, version, completion, docs, login, logout) run as they are.
+func needsNamespace(args []string) bool {
+	_, rest, err := parseGlobals(args)
+	if err != nil || len(rest) == 0 {
+		return false
+	}
+	switch rest[0] {
+	case "help", "-h", "--help", "version", "completion", "docs", "login", "logout":
+		return false
+	}
+	return true
 }
 
 func printUsage() {

@@ -40,11 +40,26 @@ import (
 // root privileges for ownership, devices and trusted.* xattrs. On error the
 // directory holds a partly applied layer.
 func Apply(root string, r io.Reader) (int64, error) {
+	return ApplyWith(root, r, Options{})
+}
+
+// Options tune ApplyWith.
+type Options struct {
+	// OnDeviceDenied, when set, makes a character or block device entry
+	// that mknod refuses with EPERM (as it always does in a user
+	// namespace) a skipped entry reported through it with its clean path,
+	// instead of an error.
+	OnDeviceDenied func(name string)
+}
+
+// ApplyWith is Apply with options.
+func ApplyWith(root string, r io.Reader, opts Options) (int64, error) {
 	cr := &countingReader{r: r}
 	a, err := newApplier(root)
 	if err != nil {
 		return 0, err
 	}
+	a.opts = opts
 	defer a.close()
 	tr := tar.NewReader(cr)
 	for {
@@ -86,6 +101,7 @@ type dirTime struct {
 
 type applier struct {
 	root *os.File // O_PATH handle of root
+	opts Options
 	// seen holds every path this layer wrote (and their parents), for
 	// opaque whiteouts.
 	seen map[string]struct{}
@@ -235,6 +251,10 @@ func (a *applier) entry(h *tar.Header, r io.Reader) error {
 		fallthrough
 	case errors.Is(err, unix.ENOENT):
 		if err := a.create(pfd, base, h, r); err != nil {
+			if errors.Is(err, errDeviceDenied) {
+				a.opts.OnDeviceDenied(c)
+				return nil
+			}
 			return err
 		}
 	default:
@@ -296,10 +316,28 @@ func (a *applier) create(pfd int, base string, h *tar.Header, r io.Reader) error
 		}
 		dev := unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor))
 		if err := unix.Mknodat(pfd, base, mode, int(dev)); err != nil {
+			if errors.Is(err, unix.EPERM) && h.Typeflag != tar.TypeFifo && a.opts.OnDeviceDenied != nil {
+				return errDeviceDenied
+			}
 			return fmt.Errorf("create device: %w", err)
 		}
 	}
 	return nil
+}
+
+// errDeviceDenied is create's answer for a device mknod refused when
+// Options.OnDeviceDenied is set.
+var errDeviceDenied = errors.New("device node not permitted")
+
+// chownError wraps the error of chown to h's owner, explaining EINVAL: in a
+// user namespace (rootless builder) an id outside the mapped range cannot
+// be stored.
+func chownError(h *tar.Header, err error) error {
+	if errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("chown to %d:%d: the id is not mapped in this user namespace "+
+			"(rootless: the subordinate range in /etc/subuid or /etc/subgid is too small): %w", h.Uid, h.Gid, err)
+	}
+	return fmt.Errorf("chown: %w", err)
 }
 
 // sameAsLinkTarget reports whether st is the file the hard link name points
@@ -326,7 +364,7 @@ func (a *applier) sameAsLinkTarget(name string, st *unix.Stat_t) (bool, error) {
 // Directory times wait until the end, as later entries change them.
 func (a *applier) meta(pfd int, base, c string, h *tar.Header) error {
 	if err := unix.Fchownat(pfd, base, h.Uid, h.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("chown: %w", err)
+		return chownError(h, err)
 	}
 	// chown clears setuid bits, so chmod comes after it; xattrs come last
 	// because chown also drops security.capability.
@@ -391,7 +429,7 @@ func (a *applier) rootMeta(h *tar.Header) error {
 	a.dropCache()
 	fd := int(a.root.Fd())
 	if err := unix.Fchownat(fd, "", h.Uid, h.Gid, unix.AT_EMPTY_PATH); err != nil {
-		return fmt.Errorf("chown root: %w", err)
+		return fmt.Errorf("root: %w", chownError(h, err))
 	}
 	if err := unix.Chmod("/proc/self/fd/"+strconv.Itoa(fd), uint32(h.Mode&0o7777)); err != nil {
 		return fmt.Errorf("chmod root: %w", err)

@@ -7,7 +7,9 @@
 // Layers are mounted with index=off,redirect_dir=off,metacopy=off when the
 // kernel accepts them, so every upper directory is a plain tree plus
 // whiteouts (0/0 character devices) and opaque directories
-// (trusted.overlay.opaque=y) that maps one to one onto an OCI layer.
+// (trusted.overlay.opaque=y) that maps one to one onto an OCI layer. In a
+// user namespace (rootless builder) the layers are mounted with userxattr
+// instead, and opaque directories carry user.overlay.opaque=y.
 package overlay
 
 import (
@@ -34,10 +36,17 @@ import (
 type Snapshotter struct {
 	st    *store.Store
 	extra []string // overlay options the kernel accepted in the probe
+	xattr string   // prefix of overlayfs's own xattrs: "trusted.overlay." or "user.overlay."
 }
 
 // stableOptions keep an upper directory a faithful layer diff.
 var stableOptions = []string{"index=off", "redirect_dir=off", "metacopy=off"}
+
+// userOptions are stableOptions for a user namespace, where overlayfs needs
+// userxattr (its bookkeeping in user.overlay.* xattrs) and refuses
+// redirect_dir=off, which may still follow redirects through trusted
+// xattrs; nofollow neither makes nor follows them.
+var userOptions = []string{"userxattr", "index=off", "redirect_dir=nofollow", "metacopy=off"}
 
 // New opens (creating if needed) an overlay snapshot root at root, cleans up
 // what killed processes left there, and probes with a real mount in a
@@ -49,17 +58,30 @@ func New(root string) (*Snapshotter, error) {
 	if err != nil {
 		return nil, err
 	}
-	extra, err := probe(st)
+	extra, xattr, err := probe(st)
 	if err != nil {
 		return nil, fmt.Errorf("overlayfs unusable on %s: %w", root, err)
 	}
-	return &Snapshotter{st: st, extra: extra}, nil
+	return &Snapshotter{st: st, extra: extra, xattr: xattr}, nil
 }
 
 // probe mounts a two-layer overlay in a private namespace, writes a file
 // and deletes a lower one (which needs a whiteout), and returns the stable
-// options if the kernel took them, or none if it only works without them.
-func probe(st *store.Store) ([]string, error) {
+// options if the kernel took them, or none (in a user namespace: userxattr
+// only) if it only works without them, and the prefix of overlayfs's own
+// xattrs.
+func probe(st *store.Store) ([]string, string, error) {
+	stable, fallback, xattr := stableOptions, []string(nil), "trusted.overlay."
+	if fsutil.InUserNamespace() {
+		stable, fallback, xattr = userOptions, []string{"userxattr"}, "user.overlay."
+	}
+	accepted, err := probeWith(st, stable, fallback)
+	return accepted, xattr, err
+}
+
+// probeWith is probe with the options to try first and those to fall back
+// to where the kernel refuses them with EINVAL; it returns the ones used.
+func probeWith(st *store.Store, stable, fallback []string) ([]string, error) {
 	dir, err := st.NewProbeDir()
 	if err != nil {
 		return nil, err
@@ -77,11 +99,12 @@ func probe(st *store.Store) ([]string, error) {
 	var accepted []string
 	err = mount.InNamespace(context.Background(), func() error {
 		base := []string{"lowerdir=" + p("l1") + ":" + p("l2"), "upperdir=" + p("upper"), "workdir=" + p("work")}
-		err := mount.Mount{Type: "overlay", Source: "overlay", Options: append(slices.Clone(stableOptions), base...)}.To(p("merged"), false)
+		err := mount.Mount{Type: "overlay", Source: "overlay", Options: append(slices.Clone(stable), base...)}.To(p("merged"), false)
 		if errors.Is(err, unix.EINVAL) {
-			err = mount.Mount{Type: "overlay", Source: "overlay", Options: base}.To(p("merged"), false)
+			accepted = fallback
+			err = mount.Mount{Type: "overlay", Source: "overlay", Options: append(slices.Clone(fallback), base...)}.To(p("merged"), false)
 		} else {
-			accepted = stableOptions
+			accepted = stable
 		}
 		if err != nil {
 			return err
@@ -104,7 +127,8 @@ func probe(st *store.Store) ([]string, error) {
 
 // Options returns the overlay options besides the directories that this
 // kernel accepted (empty if it refused index=off,redirect_dir=off,
-// metacopy=off).
+// metacopy=off; in a user namespace userxattr,index=off,
+// redirect_dir=nofollow,metacopy=off or userxattr alone).
 func (s *Snapshotter) Options() []string { return slices.Clone(s.extra) }
 
 // Prepare creates the active snapshot key on parent ("" for an empty
@@ -157,7 +181,7 @@ func (s *Snapshotter) Diff(ctx context.Context, w io.Writer, key string, opts st
 	if err != nil {
 		return err
 	}
-	d := &differ{ctx: ctx, upper: filepath.Join(dir, "fs"), aw: archive.NewWriter(w, opts.Epoch)}
+	d := &differ{ctx: ctx, upper: filepath.Join(dir, "fs"), aw: archive.NewWriter(w, opts.Epoch), xattr: s.xattr}
 	for _, id := range info.Lowers {
 		d.lowers = append(d.lowers, s.st.FS(id))
 	}
@@ -172,6 +196,7 @@ type differ struct {
 	upper  string
 	lowers []string
 	aw     *archive.Writer
+	xattr  string // prefix of overlayfs's own xattrs
 }
 
 func isWhiteout(st *unix.Stat_t) bool {
@@ -223,13 +248,13 @@ func (d *differ) walk(rel string, hidden bool) error {
 			}
 			continue
 		}
-		if v, err := fsutil.Lgetxattr(full, "trusted.overlay.redirect"); err != nil || v != nil {
+		if v, err := fsutil.Lgetxattr(full, d.xattr+"redirect"); err != nil || v != nil {
 			return errors.Join(fmt.Errorf("%s: redirected directories are not supported", p), err)
 		}
 		if err := d.aw.Add(p, full); err != nil {
 			return err
 		}
-		v, err := fsutil.Lgetxattr(full, "trusted.overlay.opaque")
+		v, err := fsutil.Lgetxattr(full, d.xattr+"opaque")
 		if err != nil {
 			return err
 		}
@@ -259,7 +284,7 @@ func (d *differ) lowerExists(p string, dir bool) bool {
 			}
 			return !dir || st.Mode&unix.S_IFMT == unix.S_IFDIR
 		}
-		if hides(l, p) {
+		if d.hides(l, p) {
 			return false
 		}
 	}
@@ -268,7 +293,7 @@ func (d *differ) lowerExists(p string, dir bool) bool {
 
 // hides reports whether layer l hides p of deeper layers by an ancestor of
 // p that is a whiteout, a non-directory or an opaque directory.
-func hides(l, p string) bool {
+func (d *differ) hides(l, p string) bool {
 	parts := strings.Split(p, "/")
 	for i := 1; i < len(parts); i++ {
 		a := filepath.Join(l, filepath.Join(parts[:i]...))
@@ -279,7 +304,7 @@ func hides(l, p string) bool {
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			return true
 		}
-		if v, _ := fsutil.Lgetxattr(a, "trusted.overlay.opaque"); string(v) == "y" {
+		if v, _ := fsutil.Lgetxattr(a, d.xattr+"opaque"); string(v) == "y" {
 			return true
 		}
 	}
