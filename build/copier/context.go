@@ -23,11 +23,14 @@ type Context struct {
 	Ignore *patternmatcher.PatternMatcher
 	// IgnoreFile is the host path the patterns came from, "" for none.
 	IgnoreFile string
+	// Hashes is the context's StatCache, nil for none; the caller sets
+	// it (OpenStatCache) and saves it after the build.
+	Hashes *StatCache
 }
 
 // Source returns the context as a COPY source.
 func (c *Context) Source() Source {
-	return Source{Root: c.Dir, Ignore: c.Ignore, IsContext: true}
+	return Source{Root: c.Dir, Ignore: c.Ignore, IsContext: true, Hashes: c.Hashes}
 }
 
 // LoadContext opens the build context dir and reads its ignore patterns.

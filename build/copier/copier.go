@@ -60,6 +60,9 @@ type Source struct {
 	// unless the request has Chown. For stage and image sources ownership
 	// is kept.
 	IsContext bool
+	// Hashes, if not nil, is the StatCache of Root that Checksum consults
+	// and fills. Copy does not use it.
+	Hashes *StatCache
 }
 
 // Owner is a resolved numeric owner.

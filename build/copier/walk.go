@@ -17,6 +17,7 @@ import (
 // visitor call (for a directory: from enterDir to leaveDir).
 type node struct {
 	rel     string      // below the item root, slash separated; "" for the item root
+	rootRel string      // below the source root; set for lazy regular files
 	name    string      // base name; for a single-file item, the name to create
 	st      unix.Stat_t // lstat of the entry
 	file    *os.File    // directories and regular files: open for reading
@@ -53,6 +54,10 @@ type walker struct {
 	links          map[devIno]string
 	stack          []*node
 	item           int
+	// lazyFiles makes the walk report regular files without opening
+	// them: their node has no file and no xattrs, only the lstat and
+	// rootRel. Checksum opens (or skips) them itself.
+	lazyFiles bool
 	// trace, when set, is told every directory the walk descends into
 	// (by its path below the source root); tests use it.
 	trace func(rootRel string)
@@ -70,6 +75,11 @@ func (w *walker) walkItem(sr *root, it item, name string) error {
 	w.include, w.includePattern = it.include, it.includePattern
 	if !it.isDir() {
 		n := &node{name: name, st: it.st}
+		if w.lazyFiles && it.st.Mode&unix.S_IFMT == unix.S_IFREG {
+			n.rootRel = it.rel
+			w.linkInfo(n)
+			return w.v.leaf(n)
+		}
 		flags := unix.O_PATH | unix.O_NOFOLLOW
 		if it.st.Mode&unix.S_IFMT == unix.S_IFREG {
 			flags = unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK
@@ -127,17 +137,23 @@ func (w *walker) fill(n *node, f *os.File, display string) error {
 		}
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFREG {
-		n.id = fmt.Sprintf("%d:%s", w.item, n.rel)
-		if st.Nlink > 1 {
-			key := devIno{uint64(st.Dev), st.Ino}
-			if first, ok := w.links[key]; ok {
-				n.linkOf = first
-			} else {
-				w.links[key] = n.id
-			}
-		}
+		w.linkInfo(n)
 	}
 	return nil
+}
+
+// linkInfo gives the regular file n its hard link id and, if an earlier
+// entry of the walk is the same inode, that entry's id.
+func (w *walker) linkInfo(n *node) {
+	n.id = fmt.Sprintf("%d:%s", w.item, n.rel)
+	if n.st.Nlink > 1 {
+		key := devIno{uint64(n.st.Dev), n.st.Ino}
+		if first, ok := w.links[key]; ok {
+			n.linkOf = first
+		} else {
+			w.links[key] = n.id
+		}
+	}
 }
 
 // match runs m on p with the parent's match state; nil m matches nothing.
@@ -254,6 +270,11 @@ func (w *walker) visitDir(n *node, f *os.File, rootRel string, visible bool, ign
 func (w *walker) visitLeaf(pfd int, n *node, rootRel string) error {
 	switch n.st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
+		if w.lazyFiles {
+			n.rootRel = rootRel
+			w.linkInfo(n)
+			break
+		}
 		fd, err := unix.Openat(pfd, n.name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return &os.PathError{Op: "open", Path: rootRel, Err: err}
