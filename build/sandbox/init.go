@@ -23,6 +23,9 @@ import (
 // it returns false at once. Call it first thing in main and in TestMain,
 // before anything else starts goroutines or reads flags.
 func Reexec() bool {
+	if len(os.Args) != 0 && os.Args[0] == probeArg0 && os.Getenv(probeEnv) == "1" {
+		os.Exit(probeMain())
+	}
 	if len(os.Args) == 0 || os.Args[0] != initArg0 || os.Getenv(initEnv) != "1" {
 		return false
 	}
@@ -80,13 +83,14 @@ type sandbox struct {
 	hostsFile  string
 	resolvFile string
 	layer      string // the overlay layer of mountpoint stubs, or ""
+	procFD     int    // chroot mode: the host's /proc, to find children; else 0
 }
 
 func runSandbox() initResult {
 	// Signals sent before the command starts wait in the channel and are
 	// forwarded to it once it runs.
 	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
+	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGUSR2)
 
 	var cfg initConfig
 	f := os.NewFile(configFD, "config")
@@ -94,6 +98,13 @@ func runSandbox() initResult {
 	f.Close()
 	if err != nil {
 		return initResult{Error: fmt.Sprintf("decode sandbox config: %v", err)}
+	}
+	// The init joins the run's cgroups before it starts anything, so the
+	// whole tree is limited; "0" names the writer itself.
+	for _, dir := range cfg.Cgroups {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte("0"), 0); err != nil {
+			return initResult{Error: fmt.Sprintf("join cgroup: %v", err)}
+		}
 	}
 	unix.Umask(0)
 	scratch := cfg.Scratch
@@ -104,7 +115,13 @@ func runSandbox() initResult {
 		resolvFile: filepath.Join(scratch, "resolv.conf"),
 	}
 	s.stubs = newStubs(s.rootDir, upperDir(cfg.Root))
-	pid, err := s.setup()
+	setup := s.setup
+	if cfg.Chroot {
+		s.rootDir = cfg.Root[0].Source
+		s.stubs = newStubs(s.rootDir, "")
+		setup = s.setupChroot
+	}
+	pid, err := setup()
 	if err != nil {
 		s.teardown()
 		return initResult{Error: err.Error(), CopiedUp: s.stubs.copied}
@@ -158,6 +175,71 @@ func (s *sandbox) setup() (int, error) {
 	}
 	if err := s.pivot(); err != nil {
 		return 0, err
+	}
+	return s.start()
+}
+
+// setupChroot builds a chroot-mode sandbox (see IsolationChroot) and starts
+// the command, returning its pid. The init has no namespace of its own
+// except, where permitted, a mount namespace (and a network namespace for
+// Network "none"); only with the mount namespace does the command get
+// /proc, /dev, /sys, /etc/hosts, /etc/resolv.conf and RUN --mount mounts.
+func (s *sandbox) setupChroot() (int, error) {
+	cfg := s.cfg
+	// Orphans of the command become the init's children, so that it can
+	// reap and, at the end, kill them all.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return 0, fmt.Errorf("become subreaper: %w", err)
+	}
+	// The host's /proc stays reachable for finding those children after
+	// the chroot; the fd is close-on-exec and the init is not dumpable.
+	procFD, err := unix.Open("/proc", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("open /proc: %w", err)
+	}
+	s.procFD = procFD
+	cwd, err := securejoin.SecureJoin(s.rootDir, cfg.Cwd)
+	if err != nil {
+		return 0, fmt.Errorf("resolve working directory: %w", err)
+	}
+	if err := os.MkdirAll(cwd, 0o755); err != nil {
+		return 0, fmt.Errorf("create working directory: %w", err)
+	}
+	if os.Getenv(mountNSEnv) == "1" {
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			return 0, fmt.Errorf("make mounts private: %w", err)
+		}
+		if err := unix.Mount("tmpfs", cfg.Scratch, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=700"); err != nil {
+			return 0, fmt.Errorf("mount scratch tmpfs: %w", err)
+		}
+		if err := os.WriteFile(s.hostsFile, cfg.Hosts, 0o644); err != nil {
+			return 0, fmt.Errorf("write hosts: %w", err)
+		}
+		if err := os.WriteFile(s.resolvFile, cfg.ResolvConf, 0o644); err != nil {
+			return 0, fmt.Errorf("write resolv.conf: %w", err)
+		}
+		for _, step := range []func() error{s.mountProc, s.mountDev, s.mountSys, s.maskPaths, s.mountEtc, s.mountExtra} {
+			if err := step(); err != nil {
+				return 0, err
+			}
+		}
+	} else if len(cfg.Mounts) > 0 {
+		return 0, errors.New("RUN --mount needs mounts, which this machine does not permit (chroot isolation)")
+	}
+	if cfg.NewNet {
+		if err := loopbackUp(); err != nil {
+			return 0, err
+		}
+	}
+	if err := unix.Chdir(s.rootDir); err != nil {
+		return 0, fmt.Errorf("chroot: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return 0, fmt.Errorf("chroot: %w", err)
+	}
+	s.stubs.root = "/"
+	if err := unix.Chdir("/"); err != nil {
+		return 0, fmt.Errorf("chroot: %w", err)
 	}
 	return s.start()
 }
@@ -523,11 +605,13 @@ func (s *sandbox) start() (int, error) {
 	}
 	// An insecure run keeps every capability, may gain privileges through
 	// setuid files and has no seccomp filter.
-	fork := forkHardened
+	var pid int
 	if cfg.Insecure {
-		fork = syscall.ForkExec
+		pid, err = syscall.ForkExec(argv0, cfg.Args, attr)
+	} else {
+		// In a chroot, CAP_SYS_CHROOT would let root climb out of it.
+		pid, err = forkHardened(argv0, cfg.Args, attr, cfg.Chroot)
 	}
-	pid, err := fork(argv0, cfg.Args, attr)
 	if err != nil {
 		return 0, fmt.Errorf("exec %s: %w", cfg.Args[0], err)
 	}
@@ -550,7 +634,13 @@ func (s *sandbox) wait(pid int, sigs chan os.Signal) unix.WaitStatus {
 			select {
 			case sig := <-sigs:
 				mu.Lock()
-				if !done {
+				if sig == unix.SIGUSR2 {
+					// The builder cancels a chroot-mode run: no PID
+					// namespace takes the tree down, so the init does.
+					if !done && s.cfg.Chroot {
+						s.killChildren()
+					}
+				} else if !done {
 					if pidfdErr == nil {
 						_ = unix.PidfdSendSignal(pidfd, sig.(unix.Signal), nil, 0)
 					} else {
@@ -565,6 +655,7 @@ func (s *sandbox) wait(pid int, sigs chan os.Signal) unix.WaitStatus {
 	}()
 
 	var status unix.WaitStatus
+	exited := false
 	for {
 		var ws unix.WaitStatus
 		wpid, err := unix.Wait4(-1, &ws, 0, nil)
@@ -579,9 +670,23 @@ func (s *sandbox) wait(pid int, sigs chan os.Signal) unix.WaitStatus {
 			mu.Lock()
 			done = true
 			mu.Unlock()
-			// From PID 1, -1 means every other process of the namespace.
-			_ = unix.Kill(-1, unix.SIGKILL)
+			if !s.cfg.Chroot {
+				// From PID 1, -1 means every other process of the namespace.
+				_ = unix.Kill(-1, unix.SIGKILL)
+			}
 		}
+		if wpid == pid {
+			exited = true
+		}
+		if exited && s.cfg.Chroot {
+			// Orphans re-parent to the init (a subreaper) before their
+			// dead parent can be reaped, so killing the children after
+			// every reap until none is left takes down the whole tree.
+			s.killChildren()
+		}
+	}
+	if s.procFD > 0 {
+		unix.Close(s.procFD)
 	}
 	close(stop)
 	<-forwarded
@@ -589,6 +694,60 @@ func (s *sandbox) wait(pid int, sigs chan os.Signal) unix.WaitStatus {
 		unix.Close(pidfd)
 	}
 	return status
+}
+
+// killChildren sends SIGKILL to every child of the init, found through the
+// host's /proc (chroot mode only).
+func (s *sandbox) killChildren() {
+	if s.procFD <= 0 {
+		return
+	}
+	fd, err := unix.Openat(s.procFD, ".", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	dir := os.NewFile(uintptr(fd), "/proc")
+	defer dir.Close()
+	names, _ := dir.Readdirnames(-1)
+	self := os.Getpid()
+	for _, n := range names {
+		pid, err := strconv.Atoi(n)
+		if err != nil {
+			continue
+		}
+		if ppidOf(s.procFD, n) == self {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+}
+
+// ppidOf reads the parent pid from /proc/PID/stat, or returns -1.
+func ppidOf(procFD int, pid string) int {
+	fd, err := unix.Openat(procFD, pid+"/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	var buf [512]byte
+	n, _ := unix.Read(fd, buf[:])
+	unix.Close(fd)
+	if n <= 0 {
+		return -1
+	}
+	// "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+	stat := string(buf[:n])
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return -1
+	}
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 2 {
+		return -1
+	}
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		return -1
+	}
+	return ppid
 }
 
 // teardown removes the stubs, first detaching the mounts on or under them.

@@ -13,6 +13,12 @@ import (
 const (
 	initArg0 = "builder-sandbox-init"
 	initEnv  = "_BUILDER_SANDBOX_INIT"
+	// mountNSEnv tells a chroot-mode init that it was started in a mount
+	// namespace of its own, so that it may mount.
+	mountNSEnv = "_BUILDER_SANDBOX_MOUNTNS"
+	// probeArg0 and probeEnv mark the throwaway child of Probe.
+	probeArg0 = "builder-sandbox-probe"
+	probeEnv  = "_BUILDER_SANDBOX_PROBE"
 )
 
 // The init gets its config on fd 3 and writes its result to fd 4.
@@ -35,6 +41,13 @@ type initConfig struct {
 	ResolvConf []byte           `json:"resolvConf"`
 	Mounts     []Mount          `json:"mounts,omitempty"`
 	Insecure   bool             `json:"insecure,omitempty"`
+	// Chroot selects chroot isolation: no namespaces of the init's own
+	// (see IsolationChroot); Root is one bind mount whose source is used
+	// as the root directory itself.
+	Chroot bool `json:"chroot,omitempty"`
+	// Cgroups are the run's cgroup directories, which the init joins
+	// before anything else.
+	Cgroups []string `json:"cgroups,omitempty"`
 }
 
 // initResult is what the init sends back, as JSON, right before it exits.

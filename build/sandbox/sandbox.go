@@ -38,6 +38,7 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -99,7 +100,37 @@ type Spec struct {
 	// as RUN --security=insecure asks. By default the command gets Docker's
 	// default capability set and Docker's masked and read-only paths.
 	Insecure bool
+	// Isolation is IsolationNamespaces (the default, also for "") or
+	// IsolationChroot; see those constants and Probe.
+	Isolation string
+	// Limits bound the memory, CPU time and process count of the run's
+	// process tree through a cgroup of its own, created for the run and
+	// removed after it.
+	Limits Limits
+	// Cgroups is what ProbeCgroups found; nil makes Run probe when Limits
+	// sets a limit. Run fails when a limit has no usable controller: the
+	// caller decides whether to warn and drop the limit instead.
+	Cgroups *CgroupSupport
 }
+
+// The isolation modes of Spec.Isolation.
+const (
+	// IsolationNamespaces runs the command in new mount, PID, UTS and IPC
+	// namespaces after pivot_root into the root filesystem.
+	IsolationNamespaces = "namespaces"
+	// IsolationChroot is for machines that refuse new namespaces and
+	// mounts (unprivileged Kubernetes pods, CI containers): the command
+	// runs chrooted into the root directory, which must be one bind mount
+	// (the naive snapshotter's), with no namespace of its own. It still
+	// gets Docker's default capabilities minus CAP_SYS_CHROOT, no_new_privs,
+	// the seccomp filter and a clean environment and fd table; /proc, /dev,
+	// /sys, /etc/hosts and /etc/resolv.conf are mounted (in a mount
+	// namespace of the init) only where that is permitted, and absent
+	// otherwise. Its processes share the host's PID namespace, so this is
+	// weaker isolation; the init tracks and kills the command's
+	// descendants as a child subreaper.
+	IsolationChroot = "chroot"
+)
 
 // Mount is one extra mount of a RUN --mount.
 type Mount struct {
@@ -125,10 +156,19 @@ type ExitError struct {
 	Code int
 	// Signal is the signal that killed the command, or zero.
 	Signal syscall.Signal
+	// OOMKilled is set when the kernel killed a process of the run because
+	// the run exceeded MemoryLimit (Spec.Limits.Memory).
+	OOMKilled   bool
+	MemoryLimit int64
 }
 
-// Error returns "exit code: N" or "killed by signal N".
+// Error returns "exit code: N", "killed by signal N" or, for a run the
+// kernel killed for exceeding its memory limit, "out of memory: ...".
 func (e *ExitError) Error() string {
+	if e.OOMKilled {
+		return fmt.Sprintf("out of memory: killed by the kernel for exceeding the memory limit of %s (exit code %d)",
+			formatBytes(e.MemoryLimit), e.Code)
+	}
 	if e.Signal != 0 {
 		return fmt.Sprintf("killed by signal %d", int(e.Signal))
 	}
@@ -150,8 +190,30 @@ func Run(ctx context.Context, spec Spec) error {
 	if cfg.Scratch, err = scratchDir(spec.TempDir); err != nil {
 		return err
 	}
+	var cg *runCgroup
+	if !spec.Limits.IsZero() {
+		sup := spec.Cgroups
+		if sup == nil {
+			p := ProbeCgroups()
+			sup = &p
+		}
+		if !sup.Supports(spec.Limits) {
+			return fmt.Errorf("sandbox: resource limits need cgroups: %s", sup.Reason)
+		}
+		if cg, err = newRunCgroup(*sup, spec.Limits); err != nil {
+			return err
+		}
+		// Removal waits for the tree to die, also after a cancelled run.
+		defer cg.remove(context.WithoutCancel(ctx))
+		cfg.Cgroups = cg.dirs
+	}
 	res, err := runInit(ctx, cfg, spec.Stdout, spec.Stderr)
 	if err != nil {
+		if ctx.Err() == nil && cg.oomKilled() {
+			// The OOM killer chose the init itself.
+			return &ExitError{Code: 128 + int(syscall.SIGKILL), Signal: syscall.SIGKILL, OOMKilled: true,
+				MemoryLimit: spec.Limits.Memory}
+		}
 		return err
 	}
 	if err := removeCopiedUp(upperDir(cfg.Root), res.CopiedUp); err != nil {
@@ -161,9 +223,18 @@ func Run(ctx context.Context, spec Spec) error {
 	case res.Error != "":
 		return errors.New(res.Error)
 	case res.Signal != 0:
-		return &ExitError{Code: 128 + res.Signal, Signal: syscall.Signal(res.Signal)}
+		ee := &ExitError{Code: 128 + res.Signal, Signal: syscall.Signal(res.Signal)}
+		if ee.Signal == syscall.SIGKILL && cg.oomKilled() {
+			ee.OOMKilled, ee.MemoryLimit = true, spec.Limits.Memory
+		}
+		return ee
 	case res.Code != 0:
-		return &ExitError{Code: res.Code}
+		// A shell reports a child the OOM killer took as 137.
+		ee := &ExitError{Code: res.Code}
+		if res.Code == 128+int(syscall.SIGKILL) && cg.oomKilled() {
+			ee.OOMKilled, ee.MemoryLimit = true, spec.Limits.Memory
+		}
+		return ee
 	}
 	return nil
 }
@@ -183,6 +254,17 @@ func newConfig(spec Spec) (*initConfig, error) {
 	}
 	if !filepath.IsAbs(cwd) {
 		return nil, fmt.Errorf("sandbox: working directory %q is not absolute", cwd)
+	}
+	var chroot bool
+	switch spec.Isolation {
+	case "", IsolationNamespaces:
+	case IsolationChroot:
+		chroot = true
+		if len(spec.Root) != 1 || spec.Root[0].Type != "bind" {
+			return nil, errors.New("sandbox: chroot isolation needs a root directory (one bind mount, as the naive snapshotter gives)")
+		}
+	default:
+		return nil, fmt.Errorf("sandbox: unknown isolation %q", spec.Isolation)
 	}
 	var newNet bool
 	switch spec.Network {
@@ -238,6 +320,7 @@ func newConfig(spec Spec) (*initConfig, error) {
 		NewNet:     newNet,
 		Mounts:     sortMounts(spec.Mounts),
 		Insecure:   spec.Insecure,
+		Chroot:     chroot,
 	}, nil
 }
 
@@ -278,21 +361,45 @@ func runInit(ctx context.Context, cfg *initConfig, stdout, stderr io.Writer) (*i
 	defer resR.Close()
 	defer resW.Close()
 
-	flags := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC)
-	if cfg.NewNet {
-		flags |= unix.CLONE_NEWNET
+	// In chroot mode, a mount namespace is only taken if permitted; the
+	// init is told whether it has one.
+	type attempt struct {
+		flags uintptr
+		env   []string
 	}
-	cmd := exec.CommandContext(ctx, "/proc/self/exe")
-	cmd.Args = []string{initArg0}
-	cmd.Env = []string{initEnv + "=1", "GOMAXPROCS=1", "GOGC=off"}
-	cmd.Dir = "/"
-	cmd.Stdout = stdout
-	cmd.Stderr = stderr
-	cmd.ExtraFiles = []*os.File{cfgR, resW}
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Cloneflags: flags,
-		Pdeathsig:  syscall.SIGKILL,
-		Setsid:     true,
+	base := []string{initEnv + "=1", "GOMAXPROCS=1", "GOGC=off"}
+	var netFlag uintptr
+	if cfg.NewNet {
+		netFlag = unix.CLONE_NEWNET
+	}
+	attempts := []attempt{{unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | netFlag, base}}
+	if cfg.Chroot {
+		attempts = []attempt{
+			{unix.CLONE_NEWNS | netFlag, append(base[:len(base):len(base)], mountNSEnv+"=1")},
+			{netFlag, base},
+		}
+	}
+	newCmd := func(a attempt) *exec.Cmd {
+		cmd := exec.CommandContext(ctx, "/proc/self/exe")
+		cmd.Args = []string{initArg0}
+		cmd.Env = a.env
+		cmd.Dir = "/"
+		cmd.Stdout = stdout
+		cmd.Stderr = stderr
+		cmd.ExtraFiles = []*os.File{cfgR, resW}
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Cloneflags: a.flags,
+			Pdeathsig:  syscall.SIGKILL,
+			Setsid:     true,
+		}
+		if cfg.Chroot {
+			// Without a PID namespace, killing the init would orphan
+			// the command's tree: the init kills it on SIGUSR2 instead,
+			// and is killed itself only if it does not exit in time.
+			cmd.Cancel = func() error { return cmd.Process.Signal(unix.SIGUSR2) }
+			cmd.WaitDelay = 10 * time.Second
+		}
+		return cmd
 	}
 
 	// The config is written ahead so that the init never waits for it; a
@@ -311,7 +418,15 @@ func runInit(ctx context.Context, cfg *initConfig, stdout, stderr io.Writer) (*i
 
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if err := cmd.Start(); err != nil {
+	var cmd *exec.Cmd
+	for i, a := range attempts {
+		cmd = newCmd(a)
+		err = cmd.Start()
+		if err == nil || i == len(attempts)-1 || !errors.Is(err, unix.EPERM) {
+			break
+		}
+	}
+	if err != nil {
 		cfgR.Close() // unblocks the writer
 		return nil, fmt.Errorf("start sandbox: %w", err)
 	}
@@ -347,4 +462,16 @@ func hasEnv(env []string, name string) bool {
 		}
 	}
 	return false
+}
+
+// formatBytes renders n as a whole number of MiB or GiB where exact, else
+// as bytes.
+func formatBytes(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }

@@ -138,8 +138,8 @@ func installSeccomp() error {
 // that first drops capabilities to Docker's default set, sets no_new_privs
 // and loads the seccomp filter, so that the command inherits all three while
 // the init keeps its own privileges for teardown. The thread is discarded
-// afterwards.
-func forkHardened(argv0 string, argv []string, attr *syscall.ProcAttr) (int, error) {
+// afterwards. With noChroot, CAP_SYS_CHROOT is dropped too.
+func forkHardened(argv0 string, argv []string, attr *syscall.ProcAttr, noChroot bool) (int, error) {
 	type result struct {
 		pid int
 		err error
@@ -148,7 +148,7 @@ func forkHardened(argv0 string, argv []string, attr *syscall.ProcAttr) (int, err
 	go func() {
 		// No UnlockOSThread: the thread exits with the goroutine.
 		runtime.LockOSThread()
-		if err := dropCapabilities(); err != nil {
+		if err := dropCapabilities(noChroot); err != nil {
 			ch <- result{err: err}
 			return
 		}

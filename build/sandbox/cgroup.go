@@ -1,0 +1,441 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Limits are the resource limits of one RUN's process tree, as docker
+// build's --memory, --cpus and --pids-limit give them. Zero means no limit.
+type Limits struct {
+	Memory int64   // bytes of memory (swap included where the kernel accounts it)
+	CPUs   float64 // CPU time, in CPUs (1.5 = one and a half cores)
+	Pids   int64   // processes and threads
+}
+
+// IsZero reports whether l sets no limit.
+func (l Limits) IsZero() bool { return l.Memory == 0 && l.CPUs == 0 && l.Pids == 0 }
+
+// cgroupParent is the directory, below the builder's own cgroup in each
+// hierarchy, that holds one cgroup per run. Nesting below the builder's own
+// cgroup keeps every limit the builder itself runs under.
+const cgroupParent = "builder-run"
+
+// ctrl names one controller of Limits and the hierarchy that serves it.
+type ctrl struct {
+	name string // "memory", "cpu" or "pids"
+	v2   bool
+	dir  string // the builder's own cgroup directory in that hierarchy
+}
+
+// CgroupSupport says how Limits can be enforced on this machine: by
+// controller, the cgroup version that serves it.
+type CgroupSupport struct {
+	ctrls map[string]ctrl
+	// Reason says why a controller is missing, for the warning.
+	Reason string
+}
+
+// Version returns "v2", "v1", "v1+v2" (controllers split between the
+// hierarchies) or "" when no controller is usable.
+func (c CgroupSupport) Version() string {
+	var v1, v2 bool
+	for _, k := range c.ctrls {
+		if k.v2 {
+			v2 = true
+		} else {
+			v1 = true
+		}
+	}
+	switch {
+	case v1 && v2:
+		return "v1+v2"
+	case v2:
+		return "v2"
+	case v1:
+		return "v1"
+	}
+	return ""
+}
+
+// Supports reports whether every limit that l sets has a usable
+// controller.
+func (c CgroupSupport) Supports(l Limits) bool {
+	for _, n := range l.controllers() {
+		if _, ok := c.ctrls[n]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (l Limits) controllers() []string {
+	var n []string
+	if l.Memory != 0 {
+		n = append(n, "memory")
+	}
+	if l.CPUs != 0 {
+		n = append(n, "cpu")
+	}
+	if l.Pids != 0 {
+		n = append(n, "pids")
+	}
+	return n
+}
+
+// ProbeCgroups finds, for the memory, cpu and pids controllers, a cgroup
+// hierarchy in which the builder can create child cgroups: the unified (v2)
+// hierarchy where the controller is enabled for the builder's cgroup, else
+// the v1 hierarchy of that controller. It creates the builder-run parent
+// directories (left in place, empty) and changes nothing else.
+func ProbeCgroups() CgroupSupport {
+	sup := CgroupSupport{ctrls: map[string]ctrl{}}
+	own, err := ownCgroups()
+	if err != nil {
+		sup.Reason = err.Error()
+		return sup
+	}
+	mounts, err := cgroupMounts()
+	if err != nil {
+		sup.Reason = err.Error()
+		return sup
+	}
+	var why []string
+	for _, name := range []string{"memory", "cpu", "pids"} {
+		if c, ok := probeV2(name, own, mounts); ok {
+			sup.ctrls[name] = c
+			continue
+		}
+		c, err := probeV1(name, own, mounts)
+		if err != nil {
+			why = append(why, fmt.Sprintf("%s: %v", name, err))
+			continue
+		}
+		sup.ctrls[name] = c
+	}
+	sup.Reason = strings.Join(why, "; ")
+	return sup
+}
+
+// ownCgroups reads /proc/self/cgroup: the builder's cgroup path by
+// controller name, "" for the unified hierarchy.
+func ownCgroups() (map[string]string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return nil, fmt.Errorf("read own cgroups: %w", err)
+	}
+	own := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if parts[1] == "" {
+			own[""] = parts[2]
+			continue
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			own[c] = parts[2]
+		}
+	}
+	return own, nil
+}
+
+// cgroupMount is one mounted cgroup hierarchy.
+type cgroupMount struct {
+	dir   string
+	root  string // the cgroup path mounted there (mountinfo field 4)
+	v2    bool
+	ctrls []string
+}
+
+// cgroupMounts lists the cgroup hierarchies mounted in this mount namespace.
+func cgroupMounts() ([]cgroupMount, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("read mounts: %w", err)
+	}
+	defer f.Close()
+	var out []cgroupMount
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		sep := -1
+		for i, f := range fields {
+			if f == "-" {
+				sep = i
+				break
+			}
+		}
+		if sep < 0 || sep+3 >= len(fields) || len(fields) < 5 {
+			continue
+		}
+		typ := fields[sep+1]
+		switch typ {
+		case "cgroup2":
+			out = append(out, cgroupMount{dir: unescapeMount(fields[4]), root: fields[3], v2: true})
+		case "cgroup":
+			out = append(out, cgroupMount{dir: unescapeMount(fields[4]), root: fields[3],
+				ctrls: strings.Split(fields[sep+3], ",")})
+		}
+	}
+	return out, sc.Err()
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// cgroupDir joins a hierarchy's mountpoint with a cgroup path, given the
+// path the mount shows as its root.
+func cgroupDir(m cgroupMount, path string) (string, bool) {
+	rel, err := filepath.Rel(m.root, path)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", false
+	}
+	return filepath.Join(m.dir, rel), true
+}
+
+func probeV2(name string, own map[string]string, mounts []cgroupMount) (ctrl, bool) {
+	path, ok := own[""]
+	if !ok {
+		return ctrl{}, false
+	}
+	for _, m := range mounts {
+		if !m.v2 {
+			continue
+		}
+		dir, ok := cgroupDir(m, path)
+		if !ok {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+		if err != nil || !containsWord(string(b), name) {
+			continue
+		}
+		// Children get the controller only if both the builder's cgroup
+		// and the parent delegate it; the first write fails with EBUSY
+		// when the builder's cgroup holds processes and is not the root.
+		parent := filepath.Join(dir, cgroupParent)
+		if err := os.Mkdir(parent, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if enableController(dir, name) != nil || enableController(parent, name) != nil {
+			continue
+		}
+		return ctrl{name: name, v2: true, dir: dir}, true
+	}
+	return ctrl{}, false
+}
+
+func enableController(dir, name string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
+	if err == nil && containsWord(string(b), name) {
+		return nil
+	}
+	return os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+"+name), 0)
+}
+
+func probeV1(name string, own map[string]string, mounts []cgroupMount) (ctrl, error) {
+	path, ok := own[name]
+	if !ok {
+		return ctrl{}, errors.New("no v1 hierarchy and not enabled in the unified one")
+	}
+	for _, m := range mounts {
+		if m.v2 || !containsWord(strings.Join(m.ctrls, " "), name) {
+			continue
+		}
+		dir, ok := cgroupDir(m, path)
+		if !ok {
+			continue
+		}
+		if err := os.Mkdir(filepath.Join(dir, cgroupParent), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return ctrl{}, fmt.Errorf("create cgroup: %w", err)
+		}
+		return ctrl{name: name, dir: dir}, nil
+	}
+	return ctrl{}, errors.New("hierarchy not mounted")
+}
+
+func containsWord(s, w string) bool {
+	for _, f := range strings.Fields(s) {
+		if f == w {
+			return true
+		}
+	}
+	return false
+}
+
+// runCgroup is the set of cgroup directories (one per hierarchy) of one
+// run.
+type runCgroup struct {
+	dirs   []string
+	v2     map[string]bool // dir → in the unified hierarchy
+	memDir string          // the directory holding the memory controller, or ""
+	memV2  bool
+}
+
+// newRunCgroup creates a fresh cgroup for one run in every hierarchy that
+// serves a limit of l, and writes the limits. On error nothing is left.
+func newRunCgroup(sup CgroupSupport, l Limits) (*runCgroup, error) {
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, fmt.Errorf("create cgroup: %w", err)
+	}
+	id := hex.EncodeToString(rnd[:])
+	cg := &runCgroup{v2: map[string]bool{}}
+	dirOf := map[string]string{}
+	for _, n := range l.controllers() {
+		c, ok := sup.ctrls[n]
+		if !ok {
+			return nil, fmt.Errorf("create cgroup: no usable %s controller", n)
+		}
+		dir := filepath.Join(c.dir, cgroupParent, id)
+		if _, seen := cg.v2[dir]; !seen {
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				cg.remove(context.Background())
+				return nil, fmt.Errorf("create cgroup: %w", err)
+			}
+			cg.dirs = append(cg.dirs, dir)
+			cg.v2[dir] = c.v2
+		}
+		dirOf[n] = dir
+	}
+	write := func(dir, file, val string) error {
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(val), 0); err != nil {
+			return fmt.Errorf("set cgroup %s: %w", file, err)
+		}
+		return nil
+	}
+	var err error
+	if dir, ok := dirOf["memory"]; ok {
+		cg.memDir, cg.memV2 = dir, cg.v2[dir]
+		mem := strconv.FormatInt(l.Memory, 10)
+		if cg.memV2 {
+			err = write(dir, "memory.max", mem)
+			if err == nil && exists(filepath.Join(dir, "memory.swap.max")) {
+				err = write(dir, "memory.swap.max", "0")
+			}
+		} else {
+			err = write(dir, "memory.limit_in_bytes", mem)
+			if err == nil && exists(filepath.Join(dir, "memory.memsw.limit_in_bytes")) {
+				err = write(dir, "memory.memsw.limit_in_bytes", mem)
+			}
+		}
+	}
+	if dir, ok := dirOf["cpu"]; ok && err == nil {
+		const period = 100000
+		quota := int64(l.CPUs * period)
+		if quota < 1000 {
+			quota = 1000
+		}
+		if cg.v2[dir] {
+			err = write(dir, "cpu.max", fmt.Sprintf("%d %d", quota, period))
+		} else if err = write(dir, "cpu.cfs_period_us", strconv.Itoa(period)); err == nil {
+			err = write(dir, "cpu.cfs_quota_us", strconv.FormatInt(quota, 10))
+		}
+	}
+	if dir, ok := dirOf["pids"]; ok && err == nil {
+		err = write(dir, "pids.max", strconv.FormatInt(l.Pids, 10))
+	}
+	if err != nil {
+		cg.remove(context.Background())
+		return nil, err
+	}
+	return cg, nil
+}
+
+func exists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
+
+// oomKilled reports whether the kernel's OOM killer killed a process of the
+// run's memory cgroup.
+func (cg *runCgroup) oomKilled() bool {
+	if cg == nil || cg.memDir == "" {
+		return false
+	}
+	file := "memory.oom_control"
+	if cg.memV2 {
+		file = "memory.events"
+	}
+	b, err := os.ReadFile(filepath.Join(cg.memDir, file))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n > 0
+		}
+	}
+	return false
+}
+
+// remove kills whatever is left in the run's cgroups and removes them,
+// waiting (a bounded time) for the killed processes to die: a cgroup can
+// only be removed once empty. It is idempotent and ignores ctx's
+// cancellation, so it also cleans up after a cancelled run.
+func (cg *runCgroup) remove(ctx context.Context) error {
+	if cg == nil {
+		return nil
+	}
+	var errs []error
+	for _, dir := range cg.dirs {
+		if err := removeCgroup(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	cg.dirs = nil
+	return errors.Join(errs...)
+}
+
+func removeCgroup(dir string) error {
+	delay := time.Millisecond
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := unix.Rmdir(dir)
+		if err == nil || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return fmt.Errorf("remove cgroup %s: %w", dir, err)
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs")); err == nil {
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+					_ = unix.Kill(pid, unix.SIGKILL)
+				}
+			}
+		}
+		time.Sleep(delay)
+		delay = min(2*delay, 100*time.Millisecond)
+	}
+}

@@ -1,0 +1,377 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestChrootRun runs commands in chroot isolation on a plain directory:
+// they see the root, write into it, cannot chroot out of it, keep the host's
+// hostname (no UTS namespace) and leave no process behind.
+func TestChrootRun(t *testing.T) {
+	needRoot(t)
+	rootfs := newRootfs(t)
+	tmp := t.TempDir()
+	host, _ := os.Hostname()
+	tests := []struct {
+		name, script, want string
+		fail               bool
+	}{
+		{"writes land in the root", `echo hi > /root/out && cat /root/out`, "hi\n", false},
+		{"sees only the root", `ls /`, "bin\netc\nroot\ntmp\n", false},
+		{"no CAP_SYS_CHROOT", `mkdir -p /tmp/x && chroot /tmp/x /bin/true`, "", true},
+		{"host hostname", `hostname`, host + "\n", false},
+		{"env is clean", `env | sort`, "HOME=/root\nPATH=" + DefaultPath + "\nPWD=/\nSHLVL=1\n", false},
+		{"fds 0-2 only", `ls /proc/self/fd | sort`, "0\n1\n2\n3\n", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := &syncBuffer{}
+			err := Run(context.Background(), Spec{Root: bindRoot(rootfs), Args: sh(tc.script), Stdout: out, Stderr: out,
+				TempDir: tmp, Isolation: IsolationChroot})
+			if tc.fail {
+				if err == nil {
+					t.Fatalf("succeeded: %q", out.String())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Run: %v (output %q)", err, out.String())
+			}
+			got := out.String()
+			if tc.name == "sees only the root" {
+				// /proc, /dev and /sys stubs exist during the run.
+				got = filterLines(got, "dev", "proc", "sys")
+			}
+			if got != tc.want {
+				t.Errorf("output %q, want %q", got, tc.want)
+			}
+		})
+	}
+	// The stubs for /proc, /dev and /sys are gone, the file stays.
+	if b, err := os.ReadFile(filepath.Join(rootfs, "root/out")); err != nil || string(b) != "hi\n" {
+		t.Errorf("root/out = %q, %v", b, err)
+	}
+	for _, p := range []string{"proc", "dev", "sys", "etc/hosts"} {
+		if _, err := os.Lstat(filepath.Join(rootfs, p)); err == nil {
+			t.Errorf("stub %s left in the root", p)
+		}
+	}
+	checkScratch(t, tmp)
+}
+
+func filterLines(s string, drop ...string) string {
+	var keep []string
+	for _, l := range strings.SplitAfter(s, "\n") {
+		if !contains(drop, strings.TrimSuffix(l, "\n")) {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "")
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestChrootKillsTree checks that a chroot-mode run, which has no PID
+// namespace to die with, still leaves no process: neither one the command
+// left running in the background, nor, after cancellation, the command.
+func TestChrootKillsTree(t *testing.T) {
+	needRoot(t)
+	rootfs := newRootfs(t)
+	if err := Run(context.Background(), Spec{Root: bindRoot(rootfs), Isolation: IsolationChroot,
+		Args: sh("(sleep 300.25 &) ; sleep 300.5 & echo started")}); err != nil {
+		t.Fatal(err)
+	}
+	if p := append(processesWithArg("300.25"), processesWithArg("300.5")...); len(p) != 0 {
+		t.Errorf("processes left after exit: %v", p)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &syncBuffer{}
+	errc := make(chan error, 1)
+	go func() {
+		errc <- Run(ctx, Spec{Root: bindRoot(rootfs), Isolation: IsolationChroot, Stdout: out,
+			Args: sh("(sleep 301.25 &); echo started; sleep 301.5")})
+	}()
+	waitFor(t, "the command", func() bool {
+		return out.String() == "started\n" && len(processesWithArg("301.5")) == 1 && len(processesWithArg("301.25")) == 1
+	})
+	cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run error = %v, want context.Canceled", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if p := append(processesWithArg("301.25"), processesWithArg("301.5")...); len(p) != 0 {
+		t.Errorf("processes left after cancel: %v", p)
+	}
+	if p := initPids(t); len(p) != 0 {
+		t.Errorf("inits left: %v", p)
+	}
+}
+
+func TestChrootNeedsDirectoryRoot(t *testing.T) {
+	_, err := newConfig(Spec{Root: nil, Args: []string{"true"}, Isolation: IsolationChroot})
+	if err == nil {
+		t.Fatal("no root accepted")
+	}
+	_, err = newConfig(Spec{Args: []string{"true"}, Isolation: IsolationChroot,
+		Root: bindRoot("/x")[:1:1]})
+	if err != nil {
+		t.Fatalf("bind root refused: %v", err)
+	}
+	ov := bindRoot("/x")
+	ov[0].Type = "overlay"
+	if _, err := newConfig(Spec{Root: ov, Args: []string{"true"}, Isolation: IsolationChroot}); err == nil {
+		t.Fatal("overlay root accepted in chroot mode")
+	}
+	if _, err := newConfig(Spec{Root: bindRoot("/x"), Args: []string{"true"}, Isolation: "jail"}); err == nil {
+		t.Fatal("unknown isolation accepted")
+	}
+}
+
+func TestProbe(t *testing.T) {
+	needRoot(t)
+	mode, reason := Probe(context.Background())
+	if mode != IsolationNamespaces {
+		t.Fatalf("Probe as root = %s (%s), want namespaces", mode, reason)
+	}
+}
+
+// probeReport is what the unprivileged helper reports.
+type probeReport struct {
+	Mode, Reason string
+	RunErr       string
+	Output       string
+	RootFile     string
+}
+
+// TestProbeWithoutSysAdmin re-executes the test binary without
+// CAP_SYS_ADMIN (dropped from the bounding set of the forking thread, so
+// root's exec gets none) as a stand-in for an unprivileged pod: there,
+// Probe must pick chroot and say why, and a chroot-mode run must work
+// without any mount and without /proc or /dev.
+func TestProbeWithoutSysAdmin(t *testing.T) {
+	needRoot(t)
+	rootfs := newRootfs(t)
+	type result struct {
+		out []byte
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// The thread is not unlocked: it exits with its reduced bounding
+		// set instead of going back to the pool.
+		runtime.LockOSThread()
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, unix.CAP_SYS_ADMIN, 0, 0, 0); err != nil {
+			ch <- result{err: err}
+			return
+		}
+		cmd := exec.Command(os.Args[0], "-test.run=^TestUnprivilegedHelper$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "SANDBOX_TEST_HELPER_ROOT="+rootfs)
+		out, err := cmd.CombinedOutput()
+		ch <- result{out, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("helper: %v\n%s", r.err, r.out)
+	}
+	var rep probeReport
+	line := ""
+	for _, l := range strings.Split(string(r.out), "\n") {
+		if s, ok := strings.CutPrefix(l, "REPORT "); ok {
+			line = s
+		}
+	}
+	if err := json.Unmarshal([]byte(line), &rep); err != nil {
+		t.Fatalf("helper output: %v\n%s", err, r.out)
+	}
+	if rep.Mode != IsolationChroot || !strings.Contains(rep.Reason, "EPERM") {
+		t.Errorf("Probe without CAP_SYS_ADMIN = %q (%q), want chroot because of EPERM", rep.Mode, rep.Reason)
+	}
+	if rep.RunErr != "" {
+		t.Fatalf("chroot run: %s", rep.RunErr)
+	}
+	if rep.Output != "no proc\nno dev\nbuilt\n" || rep.RootFile != "built\n" {
+		t.Errorf("chroot run output %q, file %q", rep.Output, rep.RootFile)
+	}
+}
+
+// TestUnprivilegedHelper is TestProbeWithoutSysAdmin's child; it does
+// nothing unless started by it.
+func TestUnprivilegedHelper(t *testing.T) {
+	root := os.Getenv("SANDBOX_TEST_HELPER_ROOT")
+	if root == "" {
+		t.Skip("helper for TestProbeWithoutSysAdmin")
+	}
+	var rep probeReport
+	rep.Mode, rep.Reason = Probe(context.Background())
+	out := &syncBuffer{}
+	err := Run(context.Background(), Spec{Root: bindRoot(root), Isolation: IsolationChroot, Stdout: out, Stderr: out,
+		TempDir: t.TempDir(),
+		Args:    sh(`test -e /proc/self || echo no proc; test -e /dev/null || echo no dev; echo built > /root/built; cat /root/built`)})
+	if err != nil {
+		rep.RunErr = err.Error()
+	}
+	rep.Output = out.String()
+	b, _ := os.ReadFile(filepath.Join(root, "root/built"))
+	rep.RootFile = string(b)
+	j, _ := json.Marshal(rep)
+	t.Logf("REPORT %s", j)
+	os.Stdout.WriteString("\nREPORT " + string(j) + "\n")
+}
+
+// cgroupRunDirs lists the per-run cgroups left under the builder's parents.
+func cgroupRunDirs(t *testing.T, sup CgroupSupport) []string {
+	t.Helper()
+	var left []string
+	for _, c := range sup.ctrls {
+		ents, err := os.ReadDir(filepath.Join(c.dir, cgroupParent))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			if e.IsDir() {
+				left = append(left, filepath.Join(c.dir, cgroupParent, e.Name()))
+			}
+		}
+	}
+	return left
+}
+
+func TestLimits(t *testing.T) {
+	needRoot(t)
+	sup := ProbeCgroups()
+	if !sup.Supports(Limits{Memory: 1, CPUs: 1, Pids: 1}) {
+		t.Skipf("cgroups not usable here: %s", sup.Reason)
+	}
+	t.Logf("cgroups: %s", sup.Version())
+	rootfs := newRootfs(t)
+	tests := []struct {
+		name   string
+		limits Limits
+		script string
+		check  func(t *testing.T, out string, err error)
+	}{
+		{"pids limit stops a fork loop", Limits{Pids: 20}, `for i in $(seq 1 100); do sleep 302.5 & done; echo survived`,
+			func(t *testing.T, out string, err error) {
+				var ee *ExitError
+				if !errors.As(err, &ee) || ee.OOMKilled {
+					t.Fatalf("err = %v, want a plain exit error", err)
+				}
+				if strings.Contains(out, "survived") || !strings.Contains(out, "fork") {
+					t.Errorf("output %q, want a fork failure", out)
+				}
+			}},
+		{"memory limit OOM-kills", Limits{Memory: 32 << 20}, `echo start; dd if=/dev/zero of=/dev/null bs=64M count=1`,
+			func(t *testing.T, out string, err error) {
+				var ee *ExitError
+				if !errors.As(err, &ee) || !ee.OOMKilled || ee.Code != 137 {
+					t.Fatalf("err = %v, output %q: want an OOM kill (137)", err, out)
+				}
+				if !strings.Contains(err.Error(), "out of memory") || !strings.Contains(err.Error(), "32 MiB") {
+					t.Errorf("error %q does not say out of memory and the limit", err)
+				}
+			}},
+		{"within limits", Limits{Memory: 64 << 20, CPUs: 0.5, Pids: 50}, `dd if=/dev/zero of=/dev/null bs=1M count=4 2>/dev/null && echo ok`,
+			func(t *testing.T, out string, err error) {
+				if err != nil || out != "ok\n" {
+					t.Fatalf("err = %v, output %q", err, out)
+				}
+			}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := &syncBuffer{}
+			err := Run(context.Background(), Spec{Root: bindRoot(rootfs), Args: sh(tc.script), Stdout: out, Stderr: out,
+				Limits: tc.limits, Cgroups: &sup})
+			tc.check(t, out.String(), err)
+			if p := processesWithArg("302.5"); len(p) != 0 {
+				t.Errorf("processes left: %v", p)
+			}
+			if left := cgroupRunDirs(t, sup); len(left) != 0 {
+				t.Errorf("cgroups left: %v", left)
+			}
+		})
+	}
+}
+
+// TestLimitsFiles checks the values written for each controller, and that
+// removal is complete and idempotent.
+func TestLimitsFiles(t *testing.T) {
+	needRoot(t)
+	sup := ProbeCgroups()
+	l := Limits{Memory: 48 << 20, CPUs: 1.5, Pids: 33}
+	if !sup.Supports(l) {
+		t.Skipf("cgroups not usable here: %s", sup.Reason)
+	}
+	cg, err := newRunCgroup(sup, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(ctrl string, v1, v2 string) string {
+		c := sup.ctrls[ctrl]
+		for _, d := range cg.dirs {
+			if strings.HasPrefix(d, c.dir+"/") {
+				f := v1
+				if c.v2 {
+					f = v2
+				}
+				b, err := os.ReadFile(filepath.Join(d, f))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return strings.TrimSpace(string(b))
+			}
+		}
+		t.Fatalf("no cgroup for %s", ctrl)
+		return ""
+	}
+	if got := read("memory", "memory.limit_in_bytes", "memory.max"); got != "50331648" {
+		t.Errorf("memory limit %s", got)
+	}
+	if got := read("pids", "pids.max", "pids.max"); got != "33" {
+		t.Errorf("pids limit %s", got)
+	}
+	if got := read("cpu", "cpu.cfs_quota_us", "cpu.max"); got != "150000" && got != "150000 100000" {
+		t.Errorf("cpu quota %s", got)
+	}
+	if err := cg.remove(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := cg.remove(context.Background()); err != nil {
+		t.Fatalf("second remove: %v", err)
+	}
+	if left := cgroupRunDirs(t, sup); len(left) != 0 {
+		t.Errorf("cgroups left: %v", left)
+	}
+}
+
+func TestLimitsUnsupported(t *testing.T) {
+	sup := CgroupSupport{Reason: "no cgroup hierarchy"}
+	err := Run(context.Background(), Spec{Root: bindRoot(t.TempDir()), Args: []string{"true"}, Limits: Limits{Pids: 5}, Cgroups: &sup})
+	if err == nil || !strings.Contains(err.Error(), "no cgroup hierarchy") {
+		t.Fatalf("Run = %v, want a cgroups error", err)
+	}
+}

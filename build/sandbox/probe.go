@@ -1,0 +1,80 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Probe says which isolation mode works on this machine: it starts a
+// throwaway child in new mount and PID namespaces that mounts a tmpfs in its
+// own namespace. It returns IsolationNamespaces when that works, else
+// IsolationChroot with the reason, such as "mount namespaces are not
+// permitted: EPERM". It leaves nothing behind.
+func Probe(ctx context.Context) (mode, reason string) {
+	cmd := exec.CommandContext(ctx, "/proc/self/exe")
+	cmd.Args = []string{probeArg0}
+	cmd.Env = []string{probeEnv + "=1", "GOMAXPROCS=1"}
+	cmd.Dir = "/"
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID,
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	err := cmd.Run()
+	if err == nil {
+		return IsolationNamespaces, ""
+	}
+	var errno syscall.Errno
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		msg := strings.TrimSpace(out.String())
+		if msg == "" {
+			msg = err.Error()
+		}
+		return IsolationChroot, msg
+	case errors.As(err, &errno):
+		return IsolationChroot, "mount namespaces are not permitted: " + errnoName(errno)
+	}
+	return IsolationChroot, fmt.Sprintf("mount namespaces are not available: %v", err)
+}
+
+// probeMain is the probe child: in its own mount namespace it makes the
+// mounts private and mounts a tmpfs over the temp directory. It prints why
+// it failed and returns the exit code.
+func probeMain() int {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		fmt.Fprintf(os.Stderr, "mounts are not permitted: %s", errnoText(err))
+		return 1
+	}
+	if err := unix.Mount("tmpfs", os.TempDir(), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=4k"); err != nil {
+		fmt.Fprintf(os.Stderr, "tmpfs mounts are not permitted: %s", errnoText(err))
+		return 1
+	}
+	return 0
+}
+
+func errnoText(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errnoName(errno)
+	}
+	return err.Error()
+}
+
+// errnoName returns "EPERM" for EPERM, or the errno's text.
+func errnoName(e syscall.Errno) string {
+	if n := unix.ErrnoName(e); n != "" {
+		return n
+	}
+	return e.Error()
+}
