@@ -1,0 +1,221 @@
+package cacheio
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/match"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"builder/build/pull"
+	"builder/export"
+	"builder/snapshot/content"
+)
+
+// Export writes cfg, and the blobs it names (read from s, where they must
+// be), to the registry or layout directory spec names, and returns the
+// digest of the cache manifest. With spec.Compression set, layers in
+// another compression are recompressed first (into s); their records then
+// name the new blobs. Blobs go first and the manifest last. Exporting the
+// same cache again is idempotent.
+func Export(ctx context.Context, spec Spec, cfg Config, s *content.Store, o Options) (v1.Hash, error) {
+	o = o.withDefaults()
+	img, err := cacheImage(ctx, spec, cfg, s)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("export cache to %s: %w", spec, err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("export cache to %s: %w", spec, err)
+	}
+	switch spec.Type {
+	case TypeRegistry:
+		ref, err := pull.ParseReference(spec.Ref, o.Insecure)
+		if err == nil {
+			err = remote.Write(ref, img, remote.WithContext(ctx), remote.WithAuthFromKeychain(o.Keychain),
+				remote.WithTransport(o.Transport))
+		}
+		if err != nil {
+			return v1.Hash{}, fmt.Errorf("export cache to %s: %s", spec, pull.Describe(err))
+		}
+	case TypeLocal:
+		if err := writeLayout(spec.Dir, spec.Tag, img); err != nil {
+			return v1.Hash{}, fmt.Errorf("export cache to %s: %w", spec, err)
+		}
+	default:
+		return v1.Hash{}, fmt.Errorf("export cache: type %q is not exported as an artifact", spec.Type)
+	}
+	return d, nil
+}
+
+// writeLayout puts img into the OCI layout at dir (created if missing)
+// under tag, replacing the image that had that tag. Blobs of earlier
+// exports stay; the directory only grows.
+func writeLayout(dir, tag string, img v1.Image) error {
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		if _, serr := os.Stat(dir); serr != nil && !errors.Is(serr, fs.ErrNotExist) {
+			return serr
+		}
+		if p, err = layout.Write(dir, empty.Index); err != nil {
+			return fmt.Errorf("create OCI layout: %w", err)
+		}
+	}
+	return p.ReplaceImage(img, match.Annotation(refNameAnnotation, tag),
+		layout.WithAnnotations(map[string]string{refNameAnnotation: tag}))
+}
+
+// cacheImage makes the cache artifact as a v1.Image backed by s.
+func cacheImage(ctx context.Context, spec Spec, cfg Config, s *content.Store) (v1.Image, error) {
+	if spec.Compression != "" {
+		var err error
+		if cfg, err = recompress(ctx, s, cfg, spec.Compression); err != nil {
+			return nil, err
+		}
+	}
+	cfgRaw, err := Encode(cfg)
+	if err != nil {
+		return nil, err
+	}
+	layers := cfg.descriptors()
+	for _, l := range layers {
+		if !s.Has(l.Digest) {
+			return nil, fmt.Errorf("blob %s is not in the store", l.Digest)
+		}
+	}
+	cfgDigest, cfgSize, err := v1.SHA256(bytesReader(cfgRaw))
+	if err != nil {
+		return nil, err
+	}
+	m := v1.Manifest{SchemaVersion: 2, MediaType: types.OCIManifestSchema1, ArtifactType: ArtifactType,
+		Config: v1.Descriptor{MediaType: ConfigMediaType, Digest: cfgDigest, Size: cfgSize}, Layers: layers}
+	if m.Layers == nil {
+		m.Layers = []v1.Descriptor{}
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	core := &imageCore{s: s, config: cfgRaw, manifest: raw, layers: map[v1.Hash]v1.Descriptor{}}
+	for _, l := range layers {
+		core.layers[l.Digest] = l
+	}
+	return partial.CompressedToImage(core)
+}
+
+// recompress rewrites every layer cfg names into the given compression,
+// keeping the diff IDs.
+func recompress(ctx context.Context, s *content.Store, cfg Config, compression string) (Config, error) {
+	want := map[string]string{"gzip": content.MediaTypeLayerGzip, "zstd": content.MediaTypeLayerZstd,
+		"uncompressed": content.MediaTypeLayerUncompressed}[compression]
+	done := map[v1.Hash]content.LayerInfo{}
+	conv := func(d, diffID v1.Hash, mt string) (content.LayerInfo, error) {
+		if info, ok := done[d]; ok {
+			return info, nil
+		}
+		if ociMediaType(mt) == want {
+			info := content.LayerInfo{DiffID: diffID, Digest: d, MediaType: mt}
+			size, err := s.Size(d)
+			info.Size = size
+			done[d] = info
+			return info, err
+		}
+		info, err := s.WriteLayer(ctx, func(w io.Writer) error {
+			rc, err := s.Open(d)
+			if err != nil {
+				return err
+			}
+			r, err := export.Decompress(rc)
+			if err != nil {
+				rc.Close()
+				return err
+			}
+			defer r.Close()
+			_, err = io.Copy(w, r)
+			return err
+		}, content.LayerOptions{Compression: compression})
+		if err != nil {
+			return content.LayerInfo{}, fmt.Errorf("recompress %s: %w", d, err)
+		}
+		if info.DiffID != diffID {
+			return content.LayerInfo{}, fmt.Errorf("recompress %s: diff ID %s, want %s: %w", d, info.DiffID, diffID, content.ErrDigestMismatch)
+		}
+		done[d] = info
+		return info, nil
+	}
+	out := Config{Records: make([]Record, len(cfg.Records)), Mounts: make([]Mount, len(cfg.Mounts))}
+	for i, r := range cfg.Records {
+		if !r.Empty {
+			info, err := conv(r.Digest, r.DiffID, r.MediaType)
+			if err != nil {
+				return Config{}, err
+			}
+			r.Digest, r.Size, r.MediaType = info.Digest, info.Size, info.MediaType
+		}
+		out.Records[i] = r
+	}
+	for i, m := range cfg.Mounts {
+		info, err := conv(m.Digest, m.DiffID, m.MediaType)
+		if err != nil {
+			return Config{}, err
+		}
+		m.Digest, m.Size, m.MediaType = info.Digest, info.Size, info.MediaType
+		out.Mounts[i] = m
+	}
+	return out, nil
+}
+
+// ociMediaType maps Docker layer media types to their OCI twins.
+func ociMediaType(mt string) string {
+	switch types.MediaType(mt) {
+	case types.DockerLayer:
+		return content.MediaTypeLayerGzip
+	case types.DockerUncompressedLayer:
+		return content.MediaTypeLayerUncompressed
+	}
+	return mt
+}
+
+// imageCore is the cache artifact as ggcr's partial.CompressedImageCore.
+type imageCore struct {
+	s        *content.Store
+	config   []byte
+	manifest []byte
+	layers   map[v1.Hash]v1.Descriptor
+}
+
+func (c *imageCore) RawConfigFile() ([]byte, error)      { return c.config, nil }
+func (c *imageCore) MediaType() (types.MediaType, error) { return types.OCIManifestSchema1, nil }
+func (c *imageCore) RawManifest() ([]byte, error)        { return c.manifest, nil }
+
+func (c *imageCore) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+	d, ok := c.layers[h]
+	if !ok {
+		return nil, fmt.Errorf("blob %s is not part of the cache", h)
+	}
+	return &storeBlob{s: c.s, d: d}, nil
+}
+
+// storeBlob is a layer blob read from the content store.
+type storeBlob struct {
+	s *content.Store
+	d v1.Descriptor
+}
+
+func (b *storeBlob) Digest() (v1.Hash, error)            { return b.d.Digest, nil }
+func (b *storeBlob) Size() (int64, error)                { return b.d.Size, nil }
+func (b *storeBlob) MediaType() (types.MediaType, error) { return b.d.MediaType, nil }
+func (b *storeBlob) Compressed() (io.ReadCloser, error)  { return b.s.Open(b.d.Digest) }
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
