@@ -3,8 +3,10 @@ package pull
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"syscall"
 
@@ -21,12 +23,37 @@ func describe(err error) string {
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		msg = replaceSuffix(msg, networkText(err), "connection reset")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		msg = replaceSuffix(msg, networkText(err), "connection closed before the body was complete")
 	case errors.As(err, &dnsErr):
 		return "cannot resolve " + dnsErr.Name
 	case errors.As(err, &terr):
 		msg = replaceSuffix(msg, terr.Error(), registryError(terr))
 	}
 	return strings.Join(strings.Fields(msg), " ")
+}
+
+// networkText returns the text of the outermost URL or network error in
+// err's chain (which repeats the URL and addresses), else of the innermost
+// error.
+func networkText(err error) string {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		return uerr.Error()
+	}
+	var operr *net.OpError
+	if errors.As(err, &operr) {
+		return operr.Error()
+	}
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err.Error()
+		}
+		err = next
+	}
 }
 
 // replaceSuffix swaps the inner error text at the end of msg for short.

@@ -7,6 +7,14 @@
 // manifest in the store always has all its blobs. Blobs already in the store
 // are not fetched again, and a reference pinned by digest whose image is
 // complete in the store needs no network at all.
+//
+// Mirrors from the registry configuration (build/registries) are tried in
+// order before the registry itself; any failure of a mirror falls through
+// to the next source. Requests that fail transiently (5xx, 429, reset
+// connections) are retried with backoff, and a blob whose body arrives
+// broken (cut short, reset mid-body, or not matching its digest) is fetched
+// again a bounded number of times; nothing that fails its digest is ever
+// stored.
 package pull
 
 import (
@@ -21,7 +29,10 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
+	"builder/build/registries"
 	"builder/export"
 	"builder/snapshot/content"
 
@@ -56,6 +67,16 @@ type Options struct {
 	// Transport is the HTTP transport under authentication and retries;
 	// default remote.DefaultTransport.
 	Transport http.RoundTripper
+	// Registries is the registry configuration: mirrors, plain HTTP and
+	// TLS settings per registry. nil means none.
+	Registries *registries.Config
+	// Backoff is the retry schedule of one request (5xx, 429, reset
+	// connections) and the waits between fetches of a blob whose body
+	// arrived broken; default 5 tries, starting at 200ms and tripling.
+	Backoff *remote.Backoff
+	// BlobAttempts bounds the fetches of one blob whose body arrives cut
+	// short, reset or with the wrong digest; default 3.
+	BlobAttempts int
 }
 
 // Error is the error of a failed Pull: one line naming the reference, e.g.
@@ -80,7 +101,8 @@ const maxManifestSize = 8 << 20
 // error, blobs fetched so far stay in the store (they are valid) but the
 // manifest is not written. Errors are *Error.
 func Pull(ctx context.Context, s *content.Store, ref string, opts Options) (v1.Hash, v1.Image, error) {
-	r, err := parseRef(ref, opts.Insecure)
+	cfg := opts.Registries
+	r, err := cfg.ParseReference(ref, opts.Insecure)
 	if err != nil {
 		return v1.Hash{}, nil, &Error{Ref: ref, Err: err}
 	}
@@ -88,10 +110,27 @@ func Pull(ctx context.Context, s *content.Store, ref string, opts Options) (v1.H
 	if err != nil {
 		full = ref
 	}
-	p := newPuller(s, r, opts)
-	d, err := p.pull(ctx, full)
-	if err != nil {
-		return v1.Hash{}, nil, &Error{Ref: full, Err: err}
+	prog := &progress{fn: opts.Progress}
+	var d v1.Hash
+	pulled := false
+	for _, m := range cfg.Mirrors(r.Context().RegistryStr()) {
+		mr, err := cfg.MirrorReference(r, m, opts.Insecure)
+		if err == nil {
+			d, err = newPuller(s, mr, opts, prog).pull(ctx, full, " from mirror "+m)
+		}
+		if err == nil {
+			pulled = true
+			break
+		}
+		if ctx.Err() != nil {
+			return v1.Hash{}, nil, &Error{Ref: full, Err: err}
+		}
+		prog.printf("mirror %s: %s; trying the next source", m, describe(err))
+	}
+	if !pulled {
+		if d, err = newPuller(s, r, opts, prog).pull(ctx, full, ""); err != nil {
+			return v1.Hash{}, nil, &Error{Ref: full, Err: err}
+		}
 	}
 	img, err := export.LoadImage(s, d)
 	if err != nil {
@@ -103,53 +142,48 @@ func Pull(ctx context.Context, s *content.Store, ref string, opts Options) (v1.H
 // parseRef parses ref with Docker defaults, marking registries reached over
 // plain HTTP as insecure.
 func parseRef(ref string, insecure []string) (name.Reference, error) {
-	r, err := name.ParseReference(ref)
-	if err != nil {
-		return nil, err
-	}
-	if plainHTTP(r.Context().RegistryStr(), insecure) {
-		return name.ParseReference(ref, name.Insecure)
-	}
-	return r, nil
+	return (*registries.Config)(nil).ParseReference(ref, insecure)
 }
 
 // plainHTTP reports whether registry (host or host:port) is spoken to over
 // plain HTTP: loopback addresses, localhost, and the insecure list (entries
 // match the host:port exactly or the host alone).
 func plainHTTP(registry string, insecure []string) bool {
-	host := registry
-	if h, _, err := net.SplitHostPort(registry); err == nil {
-		host = h
-	}
-	host = strings.Trim(host, "[]")
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		return true
-	}
-	for _, in := range insecure {
-		if in == registry || in == host {
-			return true
-		}
-	}
-	return false
+	return (*registries.Config)(nil).PlainHTTP(registry, insecure)
 }
 
-// puller is one Pull: the reference, the store and a lazily made
-// authenticated client shared by all requests.
+// progress serializes progress messages of one Pull.
+type progress struct {
+	mu sync.Mutex
+	fn func(string)
+}
+
+func (p *progress) printf(format string, args ...any) {
+	if p.fn == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fn(fmt.Sprintf(format, args...))
+}
+
+// puller pulls from one source (the registry or one of its mirrors): the
+// reference, the store and a lazily made authenticated client shared by
+// all requests.
 type puller struct {
 	s    *content.Store
 	ref  name.Reference
 	opts Options
-
-	progressMu sync.Mutex
+	prog *progress
 
 	clientMu sync.Mutex
 	rt       http.RoundTripper
 }
 
-func newPuller(s *content.Store, r name.Reference, opts Options) *puller {
+// defaultBackoff is the retry schedule of Options.Backoff.
+var defaultBackoff = remote.Backoff{Duration: 200 * time.Millisecond, Factor: 3, Jitter: 0.1, Steps: 5}
+
+func newPuller(s *content.Store, r name.Reference, opts Options, prog *progress) *puller {
 	if opts.Platform.OS == "" && opts.Platform.Architecture == "" {
 		opts.Platform = v1.Platform{OS: "linux", Architecture: "amd64"}
 	}
@@ -162,17 +196,16 @@ func newPuller(s *content.Store, r name.Reference, opts Options) *puller {
 	if opts.Transport == nil {
 		opts.Transport = remote.DefaultTransport
 	}
-	return &puller{s: s, ref: r, opts: opts}
+	if opts.Backoff == nil {
+		opts.Backoff = &defaultBackoff
+	}
+	if opts.BlobAttempts <= 0 {
+		opts.BlobAttempts = 3
+	}
+	return &puller{s: s, ref: r, opts: opts, prog: prog}
 }
 
-func (p *puller) progress(format string, args ...any) {
-	if p.opts.Progress == nil {
-		return
-	}
-	p.progressMu.Lock()
-	defer p.progressMu.Unlock()
-	p.opts.Progress(fmt.Sprintf(format, args...))
-}
+func (p *puller) progress(format string, args ...any) { p.prog.printf(format, args...) }
 
 // transport returns the authenticated round tripper, pinging the registry
 // and exchanging credentials on first use.
@@ -187,8 +220,13 @@ func (p *puller) transport(ctx context.Context) (http.RoundTripper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolve credentials: %w", err)
 	}
-	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, transport.NewRetry(p.opts.Transport),
-		[]string{repo.Scope(transport.PullScope)})
+	base := p.opts.Registries.Transport(repo.RegistryStr(), p.opts.Transport)
+	retry := transport.NewRetry(base,
+		transport.WithRetryBackoff(*p.opts.Backoff),
+		transport.WithRetryPredicate(retryable),
+		transport.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusTooManyRequests,
+			http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout))
+	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, retry, []string{repo.Scope(transport.PullScope)})
 	if err != nil {
 		return nil, err
 	}
@@ -234,8 +272,8 @@ func (p *puller) getManifest(ctx context.Context, ref name.Reference) (manifest,
 
 // pull resolves the reference down to one image manifest, fetches its
 // blobs and stores the manifest last.
-func (p *puller) pull(ctx context.Context, full string) (v1.Hash, error) {
-	p.progress("resolving %s", full)
+func (p *puller) pull(ctx context.Context, full, via string) (v1.Hash, error) {
+	p.progress("resolving %s%s", full, via)
 	m, err := p.getManifest(ctx, p.ref)
 	if err != nil {
 		return v1.Hash{}, err
@@ -274,7 +312,7 @@ func (p *puller) pull(ctx context.Context, full string) (v1.Hash, error) {
 	if _, _, err := p.s.WriteBlob(ctx, bytes.NewReader(m.raw), m.digest); err != nil {
 		return v1.Hash{}, fmt.Errorf("store manifest: %w", err)
 	}
-	p.progress("pulled %s@%s", full, m.digest)
+	p.progress("pulled %s@%s%s", full, m.digest, via)
 	return m.digest, nil
 }
 
@@ -349,13 +387,81 @@ func (p *puller) fetchBlobs(ctx context.Context, blobs []v1.Descriptor) error {
 	return g.Wait()
 }
 
-// fetchBlob streams one blob into the store, checking size and digest.
+// fetchBlob streams one blob into the store, checking size and digest. A
+// body that arrives broken (cut short, reset, too long, or not matching the
+// digest) is fetched again, up to opts.BlobAttempts times in all, waiting
+// as opts.Backoff says in between; it is never stored.
 func (p *puller) fetchBlob(ctx context.Context, desc v1.Descriptor) error {
 	if p.s.Has(desc.Digest) {
 		// Stored, but with another size than the manifest says: the
 		// manifest is wrong, since stored blobs match their digest.
 		return fmt.Errorf("stored blob does not have the %d bytes the manifest says", desc.Size)
 	}
+	wait := p.opts.Backoff.Duration
+	for attempt := 1; ; attempt++ {
+		err := p.fetchBlobOnce(ctx, desc)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		var rerr *requestError
+		if errors.As(err, &rerr) && retryable(err) {
+			// The retrying transport made Backoff.Steps requests.
+			return fmt.Errorf("giving up after %d attempts: %w", p.opts.Backoff.Steps, err)
+		}
+		if !refetchable(err) {
+			return err
+		}
+		if attempt >= p.opts.BlobAttempts {
+			return fmt.Errorf("giving up after %d attempts: %w", attempt, err)
+		}
+		p.progress("blob %s: %s; fetching it again", desc.Digest, describe(err))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		wait = time.Duration(float64(wait) * max(p.opts.Backoff.Factor, 1))
+	}
+}
+
+// errLength is a body whose length is not the descriptor's size.
+var errLength = errors.New("body length differs from the manifest's size")
+
+// requestError is a blob request that failed before a body arrived: the
+// retrying transport has already spent its budget on it.
+type requestError struct{ err error }
+
+func (e *requestError) Error() string { return e.err.Error() }
+func (e *requestError) Unwrap() error { return e.err }
+
+// refetchable reports whether a failed blob fetch is worth repeating: the
+// body broke off, was reset, or did not have the promised content.
+func refetchable(err error) bool {
+	var rerr *requestError
+	if errors.As(err, &rerr) {
+		return false
+	}
+	return errors.Is(err, errLength) || errors.Is(err, content.ErrDigestMismatch) || retryable(err)
+}
+
+// retryable reports whether a request failed transiently: a temporary
+// network or registry error, or a connection cut off.
+func retryable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var t interface{ Temporary() bool }
+	if errors.As(err, &t) && t.Temporary() {
+		return true
+	}
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
+}
+
+// fetchBlobOnce makes one attempt at fetching a blob into the store.
+func (p *puller) fetchBlobOnce(ctx context.Context, desc v1.Descriptor) error {
 	rt, err := p.transport(ctx)
 	if err != nil {
 		return err
@@ -373,25 +479,44 @@ func (p *puller) fetchBlob(ctx context.Context, desc v1.Descriptor) error {
 	p.progress("fetching %s (%s)", desc.Digest, HumanSize(desc.Size))
 	resp, err := (&http.Client{Transport: rt}).Do(req)
 	if err != nil {
-		return err
+		return &requestError{err}
 	}
 	defer resp.Body.Close()
 	if err := transport.CheckError(resp, http.StatusOK); err != nil {
-		return err
+		return &requestError{err}
 	}
 	if resp.ContentLength >= 0 && resp.ContentLength != desc.Size {
-		return fmt.Errorf("registry sends %d bytes, manifest says %d", resp.ContentLength, desc.Size)
+		return fmt.Errorf("registry sends %d bytes, manifest says %d: %w", resp.ContentLength, desc.Size, errLength)
 	}
 	// One byte more than promised reveals a longer body without reading an
 	// endless one; the store rejects anything that misses the digest.
-	_, n, err := p.s.WriteBlob(ctx, io.LimitReader(resp.Body, desc.Size+1), desc.Digest)
+	body := &errReader{r: resp.Body}
+	_, n, err := p.s.WriteBlob(ctx, io.LimitReader(body, desc.Size+1), desc.Digest)
+	if body.err != nil && ctx.Err() == nil {
+		return fmt.Errorf("read body: %w", body.err)
+	}
 	if err != nil {
 		return err
 	}
 	if n != desc.Size {
-		return fmt.Errorf("%d bytes, manifest says %d", n, desc.Size)
+		return fmt.Errorf("%d bytes, manifest says %d: %w", n, desc.Size, errLength)
 	}
 	return nil
+}
+
+// errReader remembers the first error of r other than io.EOF, so a
+// broken download is reported as such rather than as a failed write.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(b []byte) (int, error) {
+	n, err := e.r.Read(b)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
 }
 
 // mediaTypeOf reads the media type a stored manifest declares.

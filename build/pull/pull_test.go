@@ -295,7 +295,7 @@ func TestPullCorruptBlob(t *testing.T) {
 	reg := startRegistry(t, "127.0.0.1", corruptBlob(bad))
 	reg.push(t, "test/img:latest", img)
 	s := openStore(t)
-	_, _, err := Pull(context.Background(), s, reg.host+"/test/img", Options{})
+	_, _, err := Pull(context.Background(), s, reg.host+"/test/img", Options{Backoff: fastBackoff()})
 	if !errors.Is(err, content.ErrDigestMismatch) {
 		t.Fatalf("err = %v, want ErrDigestMismatch", err)
 	}
