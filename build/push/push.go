@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"builder/build/pull"
+	"builder/build/registries"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -47,6 +48,9 @@ type Options struct {
 	// Backoff is the retry schedule of one request; default 5 tries,
 	// starting at 200ms and tripling.
 	Backoff *remote.Backoff
+	// Registries is the registry configuration: its plain HTTP and TLS
+	// settings apply; mirrors never do (pushes go to the registry named).
+	Registries *registries.Config
 }
 
 // Error is the error of a failed push: one line naming the reference, e.g.
@@ -102,7 +106,7 @@ func Push(ctx context.Context, img v1.Image, refs []string, opts Options) ([]Res
 	var groups []*repoGroup
 	byRepo := map[string]*repoGroup{}
 	for _, s := range refs {
-		r, err := pull.ParseReference(s, opts.Insecure)
+		r, err := opts.Registries.ParseReference(s, opts.Insecure)
 		if err != nil {
 			return nil, &Error{Ref: s, Err: err}
 		}
@@ -161,7 +165,7 @@ func Push(ctx context.Context, img v1.Image, refs []string, opts Options) ([]Res
 		err := remote.MultiWrite(todo,
 			remote.WithContext(ctx),
 			remote.WithAuthFromKeychain(opts.Keychain),
-			remote.WithTransport(opts.Transport),
+			remote.WithTransport(opts.Registries.Transport(reg, opts.Transport)),
 			remote.WithJobs(opts.Jobs),
 			remote.WithRetryBackoff(*opts.Backoff),
 			remote.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusTooManyRequests,

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"builder/build/pull/faultproxy"
 	"builder/build/push/registrytest"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -234,4 +235,63 @@ func TestPushRetries(t *testing.T) {
 		t.Fatalf("err = %v, want one line", err)
 	}
 	t.Logf("gave up after %d requests, %v: %v", rec.failed, time.Since(start), err)
+}
+
+// TestPushFaults pushes through a proxy that fails blob commits and
+// manifest uploads on a schedule: bounded faults are retried away, endless
+// ones end in one line naming the reference.
+func TestPushFaults(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	reg.DockerConfig(t)
+	tests := []struct {
+		name    string
+		commits []faultproxy.Fault // of each blob's completing PUT
+		then    faultproxy.Fault
+		wantErr string
+	}{
+		{"500 and reset", []faultproxy.Fault{faultproxy.Status500, faultproxy.Reset}, faultproxy.Pass, ""},
+		{"503 three times", []faultproxy.Fault{faultproxy.Status503, faultproxy.Status503, faultproxy.Status503}, faultproxy.Pass, ""},
+		{"503 forever", nil, faultproxy.Status503, "503 Service Unavailable"},
+		{"resets forever", nil, faultproxy.Reset, "connection reset"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A new image each time: the registry has none of its blobs.
+			img, err := random.Image(48<<10, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := img.Digest()
+			px := faultproxy.Start(t, reg.Addr,
+				faultproxy.Rule{Match: faultproxy.BlobCommits, Key: faultproxy.ByDigest, Faults: tt.commits, Then: tt.then},
+				faultproxy.Rule{Match: faultproxy.ManifestPuts, Faults: []faultproxy.Fault{faultproxy.Status503}})
+			ref := fmt.Sprintf("%s/faults:%d", px.Addr, i)
+			_, err = Push(context.Background(), img, []string{ref}, Options{Backoff: fastBackoff()})
+			if tt.wantErr != "" {
+				if err == nil {
+					t.Fatal("push succeeded through endless faults")
+				}
+				msg := err.Error()
+				t.Logf("error: %s", msg)
+				if !strings.HasPrefix(msg, "push "+ref+": ") || !strings.Contains(msg, tt.wantErr) || strings.Contains(msg, "\n") {
+					t.Errorf("error = %q\nwant one line naming %s with %q", msg, ref, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("push: %v", err)
+			}
+			if n := px.Injected(faultproxy.Status503) + px.Injected(faultproxy.Status500) + px.Injected(faultproxy.Reset); n < 4 {
+				t.Errorf("only %d faults injected", n)
+			}
+			r, _ := name.ParseReference(fmt.Sprintf("%s/faults:%d", reg.Addr, i), name.Insecure)
+			got, err := remote.Get(r)
+			if err != nil || got.Digest != want {
+				t.Fatalf("registry has %v, %v", got, err)
+			}
+			if _, err := remote.Image(r); err != nil {
+				t.Error(err)
+			}
+		})
+	}
 }
