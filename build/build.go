@@ -16,6 +16,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"builder/build/copier"
+	"builder/build/sandbox"
 	"builder/parser"
 )
 
@@ -42,6 +43,12 @@ type Options struct {
 	Secrets map[string]Secret
 	// AllowInsecure permits RUN --security=insecure (--allow security.insecure).
 	AllowInsecure bool
+	// Isolation of RUN (--isolation): "auto" or "" (namespaces where
+	// permitted, else chroot), "namespaces" or "chroot"; see isolation.go.
+	Isolation string
+	// Limits bound every RUN's process tree (--memory, --cpus,
+	// --pids-limit); without usable cgroups they are dropped with a warning.
+	Limits sandbox.Limits
 }
 
 // Result describes the image a build produced.
@@ -76,6 +83,7 @@ type job struct {
 	cached   int
 	countMu  sync.Mutex
 	errMu    sync.Mutex
+	iso      *runIsolation
 	firstErr error // the first failure, which cancels the other stages
 }
 
@@ -128,6 +136,9 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	j := &job{b: b, o: o, g: g, bctx: bctx, progress: o.Progress,
 		runSem: make(chan struct{}, runtime.NumCPU())}
 	if err := j.evalMetaArgs(); err != nil {
+		return nil, err
+	}
+	if err := j.setupIsolation(ctx); err != nil {
 		return nil, err
 	}
 	target := len(g.Stages) - 1

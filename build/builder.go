@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"builder/build/registries"
 	"builder/export"
 	"builder/snapshot"
 	"builder/snapshot/content"
@@ -20,6 +21,9 @@ import (
 type Config struct {
 	Root        string // store root
 	Snapshotter string // "overlay", "naive" or "" for automatic
+	// Registries configures mirrors, plain HTTP and TLS per registry for
+	// the pulls of base images; nil means no configuration file.
+	Registries *registries.Config
 }
 
 // Builder builds images into one store. Several builds may run on one
@@ -31,6 +35,7 @@ type Builder struct {
 	snName      string
 	cache       *Cache
 	index       *export.Index
+	registries  *registries.Config
 
 	pullMu sync.Mutex
 	pulls  map[string]*pullResult // one flight per reference per build process
@@ -61,7 +66,7 @@ func New(cfg Config) (*Builder, error) {
 		return nil, fmt.Errorf("open image index: %w", err)
 	}
 	return &Builder{root: cfg.Root, store: st, snapshotter: sn, snName: name, cache: c, index: idx,
-		pulls: map[string]*pullResult{}}, nil
+		registries: cfg.Registries, pulls: map[string]*pullResult{}}, nil
 }
 
 // Store returns the content store.
@@ -69,6 +74,9 @@ func (b *Builder) Store() *content.Store { return b.store }
 
 // Index returns the image tag index.
 func (b *Builder) Index() *export.Index { return b.index }
+
+// Registries returns the registry configuration the builder pulls with.
+func (b *Builder) Registries() *registries.Config { return b.registries }
 
 // SnapshotterName says which snapshotter the builder chose.
 func (b *Builder) SnapshotterName() string { return b.snName }

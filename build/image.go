@@ -72,7 +72,8 @@ func (b *Builder) resolveOnce(ctx context.Context, ref string, o Options) (*base
 	if o.Progress != nil {
 		progress = func(s string) { o.Progress.Printf("%s", s) }
 	}
-	dgst, _, err := pull.Pull(ctx, b.store, ref, pull.Options{Insecure: o.Insecure, Platform: o.Platform, Progress: progress})
+	dgst, _, err := pull.Pull(ctx, b.store, ref, pull.Options{Insecure: o.Insecure, Platform: o.Platform, Progress: progress,
+		Registries: b.registries})
 	if err != nil {
 		return nil, err
 	}

@@ -86,8 +86,8 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 				k, v, _ := strings.Cut(kv, "=")
 				runEnv = setEnv(runEnv, k, v)
 			}
-			return sandbox.Run(ctx, sandbox.Spec{Root: root, Args: argv, Env: runEnv, Cwd: cwd, User: c.User,
-				Network: network, Stdout: sp, Stderr: sp, Mounts: extra, Insecure: insecure})
+			return sandbox.Run(ctx, j.sandboxSpec(sandbox.Spec{Root: root, Args: argv, Env: runEnv, Cwd: cwd, User: c.User,
+				Network: network, Stdout: sp, Stderr: sp, Mounts: extra, Insecure: insecure}))
 		})
 	})
 }
@@ -354,7 +354,7 @@ func (j *job) withSource(ctx context.Context, cs copySource, dst []snapshot.Moun
 	if len(sets) == 0 {
 		return fn(cs.src, "")
 	}
-	return snapshot.WithMounts(ctx, sets, func(roots []string) error {
+	return j.withMounts(ctx, sets, func(roots []string) error {
 		src := cs.src
 		dstRoot := ""
 		if dst != nil {
@@ -384,7 +384,7 @@ func (j *job) mkdirWorkdir(ctx context.Context, st *stageState, step *parser.Ste
 	createdBy := "WORKDIR " + wd
 	call := fsCall{step: step, key: key, preimage: preimage, kind: "mkdir", createdBy: createdBy}
 	return j.fsStep(ctx, st, call, func(mounts []snapshot.Mount) error {
-		err := snapshot.WithMounts(ctx, [][]snapshot.Mount{mounts}, func(roots []string) error {
+		err := j.withMounts(ctx, [][]snapshot.Mount{mounts}, func(roots []string) error {
 			p, err := securejoin.SecureJoin(roots[0], wd)
 			if err != nil {
 				return err

@@ -3,6 +3,7 @@ package build
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"builder/build/buildtest"
+	"builder/build/sandbox"
 )
 
 // canaryDir makes a host directory holding a file "canary" and returns it
@@ -179,5 +181,132 @@ func TestSecurityContext(t *testing.T) {
 			}
 			t.Logf("refused: %v", err)
 		})
+	}
+}
+
+// TestIsolationChroot builds a multi-stage Dockerfile with RUN, COPY,
+// COPY --from and WORKDIR in forced chroot isolation on the naive
+// snapshotter: the progress says so, the RUNs keep their hardening (each
+// fails the build otherwise), and the image holds what the steps wrote.
+func TestIsolationChroot(t *testing.T) {
+	f := newFixtureWith(t, "naive")
+	dir, check := canaryDir(t)
+	res, log := f.mustBuild(copyCase(t, "builds/isolation-chroot"), func(o *Options) {
+		o.Isolation = IsolationChroot
+		o.BuildArgs["CANARY"] = filepath.Join(dir, "canary")
+	})
+	check()
+	if !strings.Contains(log, "isolation: chroot (chosen with --isolation=chroot); RUN steps are weakly isolated") {
+		t.Errorf("progress does not name the isolation:\n%s", log)
+	}
+	u := unpack(t, res.Image)
+	if got := readFile(t, u.rootfs, "app/all.txt"); got != "hello\nnested\ntool\n" {
+		t.Errorf("all.txt = %q", got)
+	}
+	if got := readFile(t, u.rootfs, "app/where.txt"); got != "/app\n" {
+		t.Errorf("where.txt = %q", got)
+	}
+	if _, err := os.Lstat(filepath.Join(u.rootfs, "app/nested.txt")); err == nil {
+		t.Error("app/nested.txt was not removed")
+	}
+	for _, p := range []string{"proc", "dev", "sys"} {
+		if ents, err := os.ReadDir(filepath.Join(u.rootfs, p)); err == nil && len(ents) > 0 {
+			t.Errorf("/%s in the image holds %d entries: a mount leaked into the layer", p, len(ents))
+		}
+	}
+}
+
+// TestIsolationChrootNeedsNaive checks that chroot isolation refuses an
+// overlay store rather than mounting.
+func TestIsolationChrootNeedsNaive(t *testing.T) {
+	f := newFixtureWith(t, "overlay")
+	_, _, err := f.build(copyCase(t, "builds/isolation-chroot"), func(o *Options) { o.Isolation = IsolationChroot })
+	if err == nil || !strings.Contains(err.Error(), "naive snapshotter") {
+		t.Fatalf("build = %v, want a naive snapshotter error", err)
+	}
+	_, _, err = f.build(copyCase(t, "builds/isolation-chroot"), func(o *Options) { o.Isolation = "jail" })
+	if err == nil || !strings.Contains(err.Error(), "auto, namespaces or chroot") {
+		t.Fatalf("build = %v, want an isolation error", err)
+	}
+}
+
+// TestBuildLimits runs RUNs under --pids-limit and --memory: a fork loop
+// fails cleanly, an allocation over the limit fails with exit code 137 and
+// an error that says out of memory, and no per-run cgroup is left.
+func TestBuildLimits(t *testing.T) {
+	f := newFixture(t)
+	sup := sandbox.ProbeCgroups()
+	if !sup.Supports(sandbox.Limits{Memory: 1, Pids: 1}) {
+		if os.Getenv("BUILDER_TEST_REQUIRE_ROOT") == "1" {
+			t.Fatalf("cgroups not usable: %s", sup.Reason)
+		}
+		t.Skipf("cgroups not usable: %s", sup.Reason)
+	}
+	tests := []struct {
+		name   string
+		limits sandbox.Limits
+		script string
+		code   int
+		want   string
+	}{
+		{"pids", sandbox.Limits{Pids: 20}, "for i in $(seq 1 100); do sleep 303.5 & done; echo survived", 2, "can't fork"},
+		{"memory", sandbox.Limits{Memory: 32 << 20}, "dd if=/dev/zero of=/dev/null bs=64M count=1", 137, "out of memory"},
+		{"within", sandbox.Limits{Memory: 64 << 20, CPUs: 1, Pids: 64}, "echo fine", 0, "fine"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, log, err := f.build(copyCase(t, "builds/limits"), func(o *Options) {
+				o.Limits = tc.limits
+				o.NoCache = true
+				o.BuildArgs["SCRIPT"] = tc.script
+			})
+			if tc.code == 0 {
+				if err != nil {
+					t.Fatalf("build: %v\n%s", err, log)
+				}
+			} else {
+				if got := ExitCode(err); got != tc.code {
+					t.Fatalf("exit code %d (%v), want %d\n%s", got, err, tc.code, log)
+				}
+				if strings.Contains(log, "survived") {
+					t.Errorf("the fork loop survived:\n%s", log)
+				}
+			}
+			if !strings.Contains(log+fmt.Sprint(err), tc.want) {
+				t.Errorf("neither log nor error say %q: %v\n%s", tc.want, err, log)
+			}
+			if left, err := sup.RunCgroups(); err != nil || len(left) > 0 {
+				t.Errorf("cgroups left: %v %v", left, err)
+			}
+		})
+	}
+}
+
+// TestBuildLimitsUnsupportedWarns is covered where cgroups are missing:
+// limitFlags names the flags the warning lists.
+func TestLimitFlags(t *testing.T) {
+	if got := limitFlags(sandbox.Limits{Memory: 1, Pids: 2}); got != "--memory, --pids-limit" {
+		t.Errorf("limitFlags = %q", got)
+	}
+}
+
+func TestParseMemory(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+	}{
+		{"32m", 32 << 20}, {"1g", 1 << 30}, {"1.5G", 3 << 29}, {"7340032", 7 << 20}, {"8192k", 8 << 20}, {"64mb", 64 << 20},
+		{"", -1}, {"x", -1}, {"-5m", -1}, {"1k", -1},
+	} {
+		got, err := ParseMemory(tc.in)
+		if tc.want < 0 {
+			if err == nil {
+				t.Errorf("ParseMemory(%q) = %d, want an error", tc.in, got)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("ParseMemory(%q) = %d, %v, want %d", tc.in, got, err, tc.want)
+		}
 	}
 }

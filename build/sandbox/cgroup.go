@@ -439,3 +439,21 @@ func removeCgroup(dir string) error {
 		delay = min(2*delay, 100*time.Millisecond)
 	}
 }
+
+// RunCgroups lists the per-run cgroups that exist now under the builder's
+// parents: while no RUN is running, there should be none.
+func (c CgroupSupport) RunCgroups() ([]string, error) {
+	var out []string
+	for _, k := range c.ctrls {
+		ents, err := os.ReadDir(filepath.Join(k.dir, cgroupParent))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("list cgroups: %w", err)
+		}
+		for _, e := range ents {
+			if e.IsDir() {
+				out = append(out, filepath.Join(k.dir, cgroupParent, e.Name()))
+			}
+		}
+	}
+	return out, nil
+}

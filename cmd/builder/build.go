@@ -37,6 +37,13 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	var secrets, allow []string
 	fs.StringArrayVar(&secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
 	fs.StringArrayVar(&allow, "allow", nil, "extra privilege to allow: security.insecure (for RUN --security=insecure)")
+	var isolation, memory string
+	var cpus float64
+	var pidsLimit int64
+	fs.StringVar(&isolation, "isolation", "auto", "isolation of RUN: auto (namespaces where permitted, else chroot), namespaces, or chroot (for unprivileged containers; weaker, needs the naive snapshotter)")
+	fs.StringVarP(&memory, "memory", "m", "", "memory limit of each RUN's processes (e.g. 512m, 2g), with cgroups")
+	fs.Float64Var(&cpus, "cpus", 0, "CPU limit of each RUN's processes, in CPUs (e.g. 1.5), with cgroups")
+	fs.Int64Var(&pidsLimit, "pids-limit", 0, "limit on the processes and threads of each RUN, with cgroups")
 	fs.StringVar(&progress, "progress", "auto", "progress output: auto (tty on a terminal, else plain), tty, plain, rawjson or quiet")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "print only the image ID")
 	fs.StringVar(&iidfile, "iidfile", "", "write the image ID (manifest digest) to this file")
@@ -90,6 +97,9 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	}
 	o.Epoch = epoch
 	if err := secretOptions(&o, secrets, allow); err != nil {
+		return err
+	}
+	if err := isolationOptions(ctx, &o, g, isolation, memory, cpus, pidsLimit); err != nil {
 		return err
 	}
 	var outs []output
@@ -202,5 +212,36 @@ func secretOptions(o *build.Options, secrets, allow []string) error {
 		}
 		o.AllowInsecure = true
 	}
+	return nil
+}
+
+// isolationOptions puts --isolation, --memory, --cpus and --pids-limit into
+// o. Chroot isolation (asked for, or found by the probe) works without
+// mounts only on the naive snapshotter, which it selects unless
+// --snapshotter names another.
+func isolationOptions(ctx context.Context, o *build.Options, g *globals, isolation, memory string, cpus float64, pids int64) error {
+	mode, _, err := build.ResolveIsolation(ctx, isolation)
+	if err != nil {
+		return usagef("--isolation: %v", err)
+	}
+	if mode == build.IsolationChroot {
+		switch g.snapshotter {
+		case "":
+			g.snapshotter = "naive"
+		case "naive":
+		default:
+			return usagef("--isolation=chroot needs --snapshotter naive, not %s", g.snapshotter)
+		}
+	}
+	o.Isolation = isolation
+	if memory != "" {
+		if o.Limits.Memory, err = build.ParseMemory(memory); err != nil {
+			return usagef("--memory: %v", err)
+		}
+	}
+	if cpus < 0 || pids < 0 {
+		return usagef("--cpus and --pids-limit must not be negative")
+	}
+	o.Limits.CPUs, o.Limits.Pids = cpus, pids
 	return nil
 }
