@@ -133,6 +133,14 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load build context: %w", err)
 	}
+	if bctx.Hashes, err = copier.OpenStatCache(filepath.Join(b.root, contextStatDir), bctx.Dir); err != nil {
+		return nil, fmt.Errorf("load build context: %w", err)
+	}
+	defer func() {
+		if err := bctx.Hashes.Save(); err != nil {
+			o.Progress.Printf("WARNING: %v", err)
+		}
+	}()
 	j := &job{b: b, o: o, g: g, bctx: bctx, progress: o.Progress,
 		runSem: make(chan struct{}, runtime.NumCPU())}
 	if err := j.evalMetaArgs(); err != nil {
@@ -180,6 +188,8 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	res.Steps, res.Cached = j.steps, j.cached
+	unlock() // automatic GC needs the store to itself
+	j.autoGC(ctx, res.ManifestDigest)
 	return res, nil
 }
 

@@ -24,6 +24,11 @@ type Config struct {
 	// Registries configures mirrors, plain HTTP and TLS per registry for
 	// the pulls of base images; nil means no configuration file.
 	Registries *registries.Config
+	// GCKeepStorage is the automatic GC limit: after each successful
+	// build, least recently used cache is evicted until the store is at
+	// most this many bytes (see AutoGC). 0 means DefaultKeepStorage;
+	// negative turns automatic GC off.
+	GCKeepStorage int64
 }
 
 // Builder builds images into one store. Several builds may run on one
@@ -36,6 +41,7 @@ type Builder struct {
 	cache       *Cache
 	index       *export.Index
 	registries  *registries.Config
+	gcKeep      int64 // automatic GC limit in bytes; 0 for off
 
 	pullMu sync.Mutex
 	pulls  map[string]*pullResult // one flight per reference per build process
@@ -65,8 +71,14 @@ func New(cfg Config) (*Builder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open image index: %w", err)
 	}
+	gcKeep := cfg.GCKeepStorage
+	if gcKeep == 0 {
+		if gcKeep, err = DefaultKeepStorage(cfg.Root); err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+	}
 	return &Builder{root: cfg.Root, store: st, snapshotter: sn, snName: name, cache: c, index: idx,
-		registries: cfg.Registries, pulls: map[string]*pullResult{}}, nil
+		gcKeep: max(gcKeep, 0), registries: cfg.Registries, pulls: map[string]*pullResult{}}, nil
 }
 
 // Store returns the content store.

@@ -19,6 +19,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
+	"builder/build/pull"
 	"builder/export"
 	"builder/snapshot"
 	"builder/snapshot/content"
@@ -27,9 +28,18 @@ import (
 // Store-wide files and directories below the root that GC manages.
 const (
 	gcLockFile     = "gc.lock"
+	gcStateFile    = "gc.state"
 	cacheMountsDir = "cachemounts"
+	contextStatDir = "cache/context" // copier stat caches of build contexts
 	tmpDir         = "tmp"
 	maxMetaBlob    = 4 << 20 // manifests, indexes and configs are read whole up to this size
+)
+
+// The default automatic GC limit: a tenth of the store's file system, at
+// most 20 GB.
+const (
+	defaultKeepPercent = 10
+	defaultKeepCap     = 20e9
 )
 
 // lockStore takes the store lock <root>/gc.lock: shared for builds and
@@ -39,9 +49,20 @@ const (
 // is safe to call more than once. The lock dies with the process, so a
 // killed build never blocks GC.
 func (b *Builder) lockStore(ctx context.Context, exclusive bool) (func(), error) {
+	unlock, _, err := b.takeStoreLock(ctx, exclusive, true)
+	return unlock, err
+}
+
+// tryLockStore takes the store lock exclusively if nobody holds it, and
+// returns ok=false (and a nil function) at once otherwise.
+func (b *Builder) tryLockStore() (unlock func(), ok bool, err error) {
+	return b.takeStoreLock(context.Background(), true, false)
+}
+
+func (b *Builder) takeStoreLock(ctx context.Context, exclusive, wait bool) (func(), bool, error) {
 	f, err := os.OpenFile(filepath.Join(b.root, gcLockFile), os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("lock store: %w", err)
+		return nil, false, fmt.Errorf("lock store: %w", err)
 	}
 	how := unix.LOCK_SH
 	if exclusive {
@@ -54,12 +75,16 @@ func (b *Builder) lockStore(ctx context.Context, exclusive bool) (func(), error)
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
 			f.Close()
-			return nil, fmt.Errorf("lock store: %w", err)
+			return nil, false, fmt.Errorf("lock store: %w", err)
+		}
+		if !wait && errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, false, nil
 		}
 		select {
 		case <-ctx.Done():
 			f.Close()
-			return nil, fmt.Errorf("lock store: %w", ctx.Err())
+			return nil, false, fmt.Errorf("lock store: %w", ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -69,7 +94,7 @@ func (b *Builder) lockStore(ctx context.Context, exclusive bool) (func(), error)
 			done = true
 			f.Close() // closing the only descriptor releases the flock
 		}
-	}, nil
+	}, true, nil
 }
 
 // Problem is one inconsistency Check found in the store.
@@ -225,7 +250,7 @@ func (b *Builder) DiskUsage(ctx context.Context) (Usage, error) {
 	}
 	defer unlock()
 	var u Usage
-	g, err := b.scan(ctx)
+	g, err := b.scan(ctx, nil)
 	if err != nil {
 		return u, err
 	}
@@ -257,6 +282,7 @@ type PruneOptions struct {
 	All         bool          // drop every cache record and cache mount (tagged images stay)
 	Until       time.Duration // drop cache records and cache mounts unused for longer than this
 	KeepStorage int64         // then evict least recently used ones until the store is at most this big
+	Keep        []v1.Hash     // manifests kept as if they were tagged (a build's untagged result)
 }
 
 // PruneReport says what Prune removed.
@@ -319,7 +345,7 @@ type cacheMount struct {
 	size int64
 }
 
-func (b *Builder) scan(ctx context.Context) (*storeGraph, error) {
+func (b *Builder) scan(ctx context.Context, keep []v1.Hash) (*storeGraph, error) {
 	g := &storeGraph{blobs: map[v1.Hash]int64{}, pinned: map[v1.Hash]bool{}, refs: map[v1.Hash]int{}, chains: map[string]bool{}}
 	if err := b.store.Walk(ctx, func(d v1.Hash, size int64) error { g.blobs[d] = size; return nil }); err != nil {
 		return nil, err
@@ -329,9 +355,13 @@ func (b *Builder) scan(ctx context.Context) (*storeGraph, error) {
 		return nil, err
 	}
 	g.images = len(entries)
+	roots := append([]v1.Hash(nil), keep...)
 	for _, e := range entries {
+		roots = append(roots, e.Digest)
+	}
+	for _, root := range roots {
 		var manifests []v1.Hash
-		b.imageBlobs(e.Digest, func(d v1.Hash) { g.pinned[d] = true; manifests = append(manifests, d) }, func(error) {})
+		b.imageBlobs(root, func(d v1.Hash) { g.pinned[d] = true; manifests = append(manifests, d) }, func(error) {})
 		for _, m := range manifests {
 			if img, err := b.loadBase(m); err == nil {
 				ids := make([]v1.Hash, len(img.layers))
@@ -373,11 +403,16 @@ func (b *Builder) scan(ctx context.Context) (*storeGraph, error) {
 }
 
 func (b *Builder) prune(ctx context.Context, o PruneOptions) (PruneReport, error) {
-	var rep PruneReport
-	g, err := b.scan(ctx)
+	g, err := b.scan(ctx, o.Keep)
 	if err != nil {
-		return rep, err
+		return PruneReport{}, err
 	}
+	return b.pruneGraph(ctx, g, o)
+}
+
+// pruneGraph is prune on the graph scan found.
+func (b *Builder) pruneGraph(ctx context.Context, g *storeGraph, o PruneOptions) (PruneReport, error) {
+	var rep PruneReport
 	now := time.Now()
 	old := func(t time.Time) bool { return o.Until > 0 && now.Sub(t) > o.Until }
 	drop := map[Key]bool{}
@@ -504,6 +539,9 @@ func (b *Builder) prune(ctx context.Context, o PruneOptions) (PruneReport, error
 		}
 	}
 	if o.All {
+		if err := os.RemoveAll(filepath.Join(b.root, contextStatDir)); err != nil {
+			return rep, fmt.Errorf("remove context stat caches: %w", err)
+		}
 		for _, d := range []string{stepsDir, filesDir} {
 			if err := os.RemoveAll(filepath.Join(b.cache.dir, d)); err != nil {
 				return rep, fmt.Errorf("remove cache explanations: %w", err)
@@ -513,6 +551,13 @@ func (b *Builder) prune(ctx context.Context, o PruneOptions) (PruneReport, error
 	// Nothing runs under the exclusive lock: what temp files remain are a
 	// killed process's.
 	b.cache.cleanTemp(0)
+	if ents, err := os.ReadDir(filepath.Join(b.root, contextStatDir)); err == nil {
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), ".tmp-") {
+				_ = os.Remove(filepath.Join(b.root, contextStatDir, e.Name()))
+			}
+		}
+	}
 	if ents, err := os.ReadDir(filepath.Join(b.root, tmpDir)); err == nil {
 		for _, e := range ents {
 			_ = os.RemoveAll(filepath.Join(b.root, tmpDir, e.Name()))
@@ -678,4 +723,124 @@ func dirSize(dir string) int64 {
 		return nil
 	})
 	return n
+}
+
+// DefaultKeepStorage is the automatic GC limit for a store at root when
+// none is configured: a tenth of the file system root is on, at most 20 GB.
+func DefaultKeepStorage(root string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		return 0, &fs.PathError{Op: "statfs", Path: root, Err: err}
+	}
+	n := int64(st.Blocks) * int64(st.Bsize) * defaultKeepPercent / 100
+	return min(n, int64(defaultKeepCap)), nil
+}
+
+// gcState is what the last automatic GC measured, kept in <root>/gc.state
+// so that most builds need not measure the whole store.
+type gcState struct {
+	Checked time.Time `json:"checked"`
+	Total   int64     `json:"total"` // bytes of blobs, snapshots and cache mounts then
+	Blobs   int64     `json:"blobs"` // bytes of blobs alone then
+}
+
+// Automatic GC measures the whole store at most once per gcRecheck unless
+// blob growth since the last measurement, counted gcGrowth times (for the
+// snapshots unpacked from the blobs), could have crossed the limit.
+const (
+	gcRecheck = time.Hour
+	gcGrowth  = 3
+)
+
+// AutoGCReport says what an automatic GC did.
+type AutoGCReport struct {
+	Ran         bool  // the store was measured
+	Total       int64 // its size then
+	KeepStorage int64 // the limit
+	PruneReport       // what went, when the store was over the limit
+}
+
+// AutoGC applies the automatic policy (Config.GCKeepStorage) after a
+// build: when the store is larger than the limit, it evicts the least
+// recently used cache records, cache mounts and the snapshots and blobs
+// only they need, as Prune with KeepStorage does. Tagged images and the
+// manifests in keep (the build's result, which the caller may still
+// export) are never touched. It does not wait: when another build or GC
+// holds the store, it returns at once and a later build collects. Most
+// calls only sum blob sizes (see gcRecheck); a measurement walks the
+// snapshots and cache mounts. It is safe to call at any time outside a
+// Build on this goroutine, and idempotent.
+func (b *Builder) AutoGC(ctx context.Context, keep ...v1.Hash) (AutoGCReport, error) {
+	rep := AutoGCReport{KeepStorage: b.gcKeep}
+	if b.gcKeep <= 0 {
+		return rep, nil
+	}
+	var blobs int64
+	if err := b.store.Walk(ctx, func(_ v1.Hash, size int64) error { blobs += size; return nil }); err != nil {
+		return rep, err
+	}
+	statePath := filepath.Join(b.root, gcStateFile)
+	var last gcState
+	if dt, err := os.ReadFile(statePath); err == nil && json.Unmarshal(dt, &last) == nil {
+		age := time.Since(last.Checked)
+		if age >= 0 && age < gcRecheck && last.Total+gcGrowth*max(0, blobs-last.Blobs) <= b.gcKeep {
+			return rep, nil
+		}
+	}
+	unlock, ok, err := b.tryLockStore()
+	if err != nil || !ok {
+		return rep, err
+	}
+	defer unlock()
+	g, err := b.scan(ctx, keep)
+	if err != nil {
+		return rep, err
+	}
+	rep.Ran = true
+	rep.Total = g.total()
+	if rep.Total > b.gcKeep {
+		if rep.PruneReport, err = b.pruneGraph(ctx, g, PruneOptions{KeepStorage: b.gcKeep, Keep: keep}); err != nil {
+			return rep, err
+		}
+	}
+	st := gcState{Checked: time.Now(), Total: rep.Total - rep.Reclaimed, Blobs: blobs}
+	if st.Total < 0 {
+		st.Total = 0
+	}
+	if dt, err := json.Marshal(st); err == nil {
+		tmp := statePath + ".tmp"
+		if os.WriteFile(tmp, dt, 0o600) == nil {
+			_ = os.Rename(tmp, statePath)
+		}
+	}
+	return rep, nil
+}
+
+// total is the size of everything the graph holds: blobs, snapshots and
+// cache mounts.
+func (g *storeGraph) total() int64 {
+	var n int64
+	for _, size := range g.blobs {
+		n += size
+	}
+	for _, in := range g.snaps {
+		n += dirSize(in.Dir)
+	}
+	for _, m := range g.mounts {
+		n += m.size
+	}
+	return n
+}
+
+// autoGC runs AutoGC after a build, keeping its result, and reports on the
+// build's progress what it removed. Its failure does not fail the build.
+func (j *job) autoGC(ctx context.Context, result v1.Hash) {
+	rep, err := j.b.AutoGC(ctx, result)
+	switch {
+	case err != nil:
+		j.progress.Printf("WARNING: automatic GC: %v", err)
+	case rep.Records+rep.Blobs+rep.Snapshots+rep.CacheMounts > 0:
+		j.progress.Printf("automatic GC: store was %s, over --gc-keep-storage %s: removed %d cache records, %d blobs, %d snapshots, %d cache mounts (%s)",
+			pull.HumanSize(rep.Total), pull.HumanSize(rep.KeepStorage), rep.Records, rep.Blobs, rep.Snapshots, rep.CacheMounts, pull.HumanSize(rep.Reclaimed))
+	}
 }

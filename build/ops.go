@@ -302,7 +302,7 @@ func containerPath(wd, p string) string {
 // copySource resolves COPY --from into a source.
 func (j *job) copySource(ctx context.Context, st *stageState, ex *expander, op *parser.Copy) (copySource, error) {
 	if op.From == "" {
-		return copySource{src: copier.Source{Root: j.bctx.Dir, Ignore: j.bctx.Ignore, IsContext: true}}, nil
+		return copySource{src: j.bctx.Source()}, nil
 	}
 	from, err := ex.word(op.From)
 	if err != nil {

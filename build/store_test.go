@@ -479,3 +479,130 @@ func TestPrune(t *testing.T) {
 		})
 	}
 }
+
+// TestAutoGC checks the policy applied after every build: over the limit
+// it evicts cache records and cache mounts but keeps tagged images and the
+// build's own result; under it, or switched off, it removes nothing; and
+// it never waits for a store another build holds.
+func TestAutoGC(t *testing.T) {
+	ctx := context.Background()
+	records := func(b *Builder) int {
+		n := 0
+		b.cache.Walk(func(CacheEntry) error { n++; return nil })
+		return n
+	}
+	mount := func(t *testing.T, root string) string {
+		p := filepath.Join(root, cacheMountsDir, "m1")
+		must := func(err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		must(os.MkdirAll(p, 0o755))
+		must(os.WriteFile(filepath.Join(p, "data"), bytes.Repeat([]byte("x"), 64<<10), 0o644))
+		old := time.Now().Add(-time.Hour)
+		must(os.Chtimes(p, old, old))
+		return p
+	}
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+	cases := []struct {
+		name  string
+		keep  int64
+		check func(t *testing.T, f *fixture, b *Builder, kept, res *Result, log string, before int, m string)
+	}{
+		{"over the limit evicts cache, keeps images", 1, func(t *testing.T, f *fixture, b *Builder, kept, res *Result, log string, before int, m string) {
+			if n := records(b); n != 0 || exists(m) {
+				t.Errorf("after automatic GC over the limit: %d records, cache mount there %v", n, exists(m))
+			}
+			if !strings.Contains(log, "automatic GC: store was") {
+				t.Errorf("the build log does not report the collection:\n%s", log)
+			}
+			for _, r := range []*Result{kept, res} {
+				ls, err := r.Image.Layers()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, l := range ls {
+					d, _ := l.Digest()
+					if !b.store.Has(d) {
+						t.Errorf("layer %s of image %s was collected", d, r.ManifestDigest)
+					}
+				}
+				if !b.store.Has(r.ManifestDigest) || !b.store.Has(r.ConfigDigest) {
+					t.Errorf("manifest or config of %s was collected", r.ManifestDigest)
+				}
+			}
+		}},
+		{"under the limit removes nothing", 1 << 40, func(t *testing.T, f *fixture, b *Builder, kept, res *Result, log string, before int, m string) {
+			if n := records(b); n < before || !exists(m) {
+				t.Errorf("under the limit: records %d → %d, cache mount there %v", before, n, exists(m))
+			}
+			st, err := os.Stat(filepath.Join(f.root, gcStateFile))
+			if err != nil {
+				t.Fatalf("no GC state after a measured build: %v", err)
+			}
+			// A second build within the recheck period only sums blobs.
+			f.b = b
+			f.mustBuild(copyCase(t, "builds/explain"), func(o *Options) { o.BuildArgs["V"] = "third" })
+			st2, err := os.Stat(filepath.Join(f.root, gcStateFile))
+			if err != nil || !st2.ModTime().Equal(st.ModTime()) {
+				t.Errorf("the store was measured again right after a measurement (%v)", err)
+			}
+		}},
+		{"disabled removes nothing", -1, func(t *testing.T, f *fixture, b *Builder, kept, res *Result, log string, before int, m string) {
+			if n := records(b); n < before || !exists(m) {
+				t.Errorf("with GC off: records %d → %d, cache mount there %v", before, n, exists(m))
+			}
+			if _, err := os.Stat(filepath.Join(f.root, gcStateFile)); err == nil {
+				t.Error("GC ran though it is off")
+			}
+		}},
+	}
+	for _, c := range cases {
+		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
+			f := newFixture(t)
+			dir := copyCase(t, "builds/explain")
+			f.b, _ = New(Config{Root: f.root, GCKeepStorage: -1})
+			kept, _ := f.mustBuild(dir, func(o *Options) { o.BuildArgs["V"] = "kept"; o.Tags = []string{"kept"} })
+			m := mount(t, f.root)
+			before := records(f.b)
+			b, err := New(Config{Root: f.root, GCKeepStorage: c.keep})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.b = b
+			res, log := f.mustBuild(dir, func(o *Options) { o.BuildArgs["V"] = "untagged" })
+			c.check(t, f, b, kept, res, log, before, m)
+			checkStore(t, f.root)
+		})
+	}
+
+	t.Run("skips_a_busy_store", func(t *testing.T) {
+		f := newFixture(t)
+		dir := copyCase(t, "builds/explain")
+		b, err := New(Config{Root: f.root, GCKeepStorage: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := f.open()
+		unlock, err := other.lockStore(ctx, false) // another build in progress
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unlock()
+		f.b = b
+		f.mustBuild(dir) // would never return if GC waited for the lock
+		if records(b) == 0 {
+			t.Error("GC ran while another build held the store")
+		}
+		rep, err := b.AutoGC(ctx)
+		if err != nil || rep.Ran {
+			t.Errorf("AutoGC on a busy store: ran %v, err %v", rep.Ran, err)
+		}
+		unlock()
+		rep, err = b.AutoGC(ctx)
+		if err != nil || !rep.Ran || records(b) != 0 {
+			t.Errorf("AutoGC on a free store: ran %v, %d records left, err %v", rep.Ran, records(b), err)
+		}
+	})
+}

@@ -88,9 +88,12 @@ func subIDs(path, name string, id uint32) ([]IDRange, error) {
 	return ranges, nil
 }
 
+// maxIDs is how many ids a map can hold: all but (uid_t)-1.
+const maxIDs = 1<<32 - 1
+
 // parseSubIDs returns the ranges of the lines "name:start:count" or
-// "id:start:count" of r that name the user, keeping at most the ids a
-// 32-bit map can hold.
+// "id:start:count" of r that name the user, leaving out ranges that would
+// not fit in a 32-bit map after the ones before them.
 func parseSubIDs(r io.Reader, name string, id uint32) ([]IDRange, error) {
 	idStr := strconv.FormatUint(uint64(id), 10)
 	var out []IDRange
@@ -107,7 +110,8 @@ func parseSubIDs(r io.Reader, name string, id uint32) ([]IDRange, error) {
 		}
 		start, err1 := strconv.ParseUint(f[1], 10, 32)
 		count, err2 := strconv.ParseUint(f[2], 10, 32)
-		if err1 != nil || err2 != nil || count == 0 || start+count > 1<<32 || total+count > 1<<32 {
+		// Id 4294967295 is (uid_t)-1, which no map may hold.
+		if err1 != nil || err2 != nil || count == 0 || start+count > maxIDs || total+count > maxIDs {
 			continue
 		}
 		out = append(out, IDRange{HostID: uint32(start), Size: uint32(count)})

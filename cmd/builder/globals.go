@@ -14,6 +14,7 @@ import (
 type globals struct {
 	root        string
 	snapshotter string
+	gcKeep      string // --gc-keep-storage as given, "" for the default
 }
 
 // defaultRoot is /var/lib/builder for root, $XDG_DATA_HOME/builder (or
@@ -38,11 +39,12 @@ func defaultRoot() string {
 func addGlobalFlags(fs *pflag.FlagSet, g *globals) {
 	fs.StringVar(&g.root, "root", g.root, "store directory (env BUILDER_ROOT)")
 	fs.StringVar(&g.snapshotter, "snapshotter", g.snapshotter, "snapshotter: overlay, naive, or empty for automatic")
+	fs.StringVar(&g.gcKeep, "gc-keep-storage", g.gcKeep, "after each build, evict least recently used cache down to SIZE; 0 disables (env BUILDER_GC_KEEP_STORAGE; default 10% of the disk, at most 20GB)")
 }
 
 // parseGlobals reads the store flags that stand before the command name.
 func parseGlobals(args []string) (*globals, []string, error) {
-	g := &globals{root: defaultRoot()}
+	g := &globals{root: defaultRoot(), gcKeep: os.Getenv("BUILDER_GC_KEEP_STORAGE")}
 	fs := pflag.NewFlagSet("builder", pflag.ContinueOnError)
 	fs.SetInterspersed(false)
 	addGlobalFlags(fs, g)
@@ -53,7 +55,18 @@ func parseGlobals(args []string) (*globals, []string, error) {
 }
 
 func (g *globals) open() (*build.Builder, error) {
-	return build.New(build.Config{Root: g.root, Snapshotter: g.snapshotter})
+	cfg := build.Config{Root: g.root, Snapshotter: g.snapshotter}
+	if g.gcKeep != "" {
+		n, err := parseSize(g.gcKeep)
+		if err != nil {
+			return nil, usagef("--gc-keep-storage: %v", err)
+		}
+		cfg.GCKeepStorage = n
+		if n == 0 {
+			cfg.GCKeepStorage = -1 // 0 turns automatic GC off
+		}
+	}
+	return build.New(cfg)
 }
 
 // newFlagSet makes a command's flag set with the global flags on it.

@@ -15,6 +15,7 @@ import (
 
 	"builder/build"
 	"builder/build/push"
+	"builder/build/registries"
 	"builder/export"
 	"builder/snapshot/content"
 
@@ -165,13 +166,14 @@ type exporter struct {
 	index    *export.Index
 	root     string // the store root: scratch space goes under root/tmp
 	insecure []string
+	regs     *registries.Config
 	progress func(string)
 
 	converted map[export.ConvertOptions]v1.Image
 }
 
 func newExporter(b *build.Builder, root string, insecure []string, progress func(string)) *exporter {
-	return &exporter{store: b.Store(), index: b.Index(), root: root, insecure: insecure, progress: progress,
+	return &exporter{store: b.Store(), index: b.Index(), root: root, insecure: insecure, regs: b.Registries(), progress: progress,
 		converted: map[export.ConvertOptions]v1.Image{}}
 }
 
@@ -300,7 +302,7 @@ func (e *exporter) tagAll(img v1.Image, names []string) error {
 
 // push uploads img to names.
 func (e *exporter) push(ctx context.Context, img v1.Image, names []string) error {
-	_, err := push.Push(ctx, img, names, push.Options{Insecure: e.insecure, Progress: e.progress})
+	_, err := push.Push(ctx, img, names, push.Options{Insecure: e.insecure, Registries: e.regs, Progress: e.progress})
 	return err
 }
 

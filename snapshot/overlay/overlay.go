@@ -65,8 +65,11 @@ func New(root string) (*Snapshotter, error) {
 	return &Snapshotter{st: st, extra: extra, xattr: xattr}, nil
 }
 
-// probe mounts a two-layer overlay in a private namespace, writes a file
-// and deletes a lower one (which needs a whiteout), and returns the stable
+// probe mounts a two-layer overlay in a private namespace, writes a file,
+// deletes a lower one (which needs a whiteout) and replaces a lower
+// directory by an empty one (which needs an opaque xattr, which a user
+// namespace can only set where the file system has user xattrs: tmpfs
+// before Linux 6.6 has not), and returns the stable
 // options if the kernel took them, or none (in a user namespace: userxattr
 // only) if it only works without them, and the prefix of overlayfs's own
 // xattrs.
@@ -75,13 +78,14 @@ func probe(st *store.Store) ([]string, string, error) {
 	if fsutil.InUserNamespace() {
 		stable, fallback, xattr = userOptions, []string{"userxattr"}, "user.overlay."
 	}
-	accepted, err := probeWith(st, stable, fallback)
+	accepted, err := probeWith(st, stable, fallback, xattr)
 	return accepted, xattr, err
 }
 
 // probeWith is probe with the options to try first and those to fall back
-// to where the kernel refuses them with EINVAL; it returns the ones used.
-func probeWith(st *store.Store, stable, fallback []string) ([]string, error) {
+// to where the kernel refuses them with EINVAL, and the xattr prefix
+// overlayfs will use; it returns the options used.
+func probeWith(st *store.Store, stable, fallback []string, xattr string) ([]string, error) {
 	dir, err := st.NewProbeDir()
 	if err != nil {
 		return nil, err
@@ -94,6 +98,9 @@ func probeWith(st *store.Store, stable, fallback []string) ([]string, error) {
 		}
 	}
 	if err := os.WriteFile(p("l2/f"), nil, 0o644); err != nil {
+		return nil, fmt.Errorf("probe: %w", err)
+	}
+	if err := os.MkdirAll(p("l2/d/e"), 0o755); err != nil {
 		return nil, fmt.Errorf("probe: %w", err)
 	}
 	var accepted []string
@@ -113,6 +120,12 @@ func probeWith(st *store.Store, stable, fallback []string) ([]string, error) {
 		if err := os.WriteFile(p("merged/new"), []byte("x"), 0o644); err != nil {
 			return err
 		}
+		if err := os.RemoveAll(p("merged/d")); err != nil {
+			return err
+		}
+		if err := os.Mkdir(p("merged/d"), 0o755); err != nil {
+			return err
+		}
 		return os.Remove(p("merged/f"))
 	})
 	if err != nil {
@@ -121,6 +134,9 @@ func probeWith(st *store.Store, stable, fallback []string) ([]string, error) {
 	var stt unix.Stat_t
 	if err := unix.Lstat(p("upper/f"), &stt); err != nil || !isWhiteout(&stt) {
 		return nil, errors.New("probe: deleting a lower file made no whiteout")
+	}
+	if v, err := fsutil.Lgetxattr(p("upper/d"), xattr+"opaque"); err != nil || string(v) != "y" {
+		return nil, errors.Join(errors.New("probe: replacing a lower directory made no opaque directory"), err)
 	}
 	return accepted, nil
 }
