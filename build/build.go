@@ -129,6 +129,9 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	for _, w := range g.Warnings {
 		o.Progress.Printf("WARNING: %s: %s", w.Pos, w.Message)
 	}
+	if err := g.LintError(); err != nil { // # check=error=true
+		return nil, err
+	}
 	bctx, err := copier.LoadContext(o.ContextDir, o.Dockerfile)
 	if err != nil {
 		return nil, fmt.Errorf("load build context: %w", err)

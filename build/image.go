@@ -36,17 +36,18 @@ func (b *Builder) resolveImage(ctx context.Context, ref string, o Options) (*bas
 	if err != nil {
 		return nil, err
 	}
+	key := norm + " " + platformString(o.Platform) // one pull per name and platform
 	b.pullMu.Lock()
-	p, ok := b.pulls[norm]
+	p, ok := b.pulls[key]
 	if !ok {
 		p = &pullResult{done: make(chan struct{})}
-		b.pulls[norm] = p
+		b.pulls[key] = p
 		b.pullMu.Unlock()
 		p.img, p.err = b.resolveOnce(ctx, norm, o)
 		close(p.done)
 		if p.err != nil {
 			b.pullMu.Lock()
-			delete(b.pulls, norm)
+			delete(b.pulls, key)
 			b.pullMu.Unlock()
 		}
 		return p.img, p.err
@@ -63,7 +64,9 @@ func (b *Builder) resolveImage(ctx context.Context, ref string, o Options) (*bas
 func (b *Builder) resolveOnce(ctx context.Context, ref string, o Options) (*baseImage, error) {
 	if !o.Pull {
 		if desc, err := b.index.Lookup(ref); err == nil && b.store.Has(desc.Digest) {
-			if img, err := b.loadBase(desc.Digest); err == nil {
+			// A stored image made for another platform is pulled again
+			// for the one asked for (FROM --platform).
+			if img, err := b.loadBase(desc.Digest); err == nil && samePlatform(img.config, o.Platform) {
 				return img, nil
 			}
 		}
@@ -85,6 +88,21 @@ func (b *Builder) resolveOnce(ctx context.Context, ref string, o Options) (*base
 		return nil, err
 	}
 	return img, nil
+}
+
+// samePlatform reports whether an image config is for platform p, comparing
+// OS and architecture as BuildKit does.
+func samePlatform(cfg *v1.ConfigFile, p v1.Platform) bool {
+	return cfg.OS == p.OS && cfg.Architecture == p.Architecture
+}
+
+// platformString formats p as "os/arch[/variant]".
+func platformString(p v1.Platform) string {
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
 }
 
 // loadBase reads an image's manifest and config from the store.

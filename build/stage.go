@@ -178,18 +178,37 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 		}
 		return parent.clone(), nil
 	}
+	o := j.o
+	if s.Platform != "" {
+		// FROM --platform, expanded with the global and platform args.
+		ps, err := newExpander(j.g.Escape, nil, j.meta).word(s.Platform)
+		if err != nil {
+			return nil, err
+		}
+		p, err := v1.ParsePlatform(ps)
+		if err != nil || p.OS == "" || p.Architecture == "" {
+			return nil, fmt.Errorf("invalid platform %q in FROM --platform", ps)
+		}
+		o.Platform = *p
+	}
 	if strings.EqualFold(base, "scratch") {
 		st := &stageState{args: newVars(), fsKey: Key("scratch")}
-		st.cfg.OS = j.o.Platform.OS
-		st.cfg.Architecture = j.o.Platform.Architecture
-		st.cfg.Variant = j.o.Platform.Variant
+		st.cfg.OS = o.Platform.OS
+		st.cfg.Architecture = o.Platform.Architecture
+		st.cfg.Variant = o.Platform.Variant
 		st.cfg.Config.Env = []string{"PATH=" + defaultPath}
 		st.created = time.Unix(0, 0).UTC()
 		return st, nil
 	}
-	img, err := j.b.resolveImage(ctx, base, j.o)
+	img, err := j.b.resolveImage(ctx, base, o)
 	if err != nil {
 		return nil, err
+	}
+	if !samePlatform(img.config, o.Platform) {
+		// A single-platform image of another platform is used anyway, with
+		// BuildKit's InvalidBaseImagePlatform warning.
+		j.progress.Printf("WARNING: %s: InvalidBaseImagePlatform: Base image %s was pulled with platform %q, expected %q for current build",
+			s.Pos, base, img.config.OS+"/"+img.config.Architecture, o.Platform.OS+"/"+o.Platform.Architecture)
 	}
 	return stateFromImage(img)
 }

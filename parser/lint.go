@@ -20,13 +20,14 @@ type seenInstruction struct {
 
 // newLinter returns a linter that appends warnings to p.g. The # check=
 // directive may skip rules or enable experimental ones; its error=true
-// option is ignored, since warnings never fail a parse. An invalid check
-// value is ignored.
+// option sets Graph.ErrorOnWarnings (warnings never fail the parse itself).
+// An invalid check value is ignored.
 func (p *parseState) newLinter(check string) *linter.Linter {
 	cfg, err := linter.ParseLintOptions(check)
 	if err != nil {
 		cfg = &linter.Config{}
 	}
+	p.g.ErrorOnWarnings = cfg.ReturnAsError
 	cfg.ReturnAsError = false
 	cfg.Warn = func(rule, _, url, msg string, loc []bkparser.Range) {
 		w := Warning{Pos: Pos{File: p.file}, Rule: rule, Message: msg, URL: url}

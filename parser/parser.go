@@ -26,6 +26,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/linter"
 	bkparser "github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
 )
 
 // MaxSize is the largest Dockerfile Parse accepts, in bytes.
@@ -110,6 +111,9 @@ func (p *parseState) parse(dt []byte) (*Graph, error) {
 			seen = append(seen, seenInstruction{node: n, stage: s})
 		case instructions.Command:
 			op, err := convertCommand(c, n)
+			if err == nil {
+				err = checkCopyFrom(op, p.escape)
+			}
 			if err != nil {
 				return nil, p.nodeError(n, err)
 			}
@@ -177,6 +181,9 @@ func ParseOnbuild(expr string, pos Pos) (*Step, error) {
 		return nil, fail(fmt.Errorf("%T is not a command type", v))
 	}
 	op, err := convertCommand(c, n)
+	if err == nil {
+		err = checkCopyFrom(op, bkparser.DefaultEscapeToken)
+	}
 	if err != nil {
 		return nil, fail(err)
 	}
@@ -314,4 +321,21 @@ func splitLines(dt []byte) [][]byte {
 		out[0] = bytes.TrimPrefix(out[0], []byte{0xEF, 0xBB, 0xBF})
 	}
 	return out
+}
+
+// checkCopyFrom rejects variables in COPY --from as BuildKit does: the
+// stage graph is fixed before any variable has a value.
+func checkCopyFrom(op Op, escape rune) error {
+	c, ok := op.(*Copy)
+	if !ok || c.From == "" {
+		return nil
+	}
+	res, err := shell.NewLex(escape).ProcessWordWithMatches(c.From, shell.EnvsFromSlice(nil))
+	if err != nil {
+		return err
+	}
+	if res.Result != c.From {
+		return errors.New("variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround")
+	}
+	return nil
 }

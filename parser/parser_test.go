@@ -427,3 +427,26 @@ func TestHealthcheckDurations(t *testing.T) {
 		t.Errorf("got %+v, want %+v", *h, want)
 	}
 }
+
+// TestLintError checks that # check=error=true turns warnings into the
+// build error BuildKit gives, and that warnings alone are no error.
+func TestLintError(t *testing.T) {
+	for _, tc := range []struct{ src, want string }{
+		{"FROM scratch as a\nfrom a AS b\n", ""},
+		{"# check=error=true\nFROM scratch\n", ""},
+		{"# check=error=true\nFROM scratch as a\nfrom a AS b\n", "lint violation found for rules: ConsistentInstructionCasing, FromAsCasing"},
+		{"# check=skip=FromAsCasing;error=true\nFROM scratch as a\n", ""},
+	} {
+		g, err := Parse("Dockerfile", strings.NewReader(tc.src))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.src, err)
+		}
+		got := ""
+		if err := g.LintError(); err != nil {
+			got = err.Error()
+		}
+		if got != tc.want {
+			t.Errorf("%q: LintError() = %q, want %q (warnings %v)", tc.src, got, tc.want, g.Warnings)
+		}
+	}
+}

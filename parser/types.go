@@ -2,6 +2,7 @@ package parser
 
 import (
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -94,8 +95,30 @@ type Graph struct {
 	// Syntax is the value of the # syntax= directive, or "".
 	Syntax string
 	// Warnings are lint-style findings BuildKit would report, ordered by
-	// line. They never stop a build.
+	// line. They stop a build only when ErrorOnWarnings is set.
 	Warnings []Warning
+	// ErrorOnWarnings is set by "# check=error=true": a build must then
+	// fail when there are Warnings (see LintError).
+	ErrorOnWarnings bool
+}
+
+// LintError returns BuildKit's "lint violation found for rules: ..." error
+// when the file asks warnings to fail the build (# check=error=true) and
+// there are warnings, else nil. Rules are listed once each, sorted.
+func (g *Graph) LintError() error {
+	if !g.ErrorOnWarnings || len(g.Warnings) == 0 {
+		return nil
+	}
+	seen := map[string]bool{}
+	var rules []string
+	for _, w := range g.Warnings {
+		if !seen[w.Rule] {
+			seen[w.Rule] = true
+			rules = append(rules, w.Rule)
+		}
+	}
+	sort.Strings(rules)
+	return fmt.Errorf("lint violation found for rules: %s", strings.Join(rules, ", "))
 }
 
 // Warning is a lint finding: the BuildKit rule name (e.g. "FromAsCasing"),
