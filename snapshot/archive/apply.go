@@ -19,6 +19,8 @@ import (
 
 	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
+
+	"builder/snapshot/internal/fsutil"
 )
 
 // Apply extracts the uncompressed OCI layer tar r into the directory root
@@ -316,8 +318,13 @@ func (a *applier) create(pfd int, base string, h *tar.Header, r io.Reader) error
 		}
 		dev := unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor))
 		if err := unix.Mknodat(pfd, base, mode, int(dev)); err != nil {
-			if errors.Is(err, unix.EPERM) && h.Typeflag != tar.TypeFifo && a.opts.OnDeviceDenied != nil {
-				return errDeviceDenied
+			if errors.Is(err, unix.EPERM) && h.Typeflag != tar.TypeFifo {
+				if a.opts.OnDeviceDenied != nil {
+					return errDeviceDenied
+				}
+				if fsutil.InUserNamespace() {
+					return fmt.Errorf("create device: a user namespace (rootless builder) cannot create devices: %w", err)
+				}
 			}
 			return fmt.Errorf("create device: %w", err)
 		}
