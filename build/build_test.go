@@ -307,6 +307,7 @@ func TestBadInput(t *testing.T) {
 		{"missing-copy", `^Dockerfile:4: COPY missing-source.txt /x: .*missing-source.txt`},
 		{"failing-run", `(?s)^Dockerfile:3: RUN echo about to fail && exit 3: exit code: 3.*about to fail`},
 		{"unreachable", `(?s)^Dockerfile:1: FROM 127.0.0.1:1/nothing-here:latest: .*127.0.0.1:1/nothing-here`},
+		{"stage-typo", `(?s)^Dockerfile:6: COPY --from=127.0.0.1:1/biulder /out /out: .*\(did you mean builder\?\)$`},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			_, log, err := f.build(copyCase(t, "invalid/"+tc.dir))

@@ -317,7 +317,7 @@ func (j *job) copySource(ctx context.Context, st *stageState, ex *expander, op *
 	}
 	img, err := j.b.resolveImage(ctx, from, j.o)
 	if err != nil {
-		return copySource{}, err
+		return copySource{}, j.stageHint(err, from, st.index)
 	}
 	return copySource{layers: append([]layerRef{}, img.layers...)}, nil
 }

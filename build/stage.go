@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/moby/buildkit/util/suggest"
 	"path"
 	"sort"
 	"strconv"
@@ -202,7 +203,7 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 	}
 	img, err := j.b.resolveImage(ctx, base, o)
 	if err != nil {
-		return nil, err
+		return nil, j.stageHint(err, base, s.Index)
 	}
 	if !samePlatform(img.config, o.Platform) {
 		// A single-platform image of another platform is used anyway, with
@@ -211,6 +212,26 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 			s.Pos, base, img.config.OS+"/"+img.config.Architecture, o.Platform.OS+"/"+o.Platform.Architecture)
 	}
 	return stateFromImage(img)
+}
+
+// stageHint adds "did you mean <stage>?" to the error of an image that could
+// not be resolved when its name is a near miss of a stage defined before
+// index: a typo in FROM or --from otherwise reads as a registry failure.
+// The image is still tried first, as Docker does: it may exist.
+func (j *job) stageHint(err error, name string, index int) error {
+	var names []string
+	for _, s := range j.g.Stages[:index] {
+		if s.Name != "" {
+			names = append(names, s.Name)
+		}
+	}
+	// Compare the repository's last component: "biulder", "biulder:latest"
+	// and "registry:5000/biulder" are all near misses of "builder".
+	short := name[strings.LastIndex(name, "/")+1:]
+	if i := strings.IndexAny(short, ":@"); i >= 0 {
+		short = short[:i]
+	}
+	return suggest.WrapError(err, short, names, false)
 }
 
 // defaultPath is the PATH Docker gives a container whose image sets none.
