@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -121,7 +120,7 @@ func (w *writer) extract(it item, destRel string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	d.Close()
+	defer d.Close()
 	r, err := decompress(f)
 	if err != nil {
 		return false, fmt.Errorf("add %s: %w", it.name, err)
@@ -133,7 +132,10 @@ func (w *writer) extract(it item, destRel string) (bool, error) {
 		defer cr.Close()
 		tr = cr
 	}
-	if err := w.req.Extract(path.Join(w.dst.dir, destRel), tr); err != nil {
+	// The extractor gets the directory opened beneath the root, by its fd:
+	// a path string would be resolved again, and a component swapped for a
+	// symlink meanwhile would lead it out of the root.
+	if err := w.req.Extract(fdPath(d), tr); err != nil {
 		return false, fmt.Errorf("extract %s: %w", it.name, err)
 	}
 	return true, nil
