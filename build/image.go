@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -20,6 +21,7 @@ type baseImage struct {
 	configDigest   v1.Hash
 	config         *v1.ConfigFile
 	layers         []layerRef
+	healthStart    time.Duration // Healthcheck.StartInterval, not in config
 }
 
 type pullResult struct {
@@ -123,6 +125,9 @@ func (b *Builder) loadBase(manifestDigest v1.Hash) (*baseImage, error) {
 		return nil, fmt.Errorf("image %s: %d diff IDs for %d layers", manifestDigest, len(cfg.RootFS.DiffIDs), len(m.Layers))
 	}
 	bi := &baseImage{manifestDigest: manifestDigest, configDigest: m.Config.Digest, config: cfg}
+	if raw, err := img.RawConfigFile(); err == nil {
+		bi.healthStart = healthStartInterval(raw)
+	}
 	for i, l := range m.Layers {
 		bi.layers = append(bi.layers, layerRef{DiffID: cfg.RootFS.DiffIDs[i], Digest: l.Digest, Size: l.Size, MediaType: string(l.MediaType)})
 	}
@@ -170,6 +175,9 @@ func (j *job) commitImage(ctx context.Context, st *stageState) (*Result, error) 
 	cfg.Created = v1.Time{Time: j.stepTime(created)}
 	cfgJSON, err := json.Marshal(cfg)
 	if err != nil {
+		return nil, err
+	}
+	if cfgJSON, err = withHealthStartInterval(cfgJSON, st.healthStart); err != nil {
 		return nil, err
 	}
 	cfgDigest, cfgSize, err := j.b.store.WriteBlob(ctx, bytes.NewReader(cfgJSON), v1.Hash{})

@@ -35,6 +35,9 @@ type stageState struct {
 	name    string    // stage name for progress
 	index   int       // stage index in the graph
 	escape  rune
+	// healthStart is HEALTHCHECK --start-interval, which v1.HealthConfig
+	// lacks; commitImage writes it into the config.
+	healthStart time.Duration
 }
 
 func (s *stageState) clone() *stageState {
@@ -244,6 +247,7 @@ func stateFromImage(img *baseImage) (*stageState, error) {
 	st.cfg = cfg
 	st.layers = append([]layerRef(nil), img.layers...)
 	st.created = cfg.Created.Time
+	st.healthStart = img.healthStart
 	if len(cfg.Config.Env) == 0 {
 		st.cfg.Config.Env = []string{"PATH=" + defaultPath}
 	}
@@ -360,6 +364,7 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 	case *parser.Healthcheck:
 		c.Healthcheck = &v1.HealthConfig{Test: op.Test, Interval: op.Interval, Timeout: op.Timeout,
 			StartPeriod: op.StartPeriod, Retries: op.Retries}
+		st.healthStart = op.StartInterval
 		j.metaHistory(st, step)
 	case *parser.StopSignal:
 		s, err := ex.word(op.Signal)
