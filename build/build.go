@@ -15,6 +15,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"builder/build/cacheio"
 	"builder/build/copier"
 	"builder/build/sandbox"
 	"builder/parser"
@@ -49,6 +50,12 @@ type Options struct {
 	// Limits bound every RUN's process tree (--memory, --cpus,
 	// --pids-limit); without usable cgroups they are dropped with a warning.
 	Limits sandbox.Limits
+	// CacheFrom are the shared caches (--cache-from) whose records a step
+	// may hit; a hit's layer is fetched only when something needs it.
+	CacheFrom []cacheio.Spec
+	// CacheTo are the caches (--cache-to) written after a successful
+	// build; type=inline goes into the image config.
+	CacheTo []cacheio.Spec
 }
 
 // Result describes the image a build produced.
@@ -84,7 +91,8 @@ type job struct {
 	countMu  sync.Mutex
 	errMu    sync.Mutex
 	iso      *runIsolation
-	firstErr error // the first failure, which cancels the other stages
+	firstErr error       // the first failure, which cancels the other stages
+	cio      *cacheState // --cache-from/--cache-to state; nil without them
 }
 
 type stageFuture struct {
@@ -164,6 +172,7 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	for i := range j.stages {
 		j.stages[i] = &stageFuture{done: make(chan struct{})}
 	}
+	ctx = j.startCache(ctx)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Start every stage the target needs at once, so independent stages run
@@ -188,6 +197,9 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	res, err := j.commitImage(ctx, st)
 	if err != nil {
+		return nil, err
+	}
+	if err := j.exportCaches(ctx, target); err != nil {
 		return nil, err
 	}
 	res.Steps, res.Cached = j.steps, j.cached

@@ -72,6 +72,9 @@ func (b *Builder) ensureChain(ctx context.Context, layers []layerRef) (string, e
 }
 
 func (b *Builder) unpackLayer(ctx context.Context, l layerRef, name, parent string) error {
+	if err := b.fetchImported(ctx, l.Digest); err != nil { // a --cache-from hit's blob, fetched now it is needed
+		return fmt.Errorf("unpack layer %s: %w", l.Digest, err)
+	}
 	rc, err := b.store.Open(l.Digest)
 	if err != nil {
 		return fmt.Errorf("unpack layer %s: %w", l.Digest, err)
@@ -159,16 +162,19 @@ func (j *job) applyRecord(st *stageState, key Key, r Record, createdBy string) {
 	}
 	st.created = r.Created
 	st.addHistory(createdBy, r.Empty, j.stepTime(r.Created))
+	j.noteRecord(st, key, r)
 }
 
-// lookup returns a usable cache record for key unless --no-cache is set.
+// lookup returns a usable cache record for key unless --no-cache is set:
+// the store's, else one imported with --cache-from (whose blob may not be
+// fetched yet).
 func (j *job) lookup(key Key) (Record, bool) {
 	if j.o.NoCache {
 		return Record{}, false
 	}
 	r, ok, err := j.b.cache.Get(key)
 	if err != nil || !ok || !j.b.usable(r) {
-		return Record{}, false
+		return j.lookupImported(key)
 	}
 	return r, true
 }

@@ -180,6 +180,7 @@ func (j *job) runMounts(ctx context.Context, st *stageState, op *parser.Run) ([]
 			if rm.cacheID == "" {
 				rm.cacheID = path.Clean(m.Target)
 			}
+			j.noteCacheMount(rm)
 			if m.Sharing != "" && m.Sharing != "shared" && m.Sharing != "private" && m.Sharing != "locked" {
 				return nil, fmt.Errorf("RUN --mount: invalid cache sharing %q", m.Sharing)
 			}
@@ -307,6 +308,9 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 		m := rm.m
 		switch m.Type {
 		case "cache":
+			if err := j.restoreCacheMount(ctx, rm); err != nil {
+				return err
+			}
 			dir, release, err := j.b.cacheMount(ctx, rm)
 			if err != nil {
 				return err

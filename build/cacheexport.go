@@ -1,0 +1,222 @@
+package build
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"golang.org/x/sys/unix"
+
+	"builder/build/cacheio"
+	"builder/snapshot/archive"
+	"builder/snapshot/content"
+)
+
+// noteRecord remembers a record a stage applied (hit or fresh), for
+// --cache-to. It does nothing when the build exports no cache.
+func (j *job) noteRecord(st *stageState, key Key, r Record) {
+	if j.cio == nil || len(j.o.CacheTo) == 0 {
+		return
+	}
+	j.cio.mu.Lock()
+	j.cio.stages[st.index] = append(j.cio.stages[st.index], keyedRecord{key, r})
+	j.cio.mu.Unlock()
+}
+
+// stageParent returns the stage that stage i is FROM-built on, if any.
+func (j *job) stageParent(i int) (int, bool) {
+	s := j.g.Stages[i]
+	base, err := newExpander(j.g.Escape, nil, j.meta).word(s.Base)
+	if err != nil {
+		return 0, false
+	}
+	d, ok := j.g.StageBefore(base, s.Index)
+	if !ok {
+		return 0, false
+	}
+	return d.Index, true
+}
+
+// cacheRecords lists the records an export of mode carries, each key once.
+// min: the steps of the final image, that is of the target stage and the
+// stages it is FROM-built on, oldest first. max: those, then every other
+// stage's, by stage index.
+func (j *job) cacheRecords(target int, mode string) []keyedRecord {
+	var chain []int
+	for i, ok := target, true; ok; i, ok = j.stageParent(i) {
+		chain = append([]int{i}, chain...)
+	}
+	if mode == cacheio.ModeMax {
+		in := map[int]bool{}
+		for _, i := range chain {
+			in[i] = true
+		}
+		for i := range j.g.Stages {
+			if !in[i] {
+				chain = append(chain, i)
+			}
+		}
+	}
+	j.cio.mu.Lock()
+	defer j.cio.mu.Unlock()
+	var out []keyedRecord
+	seen := map[Key]bool{}
+	for _, i := range chain {
+		for _, kr := range j.cio.stages[i] {
+			if !seen[kr.key] {
+				seen[kr.key] = true
+				out = append(out, kr)
+			}
+		}
+	}
+	return out
+}
+
+func cacheConfig(recs []keyedRecord) cacheio.Config {
+	c := cacheio.Config{Records: make([]cacheio.Record, 0, len(recs))}
+	for _, kr := range recs {
+		r := kr.rec
+		c.Records = append(c.Records, cacheio.Record{Key: string(kr.key), Empty: r.Empty, DiffID: r.DiffID,
+			Digest: r.Digest, Size: r.Size, MediaType: r.MediaType, Created: r.Created, Preimage: r.Preimage})
+	}
+	return c
+}
+
+// inlineCache adds the records of the final image to its config when
+// --cache-to type=inline is given; otherwise it returns cfgJSON as is.
+func (j *job) inlineCache(cfgJSON []byte, target int) ([]byte, error) {
+	inline := false
+	for _, s := range j.o.CacheTo {
+		inline = inline || s.Type == cacheio.TypeInline
+	}
+	if !inline || j.cio == nil {
+		return cfgJSON, nil
+	}
+	return cacheio.AddInline(cfgJSON, cacheConfig(j.cacheRecords(target, cacheio.ModeMin)))
+}
+
+// exportCaches writes the --cache-to caches other than inline (which
+// commitImage writes into the image). Blobs of imported records that were
+// never needed are fetched first: an export is complete.
+func (j *job) exportCaches(ctx context.Context, target int) error {
+	for _, spec := range j.o.CacheTo {
+		if spec.Type == cacheio.TypeInline {
+			continue
+		}
+		sp := j.progress.Step("exporting cache to " + spec.String())
+		d, err := j.exportCache(ctx, spec, target)
+		if err != nil {
+			sp.Error(err)
+			return err
+		}
+		fmt.Fprintf(sp, "writing cache manifest %s\n", d)
+		sp.Done()
+	}
+	return nil
+}
+
+func (j *job) exportCache(ctx context.Context, spec cacheio.Spec, target int) (string, error) {
+	recs := j.cacheRecords(target, spec.Mode)
+	for _, kr := range recs {
+		if kr.rec.Empty {
+			continue
+		}
+		if err := j.b.fetchImported(ctx, kr.rec.Digest); err != nil {
+			return "", fmt.Errorf("export cache to %s: %w", spec, err)
+		}
+	}
+	cfg := cacheConfig(recs)
+	if spec.CacheMounts {
+		ms, err := j.exportMounts(ctx)
+		if err != nil {
+			return "", fmt.Errorf("export cache to %s: %w", spec, err)
+		}
+		cfg.Mounts = ms
+	}
+	d, err := cacheio.Export(ctx, spec, cfg, j.b.store, j.cacheOptions())
+	if err != nil {
+		return "", err
+	}
+	return d.String(), nil
+}
+
+// exportMounts turns the cache mounts the build's RUNs name into layers
+// in the store, by id: the store's directory if it has content (read under
+// a shared lock, so no RUN writes meanwhile), else the imported layer of
+// that id, if any.
+func (j *job) exportMounts(ctx context.Context) ([]cacheio.Mount, error) {
+	j.cio.mu.Lock()
+	ids := make([]string, 0, len(j.cio.mountIDs))
+	for id := range j.cio.mountIDs {
+		ids = append(ids, id)
+	}
+	j.cio.mu.Unlock()
+	sort.Strings(ids)
+	var out []cacheio.Mount
+	for _, id := range ids {
+		m, ok, err := j.exportMount(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("export cache mount %s: %w", id, err)
+		}
+		if ok {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+func (j *job) exportMount(ctx context.Context, id string) (cacheio.Mount, bool, error) {
+	dir, lockPath := j.b.cacheMountPaths(id)
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) == 0 {
+		j.cio.mu.Lock()
+		im, ok := j.cio.mounts[id]
+		j.cio.mu.Unlock()
+		if !ok {
+			return cacheio.Mount{}, false, nil
+		}
+		if err := j.b.fetchImported(ctx, im.m.Digest); err != nil {
+			return cacheio.Mount{}, false, err
+		}
+		return im.m, true, nil
+	}
+	lock, err := waitFlock(ctx, lockPath, unix.LOCK_SH)
+	if err != nil {
+		return cacheio.Mount{}, false, err
+	}
+	defer lock.Close()
+	info, err := j.b.store.WriteLayer(ctx, func(w io.Writer) error { return tarDir(ctx, w, dir) }, content.LayerOptions{})
+	if err != nil {
+		return cacheio.Mount{}, false, err
+	}
+	return cacheio.Mount{ID: id, DiffID: info.DiffID, Digest: info.Digest, Size: info.Size, MediaType: info.MediaType}, true, nil
+}
+
+// tarDir writes the tree under dir (not dir itself) as a layer tar, in
+// lexical order.
+func tarDir(ctx context.Context, w io.Writer, dir string) error {
+	aw := archive.NewWriter(w, nil)
+	err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if p == dir {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		return aw.Add(filepath.ToSlash(rel), p)
+	})
+	if err != nil {
+		return err
+	}
+	return aw.Close()
+}

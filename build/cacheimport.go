@@ -1,0 +1,319 @@
+package build
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
+
+	"builder/build/cacheio"
+	"builder/export"
+	"builder/snapshot/archive"
+)
+
+// cacheState is what one build knows about shared caches: the records and
+// cache mounts imported with --cache-from, and what --cache-to will need
+// (the records each stage used, the cache mounts the build named). A build
+// without cache flags has none (job.cio is nil). It is safe for concurrent
+// use by the build's stages.
+type cacheState struct {
+	imports []*cacheio.Cache
+
+	mu       sync.Mutex
+	records  map[Key]importedRecord        // first import that has a key wins
+	digests  map[v1.Hash]*cacheio.Cache    // where each imported blob comes from
+	mounts   map[string]importedMount      // imported cache mounts by id
+	restored map[string]bool               // cache mounts this build restored or found full
+	flights  map[v1.Hash]*fetchFlight      // one fetch per blob at a time
+	stages   map[int][]keyedRecord         // records each stage applied, in order
+	mountIDs map[string]*runMount          // cache mounts the build's RUNs name
+	pending  map[v1.Hash][]keyedRecord     // imported records to keep locally once their blob is here
+	fetched  int                           // blobs fetched from imports, for tests
+	progress func(format string, a ...any) // build log
+}
+
+type importedRecord struct {
+	rec Record
+	src *cacheio.Cache
+}
+
+type importedMount struct {
+	m   cacheio.Mount
+	src *cacheio.Cache
+}
+
+type keyedRecord struct {
+	key Key
+	rec Record
+}
+
+type fetchFlight struct {
+	done chan struct{}
+	err  error
+}
+
+type cacheStateKey struct{}
+
+// cacheStateFrom returns the build's cache state that ctx carries, or nil.
+// Builder methods shared by all builds (ensureChain) find a build's
+// imports this way.
+func cacheStateFrom(ctx context.Context) *cacheState {
+	cs, _ := ctx.Value(cacheStateKey{}).(*cacheState)
+	return cs
+}
+
+// startCache imports the --cache-from caches (manifest and config only)
+// and returns ctx carrying the build's cache state. A cache that cannot be
+// imported is a warning, as in BuildKit: the build runs without it.
+func (j *job) startCache(ctx context.Context) context.Context {
+	if len(j.o.CacheFrom) == 0 && len(j.o.CacheTo) == 0 {
+		return ctx
+	}
+	cs := &cacheState{records: map[Key]importedRecord{}, digests: map[v1.Hash]*cacheio.Cache{},
+		mounts: map[string]importedMount{}, restored: map[string]bool{}, flights: map[v1.Hash]*fetchFlight{},
+		stages: map[int][]keyedRecord{}, mountIDs: map[string]*runMount{}, pending: map[v1.Hash][]keyedRecord{},
+		progress: j.progress.Printf}
+	for _, spec := range j.o.CacheFrom {
+		sp := j.progress.Step("importing cache manifest from " + spec.String())
+		c, err := cacheio.Import(ctx, spec, j.cacheOptions())
+		if err != nil {
+			sp.Done()
+			j.progress.Printf("WARNING: %v", err)
+			continue
+		}
+		sp.Done()
+		cs.add(c)
+	}
+	j.cio = cs
+	return context.WithValue(ctx, cacheStateKey{}, cs)
+}
+
+func (j *job) cacheOptions() cacheio.Options {
+	return cacheio.Options{Insecure: j.o.Insecure}
+}
+
+// add indexes an imported cache's records and mounts.
+func (cs *cacheState) add(c *cacheio.Cache) {
+	cs.imports = append(cs.imports, c)
+	for _, r := range c.Config.Records {
+		k := Key(r.Key)
+		if _, ok := cs.records[k]; ok {
+			continue
+		}
+		cs.records[k] = importedRecord{src: c, rec: Record{Empty: r.Empty, DiffID: r.DiffID, Digest: r.Digest,
+			Size: r.Size, MediaType: r.MediaType, Created: r.Created, Preimage: r.Preimage}}
+		if !r.Empty {
+			if _, ok := cs.digests[r.Digest]; !ok {
+				cs.digests[r.Digest] = c
+			}
+		}
+	}
+	for _, m := range c.Config.Mounts {
+		if _, ok := cs.mounts[m.ID]; !ok {
+			cs.mounts[m.ID] = importedMount{m: m, src: c}
+		}
+		if _, ok := cs.digests[m.Digest]; !ok {
+			cs.digests[m.Digest] = c
+		}
+	}
+}
+
+// lookupImported returns the imported record for key. Its blob is fetched
+// later, only if something needs it; until then the record is kept in
+// memory only, since a local record must name stored data. An empty
+// record names no data and is kept locally at once.
+func (j *job) lookupImported(key Key) (Record, bool) {
+	cs := j.cio
+	if cs == nil {
+		return Record{}, false
+	}
+	cs.mu.Lock()
+	ir, ok := cs.records[key]
+	if ok && !ir.rec.Empty && !j.b.store.Has(ir.rec.Digest) {
+		cs.pending[ir.rec.Digest] = append(cs.pending[ir.rec.Digest], keyedRecord{key, ir.rec})
+	}
+	cs.mu.Unlock()
+	if !ok {
+		return Record{}, false
+	}
+	if ir.rec.Empty || j.b.store.Has(ir.rec.Digest) {
+		_ = j.b.cache.Put(key, ir.rec) // best effort: the next build then hits locally
+	}
+	return ir.rec, true
+}
+
+// fetchImported makes sure blob d is in the store, fetching it from the
+// import that names it if it is not. A blob no import names is left alone
+// (the caller's own open then reports it missing). Concurrent calls for
+// one blob share one fetch. Once fetched, the imported records naming the
+// blob are kept in the local cache.
+func (b *Builder) fetchImported(ctx context.Context, d v1.Hash) error {
+	cs := cacheStateFrom(ctx)
+	if cs == nil || b.store.Has(d) {
+		return nil
+	}
+	cs.mu.Lock()
+	src, ok := cs.digests[d]
+	if !ok {
+		cs.mu.Unlock()
+		return nil
+	}
+	f, running := cs.flights[d]
+	if !running {
+		f = &fetchFlight{done: make(chan struct{})}
+		cs.flights[d] = f
+	}
+	cs.mu.Unlock()
+	if running {
+		select {
+		case <-f.done:
+			return f.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	f.err = src.Fetch(ctx, b.store, d)
+	cs.mu.Lock()
+	if f.err == nil {
+		cs.fetched++
+	}
+	delete(cs.flights, d)
+	keep := cs.pending[d]
+	delete(cs.pending, d)
+	cs.mu.Unlock()
+	close(f.done)
+	if f.err != nil {
+		return f.err
+	}
+	for _, kr := range keep {
+		if err := b.cache.Put(kr.key, kr.rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fetchLayers makes sure every layer is in the store.
+func (j *job) fetchLayers(ctx context.Context, layers []layerRef) error {
+	for _, l := range layers {
+		if err := j.b.fetchImported(ctx, l.Digest); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// noteCacheMount remembers a cache mount a RUN names, hit or not, so that
+// --cache-to ...,cache-mounts=true exports it.
+func (j *job) noteCacheMount(rm *runMount) {
+	if j.cio == nil {
+		return
+	}
+	j.cio.mu.Lock()
+	if _, ok := j.cio.mountIDs[rm.cacheID]; !ok {
+		j.cio.mountIDs[rm.cacheID] = rm
+	}
+	j.cio.mu.Unlock()
+}
+
+// cacheMountPaths returns the store directory of a cache mount id and its
+// lock file, as cacheMount names them.
+func (b *Builder) cacheMountPaths(id string) (dir, lock string) {
+	sum := sha256.Sum256([]byte(id))
+	name := hex.EncodeToString(sum[:])
+	base := filepath.Join(b.root, "cachemounts")
+	return filepath.Join(base, name), filepath.Join(base, name+".lock")
+}
+
+// restoreCacheMount fills the store's directory of a cache mount from an
+// imported cache when the directory is missing or empty, before a RUN
+// uses it. It holds the mount's exclusive lock meanwhile, extracts into a
+// temporary directory (checked against the layer's diff ID) and renames it
+// into place, so no RUN ever sees a half-restored cache. It runs at most
+// once per id and build.
+func (j *job) restoreCacheMount(ctx context.Context, rm *runMount) error {
+	cs := j.cio
+	if cs == nil {
+		return nil
+	}
+	cs.mu.Lock()
+	im, ok := cs.mounts[rm.cacheID]
+	done := cs.restored[rm.cacheID]
+	cs.restored[rm.cacheID] = true
+	cs.mu.Unlock()
+	if !ok || done {
+		return nil
+	}
+	dir, lockPath := j.b.cacheMountPaths(rm.cacheID)
+	base := filepath.Dir(dir)
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
+	}
+	lock, err := waitFlock(ctx, lockPath, unix.LOCK_EX)
+	if err != nil {
+		return fmt.Errorf("lock cache mount %s: %w", rm.cacheID, err)
+	}
+	defer lock.Close()
+	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
+		return nil // the store has its own content, which wins
+	}
+	if err := j.b.fetchImported(ctx, im.m.Digest); err != nil {
+		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
+	}
+	if err := makeCacheDir(base, dir, rm.m); err != nil {
+		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
+	}
+	tmp, err := os.MkdirTemp(base, ".new-")
+	if err != nil {
+		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
+	}
+	if err := j.extractMount(im.m, tmp); err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	err = os.Lchown(tmp, int(st.Uid), int(st.Gid))
+	if err == nil {
+		err = os.Chmod(tmp, fi.Mode()&(os.ModePerm|os.ModeSticky|os.ModeSetgid))
+	}
+	if err == nil {
+		err = os.Remove(dir) // empty, and ours while we hold the lock
+	}
+	if err == nil {
+		err = os.Rename(tmp, dir)
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
+	}
+	cs.progress("restored cache mount %s from %s", rm.cacheID, im.src.Spec)
+	return nil
+}
+
+// extractMount applies a cache mount layer from the store into dir,
+// checking it against its diff ID.
+func (j *job) extractMount(m cacheio.Mount, dir string) error {
+	rc, err := j.b.store.Open(m.Digest)
+	if err != nil {
+		return err
+	}
+	r, err := export.Decompress(rc)
+	if err != nil {
+		rc.Close()
+		return err
+	}
+	defer r.Close()
+	_, err = archive.Apply(dir, &verifyingReader{r: r, h: sha256.New(), want: m.DiffID})
+	return err
+}

@@ -1,0 +1,455 @@
+package build
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"builder/build/buildtest"
+	"builder/build/cacheio"
+	"builder/build/push/registrytest"
+	"builder/snapshot/content"
+)
+
+// cacheTo and cacheFrom add --cache-to / --cache-from values to a build.
+func cacheTo(t testing.TB, specs ...string) func(*Options) {
+	return func(o *Options) {
+		for _, s := range specs {
+			sp, err := cacheio.ParseExport(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.CacheTo = append(o.CacheTo, sp)
+		}
+	}
+}
+
+func cacheFrom(t testing.TB, specs ...string) func(*Options) {
+	return func(o *Options) {
+		for _, s := range specs {
+			sp, err := cacheio.ParseImport(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.CacheFrom = append(o.CacheFrom, sp)
+		}
+	}
+}
+
+// loggedCached reports whether the step whose header contains header was
+// CACHED in a plain progress log.
+func loggedCached(t testing.TB, log, header string) bool {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^#(\d+) .*` + regexp.QuoteMeta(header)).FindStringSubmatch(log)
+	if m == nil {
+		t.Fatalf("no step %q in the log:\n%s", header, log)
+	}
+	return regexp.MustCompile(`(?m)^#` + m[1] + ` CACHED$`).MatchString(log)
+}
+
+// checkComplete fails unless every blob of the image is in b's store.
+func checkComplete(t testing.TB, b *Builder, img v1.Image) {
+	t.Helper()
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+		if !b.Store().Has(l.Digest) {
+			t.Errorf("image blob %s is not in the store", l.Digest)
+		}
+	}
+}
+
+// TestCacheRoundTrip builds on store A with --cache-to, then on an empty
+// store B (another context directory, another base registry) with
+// --cache-from: no step runs and the image is A's, byte for byte.
+func TestCacheRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ref  func(t *testing.T) (to, from string)
+	}{
+		{"ggcr-registry", func(t *testing.T) (string, string) {
+			ref := buildtest.Registry(t) + "/cache/app:buildcache"
+			return "type=registry,ref=" + ref + ",mode=max", ref
+		}},
+		{"docker-registry", func(t *testing.T) (string, string) {
+			r := startRegistry(t)
+			r.DockerConfig(t)
+			ref := r.Addr + "/cache/app:buildcache"
+			return "type=registry,ref=" + ref + ",mode=max", "type=registry,ref=" + ref
+		}},
+		{"local", func(t *testing.T) (string, string) {
+			dir := filepath.Join(t.TempDir(), "cache")
+			return "type=local,dest=" + dir + ",mode=max", "type=local,src=" + dir
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			to, from := tc.ref(t)
+			a := newFixture(t)
+			resA, logA := a.mustBuild(copyCase(t, "builds/cacheio-multi"), cacheTo(t, to))
+			if !strings.Contains(logA, "exporting cache to ") {
+				t.Errorf("no export line in the log:\n%s", logA)
+			}
+			b := newFixture(t)
+			resB, logB := b.mustBuild(copyCase(t, "builds/cacheio-multi"), cacheFrom(t, from))
+			if !strings.Contains(logB, "importing cache manifest from ") {
+				t.Errorf("no import line in the log:\n%s", logB)
+			}
+			if resB.Cached != resB.Steps {
+				t.Errorf("store B ran %d of %d steps:\n%s", resB.Steps-resB.Cached, resB.Steps, logB)
+			}
+			if resB.ManifestDigest != resA.ManifestDigest {
+				t.Errorf("store B built %s, store A %s", resB.ManifestDigest, resA.ManifestDigest)
+			}
+			checkComplete(t, b.b, resB.Image)
+			// Records whose blobs were fetched are now local; the build
+			// stage's, never fetched, are not.
+			_, log := b.mustBuild(copyCase(t, "builds/cacheio-multi"))
+			if !loggedCached(t, log, "[deps 2/2] RUN") || loggedCached(t, log, "[build 2/2] RUN") {
+				t.Errorf("rebuild on B without --cache-from:\n%s", log)
+			}
+		})
+	}
+}
+
+// startRegistry starts Debian's docker-registry (with auth) from a thread
+// that lives until the test ends. registrytest kills the registry when the
+// thread that started it exits (Pdeathsig), and builds end threads: every
+// snapshot.WithMounts runs on a locked thread that exits with it.
+func startRegistry(t *testing.T) *registrytest.Registry {
+	t.Helper()
+	buildtest.RequireTool(t, registrytest.Binary)
+	buildtest.RequireTool(t, "htpasswd")
+	got := make(chan *registrytest.Registry, 1)
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread must not run anything else
+		var r *registrytest.Registry
+		defer func() { got <- r }()
+		r = registrytest.Start(t, registrytest.Options{Auth: true})
+		got <- r
+		r = nil
+		<-done
+	}()
+	r := <-got
+	if r == nil {
+		t.Fatal("docker-registry did not start")
+	}
+	t.Cleanup(func() { close(done); <-got })
+	return r
+}
+
+// TestCacheModes: mode=min carries the final image's steps only, so a
+// stage-only step misses; mode=max carries every stage's steps.
+func TestCacheModes(t *testing.T) {
+	host := buildtest.Registry(t)
+	a := newFixture(t)
+	resA, _ := a.mustBuild(copyCase(t, "builds/cacheio-multi"),
+		cacheTo(t, "type=registry,ref="+host+"/c:min", "type=registry,ref="+host+"/c:max,mode=max"))
+
+	bmin := newFixture(t)
+	_, log := bmin.mustBuild(copyCase(t, "builds/cacheio-multi"), cacheFrom(t, host+"/c:min"))
+	if loggedCached(t, log, "[build 2/2] RUN") {
+		t.Errorf("mode=min: the stage-only RUN hit:\n%s", log)
+	}
+	if !loggedCached(t, log, "[deps 2/2] RUN") {
+		t.Errorf("mode=min: the RUN of the stage the image is FROM-built on missed:\n%s", log)
+	}
+
+	bmax := newFixture(t)
+	res, log := bmax.mustBuild(copyCase(t, "builds/cacheio-multi"), cacheFrom(t, host+"/c:max"))
+	if !loggedCached(t, log, "[build 2/2] RUN") || res.Cached != res.Steps || res.ManifestDigest != resA.ManifestDigest {
+		t.Errorf("mode=max: %d/%d cached, %s (A: %s):\n%s", res.Cached, res.Steps, res.ManifestDigest, resA.ManifestDigest, log)
+	}
+}
+
+// blobGets counts GET requests for blobs, by digest.
+type blobGets struct {
+	mu     sync.Mutex
+	gets   map[string]int
+	tamper string // a digest whose content is served wrong
+}
+
+func (g *blobGets) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			if i := strings.Index(r.URL.Path, "/blobs/"); i >= 0 {
+				d := r.URL.Path[i+len("/blobs/"):]
+				g.mu.Lock()
+				g.gets[d]++
+				bad := d == g.tamper
+				g.mu.Unlock()
+				if bad {
+					rec := &captureWriter{header: http.Header{}}
+					h.ServeHTTP(rec, r)
+					for k, v := range rec.header {
+						w.Header()[k] = v
+					}
+					body := []byte(rec.body.String())
+					for i := range body {
+						body[i] ^= 0xff
+					}
+					w.WriteHeader(rec.code)
+					w.Write(body)
+					return
+				}
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+type captureWriter struct {
+	header http.Header
+	body   strings.Builder
+	code   int
+}
+
+func (c *captureWriter) Header() http.Header         { return c.header }
+func (c *captureWriter) Write(b []byte) (int, error) { return c.body.Write(b) }
+func (c *captureWriter) WriteHeader(code int)        { c.code = code }
+
+// TestCacheLazy: a fully cached build from an imported cache fetches only
+// the blobs its image needs; the layer of the stage only a bind mount
+// reads stays in the registry.
+func TestCacheLazy(t *testing.T) {
+	g := &blobGets{gets: map[string]int{}}
+	ref := buildtest.Registry(t, g.wrap) + "/c:max"
+	a := newFixture(t)
+	resA, _ := a.mustBuild(copyCase(t, "builds/cacheio-multi"), cacheTo(t, "type=registry,ref="+ref+",mode=max"))
+
+	c, err := cacheio.Import(context.Background(), cacheio.Spec{Type: cacheio.TypeRegistry, Ref: ref}, cacheio.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := resA.Image.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inImage := map[string]bool{}
+	for _, l := range m.Layers {
+		inImage[l.Digest.String()] = true
+	}
+	unneeded := 0
+	for _, r := range c.Config.Records {
+		if !r.Empty && !inImage[r.Digest.String()] {
+			unneeded++
+		}
+	}
+	if unneeded == 0 {
+		t.Fatal("the cache holds no layer outside the image: the test proves nothing")
+	}
+	g.mu.Lock()
+	g.gets = map[string]int{}
+	g.mu.Unlock()
+
+	b := newFixture(t)
+	res, log := b.mustBuild(copyCase(t, "builds/cacheio-multi"), cacheFrom(t, ref))
+	if res.Cached != res.Steps || res.ManifestDigest != resA.ManifestDigest {
+		t.Fatalf("%d/%d cached, %s (A: %s):\n%s", res.Cached, res.Steps, res.ManifestDigest, resA.ManifestDigest, log)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	recordBlob := map[string]bool{}
+	for _, r := range c.Config.Records {
+		recordBlob[r.Digest.String()] = true
+	}
+	layers := 0
+	for d, n := range g.gets {
+		switch {
+		case inImage[d]:
+			layers++
+			if n != 1 {
+				t.Errorf("image layer %s fetched %d times", d, n)
+			}
+		case recordBlob[d]:
+			t.Errorf("blob %s, which no output needs, was fetched", d)
+		}
+	}
+	if layers == 0 {
+		t.Error("no image layer was fetched from the cache")
+	}
+	checkComplete(t, b.b, res.Image)
+}
+
+// TestCacheInline: an image written with --cache-to type=inline and pushed
+// serves as --cache-from on an empty store.
+func TestCacheInline(t *testing.T) {
+	ref := buildtest.Registry(t) + "/app:latest"
+	a := newFixture(t)
+	resA, _ := a.mustBuild(copyCase(t, "builds/slice"), cacheTo(t, "type=inline"))
+	raw, err := resA.Image.RawConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := cacheio.ExtractInline(raw); !ok || err != nil {
+		t.Fatalf("no inline cache in the config: %v", err)
+	}
+	buildtest.Push(t, ref, resA.Image)
+
+	b := newFixture(t)
+	res, log := b.mustBuild(copyCase(t, "builds/slice"), cacheFrom(t, ref), cacheTo(t, "type=inline"))
+	if res.Cached != res.Steps || res.ManifestDigest != resA.ManifestDigest {
+		t.Errorf("%d/%d cached, %s (A: %s):\n%s", res.Cached, res.Steps, res.ManifestDigest, resA.ManifestDigest, log)
+	}
+	checkComplete(t, b.b, res.Image)
+}
+
+// imageFile returns the content of path in the image's top-most layer that
+// has it, and whether any layer has anything under prefix.
+func imageFile(t testing.TB, img v1.Image, path, prefix string) (string, bool) {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var content string
+	under := false
+	for _, l := range layers {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := tar.NewReader(rc)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := strings.TrimPrefix(h.Name, "./")
+			if strings.HasPrefix(name, prefix) && strings.TrimSuffix(name, "/") != strings.TrimSuffix(prefix, "/") {
+				under = true
+			}
+			if name == path {
+				dt, _ := io.ReadAll(tr)
+				content = string(dt)
+			}
+		}
+		rc.Close()
+	}
+	return content, under
+}
+
+// TestCacheMounts: with cache-mounts=true the contents of a cache mount
+// travel with the cache and are restored on a store that has none; they
+// never enter an image layer.
+func TestCacheMounts(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cache")
+	a := newFixture(t)
+	resA, _ := a.mustBuild(copyCase(t, "builds/cacheio-mounts"), cacheTo(t, "type=local,dest="+dir+",cache-mounts=true"))
+	if seen, under := imageFile(t, resA.Image, "seen", "var/cache/pkgs/"); seen != "1\n" || under {
+		t.Fatalf("store A: /seen %q, cache content in a layer: %v", seen, under)
+	}
+
+	b := newFixture(t)
+	res, log := b.mustBuild(copyCase(t, "builds/cacheio-mounts"), cacheFrom(t, "type=local,src="+dir),
+		func(o *Options) { o.BuildArgs["N"] = "2" })
+	seen, under := imageFile(t, res.Image, "seen", "var/cache/pkgs/")
+	if seen != "1\n2\n" {
+		t.Errorf("store B's RUN saw %q in the cache mount, want the imported line then its own:\n%s", seen, log)
+	}
+	if under {
+		t.Error("cache mount content entered an image layer")
+	}
+	if owner, _ := imageFile(t, res.Image, "owner", ""); owner != "1000:750\n" {
+		t.Errorf("restored cache mount owner and mode %q, want 1000:750", owner)
+	}
+	mdir, _ := b.b.cacheMountPaths("pkgs")
+	if dt, err := os.ReadFile(filepath.Join(mdir, "log")); err != nil || string(dt) != "1\n2\n" {
+		t.Errorf("store B's cache mount: %q, %v", dt, err)
+	}
+
+	// Without cache-mounts=true nothing of the mount is exported.
+	dir2 := filepath.Join(t.TempDir(), "cache")
+	a.mustBuild(copyCase(t, "builds/cacheio-mounts"), cacheTo(t, "type=local,dest="+dir2))
+	c, err := cacheio.Import(context.Background(), cacheio.Spec{Type: cacheio.TypeLocal, Dir: dir2, Tag: cacheio.DefaultTag}, cacheio.Options{})
+	if err != nil || len(c.Config.Mounts) != 0 {
+		t.Errorf("cache without cache-mounts=true: %+v, %v", c, err)
+	}
+}
+
+// TestCacheTampered: a cache blob whose bytes do not match its digest fails
+// the build with a clear error and is not stored.
+func TestCacheTampered(t *testing.T) {
+	g := &blobGets{gets: map[string]int{}}
+	ref := buildtest.Registry(t, g.wrap) + "/c:t"
+	a := newFixture(t)
+	resA, _ := a.mustBuild(copyCase(t, "builds/slice"), cacheTo(t, "type=registry,ref="+ref))
+	m, err := resA.Image.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := m.Layers[len(m.Layers)-2].Digest // a layer of a build step
+	g.mu.Lock()
+	g.tamper = bad.String()
+	g.mu.Unlock()
+
+	b := newFixture(t)
+	_, log, err := b.build(copyCase(t, "builds/slice"), cacheFrom(t, ref))
+	if err == nil || !errors.Is(err, content.ErrDigestMismatch) || !strings.Contains(err.Error(), "does not match its digest") {
+		t.Fatalf("build from a tampered cache: %v\n%s", err, log)
+	}
+	if b.b.Store().Has(bad) {
+		t.Error("the tampered blob was stored")
+	}
+}
+
+// TestCacheIdenticalImages: for every deterministic build case, a cold
+// build, a fully cached rebuild and a build on an empty store from the
+// exported cache give one image. Extend the table with new cases.
+func TestCacheIdenticalImages(t *testing.T) {
+	type identCase struct {
+		name string
+		dir  func(t *testing.T) string
+		opts func(t *testing.T, f *fixture, dir string) []func(*Options)
+	}
+	plain := func(name string) identCase {
+		return identCase{name: name, dir: func(t *testing.T) string { return copyCase(t, "builds/"+name) }}
+	}
+	cases := []identCase{plain("repro"), plain("slice"), plain("heredoc"), plain("parallel"), plain("deleted"),
+		plain("store"), plain("explain"), plain("rebuild"), plain("cacheio-multi"),
+		{name: "mounts", dir: func(t *testing.T) string { return copyCase(t, "builds/mounts") },
+			opts: func(t *testing.T, _ *fixture, _ string) []func(*Options) { return []func(*Options){secretOption(t)} }}}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cache := filepath.Join(t.TempDir(), "cache")
+			a := newFixture(t)
+			dirA := tc.dir(t)
+			var optsA []func(*Options)
+			if tc.opts != nil {
+				optsA = tc.opts(t, a, dirA)
+			}
+			cold, _ := a.mustBuild(dirA, append(optsA, cacheTo(t, "type=local,dest="+cache+",mode=max"))...)
+			warm, log := a.mustBuild(dirA, optsA...)
+			if warm.Cached != warm.Steps || warm.ManifestDigest != cold.ManifestDigest {
+				t.Errorf("rebuild: %d/%d cached, %s (cold %s):\n%s", warm.Cached, warm.Steps, warm.ManifestDigest, cold.ManifestDigest, log)
+			}
+			b := newFixture(t)
+			dirB := tc.dir(t)
+			var optsB []func(*Options)
+			if tc.opts != nil {
+				optsB = tc.opts(t, b, dirB)
+			}
+			imp, log := b.mustBuild(dirB, append(optsB, cacheFrom(t, "type=local,src="+cache))...)
+			if imp.Cached != imp.Steps || imp.ManifestDigest != cold.ManifestDigest {
+				t.Errorf("from the imported cache: %d/%d cached, %s (cold %s):\n%s", imp.Cached, imp.Steps, imp.ManifestDigest, cold.ManifestDigest, log)
+			}
+			checkComplete(t, b.b, imp.Image)
+		})
+	}
+}
