@@ -15,6 +15,7 @@ type globals struct {
 	root        string
 	snapshotter string
 	gcKeep      string // --gc-keep-storage as given, "" for the default
+	regConfig   string // --registry-config as given, "" for the default
 }
 
 // defaultRoot is /var/lib/builder for root, $XDG_DATA_HOME/builder (or
@@ -39,6 +40,7 @@ func defaultRoot() string {
 func addGlobalFlags(fs *pflag.FlagSet, g *globals) {
 	fs.StringVar(&g.root, "root", g.root, "store directory (env BUILDER_ROOT)")
 	fs.StringVar(&g.snapshotter, "snapshotter", g.snapshotter, "snapshotter: overlay, naive, or empty for automatic")
+	fs.StringVar(&g.regConfig, "registry-config", g.regConfig, "registry mirrors, plain HTTP and TLS settings, a TOML file (env BUILDER_REGISTRY_CONFIG; see docs/registries.md)")
 	fs.StringVar(&g.gcKeep, "gc-keep-storage", g.gcKeep, "after each build, evict least recently used cache down to SIZE; 0 disables (env BUILDER_GC_KEEP_STORAGE; default 10% of the disk, at most 20GB)")
 }
 
@@ -55,7 +57,11 @@ func parseGlobals(args []string) (*globals, []string, error) {
 }
 
 func (g *globals) open() (*build.Builder, error) {
-	cfg := build.Config{Root: g.root, Snapshotter: g.snapshotter}
+	regs, err := g.registries()
+	if err != nil {
+		return nil, err
+	}
+	cfg := build.Config{Root: g.root, Snapshotter: g.snapshotter, Registries: regs}
 	if g.gcKeep != "" {
 		n, err := parseSize(g.gcKeep)
 		if err != nil {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"builder/build/pull"
+	"builder/build/registries"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -53,14 +54,14 @@ func registryKey(reg name.Registry) string {
 
 // parseRegistry reads a registry argument: host[:port], optionally as a
 // URL ("https://host/v2/"); empty means Docker Hub.
-func parseRegistry(s string, insecure []string) (name.Registry, error) {
+func parseRegistry(s string, regs *registries.Config, insecure []string) (name.Registry, error) {
 	s = strings.TrimPrefix(strings.TrimPrefix(s, "https://"), "http://")
 	s, _, _ = strings.Cut(s, "/")
 	if s == "" || s == "docker.io" || s == "index.docker.io" {
 		s = name.DefaultRegistry
 	}
 	var opts []name.Option
-	if pull.PlainHTTP(s, insecure) {
+	if regs.PlainHTTP(s, insecure) {
 		opts = append(opts, name.Insecure)
 	}
 	return name.NewRegistry(s, opts...)
@@ -146,9 +147,9 @@ func runHelper(ctx context.Context, helper, action string, input []byte) error {
 
 // verifyLogin checks user and password against the registry: the token
 // exchange of a bearer-auth registry and a GET /v2/ must both succeed.
-func verifyLogin(ctx context.Context, reg name.Registry, user, pass string) error {
+func verifyLogin(ctx context.Context, reg name.Registry, regs *registries.Config, user, pass string) error {
 	auth := authn.FromConfig(authn.AuthConfig{Username: user, Password: pass})
-	rt, err := transport.NewWithContext(ctx, reg, auth, remote.DefaultTransport, nil)
+	rt, err := transport.NewWithContext(ctx, reg, auth, regs.Transport(reg.RegistryStr(), remote.DefaultTransport), nil)
 	if err != nil {
 		return err
 	}
@@ -213,7 +214,11 @@ func runLogin(ctx context.Context, g *globals, args []string) error {
 	if passStdin && user == "" {
 		return usagef("--password-stdin needs --username")
 	}
-	reg, err := parseRegistry(fs.Arg(0), insecure)
+	regs, err := g.registries()
+	if err != nil {
+		return err
+	}
+	reg, err := parseRegistry(fs.Arg(0), regs, insecure)
 	if err != nil {
 		return usagef("registry %q: %v", fs.Arg(0), err)
 	}
@@ -238,7 +243,7 @@ func runLogin(ctx context.Context, g *globals, args []string) error {
 	if user == "" || pass == "" {
 		return usagef("login needs a user name and a password")
 	}
-	if err := verifyLogin(ctx, reg, user, pass); err != nil {
+	if err := verifyLogin(ctx, reg, regs, user, pass); err != nil {
 		return fmt.Errorf("login %s: %s", reg.RegistryStr(), pull.Describe(err))
 	}
 	cfg, err := readDockerConfig()
@@ -272,7 +277,7 @@ func runLogout(ctx context.Context, g *globals, args []string) error {
 	if fs.NArg() > 1 {
 		return usagef("builder logout takes at most one REGISTRY")
 	}
-	reg, err := parseRegistry(fs.Arg(0), nil)
+	reg, err := parseRegistry(fs.Arg(0), nil, nil)
 	if err != nil {
 		return usagef("registry %q: %v", fs.Arg(0), err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"builder/build/pull"
 	"builder/build/push"
+	"builder/build/registries"
 	"builder/export"
 	"builder/snapshot/content"
 
@@ -44,6 +45,16 @@ func lookupImage(s *content.Store, idx *export.Index, ref string) (v1.Image, err
 
 func stderrProgress(s string) { fmt.Fprintln(os.Stderr, s) }
 
+// registries reads the registry configuration: the --registry-config file,
+// else the one BUILDER_REGISTRY_CONFIG names (both must exist), else the
+// default file if there is one.
+func (g *globals) registries() (*registries.Config, error) {
+	if g.regConfig != "" {
+		return registries.Load(g.regConfig)
+	}
+	return registries.LoadDefault()
+}
+
 func runPush(ctx context.Context, g *globals, args []string) error {
 	fs := newFlagSet("push", g)
 	var insecure []string
@@ -68,7 +79,11 @@ func runPush(ctx context.Context, g *globals, args []string) error {
 	if fs.NArg() == 2 {
 		dest = fs.Arg(1)
 	}
-	opts := push.Options{Insecure: insecure, Progress: stderrProgress}
+	regs, err := g.registries()
+	if err != nil {
+		return err
+	}
+	opts := push.Options{Insecure: insecure, Registries: regs, Progress: stderrProgress}
 	if quiet {
 		opts.Progress = nil
 	}
@@ -102,7 +117,11 @@ func runPull(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	opts := pull.Options{Insecure: insecure, Platform: *p, Progress: stderrProgress}
+	regs, err := g.registries()
+	if err != nil {
+		return err
+	}
+	opts := pull.Options{Insecure: insecure, Registries: regs, Platform: *p, Progress: stderrProgress}
 	if quiet {
 		opts.Progress = nil
 	}

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"encoding/json"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 
 	"builder/build/buildtest"
 	"builder/build/push/registrytest"
+
+	"github.com/google/go-containerregistry/pkg/v1/random"
 )
 
 // tarNames lists the entry names of a tar file.
@@ -243,4 +246,54 @@ func TestCLIOutputs(t *testing.T) {
 			t.Errorf("-o %s: exit %d, want 2\n%s", o, code, out)
 		}
 	}
+}
+
+// TestCLIRegistryConfig pulls docker.io/library/busybox through a loopback
+// mirror named in --registry-config (or BUILDER_REGISTRY_CONFIG), past a
+// dead one; a broken or missing file is one clear error.
+func TestCLIRegistryConfig(t *testing.T) {
+	mirror := buildtest.Registry(t)
+	img, err := random.Image(4096, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buildtest.Push(t, mirror+"/library/busybox:latest", img)
+	want, _ := img.Digest()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	tmpl, err := os.ReadFile("testdata/registries-mirror.toml.tmpl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "registries.toml")
+	text := strings.NewReplacer("DEAD", dead, "MIRROR", mirror).Replace(string(tmpl))
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+
+	root := t.TempDir()
+	out, code := cli(t, "--root", root, "--registry-config", cfg, "pull", "busybox")
+	if code != 0 || !strings.Contains(out, want.String()) || !strings.Contains(out, "mirror "+dead+": connection refused") {
+		t.Fatalf("pull through a mirror: exit %d\n%s", code, out)
+	}
+	if out, _ := cli(t, "--root", root, "images"); !strings.Contains(out, "docker.io/library/busybox") && !strings.Contains(out, "busybox") {
+		t.Errorf("pulled image not listed:\n%s", out)
+	}
+	// The environment variable names the file too.
+	t.Setenv("BUILDER_REGISTRY_CONFIG", cfg)
+	if out, code := cli(t, "--root", t.TempDir(), "pull", "-q", "docker.io/library/busybox:latest"); code != 0 || !strings.Contains(out, want.String()) {
+		t.Errorf("pull with BUILDER_REGISTRY_CONFIG: exit %d\n%s", code, out)
+	}
+
+	out, code = cli(t, "--root", root, "--registry-config", "testdata/registries-bad.toml", "pull", "busybox")
+	oneErrorLine(t, "a misspelt key", out, code, `registries-bad.toml: unknown key registry."docker.io".mirror`)
+	t.Setenv("BUILDER_REGISTRY_CONFIG", filepath.Join(t.TempDir(), "none.toml"))
+	out, code = cli(t, "--root", root, "pull", "busybox")
+	oneErrorLine(t, "a missing file", out, code, "read registry config")
 }
