@@ -192,7 +192,8 @@ func runParent() (int, error) {
 	err = cmd.Start()
 	r.Close()
 	if err != nil {
-		return 1, fmt.Errorf("rootless: start in a user namespace: %w", err)
+		return 1, fmt.Errorf("rootless: start in a user namespace (are unprivileged user namespaces "+
+			"allowed? sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone, AppArmor): %w", err)
 	}
 	if err := writeMaps(cmd.Process.Pid, m, helpers); err != nil {
 		w.Close()
