@@ -52,7 +52,9 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	}
 	env := st.runEnv(proxies)
 	c := st.cfg.Config
-	envJSON, _ := json.Marshal(env)
+	// Proxy args stay out of the cache key, as in Docker: they may hold
+	// credentials, and cache records are stored and exported.
+	envJSON, _ := json.Marshal(st.runEnv(nil))
 	pre := keyPreimage{Parent: string(st.fsKey), Op: "run", Args: argv, State: map[string]string{
 		"env": string(envJSON), "user": c.User, "workdir": c.WorkingDir, "network": network,
 	}}
