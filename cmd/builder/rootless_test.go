@@ -221,7 +221,8 @@ func (f *rootlessFixture) writeCase(t *testing.T, name, dockerfile string, files
 }
 
 // TestRootlessBuild builds as an unprivileged user: RUN chown and rm on a
-// two-layer base, COPY, an OCI archive out. The layers must record the
+// two-layer base, COPY, a RUN as another user without network (a network
+// namespace, /sys and /dev in the sandbox), an OCI archive out. The layers must record the
 // in-image owner and a whiteout, keep the base's device node, and the
 // image must be the one root builds from the same inputs.
 func TestRootlessBuild(t *testing.T) {
@@ -231,7 +232,10 @@ func TestRootlessBuild(t *testing.T) {
 		"RUN mkdir /x && echo hi > /x/f && chown -R 1000:1000 /x && rm /etc/removeme && "+
 		"test \"$(stat -c %u:%g /opt/owned)\" = 2000:2000\n"+
 		"RUN rm -rf /opt && mkdir /opt && touch /opt/new\n"+
-		"COPY file /copied\n", map[string]string{"file": "from the context\n"})
+		"COPY file /copied\n"+
+		"USER 1000:1000\n"+
+		"RUN --network=none touch /tmp/byuser && test -d /sys/class && test -c /dev/null\n",
+		map[string]string{"file": "from the context\n"})
 
 	userTar := filepath.Join(f.home, "user.tar")
 	out, code := f.run(t, "build", "--progress=plain", "-t", "rootless", "-o", "type=oci,dest="+userTar, ctx)
@@ -277,6 +281,7 @@ func TestRootlessBuild(t *testing.T) {
 		{3, "opt/.wh..wh..opq", 0, 0, tar.TypeReg},
 		{3, "opt/new", 0, 0, tar.TypeReg},
 		{4, "copied", 0, 0, tar.TypeReg},
+		{5, "tmp/byuser", 1000, 1000, tar.TypeReg},
 	} {
 		if want.layer >= len(entries) {
 			t.Fatalf("image has %d layers, want more than %d", len(entries), want.layer)
