@@ -29,7 +29,7 @@ test-short:
 # Benchmarks print their figures; nothing is asserted.
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./snapshot/content/ ./build/sandbox/
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./build/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./build/ ./build/push/
 
 # Fuzzes the layer extractor briefly (needs root); not part of make test.
 fuzz:
