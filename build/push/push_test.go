@@ -295,3 +295,54 @@ func TestPushFaults(t *testing.T) {
 		})
 	}
 }
+
+// gate is a transport that holds every blob upload until a second one is
+// in flight (or a safety timeout passes, for a pusher that never sends two
+// at once), recording the most uploads in flight together.
+type gate struct {
+	mu       sync.Mutex
+	inflight int
+	max      int
+	two      chan struct{}
+	once     sync.Once
+}
+
+func (g *gate) RoundTrip(req *http.Request) (*http.Response, error) {
+	upload := (req.Method == http.MethodPatch || req.Method == http.MethodPut) && strings.Contains(req.URL.Path, "/blobs/uploads/")
+	if upload {
+		g.mu.Lock()
+		g.inflight++
+		g.max = max(g.max, g.inflight)
+		if g.inflight >= 2 {
+			g.once.Do(func() { close(g.two) })
+		}
+		g.mu.Unlock()
+		select {
+		case <-g.two:
+		case <-time.After(10 * time.Second):
+		}
+		defer func() {
+			g.mu.Lock()
+			g.inflight--
+			g.mu.Unlock()
+		}()
+	}
+	return remote.DefaultTransport.RoundTrip(req)
+}
+
+// TestPushParallel checks that blobs go up several at once.
+func TestPushParallel(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	reg.DockerConfig(t)
+	img, err := random.Image(256<<10, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gate{two: make(chan struct{})}
+	if _, err := Push(context.Background(), img, []string{reg.Addr + "/parallel:1"}, Options{Transport: g, Jobs: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if g.max < 2 {
+		t.Errorf("at most %d blob uploads in flight, want several", g.max)
+	}
+}
