@@ -77,7 +77,7 @@ type conformanceExpect struct {
 	// NoWarning is a substring the build log must not contain.
 	NoWarning string `json:"noWarning"`
 	// NotInImage are strings that appear nowhere in the config (history
-	// included).
+	// included), the image's files, the build log or the step cache.
 	NotInImage []string `json:"notInImage"`
 	// Layers is the number of layers the image must have, 0 to not check.
 	Layers int `json:"layers"`
@@ -294,8 +294,25 @@ func (c conformanceCase) run(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.checkConfig(t, cf, raw)
-	if len(e.Files) > 0 {
+	for _, s := range e.NotInImage {
+		if strings.Contains(log, s) {
+			t.Errorf("build log contains %q", s)
+		}
+		forEachFile(t, filepath.Join(f.root, "cache"), func(p string, dt []byte) {
+			if strings.Contains(string(dt), s) {
+				t.Errorf("cache record %s contains %q", p, s)
+			}
+		})
+	}
+	if len(e.Files) > 0 || len(e.NotInImage) > 0 {
 		u := unpack(t, res.Image)
+		for _, s := range e.NotInImage {
+			forEachFile(t, u.rootfs, func(p string, dt []byte) {
+				if strings.Contains(string(dt), s) {
+					t.Errorf("image file %s contains %q", strings.TrimPrefix(p, u.rootfs), s)
+				}
+			})
+		}
 		paths := make([]string, 0, len(e.Files))
 		for p := range e.Files {
 			paths = append(paths, p)
@@ -365,6 +382,26 @@ func (c conformanceCase) checkConfig(t *testing.T, cf *v1.ConfigFile, raw []byte
 		if strings.Contains(string(raw), s) {
 			t.Errorf("image config contains %q:\n%s", s, raw)
 		}
+	}
+}
+
+// forEachFile calls fn with the path and contents of every regular file
+// under dir.
+func forEachFile(t *testing.T, dir string, fn func(p string, dt []byte)) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		dt, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		fn(p, dt)
+		return nil
+	})
+	if err != nil && !os.IsNotExist(err) {
+		t.Errorf("walk %s: %v", dir, err)
 	}
 }
 
