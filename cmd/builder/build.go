@@ -12,6 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"builder/build"
+	"builder/build/cacheio"
 	"builder/build/pull"
 )
 
@@ -51,6 +52,9 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	var metadataFile string
 	fs.BoolVar(&pushTags, "push", false, "push the image to the registries of its -t tags (shorthand for -o type=registry)")
 	fs.StringVar(&metadataFile, "metadata-file", "", "write the image's digests and names as JSON to this file")
+	var cacheFromFlags, cacheToFlags []string
+	fs.StringArrayVar(&cacheFromFlags, "cache-from", nil, "import a shared cache: type=registry,ref=REF, type=local,src=DIR, or REF (a cache or an image built with an inline cache); may be repeated")
+	fs.StringArrayVar(&cacheToFlags, "cache-to", nil, "export the cache: type=registry,ref=REF or type=local,dest=DIR [,mode=min|max][,compression=gzip|zstd|uncompressed][,cache-mounts=true], or type=inline")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: builder build [OPTIONS] CONTEXT\n\nExamples:\n  builder build -t app .\n  builder build -t app -o type=oci,dest=app.tar .\n\nOptions:\n%s", fs.FlagUsages())
 	}
@@ -97,6 +101,9 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	}
 	o.Epoch = epoch
 	if err := secretOptions(&o, secrets, allow); err != nil {
+		return err
+	}
+	if err := cacheOptions(&o, cacheFromFlags, cacheToFlags); err != nil {
 		return err
 	}
 	if err := isolationOptions(ctx, &o, g, isolation, memory, cpus, pidsLimit); err != nil {
@@ -243,5 +250,24 @@ func isolationOptions(ctx context.Context, o *build.Options, g *globals, isolati
 		return usagef("--cpus and --pids-limit must not be negative")
 	}
 	o.Limits.CPUs, o.Limits.Pids = cpus, pids
+	return nil
+}
+
+// cacheOptions puts the --cache-from and --cache-to values into o.
+func cacheOptions(o *build.Options, from, to []string) error {
+	for _, v := range from {
+		s, err := cacheio.ParseImport(v)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		o.CacheFrom = append(o.CacheFrom, s)
+	}
+	for _, v := range to {
+		s, err := cacheio.ParseExport(v)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		o.CacheTo = append(o.CacheTo, s)
+	}
 	return nil
 }
