@@ -35,7 +35,6 @@ type cacheState struct {
 	stages   map[int][]keyedRecord         // records each stage applied, in order
 	mountIDs map[string]*runMount          // cache mounts the build's RUNs name
 	pending  map[v1.Hash][]keyedRecord     // imported records to keep locally once their blob is here
-	fetched  int                           // blobs fetched from imports, for tests
 	progress func(format string, a ...any) // build log
 }
 
@@ -181,9 +180,6 @@ func (b *Builder) fetchImported(ctx context.Context, d v1.Hash) error {
 	}
 	f.err = src.Fetch(ctx, b.store, d)
 	cs.mu.Lock()
-	if f.err == nil {
-		cs.fetched++
-	}
 	delete(cs.flights, d)
 	keep := cs.pending[d]
 	delete(cs.pending, d)

@@ -173,6 +173,15 @@ func TestCacheModes(t *testing.T) {
 	if !loggedCached(t, log, "[build 2/2] RUN") || res.Cached != res.Steps || res.ManifestDigest != resA.ManifestDigest {
 		t.Errorf("mode=max: %d/%d cached, %s (A: %s):\n%s", res.Cached, res.Steps, res.ManifestDigest, resA.ManifestDigest, log)
 	}
+
+	// Several caches: the first that has a step serves it; a missing one
+	// is a warning, not an error.
+	both := newFixture(t)
+	res, log = both.mustBuild(copyCase(t, "builds/cacheio-multi"),
+		cacheFrom(t, host+"/c:missing", host+"/c:min", "type=registry,ref="+host+"/c:max"))
+	if res.Cached != res.Steps || res.ManifestDigest != resA.ManifestDigest || !strings.Contains(log, "WARNING: import cache "+host+"/c:missing") {
+		t.Errorf("min, then max: %d/%d cached, %s (A: %s):\n%s", res.Cached, res.Steps, res.ManifestDigest, resA.ManifestDigest, log)
+	}
 }
 
 // blobGets counts GET requests for blobs, by digest.
@@ -411,12 +420,16 @@ func TestCacheTampered(t *testing.T) {
 
 // TestCacheIdenticalImages: for every deterministic build case, a cold
 // build, a fully cached rebuild and a build on an empty store from the
-// exported cache give one image. Extend the table with new cases.
+// exported cache give one image. Extend the table with new cases; the
+// conformance cases that build alone are added unless -short is given.
 func TestCacheIdenticalImages(t *testing.T) {
 	type identCase struct {
 		name string
 		dir  func(t *testing.T) string
 		opts func(t *testing.T, f *fixture, dir string) []func(*Options)
+		// sameBase builds B from A's base registry: the case's build args
+		// name the registry, which is then a real input of its steps.
+		sameBase bool
 	}
 	plain := func(name string) identCase {
 		return identCase{name: name, dir: func(t *testing.T) string { return copyCase(t, "builds/"+name) }}
@@ -425,6 +438,22 @@ func TestCacheIdenticalImages(t *testing.T) {
 		plain("store"), plain("explain"), plain("rebuild"), plain("cacheio-multi"),
 		{name: "mounts", dir: func(t *testing.T) string { return copyCase(t, "builds/mounts") },
 			opts: func(t *testing.T, _ *fixture, _ string) []func(*Options) { return []func(*Options){secretOption(t)} }}}
+	if _, err := os.Stat(conformanceDir); err == nil && !testing.Short() {
+		for _, c := range conformanceCases(t) {
+			if c.Base != "" || len(c.Env) > 0 || len(c.Expect.Error) > 0 {
+				continue // built on another case's image, needs the process env, or fails by design
+			}
+			cases = append(cases, identCase{name: "conformance/" + c.Name, sameBase: true,
+				dir: func(t *testing.T) string { return c.prepare(t) },
+				opts: func(_ *testing.T, f *fixture, dir string) []func(*Options) {
+					o := c.options(f, dir)
+					return []func(*Options){func(x *Options) {
+						x.BuildArgs, x.Target, x.Network, x.Platform, x.Secrets = o.BuildArgs, o.Target, o.Network, o.Platform, o.Secrets
+						x.Dockerfile = o.Dockerfile
+					}}
+				}})
+		}
+	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cache := filepath.Join(t.TempDir(), "cache")
@@ -440,6 +469,9 @@ func TestCacheIdenticalImages(t *testing.T) {
 				t.Errorf("rebuild: %d/%d cached, %s (cold %s):\n%s", warm.Cached, warm.Steps, warm.ManifestDigest, cold.ManifestDigest, log)
 			}
 			b := newFixture(t)
+			if tc.sameBase {
+				b.base = a.base
+			}
 			dirB := tc.dir(t)
 			var optsB []func(*Options)
 			if tc.opts != nil {
