@@ -74,11 +74,13 @@ func (b *Builder) resolveOnce(ctx context.Context, ref string, o Options) (*base
 		}
 	}
 	var progress func(string)
+	var meter pull.MeterFunc
 	if o.Progress != nil {
 		progress = func(s string) { o.Progress.Printf("%s", s) }
+		meter = o.Progress.Meter()
 	}
 	dgst, _, err := pull.Pull(ctx, b.store, ref, pull.Options{Insecure: o.Insecure, Platform: o.Platform, Progress: progress,
-		Registries: b.registries})
+		Meter: meter, Registries: b.registries})
 	if err != nil {
 		return nil, err
 	}

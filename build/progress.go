@@ -100,6 +100,10 @@ func (p *Progress) Printf(format string, args ...any) {
 	p.r.message(time.Now(), fmt.Sprintf(format, args...))
 }
 
+// Line prints s as a line that belongs to no step; it fits the
+// func(string) progress callbacks of pull and push.
+func (p *Progress) Line(s string) { p.Printf("%s", s) }
+
 // Close ends the progress: a tty view draws its final screen and stops
 // redrawing. Later messages print as plain lines. Close is idempotent.
 func (p *Progress) Close() {

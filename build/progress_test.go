@@ -24,6 +24,7 @@ func maskProgress(s string) string {
 		{`127\.0\.0\.1:\d+`, "REGISTRY"},
 		{`sha256:[0-9a-f]{64}`, "sha256:DIGEST"},
 		{`(?m)^fetching (\S+) \(.*\)$`, "fetching $1 (SIZE)"},
+		{`(?m)^download sha256:[0-9a-f]{12} .*$`, "download sha256:SHORT SIZE in Ts (RATE)"},
 		{`\d+(\.\d+)?s\b`, "Ts"},
 	} {
 		s = regexp.MustCompile(m.re).ReplaceAllString(s, m.to)

@@ -83,3 +83,9 @@ func (t *Transfer) summary() string {
 	}
 	return fmt.Sprintf("%s %s in %.1fs (%s/s)", t.label, pull.HumanSize(t.Moved()), d.Seconds(), pull.HumanSize(int64(t.rate(t.end))))
 }
+
+// Meter returns a pull.MeterFunc that shows each transfer pull or push
+// makes as a Transfer of p.
+func (p *Progress) Meter() pull.MeterFunc {
+	return func(label string, size int64) pull.Meter { return p.Transfer(label, size) }
+}

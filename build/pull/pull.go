@@ -62,6 +62,9 @@ type Options struct {
 	// Progress, if set, receives one-line progress messages. Pull calls it
 	// from one goroutine at a time.
 	Progress func(string)
+	// Meter, if set, counts the bytes of each blob download as they
+	// arrive, for a live view of bytes and rates.
+	Meter MeterFunc
 	// Jobs bounds the parallel blob downloads; default 4.
 	Jobs int
 	// Transport is the HTTP transport under authentication and retries;
@@ -397,9 +400,19 @@ func (p *puller) fetchBlob(ctx context.Context, desc v1.Descriptor) error {
 		// manifest is wrong, since stored blobs match their digest.
 		return fmt.Errorf("stored blob does not have the %d bytes the manifest says", desc.Size)
 	}
+	m := p.opts.Meter.Start("download "+shortDigest(desc.Digest.String()), desc.Size)
+	err := p.fetchBlobRetrying(ctx, desc, m)
+	m.Done(err)
+	return err
+}
+
+// fetchBlobRetrying is fetchBlob's loop of attempts; m counts each
+// attempt's bytes from zero.
+func (p *puller) fetchBlobRetrying(ctx context.Context, desc v1.Descriptor, m Meter) error {
 	wait := p.opts.Backoff.Duration
 	for attempt := 1; ; attempt++ {
-		err := p.fetchBlobOnce(ctx, desc)
+		m.Set(0)
+		err := p.fetchBlobOnce(ctx, desc, m)
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
@@ -461,7 +474,7 @@ func retryable(err error) bool {
 }
 
 // fetchBlobOnce makes one attempt at fetching a blob into the store.
-func (p *puller) fetchBlobOnce(ctx context.Context, desc v1.Descriptor) error {
+func (p *puller) fetchBlobOnce(ctx context.Context, desc v1.Descriptor, m Meter) error {
 	rt, err := p.transport(ctx)
 	if err != nil {
 		return err
@@ -476,7 +489,9 @@ func (p *puller) fetchBlobOnce(ctx context.Context, desc v1.Descriptor) error {
 	if err != nil {
 		return err
 	}
-	p.progress("fetching %s (%s)", desc.Digest, HumanSize(desc.Size))
+	if p.opts.Meter == nil { // else the meter reports the blob
+		p.progress("fetching %s (%s)", desc.Digest, HumanSize(desc.Size))
+	}
 	resp, err := (&http.Client{Transport: rt}).Do(req)
 	if err != nil {
 		return &requestError{err}
@@ -490,7 +505,7 @@ func (p *puller) fetchBlobOnce(ctx context.Context, desc v1.Descriptor) error {
 	}
 	// One byte more than promised reveals a longer body without reading an
 	// endless one; the store rejects anything that misses the digest.
-	body := &errReader{r: resp.Body}
+	body := &errReader{r: meteredReader{r: resp.Body, m: m}}
 	_, n, err := p.s.WriteBlob(ctx, io.LimitReader(body, desc.Size+1), desc.Digest)
 	if body.err != nil && ctx.Err() == nil {
 		return fmt.Errorf("read body: %w", body.err)

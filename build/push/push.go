@@ -40,6 +40,9 @@ type Options struct {
 	// Progress, if set, receives one-line progress messages, from one
 	// goroutine at a time.
 	Progress func(string)
+	// Meter, if set, counts the bytes uploaded to each repository, for a
+	// live view of bytes and rates.
+	Meter pull.MeterFunc
 	// Jobs bounds the parallel blob uploads; default 4.
 	Jobs int
 	// Transport is the HTTP transport under authentication and retries;
@@ -152,10 +155,15 @@ func Push(ctx context.Context, img v1.Image, refs []string, opts Options) ([]Res
 		progress("pushing %s", strings.Join(names, ", "))
 		updates := make(chan v1.Update, 16)
 		done := make(chan struct{})
+		var meter pull.Meter
 		go func() {
 			defer close(done)
 			last := time.Now()
 			for u := range updates {
+				if meter == nil {
+					meter = opts.Meter.Start("upload "+g.repo.String(), u.Total)
+				}
+				meter.Set(u.Complete)
 				if time.Since(last) > 2*time.Second && u.Total > 0 {
 					last = time.Now()
 					progress("pushing %s: %d%% of %s", g.repo, u.Complete*100/u.Total, pull.HumanSize(u.Total))
@@ -172,6 +180,9 @@ func Push(ctx context.Context, img v1.Image, refs []string, opts Options) ([]Res
 				http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout),
 			remote.WithProgress(updates))
 		<-done
+		if meter != nil {
+			meter.Done(err)
+		}
 		if err != nil {
 			return results, &Error{Ref: names[0], Err: err}
 		}

@@ -142,7 +142,8 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	exp := newExporter(b, g.root, insecure, func(s string) { o.Progress.Printf("%s", s) })
+	exp := newExporter(b, g.root, insecure, o.Progress.Line)
+	exp.meter = o.Progress.Meter()
 	ex, err := exp.exportAll(ctx, outs, res)
 	if err != nil {
 		return err

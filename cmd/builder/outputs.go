@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"builder/build"
+	"builder/build/pull"
 	"builder/build/push"
 	"builder/build/registries"
 	"builder/export"
@@ -168,6 +169,7 @@ type exporter struct {
 	insecure []string
 	regs     *registries.Config
 	progress func(string)
+	meter    pull.MeterFunc // counts push bytes; nil shows none
 
 	converted map[export.ConvertOptions]v1.Image
 }
@@ -302,7 +304,7 @@ func (e *exporter) tagAll(img v1.Image, names []string) error {
 
 // push uploads img to names.
 func (e *exporter) push(ctx context.Context, img v1.Image, names []string) error {
-	_, err := push.Push(ctx, img, names, push.Options{Insecure: e.insecure, Registries: e.regs, Progress: e.progress})
+	_, err := push.Push(ctx, img, names, push.Options{Insecure: e.insecure, Registries: e.regs, Progress: e.progress, Meter: e.meter})
 	return err
 }
 

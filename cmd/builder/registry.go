@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"builder/build"
 	"builder/build/pull"
 	"builder/build/push"
 	"builder/build/registries"
@@ -43,7 +44,16 @@ func lookupImage(s *content.Store, idx *export.Index, ref string) (v1.Image, err
 	return export.LoadImage(s, desc.Digest)
 }
 
-func stderrProgress(s string) { fmt.Fprintln(os.Stderr, s) }
+// commandProgress shows a pull's or push's progress on stderr: a live view
+// of bytes and rates on a terminal, plain lines otherwise, nothing if quiet.
+// Close it when the command ends.
+func commandProgress(quiet bool) *build.Progress {
+	mode, _ := build.ParseProgressMode("auto", os.Stderr)
+	if quiet {
+		mode = build.ProgressQuiet
+	}
+	return build.NewProgressMode(os.Stderr, mode)
+}
 
 // registries reads the registry configuration: the --registry-config file,
 // else the one BUILDER_REGISTRY_CONFIG names (both must exist), else the
@@ -83,10 +93,9 @@ func runPush(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	opts := push.Options{Insecure: insecure, Registries: regs, Progress: stderrProgress}
-	if quiet {
-		opts.Progress = nil
-	}
+	prog := commandProgress(quiet)
+	defer prog.Close()
+	opts := push.Options{Insecure: insecure, Registries: regs, Progress: prog.Line, Meter: prog.Meter()}
 	res, err := push.Push(ctx, img, []string{dest}, opts)
 	if err != nil {
 		return err
@@ -121,10 +130,9 @@ func runPull(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	opts := pull.Options{Insecure: insecure, Registries: regs, Platform: *p, Progress: stderrProgress}
-	if quiet {
-		opts.Progress = nil
-	}
+	prog := commandProgress(quiet)
+	defer prog.Close()
+	opts := pull.Options{Insecure: insecure, Registries: regs, Platform: *p, Progress: prog.Line, Meter: prog.Meter()}
 	ref := fs.Arg(0)
 	d, _, err := pull.Pull(ctx, s, ref, opts)
 	if err != nil {
