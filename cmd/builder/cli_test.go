@@ -6,11 +6,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"builder/build/buildtest"
+	"builder/build/sandbox"
 )
 
 // binary is the builder binary the tests run, built once by TestMain.
@@ -105,41 +107,88 @@ func TestCLIBuildImagesAndErrors(t *testing.T) {
 // TestCLIInterrupt sends SIGINT during a long RUN: builder must stop
 // promptly, kill the RUN's processes, leave nothing mounted, and the next
 // build on the store must succeed.
+// TestCLIInterrupt sends SIGINT to a build during a long RUN whose shell
+// also left a process in the background, in each isolation mode (chroot
+// has no PID namespace to take the tree down, and runs under a cgroup
+// here): builder exits 130 and leaves no RUN process, no mount in the
+// host's mount table (under the store or its temp dir), no temp dir and
+// no per-run cgroup, and the store still builds.
 func TestCLIInterrupt(t *testing.T) {
 	buildtest.RequireRoot(t)
 	base := buildtest.BusyboxRegistry(t)
-	root := t.TempDir()
-	marker := "sleep 4242"
-	ctx := writeCase(t, "FROM "+base+"\nRUN echo started; "+marker+"\n", map[string]string{})
-	cmd := exec.Command(binary, "--root", root, "build", ctx)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		marker string
+	}{
+		{"namespaces", nil, "4242"},
+		{"chroot", []string{"--isolation=chroot", "--pids-limit=100"}, "4252"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root, tmp := t.TempDir(), t.TempDir()
+			ctx := writeCase(t, "FROM "+base+"\nRUN sleep "+tc.marker+".5 & echo started; sleep "+tc.marker+"\n", map[string]string{})
+			cmd := exec.Command(binary, append([]string{"--root", root, "build"}, append(tc.args, ctx)...)...)
+			cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+			var out syncBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for !(strings.Contains(out.String(), "started") && len(processesMatching(t, "sleep "+tc.marker+".5")) > 0) &&
+				time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			start := time.Now()
+			cmd.Process.Signal(syscall.SIGINT)
+			err := cmd.Wait()
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("builder took %v to stop after SIGINT", took)
+			}
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+				t.Errorf("exit: %v, want 130\n%s", err, out.String())
+			}
+			if tc.name == "chroot" && !strings.Contains(out.String(), "isolation: chroot (chosen with --isolation=chroot)") {
+				t.Errorf("progress does not name the isolation:\n%s", out.String())
+			}
+			if procs := processesMatching(t, "sleep "+tc.marker); len(procs) > 0 {
+				t.Errorf("RUN processes survived the interrupt: %v", procs)
+			}
+			for _, dir := range []string{root, tmp} {
+				if m := buildtest.Mounts(t, dir); len(m) > 0 {
+					t.Errorf("mounts left: %q", m)
+				}
+			}
+			if ents, _ := os.ReadDir(tmp); len(ents) > 1 || len(ents) == 1 && ents[0].Name() != "builder-sandbox" {
+				t.Errorf("temp dir holds %v", ents)
+			}
+			if left, err := sandbox.ProbeCgroups().RunCgroups(); err != nil || len(left) > 0 {
+				t.Errorf("cgroups left: %v %v", left, err)
+			}
+			good := writeCase(t, "FROM "+base+"\nRUN echo ok > /ok\n", map[string]string{})
+			if out, code := cli(t, append([]string{"--root", root, "build"}, append(tc.args, good)...)...); code != 0 {
+				t.Errorf("build after interrupt: exit %d\n%s", code, out)
+			}
+		})
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(out.String(), "started") && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	start := time.Now()
-	cmd.Process.Signal(syscall.SIGINT)
-	err := cmd.Wait()
-	if took := time.Since(start); took > 5*time.Second {
-		t.Errorf("builder took %v to stop after SIGINT", took)
-	}
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
-		t.Errorf("exit: %v, want 130\n%s", err, out.String())
-	}
-	if procs := processesMatching(t, marker); len(procs) > 0 {
-		t.Errorf("RUN processes survived the interrupt: %v", procs)
-	}
-	if m := buildtest.Mounts(t, root); len(m) > 0 {
-		t.Errorf("mounts left: %q", m)
-	}
-	good := writeCase(t, "FROM "+base+"\nRUN echo ok > /ok\n", map[string]string{})
-	if out, code := cli(t, "--root", root, "build", good); code != 0 {
-		t.Errorf("build after interrupt: exit %d\n%s", code, out)
-	}
+}
+
+// syncBuffer is a bytes.Buffer that a process writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // processesMatching lists PIDs whose command line contains s.
