@@ -287,7 +287,7 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 			env = setEnv(env, kv.Key, kv.Value)
 		}
 		c.Env = env
-		j.metaHistory(st, step)
+		j.metaHistory(st, "ENV "+joinPairs(pairs))
 	case *parser.Arg:
 		for _, kv := range op.Pairs {
 			v, err := j.argValue(kv, st.args, c.Env)
@@ -307,7 +307,7 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 		for _, kv := range pairs {
 			c.Labels[kv.Key] = kv.Value
 		}
-		j.metaHistory(st, step)
+		j.metaHistory(st, "LABEL "+joinPairs(pairs))
 	case *parser.Expose:
 		ports, err := ex.words(op.Ports)
 		if err != nil {
@@ -316,6 +316,7 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 		if c.ExposedPorts == nil {
 			c.ExposedPorts = map[string]struct{}{}
 		}
+		var all []string
 		for _, p := range ports {
 			specs, err := portSpecs(p)
 			if err != nil {
@@ -324,8 +325,9 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 			for _, s := range specs {
 				c.ExposedPorts[s] = struct{}{}
 			}
+			all = append(all, specs...)
 		}
-		j.metaHistory(st, step)
+		j.metaHistory(st, fmt.Sprintf("EXPOSE %v", all))
 	case *parser.Volume:
 		vols, err := ex.words(op.Paths)
 		if err != nil {
@@ -340,45 +342,47 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 			}
 			c.Volumes[v] = struct{}{}
 		}
-		j.metaHistory(st, step)
+		j.metaHistory(st, fmt.Sprintf("VOLUME %v", vols))
 	case *parser.User:
 		u, err := ex.word(op.User)
 		if err != nil {
 			return false, err
 		}
 		c.User = u
-		j.metaHistory(st, step)
+		j.metaHistory(st, "USER "+u)
 	case *parser.Shell:
 		c.Shell = append([]string(nil), op.Shell...)
-		j.metaHistory(st, step)
+		j.metaHistory(st, fmt.Sprintf("SHELL %v", c.Shell))
 	case *parser.Cmd:
 		c.Cmd = st.commandLine(op.Command, op.PrependShell)
+		c.ArgsEscaped = true // as BuildKit sets it, for Docker's image spec
 		st.cmdSet = true
-		j.metaHistory(st, step)
+		j.metaHistory(st, fmt.Sprintf("CMD %q", c.Cmd))
 	case *parser.Entrypoint:
 		c.Entrypoint = st.commandLine(op.Command, op.PrependShell)
+		c.ArgsEscaped = true
 		if !st.cmdSet {
 			c.Cmd = nil
 		}
-		j.metaHistory(st, step)
+		j.metaHistory(st, fmt.Sprintf("ENTRYPOINT %q", c.Entrypoint))
 	case *parser.Healthcheck:
 		c.Healthcheck = &v1.HealthConfig{Test: op.Test, Interval: op.Interval, Timeout: op.Timeout,
 			StartPeriod: op.StartPeriod, Retries: op.Retries}
 		st.healthStart = op.StartInterval
-		j.metaHistory(st, step)
+		j.metaHistory(st, fmt.Sprintf("HEALTHCHECK {Test:%v Interval:%v Timeout:%v StartPeriod:%v StartInterval:%v Retries:%d}",
+			op.Test, op.Interval, op.Timeout, op.StartPeriod, op.StartInterval, op.Retries))
 	case *parser.StopSignal:
 		s, err := ex.word(op.Signal)
 		if err != nil {
 			return false, err
 		}
 		c.StopSignal = s
-		j.metaHistory(st, step)
+		j.metaHistory(st, "STOPSIGNAL "+s)
 	case *parser.Onbuild:
-		c.OnBuild = append(c.OnBuild, op.Expression)
-		j.metaHistory(st, step)
+		c.OnBuild = append(c.OnBuild, op.Expression) // no history, as in BuildKit
 	case *parser.Maintainer:
 		st.cfg.Author = op.Name
-		j.metaHistory(st, step)
+		j.metaHistory(st, "MAINTAINER "+op.Name)
 	default:
 		return false, fmt.Errorf("instruction %T: %w", op, errNotSupported)
 	}
@@ -401,9 +405,21 @@ func (s *stageState) shell() []string {
 	return []string{"/bin/sh", "-c"}
 }
 
-// metaHistory records a metadata-only step in the history.
-func (j *job) metaHistory(st *stageState, step *parser.Step) {
-	st.addHistory(historyText(step.Original), true, j.stepTime(st.created))
+// metaHistory records a metadata-only step in the history. createdBy is
+// what BuildKit writes: the instruction with its values expanded, lists in
+// Go's %v or %q form.
+func (j *job) metaHistory(st *stageState, createdBy string) {
+	st.addHistory(createdBy, true, j.stepTime(st.created))
+}
+
+// joinPairs formats expanded ENV or LABEL pairs as BuildKit's history does:
+// "K=V K2=V2", unquoted.
+func joinPairs(pairs []parser.KeyValue) string {
+	out := make([]string, len(pairs))
+	for i, kv := range pairs {
+		out[i] = kv.Key + "=" + kv.Value
+	}
+	return strings.Join(out, " ")
 }
 
 // historyText is the created_by text of a step: its source text on one line.
