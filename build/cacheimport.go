@@ -232,8 +232,9 @@ func (b *Builder) cacheMountPaths(id string) (dir, lock string) {
 // imported cache when the directory is missing or empty, before a RUN
 // uses it. It holds the mount's exclusive lock meanwhile, extracts into a
 // temporary directory (checked against the layer's diff ID) and renames it
-// into place, so no RUN ever sees a half-restored cache. It runs at most
-// once per id and build.
+// into place, so no RUN ever sees a half-restored cache; a RUN that uses
+// the mount meanwhile waits for the lock. It restores at most once per id
+// and build.
 func (j *job) restoreCacheMount(ctx context.Context, rm *runMount) error {
 	cs := j.cio
 	if cs == nil {
@@ -242,7 +243,6 @@ func (j *job) restoreCacheMount(ctx context.Context, rm *runMount) error {
 	cs.mu.Lock()
 	im, ok := cs.mounts[rm.cacheID]
 	done := cs.restored[rm.cacheID]
-	cs.restored[rm.cacheID] = true
 	cs.mu.Unlock()
 	if !ok || done {
 		return nil
@@ -257,8 +257,16 @@ func (j *job) restoreCacheMount(ctx context.Context, rm *runMount) error {
 		return fmt.Errorf("lock cache mount %s: %w", rm.cacheID, err)
 	}
 	defer lock.Close()
+	// Once this returns nil the mount is settled for this build: a RUN
+	// that empties it later does not get the import back.
+	markDone := func() {
+		cs.mu.Lock()
+		cs.restored[rm.cacheID] = true
+		cs.mu.Unlock()
+	}
 	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
-		return nil // the store has its own content, which wins
+		markDone()
+		return nil // the store has its own content (or a concurrent restore's), which wins
 	}
 	if err := j.b.fetchImported(ctx, im.m.Digest); err != nil {
 		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
@@ -293,6 +301,7 @@ func (j *job) restoreCacheMount(ctx context.Context, rm *runMount) error {
 		os.RemoveAll(tmp)
 		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
 	}
+	markDone()
 	cs.progress("restored cache mount %s from %s", rm.cacheID, im.src.Spec)
 	return nil
 }

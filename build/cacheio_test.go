@@ -383,6 +383,13 @@ func TestCacheMounts(t *testing.T) {
 		t.Errorf("store B's cache mount: %q, %v", dt, err)
 	}
 
+	// The store's own content wins over the import.
+	res, _ = b.mustBuild(copyCase(t, "builds/cacheio-mounts"), cacheFrom(t, "type=local,src="+dir),
+		func(o *Options) { o.BuildArgs["N"] = "3" })
+	if seen, _ := imageFile(t, res.Image, "seen", ""); seen != "1\n2\n3\n" {
+		t.Errorf("a store with its own cache mount content saw %q", seen)
+	}
+
 	// Without cache-mounts=true nothing of the mount is exported.
 	dir2 := filepath.Join(t.TempDir(), "cache")
 	a.mustBuild(copyCase(t, "builds/cacheio-mounts"), cacheTo(t, "type=local,dest="+dir2))
