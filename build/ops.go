@@ -381,6 +381,10 @@ func extractArchive(dir string, r io.Reader) error {
 func (j *job) mkdirWorkdir(ctx context.Context, st *stageState, step *parser.Step) (bool, error) {
 	wd := st.cfg.Config.WorkingDir
 	pre := keyPreimage{Parent: string(st.fsKey), Op: "mkdir", Args: []string{wd}, State: map[string]string{}}
+	user := st.cfg.Config.User
+	if user != "" {
+		pre.State["user"] = user // new directories belong to USER
+	}
 	j.addEpoch(&pre)
 	key, preimage := pre.key()
 	createdBy := "WORKDIR " + wd
@@ -391,11 +395,42 @@ func (j *job) mkdirWorkdir(ctx context.Context, st *stageState, step *parser.Ste
 			if err != nil {
 				return err
 			}
-			return os.MkdirAll(p, 0o755)
+			// As in BuildKit, the directories WORKDIR creates belong to
+			// USER (resolved like COPY --chown; root when not found).
+			var owner *copier.Owner
+			if user != "" {
+				owner, _ = copier.ResolveOwner(roots[0], user)
+			}
+			return mkdirAllOwned(roots[0], p, owner)
 		})
 		if err != nil {
 			return fmt.Errorf("create workdir: %w", err)
 		}
 		return nil
 	})
+}
+
+// mkdirAllOwned creates directory p (a path already resolved inside root)
+// and its missing parents with mode 0755, giving the ones it creates to
+// owner when owner is not nil. Existing directories are left alone.
+func mkdirAllOwned(root, p string, owner *copier.Owner) error {
+	var created []string
+	for q := p; len(q) > len(root); q = path.Dir(q) {
+		if _, err := os.Lstat(q); err == nil {
+			break
+		}
+		created = append(created, q)
+	}
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		return err
+	}
+	if owner == nil {
+		return nil
+	}
+	for _, q := range created {
+		if err := os.Lchown(q, owner.UID, owner.GID); err != nil {
+			return err
+		}
+	}
+	return nil
 }
