@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -82,7 +84,8 @@ func Start(t testing.TB, o Options) *Registry {
 		cmd := exec.Command(Binary, "serve", cfgPath)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
+		release, err := startOnParkedThread(cmd)
+		if err != nil {
 			logf.Close()
 			t.Fatalf("start docker-registry: %v", err)
 		}
@@ -96,6 +99,7 @@ func Start(t testing.TB, o Options) *Registry {
 				_ = cmd.Process.Kill()
 				<-exited
 			}
+			release()
 			logf.Close()
 		}
 		if lastErr = waitReady(r.Addr, exited); lastErr == nil {
@@ -108,6 +112,32 @@ func Start(t testing.TB, o Options) *Registry {
 	}
 	t.Fatalf("docker-registry did not start: %v", lastErr)
 	return nil
+}
+
+// startOnParkedThread starts cmd from a goroutine locked to its own OS
+// thread, which stays parked until release is called. Pdeathsig fires when
+// the thread that started the child exits, not the process, and the Go
+// runtime ends threads at times of its choosing (locked threads whose
+// goroutine returns, as snapshot.WithMounts leaves them): started from an
+// ordinary goroutine, the registry could be killed in the middle of a test.
+// If the test binary dies, the parked thread dies with it and so does the
+// registry.
+func startOnParkedThread(cmd *exec.Cmd) (release func(), err error) {
+	started := make(chan error, 1)
+	park := make(chan struct{})
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		err := cmd.Start()
+		started <- err
+		if err == nil {
+			<-park
+		}
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	return func() { once.Do(func() { close(park) }) }, nil
 }
 
 // waitReady polls GET /v2/ until the registry answers (200 or 401).
