@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -124,31 +123,12 @@ func TestCacheRoundTrip(t *testing.T) {
 	}
 }
 
-// startRegistry starts Debian's docker-registry (with auth) from a thread
-// that lives until the test ends. registrytest kills the registry when the
-// thread that started it exits (Pdeathsig), and builds end threads: every
-// snapshot.WithMounts runs on a locked thread that exits with it.
+// startRegistry starts Debian's docker-registry with htpasswd auth.
 func startRegistry(t *testing.T) *registrytest.Registry {
 	t.Helper()
 	buildtest.RequireTool(t, registrytest.Binary)
 	buildtest.RequireTool(t, "htpasswd")
-	got := make(chan *registrytest.Registry, 1)
-	done := make(chan struct{})
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread must not run anything else
-		var r *registrytest.Registry
-		defer func() { got <- r }()
-		r = registrytest.Start(t, registrytest.Options{Auth: true})
-		got <- r
-		r = nil
-		<-done
-	}()
-	r := <-got
-	if r == nil {
-		t.Fatal("docker-registry did not start")
-	}
-	t.Cleanup(func() { close(done); <-got })
-	return r
+	return registrytest.Start(t, registrytest.Options{Auth: true})
 }
 
 // TestCacheModes: mode=min carries the final image's steps only, so a
