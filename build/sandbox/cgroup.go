@@ -96,9 +96,10 @@ func (l Limits) controllers() []string {
 
 // ProbeCgroups finds, for the memory, cpu and pids controllers, a cgroup
 // hierarchy in which the builder can create child cgroups: the unified (v2)
-// hierarchy where the controller is enabled for the builder's cgroup, else
-// the v1 hierarchy of that controller. It creates the builder-run parent
-// directories (left in place, empty) and changes nothing else.
+// hierarchy where the builder's own cgroup already delegates the controller
+// to its children (cgroup.subtree_control), else the v1 hierarchy of that
+// controller. It tries creating the builder-run parent directory and
+// removes it again; it changes nothing else.
 func ProbeCgroups() CgroupSupport {
 	sup := CgroupSupport{ctrls: map[string]ctrl{}}
 	own, err := ownCgroups()
@@ -235,23 +236,38 @@ func probeV2(name string, own map[string]string, mounts []cgroupMount) (ctrl, bo
 		if !ok {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+		// The builder's own cgroup is not changed: enabling a controller
+		// there would affect its siblings, and fails anyway (EBUSY) when
+		// it holds processes and is not the root.
+		b, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
 		if err != nil || !containsWord(string(b), name) {
 			continue
 		}
-		// Children get the controller only if both the builder's cgroup
-		// and the parent delegate it; the first write fails with EBUSY
-		// when the builder's cgroup holds processes and is not the root.
-		parent := filepath.Join(dir, cgroupParent)
-		if err := os.Mkdir(parent, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		c := ctrl{name: name, v2: true, dir: dir}
+		parent, err := c.ensureParent()
+		if err != nil {
 			continue
 		}
-		if enableController(dir, name) != nil || enableController(parent, name) != nil {
-			continue
-		}
-		return ctrl{name: name, v2: true, dir: dir}, true
+		_ = unix.Rmdir(parent)
+		return c, true
 	}
 	return ctrl{}, false
+}
+
+// ensureParent creates the builder-run directory below the builder's own
+// cgroup if needed and, in the unified hierarchy, delegates the controller
+// to its children. It returns the directory.
+func (c ctrl) ensureParent() (string, error) {
+	parent := filepath.Join(c.dir, cgroupParent)
+	if err := os.Mkdir(parent, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", fmt.Errorf("create cgroup: %w", err)
+	}
+	if c.v2 {
+		if err := enableController(parent, c.name); err != nil {
+			return "", fmt.Errorf("enable cgroup controller %s: %w", c.name, err)
+		}
+	}
+	return parent, nil
 }
 
 func enableController(dir, name string) error {
@@ -275,10 +291,13 @@ func probeV1(name string, own map[string]string, mounts []cgroupMount) (ctrl, er
 		if !ok {
 			continue
 		}
-		if err := os.Mkdir(filepath.Join(dir, cgroupParent), 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			return ctrl{}, fmt.Errorf("create cgroup: %w", err)
+		c := ctrl{name: name, dir: dir}
+		parent, err := c.ensureParent()
+		if err != nil {
+			return ctrl{}, err
 		}
-		return ctrl{name: name, dir: dir}, nil
+		_ = unix.Rmdir(parent)
+		return c, nil
 	}
 	return ctrl{}, errors.New("hierarchy not mounted")
 }
@@ -318,9 +337,9 @@ func newRunCgroup(sup CgroupSupport, l Limits) (*runCgroup, error) {
 		}
 		dir := filepath.Join(c.dir, cgroupParent, id)
 		if _, seen := cg.v2[dir]; !seen {
-			if err := os.Mkdir(dir, 0o755); err != nil {
+			if err := c.mkdirRun(dir); err != nil {
 				cg.remove(context.Background())
-				return nil, fmt.Errorf("create cgroup: %w", err)
+				return nil, err
 			}
 			cg.dirs = append(cg.dirs, dir)
 			cg.v2[dir] = c.v2
@@ -371,6 +390,25 @@ func newRunCgroup(sup CgroupSupport, l Limits) (*runCgroup, error) {
 	return cg, nil
 }
 
+// mkdirRun creates the run's directory dir below the builder-run parent,
+// creating the parent too. Another builder may remove the parent when its
+// last run ends, between the two steps: then it tries again.
+func (c ctrl) mkdirRun(dir string) error {
+	var err error
+	for range 5 {
+		if _, err = c.ensureParent(); err != nil {
+			return err
+		}
+		if err = os.Mkdir(dir, 0o755); err == nil || !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("create cgroup: %w", err)
+	}
+	return nil
+}
+
 func exists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil
@@ -411,7 +449,11 @@ func (cg *runCgroup) remove(ctx context.Context) error {
 	for _, dir := range cg.dirs {
 		if err := removeCgroup(dir); err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		// The parent goes with the last run; another run's cgroup keeps
+		// it (EBUSY), which is fine.
+		_ = unix.Rmdir(filepath.Dir(dir))
 	}
 	cg.dirs = nil
 	return errors.Join(errs...)

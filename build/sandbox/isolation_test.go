@@ -366,6 +366,11 @@ func TestLimitsFiles(t *testing.T) {
 	if left := cgroupRunDirs(t, sup); len(left) != 0 {
 		t.Errorf("cgroups left: %v", left)
 	}
+	for _, c := range sup.ctrls {
+		if _, err := os.Stat(filepath.Join(c.dir, cgroupParent)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("parent cgroup of %s left: %v", c.name, err)
+		}
+	}
 }
 
 func TestLimitsUnsupported(t *testing.T) {

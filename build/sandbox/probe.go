@@ -49,14 +49,15 @@ func Probe(ctx context.Context) (mode, reason string) {
 }
 
 // probeMain is the probe child: in its own mount namespace it makes the
-// mounts private and mounts a tmpfs over the temp directory. It prints why
-// it failed and returns the exit code.
+// mounts private and mounts a tmpfs over "/", the one directory sure to
+// exist; the namespace and the mount die with the child. It prints why it
+// failed and returns the exit code.
 func probeMain() int {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		fmt.Fprintf(os.Stderr, "mounts are not permitted: %s", errnoText(err))
 		return 1
 	}
-	if err := unix.Mount("tmpfs", os.TempDir(), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=4k"); err != nil {
+	if err := unix.Mount("tmpfs", "/", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=4k"); err != nil {
 		fmt.Fprintf(os.Stderr, "tmpfs mounts are not permitted: %s", errnoText(err))
 		return 1
 	}

@@ -182,7 +182,7 @@ func (e *ExitError) Error() string {
 // is killed and Run returns ctx.Err() wrapped. Nothing Run mounts is ever
 // visible outside the sandbox, and nothing outlives it. Run is safe for
 // concurrent use; each call needs its own snapshot.
-func Run(ctx context.Context, spec Spec) error {
+func Run(ctx context.Context, spec Spec) (err error) {
 	cfg, err := newConfig(spec)
 	if err != nil {
 		return err
@@ -204,7 +204,11 @@ func Run(ctx context.Context, spec Spec) error {
 			return err
 		}
 		// Removal waits for the tree to die, also after a cancelled run.
-		defer cg.remove(context.WithoutCancel(ctx))
+		defer func() {
+			if rerr := cg.remove(context.WithoutCancel(ctx)); rerr != nil && err == nil {
+				err = rerr
+			}
+		}()
 		cfg.Cgroups = cg.dirs
 	}
 	res, err := runInit(ctx, cfg, spec.Stdout, spec.Stderr)
