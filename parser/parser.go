@@ -20,6 +20,7 @@ import (
 	"io"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -139,6 +140,9 @@ func (p *parseState) parse(dt []byte) (*Graph, error) {
 			pos = p.g.MetaSteps[0].Pos
 		}
 		return nil, &Error{Pos: pos, Err: errors.New("dockerfile contains no stages to build")}
+	}
+	if err := checkStageRefs(p.g); err != nil {
+		return nil, err
 	}
 	p.lintGraph(seen)
 	sort.SliceStable(p.g.Warnings, func(i, j int) bool {
@@ -336,6 +340,60 @@ func checkCopyFrom(op Op, escape rune) error {
 	}
 	if res.Result != c.From {
 		return errors.New("variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround")
+	}
+	return nil
+}
+
+// checkStageRefs rejects COPY --from and RUN --mount from= that name a stage
+// (by name or index) not defined before the current one, with BuildKit's
+// errors. As in BuildKit a name means the last stage of that name; a name
+// that is no stage's is an image reference and is not checked here.
+func checkStageRefs(g *Graph) error {
+	last := map[string]int{}
+	for _, s := range g.Stages {
+		if s.Name != "" {
+			last[s.Name] = s.Index
+		}
+	}
+	ref := func(from string) (int, bool) {
+		if n, err := strconv.Atoi(from); err == nil && strings.TrimLeft(from, "0123456789") == "" {
+			return n, true
+		}
+		i, ok := last[strings.ToLower(from)]
+		return i, ok
+	}
+	for _, s := range g.Stages {
+		current := s.Name
+		if current == "" {
+			current = fmt.Sprintf("stage-%d", s.Index)
+		}
+		for _, step := range s.Steps {
+			fail := func(err error) error {
+				return &Error{Pos: step.Pos, Instruction: step.Original, Err: err}
+			}
+			switch op := step.Op.(type) {
+			case *Copy:
+				i, ok := ref(op.From)
+				switch {
+				case !ok || op.From == "" || i < s.Index:
+				case i == s.Index:
+					return fail(fmt.Errorf("circular dependency detected on stage: %s", current))
+				default:
+					return fail(fmt.Errorf("cannot copy from stage %q, it needs to be defined before current stage %q", op.From, current))
+				}
+			case *Run:
+				for _, m := range op.Mounts {
+					i, ok := ref(m.From)
+					switch {
+					case !ok || m.From == "" || i < s.Index:
+					case i == s.Index:
+						return fail(fmt.Errorf("circular dependency detected on stage: %s", current))
+					default:
+						return fail(fmt.Errorf("cannot mount from stage %q to %q, stage needs to be defined before current command", m.From, m.Target))
+					}
+				}
+			}
+		}
 	}
 	return nil
 }

@@ -202,7 +202,7 @@ func TestErrorFormat(t *testing.T) {
 
 func TestStageLookup(t *testing.T) {
 	g, err := Parse("Dockerfile", strings.NewReader(
-		"FROM alpine AS Build\nFROM build AS Out\nFROM scratch\nFROM busybox AS build\nCOPY --from=build / /\n"))
+		"FROM alpine AS Build\nFROM build AS Out\nFROM scratch\nFROM busybox AS build\nCOPY --from=out / /\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
