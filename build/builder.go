@@ -6,10 +6,12 @@
 package build
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"builder/build/registries"
 	"builder/export"
@@ -29,6 +31,10 @@ type Config struct {
 	// most this many bytes (see AutoGC). 0 means DefaultKeepStorage;
 	// negative turns automatic GC off.
 	GCKeepStorage int64
+	// GCGrace is how long automatic GC spares blobs written and cache
+	// records used recently, so that a concurrent build's fresh result
+	// survives until it is exported. 0 means 10 minutes; negative, none.
+	GCGrace time.Duration
 }
 
 // Builder builds images into one store. Several builds may run on one
@@ -42,6 +48,7 @@ type Builder struct {
 	index       *export.Index
 	registries  *registries.Config
 	gcKeep      int64 // automatic GC limit in bytes; 0 for off
+	gcGrace     time.Duration
 
 	pullMu sync.Mutex
 	pulls  map[string]*pullResult // one flight per reference per build process
@@ -78,7 +85,7 @@ func New(cfg Config) (*Builder, error) {
 		}
 	}
 	return &Builder{root: cfg.Root, store: st, snapshotter: sn, snName: name, cache: c, index: idx,
-		gcKeep: max(gcKeep, 0), registries: cfg.Registries, pulls: map[string]*pullResult{}}, nil
+		gcKeep: max(gcKeep, 0), gcGrace: cmp.Or(cfg.GCGrace, autoGCGrace), registries: cfg.Registries, pulls: map[string]*pullResult{}}, nil
 }
 
 // Store returns the content store.

@@ -283,6 +283,10 @@ type PruneOptions struct {
 	Until       time.Duration // drop cache records and cache mounts unused for longer than this
 	KeepStorage int64         // then evict least recently used ones until the store is at most this big
 	Keep        []v1.Hash     // manifests kept as if they were tagged (a build's untagged result)
+	// Grace keeps blobs written and cache records used less than this long
+	// ago. Automatic GC sets it: another process's build that has just
+	// finished may not have exported its (untagged) result yet.
+	Grace time.Duration
 }
 
 // PruneReport says what Prune removed.
@@ -485,8 +489,8 @@ func (b *Builder) pruneGraph(ctx context.Context, g *storeGraph, o PruneOptions)
 		}
 		sort.Slice(vs, func(i, j int) bool { return vs[i].used.Before(vs[j].used) })
 		for _, v := range vs {
-			if total <= o.KeepStorage {
-				break
+			if total <= o.KeepStorage || (o.Grace > 0 && time.Since(v.used) < o.Grace) {
+				break // oldest first: the rest are as recent
 			}
 			if v.m != nil {
 				dropMount[v.m.path] = true
@@ -515,7 +519,7 @@ func (b *Builder) pruneGraph(ctx context.Context, g *storeGraph, o PruneOptions)
 		}
 	}
 	for d, size := range g.blobs {
-		if g.pinned[d] || g.refs[d] > 0 {
+		if g.pinned[d] || g.refs[d] > 0 || b.young(d, o.Grace) {
 			continue
 		}
 		if err := b.store.Delete(d); err != nil {
@@ -752,6 +756,20 @@ const (
 	gcGrowth  = 3
 )
 
+// autoGCGrace is how long automatic GC leaves new blobs and recently used
+// cache records alone, so that a concurrent build's fresh result survives
+// until that build has exported it.
+const autoGCGrace = 10 * time.Minute
+
+// young reports whether blob d was written less than grace ago.
+func (b *Builder) young(d v1.Hash, grace time.Duration) bool {
+	if grace <= 0 {
+		return false
+	}
+	fi, err := os.Stat(b.store.Path(d))
+	return err == nil && time.Since(fi.ModTime()) < grace
+}
+
 // AutoGCReport says what an automatic GC did.
 type AutoGCReport struct {
 	Ran         bool  // the store was measured
@@ -799,7 +817,7 @@ func (b *Builder) AutoGC(ctx context.Context, keep ...v1.Hash) (AutoGCReport, er
 	rep.Ran = true
 	rep.Total = g.total()
 	if rep.Total > b.gcKeep {
-		if rep.PruneReport, err = b.pruneGraph(ctx, g, PruneOptions{KeepStorage: b.gcKeep, Keep: keep}); err != nil {
+		if rep.PruneReport, err = b.pruneGraph(ctx, g, PruneOptions{KeepStorage: b.gcKeep, Keep: keep, Grace: b.gcGrace}); err != nil {
 			return rep, err
 		}
 	}

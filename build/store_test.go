@@ -566,7 +566,7 @@ func TestAutoGC(t *testing.T) {
 			kept, _ := f.mustBuild(dir, func(o *Options) { o.BuildArgs["V"] = "kept"; o.Tags = []string{"kept"} })
 			m := mount(t, f.root)
 			before := records(f.b)
-			b, err := New(Config{Root: f.root, GCKeepStorage: c.keep})
+			b, err := New(Config{Root: f.root, GCKeepStorage: c.keep, GCGrace: -1})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -577,10 +577,38 @@ func TestAutoGC(t *testing.T) {
 		})
 	}
 
+	// Another process's build has just finished and not yet exported its
+	// untagged result: with the default grace period, automatic GC over the
+	// limit leaves that result and its fresh cache alone.
+	t.Run("spares_a_fresh_result_of_another_build", func(t *testing.T) {
+		f := newFixture(t)
+		dir := copyCase(t, "builds/explain")
+		f.b, _ = New(Config{Root: f.root, GCKeepStorage: -1})
+		fresh, _ := f.mustBuild(dir, func(o *Options) { o.BuildArgs["V"] = "fresh" })
+		b, err := New(Config{Root: f.root, GCKeepStorage: 1}) // default grace
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.AutoGC(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !b.store.Has(fresh.ManifestDigest) || !b.store.Has(fresh.ConfigDigest) || records(b) == 0 {
+			t.Errorf("automatic GC removed another build's fresh result (manifest kept %v) or cache (%d records)",
+				b.store.Has(fresh.ManifestDigest), records(b))
+		}
+		// An explicit prune has no grace period.
+		if _, err := b.Prune(ctx, PruneOptions{KeepStorage: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if b.store.Has(fresh.ManifestDigest) {
+			t.Error("prune kept an untagged manifest")
+		}
+	})
+
 	t.Run("skips_a_busy_store", func(t *testing.T) {
 		f := newFixture(t)
 		dir := copyCase(t, "builds/explain")
-		b, err := New(Config{Root: f.root, GCKeepStorage: 1})
+		b, err := New(Config{Root: f.root, GCKeepStorage: 1, GCGrace: -1})
 		if err != nil {
 			t.Fatal(err)
 		}

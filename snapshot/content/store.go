@@ -330,6 +330,7 @@ func (s *Store) WriteBlob(ctx context.Context, r io.Reader, expected v1.Hash) (v
 			return v1.Hash{}, 0, fmt.Errorf("write blob: %w", err)
 		}
 		if size, err := s.Size(expected); err == nil {
+			touch(s.Path(expected))
 			return expected, size, nil
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io/fs"
 	"os"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
@@ -104,7 +105,9 @@ func (w *Writer) Commit(expected v1.Hash) error {
 }
 
 // commitTo fsyncs the file and renames it to dst in dir. Unless replace is
-// set, an existing dst counts as success and the temporary is dropped.
+// set, an existing dst counts as success and the temporary is dropped; the
+// existing file's mtime is refreshed, so automatic GC's grace period counts
+// from the blob's last write.
 func (w *Writer) commitTo(dst, dir string, replace bool) error {
 	if err := w.buf.Flush(); err != nil {
 		w.Close()
@@ -112,6 +115,7 @@ func (w *Writer) commitTo(dst, dir string, replace bool) error {
 	}
 	if !replace {
 		if _, err := os.Lstat(dst); err == nil {
+			touch(dst)
 			return w.Close()
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			w.Close()
@@ -153,4 +157,11 @@ func (w *Writer) Close() error {
 		return fmt.Errorf("close ingest file: %w", cerr)
 	}
 	return nil
+}
+
+// touch sets p's mtime to now, best effort: a blob that is written again
+// counts as new for GC's grace period.
+func touch(p string) {
+	now := time.Now()
+	_ = os.Chtimes(p, now, now)
 }
