@@ -40,8 +40,9 @@ type selection struct {
 // is hidden by .dockerignore, or resolves (through a symlink) to such a
 // path. It matches fs.ErrNotExist with errors.Is.
 type NotFoundError struct {
-	Source string // the source as written
-	Detail string // why, when there is more to say than "not found"
+	Source  string // the source as written
+	Detail  string // why, when there is more to say than "not found"
+	Ignored bool   // .dockerignore hides it
 }
 
 func (e *NotFoundError) Error() string {
@@ -179,7 +180,7 @@ func (s *selector) requireBelow(name, dir, rel string) error {
 		if ign, err := s.ignored(p); err != nil {
 			return err
 		} else if ign {
-			return &NotFoundError{Source: name, Detail: "excluded by .dockerignore"}
+			return s.ignoredError(name, p)
 		}
 	}
 	f, err := openBeneath(s.root.fd(), full, unix.O_PATH|unix.O_NOFOLLOW)
@@ -223,6 +224,53 @@ func (s *selector) ignored(rel string) (bool, error) {
 	return m, nil
 }
 
+// ignoredError is the error for a source that .dockerignore hides at the
+// root-relative path rel: it names the pattern that decided, so the user
+// knows which line to change.
+func (s *selector) ignoredError(name, rel string) *NotFoundError {
+	detail := "excluded by .dockerignore"
+	if p := decidingPattern(s.src.Ignore, rel); p != "" {
+		detail = fmt.Sprintf("excluded by .dockerignore pattern %q", p)
+	}
+	return &NotFoundError{Source: name, Detail: detail, Ignored: true}
+}
+
+// decidingPattern returns the pattern that makes pm exclude rel: the last
+// one, in file order, that switched rel (or a parent of it) to excluded,
+// as MatchesOrParentMatches decides. It returns "" if none does.
+func decidingPattern(pm *patternmatcher.PatternMatcher, rel string) string {
+	if pm == nil {
+		return ""
+	}
+	var paths []string // rel and its parents
+	for p := rel; p != "." && p != "/" && p != ""; p = path.Dir(p) {
+		paths = append(paths, p)
+	}
+	excluded, decider := false, ""
+	for _, pat := range pm.Patterns() {
+		if pat.Exclusion() != excluded {
+			continue // cannot change the outcome
+		}
+		one, err := patternmatcher.New([]string{pat.String()}) // Pattern's own match is unexported
+		if err != nil {
+			continue
+		}
+		for _, p := range paths {
+			if ok, err := one.Matches(p); err == nil && ok {
+				excluded = !pat.Exclusion()
+				if excluded {
+					decider = pat.String()
+				}
+				break
+			}
+		}
+	}
+	if !excluded {
+		return ""
+	}
+	return decider
+}
+
 // resolveNamed resolves the clean root-relative path lex, following
 // symlinks inside the root. base is the name a non-directory gets in a
 // directory destination.
@@ -231,13 +279,15 @@ func (s *selector) resolveNamed(name, lex, base string) (item, error) {
 	if err != nil {
 		return item{}, fmt.Errorf("copy source %q: resolve: %w", name, err)
 	}
-	hidden := false
+	hidden := ""
 	for _, p := range []string{lex, resolved} {
 		ign, err := s.ignored(p)
 		if err != nil {
 			return item{}, err
 		}
-		hidden = hidden || ign
+		if ign && hidden == "" {
+			hidden = p
+		}
 	}
 	f, err := openBeneath(s.root.fd(), resolved, unix.O_PATH)
 	if err != nil {
@@ -252,18 +302,18 @@ func (s *selector) resolveNamed(name, lex, base string) (item, error) {
 		base = ""
 	}
 	it := item{name: name, base: base, rel: resolved, st: st}
-	if hidden {
+	if hidden != "" {
 		// An ignored directory is still there if a "!" pattern brings
 		// back something below it.
 		if !it.isDir() || !s.src.Ignore.Exclusions() {
-			return item{}, &NotFoundError{Source: name, Detail: "excluded by .dockerignore"}
+			return item{}, s.ignoredError(name, hidden)
 		}
 		ok, err := s.hasVisible(it)
 		if err != nil {
 			return item{}, err
 		}
 		if !ok {
-			return item{}, &NotFoundError{Source: name, Detail: "excluded by .dockerignore"}
+			return item{}, s.ignoredError(name, hidden)
 		}
 	}
 	return it, nil
@@ -335,7 +385,7 @@ func (s *selector) expand(name, base, pattern string) ([]item, error) {
 				display := joinRel(base, childRel)
 				it, err := s.resolveNamed(display, full, n)
 				var nf *NotFoundError
-				if errors.As(err, &nf) && nf.Detail == "excluded by .dockerignore" {
+				if errors.As(err, &nf) && nf.Ignored {
 					continue
 				}
 				if err != nil {
