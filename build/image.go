@@ -182,6 +182,14 @@ func (j *job) commitImage(ctx context.Context, st *stageState) (*Result, error) 
 	if cfgJSON, err = withHealthStartInterval(cfgJSON, st.healthStart); err != nil {
 		return nil, err
 	}
+	if cfgJSON, err = j.inlineCache(cfgJSON, st.index); err != nil {
+		return nil, err
+	}
+	// The image goes into the store whole: fetch the layers that --cache-from
+	// hits left remote.
+	if err := j.fetchLayers(ctx, st.layers); err != nil {
+		return nil, err
+	}
 	cfgDigest, cfgSize, err := j.b.store.WriteBlob(ctx, bytes.NewReader(cfgJSON), v1.Hash{})
 	if err != nil {
 		return nil, fmt.Errorf("write config: %w", err)
