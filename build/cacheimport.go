@@ -271,7 +271,7 @@ func (j *job) restoreCacheMount(ctx context.Context, rm *runMount) error {
 	if err := j.b.fetchImported(ctx, im.m.Digest); err != nil {
 		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
 	}
-	if err := makeCacheDir(base, dir, rm.m); err != nil {
+	if err := makeCacheDir(base, dir, rm.m, nil); err != nil {
 		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
 	}
 	fi, err := os.Stat(dir)

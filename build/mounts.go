@@ -173,12 +173,19 @@ func (j *job) runMounts(ctx context.Context, st *stageState, op *parser.Run) ([]
 				return nil, err
 			}
 		case "cache":
-			if m.From != "" {
-				return nil, fmt.Errorf("RUN --mount=type=cache,from=%s: seeding a cache from a stage or image is %w", m.From, errNotSupported)
-			}
 			rm.cacheID = m.ID
 			if rm.cacheID == "" {
 				rm.cacheID = path.Clean(m.Target)
+			}
+			if m.From != "" {
+				// A cache seeded from a stage or image is its own cache,
+				// as in BuildKit: another seed starts another one.
+				layers, err := j.resolveFrom(ctx, st, m.From)
+				if err != nil {
+					return nil, err
+				}
+				rm.hasFrom, rm.layers = true, layers
+				rm.cacheID += "\x00from:" + chainOf(layers)
 			}
 			j.noteCacheMount(rm)
 			if m.Sharing != "" && m.Sharing != "shared" && m.Sharing != "private" && m.Sharing != "locked" {
@@ -226,22 +233,30 @@ func (j *job) resolveBind(ctx context.Context, st *stageState, rm *runMount) err
 		rm.input = "context:" + sum
 		return nil
 	}
-	rm.hasFrom = true
+	layers, err := j.resolveFrom(ctx, st, from)
+	if err != nil {
+		return err
+	}
+	rm.hasFrom, rm.layers = true, layers
+	rm.input = "layers:" + chainOf(rm.layers)
+	return nil
+}
+
+// resolveFrom returns the layers of a mount's from=: an earlier stage
+// (waited for) or an image.
+func (j *job) resolveFrom(ctx context.Context, st *stageState, from string) ([]layerRef, error) {
 	if s, ok := j.stageRef(from, st.index); ok {
 		other, err := j.wait(ctx, s.Index)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		rm.layers = append([]layerRef{}, other.layers...)
-	} else {
-		img, err := j.b.resolveImage(ctx, from, j.o)
-		if err != nil {
-			return err
-		}
-		rm.layers = append([]layerRef{}, img.layers...)
+		return append([]layerRef{}, other.layers...), nil
 	}
-	rm.input = "layers:" + chainOf(rm.layers)
-	return nil
+	img, err := j.b.resolveImage(ctx, from, j.o)
+	if err != nil {
+		return nil, j.stageHint(err, from, st.index)
+	}
+	return append([]layerRef{}, img.layers...), nil
 }
 
 // chainOf returns the chain ID of layers, or "" for none.
@@ -311,7 +326,11 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 			if err := j.restoreCacheMount(ctx, rm); err != nil {
 				return err
 			}
-			dir, release, err := j.b.cacheMount(ctx, rm)
+			var seed func(string) error
+			if rm.hasFrom {
+				seed = func(dir string) error { return j.seedCacheMount(ctx, rm, dir) }
+			}
+			dir, release, err := j.b.cacheMount(ctx, rm, seed)
 			if err != nil {
 				return err
 			}
@@ -496,6 +515,24 @@ func writeSecret(p string, data []byte, m *parser.RunMount) error {
 	return os.Chmod(p, mode)
 }
 
+// seedCacheMount copies the tree of a cache mount's from= stage or image
+// into dir, the cache's new directory, keeping owners and modes. It runs
+// before the directory is renamed into place, so no build sees a cache
+// half seeded.
+func (j *job) seedCacheMount(ctx context.Context, rm *runMount, dir string) error {
+	chain, err := j.b.ensureChain(ctx, rm.layers)
+	if err != nil || chain == "" {
+		return err // an empty stage seeds nothing
+	}
+	view, err := j.b.snapshotter.View(ctx, chain)
+	if err != nil {
+		return fmt.Errorf("view snapshot: %w", err)
+	}
+	return snapshot.WithMounts(ctx, [][]snapshot.Mount{view}, func(roots []string) error {
+		return copier.Copy(ctx, copier.Source{Root: roots[0]}, dir, copier.Request{Sources: []string{"/"}, Dest: "/"})
+	})
+}
+
 // writableCopy makes a writable view of src under dir (on the scratch
 // tmpfs): an overlay for a directory, a copy for a file. It must run on
 // the thread of the mount namespace the result is used in.
@@ -558,7 +595,7 @@ func copyFile(dst, src string, fi os.FileInfo) error {
 // "locked" an exclusive one, waiting for it; "private" takes the first of
 // <hash>, <hash>-1, ... that nobody else uses. release drops the lock; it
 // is safe to call once.
-func (b *Builder) cacheMount(ctx context.Context, rm *runMount) (string, func(), error) {
+func (b *Builder) cacheMount(ctx context.Context, rm *runMount, seed func(dir string) error) (string, func(), error) {
 	m := rm.m
 	base := filepath.Join(b.root, "cachemounts")
 	if err := os.MkdirAll(base, 0o700); err != nil {
@@ -597,7 +634,7 @@ func (b *Builder) cacheMount(ctx context.Context, rm *runMount) (string, func(),
 	}
 	release := func() { lock.Close() }
 	dir := filepath.Join(base, name)
-	if err := makeCacheDir(base, dir, m); err != nil {
+	if err := makeCacheDir(base, dir, m, seed); err != nil {
 		release()
 		return "", nil, fmt.Errorf("create cache mount %s: %w", rm.cacheID, err)
 	}
@@ -620,7 +657,7 @@ func (b *Builder) cacheMount(ctx context.Context, rm *runMount) (string, func(),
 
 // makeCacheDir creates dir with the mount's mode and owner if it does not
 // exist, atomically (a temporary directory renamed into place).
-func makeCacheDir(base, dir string, m *parser.RunMount) error {
+func makeCacheDir(base, dir string, m *parser.RunMount, seed func(dir string) error) error {
 	if _, err := os.Lstat(dir); err == nil {
 		return nil
 	}
@@ -650,8 +687,14 @@ func makeCacheDir(base, dir string, m *parser.RunMount) error {
 		os.Remove(tmp)
 		return err
 	}
+	if seed != nil {
+		if err := seed(tmp); err != nil {
+			os.RemoveAll(tmp)
+			return fmt.Errorf("seed: %w", err)
+		}
+	}
 	if err := os.Rename(tmp, dir); err != nil {
-		os.Remove(tmp)
+		os.RemoveAll(tmp)
 		if _, serr := os.Lstat(dir); serr == nil {
 			return nil // made meanwhile by another build
 		}

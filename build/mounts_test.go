@@ -122,7 +122,6 @@ func TestRunMountErrors(t *testing.T) {
 		{"required-secret", "RUN --mount=type=secret,id=nope,required true", `^Dockerfile:3: .*secret nope: not found`},
 		{"missing-bind-source", "RUN --mount=source=nope,target=/x true", `^Dockerfile:3: .*nope`},
 		{"insecure", "RUN --security=insecure true", `^Dockerfile:3: .*security.insecure`},
-		{"cache-from", "RUN --mount=type=cache,from=busybox,target=/c true", `^Dockerfile:3: .*not supported yet`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -186,7 +185,7 @@ func TestCacheMountSharing(t *testing.T) {
 		{"locked+private", "locked", "private", false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir1, release1, err := b.cacheMount(ctx, mount(tc.first))
+			dir1, release1, err := b.cacheMount(ctx, mount(tc.first), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -195,7 +194,7 @@ func TestCacheMountSharing(t *testing.T) {
 			}
 			got := make(chan string, 1)
 			go func() {
-				dir2, release2, err := b.cacheMount(ctx, mount(tc.other))
+				dir2, release2, err := b.cacheMount(ctx, mount(tc.other), nil)
 				if err != nil {
 					t.Error(err)
 					got <- ""
