@@ -61,14 +61,15 @@ func oneErrorLine(t *testing.T, what, out string, code int, want string) {
 func TestCLIRegistryRoundTrip(t *testing.T) {
 	buildtest.RequireRoot(t)
 	base := buildtest.BusyboxRegistry(t)
-	open := registrytest.Start(t, registrytest.Options{})
-	authed := registrytest.Start(t, registrytest.Options{Auth: true})
+	// The registries .ci/run started for the whole run, else our own.
+	open := registrytest.Shared(t, registrytest.Options{})
+	authed := registrytest.Shared(t, registrytest.Options{Auth: true})
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
 	root := t.TempDir()
 	ctxDir := writeCase(t, "FROM "+base+"\nRUN echo round-trip > /rt\n", map[string]string{})
 
 	// Without credentials the authenticated push fails with one line.
-	refA, refB := open.Addr+"/rt/app:1", authed.Addr+"/rt/app:1"
+	refA, refB := open.Repo("rt/app")+":1", authed.Repo("rt/app")+":1"
 	out, code := cli(t, "--root", root, "build", "-t", refB, "--push", ctxDir)
 	oneErrorLine(t, "push without login", out, code, "unauthorized")
 
@@ -122,7 +123,7 @@ func TestCLIRegistryRoundTrip(t *testing.T) {
 	}
 
 	// builder push of a local image to a new name; pull it back.
-	refC := open.Addr + "/rt/copy:2"
+	refC := open.Repo("rt/copy") + ":2"
 	if out, code := cli(t, "--root", root, "push", refA, refC); code != 0 || !strings.Contains(out, digest) {
 		t.Errorf("push: exit %d\n%s", code, out)
 	}
@@ -135,7 +136,7 @@ func TestCLIRegistryRoundTrip(t *testing.T) {
 	}
 
 	// Errors: unknown tag, unknown host, unknown local image.
-	out, code = cli(t, "--root", empty, "pull", open.Addr+"/rt/app:nope")
+	out, code = cli(t, "--root", empty, "pull", strings.TrimSuffix(refA, ":1")+":nope")
 	oneErrorLine(t, "pull of an unknown tag", out, code, "manifest unknown")
 	out, code = cli(t, "--root", empty, "pull", "no-such-host.invalid/app:1")
 	oneErrorLine(t, "pull from an unknown host", out, code, "cannot resolve no-such-host.invalid")

@@ -37,6 +37,37 @@ type Options struct {
 	Auth bool
 }
 
+// Shared returns the registry .ci/run started for the whole test run, the
+// open one (BUILDER_TEST_REGISTRY=host:port) or, with Auth, the htpasswd one
+// (BUILDER_TEST_REGISTRY_AUTH=user:password@host:port). Where the variable is
+// unset it starts one with Start. A shared registry outlives the test and
+// has no Dir: tests must push to repository names of their own (Repo).
+func Shared(t testing.TB, o Options) *Registry {
+	t.Helper()
+	if !o.Auth {
+		if addr := os.Getenv("BUILDER_TEST_REGISTRY"); addr != "" {
+			return &Registry{Addr: addr}
+		}
+		return Start(t, o)
+	}
+	v := os.Getenv("BUILDER_TEST_REGISTRY_AUTH")
+	if v == "" {
+		return Start(t, o)
+	}
+	cred, addr, ok := strings.Cut(v, "@")
+	user, password, ok2 := strings.Cut(cred, ":")
+	if !ok || !ok2 {
+		t.Fatalf("BUILDER_TEST_REGISTRY_AUTH=%q: want user:password@host:port", v)
+	}
+	return &Registry{Addr: addr, User: user, Password: password}
+}
+
+// Repo returns a repository name on r that no other test run uses, e.g.
+// "127.0.0.1:5000/rt-1732700000123/app", for tests on a shared registry.
+func (r *Registry) Repo(name string) string {
+	return fmt.Sprintf("%s/t%d/%s", r.Addr, time.Now().UnixNano(), name)
+}
+
 // Start starts a registry and waits until it answers. It skips the test
 // when docker-registry (or, with Auth, htpasswd from apache2-utils) is not
 // installed, unless BUILDER_TEST_REQUIRE_ROOT is set, as in CI, where that
