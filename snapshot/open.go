@@ -118,8 +118,55 @@ func claim(path, kind string) error {
 // directories. In exchange, a killed builder leaks no mount: the kernel
 // drops them with the thread, leaving at most empty builder-mnt-*
 // directories in the temp dir.
+//
+// Where mounts are not permitted at all (an unprivileged container, where
+// builder runs with chroot isolation on the naive snapshotter), sets that
+// are plain directories (one bind mount each) and scratch tmpfs sets are
+// used without mounting: fn gets the directories themselves, and a fresh
+// temporary directory for each tmpfs. The kernel then does not enforce a
+// view's read-only flag; builder's own code only reads views.
 func WithMounts(ctx context.Context, sets [][]Mount, fn func(roots []string) error) error {
+	if !mount.Permitted() {
+		if roots, cleanup, ok := plainRoots(sets); ok {
+			defer cleanup()
+			return fn(roots)
+		}
+	}
 	return mount.WithMounts(ctx, "", sets, fn)
+}
+
+// plainRoots returns the directories of sets that need no mounting: each
+// set a single bind mount, or a single tmpfs (made a temporary directory).
+func plainRoots(sets [][]Mount) ([]string, func(), bool) {
+	var temps []string
+	cleanup := func() {
+		for _, d := range temps {
+			os.RemoveAll(d)
+		}
+	}
+	roots := make([]string, len(sets))
+	for i, set := range sets {
+		if len(set) != 1 {
+			cleanup()
+			return nil, nil, false
+		}
+		switch set[0].Type {
+		case "bind":
+			roots[i] = set[0].Source
+		case "tmpfs":
+			d, err := os.MkdirTemp("", "builder-scratch-")
+			if err != nil {
+				cleanup()
+				return nil, nil, false
+			}
+			temps = append(temps, d)
+			roots[i] = d
+		default:
+			cleanup()
+			return nil, nil, false
+		}
+	}
+	return roots, cleanup, true
 }
 
 // Unpack makes the committed snapshot name from the committed snapshot
