@@ -378,7 +378,7 @@ func extractArchive(dir string, r io.Reader) error {
 
 // mkdirWorkdir creates the WORKDIR in the stage's filesystem, as BuildKit
 // does, or takes the result from the cache.
-func (j *job) mkdirWorkdir(ctx context.Context, st *stageState, step *parser.Step) (bool, error) {
+func (j *job) mkdirWorkdir(ctx context.Context, st *stageState, step *parser.Step, sp *StepProgress) (bool, error) {
 	wd := st.cfg.Config.WorkingDir
 	pre := keyPreimage{Parent: string(st.fsKey), Op: "mkdir", Args: []string{wd}, State: map[string]string{}}
 	user := st.cfg.Config.User
@@ -388,7 +388,7 @@ func (j *job) mkdirWorkdir(ctx context.Context, st *stageState, step *parser.Ste
 	j.addEpoch(&pre)
 	key, preimage := pre.key()
 	createdBy := "WORKDIR " + wd
-	call := fsCall{step: step, key: key, preimage: preimage, kind: "mkdir", createdBy: createdBy}
+	call := fsCall{step: step, sp: sp, key: key, preimage: preimage, kind: "mkdir", createdBy: createdBy}
 	return j.fsStep(ctx, st, call, func(mounts []snapshot.Mount) error {
 		err := j.withMounts(ctx, [][]snapshot.Mount{mounts}, func(roots []string) error {
 			p, err := securejoin.SecureJoin(roots[0], wd)

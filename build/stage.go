@@ -276,7 +276,7 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 			p = path.Join(wd, p)
 		}
 		c.WorkingDir = path.Clean(p)
-		return j.mkdirWorkdir(ctx, st, step)
+		return j.mkdirWorkdir(ctx, st, step, sp)
 	case *parser.Env:
 		pairs, err := ex.pairs(op.Pairs)
 		if err != nil {
