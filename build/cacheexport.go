@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"sort"
 
 	"golang.org/x/sys/unix"
@@ -188,35 +186,9 @@ func (j *job) exportMount(ctx context.Context, id string) (cacheio.Mount, bool, 
 		return cacheio.Mount{}, false, err
 	}
 	defer lock.Close()
-	info, err := j.b.store.WriteLayer(ctx, func(w io.Writer) error { return tarDir(ctx, w, dir) }, content.LayerOptions{})
+	info, err := j.b.store.WriteLayer(ctx, func(w io.Writer) error { return archive.WriteTree(ctx, w, dir) }, content.LayerOptions{})
 	if err != nil {
 		return cacheio.Mount{}, false, err
 	}
 	return cacheio.Mount{ID: id, DiffID: info.DiffID, Digest: info.Digest, Size: info.Size, MediaType: info.MediaType}, true, nil
-}
-
-// tarDir writes the tree under dir (not dir itself) as a layer tar, in
-// lexical order.
-func tarDir(ctx context.Context, w io.Writer, dir string) error {
-	aw := archive.NewWriter(w, nil)
-	err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if p == dir {
-			return nil
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		return aw.Add(filepath.ToSlash(rel), p)
-	})
-	if err != nil {
-		return err
-	}
-	return aw.Close()
 }

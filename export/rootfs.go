@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
 
 	"builder/snapshot/archive"
 	"builder/snapshot/content"
@@ -73,33 +71,8 @@ func WriteRootfsTar(ctx context.Context, w io.Writer, img v1.Image, scratch stri
 	if err := unpackRootfs(ctx, dir, img); err != nil {
 		return fmt.Errorf("write rootfs tar: %w", err)
 	}
-	if err := tarTree(ctx, content.ContextWriter(ctx, w), dir); err != nil {
+	if err := archive.WriteTree(ctx, content.ContextWriter(ctx, w), dir); err != nil {
 		return fmt.Errorf("write rootfs tar: %w", err)
 	}
 	return nil
-}
-
-// tarTree archives everything under dir (dir itself excluded).
-func tarTree(ctx context.Context, w io.Writer, dir string) error {
-	aw := archive.NewWriter(w, nil)
-	err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if p == dir {
-			return nil
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		return aw.Add(filepath.ToSlash(rel), p)
-	})
-	if err != nil {
-		return err
-	}
-	return aw.Close()
 }

@@ -2,10 +2,13 @@ package archive
 
 import (
 	"archive/tar"
+	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -181,4 +184,31 @@ func normalize(h *tar.Header, epoch *int64) {
 		h.PAXRecords = nil
 	}
 	h.Xattrs = nil //nolint:staticcheck // cleared so only PAXRecords carry xattrs
+}
+
+// WriteTree writes the tree under dir (not dir itself) to w as a tar in
+// lexical order, with the headers NewWriter gives, and closes the archive.
+// It stops at the next entry once ctx is done.
+func WriteTree(ctx context.Context, w io.Writer, dir string) error {
+	aw := NewWriter(w, nil)
+	err := filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if p == dir {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		return aw.Add(filepath.ToSlash(rel), p)
+	})
+	if err != nil {
+		return err
+	}
+	return aw.Close()
 }
