@@ -309,13 +309,8 @@ func (j *job) restoreCacheMount(ctx context.Context, rm *runMount) error {
 // extractMount applies a cache mount layer from the store into dir,
 // checking it against its diff ID.
 func (j *job) extractMount(m cacheio.Mount, dir string) error {
-	rc, err := j.b.store.Open(m.Digest)
+	r, err := export.OpenUncompressed(j.b.store, m.Digest)
 	if err != nil {
-		return err
-	}
-	r, err := export.Decompress(rc)
-	if err != nil {
-		rc.Close()
 		return err
 	}
 	defer r.Close()

@@ -75,13 +75,8 @@ func (b *Builder) unpackLayer(ctx context.Context, l layerRef, name, parent stri
 	if err := b.fetchImported(ctx, l.Digest); err != nil { // a --cache-from hit's blob, fetched now it is needed
 		return fmt.Errorf("unpack layer %s: %w", l.Digest, err)
 	}
-	rc, err := b.store.Open(l.Digest)
+	r, err := export.OpenUncompressed(b.store, l.Digest)
 	if err != nil {
-		return fmt.Errorf("unpack layer %s: %w", l.Digest, err)
-	}
-	r, err := export.Decompress(rc)
-	if err != nil {
-		rc.Close()
 		return fmt.Errorf("unpack layer %s: %w", l.Digest, err)
 	}
 	defer r.Close()

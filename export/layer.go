@@ -67,14 +67,20 @@ func (l *storeLayer) Compressed() (io.ReadCloser, error) {
 // recognised by its magic number (gzip, zstd, or none), not by the media
 // type, which registries sometimes get wrong.
 func (l *storeLayer) Uncompressed() (io.ReadCloser, error) {
-	rc, err := l.s.Open(l.desc.Digest)
+	return OpenUncompressed(l.s, l.desc.Digest)
+}
+
+// OpenUncompressed opens the stored blob d and returns a reader of its
+// uncompressed bytes, as Decompress recognises them. Close the reader.
+func OpenUncompressed(s *content.Store, d v1.Hash) (io.ReadCloser, error) {
+	rc, err := s.Open(d)
 	if err != nil {
 		return nil, err
 	}
 	r, err := Decompress(rc)
 	if err != nil {
 		rc.Close()
-		return nil, fmt.Errorf("open layer %s: %w", l.desc.Digest, err)
+		return nil, fmt.Errorf("open layer %s: %w", d, err)
 	}
 	return r, nil
 }

@@ -132,13 +132,8 @@ func recompress(ctx context.Context, s *content.Store, cfg Config, compression s
 			return info, err
 		}
 		info, err := s.WriteLayer(ctx, func(w io.Writer) error {
-			rc, err := s.Open(d)
+			r, err := export.OpenUncompressed(s, d)
 			if err != nil {
-				return err
-			}
-			r, err := export.Decompress(rc)
-			if err != nil {
-				rc.Close()
 				return err
 			}
 			defer r.Close()
