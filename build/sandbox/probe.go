@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -17,8 +18,29 @@ import (
 // throwaway child in new mount and PID namespaces that mounts a tmpfs in its
 // own namespace. It returns IsolationNamespaces when that works, else
 // IsolationChroot with the reason, such as "mount namespaces are not
-// permitted: EPERM". It leaves nothing behind.
+// permitted: EPERM". It leaves nothing behind. The answer cannot change
+// while the process runs, so it is probed once and remembered (a probe cut
+// short by ctx is not).
 func Probe(ctx context.Context) (mode, reason string) {
+	probed.Lock()
+	defer probed.Unlock()
+	if probed.mode == "" {
+		mode, reason := probe(ctx)
+		if ctx.Err() != nil {
+			return mode, reason
+		}
+		probed.mode, probed.reason = mode, reason
+	}
+	return probed.mode, probed.reason
+}
+
+// probed remembers Probe's answer.
+var probed struct {
+	sync.Mutex
+	mode, reason string
+}
+
+func probe(ctx context.Context) (mode, reason string) {
 	cmd := exec.CommandContext(ctx, "/proc/self/exe")
 	cmd.Args = []string{probeArg0}
 	cmd.Env = []string{probeEnv + "=1", "GOMAXPROCS=1"}
