@@ -109,6 +109,21 @@ func TestCLIRegistryRoundTrip(t *testing.T) {
 				t.Errorf("skopeo inspect %s: %v\n%s", ref, err, b)
 			}
 		}
+		// skopeo copy reads every blob of the pushed image into an OCI
+		// layout, which umoci unpacks: the file the RUN wrote is there.
+		layout := filepath.Join(t.TempDir(), "layout")
+		cmd := exec.Command(skopeo, "copy", "--src-tls-verify=false", "docker://"+refB, "oci:"+layout+":rt")
+		cmd.Env = append(os.Environ(), "REGISTRY_AUTH_FILE="+filepath.Join(os.Getenv("DOCKER_CONFIG"), "config.json"))
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("skopeo copy %s: %v\n%s", refB, err, b)
+		} else if umoci, err := exec.LookPath("umoci"); err == nil {
+			bundle := filepath.Join(t.TempDir(), "bundle")
+			if b, err := exec.Command(umoci, "unpack", "--image", layout+":rt", bundle).CombinedOutput(); err != nil {
+				t.Errorf("umoci unpack of skopeo's copy: %v\n%s", err, b)
+			} else if got, err := os.ReadFile(filepath.Join(bundle, "rootfs", "rt")); err != nil || string(got) != "round-trip\n" {
+				t.Errorf("/rt in skopeo's copy = %q, %v", got, err)
+			}
+		}
 	} else if os.Getenv("BUILDER_TEST_REQUIRE_ROOT") != "" {
 		t.Error("skopeo is not installed")
 	}
