@@ -219,7 +219,8 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 
 // stageHint adds "did you mean <stage>?" to the error of an image that could
 // not be resolved when its name is a near miss of a stage defined before
-// index: a typo in FROM or --from otherwise reads as a registry failure.
+// index, or else, for a bare name, lists those stages: a typo in FROM or
+// --from otherwise reads as a registry failure.
 // The image is still tried first, as Docker does: it may exist.
 func (j *job) stageHint(err error, name string, index int) error {
 	var names []string
@@ -234,7 +235,14 @@ func (j *job) stageHint(err error, name string, index int) error {
 	if i := strings.IndexAny(short, ":@"); i >= 0 {
 		short = short[:i]
 	}
-	return suggest.WrapError(err, short, names, false)
+	if ok, werr := suggest.WrapErrorMaybe(err, short, names, false); ok {
+		return werr
+	}
+	if len(names) > 0 && !strings.ContainsAny(name, "/:@.") {
+		// A bare name that is no image may have been meant as a stage.
+		return fmt.Errorf("%w (not a stage either; stages before this one: %s)", err, strings.Join(names, ", "))
+	}
+	return err
 }
 
 // defaultPath is the PATH Docker gives a container whose image sets none.
