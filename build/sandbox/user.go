@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"math"
 	"os"
@@ -168,16 +169,34 @@ func readGroup(p string) ([]groupEntry, error) {
 
 // readColonFile calls fn with the colon-separated fields of each line of the
 // file p that is neither blank nor a comment. A missing file has no lines.
+// maxUserFile caps how much of /etc/passwd or /etc/group is read.
+const maxUserFile = 4 << 20
+
+// readColonFile calls fn with the fields of each line of p. It runs in the
+// sandbox, after pivot_root, so p cannot lead out of the image; but the
+// image is untrusted: p must be a regular file (a FIFO would block, a link
+// to /dev/zero would never end) of at most maxUserFile bytes.
 func readColonFile(p string, fn func([]string)) error {
-	f, err := os.Open(p)
-	if errors.Is(err, os.ErrNotExist) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("read %s: %w", p, err)
 	}
+	f := os.NewFile(uintptr(fd), p)
 	defer f.Close()
-	r := bufio.NewReader(f)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("read %s: %w", p, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fmt.Errorf("read %s: not a regular file", p)
+	}
+	if st.Size > maxUserFile {
+		return fmt.Errorf("read %s: larger than %d bytes", p, maxUserFile)
+	}
+	r := bufio.NewReader(io.LimitReader(f, maxUserFile))
 	for {
 		line, err := r.ReadString('\n')
 		line = strings.TrimSpace(line)

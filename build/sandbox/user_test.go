@@ -1,9 +1,13 @@
 package sandbox
 
 import (
+	"bytes"
+	"os"
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestResolveUser(t *testing.T) {
@@ -75,5 +79,28 @@ func TestParseOptions(t *testing.T) {
 		if flags != tt.wantFlags || data != tt.wantData {
 			t.Errorf("parseOptions(%q) = %#x, %q; want %#x, %q", tt.opts, flags, data, tt.wantFlags, tt.wantData)
 		}
+	}
+}
+
+// TestResolveUserHostileFiles: an image's /etc/passwd that is a FIFO, a
+// link to /dev/zero or a huge file gives an error, never a hang or an
+// unbounded read.
+func TestResolveUserHostileFiles(t *testing.T) {
+	for name, make := range map[string]func(p string) error{
+		"fifo":    func(p string) error { return unix.Mkfifo(p, 0o644) },
+		"devzero": func(p string) error { return os.Symlink("/dev/zero", p) },
+		"huge":    func(p string) error { return os.WriteFile(p, bytes.Repeat([]byte("x"), maxUserFile+1), 0o644) },
+		"dir":     func(p string) error { return os.Mkdir(p, 0o755) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := make(dir + "/passwd"); err != nil {
+				t.Fatal(err)
+			}
+			_, err := resolveUser("app", dir+"/passwd", dir+"/group")
+			if err == nil || !strings.Contains(err.Error(), dir+"/passwd") {
+				t.Errorf("resolveUser with a %s passwd: %v", name, err)
+			}
+		})
 	}
 }
