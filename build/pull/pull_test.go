@@ -426,3 +426,57 @@ func TestPlainHTTP(t *testing.T) {
 		}
 	}
 }
+
+// TestPullTagAndDigest: in "name:tag@digest" the digest pins the image, as
+// in Docker; a digest the registry lacks fails even when the tag exists.
+func TestPullTagAndDigest(t *testing.T) {
+	hermetic(t)
+	reg := startRegistry(t, "127.0.0.1", nil)
+	img := randomImage(t, 1)
+	reg.push(t, "test/img:latest", img)
+	other := randomImage(t, 1)
+	reg.push(t, "test/img:other", other)
+	want := mustDigest(t, img)
+	s := openStore(t)
+	// The tag names another image: the digest wins.
+	d, _, err := Pull(context.Background(), s, reg.host+"/test/img:other@"+want.String(), Options{})
+	if err != nil || d != want {
+		t.Fatalf("pull tag@digest = %s, %v; want %s", d, err, want)
+	}
+	missing := "sha256:" + strings.Repeat("0", 64)
+	if _, _, err := Pull(context.Background(), s, reg.host+"/test/img:latest@"+missing, Options{}); err == nil ||
+		!strings.Contains(err.Error(), "manifest unknown") {
+		t.Errorf("pull of an existing tag with a missing digest: %v", err)
+	}
+}
+
+// TestPullCredHelper: credentials from a credential helper named in the
+// docker config's credHelpers, as go-containerregistry's keychain runs it.
+func TestPullCredHelper(t *testing.T) {
+	reg := startRegistry(t, "127.0.0.1", basicAuth)
+	img := randomImage(t, 1)
+	reg.push(t, "private/img:v1", img)
+	bin := t.TempDir()
+	helper := "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\nprintf '{\"ServerURL\":\"%s\",\"Username\":\"" + testUser + "\",\"Secret\":\"" + testPass + "\"}' \"$server\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "docker-credential-buildertest"), []byte(helper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	dir := t.TempDir()
+	cfg := `{"credHelpers": {"` + reg.host + `": "buildertest"}}`
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DOCKER_CONFIG", dir)
+	d, _, err := Pull(context.Background(), openStore(t), reg.host+"/private/img:v1", Options{})
+	if err != nil || d != mustDigest(t, img) {
+		t.Fatalf("pull with a credential helper = %s, %v", d, err)
+	}
+	// Without the helper's answer the registry refuses.
+	if err := os.WriteFile(filepath.Join(bin, "docker-credential-buildertest"), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Pull(context.Background(), openStore(t), reg.host+"/private/img:v1", Options{}); err == nil {
+		t.Error("pull succeeded though the credential helper gave nothing")
+	}
+}
