@@ -15,13 +15,13 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"builder/build/registries"
 	"builder/export"
 	"builder/snapshot/content"
 )
@@ -46,6 +46,10 @@ type OpenOptions struct {
 	// Platform picks the image of a multi-platform index; default
 	// linux/GOARCH.
 	Platform *v1.Platform
+	// Registries is the registry configuration (plain HTTP and TLS per
+	// registry; mirrors do not apply: a diff reads the registry named).
+	// nil means none.
+	Registries *registries.Config
 }
 
 // Source is an opened image and the name it was opened by. Close releases
@@ -111,15 +115,7 @@ func Open(ctx context.Context, ref string, o OpenOptions) (*Source, error) {
 }
 
 func openRemote(ctx context.Context, display, ref string, o OpenOptions) (*Source, error) {
-	var opts []name.Option
-	if r, err := name.ParseReference(ref); err == nil {
-		for _, h := range o.Insecure {
-			if r.Context().RegistryStr() == h {
-				opts = append(opts, name.Insecure)
-			}
-		}
-	}
-	r, err := name.ParseReference(ref, opts...)
+	r, err := o.Registries.ParseReference(ref, o.Insecure)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: not a local name, an archive or a registry reference: %w", display, err)
 	}
@@ -127,7 +123,8 @@ func openRemote(ctx context.Context, display, ref string, o OpenOptions) (*Sourc
 	if kc == nil {
 		kc = authn.DefaultKeychain
 	}
-	img, err := remote.Image(r, remote.WithContext(ctx), remote.WithAuthFromKeychain(kc), remote.WithPlatform(platform(o)))
+	img, err := remote.Image(r, remote.WithContext(ctx), remote.WithAuthFromKeychain(kc), remote.WithPlatform(platform(o)),
+		remote.WithTransport(o.Registries.Transport(r.Context().RegistryStr(), remote.DefaultTransport)))
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", display, err)
 	}
