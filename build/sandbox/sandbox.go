@@ -402,6 +402,9 @@ func runInit(ctx context.Context, cfg *initConfig, stdout, stderr io.Writer) (*i
 			// and is killed itself only if it does not exit in time.
 			cmd.Cancel = func() error { return cmd.Process.Signal(unix.SIGUSR2) }
 			cmd.WaitDelay = 10 * time.Second
+			// The same when the builder dies (even by SIGKILL): the
+			// init takes the tree down before it exits.
+			cmd.SysProcAttr.Pdeathsig = unix.SIGUSR2
 		}
 		return cmd
 	}

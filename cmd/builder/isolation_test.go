@@ -4,8 +4,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"builder/build/buildtest"
 )
@@ -54,5 +57,63 @@ func TestCLIUnprivilegedContainer(t *testing.T) {
 	}
 	if m := buildtest.Mounts(t, root); len(m) > 0 {
 		t.Errorf("mounts left: %q", m)
+	}
+}
+
+// TestCLIChrootBuilderKilled: in chroot isolation there is no PID namespace
+// to take a RUN's processes down with it, so when builder itself is
+// SIGKILLed mid-RUN, the init must still kill the whole tree.
+func TestCLIChrootBuilderKilled(t *testing.T) {
+	buildtest.RequireRoot(t)
+	base := buildtest.BusyboxRegistry(t)
+	marker := strconv.Itoa(30000 + os.Getpid()%10000) // sleep's argument names our processes
+	ctx := writeCase(t, "FROM "+base+"\nRUN sleep "+marker+" & sleep "+marker+"\n", map[string]string{})
+	cmd := exec.Command(binary, "--root", t.TempDir(), "--snapshotter", "naive", "build", "--isolation=chroot", "--progress=plain", ctx)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sleepers := func() []int {
+		var pids []int
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+			if strings.Join(strings.Split(strings.TrimRight(string(b), "\x00"), "\x00"), " ") == "sleep "+marker {
+				pids = append(pids, pid)
+			}
+		}
+		return pids
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(sleepers()) < 2 {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("the RUN's two sleeps never started:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		left := sleepers()
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, pid := range left {
+				syscall.Kill(pid, syscall.SIGKILL) // ours: they carry the marker
+			}
+			t.Fatalf("RUN processes %v outlived the SIGKILLed builder", left)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
