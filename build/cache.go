@@ -150,13 +150,15 @@ func (c *Cache) Delete(k Key) error {
 // cleanTemp removes temporary record files older than age, which only a
 // killed writer leaves (a live Put renames its file within moments).
 func (c *Cache) cleanTemp(age time.Duration) {
-	ents, _ := os.ReadDir(c.dir)
-	for _, de := range ents {
-		if !strings.HasPrefix(de.Name(), ".tmp-") {
-			continue
-		}
-		if fi, err := de.Info(); err == nil && time.Since(fi.ModTime()) >= age {
-			_ = os.Remove(filepath.Join(c.dir, de.Name()))
+	for _, dir := range []string{c.dir, filepath.Join(c.dir, sumsDir)} {
+		ents, _ := os.ReadDir(dir)
+		for _, de := range ents {
+			if !strings.HasPrefix(de.Name(), ".tmp-") {
+				continue
+			}
+			if fi, err := de.Info(); err == nil && time.Since(fi.ModTime()) >= age {
+				_ = os.Remove(filepath.Join(dir, de.Name()))
+			}
 		}
 	}
 }
@@ -187,4 +189,64 @@ func (c *Cache) Put(k Key, r Record) error {
 		return fmt.Errorf("write cache record: %w", err)
 	}
 	return nil
+}
+
+// sumsDir holds remembered COPY source checksums (see job.sourceSum), one
+// small file per memo key.
+const sumsDir = "sums"
+
+// GetSum returns the checksum remembered under memo key k.
+func (c *Cache) GetSum(k string) (string, bool) {
+	if !validKey(k) {
+		return "", false
+	}
+	dt, err := os.ReadFile(filepath.Join(c.dir, sumsDir, k))
+	if err != nil {
+		return "", false
+	}
+	sum := string(dt)
+	if d, ok := strings.CutPrefix(sum, "sha256:"); !ok || !validKey(d) {
+		return "", false // damaged: computed again
+	}
+	return sum, true
+}
+
+// PutSum remembers checksum sum under memo key k, atomically.
+func (c *Cache) PutSum(k, sum string) error {
+	if !validKey(k) {
+		return fmt.Errorf("remember checksum: bad key %q", k)
+	}
+	dir := filepath.Join(c.dir, sumsDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("remember checksum: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".tmp-")
+	if err != nil {
+		return fmt.Errorf("remember checksum: %w", err)
+	}
+	_, werr := f.WriteString(sum)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(f.Name(), filepath.Join(dir, k))
+	}
+	if werr != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("remember checksum: %w", werr)
+	}
+	return nil
+}
+
+// validKey reports whether k is a hex sha256, as keys and memo keys are.
+func validKey(k string) bool {
+	if len(k) != 64 {
+		return false
+	}
+	for _, c := range k {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"sort"
 
@@ -74,8 +75,15 @@ func (j *job) cacheRecords(target int, mode string) []keyedRecord {
 	return out
 }
 
-func cacheConfig(recs []keyedRecord) cacheio.Config {
+// cacheConfig is the exported form of recs, with the COPY source
+// checksums the build used.
+func (j *job) cacheConfig(recs []keyedRecord) cacheio.Config {
 	c := cacheio.Config{Records: make([]cacheio.Record, 0, len(recs))}
+	j.cio.mu.Lock()
+	if len(j.cio.usedSums) > 0 {
+		c.Sums = maps.Clone(j.cio.usedSums)
+	}
+	j.cio.mu.Unlock()
 	for _, kr := range recs {
 		r := kr.rec
 		c.Records = append(c.Records, cacheio.Record{Key: string(kr.key), Empty: r.Empty, DiffID: r.DiffID,
@@ -94,7 +102,7 @@ func (j *job) inlineCache(cfgJSON []byte, target int) ([]byte, error) {
 	if !inline || j.cio == nil {
 		return cfgJSON, nil
 	}
-	return cacheio.AddInline(cfgJSON, cacheConfig(j.cacheRecords(target, cacheio.ModeMin)))
+	return cacheio.AddInline(cfgJSON, j.cacheConfig(j.cacheRecords(target, cacheio.ModeMin)))
 }
 
 // exportCaches writes the --cache-to caches other than inline (which
@@ -127,7 +135,7 @@ func (j *job) exportCache(ctx context.Context, spec cacheio.Spec, target int) (s
 			return "", fmt.Errorf("export cache to %s: %w", spec, err)
 		}
 	}
-	cfg := cacheConfig(recs)
+	cfg := j.cacheConfig(recs)
 	if spec.CacheMounts {
 		ms, err := j.exportMounts(ctx)
 		if err != nil {

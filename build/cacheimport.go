@@ -35,6 +35,8 @@ type cacheState struct {
 	stages   map[int][]keyedRecord         // records each stage applied, in order
 	mountIDs map[string]*runMount          // cache mounts the build's RUNs name
 	pending  map[v1.Hash][]keyedRecord     // imported records to keep locally once their blob is here
+	sums     map[string]string             // imported COPY source checksums by memo key
+	usedSums map[string]string             // the checksums this build's COPY steps used, for --cache-to
 	progress func(format string, a ...any) // build log
 }
 
@@ -78,6 +80,7 @@ func (j *job) startCache(ctx context.Context) context.Context {
 	cs := &cacheState{records: map[Key]importedRecord{}, digests: map[v1.Hash]*cacheio.Cache{},
 		mounts: map[string]importedMount{}, restored: map[string]bool{}, flights: map[v1.Hash]*fetchFlight{},
 		stages: map[int][]keyedRecord{}, mountIDs: map[string]*runMount{}, pending: map[v1.Hash][]keyedRecord{},
+		sums: map[string]string{}, usedSums: map[string]string{},
 		progress: j.progress.Printf}
 	for _, spec := range j.o.CacheFrom {
 		sp := j.progress.Step("importing cache manifest from " + spec.String())
@@ -114,6 +117,11 @@ func (cs *cacheState) add(c *cacheio.Cache) {
 			}
 		}
 	}
+	for k, sum := range c.Config.Sums {
+		if _, ok := cs.sums[k]; !ok {
+			cs.sums[k] = sum
+		}
+	}
 	for _, m := range c.Config.Mounts {
 		if _, ok := cs.mounts[m.ID]; !ok {
 			cs.mounts[m.ID] = importedMount{m: m, src: c}
@@ -122,6 +130,28 @@ func (cs *cacheState) add(c *cacheio.Cache) {
 			cs.digests[m.Digest] = c
 		}
 	}
+}
+
+// importedSum returns the COPY source checksum an imported cache has
+// under memo key mk.
+func (j *job) importedSum(mk string) (string, bool) {
+	if j.cio == nil {
+		return "", false
+	}
+	j.cio.mu.Lock()
+	defer j.cio.mu.Unlock()
+	sum, ok := j.cio.sums[mk]
+	return sum, ok
+}
+
+// noteSum remembers a COPY source checksum the build used, for --cache-to.
+func (j *job) noteSum(mk, sum string) {
+	if j.cio == nil || len(j.o.CacheTo) == 0 {
+		return
+	}
+	j.cio.mu.Lock()
+	j.cio.usedSums[mk] = sum
+	j.cio.mu.Unlock()
 }
 
 // lookupImported returns the imported record for key. Its blob is fetched

@@ -214,10 +214,16 @@ func (c *captureWriter) WriteHeader(code int)        { c.code = code }
 // the blobs its image needs; the layer of the stage only a bind mount
 // reads stays in the registry.
 func TestCacheLazy(t *testing.T) {
+	for _, dir := range []string{"builds/cacheio-multi", "builds/cacheio-copyfrom"} {
+		t.Run(filepath.Base(dir), func(t *testing.T) { testCacheLazy(t, dir) })
+	}
+}
+
+func testCacheLazy(t *testing.T, dir string) {
 	g := &blobGets{gets: map[string]int{}}
 	ref := buildtest.Registry(t, g.wrap) + "/c:max"
 	a := newFixture(t)
-	resA, _ := a.mustBuild(copyCase(t, "builds/cacheio-multi"), cacheTo(t, "type=registry,ref="+ref+",mode=max"))
+	resA, _ := a.mustBuild(copyCase(t, dir), cacheTo(t, "type=registry,ref="+ref+",mode=max"))
 
 	c, err := cacheio.Import(context.Background(), cacheio.Spec{Type: cacheio.TypeRegistry, Ref: ref}, cacheio.Options{})
 	if err != nil {
@@ -245,7 +251,7 @@ func TestCacheLazy(t *testing.T) {
 	g.mu.Unlock()
 
 	b := newFixture(t)
-	res, log := b.mustBuild(copyCase(t, "builds/cacheio-multi"), cacheFrom(t, ref))
+	res, log := b.mustBuild(copyCase(t, dir), cacheFrom(t, ref))
 	if res.Cached != res.Steps || res.ManifestDigest != resA.ManifestDigest {
 		t.Fatalf("%d/%d cached, %s (A: %s):\n%s", res.Cached, res.Steps, res.ManifestDigest, resA.ManifestDigest, log)
 	}

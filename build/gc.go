@@ -546,7 +546,7 @@ func (b *Builder) pruneGraph(ctx context.Context, g *storeGraph, o PruneOptions)
 		if err := os.RemoveAll(filepath.Join(b.root, contextStatDir)); err != nil {
 			return rep, fmt.Errorf("remove context stat caches: %w", err)
 		}
-		for _, d := range []string{stepsDir, filesDir} {
+		for _, d := range []string{stepsDir, filesDir, sumsDir} {
 			if err := os.RemoveAll(filepath.Join(b.cache.dir, d)); err != nil {
 				return rep, fmt.Errorf("remove cache explanations: %w", err)
 			}

@@ -2,6 +2,8 @@ package build
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -223,19 +225,10 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 	req := copier.Request{Sources: local, Dest: dest, Chmod: chmod, Excludes: op.Excludes, Parents: op.Parents,
 		Add: op.Add, Extract: extractArchive}
 	var sum string
-	switch {
-	case len(local) == 0:
-	case cs.layers == nil:
-		sum, err = copier.Checksum(ctx, cs.src, req)
-	default:
-		err = j.withSource(ctx, cs, nil, func(src copier.Source, _ string) error {
-			var err error
-			sum, err = copier.Checksum(ctx, src, req)
-			return err
-		})
-	}
-	if err != nil {
-		return false, err
+	if len(local) > 0 {
+		if sum, err = j.sourceSum(ctx, cs, req); err != nil {
+			return false, err
+		}
 	}
 	excl, _ := json.Marshal(op.Excludes)
 	pre := keyPreimage{Parent: string(st.fsKey), Op: strings.ToLower(instrName(op)), Args: append(append([]string(nil), srcs...), dest),
@@ -322,6 +315,62 @@ func (j *job) copySource(ctx context.Context, st *stageState, ex *expander, op *
 		return copySource{}, j.stageHint(err, from, st.index)
 	}
 	return copySource{layers: append([]layerRef{}, img.layers...)}, nil
+}
+
+// sourceSum is the checksum of a COPY's local sources, the input of its
+// cache key. For a stage or image source it is remembered under the
+// source's chain ID (a content address of its whole tree) and the request,
+// so that later builds, and builds importing this one's cache, key the step
+// without fetching and unpacking the source: a cached multi-stage build
+// never downloads its builder stage's layers.
+func (j *job) sourceSum(ctx context.Context, cs copySource, req copier.Request) (string, error) {
+	if cs.layers == nil {
+		return copier.Checksum(ctx, cs.src, req)
+	}
+	mk := sumKey(chainOf(cs.layers), req)
+	if sum, ok := j.b.cache.GetSum(mk); ok {
+		j.noteSum(mk, sum)
+		return sum, nil
+	}
+	if sum, ok := j.importedSum(mk); ok {
+		_ = j.b.cache.PutSum(mk, sum) // best effort: the next build finds it locally
+		j.noteSum(mk, sum)
+		return sum, nil
+	}
+	var sum string
+	err := j.withSource(ctx, cs, nil, func(src copier.Source, _ string) error {
+		var err error
+		sum, err = copier.Checksum(ctx, src, req)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	_ = j.b.cache.PutSum(mk, sum) // best effort: without it the next build reads the files again
+	j.noteSum(mk, sum)
+	return sum, nil
+}
+
+// sumKey is the memo key of a source checksum: the hex sha256 of the
+// checksum format, the source tree's chain ID ("" for an empty tree) and
+// the parts of the request Checksum reads.
+func sumKey(chain string, req copier.Request) string {
+	dt, err := json.Marshal(struct {
+		V        string   `json:"v"`
+		Chain    string   `json:"chain"`
+		Sources  []string `json:"sources"`
+		Dest     string   `json:"dest"`
+		Chmod    string   `json:"chmod,omitempty"`
+		Excludes []string `json:"excludes,omitempty"`
+		Parents  bool     `json:"parents,omitempty"`
+		Add      bool     `json:"add,omitempty"`
+		Epoch    *int64   `json:"epoch,omitempty"`
+	}{copier.ChecksumVersion, chain, req.Sources, req.Dest, req.Chmod, req.Excludes, req.Parents, req.Add, req.Epoch})
+	if err != nil {
+		panic(err) // strings, bools and an int: cannot fail
+	}
+	h := sha256.Sum256(dt)
+	return hex.EncodeToString(h[:])
 }
 
 // withSource runs fn with the destination snapshot (if dst is non-nil) and a

@@ -65,6 +65,10 @@ type Config struct {
 	Version string   `json:"version"`
 	Records []Record `json:"records"`
 	Mounts  []Mount  `json:"mounts,omitempty"`
+	// Sums are checksums of COPY --from sources by their memo key (the
+	// source's chain ID and the request, hashed): with them, a build
+	// keys such a COPY without fetching and unpacking the source.
+	Sums map[string]string `json:"sums,omitempty"`
 }
 
 // Encode returns the canonical JSON of c, with Version set.
@@ -123,6 +127,14 @@ func (c Config) validate() error {
 		}
 		if !LayerMediaType(r.MediaType) {
 			return bad("record %s: layer media type %q", r.Key, r.MediaType)
+		}
+	}
+	for k, sum := range c.Sums {
+		if len(k) != 64 || !isHex(k) {
+			return bad("sum key %q is not a hex sha256", k)
+		}
+		if d, ok := strings.CutPrefix(sum, "sha256:"); !ok || len(d) != 64 || !isHex(d) {
+			return bad("sum %s: %q is not a sha256 digest", k, sum)
 		}
 	}
 	for i, m := range c.Mounts {

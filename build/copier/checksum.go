@@ -21,6 +21,10 @@ import (
 // old cache records stop matching.
 const checksumVersion = "builder-copier-checksum/2"
 
+// ChecksumVersion names the format of Checksum's result, for callers that
+// remember sums: a remembered sum of another format must not be reused.
+const ChecksumVersion = checksumVersion
+
 // Checksum returns "sha256:<hex>" over exactly what Copy would read for
 // req: the request itself (sources, destination, flags) and, for every
 // selected entry in walk order, its path, type, permission bits, owner
