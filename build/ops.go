@@ -303,18 +303,11 @@ func (j *job) copySource(ctx context.Context, st *stageState, ex *expander, op *
 	if err != nil {
 		return copySource{}, err
 	}
-	if s, ok := j.stageRef(from, st.index); ok {
-		other, err := j.wait(ctx, s.Index)
-		if err != nil {
-			return copySource{}, err
-		}
-		return copySource{layers: append([]layerRef{}, other.layers...)}, nil
-	}
-	img, err := j.b.resolveImage(ctx, from, j.o)
+	layers, err := j.resolveFrom(ctx, st, from)
 	if err != nil {
-		return copySource{}, j.stageHint(err, from, st.index)
+		return copySource{}, err
 	}
-	return copySource{layers: append([]layerRef{}, img.layers...)}, nil
+	return copySource{layers: layers}, nil
 }
 
 // sourceSum is the checksum of a COPY's local sources, the input of its
@@ -327,7 +320,11 @@ func (j *job) sourceSum(ctx context.Context, cs copySource, req copier.Request) 
 	if cs.layers == nil {
 		return copier.Checksum(ctx, cs.src, req)
 	}
-	mk := sumKey(chainOf(cs.layers), req)
+	rk, err := copier.RequestKey(cs.src, req)
+	if err != nil {
+		return "", err
+	}
+	mk := sumKey(chainOf(cs.layers), rk)
 	if sum, ok := j.b.cache.GetSum(mk); ok {
 		j.noteSum(mk, sum)
 		return sum, nil
@@ -338,7 +335,7 @@ func (j *job) sourceSum(ctx context.Context, cs copySource, req copier.Request) 
 		return sum, nil
 	}
 	var sum string
-	err := j.withSource(ctx, cs, nil, func(src copier.Source, _ string) error {
+	err = j.withSource(ctx, cs, nil, func(src copier.Source, _ string) error {
 		var err error
 		sum, err = copier.Checksum(ctx, src, req)
 		return err
@@ -352,24 +349,9 @@ func (j *job) sourceSum(ctx context.Context, cs copySource, req copier.Request) 
 }
 
 // sumKey is the memo key of a source checksum: the hex sha256 of the
-// checksum format, the source tree's chain ID ("" for an empty tree) and
-// the parts of the request Checksum reads.
-func sumKey(chain string, req copier.Request) string {
-	dt, err := json.Marshal(struct {
-		V        string   `json:"v"`
-		Chain    string   `json:"chain"`
-		Sources  []string `json:"sources"`
-		Dest     string   `json:"dest"`
-		Chmod    string   `json:"chmod,omitempty"`
-		Excludes []string `json:"excludes,omitempty"`
-		Parents  bool     `json:"parents,omitempty"`
-		Add      bool     `json:"add,omitempty"`
-		Epoch    *int64   `json:"epoch,omitempty"`
-	}{copier.ChecksumVersion, chain, req.Sources, req.Dest, req.Chmod, req.Excludes, req.Parents, req.Add, req.Epoch})
-	if err != nil {
-		panic(err) // strings, bools and an int: cannot fail
-	}
-	h := sha256.Sum256(dt)
+// source tree's chain ID ("" for an empty tree) and copier.RequestKey.
+func sumKey(chain, requestKey string) string {
+	h := sha256.Sum256([]byte("builder.copysum.v2\x00" + chain + "\x00" + requestKey))
 	return hex.EncodeToString(h[:])
 }
 

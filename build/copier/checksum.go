@@ -21,9 +21,45 @@ import (
 // old cache records stop matching.
 const checksumVersion = "builder-copier-checksum/2"
 
-// ChecksumVersion names the format of Checksum's result, for callers that
-// remember sums: a remembered sum of another format must not be reused.
-const ChecksumVersion = checksumVersion
+// requestHeader is what Checksum hashes first: the checksum format and
+// the request as Copy interprets it (chmod normalised), and whether src is
+// the build context.
+func requestHeader(src Source, req Request, mode *chmod) ([]byte, error) {
+	var header bytes.Buffer
+	hdr := struct {
+		Version   string
+		Sources   []string
+		Dest      string
+		Chown     *Owner
+		Chmod     string
+		Excludes  []string
+		Parents   bool
+		Add       bool
+		Epoch     *int64
+		IsContext bool
+	}{checksumVersion, req.Sources, req.Dest, req.Chown, mode.String(), req.Excludes, req.Parents, req.Add, req.Epoch, src.IsContext}
+	if err := json.NewEncoder(&header).Encode(hdr); err != nil {
+		return nil, fmt.Errorf("encode checksum header: %w", err)
+	}
+	return header.Bytes(), nil
+}
+
+// RequestKey returns the hex sha256 of all that Checksum hashes besides the
+// files: its format and the request (see requestHeader). Callers that
+// remember sums key them by this and the identity of the source tree: for
+// the same tree and key, Checksum returns the same sum.
+func RequestKey(src Source, req Request) (string, error) {
+	mode, err := parseChmod(req.Chmod)
+	if err != nil {
+		return "", err
+	}
+	header, err := requestHeader(src, req, mode)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(header)
+	return hex.EncodeToString(sum[:]), nil
+}
 
 // Checksum returns "sha256:<hex>" over exactly what Copy would read for
 // req: the request itself (sources, destination, flags) and, for every
@@ -58,21 +94,9 @@ func Checksum(ctx context.Context, src Source, req Request) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var header bytes.Buffer
-	hdr := struct {
-		Version   string
-		Sources   []string
-		Dest      string
-		Chown     *Owner
-		Chmod     string
-		Excludes  []string
-		Parents   bool
-		Add       bool
-		Epoch     *int64
-		IsContext bool
-	}{checksumVersion, req.Sources, req.Dest, req.Chown, mode.String(), req.Excludes, req.Parents, req.Add, req.Epoch, src.IsContext}
-	if err := json.NewEncoder(&header).Encode(hdr); err != nil {
-		return "", fmt.Errorf("encode checksum header: %w", err)
+	header, err := requestHeader(src, req, mode)
+	if err != nil {
+		return "", err
 	}
 	cache := src.Hashes
 	if cache != nil && cache.root != sr.dir {
@@ -85,7 +109,7 @@ func Checksum(ctx context.Context, src Source, req Request) (string, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	p := startPipeline(wctx, cancel, sr, cache, workers)
-	p.text(header.String())
+	p.text(string(header))
 	v := &hasher{p: p, ownership: !src.IsContext && req.Chown == nil}
 	wk := newWalker(wctx, src.Ignore, sel.exclude, v)
 	wk.lazyFiles = true
