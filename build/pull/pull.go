@@ -183,8 +183,13 @@ type puller struct {
 	rt       http.RoundTripper
 }
 
-// defaultBackoff is the retry schedule of Options.Backoff.
-var defaultBackoff = remote.Backoff{Duration: 200 * time.Millisecond, Factor: 3, Jitter: 0.1, Steps: 5}
+// DefaultBackoff is the retry schedule of a registry request when
+// Options.Backoff (here or in push) is nil: 5 tries, from 200ms, tripling.
+var DefaultBackoff = remote.Backoff{Duration: 200 * time.Millisecond, Factor: 3, Jitter: 0.1, Steps: 5}
+
+// RetryStatusCodes are the registry answers pulls and pushes retry.
+var RetryStatusCodes = []int{http.StatusRequestTimeout, http.StatusTooManyRequests,
+	http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout}
 
 func newPuller(s *content.Store, r name.Reference, opts Options, prog *progress) *puller {
 	if opts.Platform.OS == "" && opts.Platform.Architecture == "" {
@@ -200,7 +205,8 @@ func newPuller(s *content.Store, r name.Reference, opts Options, prog *progress)
 		opts.Transport = remote.DefaultTransport
 	}
 	if opts.Backoff == nil {
-		opts.Backoff = &defaultBackoff
+		b := DefaultBackoff
+		opts.Backoff = &b
 	}
 	if opts.BlobAttempts <= 0 {
 		opts.BlobAttempts = 3
@@ -227,8 +233,7 @@ func (p *puller) transport(ctx context.Context) (http.RoundTripper, error) {
 	retry := transport.NewRetry(base,
 		transport.WithRetryBackoff(*p.opts.Backoff),
 		transport.WithRetryPredicate(retryable),
-		transport.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusTooManyRequests,
-			http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout))
+		transport.WithRetryStatusCodes(RetryStatusCodes...))
 	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, retry, []string{repo.Scope(transport.PullScope)})
 	if err != nil {
 		return nil, err

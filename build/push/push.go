@@ -96,7 +96,8 @@ func Push(ctx context.Context, img v1.Image, refs []string, opts Options) ([]Res
 		opts.Transport = remote.DefaultTransport
 	}
 	if opts.Backoff == nil {
-		opts.Backoff = &remote.Backoff{Duration: 200 * time.Millisecond, Factor: 3, Jitter: 0.1, Steps: 5}
+		b := pull.DefaultBackoff
+		opts.Backoff = &b
 	}
 	digest, err := img.Digest()
 	if err != nil {
@@ -176,8 +177,7 @@ func Push(ctx context.Context, img v1.Image, refs []string, opts Options) ([]Res
 			remote.WithTransport(opts.Registries.Transport(reg, opts.Transport)),
 			remote.WithJobs(opts.Jobs),
 			remote.WithRetryBackoff(*opts.Backoff),
-			remote.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusTooManyRequests,
-				http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout),
+			remote.WithRetryStatusCodes(pull.RetryStatusCodes...),
 			remote.WithProgress(updates))
 		<-done
 		if meter != nil {
