@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"builder/build/buildtest"
 )
 
 // TestChrootRun runs commands in chroot isolation on a plain directory:
@@ -36,7 +38,7 @@ func TestChrootRun(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			out := &syncBuffer{}
+			out := &buildtest.SyncBuffer{}
 			err := Run(context.Background(), Spec{Root: bindRoot(rootfs), Args: sh(tc.script), Stdout: out, Stderr: out,
 				TempDir: tmp, Isolation: IsolationChroot})
 			if tc.fail {
@@ -105,7 +107,7 @@ func TestChrootKillsTree(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &syncBuffer{}
+	out := &buildtest.SyncBuffer{}
 	errc := make(chan error, 1)
 	go func() {
 		errc <- Run(ctx, Spec{Root: bindRoot(rootfs), Isolation: IsolationChroot, Stdout: out,
@@ -227,7 +229,7 @@ func TestUnprivilegedHelper(t *testing.T) {
 	}
 	var rep probeReport
 	rep.Mode, rep.Reason = Probe(context.Background())
-	out := &syncBuffer{}
+	out := &buildtest.SyncBuffer{}
 	err := Run(context.Background(), Spec{Root: bindRoot(root), Isolation: IsolationChroot, Stdout: out, Stderr: out,
 		TempDir: t.TempDir(),
 		Args:    sh(`test -e /proc/self || echo no proc; test -e /dev/null || echo no dev; echo built > /root/built; cat /root/built`)})
@@ -303,7 +305,7 @@ func TestLimits(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			out := &syncBuffer{}
+			out := &buildtest.SyncBuffer{}
 			err := Run(context.Background(), Spec{Root: bindRoot(rootfs), Args: sh(tc.script), Stdout: out, Stderr: out,
 				Limits: tc.limits, Cgroups: &sup})
 			tc.check(t, out.String(), err)

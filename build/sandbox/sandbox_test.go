@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"builder/snapshot"
+
+	"builder/build/buildtest"
 )
 
 func TestMain(m *testing.M) {
@@ -151,24 +153,6 @@ func tree(t testing.TB, dir string) string {
 		t.Fatal(err)
 	}
 	return b.String()
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func sh(script string) []string { return []string{"/bin/sh", "-c", script} }
@@ -588,7 +572,7 @@ func TestCancel(t *testing.T) {
 	tmp := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &syncBuffer{}
+	out := &buildtest.SyncBuffer{}
 	errc := make(chan error, 1)
 	go func() {
 		errc <- Run(ctx, Spec{Root: bindRoot(rootfs), Args: sh("sleep 100.25 & echo started; sleep 100.5"), Stdout: out, TempDir: tmp})
@@ -635,7 +619,7 @@ func TestCancel(t *testing.T) {
 func TestSignalForwarded(t *testing.T) {
 	needRoot(t)
 	rootfs := newRootfs(t)
-	out := &syncBuffer{}
+	out := &buildtest.SyncBuffer{}
 	errc := make(chan error, 1)
 	go func() {
 		errc <- Run(context.Background(), Spec{

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -129,7 +128,7 @@ func TestCLIInterrupt(t *testing.T) {
 			ctx := writeCase(t, "FROM "+base+"\nRUN sleep "+tc.marker+".5 & echo started; sleep "+tc.marker+"\n", map[string]string{})
 			cmd := exec.Command(binary, append([]string{"--root", root, "build"}, append(tc.args, ctx)...)...)
 			cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-			var out syncBuffer
+			var out buildtest.SyncBuffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -171,24 +170,6 @@ func TestCLIInterrupt(t *testing.T) {
 			}
 		})
 	}
-}
-
-// syncBuffer is a bytes.Buffer that a process writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // processesMatching lists PIDs whose command line contains s.

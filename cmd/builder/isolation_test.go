@@ -69,7 +69,7 @@ func TestCLIChrootBuilderKilled(t *testing.T) {
 	marker := strconv.Itoa(30000 + os.Getpid()%10000) // sleep's argument names our processes
 	ctx := writeCase(t, "FROM "+base+"\nRUN sleep "+marker+" & sleep "+marker+"\n", map[string]string{})
 	cmd := exec.Command(binary, "--root", t.TempDir(), "--snapshotter", "naive", "build", "--isolation=chroot", "--progress=plain", ctx)
-	var out syncBuffer
+	var out buildtest.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
