@@ -367,3 +367,21 @@ func (j *job) stageRef(ref string, index int) (*parser.Stage, bool) {
 	}
 	return nil, false
 }
+
+// resolveFrom returns the layers a COPY --from or RUN --mount from= reads:
+// an earlier stage's (waited for) or an image's. The slice is never nil, so
+// an empty tree is told apart from "no from".
+func (j *job) resolveFrom(ctx context.Context, st *stageState, from string) ([]layerRef, error) {
+	if s, ok := j.stageRef(from, st.index); ok {
+		other, err := j.wait(ctx, s.Index)
+		if err != nil {
+			return nil, err
+		}
+		return append([]layerRef{}, other.layers...), nil
+	}
+	img, err := j.b.resolveImage(ctx, from, j.o)
+	if err != nil {
+		return nil, j.stageHint(err, from, st.index)
+	}
+	return append([]layerRef{}, img.layers...), nil
+}

@@ -76,7 +76,7 @@ func (b *Builder) resolveOnce(ctx context.Context, ref string, o Options) (*base
 	var progress func(string)
 	var meter pull.MeterFunc
 	if o.Progress != nil {
-		progress = func(s string) { o.Progress.Printf("%s", s) }
+		progress = o.Progress.Line
 		meter = o.Progress.Meter()
 	}
 	dgst, _, err := pull.Pull(ctx, b.store, ref, pull.Options{Insecure: o.Insecure, Platform: o.Platform, Progress: progress,

@@ -242,23 +242,6 @@ func (j *job) resolveBind(ctx context.Context, st *stageState, rm *runMount) err
 	return nil
 }
 
-// resolveFrom returns the layers of a mount's from=: an earlier stage
-// (waited for) or an image.
-func (j *job) resolveFrom(ctx context.Context, st *stageState, from string) ([]layerRef, error) {
-	if s, ok := j.stageRef(from, st.index); ok {
-		other, err := j.wait(ctx, s.Index)
-		if err != nil {
-			return nil, err
-		}
-		return append([]layerRef{}, other.layers...), nil
-	}
-	img, err := j.b.resolveImage(ctx, from, j.o)
-	if err != nil {
-		return nil, j.stageHint(err, from, st.index)
-	}
-	return append([]layerRef{}, img.layers...), nil
-}
-
 // chainOf returns the chain ID of layers, or "" for none.
 func chainOf(layers []layerRef) string {
 	if len(layers) == 0 {
