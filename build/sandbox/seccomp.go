@@ -45,6 +45,11 @@ type seccompABI struct {
 	audit uint32
 	arg32 bool
 	calls []seccompCall
+	// deny are rules checked before calls, on the low 32 bits of their
+	// arguments: a call matching one fails with its errno. Docker's profile
+	// has none; chroot isolation adds its signal rules here (see
+	// withChrootRules).
+	deny []seccompCall
 }
 
 // seccompCall is one rule for system call nr: it applies on kernels at
@@ -239,8 +244,31 @@ type nrEntry struct {
 	arg32         bool
 }
 
+// denyBlock returns the instructions that test the deny rules of abis, each
+// after loading the call number again (a rule's checks overwrite it): a call
+// that matches one returns its errno; any other falls through past the block.
+func denyBlock(abis []seccompABI) ([]unix.SockFilter, error) {
+	var p []unix.SockFilter
+	for _, abi := range abis {
+		for _, r := range abi.deny {
+			b, err := ruleBlock(r, true)
+			if err != nil {
+				return nil, err
+			}
+			if len(b) > 255 {
+				return nil, fmt.Errorf("build seccomp rule for %s: %d instructions", r.name, len(b))
+			}
+			p = append(p,
+				bpfStmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, seccompNrOff),
+				bpfJump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, r.nr, 0, uint8(len(b))))
+			p = append(p, b...)
+		}
+	}
+	return p, nil
+}
+
 // abiBlock returns the instructions for the ABIs sharing one audit value:
-// load the call number, then for each number the profile names either a
+// first their deny rules (denyBlock); then load the call number, then for each number the profile names either a
 // return (consecutive allowed numbers share a range test) or a jump into
 // its rules; everything else returns the default errno.
 func abiBlock(abis []seccompABI, kernel [2]uint8, defaultErrno uint32) ([]unix.SockFilter, error) {
@@ -267,7 +295,11 @@ func abiBlock(abis []seccompABI, kernel [2]uint8, defaultErrno uint32) ([]unix.S
 		}
 	}
 	slices.Sort(nrs)
-	p := []unix.SockFilter{bpfStmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, seccompNrOff)}
+	p, err := denyBlock(abis)
+	if err != nil {
+		return nil, err
+	}
+	p = append(p, bpfStmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, seccompNrOff))
 	for i := 0; i < len(nrs); i++ {
 		e := byNr[nrs[i]]
 		if !e.unconditional {
@@ -377,18 +409,94 @@ func parseKernelRelease(release string) ([2]uint8, error) {
 	return [2]uint8{uint8(ma), uint8(mi)}, nil
 }
 
+// negativeArg is the condition "argument i, a 32-bit int, is below zero";
+// deny rules compare the low 32 bits only, as the kernel reads a pid_t.
+func negativeArg(i uint8) seccompArg {
+	return seccompArg{index: i, op: seccompOpGE, value: 1 << 31}
+}
+
+// argIs is the condition "argument i equals v".
+func argIs(i uint8, v uint64) seccompArg {
+	return seccompArg{index: i, op: seccompOpEQ, value: v}
+}
+
+// chrootSignalRules are the calls that chroot isolation refuses on top of
+// Docker's profile, by system call name. Without a PID namespace of its
+// own, a RUN shares the host's processes: kill(-1) would signal every one
+// of them the caller may signal (as root with CAP_KILL: all), and a
+// negative target a whole process group, which need not be the RUN's. So
+// every signal aimed at a process group other than the caller's own
+// (kill(0, sig) stays allowed) or at "all" is refused with EPERM, as are
+// the other ways to aim one: queued signals, pidfd_send_signal with
+// PIDFD_SIGNAL_PROCESS_GROUP, and SIGIO/SIGURG owners set to a process
+// group (fcntl F_SETOWN with a negative pid, F_SETOWN_EX, whose target
+// hides behind a pointer, and the FIOSETOWN and SIOCSPGRP ioctls). tkill,
+// tgkill and rt_tgsigqueueinfo take no group, and the kernel already refuses
+// a target <= 0 with EINVAL; they are refused here for the same targets so
+// that no signal call takes one. A positive pid cannot be told apart from
+// the RUN's own processes by a filter: only a PID namespace (which Run
+// takes where the machine permits) keeps other processes out of reach.
+var chrootSignalRules = []struct {
+	name string
+	args []seccompArg
+}{
+	{"kill", []seccompArg{negativeArg(0)}},
+	{"tkill", []seccompArg{negativeArg(0)}},
+	{"tgkill", []seccompArg{negativeArg(0)}},
+	{"tgkill", []seccompArg{negativeArg(1)}},
+	{"rt_sigqueueinfo", []seccompArg{negativeArg(0)}},
+	{"rt_tgsigqueueinfo", []seccompArg{negativeArg(0)}},
+	{"rt_tgsigqueueinfo", []seccompArg{negativeArg(1)}},
+	{"pidfd_send_signal", []seccompArg{{index: 3, op: seccompOpMaskedEQ,
+		value: unix.PIDFD_SIGNAL_PROCESS_GROUP, valueTwo: unix.PIDFD_SIGNAL_PROCESS_GROUP}}},
+	{"fcntl", []seccompArg{argIs(1, unix.F_SETOWN), negativeArg(2)}},
+	{"fcntl", []seccompArg{argIs(1, unix.F_SETOWN_EX)}},
+	{"fcntl64", []seccompArg{argIs(1, unix.F_SETOWN), negativeArg(2)}},
+	{"fcntl64", []seccompArg{argIs(1, unix.F_SETOWN_EX)}},
+	{"ioctl", []seccompArg{argIs(1, ioctlFIOSETOWN)}},
+	{"ioctl", []seccompArg{argIs(1, unix.SIOCSPGRP)}},
+}
+
+// ioctlFIOSETOWN is FIOSETOWN from <asm-generic/sockios.h>, which
+// golang.org/x/sys/unix does not define.
+const ioctlFIOSETOWN = 0x8901
+
+// withChrootRules returns profile with chrootSignalRules added as deny
+// rules to every ABI, for each number the ABI's table gives the call's
+// name. The profile's own rules are unchanged.
+func withChrootRules(profile seccompProfile) seccompProfile {
+	abis := make([]seccompABI, len(profile.abis))
+	for i, abi := range profile.abis {
+		abi.deny = nil
+		for _, r := range chrootSignalRules {
+			for _, c := range abi.calls {
+				if c.name == r.name {
+					abi.deny = append(abi.deny, seccompCall{nr: c.nr, name: c.name, errno: uint32(unix.EPERM), args: r.args})
+				}
+			}
+		}
+		abis[i] = abi
+	}
+	profile.abis = abis
+	return profile
+}
+
 // installSeccomp sets no_new_privs and loads the default filter on the
-// calling thread; the processes it then starts inherit both. The caller
-// must be locked to its thread, and the thread should not run other Go
-// code afterwards (let its goroutine exit without unlocking). Where the
-// architecture has no table, only no_new_privs is set.
-func installSeccomp() error {
+// calling thread, with chrootSignalRules added for chroot isolation; the
+// processes it then starts inherit both. The caller must be locked to its
+// thread, and the thread should not run other Go code afterwards (let its
+// goroutine exit without unlocking). Where the architecture has no table,
+// only no_new_privs is set.
+func installSeccomp(chroot bool) error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("set no_new_privs: %w", err)
 	}
 	profile, ok := seccompDefaultProfile(runtime.GOARCH)
 	if !ok {
 		return nil
+	}
+	if chroot {
+		profile = withChrootRules(profile)
 	}
 	kernel, err := kernelVersion()
 	if err != nil {
@@ -411,8 +519,9 @@ func installSeccomp() error {
 // that first drops capabilities to Docker's default set, sets no_new_privs
 // and loads the seccomp filter, so that the command inherits all three while
 // the init keeps its own privileges for teardown. The thread is discarded
-// afterwards. With noChroot, CAP_SYS_CHROOT is dropped too.
-func forkHardened(argv0 string, argv []string, attr *syscall.ProcAttr, noChroot bool) (int, error) {
+// afterwards. For chroot isolation, CAP_SYS_CHROOT is dropped too and the
+// filter refuses signals to other process groups (chrootSignalRules).
+func forkHardened(argv0 string, argv []string, attr *syscall.ProcAttr, chroot bool) (int, error) {
 	type result struct {
 		pid int
 		err error
@@ -421,11 +530,11 @@ func forkHardened(argv0 string, argv []string, attr *syscall.ProcAttr, noChroot 
 	go func() {
 		// No UnlockOSThread: the thread exits with the goroutine.
 		runtime.LockOSThread()
-		if err := dropCapabilities(noChroot); err != nil {
+		if err := dropCapabilities(chroot); err != nil {
 			ch <- result{err: err}
 			return
 		}
-		if err := installSeccomp(); err != nil {
+		if err := installSeccomp(chroot); err != nil {
 			ch <- result{err: err}
 			return
 		}
