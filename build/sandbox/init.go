@@ -23,7 +23,7 @@ import (
 // it returns false at once. Call it first thing in main and in TestMain,
 // before anything else starts goroutines or reads flags.
 func Reexec() bool {
-	if len(os.Args) != 0 && os.Args[0] == probeArg0 && os.Getenv(probeEnv) == "1" {
+	if len(os.Args) != 0 && os.Args[0] == probeArg0 && os.Getenv(probeEnv) != "" {
 		os.Exit(probeMain())
 	}
 	if len(os.Args) == 0 || os.Args[0] != initArg0 || os.Getenv(initEnv) != "1" {

@@ -161,11 +161,15 @@ func TestProbe(t *testing.T) {
 	if mode != IsolationNamespaces {
 		t.Fatalf("Probe as root = %s (%s), want namespaces", mode, reason)
 	}
+	if !ProbePIDNamespace(context.Background()) {
+		t.Error("ProbePIDNamespace as root = false")
+	}
 }
 
 // probeReport is what the unprivileged helper reports.
 type probeReport struct {
 	Mode, Reason string
+	PIDNS        bool
 	RunErr       string
 	Output       string
 	RootFile     string
@@ -214,6 +218,9 @@ func TestProbeWithoutSysAdmin(t *testing.T) {
 	if rep.Mode != IsolationChroot || !strings.Contains(rep.Reason, "EPERM") {
 		t.Errorf("Probe without CAP_SYS_ADMIN = %q (%q), want chroot because of EPERM", rep.Mode, rep.Reason)
 	}
+	if rep.PIDNS {
+		t.Error("ProbePIDNamespace without CAP_SYS_ADMIN = true")
+	}
 	if rep.RunErr != "" {
 		t.Fatalf("chroot run: %s", rep.RunErr)
 	}
@@ -231,6 +238,7 @@ func TestUnprivilegedHelper(t *testing.T) {
 	}
 	var rep probeReport
 	rep.Mode, rep.Reason = Probe(context.Background())
+	rep.PIDNS = ProbePIDNamespace(context.Background())
 	out := &buildtest.SyncBuffer{}
 	err := Run(context.Background(), Spec{Root: bindRoot(root), Isolation: IsolationChroot, Stdout: out, Stderr: out,
 		TempDir: t.TempDir(),

@@ -39,7 +39,8 @@ func TestCLIUnprivilegedContainer(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("build without CAP_SYS_ADMIN: exit %d\n%s", code, log)
 	}
-	if !strings.Contains(log, "isolation: chroot (mount namespaces are not permitted") {
+	if !strings.Contains(log, "WARNING: isolation: chroot (new namespaces are not permitted: EPERM): RUN steps are not a security boundary") ||
+		!strings.Contains(log, "can signal any host process by its pid") {
 		t.Errorf("the build does not say it chose chroot isolation and why:\n%s", log)
 	}
 	got, err := os.ReadFile(filepath.Join(out, "out"))
