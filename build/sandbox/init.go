@@ -85,6 +85,9 @@ type sandbox struct {
 	layer      string // the overlay layer of mountpoint stubs, or ""
 	procFD     int    // chroot mode: the host's /proc, to find children; else 0
 	pidNS      bool   // chroot mode: the init is PID 1 of a namespace of its own
+	// signalListener is the chroot-mode seccomp filter's listener, or nil
+	// (see serveSignals).
+	signalListener *os.File
 }
 
 func runSandbox() initResult {
@@ -127,7 +130,10 @@ func runSandbox() initResult {
 		s.teardown()
 		return initResult{Error: err.Error(), CopiedUp: s.stubs.copied}
 	}
+	// The command leads its own process group: its pgid is its pid.
+	stopSignals := serveSignals(s.signalListener, pid)
 	ws := s.wait(pid, sigs)
+	stopSignals()
 	s.teardown()
 	res := initResult{CopiedUp: s.stubs.copied}
 	if ws.Signaled() {
@@ -636,7 +642,7 @@ func (s *sandbox) start() (int, error) {
 		pid, err = syscall.ForkExec(argv0, cfg.Args, attr)
 	} else {
 		// In a chroot, CAP_SYS_CHROOT would let root climb out of it.
-		pid, err = forkHardened(argv0, cfg.Args, attr, cfg.Chroot)
+		pid, s.signalListener, err = forkHardened(argv0, cfg.Args, attr, cfg.Chroot)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("exec %s: %w", cfg.Args[0], err)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -427,6 +428,7 @@ try kill -0 -1
 try kill -0 -$ROOT
 try kill -0 $ROOT
 try kill -0 0
+try kill -0 -$$
 sleep 10 & kill $!; wait $!; echo "job: $?"
 if grep -q canary /proc/$ROOT/cmdline 2>/dev/null; then echo "cmdline: read"; else echo "cmdline: hidden"; fi
 test -e /proc/$NOBODY && echo "other user: visible" || echo "other user: hidden"
@@ -437,9 +439,9 @@ test -e /proc/$NOBODY && echo "other user: visible" || echo "other user: hidden"
 		want    string
 	}{
 		{"pid namespace", false, "kill -0 -1: Operation not permitted\nkill -0 -R: Operation not permitted\n" +
-			"kill -0 R: No such process\nkill -0 0: ok\njob: 143\ncmdline: hidden\nother user: hidden\n"},
+			"kill -0 R: No such process\nkill -0 0: ok\nkill -0 -OWN: ok\njob: 143\ncmdline: hidden\nother user: hidden\n"},
 		{"no pid namespace", true, "kill -0 -1: Operation not permitted\nkill -0 -R: Operation not permitted\n" +
-			"kill -0 R: ok\nkill -0 0: ok\njob: 143\ncmdline: hidden\nother user: hidden\n"},
+			"kill -0 R: ok\nkill -0 0: ok\nkill -0 -OWN: ok\njob: 143\ncmdline: hidden\nother user: hidden\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -451,6 +453,8 @@ test -e /proc/$NOBODY && echo "other user: visible" || echo "other user: hidden"
 				t.Fatalf("Run: %v\n%s%s", err, out.String(), errb.String())
 			}
 			got := strings.ReplaceAll(out.String(), strconv.Itoa(root), "R")
+			// The command's own group, by its number (in its PID namespace).
+			got = regexp.MustCompile(`kill -0 -[0-9]+: ok`).ReplaceAllString(got, "kill -0 -OWN: ok")
 			if got != tt.want {
 				t.Errorf("output:\n%s\nwant:\n%s\nstderr: %s", got, tt.want, errb.String())
 			}

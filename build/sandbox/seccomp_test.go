@@ -225,7 +225,7 @@ func TestSeccompKernel(t *testing.T) {
 	go func() {
 		// The thread keeps the filter, so it must die with the goroutine.
 		runtime.LockOSThread()
-		if err := installSeccomp(false); err != nil {
+		if _, err := installSeccomp(false); err != nil {
 			errs <- []error{err}
 			return
 		}
@@ -423,18 +423,33 @@ func TestSeccompChrootRules(t *testing.T) {
 		{"aarch64 kill pid", "arm64", aarch64, 129, [6]uint64{55, 9}, retAllow},
 		{"arm kill -1", "arm64", arm, 37, [6]uint64{minus1, 9}, eperm},
 	}
+	notified := map[string]bool{"kill -1": true, "kill -1 sign-extended": true, "kill -1 with high bits": true,
+		"kill -pgid": true, "x32 kill -1": true, "i386 kill -1": true, "aarch64 kill -1": true, "arm kill -1": true}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			profile, ok := seccompDefaultProfile(tt.goarch)
 			if !ok {
 				t.Fatalf("no table for %s", tt.goarch)
 			}
-			prog, err := seccompProgram(withChrootRules(profile), [2]uint8{6, 1})
+			prog, err := seccompProgram(withChrootRules(profile, false), [2]uint8{6, 1})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got := runBPF(t, prog, seccompData6(tt.arch, tt.nr, tt.args)); got != tt.want {
 				t.Errorf("chroot filter: action = %#x, want %#x", got, tt.want)
+			}
+			// With a listener, a kill(2) it would refuse goes to the init
+			// instead, which lets the command's own group through.
+			want := tt.want
+			if notified[tt.name] {
+				want = unix.SECCOMP_RET_USER_NOTIF
+			}
+			prog, err = seccompProgram(withChrootRules(profile, true), [2]uint8{6, 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := runBPF(t, prog, seccompData6(tt.arch, tt.nr, tt.args)); got != want {
+				t.Errorf("chroot filter with a listener: action = %#x, want %#x", got, want)
 			}
 			// Namespace mode keeps Docker's profile, which allows them all
 			// (mount aside).
@@ -450,35 +465,41 @@ func TestSeccompChrootRules(t *testing.T) {
 }
 
 // TestSeccompChrootKernel loads the chroot-mode filter on a throwaway
-// thread and sends signal 0 (which only checks permission): to every
-// process and to a process group it fails with EPERM, to its own group and
-// to itself it works.
+// thread, serves its listener for the process group of the test, and
+// sends signal 0 (which only checks permission): to every process and to
+// another process group it fails with EPERM, to its own group (by 0 or by
+// number) and to itself it works.
 func TestSeccompChrootKernel(t *testing.T) {
 	if _, ok := seccompDefaultProfile(runtime.GOARCH); !ok {
 		t.Skip("no seccomp table for " + runtime.GOARCH)
 	}
+	pgid := unix.Getpgrp()
 	errs := make(chan []error, 1)
+	listened := make(chan bool, 1)
 	go func() {
 		runtime.LockOSThread() // the thread keeps the filter and dies with the goroutine
-		if err := installSeccomp(true); err != nil {
+		listener, err := installSeccomp(true)
+		if err != nil {
 			errs <- []error{err}
 			return
 		}
+		listened <- listener != nil
+		stop := serveSignals(listener, pgid)
+		defer stop()
 		call := func(nr, a0, a1 uintptr) error {
 			if _, _, e := unix.RawSyscall(nr, a0, a1, 0); e != 0 {
 				return e
 			}
 			return nil
 		}
-		pid := uintptr(unix.Getpid())
-		pgid := uintptr(unix.Getpgrp())
 		errs <- []error{
-			call(unix.SYS_KILL, ^uintptr(0), 0),  // -1
-			call(unix.SYS_KILL, -pgid, 0),        // own group by number: a group
-			call(unix.SYS_KILL, 0, 0),            // own group
-			call(unix.SYS_KILL, pid, 0),          // itself
-			call(unix.SYS_KILL, 0xffffffff, 0),   // -1 in the low 32 bits
-			call(unix.SYS_TKILL, ^uintptr(0), 0), // a group: EPERM before EINVAL
+			call(unix.SYS_KILL, ^uintptr(0), 0),             // -1
+			call(unix.SYS_KILL, uintptr(-(pgid + 7919)), 0), // another group
+			call(unix.SYS_KILL, uintptr(-pgid), 0),          // its own group by number
+			call(unix.SYS_KILL, 0, 0),                       // its own group
+			call(unix.SYS_KILL, uintptr(unix.Getpid()), 0),  // itself
+			call(unix.SYS_KILL, 0xffffffff, 0),              // -1 in the low 32 bits
+			call(unix.SYS_TKILL, ^uintptr(0), 0),            // a group: EPERM before EINVAL
 			call(unix.SYS_TKILL, uintptr(unix.Gettid()), 0),
 		}
 	}()
@@ -486,7 +507,10 @@ func TestSeccompChrootKernel(t *testing.T) {
 	if len(got) == 1 {
 		t.Fatal(got[0])
 	}
-	want := []error{unix.EPERM, unix.EPERM, nil, nil, unix.EPERM, unix.EPERM, nil}
+	if !<-listened {
+		t.Fatal("no seccomp listener on this kernel")
+	}
+	want := []error{unix.EPERM, unix.EPERM, nil, nil, nil, unix.EPERM, unix.EPERM, nil}
 	for i := range want {
 		if got[i] != want[i] && !errors.Is(got[i], want[i]) {
 			t.Errorf("call %d: got %v, want %v", i, got[i], want[i])

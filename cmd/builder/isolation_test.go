@@ -143,8 +143,8 @@ exit $rc
 // "kill -9 SENTINEL" leave the sentinel and the builder alive and its
 // command line is unreadable. Without one (CAP_SYS_ADMIN dropped, so auto
 // picks chroot), the seccomp filter refuses "kill -9 -1" and signals to
-// the sentinel's process group with EPERM, while the RUN's own group and
-// children stay reachable (job control works).
+// the sentinel's process group with EPERM, while the RUN's own group (by 0
+// and by its number) and children stay reachable (job control works).
 func TestCLIChrootSignals(t *testing.T) {
 	buildtest.RequireRoot(t)
 	unshare := buildtest.RequireTool(t, "unshare")
@@ -173,11 +173,11 @@ func TestCLIChrootSignals(t *testing.T) {
 			isolation: "--isolation=auto",
 			dockerfile: "FROM " + base + "\nARG SENTINEL\nRUN kill -9 -1; echo \"kill -1: $?\" > /kill\n" +
 				"RUN kill -9 -$SENTINEL; echo \"kill group: $?\" >> /kill\n" +
-				"RUN sleep 10 & kill $!; wait $!; echo \"job: $?\" >> /kill; kill -0 0 && echo \"own group: ok\" >> /kill\n" +
+				"RUN sleep 10 & kill $!; wait $!; echo \"job: $?\" >> /kill; kill -0 0 && echo \"own group: ok\" >> /kill; kill -0 -$$ && echo \"own group by number: ok\" >> /kill\n" +
 				"RUN (cat /proc/$SENTINEL/cmdline || echo unreadable) > /cmdline 2>&1; echo done > /done\n",
 			note: "can signal any host process by its pid",
 			files: map[string]string{"done": "done\n",
-				"kill": "kill -1: 1\nkill group: 1\njob: 143\nown group: ok\n"},
+				"kill": "kill -1: 1\nkill group: 1\njob: 143\nown group: ok\nown group by number: ok\n"},
 		},
 	}
 	for _, tc := range tests {
