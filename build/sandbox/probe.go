@@ -16,8 +16,8 @@ import (
 
 // Probe says which isolation mode works on this machine: it starts a
 // throwaway child that tries what namespace mode needs (probeMain): new
-// mount, PID, UTS and IPC namespaces, a private tmpfs it pivots into, a
-// proc mount of the new PID namespace and a hostname. It returns
+// mount, PID, UTS and IPC namespaces, a proc mount of the new PID
+// namespace, a private tmpfs it pivots into and a hostname. It returns
 // IsolationNamespaces when all of that works, else IsolationChroot with
 // the reason, such as "new namespaces are not permitted: EPERM". It leaves
 // nothing behind. The answer cannot change while the process runs, so it
@@ -91,9 +91,11 @@ func runProbe(ctx context.Context, flags uintptr, what string) (string, error) {
 
 // probeMain is the probe child. Told "1", it does in its own namespaces
 // what the init of namespace mode does: it makes the mounts private,
-// mounts a tmpfs on /proc (sure to exist: the child was started through
-// /proc/self/exe), pivots into it, mounts the PID namespace's proc there
-// and sets the hostname; the namespaces and mounts die with the child.
+// mounts the PID namespace's proc on /proc (sure to exist: the child was
+// started through /proc/self/exe) while the host's is still fully visible,
+// as the init does (in a user namespace, the kernel refuses a proc mount
+// otherwise), mounts a tmpfs over it, pivots into that and sets the
+// hostname; the namespaces and mounts die with the child.
 // Told anything else, it only had to start. It prints why it failed and
 // returns the exit code.
 func probeMain() int {
@@ -107,6 +109,9 @@ func probeMain() int {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fail("mounts are not permitted", err)
 	}
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fail("proc mounts are not permitted", err)
+	}
 	if err := unix.Mount("tmpfs", "/proc", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=16k,mode=755"); err != nil {
 		return fail("tmpfs mounts are not permitted", err)
 	}
@@ -118,12 +123,6 @@ func probeMain() int {
 	}
 	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
 		return fail("detach the old root", err)
-	}
-	if err := unix.Mkdir("/proc", 0o755); err != nil {
-		return fail("create /proc", err)
-	}
-	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return fail("proc mounts are not permitted", err)
 	}
 	if err := unix.Sethostname([]byte(DefaultHostname)); err != nil {
 		return fail("setting the hostname is not permitted", err)
