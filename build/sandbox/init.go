@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
@@ -88,6 +89,8 @@ type sandbox struct {
 	// signalListener is the chroot-mode seccomp filter's listener, or nil
 	// (see serveSignals).
 	signalListener *os.File
+	// exited is set once the command has been reaped.
+	exited atomic.Bool
 }
 
 func runSandbox() initResult {
@@ -131,7 +134,7 @@ func runSandbox() initResult {
 		return initResult{Error: err.Error(), CopiedUp: s.stubs.copied}
 	}
 	// The command leads its own process group: its pgid is its pid.
-	stopSignals := serveSignals(s.signalListener, pid)
+	stopSignals := serveSignals(s.signalListener, pid, &s.exited)
 	ws := s.wait(pid, sigs)
 	stopSignals()
 	s.teardown()
@@ -698,6 +701,7 @@ func (s *sandbox) wait(pid int, sigs chan os.Signal) unix.WaitStatus {
 			break // ECHILD: nothing left
 		}
 		if wpid == pid {
+			s.exited.Store(true)
 			status = ws
 			mu.Lock()
 			done = true

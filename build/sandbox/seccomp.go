@@ -28,7 +28,9 @@ import (
 // time. Here the table becomes a program: a call the profile allows passes,
 // clone3 fails with ENOSYS (so that libc falls back to clone, whose flags
 // the filter can inspect), anything else fails with EPERM; a process of an
-// architecture the filter does not know is killed.
+// architecture the filter does not know is killed. Chroot isolation adds
+// deny rules in front (chrootSignalRules), which namespace mode does not
+// need: there the PID namespace confines every signal.
 
 // seccompProfile is the evaluated profile for one GOARCH: the errno of its
 // default action and the ABIs a process of that GOARCH may call the

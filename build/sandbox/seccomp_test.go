@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -484,7 +485,7 @@ func TestSeccompChrootKernel(t *testing.T) {
 			return
 		}
 		listened <- listener != nil
-		stop := serveSignals(listener, pgid)
+		stop := serveSignals(listener, pgid, new(atomic.Bool))
 		defer stop()
 		call := func(nr, a0, a1 uintptr) error {
 			if _, _, e := unix.RawSyscall(nr, a0, a1, 0); e != 0 {

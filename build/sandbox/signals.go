@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"os"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -34,12 +35,15 @@ type seccompNotifResp struct {
 // serveSignals answers, until stop is called, the kill(2) calls with a
 // negative target that the chroot-mode filter hands to listener
 // (chrootSignalRules): kill(-pgid) of the command's own process group,
-// pgid, runs; any other group and -1 fail with EPERM. The arguments are
-// values, not pointers, so letting the call continue cannot be raced. A
-// nil listener needs no serving. stop closes the listener; a process of
-// the run still waiting for an answer then gets ENOSYS, but by then the
-// init has killed them all. stop must be called exactly once.
-func serveSignals(listener *os.File, pgid int) (stop func()) {
+// pgid, runs while the command (its leader) has not been reaped, that is
+// while exited is false; any other group and -1 fail with EPERM. Once the
+// command is reaped its pid, and so its group id, may name a host process
+// group, if none of the run's processes is left in the group. The
+// arguments are values, not pointers, so letting the call continue cannot
+// be raced. A nil listener needs no serving. stop closes the listener; a
+// process of the run still waiting for an answer then gets ENOSYS, but by
+// then the init has killed them all. stop must be called exactly once.
+func serveSignals(listener *os.File, pgid int, exited *atomic.Bool) (stop func()) {
 	if listener == nil {
 		return func() {}
 	}
@@ -73,7 +77,7 @@ func serveSignals(listener *os.File, pgid int) (stop func()) {
 				return
 			}
 			resp := seccompNotifResp{id: req.id, error: -int32(unix.EPERM)}
-			if target := int32(uint32(req.args[0])); pgid > 0 && target == -int32(pgid) {
+			if target := int32(uint32(req.args[0])); pgid > 0 && target == -int32(pgid) && !exited.Load() {
 				resp.error, resp.flags = 0, unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE
 			}
 			_ = ioctlPtr(fd, unix.SECCOMP_IOCTL_NOTIF_SEND, unsafe.Pointer(&resp))
