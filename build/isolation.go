@@ -26,23 +26,37 @@ type runIsolation struct {
 }
 
 // ResolveIsolation turns an --isolation value into the mode to use: "auto"
-// (or "") probes whether mount namespaces work (sandbox.Probe). It returns
-// the mode and a one-line explanation for the progress output, which is ""
-// for namespaces chosen automatically, the usual case.
+// (or "") probes whether namespace mode works (sandbox.Probe). It returns
+// the mode and a one-line note for the progress output, which is "" for
+// namespaces; for chroot, a warning that says why it was chosen and that
+// it does not protect the host from the build (see chrootWarning).
 func ResolveIsolation(ctx context.Context, want string) (mode, note string, err error) {
 	switch want {
 	case "", IsolationAuto:
 		mode, reason := sandbox.Probe(ctx)
 		if mode == IsolationChroot {
-			return mode, fmt.Sprintf("isolation: chroot (%s); RUN steps are weakly isolated", reason), nil
+			return mode, chrootWarning(reason, sandbox.ProbePIDNamespace(ctx)), nil
 		}
 		return mode, "", nil
 	case IsolationNamespaces:
 		return IsolationNamespaces, "", nil
 	case IsolationChroot:
-		return IsolationChroot, "isolation: chroot (chosen with --isolation=chroot); RUN steps are weakly isolated", nil
+		return IsolationChroot, chrootWarning("chosen with --isolation=chroot", sandbox.ProbePIDNamespace(ctx)), nil
 	}
 	return "", "", fmt.Errorf("isolation %q: use auto, namespaces or chroot", want)
+}
+
+// chrootWarning is the progress line that starts a chroot-mode build: why
+// chroot, and what it leaves the build able to do, which depends on
+// whether the machine permits a PID namespace (sandbox.IsolationChroot).
+func chrootWarning(why string, pidNS bool) string {
+	const head = "WARNING: isolation: chroot (%s): RUN steps are not a security boundary: " +
+		"they run with the host's user ids (root is the host's root) in a chroot that shares the host's IPC and hostname"
+	if pidNS {
+		return fmt.Sprintf(head+"; a PID namespace keeps host processes out of their sight and reach", why)
+	}
+	return fmt.Sprintf(head+", and can signal any host process by its pid "+
+		"(no PID namespace here; only kill -1 and signals to other process groups are refused)", why)
 }
 
 // setupIsolation decides the build's isolation and limits, printing which

@@ -196,7 +196,7 @@ func TestIsolationChroot(t *testing.T) {
 		o.BuildArgs["CANARY"] = filepath.Join(dir, "canary")
 	})
 	check()
-	if !strings.Contains(log, "isolation: chroot (chosen with --isolation=chroot); RUN steps are weakly isolated") {
+	if !strings.Contains(log, "WARNING: isolation: chroot (chosen with --isolation=chroot): RUN steps are not a security boundary") {
 		t.Errorf("progress does not name the isolation:\n%s", log)
 	}
 	u := unpack(t, res.Image)

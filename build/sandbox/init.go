@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
@@ -23,7 +24,7 @@ import (
 // it returns false at once. Call it first thing in main and in TestMain,
 // before anything else starts goroutines or reads flags.
 func Reexec() bool {
-	if len(os.Args) != 0 && os.Args[0] == probeArg0 && os.Getenv(probeEnv) == "1" {
+	if len(os.Args) != 0 && os.Args[0] == probeArg0 && os.Getenv(probeEnv) != "" {
 		os.Exit(probeMain())
 	}
 	if len(os.Args) == 0 || os.Args[0] != initArg0 || os.Getenv(initEnv) != "1" {
@@ -84,6 +85,12 @@ type sandbox struct {
 	resolvFile string
 	layer      string // the overlay layer of mountpoint stubs, or ""
 	procFD     int    // chroot mode: the host's /proc, to find children; else 0
+	pidNS      bool   // chroot mode: the init is PID 1 of a namespace of its own
+	// signalListener is the chroot-mode seccomp filter's listener, or nil
+	// (see serveSignals).
+	signalListener *os.File
+	// exited is set once the command has been reaped.
+	exited atomic.Bool
 }
 
 func runSandbox() initResult {
@@ -126,7 +133,10 @@ func runSandbox() initResult {
 		s.teardown()
 		return initResult{Error: err.Error(), CopiedUp: s.stubs.copied}
 	}
+	// The command leads its own process group: its pgid is its pid.
+	stopSignals := serveSignals(s.signalListener, pid, &s.exited)
 	ws := s.wait(pid, sigs)
+	stopSignals()
 	s.teardown()
 	res := initResult{CopiedUp: s.stubs.copied}
 	if ws.Signaled() {
@@ -181,23 +191,29 @@ func (s *sandbox) setup() (int, error) {
 
 // setupChroot builds a chroot-mode sandbox (see IsolationChroot) and starts
 // the command, returning its pid. The init has no namespace of its own
-// except, where permitted, a mount namespace (and a network namespace for
-// Network "none"); only with the mount namespace does the command get
-// /proc, /dev, /sys, /etc/hosts, /etc/resolv.conf and RUN --mount mounts.
+// except, where permitted, a PID and a mount namespace (and a network
+// namespace for Network "none"); only with the mount namespace does the
+// command get /proc, /dev, /sys, /etc/hosts, /etc/resolv.conf and RUN
+// --mount mounts.
 func (s *sandbox) setupChroot() (int, error) {
 	cfg := s.cfg
-	// Orphans of the command become the init's children, so that it can
-	// reap and, at the end, kill them all.
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		return 0, fmt.Errorf("become subreaper: %w", err)
+	s.pidNS = os.Getenv(pidNSEnv) == "1"
+	if !s.pidNS {
+		// Orphans of the command become the init's children, so that it
+		// can reap and, at the end, kill them all. (As PID 1 of its own
+		// namespace, the init gets them anyway and kills them with -1.)
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			return 0, fmt.Errorf("become subreaper: %w", err)
+		}
+		// The host's /proc stays reachable for finding those children
+		// after the chroot; the fd is close-on-exec and the init is not
+		// dumpable.
+		procFD, err := unix.Open("/proc", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return 0, fmt.Errorf("open /proc: %w", err)
+		}
+		s.procFD = procFD
 	}
-	// The host's /proc stays reachable for finding those children after
-	// the chroot; the fd is close-on-exec and the init is not dumpable.
-	procFD, err := unix.Open("/proc", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return 0, fmt.Errorf("open /proc: %w", err)
-	}
-	s.procFD = procFD
 	cwd, err := securejoin.SecureJoin(s.rootDir, cfg.Cwd)
 	if err != nil {
 		return 0, fmt.Errorf("resolve working directory: %w", err)
@@ -218,7 +234,7 @@ func (s *sandbox) setupChroot() (int, error) {
 		if err := os.WriteFile(s.resolvFile, cfg.ResolvConf, 0o644); err != nil {
 			return 0, fmt.Errorf("write resolv.conf: %w", err)
 		}
-		for _, step := range []func() error{s.mountProc, s.mountDev, s.mountSys, s.maskPaths, s.mountEtc, s.mountExtra} {
+		for _, step := range []func() error{s.mountChrootProc, s.mountDev, s.mountSys, s.maskPaths, s.mountEtc, s.mountExtra} {
 			if err := step(); err != nil {
 				return 0, err
 			}
@@ -327,6 +343,21 @@ func (s *sandbox) mountProc() error {
 		return err
 	}
 	return s.mount("proc", p, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+}
+
+// mountChrootProc mounts /proc for a chroot-mode run where the init has a
+// PID namespace of its own: the namespace's /proc, which shows the run's
+// processes only. Without one, /proc is left out: a proc mount would show
+// the host's processes and their command lines and environments. Its
+// hidepid option does not keep them from a root RUN: processes of other
+// users and with more capabilities are hidden, but one group is exempt
+// (root's, unless another is named in the mount options, which the RUN can
+// read), and CAP_SETGID lets root join any group.
+func (s *sandbox) mountChrootProc() error {
+	if !s.pidNS {
+		return nil
+	}
+	return s.mountProc()
 }
 
 // devices are the character devices of the sandbox's /dev.
@@ -596,11 +627,15 @@ func (s *sandbox) start() (int, error) {
 		return 0, fmt.Errorf("enter working directory %s: outside the root filesystem", cfg.Cwd)
 	}
 	unix.Umask(0o022)
+	// The command leads a session and a process group of its own, apart
+	// from the init's, so that kill(0) and job control reach its
+	// processes only.
 	attr := &syscall.ProcAttr{
 		Env:   env,
 		Files: []uintptr{0, 1, 2},
 		Sys: &syscall.SysProcAttr{
 			Credential: &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups},
+			Setsid:     true,
 		},
 	}
 	// An insecure run keeps every capability, may gain privileges through
@@ -610,7 +645,7 @@ func (s *sandbox) start() (int, error) {
 		pid, err = syscall.ForkExec(argv0, cfg.Args, attr)
 	} else {
 		// In a chroot, CAP_SYS_CHROOT would let root climb out of it.
-		pid, err = forkHardened(argv0, cfg.Args, attr, cfg.Chroot)
+		pid, s.signalListener, err = forkHardened(argv0, cfg.Args, attr, cfg.Chroot)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("exec %s: %w", cfg.Args[0], err)
@@ -666,11 +701,12 @@ func (s *sandbox) wait(pid int, sigs chan os.Signal) unix.WaitStatus {
 			break // ECHILD: nothing left
 		}
 		if wpid == pid {
+			s.exited.Store(true)
 			status = ws
 			mu.Lock()
 			done = true
 			mu.Unlock()
-			if !s.cfg.Chroot {
+			if !s.cfg.Chroot || s.pidNS {
 				// From PID 1, -1 means every other process of the namespace.
 				_ = unix.Kill(-1, unix.SIGKILL)
 			}
@@ -678,7 +714,7 @@ func (s *sandbox) wait(pid int, sigs chan os.Signal) unix.WaitStatus {
 		if wpid == pid {
 			exited = true
 		}
-		if exited && s.cfg.Chroot {
+		if exited && s.cfg.Chroot && !s.pidNS {
 			// Orphans re-parent to the init (a subreaper) before their
 			// dead parent can be reaped, so killing the children after
 			// every reap until none is left takes down the whole tree.
@@ -697,8 +733,13 @@ func (s *sandbox) wait(pid int, sigs chan os.Signal) unix.WaitStatus {
 }
 
 // killChildren sends SIGKILL to every child of the init, found through the
-// host's /proc (chroot mode only).
+// host's /proc (chroot mode only); in a PID namespace of its own, to every
+// other process of the namespace.
 func (s *sandbox) killChildren() {
+	if s.pidNS {
+		_ = unix.Kill(-1, unix.SIGKILL)
+		return
+	}
 	if s.procFD <= 0 {
 		return
 	}

@@ -7,8 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -159,11 +162,15 @@ func TestProbe(t *testing.T) {
 	if mode != IsolationNamespaces {
 		t.Fatalf("Probe as root = %s (%s), want namespaces", mode, reason)
 	}
+	if !ProbePIDNamespace(context.Background()) {
+		t.Error("ProbePIDNamespace as root = false")
+	}
 }
 
 // probeReport is what the unprivileged helper reports.
 type probeReport struct {
 	Mode, Reason string
+	PIDNS        bool
 	RunErr       string
 	Output       string
 	RootFile     string
@@ -212,6 +219,9 @@ func TestProbeWithoutSysAdmin(t *testing.T) {
 	if rep.Mode != IsolationChroot || !strings.Contains(rep.Reason, "EPERM") {
 		t.Errorf("Probe without CAP_SYS_ADMIN = %q (%q), want chroot because of EPERM", rep.Mode, rep.Reason)
 	}
+	if rep.PIDNS {
+		t.Error("ProbePIDNamespace without CAP_SYS_ADMIN = true")
+	}
 	if rep.RunErr != "" {
 		t.Fatalf("chroot run: %s", rep.RunErr)
 	}
@@ -229,6 +239,7 @@ func TestUnprivilegedHelper(t *testing.T) {
 	}
 	var rep probeReport
 	rep.Mode, rep.Reason = Probe(context.Background())
+	rep.PIDNS = ProbePIDNamespace(context.Background())
 	out := &buildtest.SyncBuffer{}
 	err := Run(context.Background(), Spec{Root: bindRoot(root), Isolation: IsolationChroot, Stdout: out, Stderr: out,
 		TempDir: t.TempDir(),
@@ -380,5 +391,73 @@ func TestLimitsUnsupported(t *testing.T) {
 	err := Run(context.Background(), Spec{Root: bindRoot(t.TempDir()), Args: []string{"true"}, Limits: Limits{Pids: 5}, Cgroups: &sup})
 	if err == nil || !strings.Contains(err.Error(), "no cgroup hierarchy") {
 		t.Fatalf("Run = %v, want a cgroups error", err)
+	}
+}
+
+// TestChrootSignals runs chroot-mode commands next to host processes (a
+// root sentinel with a secret in its command line, in a process group of
+// its own, and one of another user), with and without a PID namespace.
+// Signal 0 only checks permission, so nothing dies even on a filter that
+// lets it through. Both ways, signals to every process and to another
+// process group are refused, while the command's own group and its own
+// children stay reachable. With the PID namespace, host processes are out
+// of sight and reach; without it, a host pid can still be signalled (the
+// limit IsolationChroot states), and there is no /proc to read their
+// command lines from.
+func TestChrootSignals(t *testing.T) {
+	needRoot(t)
+	rootfs := newRootfs(t)
+	start := func(cred *syscall.Credential) int {
+		t.Helper()
+		cmd := exec.Command("/bin/sh", "-c", "sleep 303.75; :", "sentinel", "--password=canary")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pid := cmd.Process.Pid
+		t.Cleanup(func() {
+			_ = syscall.Kill(-pid, syscall.SIGKILL) // its own group: the sentinel and its sleep
+			_ = cmd.Wait()
+		})
+		return pid
+	}
+	root := start(nil)
+	nobody := start(&syscall.Credential{Uid: 65534, Gid: 65534})
+	script := `try() { if out=$("$@" 2>&1); then echo "$*: ok"; else echo "$*: ${out##*: }"; fi; }
+try kill -0 -1
+try kill -0 -$ROOT
+try kill -0 $ROOT
+try kill -0 0
+try kill -0 -$$
+sleep 10 & kill $!; wait $!; echo "job: $?"
+if grep -q canary /proc/$ROOT/cmdline 2>/dev/null; then echo "cmdline: read"; else echo "cmdline: hidden"; fi
+test -e /proc/$NOBODY && echo "other user: visible" || echo "other user: hidden"
+`
+	tests := []struct {
+		name    string
+		noPIDNS bool
+		want    string
+	}{
+		{"pid namespace", false, "kill -0 -1: Operation not permitted\nkill -0 -R: Operation not permitted\n" +
+			"kill -0 R: No such process\nkill -0 0: ok\nkill -0 -OWN: ok\njob: 143\ncmdline: hidden\nother user: hidden\n"},
+		{"no pid namespace", true, "kill -0 -1: Operation not permitted\nkill -0 -R: Operation not permitted\n" +
+			"kill -0 R: ok\nkill -0 0: ok\nkill -0 -OWN: ok\njob: 143\ncmdline: hidden\nother user: hidden\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb buildtest.SyncBuffer
+			err := Run(context.Background(), Spec{Root: bindRoot(rootfs), Isolation: IsolationChroot,
+				Args: sh(script), Stdout: &out, Stderr: &errb, TempDir: t.TempDir(), noPIDNamespace: tt.noPIDNS,
+				Env: []string{"ROOT=" + strconv.Itoa(root), "NOBODY=" + strconv.Itoa(nobody)}})
+			if err != nil {
+				t.Fatalf("Run: %v\n%s%s", err, out.String(), errb.String())
+			}
+			got := strings.ReplaceAll(out.String(), strconv.Itoa(root), "R")
+			// The command's own group, by its number (in its PID namespace).
+			got = regexp.MustCompile(`kill -0 -[0-9]+: ok`).ReplaceAllString(got, "kill -0 -OWN: ok")
+			if got != tt.want {
+				t.Errorf("output:\n%s\nwant:\n%s\nstderr: %s", got, tt.want, errb.String())
+			}
+		})
 	}
 }

@@ -16,6 +16,9 @@ const (
 	// mountNSEnv tells a chroot-mode init that it was started in a mount
 	// namespace of its own, so that it may mount.
 	mountNSEnv = "_BUILDER_SANDBOX_MOUNTNS"
+	// pidNSEnv tells a chroot-mode init that it was started in a PID
+	// namespace of its own, as its PID 1.
+	pidNSEnv = "_BUILDER_SANDBOX_PIDNS"
 	// probeArg0 and probeEnv mark the throwaway child of Probe.
 	probeArg0 = "builder-sandbox-probe"
 	probeEnv  = "_BUILDER_SANDBOX_PROBE"
@@ -48,6 +51,10 @@ type initConfig struct {
 	// Cgroups are the run's cgroup directories, which the init joins
 	// before anything else.
 	Cgroups []string `json:"cgroups,omitempty"`
+
+	// noPIDNamespace is Spec.noPIDNamespace; runInit reads it, the init
+	// does not.
+	noPIDNamespace bool
 }
 
 // initResult is what the init sends back, as JSON, right before it exits.

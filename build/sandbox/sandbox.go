@@ -111,6 +111,11 @@ type Spec struct {
 	// sets a limit. Run fails when a limit has no usable controller: the
 	// caller decides whether to warn and drop the limit instead.
 	Cgroups *CgroupSupport
+
+	// noPIDNamespace makes a chroot-mode run go without a PID namespace
+	// even where one is permitted, as on machines that refuse it; for
+	// tests only.
+	noPIDNamespace bool
 }
 
 // The isolation modes of Spec.Isolation.
@@ -121,14 +126,23 @@ const (
 	// IsolationChroot is for machines that refuse new namespaces and
 	// mounts (unprivileged Kubernetes pods, CI containers): the command
 	// runs chrooted into the root directory, which must be one bind mount
-	// (the naive snapshotter's), with no namespace of its own. It still
-	// gets Docker's default capabilities minus CAP_SYS_CHROOT, no_new_privs,
-	// the seccomp filter and a clean environment and fd table; /proc, /dev,
-	// /sys, /etc/hosts and /etc/resolv.conf are mounted (in a mount
-	// namespace of the init) only where that is permitted, and absent
-	// otherwise. Its processes share the host's PID namespace, so this is
-	// weaker isolation; the init tracks and kills the command's
-	// descendants as a child subreaper.
+	// (the naive snapshotter's), in its own session, with no UTS or IPC
+	// namespace, and a PID and a mount namespace only where the machine
+	// permits them. It still gets Docker's default capabilities minus
+	// CAP_SYS_CHROOT, no_new_privs, the seccomp filter (plus rules that
+	// refuse signals to -1 and to process groups: chrootSignalRules) and a
+	// clean environment and fd table. /proc, /dev, /sys, /etc/hosts and
+	// /etc/resolv.conf are mounted (in the init's mount namespace) only
+	// where that is permitted, and absent otherwise. With a PID namespace
+	// the command sees and reaches only its own processes, and /proc is
+	// the namespace's. Without one it shares the host's processes: it can
+	// signal any of them by pid (a filter cannot tell a host pid from its
+	// own); /proc is then left out, so that their command lines and
+	// environments stay unreadable; the init tracks and kills the
+	// command's descendants as a child subreaper. Either way this mode is
+	// not a security boundary: the command runs as the host's root (with
+	// Docker's default capabilities) in the host's IPC and UTS namespaces
+	// and, for Network "host", its network.
 	IsolationChroot = "chroot"
 )
 
@@ -325,6 +339,8 @@ func newConfig(spec Spec) (*initConfig, error) {
 		Mounts:     sortMounts(spec.Mounts),
 		Insecure:   spec.Insecure,
 		Chroot:     chroot,
+
+		noPIDNamespace: spec.noPIDNamespace,
 	}, nil
 }
 
@@ -365,24 +381,7 @@ func runInit(ctx context.Context, cfg *initConfig, stdout, stderr io.Writer) (*i
 	defer resR.Close()
 	defer resW.Close()
 
-	// In chroot mode, a mount namespace is only taken if permitted; the
-	// init is told whether it has one.
-	type attempt struct {
-		flags uintptr
-		env   []string
-	}
-	base := []string{initEnv + "=1", "GOMAXPROCS=1", "GOGC=off"}
-	var netFlag uintptr
-	if cfg.NewNet {
-		netFlag = unix.CLONE_NEWNET
-	}
-	attempts := []attempt{{unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | netFlag, base}}
-	if cfg.Chroot {
-		attempts = []attempt{
-			{unix.CLONE_NEWNS | netFlag, append(base[:len(base):len(base)], mountNSEnv+"=1")},
-			{netFlag, base},
-		}
-	}
+	attempts := initAttempts(cfg)
 	newCmd := func(a attempt) *exec.Cmd {
 		cmd := exec.CommandContext(ctx, "/proc/self/exe")
 		cmd.Args = []string{initArg0}
@@ -459,6 +458,43 @@ func runInit(ctx context.Context, cfg *initConfig, stdout, stderr io.Writer) (*i
 		return nil, fmt.Errorf("decode sandbox result: %w", err)
 	}
 	return &res, nil
+}
+
+// attempt is one way to start the init: its clone flags and environment.
+type attempt struct {
+	flags uintptr
+	env   []string
+}
+
+// initAttempts returns the ways to start the init for cfg, to be tried in
+// turn while the kernel refuses one with EPERM. Namespace mode has one. In
+// chroot mode, a PID namespace (which keeps the host's processes out of the
+// command's sight and reach) and a mount namespace (which lets the init
+// mount /proc, /dev and the rest) are each taken where permitted, both
+// first, then each alone, then neither; the init is told which it has.
+func initAttempts(cfg *initConfig) []attempt {
+	base := []string{initEnv + "=1", "GOMAXPROCS=1", "GOGC=off"}
+	var netFlag uintptr
+	if cfg.NewNet {
+		netFlag = unix.CLONE_NEWNET
+	}
+	if !cfg.Chroot {
+		return []attempt{{unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | netFlag, base}}
+	}
+	with := func(flags uintptr, env ...string) attempt {
+		return attempt{flags | netFlag, append(base[:len(base):len(base)], env...)}
+	}
+	mnt, pid := mountNSEnv+"=1", pidNSEnv+"=1"
+	attempts := []attempt{
+		with(unix.CLONE_NEWNS|unix.CLONE_NEWPID, mnt, pid),
+		with(unix.CLONE_NEWNS, mnt),
+		with(unix.CLONE_NEWPID, pid),
+		with(0),
+	}
+	if cfg.noPIDNamespace {
+		attempts = []attempt{attempts[1], attempts[3]}
+	}
+	return attempts
 }
 
 // hasEnv reports whether env sets the variable name.

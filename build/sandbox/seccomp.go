@@ -3,7 +3,9 @@ package sandbox
 //go:generate go run ./internal/seccompgen/cmd/seccompgen -o seccomp_gen.go
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -26,7 +28,9 @@ import (
 // time. Here the table becomes a program: a call the profile allows passes,
 // clone3 fails with ENOSYS (so that libc falls back to clone, whose flags
 // the filter can inspect), anything else fails with EPERM; a process of an
-// architecture the filter does not know is killed.
+// architecture the filter does not know is killed. Chroot isolation adds
+// deny rules in front (chrootSignalRules), which namespace mode does not
+// need: there the PID namespace confines every signal.
 
 // seccompProfile is the evaluated profile for one GOARCH: the errno of its
 // default action and the ABIs a process of that GOARCH may call the
@@ -45,6 +49,11 @@ type seccompABI struct {
 	audit uint32
 	arg32 bool
 	calls []seccompCall
+	// deny are rules checked before calls, on the low 32 bits of their
+	// arguments: a call matching one fails with its errno. Docker's profile
+	// has none; chroot isolation adds its signal rules here (see
+	// withChrootRules).
+	deny []seccompCall
 }
 
 // seccompCall is one rule for system call nr: it applies on kernels at
@@ -58,6 +67,9 @@ type seccompCall struct {
 	errno     uint32
 	minKernel [2]uint8
 	args      []seccompArg
+	// notify hands a matching call to the filter's listener instead
+	// (SECCOMP_RET_USER_NOTIF), which decides; see serveSignals.
+	notify bool
 }
 
 // seccompArg is a condition on one argument, with the profile's
@@ -107,6 +119,9 @@ func retErrno(errno uint32) uint32 {
 
 // action returns what the rule does once it matches.
 func (c seccompCall) action() uint32 {
+	if c.notify {
+		return unix.SECCOMP_RET_USER_NOTIF
+	}
 	if c.errno != 0 {
 		return retErrno(c.errno)
 	}
@@ -239,8 +254,31 @@ type nrEntry struct {
 	arg32         bool
 }
 
+// denyBlock returns the instructions that test the deny rules of abis, each
+// after loading the call number again (a rule's checks overwrite it): a call
+// that matches one returns its errno; any other falls through past the block.
+func denyBlock(abis []seccompABI) ([]unix.SockFilter, error) {
+	var p []unix.SockFilter
+	for _, abi := range abis {
+		for _, r := range abi.deny {
+			b, err := ruleBlock(r, true)
+			if err != nil {
+				return nil, err
+			}
+			if len(b) > 255 {
+				return nil, fmt.Errorf("build seccomp rule for %s: %d instructions", r.name, len(b))
+			}
+			p = append(p,
+				bpfStmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, seccompNrOff),
+				bpfJump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, r.nr, 0, uint8(len(b))))
+			p = append(p, b...)
+		}
+	}
+	return p, nil
+}
+
 // abiBlock returns the instructions for the ABIs sharing one audit value:
-// load the call number, then for each number the profile names either a
+// first their deny rules (denyBlock); then load the call number, then for each number the profile names either a
 // return (consecutive allowed numbers share a range test) or a jump into
 // its rules; everything else returns the default errno.
 func abiBlock(abis []seccompABI, kernel [2]uint8, defaultErrno uint32) ([]unix.SockFilter, error) {
@@ -267,7 +305,11 @@ func abiBlock(abis []seccompABI, kernel [2]uint8, defaultErrno uint32) ([]unix.S
 		}
 	}
 	slices.Sort(nrs)
-	p := []unix.SockFilter{bpfStmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, seccompNrOff)}
+	p, err := denyBlock(abis)
+	if err != nil {
+		return nil, err
+	}
+	p = append(p, bpfStmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, seccompNrOff))
 	for i := 0; i < len(nrs); i++ {
 		e := byNr[nrs[i]]
 		if !e.unconditional {
@@ -377,61 +419,176 @@ func parseKernelRelease(release string) ([2]uint8, error) {
 	return [2]uint8{uint8(ma), uint8(mi)}, nil
 }
 
+// negativeArg is the condition "argument i, a 32-bit int, is below zero";
+// deny rules compare the low 32 bits only, as the kernel reads a pid_t.
+func negativeArg(i uint8) seccompArg {
+	return seccompArg{index: i, op: seccompOpGE, value: 1 << 31}
+}
+
+// argIs is the condition "argument i equals v".
+func argIs(i uint8, v uint64) seccompArg {
+	return seccompArg{index: i, op: seccompOpEQ, value: v}
+}
+
+// chrootSignalRules are the calls that chroot isolation refuses on top of
+// Docker's profile, by system call name. Without a PID namespace of its
+// own, a RUN shares the host's processes: kill(-1) would signal every one
+// of them the caller may signal (as root with CAP_KILL: all), and a
+// negative target a whole process group, which need not be the RUN's. So
+// every signal aimed at a process group other than the command's own or at
+// "all" is refused with EPERM. kill(0, sig) names the caller's own group
+// and passes; the filter cannot know the command's process group id (the
+// command gets it when it is forked, after the filter is loaded), so a
+// kill with a negative target goes to the init (notify), which lets
+// kill(-pgid) of the command's group through and refuses the rest (see
+// serveSignals; where the kernel cannot notify, all are refused). Refused
+// too are
+// the other ways to aim one: queued signals, pidfd_send_signal with
+// PIDFD_SIGNAL_PROCESS_GROUP, and SIGIO/SIGURG owners set to a process
+// group (fcntl F_SETOWN with a negative pid, F_SETOWN_EX, whose target
+// hides behind a pointer, and the FIOSETOWN and SIOCSPGRP ioctls). tkill,
+// tgkill and rt_tgsigqueueinfo take no group, and the kernel already refuses
+// a target <= 0 with EINVAL; they are refused here for the same targets so
+// that no signal call takes one. A positive pid cannot be told apart from
+// the RUN's own processes by a filter: only a PID namespace (which Run
+// takes where the machine permits) keeps other processes out of reach.
+var chrootSignalRules = []struct {
+	name   string
+	args   []seccompArg
+	notify bool
+}{
+	{"kill", []seccompArg{negativeArg(0)}, true},
+	{"tkill", []seccompArg{negativeArg(0)}, false},
+	{"tgkill", []seccompArg{negativeArg(0)}, false},
+	{"tgkill", []seccompArg{negativeArg(1)}, false},
+	{"rt_sigqueueinfo", []seccompArg{negativeArg(0)}, false},
+	{"rt_tgsigqueueinfo", []seccompArg{negativeArg(0)}, false},
+	{"rt_tgsigqueueinfo", []seccompArg{negativeArg(1)}, false},
+	{"pidfd_send_signal", []seccompArg{{index: 3, op: seccompOpMaskedEQ,
+		value: unix.PIDFD_SIGNAL_PROCESS_GROUP, valueTwo: unix.PIDFD_SIGNAL_PROCESS_GROUP}}, false},
+	{"fcntl", []seccompArg{argIs(1, unix.F_SETOWN), negativeArg(2)}, false},
+	{"fcntl", []seccompArg{argIs(1, unix.F_SETOWN_EX)}, false},
+	{"fcntl64", []seccompArg{argIs(1, unix.F_SETOWN), negativeArg(2)}, false},
+	{"fcntl64", []seccompArg{argIs(1, unix.F_SETOWN_EX)}, false},
+	{"ioctl", []seccompArg{argIs(1, ioctlFIOSETOWN)}, false},
+	{"ioctl", []seccompArg{argIs(1, unix.SIOCSPGRP)}, false},
+}
+
+// ioctlFIOSETOWN is FIOSETOWN from <asm-generic/sockios.h>, which
+// golang.org/x/sys/unix does not define.
+const ioctlFIOSETOWN = 0x8901
+
+// withChrootRules returns profile with chrootSignalRules added as deny
+// rules to every ABI, for each number the ABI's table gives the call's
+// name; with notify, the rules that ask for it notify the filter's
+// listener instead of failing. The profile's own rules are unchanged.
+func withChrootRules(profile seccompProfile, notify bool) seccompProfile {
+	abis := make([]seccompABI, len(profile.abis))
+	for i, abi := range profile.abis {
+		abi.deny = nil
+		for _, r := range chrootSignalRules {
+			for _, c := range abi.calls {
+				if c.name == r.name {
+					abi.deny = append(abi.deny, seccompCall{nr: c.nr, name: c.name, errno: uint32(unix.EPERM),
+						args: r.args, notify: notify && r.notify})
+				}
+			}
+		}
+		abis[i] = abi
+	}
+	profile.abis = abis
+	return profile
+}
+
 // installSeccomp sets no_new_privs and loads the default filter on the
-// calling thread; the processes it then starts inherit both. The caller
-// must be locked to its thread, and the thread should not run other Go
-// code afterwards (let its goroutine exit without unlocking). Where the
-// architecture has no table, only no_new_privs is set.
-func installSeccomp() error {
+// calling thread, with chrootSignalRules added for chroot isolation; the
+// processes it then starts inherit both. The caller must be locked to its
+// thread, and the thread should not run other Go code afterwards (let its
+// goroutine exit without unlocking). Where the architecture has no table,
+// only no_new_privs is set. For chroot isolation it returns the filter's
+// listener (close-on-exec), which must be served (serveSignals), or nil
+// where the kernel cannot notify (before Linux 5.5, or with a listener
+// already on the thread's filters): then the rules refuse instead.
+func installSeccomp(chroot bool) (listener *os.File, err error) {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		return fmt.Errorf("set no_new_privs: %w", err)
+		return nil, fmt.Errorf("set no_new_privs: %w", err)
 	}
 	profile, ok := seccompDefaultProfile(runtime.GOARCH)
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	kernel, err := kernelVersion()
 	if err != nil {
-		return fmt.Errorf("load seccomp filter: %w", err)
+		return nil, fmt.Errorf("load seccomp filter: %w", err)
 	}
+	// SECCOMP_USER_NOTIF_FLAG_CONTINUE, which serveSignals answers with,
+	// came in Linux 5.5.
+	if chroot && kernelAtLeast(kernel, [2]uint8{5, 5}) {
+		fd, err := loadSeccomp(withChrootRules(profile, true), kernel, unix.SECCOMP_FILTER_FLAG_NEW_LISTENER)
+		if err == nil {
+			return os.NewFile(uintptr(fd), "seccomp listener"), nil
+		}
+		if !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.EINVAL) {
+			return nil, err
+		}
+	}
+	if chroot {
+		profile = withChrootRules(profile, false)
+	}
+	_, err = loadSeccomp(profile, kernel, 0)
+	return nil, err
+}
+
+// loadSeccomp compiles profile for kernel and loads it on the calling
+// thread with flags, returning what seccomp(2) returns (with
+// SECCOMP_FILTER_FLAG_NEW_LISTENER, the listener fd).
+func loadSeccomp(profile seccompProfile, kernel [2]uint8, flags uintptr) (int, error) {
 	prog, err := seccompProgram(profile, kernel)
 	if err != nil {
-		return err
+		return -1, err
 	}
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	_, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&fprog)))
+	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(&fprog)))
 	runtime.KeepAlive(prog)
 	if errno != 0 {
-		return fmt.Errorf("load seccomp filter: %w", errno)
+		return -1, fmt.Errorf("load seccomp filter: %w", errno)
 	}
-	return nil
+	return int(r), nil
 }
 
 // forkHardened starts argv0 like syscall.ForkExec from a fresh OS thread
 // that first drops capabilities to Docker's default set, sets no_new_privs
 // and loads the seccomp filter, so that the command inherits all three while
 // the init keeps its own privileges for teardown. The thread is discarded
-// afterwards. With noChroot, CAP_SYS_CHROOT is dropped too.
-func forkHardened(argv0 string, argv []string, attr *syscall.ProcAttr, noChroot bool) (int, error) {
+// afterwards. For chroot isolation, CAP_SYS_CHROOT is dropped too and the
+// filter refuses signals to other process groups (chrootSignalRules); the
+// filter's listener, if any, is returned for serveSignals.
+func forkHardened(argv0 string, argv []string, attr *syscall.ProcAttr, chroot bool) (pid int, listener *os.File, err error) {
 	type result struct {
-		pid int
-		err error
+		pid      int
+		listener *os.File
+		err      error
 	}
 	ch := make(chan result, 1)
 	go func() {
 		// No UnlockOSThread: the thread exits with the goroutine.
 		runtime.LockOSThread()
-		if err := dropCapabilities(noChroot); err != nil {
+		if err := dropCapabilities(chroot); err != nil {
 			ch <- result{err: err}
 			return
 		}
-		if err := installSeccomp(); err != nil {
+		listener, err := installSeccomp(chroot)
+		if err != nil {
 			ch <- result{err: err}
 			return
 		}
 		pid, err := syscall.ForkExec(argv0, argv, attr)
-		ch <- result{pid, err}
+		if err != nil && listener != nil {
+			listener.Close()
+			listener = nil
+		}
+		ch <- result{pid, listener, err}
 	}()
 	r := <-ch
-	return r.pid, r.err
+	return r.pid, r.listener, r.err
 }

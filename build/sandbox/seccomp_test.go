@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -225,7 +226,7 @@ func TestSeccompKernel(t *testing.T) {
 	go func() {
 		// The thread keeps the filter, so it must die with the goroutine.
 		runtime.LockOSThread()
-		if err := installSeccomp(); err != nil {
+		if _, err := installSeccomp(false); err != nil {
 			errs <- []error{err}
 			return
 		}
@@ -356,6 +357,164 @@ func TestWorkdirProcFd(t *testing.T) {
 		}
 		if strings.Contains(out.String(), "host marker") {
 			t.Errorf("cwd %s: the command reached the host: %q", cwd, out.String())
+		}
+	}
+}
+
+// TestSeccompChrootRules runs the chroot-mode filter through the
+// interpreter for every ABI: signals to "all" and to process groups are
+// refused, whatever the high bits of the argument hold, while the caller's
+// own group (0), single processes and other calls pass; the namespace-mode
+// filter still allows them all.
+func TestSeccompChrootRules(t *testing.T) {
+	const (
+		x86     = unix.AUDIT_ARCH_X86_64
+		i386    = unix.AUDIT_ARCH_I386
+		aarch64 = unix.AUDIT_ARCH_AARCH64
+		arm     = unix.AUDIT_ARCH_ARM
+		x32     = 0x40000000
+		minus1  = uint64(0xffffffff)       // -1 as an int
+		minus7  = uint64(0xfffffff9)       // -7 as an int
+		high    = uint64(0xdeadbeef) << 32 // ignored by the kernel for an int
+		group   = uint64(unix.PIDFD_SIGNAL_PROCESS_GROUP)
+		setown  = uint64(unix.F_SETOWN)
+		setownx = uint64(unix.F_SETOWN_EX)
+	)
+	eperm := retErrno(uint32(unix.EPERM))
+	tests := []struct {
+		name   string
+		goarch string
+		arch   uint32
+		nr     uint32
+		args   [6]uint64
+		want   uint32
+	}{
+		{"kill -1", "amd64", x86, 62, [6]uint64{minus1, 9}, eperm},
+		{"kill -1 sign-extended", "amd64", x86, 62, [6]uint64{^uint64(0), 9}, eperm},
+		{"kill -1 with high bits", "amd64", x86, 62, [6]uint64{high | minus1, 9}, eperm},
+		{"kill -pgid", "amd64", x86, 62, [6]uint64{minus7, 9}, eperm},
+		{"kill own group", "amd64", x86, 62, [6]uint64{0, 9}, retAllow},
+		{"kill pid", "amd64", x86, 62, [6]uint64{1234, 9}, retAllow},
+		{"kill pid with high bits", "amd64", x86, 62, [6]uint64{high | 1234, 9}, retAllow},
+		{"tkill -1", "amd64", x86, 200, [6]uint64{minus1, 9}, eperm},
+		{"tkill tid", "amd64", x86, 200, [6]uint64{55, 9}, retAllow},
+		{"tgkill -1 tid", "amd64", x86, 234, [6]uint64{minus1, 55, 9}, eperm},
+		{"tgkill tgid -1", "amd64", x86, 234, [6]uint64{55, minus1, 9}, eperm},
+		{"tgkill tgid tid", "amd64", x86, 234, [6]uint64{55, 55, 9}, retAllow},
+		{"rt_sigqueueinfo -1", "amd64", x86, 129, [6]uint64{minus1, 9}, eperm},
+		{"rt_sigqueueinfo pid", "amd64", x86, 129, [6]uint64{55, 9}, retAllow},
+		{"rt_tgsigqueueinfo tgid -1", "amd64", x86, 297, [6]uint64{55, minus1, 9}, eperm},
+		{"pidfd_send_signal group", "amd64", x86, 424, [6]uint64{3, 9, 0, group}, eperm},
+		{"pidfd_send_signal", "amd64", x86, 424, [6]uint64{3, 9, 0, 0}, retAllow},
+		{"fcntl F_SETOWN -pgid", "amd64", x86, 72, [6]uint64{3, setown, minus7}, eperm},
+		{"fcntl F_SETOWN pid", "amd64", x86, 72, [6]uint64{3, setown, 55}, retAllow},
+		{"fcntl F_SETOWN_EX", "amd64", x86, 72, [6]uint64{3, setownx, 0}, eperm},
+		{"fcntl F_GETFL", "amd64", x86, 72, [6]uint64{3, unix.F_GETFL}, retAllow},
+		{"ioctl FIOSETOWN", "amd64", x86, 16, [6]uint64{3, ioctlFIOSETOWN}, eperm},
+		{"ioctl SIOCSPGRP", "amd64", x86, 16, [6]uint64{3, unix.SIOCSPGRP}, eperm},
+		{"ioctl TCGETS", "amd64", x86, 16, [6]uint64{0, unix.TCGETS}, retAllow},
+		{"getpid", "amd64", x86, 39, [6]uint64{minus1}, retAllow},
+		{"mount still refused", "amd64", x86, 165, [6]uint64{}, eperm},
+		{"x32 kill -1", "amd64", x86, x32 | 62, [6]uint64{minus1, 9}, eperm},
+		{"x32 kill pid", "amd64", x86, x32 | 62, [6]uint64{55, 9}, retAllow},
+		{"i386 kill -1", "amd64", i386, 37, [6]uint64{minus1, 9}, eperm},
+		{"i386 kill own group", "amd64", i386, 37, [6]uint64{0, 9}, retAllow},
+		{"i386 fcntl64 F_SETOWN -pgid", "amd64", i386, 221, [6]uint64{3, setown, minus7}, eperm},
+		{"aarch64 kill -1", "arm64", aarch64, 129, [6]uint64{minus1, 9}, eperm},
+		{"aarch64 kill pid", "arm64", aarch64, 129, [6]uint64{55, 9}, retAllow},
+		{"arm kill -1", "arm64", arm, 37, [6]uint64{minus1, 9}, eperm},
+	}
+	notified := map[string]bool{"kill -1": true, "kill -1 sign-extended": true, "kill -1 with high bits": true,
+		"kill -pgid": true, "x32 kill -1": true, "i386 kill -1": true, "aarch64 kill -1": true, "arm kill -1": true}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			profile, ok := seccompDefaultProfile(tt.goarch)
+			if !ok {
+				t.Fatalf("no table for %s", tt.goarch)
+			}
+			prog, err := seccompProgram(withChrootRules(profile, false), [2]uint8{6, 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := runBPF(t, prog, seccompData6(tt.arch, tt.nr, tt.args)); got != tt.want {
+				t.Errorf("chroot filter: action = %#x, want %#x", got, tt.want)
+			}
+			// With a listener, a kill(2) it would refuse goes to the init
+			// instead, which lets the command's own group through.
+			want := tt.want
+			if notified[tt.name] {
+				want = unix.SECCOMP_RET_USER_NOTIF
+			}
+			prog, err = seccompProgram(withChrootRules(profile, true), [2]uint8{6, 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := runBPF(t, prog, seccompData6(tt.arch, tt.nr, tt.args)); got != want {
+				t.Errorf("chroot filter with a listener: action = %#x, want %#x", got, want)
+			}
+			// Namespace mode keeps Docker's profile, which allows them all
+			// (mount aside).
+			prog, err = seccompProgram(profile, [2]uint8{6, 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := runBPF(t, prog, seccompData6(tt.arch, tt.nr, tt.args)); got != retAllow && tt.nr != 165 {
+				t.Errorf("namespace filter: action = %#x, want allow", got)
+			}
+		})
+	}
+}
+
+// TestSeccompChrootKernel loads the chroot-mode filter on a throwaway
+// thread, serves its listener for the process group of the test, and
+// sends signal 0 (which only checks permission): to every process and to
+// another process group it fails with EPERM, to its own group (by 0 or by
+// number) and to itself it works.
+func TestSeccompChrootKernel(t *testing.T) {
+	if _, ok := seccompDefaultProfile(runtime.GOARCH); !ok {
+		t.Skip("no seccomp table for " + runtime.GOARCH)
+	}
+	pgid := unix.Getpgrp()
+	errs := make(chan []error, 1)
+	listened := make(chan bool, 1)
+	go func() {
+		runtime.LockOSThread() // the thread keeps the filter and dies with the goroutine
+		listener, err := installSeccomp(true)
+		if err != nil {
+			errs <- []error{err}
+			return
+		}
+		listened <- listener != nil
+		stop := serveSignals(listener, pgid, new(atomic.Bool))
+		defer stop()
+		call := func(nr, a0, a1 uintptr) error {
+			if _, _, e := unix.RawSyscall(nr, a0, a1, 0); e != 0 {
+				return e
+			}
+			return nil
+		}
+		errs <- []error{
+			call(unix.SYS_KILL, ^uintptr(0), 0),             // -1
+			call(unix.SYS_KILL, uintptr(-(pgid + 7919)), 0), // another group
+			call(unix.SYS_KILL, uintptr(-pgid), 0),          // its own group by number
+			call(unix.SYS_KILL, 0, 0),                       // its own group
+			call(unix.SYS_KILL, uintptr(unix.Getpid()), 0),  // itself
+			call(unix.SYS_KILL, 0xffffffff, 0),              // -1 in the low 32 bits
+			call(unix.SYS_TKILL, ^uintptr(0), 0),            // a group: EPERM before EINVAL
+			call(unix.SYS_TKILL, uintptr(unix.Gettid()), 0),
+		}
+	}()
+	got := <-errs
+	if len(got) == 1 {
+		t.Fatal(got[0])
+	}
+	if !<-listened {
+		t.Fatal("no seccomp listener on this kernel")
+	}
+	want := []error{unix.EPERM, unix.EPERM, nil, nil, nil, unix.EPERM, unix.EPERM, nil}
+	for i := range want {
+		if got[i] != want[i] && !errors.Is(got[i], want[i]) {
+			t.Errorf("call %d: got %v, want %v", i, got[i], want[i])
 		}
 	}
 }

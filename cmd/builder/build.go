@@ -41,7 +41,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	var isolation, memory string
 	var cpus float64
 	var pidsLimit int64
-	fs.StringVar(&isolation, "isolation", "auto", "isolation of RUN: auto (namespaces where permitted, else chroot), namespaces, or chroot (for unprivileged containers; weaker, needs the naive snapshotter)")
+	fs.StringVar(&isolation, "isolation", "auto", "isolation of RUN: auto (namespaces where permitted, else chroot), namespaces, or chroot (for unprivileged containers; not a security boundary, needs the naive snapshotter)")
 	fs.StringVarP(&memory, "memory", "m", "", "memory limit of each RUN's processes (e.g. 512m, 2g), with cgroups")
 	fs.Float64Var(&cpus, "cpus", 0, "CPU limit of each RUN's processes, in CPUs (e.g. 1.5), with cgroups")
 	fs.Int64Var(&pidsLimit, "pids-limit", 0, "limit on the processes and threads of each RUN, with cgroups")

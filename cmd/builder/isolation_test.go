@@ -39,7 +39,8 @@ func TestCLIUnprivilegedContainer(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("build without CAP_SYS_ADMIN: exit %d\n%s", code, log)
 	}
-	if !strings.Contains(log, "isolation: chroot (mount namespaces are not permitted") {
+	if !strings.Contains(log, "WARNING: isolation: chroot (new namespaces are not permitted: EPERM): RUN steps are not a security boundary") ||
+		!strings.Contains(log, "can signal any host process by its pid") {
 		t.Errorf("the build does not say it chose chroot isolation and why:\n%s", log)
 	}
 	got, err := os.ReadFile(filepath.Join(out, "out"))
@@ -115,5 +116,152 @@ func TestCLIChrootBuilderKilled(t *testing.T) {
 			t.Fatalf("RUN processes %v outlived the SIGKILLed builder", left)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// chrootSentinelScript runs "$@" (a builder command) as PID 1's child in
+// the PID namespace of unshare(1), next to a sentinel: a root process in a
+// session of its own with a secret in its command line, started after
+// enough others that its pid is not one a RUN's own PID namespace reuses.
+// The build gets the sentinel's pid as the build arg SENTINEL; afterwards
+// the script says whether the sentinel lived, kills its group and exits
+// with the builder's status. Leaving the namespace kills whatever is left.
+const chrootSentinelScript = `i=0; while [ $i -lt 100 ]; do /bin/true; i=$((i+1)); done
+setsid /bin/sh -c 'sleep 300; :' sentinel --password=canary &
+export SENTINEL=$!
+"$@"
+rc=$?
+kill -0 $SENTINEL && echo SENTINEL-ALIVE
+kill -9 -$SENTINEL
+exit $rc
+`
+
+// TestCLIChrootSignals builds in chroot isolation inside a private PID
+// namespace (unshare --pid --fork --mount-proc) next to a sentinel, so that
+// a RUN that reaches past its sandbox kills only that namespace. With a
+// PID namespace of its own (forced chroot as root), "kill -9 -1" and
+// "kill -9 SENTINEL" leave the sentinel and the builder alive and its
+// command line is unreadable. Without one (CAP_SYS_ADMIN dropped, so auto
+// picks chroot), the seccomp filter refuses "kill -9 -1" and signals to
+// the sentinel's process group with EPERM, while the RUN's own group (by 0
+// and by its number) and children stay reachable (job control works).
+func TestCLIChrootSignals(t *testing.T) {
+	buildtest.RequireRoot(t)
+	unshare := buildtest.RequireTool(t, "unshare")
+	setpriv := buildtest.RequireTool(t, "setpriv")
+	buildtest.RequireTool(t, "setsid")
+	base := buildtest.BusyboxRegistry(t)
+	tests := []struct {
+		name       string
+		prefix     []string // before the builder binary
+		isolation  string
+		dockerfile string
+		note       string
+		files      map[string]string
+	}{
+		{
+			name:      "pid namespace",
+			isolation: "--isolation=chroot",
+			dockerfile: "FROM " + base + "\nARG SENTINEL\nRUN kill -9 -1 || true\nRUN kill -9 $SENTINEL || true\n" +
+				"RUN kill -9 -$SENTINEL || true\nRUN (cat /proc/$SENTINEL/cmdline || echo unreadable) > /cmdline 2>&1; echo done > /done\n",
+			note:  "a PID namespace keeps host processes out of their sight and reach",
+			files: map[string]string{"done": "done\n"},
+		},
+		{
+			name:      "no pid namespace",
+			prefix:    []string{setpriv, "--bounding-set", "-sys_admin"},
+			isolation: "--isolation=auto",
+			dockerfile: "FROM " + base + "\nARG SENTINEL\nRUN kill -9 -1; echo \"kill -1: $?\" > /kill\n" +
+				"RUN kill -9 -$SENTINEL; echo \"kill group: $?\" >> /kill\n" +
+				"RUN sleep 10 & kill $!; wait $!; echo \"job: $?\" >> /kill; kill -0 0 && echo \"own group: ok\" >> /kill; kill -0 -$$ && echo \"own group by number: ok\" >> /kill\n" +
+				"RUN (cat /proc/$SENTINEL/cmdline || echo unreadable) > /cmdline 2>&1; echo done > /done\n",
+			note: "can signal any host process by its pid",
+			files: map[string]string{"done": "done\n",
+				"kill": "kill -1: 1\nkill group: 1\njob: 143\nown group: ok\nown group by number: ok\n"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, out := t.TempDir(), t.TempDir()
+			ctx := writeCase(t, tc.dockerfile, map[string]string{})
+			args := append([]string{"--pid", "--fork", "--mount-proc", "/bin/sh", "-c", chrootSentinelScript, "sh"}, tc.prefix...)
+			args = append(args, binary, "--root", dir, "--snapshotter", "naive", "build", tc.isolation, "--progress=plain",
+				"--build-arg", "SENTINEL", "-o", "type=local,dest="+out, ctx)
+			cmd := exec.Command(unshare, args...)
+			var log buildtest.SyncBuffer
+			cmd.Stdout, cmd.Stderr = &log, &log
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("build in a PID namespace: %v\n%s", err, log.String())
+				}
+			case <-time.After(3 * time.Minute):
+				cmd.Process.Kill() // unshare's child, PID 1, takes the namespace down
+				<-done
+				t.Fatalf("build did not finish:\n%s", log.String())
+			}
+			if !strings.Contains(log.String(), "SENTINEL-ALIVE") {
+				t.Errorf("the sentinel died:\n%s", log.String())
+			}
+			if !strings.Contains(log.String(), tc.note) {
+				t.Errorf("the build does not warn %q:\n%s", tc.note, log.String())
+			}
+			b, err := os.ReadFile(filepath.Join(out, "cmdline"))
+			if err != nil || strings.Contains(string(b), "canary") {
+				t.Errorf("/cmdline = %q, %v: the RUN read the sentinel's command line", b, err)
+			}
+			for name, want := range tc.files {
+				if b, err := os.ReadFile(filepath.Join(out, name)); err != nil || string(b) != want {
+					t.Errorf("/%s = %q, %v; want %q", name, b, err, want)
+				}
+			}
+		})
+	}
+}
+
+// TestCLIAutoIsolation checks what --isolation=auto picks: namespaces on
+// this machine (no warning; RUN has a UTS namespace with builder's
+// hostname), and chroot once CAP_SYS_ADMIN is dropped from the bounding
+// set, with the warning (RUN keeps the host's hostname).
+func TestCLIAutoIsolation(t *testing.T) {
+	buildtest.RequireRoot(t)
+	setpriv := buildtest.RequireTool(t, "setpriv")
+	base := buildtest.BusyboxRegistry(t)
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := writeCase(t, "FROM "+base+"\nRUN hostname > /hostname\n", map[string]string{})
+	tests := []struct {
+		name     string
+		prefix   []string
+		hostname string
+		warned   bool
+	}{
+		{"namespaces", nil, "builder", false},
+		{"chroot without CAP_SYS_ADMIN", []string{setpriv, "--bounding-set", "-sys_admin"}, host, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := t.TempDir()
+			argv := append(append([]string{}, tc.prefix...), binary, "--root", t.TempDir(), "--snapshotter", "naive",
+				"build", "--progress=plain", "-o", "type=local,dest="+out, ctx)
+			name, args := argv[0], argv[1:]
+			b, err := exec.Command(name, args...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("build: %v\n%s", err, b)
+			}
+			if warned := strings.Contains(string(b), "WARNING: isolation: chroot"); warned != tc.warned {
+				t.Errorf("chroot warning printed: %t, want %t\n%s", warned, tc.warned, b)
+			}
+			if got, err := os.ReadFile(filepath.Join(out, "hostname")); err != nil || string(got) != tc.hostname+"\n" {
+				t.Errorf("RUN hostname = %q, %v; want %q", got, err, tc.hostname)
+			}
+		})
 	}
 }
