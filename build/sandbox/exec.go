@@ -79,15 +79,15 @@ var defaultCapabilities = []int{
 // the calling thread's bounding set and empties its inheritable set, so that
 // a program it executes as root gets at most the default set. The thread's
 // own effective set is unchanged: the init still needs CAP_SYS_ADMIN to tear
-// down. With noChroot, CAP_SYS_CHROOT goes too. The caller must be locked
-// to its thread.
-func dropCapabilities(noChroot bool) error {
+// down. The capabilities in drop go too. The caller must be locked to its
+// thread.
+func dropCapabilities(drop []int) error {
 	keep := map[int]bool{}
 	for _, c := range defaultCapabilities {
 		keep[c] = true
 	}
-	if noChroot {
-		delete(keep, unix.CAP_SYS_CHROOT)
+	for _, c := range drop {
+		delete(keep, c)
 	}
 	for c := 0; c < 64; c++ {
 		if keep[c] {

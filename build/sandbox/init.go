@@ -84,6 +84,9 @@ type sandbox struct {
 	resolvFile string
 	layer      string // the overlay layer of mountpoint stubs, or ""
 	procFD     int    // chroot mode: the host's /proc, to find children; else 0
+	// mountNS is set when the init has a mount namespace of its own: always,
+	// except in chroot mode where the machine refuses one.
+	mountNS bool
 }
 
 func runSandbox() initResult {
@@ -115,6 +118,7 @@ func runSandbox() initResult {
 		resolvFile: filepath.Join(scratch, "resolv.conf"),
 	}
 	s.stubs = newStubs(s.rootDir, upperDir(cfg.Root))
+	s.mountNS = !cfg.Chroot || os.Getenv(mountNSEnv) == "1"
 	setup := s.setup
 	if cfg.Chroot {
 		s.rootDir = cfg.Root[0].Source
@@ -147,7 +151,7 @@ func (s *sandbox) setup() (int, error) {
 		return 0, err
 	}
 	for _, m := range cfg.Root {
-		if err := mountRoot(m, s.rootDir, s.layer); err != nil {
+		if err := mountRoot(m, s.rootDir, s.layer, !cfg.Insecure); err != nil {
 			return 0, err
 		}
 	}
@@ -205,9 +209,12 @@ func (s *sandbox) setupChroot() (int, error) {
 	if err := os.MkdirAll(cwd, 0o755); err != nil {
 		return 0, fmt.Errorf("create working directory: %w", err)
 	}
-	if os.Getenv(mountNSEnv) == "1" {
+	if s.mountNS {
 		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 			return 0, fmt.Errorf("make mounts private: %w", err)
+		}
+		if err := s.nodevChrootRoot(); err != nil {
+			return 0, err
 		}
 		if err := unix.Mount("tmpfs", cfg.Scratch, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=700"); err != nil {
 			return 0, fmt.Errorf("mount scratch tmpfs: %w", err)
@@ -242,6 +249,21 @@ func (s *sandbox) setupChroot() (int, error) {
 		return 0, fmt.Errorf("chroot: %w", err)
 	}
 	return s.start()
+}
+
+// nodevChrootRoot binds the chroot-mode root directory onto itself,
+// recursively and nodev, unless the run is insecure: the command keeps
+// CAP_MKNOD, so it may create a device node (or find one in the image), but
+// cannot open it. It needs the init's own mount namespace; without one,
+// start drops CAP_MKNOD instead.
+func (s *sandbox) nodevChrootRoot() error {
+	if s.cfg.Insecure {
+		return nil
+	}
+	if err := bindMount(s.rootDir, s.rootDir, unix.MS_BIND|unix.MS_REC|unix.MS_NODEV); err != nil {
+		return fmt.Errorf("make root nodev: %w", err)
+	}
+	return nil
 }
 
 // setupScratch mounts a tmpfs on the scratch directory, visible only in
@@ -339,7 +361,10 @@ var devices = []struct {
 }
 
 // mountDev mounts a minimal /dev on tmpfs: the usual devices, a private
-// devpts, /dev/shm and the stdio symlinks.
+// devpts, /dev/shm and the stdio symlinks. Unless the run is insecure, the
+// tmpfs itself is then made nodev, so that a node the command creates in
+// /dev cannot be opened; each standard device sits on a bind mount of its
+// own (see makeDevice), which keeps it usable, and devpts allows no mknod.
 func (s *sandbox) mountDev() error {
 	p, err := s.stubs.ensure("/dev", true)
 	if err != nil {
@@ -378,16 +403,29 @@ func (s *sandbox) mountDev() error {
 			return fmt.Errorf("create /dev/%s: %w", l[1], err)
 		}
 	}
+	if s.cfg.Insecure {
+		return nil
+	}
+	// Only the tmpfs's own mount: the device binds and devpts below it
+	// keep their flags.
+	if err := setMountFlags(dev, unix.MS_NODEV, false); err != nil {
+		return fmt.Errorf("make /dev nodev: %w", err)
+	}
 	return nil
 }
 
-// makeDevice creates a character device node, or, where mknod is not
-// allowed, bind-mounts the host's device on an empty file.
+// makeDevice creates a character device node and binds it onto itself, or,
+// where mknod is not allowed, bind-mounts the host's device on an empty
+// file. Either way the device is a mount of its own, whose flags stay when
+// the /dev tmpfs is made nodev.
 func makeDevice(path, name string, major, minor uint32) error {
 	err := unix.Mknod(path, unix.S_IFCHR|0o666, int(unix.Mkdev(major, minor)))
 	if err == nil || !errors.Is(err, unix.EPERM) {
 		if err != nil {
 			return fmt.Errorf("create /dev/%s: %w", name, err)
+		}
+		if err := unix.Mount(path, path, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind /dev/%s: %w", name, err)
 		}
 		return nil
 	}
@@ -609,13 +647,29 @@ func (s *sandbox) start() (int, error) {
 	if cfg.Insecure {
 		pid, err = syscall.ForkExec(argv0, cfg.Args, attr)
 	} else {
-		// In a chroot, CAP_SYS_CHROOT would let root climb out of it.
-		pid, err = forkHardened(argv0, cfg.Args, attr, cfg.Chroot)
+		pid, err = forkHardened(argv0, cfg.Args, attr, s.droppedCapabilities())
 	}
 	if err != nil {
 		return 0, fmt.Errorf("exec %s: %w", cfg.Args[0], err)
 	}
 	return pid, nil
+}
+
+// droppedCapabilities lists the capabilities of Docker's default set that
+// the command does not get. In a chroot, CAP_SYS_CHROOT would let root climb
+// out of it. Without a mount namespace (chroot mode where the machine
+// refuses one), the root cannot be remounted nodev, so CAP_MKNOD goes too:
+// the command cannot create a device node, and an existing one can be
+// opened only as far as a devices cgroup allows.
+func (s *sandbox) droppedCapabilities() []int {
+	var drop []int
+	if s.cfg.Chroot {
+		drop = append(drop, unix.CAP_SYS_CHROOT)
+	}
+	if !s.mountNS {
+		drop = append(drop, unix.CAP_MKNOD)
+	}
+	return drop
 }
 
 // wait reaps every process of the sandbox until the command pid exits,
