@@ -96,9 +96,13 @@ type Spec struct {
 	// and the root mountpoint. "" means os.TempDir(). Nothing is ever
 	// written to it on disk.
 	TempDir string
-	// Insecure keeps every capability and leaves /proc and /sys unmasked,
-	// as RUN --security=insecure asks. By default the command gets Docker's
-	// default capability set and Docker's masked and read-only paths.
+	// Insecure keeps every capability, leaves /proc and /sys unmasked and
+	// allows every device, as RUN --security=insecure asks (BuildKit's
+	// insecure mode allows all devices too). By default the command gets
+	// Docker's default capability set and Docker's masked and read-only
+	// paths, and can open only the standard devices of its /dev: the root
+	// filesystem and /dev itself are nodev, and, where cgroups allow, the
+	// run's cgroup has a device allowlist (see allowedDevices).
 	Insecure bool
 	// Isolation is IsolationNamespaces (the default, also for "") or
 	// IsolationChroot; see those constants and Probe.
@@ -107,9 +111,10 @@ type Spec struct {
 	// process tree through a cgroup of its own, created for the run and
 	// removed after it.
 	Limits Limits
-	// Cgroups is what ProbeCgroups found; nil makes Run probe when Limits
-	// sets a limit. Run fails when a limit has no usable controller: the
-	// caller decides whether to warn and drop the limit instead.
+	// Cgroups is what ProbeCgroups found; nil makes Run probe. Run fails
+	// when a limit has no usable controller: the caller decides whether to
+	// warn and drop the limit instead. A missing device allowlist is no
+	// error: nodev mounts alone then keep the command off device nodes.
 	Cgroups *CgroupSupport
 }
 
@@ -191,7 +196,10 @@ func Run(ctx context.Context, spec Spec) (err error) {
 		return err
 	}
 	var cg *runCgroup
-	if !spec.Limits.IsZero() {
+	// An insecure run may use every device, as BuildKit's insecure mode
+	// (docker run --privileged) allows.
+	devices := !spec.Insecure
+	if !spec.Limits.IsZero() || devices {
 		sup := spec.Cgroups
 		if sup == nil {
 			p := ProbeCgroups()
@@ -200,7 +208,7 @@ func Run(ctx context.Context, spec Spec) (err error) {
 		if !sup.Supports(spec.Limits) {
 			return fmt.Errorf("sandbox: resource limits need cgroups: %s", sup.Reason)
 		}
-		if cg, err = newRunCgroup(*sup, spec.Limits); err != nil {
+		if cg, err = newRunCgroup(*sup, spec.Limits, devices); err != nil {
 			return err
 		}
 		// Removal waits for the tree to die, also after a cancelled run.
