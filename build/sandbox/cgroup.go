@@ -125,11 +125,10 @@ func (l Limits) controllers() []string {
 // hierarchy in which the builder can create child cgroups: the unified (v2)
 // hierarchy where the builder's own cgroup already delegates the controller
 // to its children (cgroup.subtree_control), else the v1 hierarchy of that
-// controller. It also finds where a device allowlist can be applied: the v1
-// devices controller, and the unified hierarchy, where it loads the device
-// filter program once to check that the kernel accepts it. It tries
-// creating the builder-run parent directory and removes it again; it
-// changes nothing else.
+// controller. It also finds where a device allowlist can be applied, the v1
+// devices controller and the unified hierarchy, by applying it to a
+// throwaway cgroup. It tries creating the builder-run parent directory and
+// removes it again; it changes nothing else.
 func ProbeCgroups() CgroupSupport {
 	sup := CgroupSupport{ctrls: map[string]ctrl{}}
 	own, err := ownCgroups()
@@ -158,20 +157,37 @@ func ProbeCgroups() CgroupSupport {
 	sup.Reason = strings.Join(why, "; ")
 	// Where neither works (rootless, an unprivileged container), the
 	// nodev mounts alone keep RUN from opening device nodes.
-	if c, err := probeV1("devices", own, mounts); err == nil {
-		sup.devices = append(sup.devices, c)
+	var devs []ctrl
+	if c, err := probeV1(devicesCtrl, own, mounts); err == nil {
+		devs = append(devs, c)
 	}
-	if c, ok := probeDeviceFilter(own, mounts); ok {
-		sup.devices = append(sup.devices, c)
+	if c, ok := unifiedDir(own, mounts); ok {
+		devs = append(devs, c)
+	}
+	for _, c := range devs {
+		if probeDevices(c) == nil {
+			sup.devices = append(sup.devices, c)
+		}
 	}
 	return sup
 }
 
-// probeDeviceFilter checks that a cgroup can be created below the
-// builder's own in the unified hierarchy and that the kernel loads the
-// device filter program. Device filtering needs no controller there: the
-// program is attached to the run's cgroup.
-func probeDeviceFilter(own map[string]string, mounts []cgroupMount) (ctrl, bool) {
+// probeDevices applies the device allowlist to a throwaway run cgroup in
+// c's hierarchy and removes it again. Creating a cgroup is not enough:
+// writing a v1 devices list needs CAP_SYS_ADMIN, and loading and attaching
+// the v2 program needs its own privileges and kernel support.
+func probeDevices(c ctrl) error {
+	cg, err := newRunCgroup(CgroupSupport{devices: []ctrl{c}}, Limits{}, true)
+	if err != nil {
+		return err
+	}
+	return cg.remove(context.Background())
+}
+
+// unifiedDir returns the builder's own cgroup in the unified hierarchy,
+// where a device filter program can be attached to a run's cgroup: that
+// needs no controller.
+func unifiedDir(own map[string]string, mounts []cgroupMount) (ctrl, bool) {
 	path, ok := own[""]
 	if !ok {
 		return ctrl{}, false
@@ -184,18 +200,7 @@ func probeDeviceFilter(own map[string]string, mounts []cgroupMount) (ctrl, bool)
 		if !ok {
 			continue
 		}
-		c := ctrl{name: devicesCtrl, v2: true, dir: dir}
-		parent, err := c.ensureParent()
-		if err != nil {
-			continue
-		}
-		_ = unix.Rmdir(parent)
-		fd, err := loadDeviceProgram()
-		if err != nil {
-			return ctrl{}, false
-		}
-		unix.Close(fd)
-		return c, true
+		return ctrl{name: devicesCtrl, v2: true, dir: dir}, true
 	}
 	return ctrl{}, false
 }
