@@ -9,8 +9,10 @@
 // reaps zombies, forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT, and, once the command
 // exits, kills whatever the command left behind. Unless Spec.Insecure, the
 // command runs with Docker's default capabilities, no_new_privs, a seccomp
-// filter denying what Docker's default profile denies (see seccomp.go), and
-// Docker's masked and read-only /proc and /sys paths.
+// filter denying what Docker's default profile denies (see seccomp.go),
+// Docker's masked and read-only /proc and /sys paths, and no device but the
+// standard ones of its /dev (nodev mounts and, where cgroups allow, a device
+// allowlist; see devices.go).
 //
 // A RUN that changes nothing leaves no change in the snapshot. On an overlay
 // root, the mountpoints the image lacks (/proc, /dev, /sys, /etc/hosts,
