@@ -84,9 +84,6 @@ type sandbox struct {
 	resolvFile string
 	layer      string // the overlay layer of mountpoint stubs, or ""
 	procFD     int    // chroot mode: the host's /proc, to find children; else 0
-	// mountNS is set when the init has a mount namespace of its own: always,
-	// except in chroot mode where the machine refuses one.
-	mountNS bool
 }
 
 func runSandbox() initResult {
@@ -118,7 +115,6 @@ func runSandbox() initResult {
 		resolvFile: filepath.Join(scratch, "resolv.conf"),
 	}
 	s.stubs = newStubs(s.rootDir, upperDir(cfg.Root))
-	s.mountNS = !cfg.Chroot || os.Getenv(mountNSEnv) == "1"
 	setup := s.setup
 	if cfg.Chroot {
 		s.rootDir = cfg.Root[0].Source
@@ -209,7 +205,7 @@ func (s *sandbox) setupChroot() (int, error) {
 	if err := os.MkdirAll(cwd, 0o755); err != nil {
 		return 0, fmt.Errorf("create working directory: %w", err)
 	}
-	if s.mountNS {
+	if os.Getenv(mountNSEnv) == "1" {
 		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 			return 0, fmt.Errorf("make mounts private: %w", err)
 		}
@@ -255,7 +251,7 @@ func (s *sandbox) setupChroot() (int, error) {
 // recursively and nodev, unless the run is insecure: the command keeps
 // CAP_MKNOD, so it may create a device node (or find one in the image), but
 // cannot open it. It needs the init's own mount namespace; without one,
-// start drops CAP_MKNOD instead.
+// dropCapabilities takes CAP_MKNOD from the command instead.
 func (s *sandbox) nodevChrootRoot() error {
 	if s.cfg.Insecure {
 		return nil
@@ -647,29 +643,13 @@ func (s *sandbox) start() (int, error) {
 	if cfg.Insecure {
 		pid, err = syscall.ForkExec(argv0, cfg.Args, attr)
 	} else {
-		pid, err = forkHardened(argv0, cfg.Args, attr, s.droppedCapabilities())
+		// In a chroot, CAP_SYS_CHROOT would let root climb out of it.
+		pid, err = forkHardened(argv0, cfg.Args, attr, cfg.Chroot)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("exec %s: %w", cfg.Args[0], err)
 	}
 	return pid, nil
-}
-
-// droppedCapabilities lists the capabilities of Docker's default set that
-// the command does not get. In a chroot, CAP_SYS_CHROOT would let root climb
-// out of it. Without a mount namespace (chroot mode where the machine
-// refuses one), the root cannot be remounted nodev, so CAP_MKNOD goes too:
-// the command cannot create a device node, and an existing one can be
-// opened only as far as a devices cgroup allows.
-func (s *sandbox) droppedCapabilities() []int {
-	var drop []int
-	if s.cfg.Chroot {
-		drop = append(drop, unix.CAP_SYS_CHROOT)
-	}
-	if !s.mountNS {
-		drop = append(drop, unix.CAP_MKNOD)
-	}
-	return drop
 }
 
 // wait reaps every process of the sandbox until the command pid exits,

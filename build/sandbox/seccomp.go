@@ -411,8 +411,8 @@ func installSeccomp() error {
 // that first drops capabilities to Docker's default set, sets no_new_privs
 // and loads the seccomp filter, so that the command inherits all three while
 // the init keeps its own privileges for teardown. The thread is discarded
-// afterwards. The capabilities in drop are taken from the default set too.
-func forkHardened(argv0 string, argv []string, attr *syscall.ProcAttr, drop []int) (int, error) {
+// afterwards. With noChroot, CAP_SYS_CHROOT is dropped too.
+func forkHardened(argv0 string, argv []string, attr *syscall.ProcAttr, noChroot bool) (int, error) {
 	type result struct {
 		pid int
 		err error
@@ -421,7 +421,7 @@ func forkHardened(argv0 string, argv []string, attr *syscall.ProcAttr, drop []in
 	go func() {
 		// No UnlockOSThread: the thread exits with the goroutine.
 		runtime.LockOSThread()
-		if err := dropCapabilities(drop); err != nil {
+		if err := dropCapabilities(noChroot); err != nil {
 			ch <- result{err: err}
 			return
 		}
