@@ -75,15 +75,13 @@ func (j *job) setupIsolation(ctx context.Context) error {
 	if note != "" {
 		j.progress.Printf("%s", note)
 	}
-	iso := &runIsolation{mode: mode, limits: j.o.Limits}
-	if !iso.limits.IsZero() {
-		sup := sandbox.ProbeCgroups()
-		if !sup.Supports(iso.limits) {
-			j.progress.Printf("WARNING: %s ignored: no usable cgroup controller (%s)", limitFlags(iso.limits), sup.Reason)
-			iso.limits = sandbox.Limits{}
-		} else {
-			iso.cgroups = &sup
-		}
+	// Every RUN gets a cgroup for its device allowlist where one can be
+	// made, limits or not: probe once for the whole build.
+	sup := sandbox.ProbeCgroups()
+	iso := &runIsolation{mode: mode, limits: j.o.Limits, cgroups: &sup}
+	if !iso.limits.IsZero() && !sup.Supports(iso.limits) {
+		j.progress.Printf("WARNING: %s ignored: no usable cgroup controller (%s)", limitFlags(iso.limits), sup.Reason)
+		iso.limits = sandbox.Limits{}
 	}
 	j.iso = iso
 	return nil

@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,9 +34,15 @@ func (l Limits) IsZero() bool { return l.Memory == 0 && l.CPUs == 0 && l.Pids ==
 // cgroup keeps every limit the builder itself runs under.
 const cgroupParent = "builder-run"
 
-// ctrl names one controller of Limits and the hierarchy that serves it.
+// devicesCtrl names the device allowlist: the v1 devices controller, or a
+// device filter program in the unified hierarchy, which has no controller
+// of that name.
+const devicesCtrl = "devices"
+
+// ctrl names one controller of Limits, or the device allowlist, and the
+// hierarchy that serves it.
 type ctrl struct {
-	name string // "memory", "cpu" or "pids"
+	name string // "memory", "cpu", "pids" or devicesCtrl
 	v2   bool
 	dir  string // the builder's own cgroup directory in that hierarchy
 }
@@ -43,6 +51,10 @@ type ctrl struct {
 // controller, the cgroup version that serves it.
 type CgroupSupport struct {
 	ctrls map[string]ctrl
+	// devices are where a run's device accesses can be restricted: the v1
+	// devices controller and, in the unified hierarchy, a cgroup that a
+	// device filter program can be attached to.
+	devices []ctrl
 	// Reason says why a controller is missing, for the warning.
 	Reason string
 }
@@ -67,6 +79,21 @@ func (c CgroupSupport) Version() string {
 		return "v1"
 	}
 	return ""
+}
+
+// DeviceFilter returns "v1", "v2" or "v1+v2": the hierarchies in which
+// every run gets a device allowlist (see allowedDevices); "" when neither
+// is usable, and only nodev mounts keep RUN from opening device nodes.
+func (c CgroupSupport) DeviceFilter() string {
+	var v []string
+	for _, k := range c.devices {
+		if k.v2 {
+			v = append(v, "v2")
+		} else {
+			v = append(v, "v1")
+		}
+	}
+	return strings.Join(v, "+")
 }
 
 // Supports reports whether every limit that l sets has a usable
@@ -98,7 +125,9 @@ func (l Limits) controllers() []string {
 // hierarchy in which the builder can create child cgroups: the unified (v2)
 // hierarchy where the builder's own cgroup already delegates the controller
 // to its children (cgroup.subtree_control), else the v1 hierarchy of that
-// controller. It tries creating the builder-run parent directory and
+// controller. It also finds where a device allowlist can be applied, the v1
+// devices controller and the unified hierarchy, by applying it to a
+// throwaway cgroup. It tries creating the builder-run parent directory and
 // removes it again; it changes nothing else.
 func ProbeCgroups() CgroupSupport {
 	sup := CgroupSupport{ctrls: map[string]ctrl{}}
@@ -126,7 +155,54 @@ func ProbeCgroups() CgroupSupport {
 		sup.ctrls[name] = c
 	}
 	sup.Reason = strings.Join(why, "; ")
+	// Where neither works (rootless, an unprivileged container), the
+	// nodev mounts alone keep RUN from opening device nodes.
+	var devs []ctrl
+	if c, err := probeV1(devicesCtrl, own, mounts); err == nil {
+		devs = append(devs, c)
+	}
+	if c, ok := unifiedDir(own, mounts); ok {
+		devs = append(devs, c)
+	}
+	for _, c := range devs {
+		if probeDevices(c) == nil {
+			sup.devices = append(sup.devices, c)
+		}
+	}
 	return sup
+}
+
+// probeDevices applies the device allowlist to a throwaway run cgroup in
+// c's hierarchy and removes it again. Creating a cgroup is not enough:
+// writing a v1 devices list needs CAP_SYS_ADMIN, and loading and attaching
+// the v2 program needs its own privileges and kernel support.
+func probeDevices(c ctrl) error {
+	cg, err := newRunCgroup(CgroupSupport{devices: []ctrl{c}}, Limits{}, true)
+	if err != nil {
+		return err
+	}
+	return cg.remove(context.Background())
+}
+
+// unifiedDir returns the builder's own cgroup in the unified hierarchy,
+// where a device filter program can be attached to a run's cgroup: that
+// needs no controller.
+func unifiedDir(own map[string]string, mounts []cgroupMount) (ctrl, bool) {
+	path, ok := own[""]
+	if !ok {
+		return ctrl{}, false
+	}
+	for _, m := range mounts {
+		if !m.v2 {
+			continue
+		}
+		dir, ok := cgroupDir(m, path)
+		if !ok {
+			continue
+		}
+		return ctrl{name: devicesCtrl, v2: true, dir: dir}, true
+	}
+	return ctrl{}, false
 }
 
 // ownCgroups reads /proc/self/cgroup: the builder's cgroup path by
@@ -262,7 +338,7 @@ func (c ctrl) ensureParent() (string, error) {
 	if err := os.Mkdir(parent, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return "", fmt.Errorf("create cgroup: %w", err)
 	}
-	if c.v2 {
+	if c.v2 && c.name != devicesCtrl {
 		if err := enableController(parent, c.name); err != nil {
 			return "", fmt.Errorf("enable cgroup controller %s: %w", c.name, err)
 		}
@@ -321,8 +397,10 @@ type runCgroup struct {
 }
 
 // newRunCgroup creates a fresh cgroup for one run in every hierarchy that
-// serves a limit of l, and writes the limits. On error nothing is left.
-func newRunCgroup(sup CgroupSupport, l Limits) (*runCgroup, error) {
+// serves a limit of l, and writes the limits. With devices, it also puts
+// the run in a cgroup with the device allowlist in every hierarchy of
+// sup.devices. On error nothing is left.
+func newRunCgroup(sup CgroupSupport, l Limits, devices bool) (*runCgroup, error) {
 	var rnd [8]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return nil, fmt.Errorf("create cgroup: %w", err)
@@ -330,21 +408,38 @@ func newRunCgroup(sup CgroupSupport, l Limits) (*runCgroup, error) {
 	id := hex.EncodeToString(rnd[:])
 	cg := &runCgroup{v2: map[string]bool{}}
 	dirOf := map[string]string{}
+	mkdir := func(c ctrl) (string, error) {
+		dir := filepath.Join(c.dir, cgroupParent, id)
+		if _, seen := cg.v2[dir]; !seen {
+			if err := c.mkdirRun(dir); err != nil {
+				cg.remove(context.Background())
+				return "", err
+			}
+			cg.dirs = append(cg.dirs, dir)
+			cg.v2[dir] = c.v2
+		}
+		return dir, nil
+	}
 	for _, n := range l.controllers() {
 		c, ok := sup.ctrls[n]
 		if !ok {
 			return nil, fmt.Errorf("create cgroup: no usable %s controller", n)
 		}
-		dir := filepath.Join(c.dir, cgroupParent, id)
-		if _, seen := cg.v2[dir]; !seen {
-			if err := c.mkdirRun(dir); err != nil {
-				cg.remove(context.Background())
-				return nil, err
-			}
-			cg.dirs = append(cg.dirs, dir)
-			cg.v2[dir] = c.v2
+		dir, err := mkdir(c)
+		if err != nil {
+			return nil, err
 		}
 		dirOf[n] = dir
+	}
+	var devDirs []string
+	if devices {
+		for _, c := range sup.devices {
+			dir, err := mkdir(c)
+			if err != nil {
+				return nil, err
+			}
+			devDirs = append(devDirs, dir)
+		}
 	}
 	write := func(dir, file, val string) error {
 		if err := os.WriteFile(filepath.Join(dir, file), []byte(val), 0); err != nil {
@@ -382,6 +477,24 @@ func newRunCgroup(sup CgroupSupport, l Limits) (*runCgroup, error) {
 	}
 	if dir, ok := dirOf["pids"]; ok && err == nil {
 		err = write(dir, "pids.max", strconv.FormatInt(l.Pids, 10))
+	}
+	for _, dir := range devDirs {
+		if err != nil {
+			break
+		}
+		if cg.v2[dir] {
+			err = attachDeviceProgram(dir)
+			continue
+		}
+		// A new v1 cgroup inherits its parent's list: deny all, then
+		// allow the rules one by one.
+		err = write(dir, "devices.deny", "a")
+		for _, r := range allowedDevices {
+			if err != nil {
+				break
+			}
+			err = write(dir, "devices.allow", r.v1Line())
+		}
 	}
 	if err != nil {
 		cg.remove(context.Background())
@@ -486,7 +599,12 @@ func removeCgroup(dir string) error {
 // parents: while no RUN is running, there should be none.
 func (c CgroupSupport) RunCgroups() ([]string, error) {
 	var out []string
-	for _, k := range c.ctrls {
+	seen := map[string]bool{}
+	for _, k := range append(slices.Collect(maps.Values(c.ctrls)), c.devices...) {
+		if seen[k.dir] {
+			continue
+		}
+		seen[k.dir] = true
 		ents, err := os.ReadDir(filepath.Join(k.dir, cgroupParent))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("list cgroups: %w", err)

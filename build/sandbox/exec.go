@@ -79,8 +79,11 @@ var defaultCapabilities = []int{
 // the calling thread's bounding set and empties its inheritable set, so that
 // a program it executes as root gets at most the default set. The thread's
 // own effective set is unchanged: the init still needs CAP_SYS_ADMIN to tear
-// down. With noChroot, CAP_SYS_CHROOT goes too. The caller must be locked
-// to its thread.
+// down. With noChroot, CAP_SYS_CHROOT goes too, and so does CAP_MKNOD when
+// the chroot-mode init has no mount namespace of its own: there the root
+// cannot be made nodev (see nodevChrootRoot), so the command must not
+// create a device node at all; an existing one can be opened only as far
+// as a device cgroup allows. The caller must be locked to its thread.
 func dropCapabilities(noChroot bool) error {
 	keep := map[int]bool{}
 	for _, c := range defaultCapabilities {
@@ -88,6 +91,9 @@ func dropCapabilities(noChroot bool) error {
 	}
 	if noChroot {
 		delete(keep, unix.CAP_SYS_CHROOT)
+		if os.Getenv(mountNSEnv) != "1" {
+			delete(keep, unix.CAP_MKNOD)
+		}
 	}
 	for c := 0; c < 64; c++ {
 		if keep[c] {

@@ -157,7 +157,7 @@ func (s *sandbox) setup() (int, error) {
 		return 0, err
 	}
 	for _, m := range cfg.Root {
-		if err := mountRoot(m, s.rootDir, s.layer); err != nil {
+		if err := mountRoot(m, s.rootDir, s.layer, !cfg.Insecure); err != nil {
 			return 0, err
 		}
 	}
@@ -225,6 +225,9 @@ func (s *sandbox) setupChroot() (int, error) {
 		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 			return 0, fmt.Errorf("make mounts private: %w", err)
 		}
+		if err := s.nodevChrootRoot(); err != nil {
+			return 0, err
+		}
 		if err := unix.Mount("tmpfs", cfg.Scratch, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=700"); err != nil {
 			return 0, fmt.Errorf("mount scratch tmpfs: %w", err)
 		}
@@ -258,6 +261,21 @@ func (s *sandbox) setupChroot() (int, error) {
 		return 0, fmt.Errorf("chroot: %w", err)
 	}
 	return s.start()
+}
+
+// nodevChrootRoot binds the chroot-mode root directory onto itself,
+// recursively and nodev, unless the run is insecure: the command keeps
+// CAP_MKNOD, so it may create a device node (or find one in the image), but
+// cannot open it. It needs the init's own mount namespace; without one,
+// dropCapabilities takes CAP_MKNOD from the command instead.
+func (s *sandbox) nodevChrootRoot() error {
+	if s.cfg.Insecure {
+		return nil
+	}
+	if err := bindMount(s.rootDir, s.rootDir, unix.MS_BIND|unix.MS_REC|unix.MS_NODEV); err != nil {
+		return fmt.Errorf("make root nodev: %w", err)
+	}
+	return nil
 }
 
 // setupScratch mounts a tmpfs on the scratch directory, visible only in
@@ -370,7 +388,10 @@ var devices = []struct {
 }
 
 // mountDev mounts a minimal /dev on tmpfs: the usual devices, a private
-// devpts, /dev/shm and the stdio symlinks.
+// devpts, /dev/shm and the stdio symlinks. Unless the run is insecure, the
+// tmpfs itself is then made nodev, so that a node the command creates in
+// /dev cannot be opened; each standard device sits on a bind mount of its
+// own (see makeDevice), which keeps it usable, and devpts allows no mknod.
 func (s *sandbox) mountDev() error {
 	p, err := s.stubs.ensure("/dev", true)
 	if err != nil {
@@ -409,16 +430,29 @@ func (s *sandbox) mountDev() error {
 			return fmt.Errorf("create /dev/%s: %w", l[1], err)
 		}
 	}
+	if s.cfg.Insecure {
+		return nil
+	}
+	// Only the tmpfs's own mount: the device binds and devpts below it
+	// keep their flags.
+	if err := setMountFlags(dev, unix.MS_NODEV, false); err != nil {
+		return fmt.Errorf("make /dev nodev: %w", err)
+	}
 	return nil
 }
 
-// makeDevice creates a character device node, or, where mknod is not
-// allowed, bind-mounts the host's device on an empty file.
+// makeDevice creates a character device node and binds it onto itself, or,
+// where mknod is not allowed, bind-mounts the host's device on an empty
+// file. Either way the device is a mount of its own, whose flags stay when
+// the /dev tmpfs is made nodev.
 func makeDevice(path, name string, major, minor uint32) error {
 	err := unix.Mknod(path, unix.S_IFCHR|0o666, int(unix.Mkdev(major, minor)))
 	if err == nil || !errors.Is(err, unix.EPERM) {
 		if err != nil {
 			return fmt.Errorf("create /dev/%s: %w", name, err)
+		}
+		if err := unix.Mount(path, path, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind /dev/%s: %w", name, err)
 		}
 		return nil
 	}

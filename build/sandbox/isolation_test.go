@@ -258,17 +258,9 @@ func TestUnprivilegedHelper(t *testing.T) {
 // cgroupRunDirs lists the per-run cgroups left under the builder's parents.
 func cgroupRunDirs(t *testing.T, sup CgroupSupport) []string {
 	t.Helper()
-	var left []string
-	for _, c := range sup.ctrls {
-		ents, err := os.ReadDir(filepath.Join(c.dir, cgroupParent))
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			t.Fatal(err)
-		}
-		for _, e := range ents {
-			if e.IsDir() {
-				left = append(left, filepath.Join(c.dir, cgroupParent, e.Name()))
-			}
-		}
+	left, err := sup.RunCgroups()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return left
 }
@@ -339,7 +331,7 @@ func TestLimitsFiles(t *testing.T) {
 	if !sup.Supports(l) {
 		t.Skipf("cgroups not usable here: %s", sup.Reason)
 	}
-	cg, err := newRunCgroup(sup, l)
+	cg, err := newRunCgroup(sup, l, false)
 	if err != nil {
 		t.Fatal(err)
 	}

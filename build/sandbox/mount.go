@@ -74,9 +74,15 @@ const attrFlags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEX
 	unix.MS_NOATIME | unix.MS_NODIRATIME | unix.MS_RELATIME | unix.MS_STRICTATIME
 
 // mountRoot mounts one root mount m on target. For an overlay, a non-empty
-// extraLower is added as the lowest layer.
-func mountRoot(m snapshot.Mount, target, extraLower string) error {
+// extraLower is added as the lowest layer. With nodev, the mount (and, for
+// a recursive bind, every mount below it) is nodev whatever m's options say:
+// a RUN may create a device node in the root (it keeps CAP_MKNOD, as in
+// Docker) and an image may hold one, but no process can open it there.
+func mountRoot(m snapshot.Mount, target, extraLower string, nodev bool) error {
 	flags, data := parseOptions(m.Options)
+	if nodev {
+		flags |= unix.MS_NODEV
+	}
 	if m.Type == "bind" || flags&unix.MS_BIND != 0 {
 		if flags&unix.MS_BIND == 0 {
 			flags |= unix.MS_BIND | unix.MS_REC

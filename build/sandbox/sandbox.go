@@ -9,8 +9,10 @@
 // reaps zombies, forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT, and, once the command
 // exits, kills whatever the command left behind. Unless Spec.Insecure, the
 // command runs with Docker's default capabilities, no_new_privs, a seccomp
-// filter denying what Docker's default profile denies (see seccomp.go), and
-// Docker's masked and read-only /proc and /sys paths.
+// filter denying what Docker's default profile denies (see seccomp.go),
+// Docker's masked and read-only /proc and /sys paths, and no device but the
+// standard ones of its /dev (nodev mounts and, where cgroups allow, a device
+// allowlist; see devices.go).
 //
 // A RUN that changes nothing leaves no change in the snapshot. On an overlay
 // root, the mountpoints the image lacks (/proc, /dev, /sys, /etc/hosts,
@@ -96,9 +98,13 @@ type Spec struct {
 	// and the root mountpoint. "" means os.TempDir(). Nothing is ever
 	// written to it on disk.
 	TempDir string
-	// Insecure keeps every capability and leaves /proc and /sys unmasked,
-	// as RUN --security=insecure asks. By default the command gets Docker's
-	// default capability set and Docker's masked and read-only paths.
+	// Insecure keeps every capability, leaves /proc and /sys unmasked and
+	// allows every device, as RUN --security=insecure asks (BuildKit's
+	// insecure mode allows all devices too). By default the command gets
+	// Docker's default capability set and Docker's masked and read-only
+	// paths, and can open only the standard devices of its /dev: the root
+	// filesystem and /dev itself are nodev, and, where cgroups allow, the
+	// run's cgroup has a device allowlist (see allowedDevices).
 	Insecure bool
 	// Isolation is IsolationNamespaces (the default, also for "") or
 	// IsolationChroot; see those constants and Probe.
@@ -107,9 +113,10 @@ type Spec struct {
 	// process tree through a cgroup of its own, created for the run and
 	// removed after it.
 	Limits Limits
-	// Cgroups is what ProbeCgroups found; nil makes Run probe when Limits
-	// sets a limit. Run fails when a limit has no usable controller: the
-	// caller decides whether to warn and drop the limit instead.
+	// Cgroups is what ProbeCgroups found; nil makes Run probe. Run fails
+	// when a limit has no usable controller: the caller decides whether to
+	// warn and drop the limit instead. A missing device allowlist is no
+	// error: nodev mounts alone then keep the command off device nodes.
 	Cgroups *CgroupSupport
 
 	// noPIDNamespace makes a chroot-mode run go without a PID namespace
@@ -205,7 +212,10 @@ func Run(ctx context.Context, spec Spec) (err error) {
 		return err
 	}
 	var cg *runCgroup
-	if !spec.Limits.IsZero() {
+	// An insecure run may use every device, as BuildKit's insecure mode
+	// (docker run --privileged) allows.
+	devices := !spec.Insecure
+	if !spec.Limits.IsZero() || devices {
 		sup := spec.Cgroups
 		if sup == nil {
 			p := ProbeCgroups()
@@ -214,7 +224,7 @@ func Run(ctx context.Context, spec Spec) (err error) {
 		if !sup.Supports(spec.Limits) {
 			return fmt.Errorf("sandbox: resource limits need cgroups: %s", sup.Reason)
 		}
-		if cg, err = newRunCgroup(*sup, spec.Limits); err != nil {
+		if cg, err = newRunCgroup(*sup, spec.Limits, devices); err != nil {
 			return err
 		}
 		// Removal waits for the tree to die, also after a cancelled run.
