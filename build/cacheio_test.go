@@ -18,6 +18,7 @@ import (
 	"builder/build/buildtest"
 	"builder/build/cacheio"
 	"builder/build/push/registrytest"
+	"builder/build/registry"
 	"builder/snapshot/content"
 )
 
@@ -225,7 +226,7 @@ func testCacheLazy(t *testing.T, dir string) {
 	a := newFixture(t)
 	resA, _ := a.mustBuild(copyCase(t, dir), cacheTo(t, "type=registry,ref="+ref+",mode=max"))
 
-	c, err := cacheio.Import(context.Background(), cacheio.Spec{Type: cacheio.TypeRegistry, Ref: ref}, cacheio.Options{})
+	c, err := cacheio.Import(context.Background(), cacheio.Spec{Type: cacheio.TypeRegistry, Ref: ref}, registry.New(registry.Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +380,7 @@ func TestCacheMounts(t *testing.T) {
 	// Without cache-mounts=true nothing of the mount is exported.
 	dir2 := filepath.Join(t.TempDir(), "cache")
 	a.mustBuild(copyCase(t, "builds/cacheio-mounts"), cacheTo(t, "type=local,dest="+dir2))
-	c, err := cacheio.Import(context.Background(), cacheio.Spec{Type: cacheio.TypeLocal, Dir: dir2, Tag: cacheio.DefaultTag}, cacheio.Options{})
+	c, err := cacheio.Import(context.Background(), cacheio.Spec{Type: cacheio.TypeLocal, Dir: dir2, Tag: cacheio.DefaultTag}, registry.New(registry.Options{}))
 	if err != nil || len(c.Config.Mounts) != 0 {
 		t.Errorf("cache without cache-mounts=true: %+v, %v", c, err)
 	}

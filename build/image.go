@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"builder/build/pull"
+	"builder/build/registry"
 	"builder/export"
 )
 
@@ -74,13 +75,12 @@ func (b *Builder) resolveOnce(ctx context.Context, ref string, o Options) (*base
 		}
 	}
 	var progress func(string)
-	var meter pull.MeterFunc
+	var meter registry.MeterFunc
 	if o.Progress != nil {
 		progress = o.Progress.Line
 		meter = o.Progress.Meter()
 	}
-	dgst, _, err := pull.Pull(ctx, b.store, ref, pull.Options{Insecure: o.Insecure, Platform: o.Platform, Progress: progress,
-		Meter: meter, Registries: b.registries})
+	dgst, err := pull.Pull(ctx, b.registry, b.store, ref, pull.Options{Platform: o.Platform, Progress: progress, Meter: meter})
 	if err != nil {
 		return nil, err
 	}
