@@ -4,7 +4,9 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -130,6 +132,37 @@ func startRegistry(t *testing.T) *registrytest.Registry {
 	buildtest.RequireTool(t, registrytest.Binary)
 	buildtest.RequireTool(t, "htpasswd")
 	return registrytest.Start(t, registrytest.Options{Auth: true})
+}
+
+// TestCacheFromMirror imports --cache-from from a registry that is
+// reachable only as the mirror registries.toml lists for it (the cache
+// reference names a closed loopback port): every step is a hit, as a FROM
+// pull from that registry would work.
+func TestCacheFromMirror(t *testing.T) {
+	mirror := buildtest.Registry(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := l.Addr().String()
+	l.Close()
+	a := newFixture(t)
+	resA, _ := a.mustBuild(copyCase(t, "builds/cacheio-multi"), cacheTo(t, "type=registry,ref="+mirror+"/hub/cache/app:c,mode=max"))
+	conf, err := registry.Parse(fmt.Sprintf("[registry.%q]\n  mirrors = [%q]\n", origin, mirror+"/hub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newFixture(t)
+	b.rc = registry.New(registry.Options{Config: conf})
+	b.b = b.open()
+	resB, logB := b.mustBuild(copyCase(t, "builds/cacheio-multi"), cacheFrom(t, "type=registry,ref="+origin+"/cache/app:c"))
+	if strings.Contains(logB, "WARNING") || resB.Cached != resB.Steps {
+		t.Errorf("ran %d of %d steps with the cache on the mirror:\n%s", resB.Steps-resB.Cached, resB.Steps, logB)
+	}
+	if resB.ManifestDigest != resA.ManifestDigest {
+		t.Errorf("built %s through the mirror, %s with --cache-to", resB.ManifestDigest, resA.ManifestDigest)
+	}
+	checkComplete(t, b.b, resB.Image)
 }
 
 // TestCacheModes: mode=min carries the final image's steps only, so a
