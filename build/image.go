@@ -14,6 +14,7 @@ import (
 	"builder/build/pull"
 	"builder/build/registry"
 	"builder/export"
+	"builder/imageref"
 )
 
 // baseImage is an image in the store that a stage starts from or copies from.
@@ -35,7 +36,7 @@ type pullResult struct {
 // o.Pull is set, else in its registry, which stores it locally. Concurrent
 // requests for one reference share one pull.
 func (b *Builder) resolveImage(ctx context.Context, ref string, o Options) (*baseImage, error) {
-	norm, err := export.NormalizeName(ref)
+	norm, err := imageref.Normalize(ref)
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +210,7 @@ func (j *job) commitImage(ctx context.Context, st *stageState) (*Result, error) 
 	}
 	var tags []string
 	for _, t := range j.o.Tags {
-		norm, err := export.NormalizeName(t)
+		norm, err := imageref.Normalize(t)
 		if err != nil {
 			return nil, err
 		}

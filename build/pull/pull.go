@@ -27,7 +27,7 @@ import (
 	"sync"
 
 	"builder/build/registry"
-	"builder/export"
+	"builder/imageref"
 	"builder/snapshot/content"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -76,7 +76,7 @@ func Pull(ctx context.Context, c *registry.Client, s *content.Store, ref string,
 	if err != nil {
 		return v1.Hash{}, &Error{Ref: ref, Err: err}
 	}
-	full, err := export.NormalizeName(ref)
+	full, err := imageref.Normalize(ref)
 	if err != nil {
 		full = ref
 	}
