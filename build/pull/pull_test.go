@@ -28,6 +28,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
 
@@ -342,13 +343,14 @@ func TestPullErrors(t *testing.T) {
 	l.Close()
 
 	tests := []struct {
-		ref  string
-		want string
+		ref    string
+		want   string
+		status int // the *transport.Error's status code the error wraps; 0 for none
 	}{
-		{reg.host + "/test/img:nope", "pull " + reg.host + "/test/img:nope: manifest unknown (no such tag or digest)"},
-		{closed + "/x:latest", "pull " + closed + "/x:latest: connection refused"},
-		{authReg.host + "/test/img", "pull " + authReg.host + "/test/img:latest: unauthorized: authentication required"},
-		{"UPPER/case", "pull UPPER/case: "},
+		{reg.host + "/test/img:nope", "pull " + reg.host + "/test/img:nope: manifest unknown (no such tag or digest)", http.StatusNotFound},
+		{closed + "/x:latest", "pull " + closed + "/x:latest: connection refused", 0},
+		{authReg.host + "/test/img", "pull " + authReg.host + "/test/img:latest: unauthorized: authentication required", http.StatusUnauthorized},
+		{"UPPER/case", "pull UPPER/case: ", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.ref, func(t *testing.T) {
@@ -361,6 +363,10 @@ func TestPullErrors(t *testing.T) {
 			if msg := err.Error(); !strings.HasPrefix(msg, tt.want) || strings.Contains(msg, "\n") ||
 				(!strings.HasSuffix(tt.want, ": ") && msg != tt.want) {
 				t.Errorf("err = %q\nwant %q", msg, tt.want)
+			}
+			var terr *transport.Error
+			if got := errors.As(err, &terr); got != (tt.status != 0) || (got && terr.StatusCode != tt.status) {
+				t.Errorf("errors.As(*transport.Error) = %v (%+v), want status %d", got, terr, tt.status)
 			}
 		})
 	}

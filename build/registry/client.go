@@ -65,14 +65,16 @@ type Client struct {
 	attempts int
 	jobs     int
 
-	mu      sync.Mutex
-	pullers map[string]*remote.Puller // by registry host[:port]
+	mu         sync.Mutex
+	pullers    map[string]*remote.Puller    // by registry host[:port]
+	transports map[string]http.RoundTripper // by registry host[:port]
 }
 
 // New returns a Client with o's settings, defaults filled in.
 func New(o Options) *Client {
 	c := &Client{cfg: o.Config, insecure: o.Insecure, keychain: o.Keychain, base: o.Transport,
-		backoff: DefaultBackoff, attempts: o.BlobAttempts, jobs: o.Jobs, pullers: map[string]*remote.Puller{}}
+		backoff: DefaultBackoff, attempts: o.BlobAttempts, jobs: o.Jobs, pullers: map[string]*remote.Puller{},
+		transports: map[string]http.RoundTripper{}}
 	if c.keychain == nil {
 		c.keychain = authn.DefaultKeychain
 	}
@@ -152,9 +154,17 @@ func (c *Client) PullSources(ref name.Reference) []Source {
 	return append(out, Source{Ref: ref})
 }
 
-// transport is the base transport with registry's TLS settings.
+// transport is the base transport with registry's TLS settings, made
+// once per registry so that its connections are reused.
 func (c *Client) transport(registry string) http.RoundTripper {
-	return c.cfg.Transport(registry, c.base)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.transports[registry]
+	if !ok {
+		t = c.cfg.Transport(registry, c.base)
+		c.transports[registry] = t
+	}
+	return t
 }
 
 // options are the remote options of every request to registry:
@@ -174,12 +184,13 @@ func (c *Client) options(ctx context.Context, registry string, extra ...remote.O
 // puller returns the client's remote.Puller for registry, which
 // authenticates each repository once and reuses the token.
 func (c *Client) puller(registry string) (*remote.Puller, error) {
+	opts := c.options(context.Background(), registry)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if p, ok := c.pullers[registry]; ok {
 		return p, nil
 	}
-	p, err := remote.NewPuller(c.options(context.Background(), registry)...)
+	p, err := remote.NewPuller(opts...)
 	if err != nil {
 		return nil, err
 	}
