@@ -76,30 +76,27 @@ func Pull(ctx context.Context, c *registry.Client, s *content.Store, ref string,
 	if err != nil {
 		return v1.Hash{}, &Error{Ref: ref, Err: err}
 	}
-	full, err := imageref.Normalize(ref)
-	if err != nil {
-		full = ref
-	}
+	full := imageref.Spell(r)
 	prog := &progress{fn: opts.Progress}
-	for _, src := range c.PullSources(r) {
+	srcs := c.PullSources(r) // the mirrors, then the registry itself
+	for _, src := range srcs[:len(srcs)-1] {
 		err := src.Err
-		via := ""
-		if src.Mirror != "" {
-			via = " from mirror " + src.Mirror
-		}
-		var d v1.Hash
 		if err == nil {
-			d, err = newPuller(c, s, src.Ref, opts, prog).pull(ctx, full, via)
+			var d v1.Hash
+			if d, err = newPuller(c, s, src.Ref, opts, prog).pull(ctx, full, " from mirror "+src.Mirror); err == nil {
+				return d, nil
+			}
 		}
-		if err == nil {
-			return d, nil
-		}
-		if src.Mirror == "" || ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return v1.Hash{}, &Error{Ref: full, Err: err}
 		}
 		prog.printf("mirror %s: %s; trying the next source", src.Mirror, registry.Describe(err))
 	}
-	panic("unreachable: PullSources ends with the registry itself")
+	d, err := newPuller(c, s, r, opts, prog).pull(ctx, full, "")
+	if err != nil {
+		return v1.Hash{}, &Error{Ref: full, Err: err}
+	}
+	return d, nil
 }
 
 // progress serializes progress messages of one Pull.

@@ -93,10 +93,6 @@ func New(o Options) *Client {
 	return c
 }
 
-// Config returns the registry configuration the client uses; nil means
-// none.
-func (c *Client) Config() *Config { return c.cfg }
-
 // Jobs is the number of blobs one pull or push moves at a time.
 func (c *Client) Jobs() int { return c.jobs }
 
