@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +23,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
@@ -346,5 +350,39 @@ func TestPushParallel(t *testing.T) {
 	}
 	if g.max < 2 {
 		t.Errorf("at most %d blob uploads in flight, want several", g.max)
+	}
+}
+
+// TestPushIgnoresMirrors pushes to a registry the configuration gives a
+// mirror: the image goes to the registry named, and the mirror (a live
+// registry that counts requests) is never asked.
+func TestPushIgnoresMirrors(t *testing.T) {
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	var mirrorRequests atomic.Int64
+	mirrorReg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	mirror := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mirrorRequests.Add(1)
+		mirrorReg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(mirror.Close)
+	origin := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(origin.Close)
+	mhost, ohost := strings.TrimPrefix(mirror.URL, "http://"), strings.TrimPrefix(origin.URL, "http://")
+	cfg, err := registry.Parse(fmt.Sprintf("[registry.%q]\n  mirrors = [%q]\n", ohost, mhost))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _ := random.Image(1024, 2)
+	want, _ := img.Digest()
+	c := registry.New(registry.Options{Config: cfg, Backoff: fastBackoff()})
+	if _, err := Push(context.Background(), c, img, []string{ohost + "/app:1"}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := name.ParseReference(ohost+"/app:1", name.Insecure)
+	if got, err := remote.Get(r); err != nil || got.Digest != want {
+		t.Errorf("the registry named has %v, %v; want %s", got, err, want)
+	}
+	if n := mirrorRequests.Load(); n != 0 {
+		t.Errorf("the mirror got %d requests from a push", n)
 	}
 }
