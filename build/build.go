@@ -33,7 +33,6 @@ type Options struct {
 	Pull       bool              // resolve base images in their registry even if stored locally
 	Network    string            // default network mode of RUN: "host" (default) or "none"
 	Platform   v1.Platform       // target platform; default linux/amd64 (the host's)
-	Insecure   []string          // registries that may be reached over plain HTTP
 	Epoch      *time.Time        // SOURCE_DATE_EPOCH
 	Progress   *Progress
 	// ExplainCache prints, for every step that misses the cache, the first

@@ -14,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"builder/build/buildtest"
+	"builder/build/registry"
 	"builder/build/sandbox"
 	"builder/export"
 	"builder/snapshot"
@@ -34,6 +35,7 @@ type fixture struct {
 	b    *Builder
 	base string
 	sn   string
+	rc   *registry.Client // the builder's registry client; nil for the default
 }
 
 func newFixture(t testing.TB) *fixture { return newFixtureWith(t, "") }
@@ -53,7 +55,7 @@ func newFixtureWith(t testing.TB, snapshotter string) *fixture {
 }
 
 func (f *fixture) open() *Builder {
-	b, err := New(Config{Root: f.root, Snapshotter: f.sn})
+	b, err := New(Config{Root: f.root, Snapshotter: f.sn, Registry: f.rc})
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"builder/build/registries"
+	"builder/build/registry"
 	"builder/export"
 	"builder/snapshot"
 	"builder/snapshot/content"
@@ -23,9 +23,11 @@ import (
 type Config struct {
 	Root        string // store root
 	Snapshotter string // "overlay", "naive" or "" for automatic
-	// Registries configures mirrors, plain HTTP and TLS per registry for
-	// the pulls of base images; nil means no configuration file.
-	Registries *registries.Config
+	// Registry is the client every registry request of a build goes
+	// through: base image pulls (with mirrors, plain HTTP and TLS per
+	// registry) and cache import and export. nil means a client with the
+	// defaults and no configuration file.
+	Registry *registry.Client
 	// GCKeepStorage is the automatic GC limit: after each successful
 	// build, least recently used cache is evicted until the store is at
 	// most this many bytes (see AutoGC). 0 means DefaultKeepStorage;
@@ -46,7 +48,7 @@ type Builder struct {
 	snName      string
 	cache       *Cache
 	index       *export.Index
-	registries  *registries.Config
+	registry    *registry.Client
 	gcKeep      int64 // automatic GC limit in bytes; 0 for off
 	gcGrace     time.Duration
 
@@ -78,6 +80,10 @@ func New(cfg Config) (*Builder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open image index: %w", err)
 	}
+	rc := cfg.Registry
+	if rc == nil {
+		rc = registry.New(registry.Options{})
+	}
 	gcKeep := cfg.GCKeepStorage
 	if gcKeep == 0 {
 		if gcKeep, err = DefaultKeepStorage(cfg.Root); err != nil {
@@ -85,7 +91,7 @@ func New(cfg Config) (*Builder, error) {
 		}
 	}
 	return &Builder{root: cfg.Root, store: st, snapshotter: sn, snName: name, cache: c, index: idx,
-		gcKeep: max(gcKeep, 0), gcGrace: cmp.Or(cfg.GCGrace, autoGCGrace), registries: cfg.Registries, pulls: map[string]*pullResult{}}, nil
+		gcKeep: max(gcKeep, 0), gcGrace: cmp.Or(cfg.GCGrace, autoGCGrace), registry: rc, pulls: map[string]*pullResult{}}, nil
 }
 
 // Store returns the content store.
@@ -94,8 +100,9 @@ func (b *Builder) Store() *content.Store { return b.store }
 // Index returns the image tag index.
 func (b *Builder) Index() *export.Index { return b.index }
 
-// Registries returns the registry configuration the builder pulls with.
-func (b *Builder) Registries() *registries.Config { return b.registries }
+// Registry returns the registry client the builder pulls, imports and
+// exports caches with.
+func (b *Builder) Registry() *registry.Client { return b.registry }
 
 // SnapshotterName says which snapshotter the builder chose.
 func (b *Builder) SnapshotterName() string { return b.snName }

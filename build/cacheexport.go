@@ -143,7 +143,7 @@ func (j *job) exportCache(ctx context.Context, spec cacheio.Spec, target int) (s
 		}
 		cfg.Mounts = ms
 	}
-	d, err := cacheio.Export(ctx, spec, cfg, j.b.store, j.cacheOptions())
+	d, err := cacheio.Export(ctx, spec, cfg, j.b.store, j.b.registry)
 	if err != nil {
 		return "", err
 	}

@@ -84,7 +84,7 @@ func (j *job) startCache(ctx context.Context) context.Context {
 		progress: j.progress.Printf}
 	for _, spec := range j.o.CacheFrom {
 		sp := j.progress.Step("importing cache manifest from " + spec.String())
-		c, err := cacheio.Import(ctx, spec, j.cacheOptions())
+		c, err := cacheio.Import(ctx, spec, j.b.registry)
 		if err != nil {
 			sp.Done()
 			j.progress.Printf("WARNING: %v", err)
@@ -95,10 +95,6 @@ func (j *job) startCache(ctx context.Context) context.Context {
 	}
 	j.cio = cs
 	return context.WithValue(ctx, cacheStateKey{}, cs)
-}
-
-func (j *job) cacheOptions() cacheio.Options {
-	return cacheio.Options{Insecure: j.o.Insecure}
 }
 
 // add indexes an imported cache's records and mounts.

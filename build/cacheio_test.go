@@ -4,7 +4,9 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	"builder/build/buildtest"
 	"builder/build/cacheio"
 	"builder/build/push/registrytest"
+	"builder/build/registry"
 	"builder/snapshot/content"
 )
 
@@ -131,6 +134,37 @@ func startRegistry(t *testing.T) *registrytest.Registry {
 	return registrytest.Start(t, registrytest.Options{Auth: true})
 }
 
+// TestCacheFromMirror imports --cache-from from a registry that is
+// reachable only as the mirror registries.toml lists for it (the cache
+// reference names a closed loopback port): every step is a hit, as a FROM
+// pull from that registry would work.
+func TestCacheFromMirror(t *testing.T) {
+	mirror := buildtest.Registry(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := l.Addr().String()
+	l.Close()
+	a := newFixture(t)
+	resA, _ := a.mustBuild(copyCase(t, "builds/cacheio-multi"), cacheTo(t, "type=registry,ref="+mirror+"/hub/cache/app:c,mode=max"))
+	conf, err := registry.Parse(fmt.Sprintf("[registry.%q]\n  mirrors = [%q]\n", origin, mirror+"/hub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newFixture(t)
+	b.rc = registry.New(registry.Options{Config: conf})
+	b.b = b.open()
+	resB, logB := b.mustBuild(copyCase(t, "builds/cacheio-multi"), cacheFrom(t, "type=registry,ref="+origin+"/cache/app:c"))
+	if strings.Contains(logB, "WARNING") || resB.Cached != resB.Steps {
+		t.Errorf("ran %d of %d steps with the cache on the mirror:\n%s", resB.Steps-resB.Cached, resB.Steps, logB)
+	}
+	if resB.ManifestDigest != resA.ManifestDigest {
+		t.Errorf("built %s through the mirror, %s with --cache-to", resB.ManifestDigest, resA.ManifestDigest)
+	}
+	checkComplete(t, b.b, resB.Image)
+}
+
 // TestCacheModes: mode=min carries the final image's steps only, so a
 // stage-only step misses; mode=max carries every stage's steps.
 func TestCacheModes(t *testing.T) {
@@ -225,7 +259,7 @@ func testCacheLazy(t *testing.T, dir string) {
 	a := newFixture(t)
 	resA, _ := a.mustBuild(copyCase(t, dir), cacheTo(t, "type=registry,ref="+ref+",mode=max"))
 
-	c, err := cacheio.Import(context.Background(), cacheio.Spec{Type: cacheio.TypeRegistry, Ref: ref}, cacheio.Options{})
+	c, err := cacheio.Import(context.Background(), cacheio.Spec{Type: cacheio.TypeRegistry, Ref: ref}, registry.New(registry.Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +413,7 @@ func TestCacheMounts(t *testing.T) {
 	// Without cache-mounts=true nothing of the mount is exported.
 	dir2 := filepath.Join(t.TempDir(), "cache")
 	a.mustBuild(copyCase(t, "builds/cacheio-mounts"), cacheTo(t, "type=local,dest="+dir2))
-	c, err := cacheio.Import(context.Background(), cacheio.Spec{Type: cacheio.TypeLocal, Dir: dir2, Tag: cacheio.DefaultTag}, cacheio.Options{})
+	c, err := cacheio.Import(context.Background(), cacheio.Spec{Type: cacheio.TypeLocal, Dir: dir2, Tag: cacheio.DefaultTag}, registry.New(registry.Options{}))
 	if err != nil || len(c.Config.Mounts) != 0 {
 		t.Errorf("cache without cache-mounts=true: %+v, %v", c, err)
 	}

@@ -20,7 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"builder/build/pull"
-	"builder/export"
+	"builder/imageref"
 	"builder/snapshot"
 	"builder/snapshot/content"
 )
@@ -321,7 +321,7 @@ func (b *Builder) RemoveImage(ctx context.Context, name string) (PruneReport, er
 		return PruneReport{}, err
 	}
 	defer unlock()
-	full, err := export.NormalizeName(name)
+	full, err := imageref.Normalize(name)
 	if err != nil {
 		return PruneReport{}, err
 	}

@@ -12,7 +12,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"builder/build/pull"
+	"builder/build/registry"
 	"builder/export"
+	"builder/imageref"
 )
 
 // baseImage is an image in the store that a stage starts from or copies from.
@@ -34,7 +36,7 @@ type pullResult struct {
 // o.Pull is set, else in its registry, which stores it locally. Concurrent
 // requests for one reference share one pull.
 func (b *Builder) resolveImage(ctx context.Context, ref string, o Options) (*baseImage, error) {
-	norm, err := export.NormalizeName(ref)
+	norm, err := imageref.Normalize(ref)
 	if err != nil {
 		return nil, err
 	}
@@ -74,13 +76,12 @@ func (b *Builder) resolveOnce(ctx context.Context, ref string, o Options) (*base
 		}
 	}
 	var progress func(string)
-	var meter pull.MeterFunc
+	var meter registry.MeterFunc
 	if o.Progress != nil {
 		progress = o.Progress.Line
 		meter = o.Progress.Meter()
 	}
-	dgst, _, err := pull.Pull(ctx, b.store, ref, pull.Options{Insecure: o.Insecure, Platform: o.Platform, Progress: progress,
-		Meter: meter, Registries: b.registries})
+	dgst, err := pull.Pull(ctx, b.registry, b.store, ref, pull.Options{Platform: o.Platform, Progress: progress, Meter: meter})
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +210,7 @@ func (j *job) commitImage(ctx context.Context, st *stageState) (*Result, error) 
 	}
 	var tags []string
 	for _, t := range j.o.Tags {
-		norm, err := export.NormalizeName(t)
+		norm, err := imageref.Normalize(t)
 		if err != nil {
 			return nil, err
 		}

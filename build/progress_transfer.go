@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"builder/build/pull"
+	"builder/build/registry"
 )
 
 // Transfer is the progress of one download or upload: a blob pulled for a
@@ -84,8 +85,8 @@ func (t *Transfer) summary() string {
 	return fmt.Sprintf("%s %s in %.1fs (%s/s)", t.label, pull.HumanSize(t.Moved()), d.Seconds(), pull.HumanSize(int64(t.rate(t.end))))
 }
 
-// Meter returns a pull.MeterFunc that shows each transfer pull or push
+// Meter returns a registry.MeterFunc that shows each transfer pull or push
 // makes as a Transfer of p.
-func (p *Progress) Meter() pull.MeterFunc {
-	return func(label string, size int64) pull.Meter { return p.Transfer(label, size) }
+func (p *Progress) Meter() registry.MeterFunc {
+	return func(label string, size int64) registry.Meter { return p.Transfer(label, size) }
 }

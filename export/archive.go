@@ -2,7 +2,6 @@ package export
 
 import (
 	"archive/tar"
-	"builder/snapshot/content"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -19,6 +18,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"builder/imageref"
+	"builder/snapshot/content"
 )
 
 // archiveTime is the mtime of every entry of an OCI archive, so the archive
@@ -154,7 +156,7 @@ func refAnnotations(refName string) map[string]string {
 	if err != nil {
 		return map[string]string{AnnotationRefName: refName}
 	}
-	ann := map[string]string{AnnotationContainerdName: normalized(r)}
+	ann := map[string]string{AnnotationContainerdName: imageref.Spell(r)}
 	if t, ok := r.(name.Tag); ok {
 		ann[AnnotationRefName] = t.TagStr()
 	}
@@ -181,7 +183,7 @@ func writeEntry(tw *tar.Writer, path string, r io.Reader, size int64) error {
 
 // WriteDockerArchive writes img to w in the format `docker load` reads
 // (manifest.json, config and layer blobs), tagged with tags in the order
-// given, which are normalized with NormalizeName and must be tags. With no
+// given, which are normalized with imageref.Normalize and must be tags. With no
 // tags the image is loaded untagged. Layers are streamed from img. The same
 // image and tags always give the same bytes.
 func WriteDockerArchive(ctx context.Context, w io.Writer, img v1.Image, tags []string) error {
@@ -227,7 +229,7 @@ type DockerImage struct {
 }
 
 // WriteDockerArchiveRefs writes several images to w in the format `docker
-// load` reads, each under its tags (normalized with NormalizeName; they
+// load` reads, each under its tags (normalized with imageref.Normalize; they
 // must be tags). Tags naming the same image are grouped into one entry;
 // entries and tags are written in the sorted order of the tags, so the
 // bytes do not depend on map order.

@@ -283,34 +283,6 @@ func TestWriteImageChecksLayers(t *testing.T) {
 	}
 }
 
-func TestNormalizeName(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"app", "docker.io/library/app:latest"},
-		{"app:1.0", "docker.io/library/app:1.0"},
-		{"docker.io/app", "docker.io/library/app:latest"},
-		{"index.docker.io/library/app:2", "docker.io/library/app:2"},
-		{"user/app", "docker.io/user/app:latest"},
-		{"ghcr.io/o/app", "ghcr.io/o/app:latest"},
-		{"localhost:5000/app:x", "localhost:5000/app:x"},
-		{"127.0.0.1:5000/a/b/c", "127.0.0.1:5000/a/b/c:latest"},
-		{"app@sha256:" + layerDiffID.Hex, "docker.io/library/app@sha256:" + layerDiffID.Hex},
-		{"UPPER", ""},
-		{"app:", ""},
-	}
-	for _, tt := range tests {
-		got, err := NormalizeName(tt.in)
-		if tt.want == "" {
-			if err == nil {
-				t.Errorf("NormalizeName(%q) = %q, want an error", tt.in, got)
-			}
-			continue
-		}
-		if err != nil || got != tt.want {
-			t.Errorf("NormalizeName(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
-		}
-	}
-}
-
 func TestDecompressSniffs(t *testing.T) {
 	// Media types lie sometimes; the magic number decides.
 	s := openStore(t)

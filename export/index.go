@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"builder/imageref"
 	"builder/snapshot/content"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -178,10 +179,10 @@ func parseTag(ref string) (string, error) {
 	if _, ok := r.(name.Tag); !ok {
 		return "", fmt.Errorf("image name %q: a tag is needed, not a digest", ref)
 	}
-	return normalized(r), nil
+	return imageref.Spell(r), nil
 }
 
-// Tag points name (normalized with NormalizeName; it must be a tag) at
+// Tag points name (normalized with imageref.Normalize; it must be a tag) at
 // desc, replacing what name pointed at before. desc.Digest must be a
 // manifest blob in the store; a zero desc.Size or empty desc.MediaType is
 // filled in from it. Other annotations of desc are kept. Tagging the same
@@ -238,7 +239,7 @@ func (x *Index) Lookup(ref string) (v1.Descriptor, error) {
 	if err != nil {
 		return v1.Descriptor{}, fmt.Errorf("lookup: parse image name %q: %w", ref, err)
 	}
-	full := normalized(r)
+	full := imageref.Spell(r)
 	im, err := x.read()
 	if err != nil {
 		return v1.Descriptor{}, fmt.Errorf("lookup %s: %w", full, err)

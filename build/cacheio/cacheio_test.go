@@ -21,6 +21,7 @@ import (
 
 	"builder/build/buildtest"
 	"builder/build/push/registrytest"
+	"builder/build/registry"
 	"builder/snapshot/content"
 )
 
@@ -138,6 +139,9 @@ func TestInline(t *testing.T) {
 	}
 }
 
+// testClient is a registry client with the default settings.
+func testClient() *registry.Client { return registry.New(registry.Options{}) }
+
 // storeWith returns a store holding two layers (one of them named by two
 // records) and the cache config naming them.
 func storeWith(t *testing.T) (*content.Store, Config) {
@@ -168,15 +172,15 @@ func storeWith(t *testing.T) (*content.Store, Config) {
 func roundTrip(t *testing.T, spec, from Spec, src *content.Store, cfg Config) {
 	t.Helper()
 	ctx := context.Background()
-	d, err := Export(ctx, spec, cfg, src, Options{})
+	d, err := Export(ctx, spec, cfg, src, testClient())
 	if err != nil {
 		t.Fatal(err)
 	}
-	d2, err := Export(ctx, spec, cfg, src, Options{}) // idempotent
+	d2, err := Export(ctx, spec, cfg, src, testClient()) // idempotent
 	if err != nil || d2 != d {
 		t.Fatalf("second export: %s, %v; first %s", d2, err, d)
 	}
-	c, err := Import(ctx, from, Options{})
+	c, err := Import(ctx, from, testClient())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,10 +238,10 @@ func TestRoundTripLocal(t *testing.T) {
 	// A second tag in the same directory leaves the first readable.
 	other := Config{Records: cfg.Records[:1]}
 	roundTrip(t, Spec{Type: TypeLocal, Dir: dir, Tag: "other"}, Spec{Type: TypeLocal, Dir: dir, Tag: "other"}, s, other)
-	if _, err := Import(context.Background(), Spec{Type: TypeLocal, Dir: dir, Tag: DefaultTag}, Options{}); err != nil {
+	if _, err := Import(context.Background(), Spec{Type: TypeLocal, Dir: dir, Tag: DefaultTag}, testClient()); err != nil {
 		t.Errorf("the first tag is gone: %v", err)
 	}
-	if _, err := Import(context.Background(), Spec{Type: TypeLocal, Dir: t.TempDir(), Tag: DefaultTag}, Options{}); err == nil {
+	if _, err := Import(context.Background(), Spec{Type: TypeLocal, Dir: t.TempDir(), Tag: DefaultTag}, testClient()); err == nil {
 		t.Error("importing from an empty directory succeeded")
 	}
 }
@@ -246,10 +250,10 @@ func TestRecompress(t *testing.T) {
 	s, cfg := storeWith(t)
 	dir := filepath.Join(t.TempDir(), "cache")
 	ctx := context.Background()
-	if _, err := Export(ctx, Spec{Type: TypeLocal, Dir: dir, Tag: DefaultTag, Compression: "zstd"}, cfg, s, Options{}); err != nil {
+	if _, err := Export(ctx, Spec{Type: TypeLocal, Dir: dir, Tag: DefaultTag, Compression: "zstd"}, cfg, s, testClient()); err != nil {
 		t.Fatal(err)
 	}
-	c, err := Import(ctx, Spec{Type: TypeLocal, Dir: dir, Tag: DefaultTag}, Options{})
+	c, err := Import(ctx, Spec{Type: TypeLocal, Dir: dir, Tag: DefaultTag}, testClient())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,13 +290,13 @@ func TestTamperedBlob(t *testing.T) {
 	})
 	ref := host + "/cache/app:c"
 	ctx := context.Background()
-	if _, err := Export(ctx, Spec{Type: TypeRegistry, Ref: ref}, cfg, s, Options{}); err != nil {
+	if _, err := Export(ctx, Spec{Type: TypeRegistry, Ref: ref}, cfg, s, testClient()); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
 	tamper = true
 	mu.Unlock()
-	c, err := Import(ctx, Spec{Type: TypeRegistry, Ref: ref}, Options{})
+	c, err := Import(ctx, Spec{Type: TypeRegistry, Ref: ref}, testClient())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,11 +321,11 @@ func TestImportRejects(t *testing.T) {
 	host := buildtest.Registry(t)
 	img := buildtest.BusyboxImage(t)
 	buildtest.Push(t, host+"/plain:latest", img)
-	_, err := Import(context.Background(), Spec{Type: TypeRegistry, Ref: host + "/plain:latest"}, Options{})
+	_, err := Import(context.Background(), Spec{Type: TypeRegistry, Ref: host + "/plain:latest"}, testClient())
 	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "inline") {
 		t.Errorf("an image without cache metadata: %v", err)
 	}
-	if _, err := Import(context.Background(), Spec{Type: TypeRegistry, Ref: host + "/missing:latest"}, Options{}); err == nil {
+	if _, err := Import(context.Background(), Spec{Type: TypeRegistry, Ref: host + "/missing:latest"}, testClient()); err == nil {
 		t.Error("a missing reference imported")
 	}
 }
@@ -345,7 +349,7 @@ func TestInlineImport(t *testing.T) {
 	host := buildtest.Registry(t)
 	ref := host + "/inline:latest"
 	buildtest.Push(t, ref, &rawConfigImage{Image: img, raw: withCache})
-	c, err := Import(context.Background(), Spec{Type: TypeRegistry, Ref: ref}, Options{})
+	c, err := Import(context.Background(), Spec{Type: TypeRegistry, Ref: ref}, testClient())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,4 +27,11 @@
 // stored, and a blob that does not match is not stored. Export writes the
 // blobs first and the manifest last, so a reader never sees a manifest whose
 // blobs are missing; exporting the same cache twice is idempotent.
+//
+// Registry caches are read and written through the build's
+// registry.Client, with its credentials, TLS settings and retries: an
+// import looks for the manifest on the mirrors of the cache's registry
+// first, as a pull does, and fetches the blobs from the source that had
+// it; an export goes to the registry named, never a mirror. Local caches
+// are OCI layouts read with go-containerregistry's layout package.
 package cacheio

@@ -15,10 +15,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/match"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"builder/build/pull"
+	"builder/build/registry"
 	"builder/export"
 	"builder/snapshot/content"
 )
@@ -28,35 +27,42 @@ import (
 // digest of the cache manifest. With spec.Compression set, layers in
 // another compression are recompressed first (into s); their records then
 // name the new blobs. Blobs go first and the manifest last. Exporting the
-// same cache again is idempotent.
-func Export(ctx context.Context, spec Spec, cfg Config, s *content.Store, o Options) (v1.Hash, error) {
-	o = o.withDefaults()
+// same cache again is idempotent. A registry cache is written through rc
+// (its credentials, TLS settings and retries; never to a mirror); rc may
+// be nil for a local cache. Errors are *Error.
+func Export(ctx context.Context, spec Spec, cfg Config, s *content.Store, rc *registry.Client) (v1.Hash, error) {
 	img, err := cacheImage(ctx, spec, cfg, s)
 	if err != nil {
-		return v1.Hash{}, fmt.Errorf("export cache to %s: %w", spec, err)
+		return v1.Hash{}, &Error{Op: "export", Spec: spec, Err: err}
 	}
 	d, err := img.Digest()
 	if err != nil {
-		return v1.Hash{}, fmt.Errorf("export cache to %s: %w", spec, err)
+		return v1.Hash{}, &Error{Op: "export", Spec: spec, Err: err}
 	}
 	switch spec.Type {
 	case TypeRegistry:
-		ref, err := pull.ParseReference(spec.Ref, o.Insecure)
-		if err == nil {
-			err = remote.Write(ref, img, remote.WithContext(ctx), remote.WithAuthFromKeychain(o.Keychain),
-				remote.WithTransport(o.Transport))
-		}
-		if err != nil {
-			return v1.Hash{}, fmt.Errorf("export cache to %s: %s", spec, pull.Describe(err))
-		}
+		err = writeRegistry(ctx, rc, spec.Ref, img)
 	case TypeLocal:
-		if err := writeLayout(spec.Dir, spec.Tag, img); err != nil {
-			return v1.Hash{}, fmt.Errorf("export cache to %s: %w", spec, err)
-		}
+		err = writeLayout(spec.Dir, spec.Tag, img)
 	default:
-		return v1.Hash{}, fmt.Errorf("export cache: type %q is not exported as an artifact", spec.Type)
+		err = fmt.Errorf("type %q is not exported as an artifact", spec.Type)
+	}
+	if err != nil {
+		return v1.Hash{}, &Error{Op: "export", Spec: spec, Err: err}
 	}
 	return d, nil
+}
+
+// writeRegistry pushes img to ref through rc.
+func writeRegistry(ctx context.Context, rc *registry.Client, ref string, img v1.Image) error {
+	if rc == nil {
+		return errors.New("no registry client")
+	}
+	r, err := rc.ParseReference(ref)
+	if err != nil {
+		return err
+	}
+	return rc.Write(ctx, r, img, nil)
 }
 
 // writeLayout puts img into the OCI layout at dir (created if missing)

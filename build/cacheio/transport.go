@@ -1,7 +1,6 @@
 package cacheio
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,43 +8,33 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"os"
-	"path/filepath"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"builder/build/pull"
+	"builder/build/registry"
 	"builder/snapshot/content"
 )
 
-// Options reach registries. The zero value uses HTTPS (plain HTTP for
-// loopback) and the credentials of the docker config file.
-type Options struct {
-	// Insecure lists registries ("host" or "host:port") reached over
-	// plain HTTP, as in pull.Options.
-	Insecure []string
-	// Keychain supplies credentials; default authn.DefaultKeychain.
-	Keychain authn.Keychain
-	// Transport is the HTTP transport under authentication; default
-	// remote.DefaultTransport.
-	Transport http.RoundTripper
+// Error is the error of a failed import or export: one line naming the
+// cache, e.g. "import cache 127.0.0.1:5000/app:cache: manifest unknown (no
+// such tag or digest)". Unwrap gives the cause, with its type: a
+// registry's answer is a *transport.Error for errors.As.
+type Error struct {
+	Op   string // "import" or "export"
+	Spec Spec
+	Err  error
 }
 
-func (o Options) withDefaults() Options {
-	if o.Keychain == nil {
-		o.Keychain = authn.DefaultKeychain
-	}
-	if o.Transport == nil {
-		o.Transport = remote.DefaultTransport
-	}
-	return o
+func (e *Error) Error() string {
+	return e.Op + " cache " + e.Spec.String() + ": " + registry.Describe(e.Err)
 }
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
 
 // Cache is an imported cache: its metadata, and where to fetch the blobs
 // it names. A Cache is safe for concurrent use.
@@ -57,30 +46,32 @@ type Cache struct {
 	// Inline is set when the records came from an image config.
 	Inline bool
 	layers map[v1.Hash]int64 // the blobs Fetch may fetch, with their sizes
-	open   func(ctx context.Context, d v1.Hash) (io.ReadCloser, error)
+	src    blobSource
 }
 
 // Import reads the manifest and config of the cache spec names (a cache
 // artifact, or an image with an inline cache) and checks them. It fetches
-// no layer blob.
-func Import(ctx context.Context, spec Spec, o Options) (*Cache, error) {
-	o = o.withDefaults()
+// no layer blob. A registry cache is read through rc, trying the mirrors
+// it configures for the cache's registry first, as a pull does; the blobs
+// later come from the source that served the manifest. rc may be nil for
+// a local cache. Errors are *Error.
+func Import(ctx context.Context, spec Spec, rc *registry.Client) (*Cache, error) {
 	var src blobSource
 	var err error
 	switch spec.Type {
 	case TypeRegistry:
-		src, err = newRegistrySource(ctx, spec.Ref, o)
+		src, err = newRegistrySource(ctx, rc, spec.Ref)
 	case TypeLocal:
 		src, err = newLayoutSource(spec.Dir, spec.Tag)
 	default:
 		err = fmt.Errorf("cache type %q cannot be imported", spec.Type)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("import cache %s: %w", spec, err)
+		return nil, &Error{Op: "import", Spec: spec, Err: err}
 	}
 	c, err := load(ctx, spec, src)
 	if err != nil {
-		return nil, fmt.Errorf("import cache %s: %w", spec, err)
+		return nil, &Error{Op: "import", Spec: spec, Err: err}
 	}
 	return c, nil
 }
@@ -91,8 +82,11 @@ type blobSource interface {
 	// manifest returns the raw manifest and its digest, verified when the
 	// reference pins a digest.
 	manifest(ctx context.Context) ([]byte, v1.Hash, error)
-	// blob opens a blob; the caller verifies it.
+	// blob opens a small blob (the config); the caller verifies it.
 	blob(ctx context.Context, d v1.Hash) (io.ReadCloser, error)
+	// fetch copies blob d into s, verified while it is written, unless s
+	// has it.
+	fetch(ctx context.Context, s *content.Store, d v1.Descriptor) error
 }
 
 func load(ctx context.Context, spec Spec, src blobSource) (*Cache, error) {
@@ -115,7 +109,7 @@ func load(ctx context.Context, spec Spec, src blobSource) (*Cache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read cache config: %w", err)
 	}
-	c := &Cache{Spec: spec, Manifest: mdigest, layers: map[v1.Hash]int64{}, open: src.blob}
+	c := &Cache{Spec: spec, Manifest: mdigest, layers: map[v1.Hash]int64{}, src: src}
 	if string(m.Config.MediaType) == ConfigMediaType {
 		if c.Config, err = Decode(cfgRaw); err != nil {
 			return nil, err
@@ -204,120 +198,93 @@ func (c *Cache) Fetch(ctx context.Context, s *content.Store, d v1.Hash) error {
 	if !ok {
 		return fmt.Errorf("fetch cache blob %s from %s: not in the cache manifest", d, c.Spec)
 	}
-	rc, err := c.open(ctx, d)
-	if err != nil {
-		return fmt.Errorf("fetch cache blob %s from %s: %w", d, c.Spec, err)
-	}
-	defer rc.Close()
-	_, n, err := s.WriteBlob(ctx, io.LimitReader(rc, size+1), d)
+	err := c.src.fetch(ctx, s, v1.Descriptor{Digest: d, Size: size})
 	if errors.Is(err, content.ErrDigestMismatch) {
 		return fmt.Errorf("fetch cache blob %s from %s: content does not match its digest, rejected: %w", d, c.Spec, err)
 	}
 	if err != nil {
 		return fmt.Errorf("fetch cache blob %s from %s: %w", d, c.Spec, err)
 	}
-	if n != size {
-		return fmt.Errorf("fetch cache blob %s from %s: %d bytes, the manifest says %d: %w", d, c.Spec, n, size, ErrInvalid)
-	}
 	return nil
 }
 
-// registrySource reads from one repository over the registry API.
+// registrySource reads from one repository over the registry API: the
+// first of the cache reference's pull sources (mirrors, then the registry)
+// that has the manifest.
 type registrySource struct {
-	ref    name.Reference
-	client *http.Client
+	rc     *registry.Client
+	ref    name.Reference // on the source that served the manifest
+	raw    []byte
+	digest v1.Hash
 }
 
-func newRegistrySource(ctx context.Context, ref string, o Options) (*registrySource, error) {
-	r, err := pull.ParseReference(ref, o.Insecure)
+// newRegistrySource finds the manifest of ref on its mirrors or its
+// registry. When every source fails, the error is the registry's own.
+func newRegistrySource(ctx context.Context, rc *registry.Client, ref string) (*registrySource, error) {
+	if rc == nil {
+		return nil, errors.New("no registry client")
+	}
+	r, err := rc.ParseReference(ref)
 	if err != nil {
 		return nil, err
 	}
-	repo := r.Context()
-	auth, err := authn.Resolve(ctx, o.Keychain, repo)
-	if err != nil {
-		return nil, fmt.Errorf("resolve credentials: %w", err)
+	for _, src := range rc.PullSources(r) {
+		err = src.Err
+		var desc *remote.Descriptor
+		if err == nil {
+			desc, err = rc.Get(ctx, src.Ref)
+		}
+		if err == nil {
+			if len(desc.Manifest) > maxConfigSize {
+				return nil, fmt.Errorf("get manifest: larger than %d bytes", maxConfigSize)
+			}
+			return &registrySource{rc: rc, ref: src.Ref, raw: desc.Manifest, digest: desc.Digest}, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
 	}
-	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, transport.NewRetry(o.Transport),
-		[]string{repo.Scope(transport.PullScope)})
-	if err != nil {
-		return nil, fmt.Errorf("%s", pull.Describe(err))
-	}
-	return &registrySource{ref: r, client: &http.Client{Transport: rt}}, nil
+	return nil, fmt.Errorf("get manifest: %w", err)
 }
 
-func (r *registrySource) url(kind, id string) string {
-	repo := r.ref.Context()
-	return repo.Registry.Scheme() + "://" + repo.RegistryStr() + "/v2/" + repo.RepositoryStr() + "/" + kind + "/" + id
-}
-
-func (r *registrySource) get(ctx context.Context, u string, accept []types.MediaType) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	for _, a := range accept {
-		req.Header.Add("Accept", string(a))
-	}
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return nil, errors.New(pull.Describe(err))
-	}
-	if err := transport.CheckError(resp, http.StatusOK); err != nil {
-		resp.Body.Close()
-		return nil, errors.New(pull.Describe(err))
-	}
-	return resp, nil
-}
-
-func (r *registrySource) manifest(ctx context.Context) ([]byte, v1.Hash, error) {
-	resp, err := r.get(ctx, r.url("manifests", r.ref.Identifier()), []types.MediaType{
-		types.OCIManifestSchema1, types.DockerManifestSchema2, types.OCIImageIndex, types.DockerManifestList})
-	if err != nil {
-		return nil, v1.Hash{}, fmt.Errorf("get manifest: %w", err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxConfigSize+1))
-	if err != nil {
-		return nil, v1.Hash{}, fmt.Errorf("get manifest: %w", err)
-	}
-	if len(raw) > maxConfigSize {
-		return nil, v1.Hash{}, fmt.Errorf("get manifest: larger than %d bytes", maxConfigSize)
-	}
-	sum := sha256.Sum256(raw)
-	d := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
-	if pinned, ok := r.ref.(name.Digest); ok && pinned.DigestStr() != d.String() {
-		return nil, v1.Hash{}, fmt.Errorf("manifest hashes to %s, the reference pins %s: %w", d, pinned.DigestStr(), content.ErrDigestMismatch)
-	}
-	return raw, d, nil
+// manifest returns the manifest found; remote.Get checked the digest of a
+// digest reference.
+func (r *registrySource) manifest(context.Context) ([]byte, v1.Hash, error) {
+	return r.raw, r.digest, nil
 }
 
 func (r *registrySource) blob(ctx context.Context, d v1.Hash) (io.ReadCloser, error) {
-	resp, err := r.get(ctx, r.url("blobs", d.String()), nil)
+	rc, err := r.rc.OpenBlob(ctx, r.ref.Context(), d)
 	if err != nil {
 		return nil, fmt.Errorf("get blob: %w", err)
 	}
-	return resp.Body, nil
+	return rc, nil
+}
+
+func (r *registrySource) fetch(ctx context.Context, s *content.Store, d v1.Descriptor) error {
+	return r.rc.FetchBlob(ctx, s, r.ref.Context(), d, nil, nil)
 }
 
 // layoutSource reads from an OCI image layout directory.
 type layoutSource struct {
-	dir, tag string
+	p   layout.Path
+	tag string
 }
 
 func newLayoutSource(dir, tag string) (*layoutSource, error) {
-	if _, err := os.Stat(filepath.Join(dir, "index.json")); err != nil {
+	p, err := layout.FromPath(dir)
+	if err != nil {
 		return nil, fmt.Errorf("not an OCI layout: %w", err)
 	}
-	return &layoutSource{dir: dir, tag: tag}, nil
+	return &layoutSource{p: p, tag: tag}, nil
 }
 
 func (l *layoutSource) manifest(ctx context.Context) ([]byte, v1.Hash, error) {
-	dt, err := os.ReadFile(filepath.Join(l.dir, "index.json"))
+	ii, err := l.p.ImageIndex()
 	if err != nil {
 		return nil, v1.Hash{}, err
 	}
-	idx, err := v1.ParseIndexManifest(bytes.NewReader(dt))
+	idx, err := ii.IndexManifest()
 	if err != nil {
 		return nil, v1.Hash{}, fmt.Errorf("parse index.json: %w", err)
 	}
@@ -344,7 +311,23 @@ func (l *layoutSource) blob(_ context.Context, d v1.Hash) (io.ReadCloser, error)
 	if !validHash(d) {
 		return nil, fmt.Errorf("blob %q: %w", d, ErrInvalid)
 	}
-	return os.Open(filepath.Join(l.dir, "blobs", d.Algorithm, d.Hex))
+	return l.p.Blob(d)
+}
+
+func (l *layoutSource) fetch(ctx context.Context, s *content.Store, d v1.Descriptor) error {
+	rc, err := l.blob(ctx, d.Digest)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, n, err := s.WriteBlob(ctx, io.LimitReader(rc, d.Size+1), d.Digest)
+	if err != nil {
+		return err
+	}
+	if n != d.Size {
+		return fmt.Errorf("%d bytes, the manifest says %d: %w", n, d.Size, ErrInvalid)
+	}
+	return nil
 }
 
 // refNameAnnotation names an image in an OCI layout's index.json.

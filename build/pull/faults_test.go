@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"builder/build/pull/faultproxy"
-	"builder/build/registries"
+	bregistry "builder/build/registry"
 	"builder/snapshot/content"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -57,9 +57,10 @@ func TestPullFaults(t *testing.T) {
 			px := faultproxy.Start(t, reg.host, faultproxy.Rule{Match: faultproxy.BlobGets, Faults: tt.faults, Then: tt.then})
 			s := openStore(t)
 			var lines []string
-			opts := Options{Backoff: fastBackoff(), Progress: func(l string) { lines = append(lines, l) }}
+			opts := Options{Progress: func(l string) { lines = append(lines, l) }}
+			ro := bregistry.Options{Backoff: fastBackoff()}
 			ref := px.Addr + "/test/img:latest"
-			d, pimg, err := Pull(context.Background(), s, ref, opts)
+			d, pimg, err := testPull(context.Background(), s, ref, opts, ro)
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatalf("pull: %v", err)
@@ -107,7 +108,7 @@ func TestPullFaults(t *testing.T) {
 
 // mirrorConfig writes testdata/mirrors.toml.tmpl with the given addresses
 // and loads it.
-func mirrorConfig(t *testing.T, repl ...string) *registries.Config {
+func mirrorConfig(t *testing.T, repl ...string) *bregistry.Config {
 	t.Helper()
 	tmpl, err := os.ReadFile("testdata/mirrors.toml.tmpl")
 	if err != nil {
@@ -117,7 +118,7 @@ func mirrorConfig(t *testing.T, repl ...string) *registries.Config {
 	if err := os.WriteFile(p, []byte(strings.NewReplacer(repl...).Replace(string(tmpl))), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := registries.Load(p)
+	c, err := bregistry.Load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,8 +145,9 @@ func TestPullMirrors(t *testing.T) {
 
 	s := openStore(t)
 	var lines []string
-	opts := Options{Registries: cfg, Backoff: fastBackoff(), Progress: func(l string) { lines = append(lines, l) }}
-	d, _, err := Pull(context.Background(), s, "busybox", opts)
+	opts := Options{Progress: func(l string) { lines = append(lines, l) }}
+	ro := bregistry.Options{Config: cfg, Backoff: fastBackoff()}
+	d, _, err := testPull(context.Background(), s, "busybox", opts, ro)
 	if err != nil {
 		t.Fatalf("pull through mirrors: %v\n%s", err, strings.Join(lines, "\n"))
 	}
@@ -169,7 +171,7 @@ func TestPullMirrors(t *testing.T) {
 	// Every mirror fails: the registry itself serves the image.
 	s = openStore(t)
 	origin.reset()
-	if d, _, err := Pull(context.Background(), s, origin.host+"/x/img:1", opts); err != nil || d != want {
+	if d, _, err := testPull(context.Background(), s, origin.host+"/x/img:1", opts, ro); err != nil || d != want {
 		t.Fatalf("pull past a dead mirror = %s, %v", d, err)
 	}
 	if n := origin.blobGets.Load(); n != 3 {
@@ -184,8 +186,8 @@ func TestPullMirrors(t *testing.T) {
 	cfg = mirrorConfig(t, "DEAD", px.Addr, "EMPTY", empty.host, "LIVE", live.host, "ORIGIN", origin.host)
 	s = openStore(t)
 	origin.reset()
-	opts.Registries = cfg
-	if d, _, err := Pull(context.Background(), s, origin.host+"/x/img:1", opts); err != nil || d != want {
+	ro.Config = cfg
+	if d, _, err := testPull(context.Background(), s, origin.host+"/x/img:1", opts, ro); err != nil || d != want {
 		t.Fatalf("pull past a failing mirror = %s, %v", d, err)
 	}
 	if n := origin.blobGets.Load(); n != 1 {
@@ -193,7 +195,7 @@ func TestPullMirrors(t *testing.T) {
 	}
 
 	// When every source fails, the error is the registry's own.
-	_, _, err = Pull(context.Background(), openStore(t), origin.host+"/x/img:nope", opts)
+	_, _, err = testPull(context.Background(), openStore(t), origin.host+"/x/img:nope", opts, ro)
 	if err == nil || !strings.HasPrefix(err.Error(), "pull "+origin.host+"/x/img:nope: manifest unknown") {
 		t.Errorf("err = %v, want the origin's error", err)
 	}

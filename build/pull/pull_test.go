@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	bregistry "builder/build/registry"
+	"builder/export"
 	"builder/snapshot/content"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -26,6 +28,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
 
@@ -119,6 +122,21 @@ func randomImage(t *testing.T, layers int64) v1.Image {
 	return img
 }
 
+// testPull pulls ref into s with a client of settings ro (default the zero
+// Options) and returns the digest and the image as stored.
+func testPull(ctx context.Context, s *content.Store, ref string, o Options, ro ...bregistry.Options) (v1.Hash, v1.Image, error) {
+	var c bregistry.Options
+	if len(ro) > 0 {
+		c = ro[0]
+	}
+	d, err := Pull(ctx, bregistry.New(c), s, ref, o)
+	if err != nil {
+		return d, nil, err
+	}
+	img, err := export.LoadImage(s, d)
+	return d, img, err
+}
+
 func mustDigest(t *testing.T, img v1.Image) v1.Hash {
 	t.Helper()
 	d, err := img.Digest()
@@ -140,7 +158,7 @@ func TestPull(t *testing.T) {
 	var msgs []string
 	opts := Options{Progress: func(m string) { mu.Lock(); msgs = append(msgs, m); mu.Unlock() }}
 	reg.reset()
-	d, pimg, err := Pull(context.Background(), s, reg.host+"/test/img", opts)
+	d, pimg, err := testPull(context.Background(), s, reg.host+"/test/img", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +183,7 @@ func TestPull(t *testing.T) {
 
 	// Pulling again asks for the manifest but fetches no blob.
 	reg.reset()
-	if d2, _, err := Pull(context.Background(), s, reg.host+"/test/img:latest", Options{}); err != nil || d2 != want {
+	if d2, _, err := testPull(context.Background(), s, reg.host+"/test/img:latest", Options{}); err != nil || d2 != want {
 		t.Fatalf("second pull = %s, %v", d2, err)
 	}
 	if n := reg.blobGets.Load(); n != 0 {
@@ -177,7 +195,7 @@ func TestPull(t *testing.T) {
 
 	// A digest reference whose image is complete needs no request at all.
 	reg.reset()
-	if d3, _, err := Pull(context.Background(), s, reg.host+"/test/img@"+want.String(), Options{}); err != nil || d3 != want {
+	if d3, _, err := testPull(context.Background(), s, reg.host+"/test/img@"+want.String(), Options{}); err != nil || d3 != want {
 		t.Fatalf("pull by digest = %s, %v", d3, err)
 	}
 	if n := reg.requests.Load(); n != 0 {
@@ -190,7 +208,7 @@ func TestPullOtherLoopbackAddress(t *testing.T) {
 	reg := startRegistry(t, "127.0.0.2", nil)
 	img := randomImage(t, 1)
 	reg.push(t, "x:1", img)
-	d, _, err := Pull(context.Background(), openStore(t), reg.host+"/x:1", Options{})
+	d, _, err := testPull(context.Background(), openStore(t), reg.host+"/x:1", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +246,7 @@ func TestPullIndex(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := openStore(t)
-			d, _, err := Pull(context.Background(), s, reg.host+"/multi", Options{Platform: tt.platform})
+			d, _, err := testPull(context.Background(), s, reg.host+"/multi", Options{Platform: tt.platform})
 			if tt.wantErr != "" {
 				if err == nil || err.Error() != tt.wantErr {
 					t.Fatalf("err = %v\nwant %s", err, tt.wantErr)
@@ -249,7 +267,7 @@ func TestPullIndex(t *testing.T) {
 			}
 			// The index digest now resolves offline.
 			reg.reset()
-			d2, _, err := Pull(context.Background(), s, reg.host+"/multi@"+idxDigest.String(), Options{Platform: tt.platform})
+			d2, _, err := testPull(context.Background(), s, reg.host+"/multi@"+idxDigest.String(), Options{Platform: tt.platform})
 			if err != nil || d2 != d {
 				t.Fatalf("pull by index digest = %s, %v", d2, err)
 			}
@@ -295,7 +313,7 @@ func TestPullCorruptBlob(t *testing.T) {
 	reg := startRegistry(t, "127.0.0.1", corruptBlob(bad))
 	reg.push(t, "test/img:latest", img)
 	s := openStore(t)
-	_, _, err := Pull(context.Background(), s, reg.host+"/test/img", Options{Backoff: fastBackoff()})
+	_, _, err := testPull(context.Background(), s, reg.host+"/test/img", Options{}, bregistry.Options{Backoff: fastBackoff()})
 	if !errors.Is(err, content.ErrDigestMismatch) {
 		t.Fatalf("err = %v, want ErrDigestMismatch", err)
 	}
@@ -325,18 +343,19 @@ func TestPullErrors(t *testing.T) {
 	l.Close()
 
 	tests := []struct {
-		ref  string
-		want string
+		ref    string
+		want   string
+		status int // the *transport.Error's status code the error wraps; 0 for none
 	}{
-		{reg.host + "/test/img:nope", "pull " + reg.host + "/test/img:nope: manifest unknown (no such tag or digest)"},
-		{closed + "/x:latest", "pull " + closed + "/x:latest: connection refused"},
-		{authReg.host + "/test/img", "pull " + authReg.host + "/test/img:latest: unauthorized: authentication required"},
-		{"UPPER/case", "pull UPPER/case: "},
+		{reg.host + "/test/img:nope", "pull " + reg.host + "/test/img:nope: manifest unknown (no such tag or digest)", http.StatusNotFound},
+		{closed + "/x:latest", "pull " + closed + "/x:latest: connection refused", 0},
+		{authReg.host + "/test/img", "pull " + authReg.host + "/test/img:latest: unauthorized: authentication required", http.StatusUnauthorized},
+		{"UPPER/case", "pull UPPER/case: ", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.ref, func(t *testing.T) {
 			s := openStore(t)
-			_, _, err := Pull(context.Background(), s, tt.ref, Options{})
+			_, _, err := testPull(context.Background(), s, tt.ref, Options{})
 			var perr *Error
 			if !errors.As(err, &perr) {
 				t.Fatalf("err = %v (%T), want *Error", err, err)
@@ -344,6 +363,10 @@ func TestPullErrors(t *testing.T) {
 			if msg := err.Error(); !strings.HasPrefix(msg, tt.want) || strings.Contains(msg, "\n") ||
 				(!strings.HasSuffix(tt.want, ": ") && msg != tt.want) {
 				t.Errorf("err = %q\nwant %q", msg, tt.want)
+			}
+			var terr *transport.Error
+			if got := errors.As(err, &terr); got != (tt.status != 0) || (got && terr.StatusCode != tt.status) {
+				t.Errorf("errors.As(*transport.Error) = %v (%+v), want status %d", got, terr, tt.status)
 			}
 		})
 	}
@@ -377,7 +400,7 @@ func TestPullAuthFromDockerConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("DOCKER_CONFIG", dir)
-	d, pimg, err := Pull(context.Background(), openStore(t), reg.host+"/private/img:v1", Options{})
+	d, pimg, err := testPull(context.Background(), openStore(t), reg.host+"/private/img:v1", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,35 +418,8 @@ func TestPullCancelled(t *testing.T) {
 	reg.push(t, "test/img:latest", randomImage(t, 1))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, _, err := Pull(ctx, openStore(t), reg.host+"/test/img", Options{}); !errors.Is(err, context.Canceled) {
+	if _, _, err := testPull(ctx, openStore(t), reg.host+"/test/img", Options{}); !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", err)
-	}
-}
-
-func TestPlainHTTP(t *testing.T) {
-	tests := []struct {
-		registry string
-		insecure []string
-		want     bool
-	}{
-		{"127.0.0.1:5000", nil, true},
-		{"127.0.0.2:5000", nil, true},
-		{"127.255.0.9", nil, true},
-		{"[::1]:5000", nil, true},
-		{"localhost:5000", nil, true},
-		{"localhost", nil, true},
-		{"reg.localhost:80", nil, true},
-		{"index.docker.io", nil, false},
-		{"10.1.2.3:5000", nil, false},
-		{"reg.example:5000", []string{"reg.example:5000"}, true},
-		{"reg.example:5000", []string{"reg.example"}, true},
-		{"reg.example:5000", []string{"reg.example:6000"}, false},
-		{"localhostx:5000", nil, false},
-	}
-	for _, tt := range tests {
-		if got := plainHTTP(tt.registry, tt.insecure); got != tt.want {
-			t.Errorf("plainHTTP(%q, %v) = %v, want %v", tt.registry, tt.insecure, got, tt.want)
-		}
 	}
 }
 
@@ -439,12 +435,12 @@ func TestPullTagAndDigest(t *testing.T) {
 	want := mustDigest(t, img)
 	s := openStore(t)
 	// The tag names another image: the digest wins.
-	d, _, err := Pull(context.Background(), s, reg.host+"/test/img:other@"+want.String(), Options{})
+	d, _, err := testPull(context.Background(), s, reg.host+"/test/img:other@"+want.String(), Options{})
 	if err != nil || d != want {
 		t.Fatalf("pull tag@digest = %s, %v; want %s", d, err, want)
 	}
 	missing := "sha256:" + strings.Repeat("0", 64)
-	if _, _, err := Pull(context.Background(), s, reg.host+"/test/img:latest@"+missing, Options{}); err == nil ||
+	if _, _, err := testPull(context.Background(), s, reg.host+"/test/img:latest@"+missing, Options{}); err == nil ||
 		!strings.Contains(err.Error(), "manifest unknown") {
 		t.Errorf("pull of an existing tag with a missing digest: %v", err)
 	}
@@ -468,7 +464,7 @@ func TestPullCredHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("DOCKER_CONFIG", dir)
-	d, _, err := Pull(context.Background(), openStore(t), reg.host+"/private/img:v1", Options{})
+	d, _, err := testPull(context.Background(), openStore(t), reg.host+"/private/img:v1", Options{})
 	if err != nil || d != mustDigest(t, img) {
 		t.Fatalf("pull with a credential helper = %s, %v", d, err)
 	}
@@ -476,7 +472,7 @@ func TestPullCredHelper(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bin, "docker-credential-buildertest"), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := Pull(context.Background(), openStore(t), reg.host+"/private/img:v1", Options{}); err == nil {
+	if _, _, err := testPull(context.Background(), openStore(t), reg.host+"/private/img:v1", Options{}); err == nil {
 		t.Error("pull succeeded though the credential helper gave nothing")
 	}
 }

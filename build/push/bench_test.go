@@ -13,6 +13,7 @@ import (
 
 	"builder/build/pull"
 	"builder/build/push/registrytest"
+	"builder/build/registry"
 	"builder/export"
 	"builder/snapshot/content"
 
@@ -94,14 +95,14 @@ func BenchmarkRegistryThroughput(b *testing.B) {
 	for i := range b.N {
 		ref := fmt.Sprintf("%s/bench/img%d:1", reg.Addr, i)
 		start := time.Now()
-		if _, err := Push(ctx, img, []string{ref}, Options{}); err != nil {
+		if _, err := Push(ctx, registry.New(registry.Options{}), img, []string{ref}, Options{}); err != nil {
 			b.Fatal(err)
 		}
 		pushS += time.Since(start).Seconds()
 
 		rec := &recorder{}
 		start = time.Now()
-		if _, err := Push(ctx, img, []string{ref}, Options{Transport: rec}); err != nil {
+		if _, err := Push(ctx, registry.New(registry.Options{Transport: rec}), img, []string{ref}, Options{}); err != nil {
 			b.Fatal(err)
 		}
 		repushS += time.Since(start).Seconds()
@@ -114,7 +115,7 @@ func BenchmarkRegistryThroughput(b *testing.B) {
 		}
 		b.StartTimer()
 		start = time.Now()
-		if _, _, err := pull.Pull(ctx, s, ref, pull.Options{}); err != nil {
+		if _, err := pull.Pull(ctx, registry.New(registry.Options{}), s, ref, pull.Options{}); err != nil {
 			b.Fatal(err)
 		}
 		pullS += time.Since(start).Seconds()

@@ -1,7 +1,8 @@
 // Package push uploads images from the content store to registries.
 //
-// Push sends one image to any number of references with
-// go-containerregistry's pusher: blobs the registry already has are skipped
+// Push sends one image to any number of references through a
+// registry.Client (go-containerregistry's pusher, with the client's
+// credentials, TLS settings and retries; mirrors never apply): blobs the registry already has are skipped
 // (HEAD before upload), blobs go up several at once, transient failures
 // (5xx, 429, reset connections) are retried with backoff, and the manifest
 // is written last, so a tag never names an incomplete image. When several
@@ -13,47 +14,28 @@ package push
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"builder/build/pull"
-	"builder/build/registries"
+	"builder/build/registry"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// Options tunes Push. The zero value pushes over HTTPS (plain HTTP to
-// loopback registries) with the credentials of ~/.docker/config.json.
+// Options tunes one Push.
 type Options struct {
-	// Insecure lists registries ("host" or "host:port") reached over plain
-	// HTTP, as in pull.Options; loopback registries always are.
-	Insecure []string
-	// Keychain supplies credentials; default authn.DefaultKeychain.
-	Keychain authn.Keychain
 	// Progress, if set, receives one-line progress messages, from one
 	// goroutine at a time.
 	Progress func(string)
 	// Meter, if set, counts the bytes uploaded to each repository, for a
 	// live view of bytes and rates.
-	Meter pull.MeterFunc
-	// Jobs bounds the parallel blob uploads; default 4.
-	Jobs int
-	// Transport is the HTTP transport under authentication and retries;
-	// default remote.DefaultTransport.
-	Transport http.RoundTripper
-	// Backoff is the retry schedule of one request; default 5 tries,
-	// starting at 200ms and tripling.
-	Backoff *remote.Backoff
-	// Registries is the registry configuration: its plain HTTP and TLS
-	// settings apply; mirrors never do (pushes go to the registry named).
-	Registries *registries.Config
+	Meter registry.MeterFunc
 }
 
 // Error is the error of a failed push: one line naming the reference, e.g.
@@ -64,7 +46,7 @@ type Error struct {
 	Err error
 }
 
-func (e *Error) Error() string { return "push " + e.Ref + ": " + pull.Describe(e.Err) }
+func (e *Error) Error() string { return "push " + e.Ref + ": " + registry.Describe(e.Err) }
 
 // Unwrap returns the cause.
 func (e *Error) Unwrap() error { return e.Err }
@@ -82,22 +64,9 @@ type Result struct {
 // tags of one repository together. Push is idempotent: a second push of the
 // same image uploads nothing but manifests it finds missing. Errors are
 // *Error, naming the first reference that failed.
-func Push(ctx context.Context, img v1.Image, refs []string, opts Options) ([]Result, error) {
+func Push(ctx context.Context, c *registry.Client, img v1.Image, refs []string, opts Options) ([]Result, error) {
 	if len(refs) == 0 {
 		return nil, nil
-	}
-	if opts.Keychain == nil {
-		opts.Keychain = authn.DefaultKeychain
-	}
-	if opts.Jobs <= 0 {
-		opts.Jobs = 4
-	}
-	if opts.Transport == nil {
-		opts.Transport = remote.DefaultTransport
-	}
-	if opts.Backoff == nil {
-		b := pull.DefaultBackoff
-		opts.Backoff = &b
 	}
 	digest, err := img.Digest()
 	if err != nil {
@@ -110,7 +79,7 @@ func Push(ctx context.Context, img v1.Image, refs []string, opts Options) ([]Res
 	var groups []*repoGroup
 	byRepo := map[string]*repoGroup{}
 	for _, s := range refs {
-		r, err := opts.Registries.ParseReference(s, opts.Insecure)
+		r, err := c.ParseReference(s)
 		if err != nil {
 			return nil, &Error{Ref: s, Err: err}
 		}
@@ -156,7 +125,7 @@ func Push(ctx context.Context, img v1.Image, refs []string, opts Options) ([]Res
 		progress("pushing %s", strings.Join(names, ", "))
 		updates := make(chan v1.Update, 16)
 		done := make(chan struct{})
-		var meter pull.Meter
+		var meter registry.Meter
 		go func() {
 			defer close(done)
 			last := time.Now()
@@ -171,14 +140,7 @@ func Push(ctx context.Context, img v1.Image, refs []string, opts Options) ([]Res
 				}
 			}
 		}()
-		err := remote.MultiWrite(todo,
-			remote.WithContext(ctx),
-			remote.WithAuthFromKeychain(opts.Keychain),
-			remote.WithTransport(opts.Registries.Transport(reg, opts.Transport)),
-			remote.WithJobs(opts.Jobs),
-			remote.WithRetryBackoff(*opts.Backoff),
-			remote.WithRetryStatusCodes(pull.RetryStatusCodes...),
-			remote.WithProgress(updates))
+		err := c.MultiWrite(ctx, todo, updates)
 		<-done
 		if meter != nil {
 			meter.Done(err)

@@ -6,19 +6,24 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"builder/build/pull/faultproxy"
 	"builder/build/push/registrytest"
+	"builder/build/registry"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
@@ -128,8 +133,9 @@ func TestPushRoundTrip(t *testing.T) {
 			rec := &recorder{}
 			refs := []string{reg.Addr + "/app:1", reg.Addr + "/app:2", reg.Addr + "/other:1"}
 			var lines []string
-			opts := Options{Transport: rec, Backoff: fastBackoff(), Progress: func(s string) { lines = append(lines, s) }}
-			res, err := Push(context.Background(), img, refs, opts)
+			opts := Options{Progress: func(s string) { lines = append(lines, s) }}
+			c := registry.New(registry.Options{Transport: rec, Backoff: fastBackoff()})
+			res, err := Push(context.Background(), c, img, refs, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -154,7 +160,7 @@ func TestPushRoundTrip(t *testing.T) {
 			}
 			// A second push finds every blob and uploads nothing.
 			rec.reset()
-			if _, err := Push(context.Background(), img, refs, opts); err != nil {
+			if _, err := Push(context.Background(), c, img, refs, opts); err != nil {
 				t.Fatal(err)
 			}
 			if n := rec.count("POST", "/blobs/uploads/") + rec.count("PUT", "/blobs/"); n != 0 {
@@ -187,7 +193,7 @@ func TestPushErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Push(context.Background(), img, []string{tt.ref}, Options{Keychain: tt.keychain, Backoff: fastBackoff()})
+			_, err := Push(context.Background(), registry.New(registry.Options{Keychain: tt.keychain, Backoff: fastBackoff()}), img, []string{tt.ref}, Options{})
 			var perr *Error
 			if !errors.As(err, &perr) {
 				t.Fatalf("err = %v, want *Error", err)
@@ -215,7 +221,7 @@ func TestPushRetries(t *testing.T) {
 	}
 	// A few faults: retried away.
 	rec := &recorder{match: uploads, fail: 6}
-	res, err := Push(context.Background(), img, []string{reg.Addr + "/retry:1"}, Options{Transport: rec, Backoff: fastBackoff()})
+	res, err := Push(context.Background(), registry.New(registry.Options{Transport: rec, Backoff: fastBackoff()}), img, []string{reg.Addr + "/retry:1"}, Options{})
 	if err != nil {
 		t.Fatalf("push with %d injected faults: %v", rec.fail, err)
 	}
@@ -230,7 +236,7 @@ func TestPushRetries(t *testing.T) {
 	// Faults without end: a clear error after the retry budget.
 	rec = &recorder{match: uploads, fail: 1 << 30}
 	start := time.Now()
-	_, err = Push(context.Background(), img, []string{reg.Addr + "/retry:2"}, Options{Transport: rec, Backoff: fastBackoff()})
+	_, err = Push(context.Background(), registry.New(registry.Options{Transport: rec, Backoff: fastBackoff()}), img, []string{reg.Addr + "/retry:2"}, Options{})
 	if err == nil || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("err = %v, want one line", err)
 	}
@@ -266,7 +272,7 @@ func TestPushFaults(t *testing.T) {
 				faultproxy.Rule{Match: faultproxy.BlobCommits, Key: faultproxy.ByDigest, Faults: tt.commits, Then: tt.then},
 				faultproxy.Rule{Match: faultproxy.ManifestPuts, Faults: []faultproxy.Fault{faultproxy.Status503}})
 			ref := fmt.Sprintf("%s/faults:%d", px.Addr, i)
-			_, err = Push(context.Background(), img, []string{ref}, Options{Backoff: fastBackoff()})
+			_, err = Push(context.Background(), registry.New(registry.Options{Backoff: fastBackoff()}), img, []string{ref}, Options{})
 			if tt.wantErr != "" {
 				if err == nil {
 					t.Fatal("push succeeded through endless faults")
@@ -339,10 +345,44 @@ func TestPushParallel(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := &gate{two: make(chan struct{})}
-	if _, err := Push(context.Background(), img, []string{reg.Addr + "/parallel:1"}, Options{Transport: g, Jobs: 4}); err != nil {
+	if _, err := Push(context.Background(), registry.New(registry.Options{Transport: g, Jobs: 4}), img, []string{reg.Addr + "/parallel:1"}, Options{}); err != nil {
 		t.Fatal(err)
 	}
 	if g.max < 2 {
 		t.Errorf("at most %d blob uploads in flight, want several", g.max)
+	}
+}
+
+// TestPushIgnoresMirrors pushes to a registry the configuration gives a
+// mirror: the image goes to the registry named, and the mirror (a live
+// registry that counts requests) is never asked.
+func TestPushIgnoresMirrors(t *testing.T) {
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	var mirrorRequests atomic.Int64
+	mirrorReg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	mirror := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mirrorRequests.Add(1)
+		mirrorReg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(mirror.Close)
+	origin := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(origin.Close)
+	mhost, ohost := strings.TrimPrefix(mirror.URL, "http://"), strings.TrimPrefix(origin.URL, "http://")
+	cfg, err := registry.Parse(fmt.Sprintf("[registry.%q]\n  mirrors = [%q]\n", ohost, mhost))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _ := random.Image(1024, 2)
+	want, _ := img.Digest()
+	c := registry.New(registry.Options{Config: cfg, Backoff: fastBackoff()})
+	if _, err := Push(context.Background(), c, img, []string{ohost + "/app:1"}, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := name.ParseReference(ohost+"/app:1", name.Insecure)
+	if got, err := remote.Get(r); err != nil || got.Digest != want {
+		t.Errorf("the registry named has %v, %v; want %s", got, err, want)
+	}
+	if n := mirrorRequests.Load(); n != 0 {
+		t.Errorf("the mirror got %d requests from a push", n)
 	}
 }

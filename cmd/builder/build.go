@@ -68,7 +68,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		return usagef("builder build needs exactly one CONTEXT argument (see 'builder build --help')")
 	}
 	o := build.Options{ContextDir: fs.Arg(0), Tags: tags, Target: target, NoCache: noCache, Pull: pull,
-		Network: network, Insecure: insecure, BuildArgs: map[string]string{}, Labels: map[string]string{}}
+		Network: network, BuildArgs: map[string]string{}, Labels: map[string]string{}}
 	if file != "" {
 		o.Dockerfile = file
 	}
@@ -133,7 +133,11 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	o.Progress = build.NewProgressMode(os.Stderr, mode)
 	o.ExplainCache = *explainCache || progress == "plain"
 	defer o.Progress.Close()
-	b, err := g.open()
+	rc, err := g.registryClient(insecure)
+	if err != nil {
+		return err
+	}
+	b, err := g.open(rc)
 	if err != nil {
 		return err
 	}
@@ -142,7 +146,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	exp := newExporter(b, g.root, insecure, o.Progress.Line)
+	exp := newExporter(b, g.root, o.Progress.Line)
 	exp.meter = o.Progress.Meter()
 	ex, err := exp.exportAll(ctx, outs, res)
 	if err != nil {

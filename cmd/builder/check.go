@@ -17,7 +17,7 @@ func runCheck(ctx context.Context, g *globals, args []string) error {
 	if fs.NArg() != 0 {
 		return usagef("builder check takes no arguments")
 	}
-	b, err := g.open()
+	b, err := g.open(nil)
 	if err != nil {
 		return err
 	}

@@ -28,11 +28,11 @@ func runDiff(ctx context.Context, g *globals, args []string) error {
 	if fs.NArg() != 2 {
 		return usagef("builder diff needs two images (see 'builder diff --help')")
 	}
-	regs, err := g.registries()
+	rc, err := g.registryClient(insecure)
 	if err != nil {
 		return err
 	}
-	o := imagediff.OpenOptions{Insecure: insecure, Registries: regs}
+	o := imagediff.OpenOptions{Remote: rc}
 	if st, err := os.Stat(g.root); err == nil && st.IsDir() {
 		s, err := content.Open(g.root)
 		if err != nil {

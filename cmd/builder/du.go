@@ -15,7 +15,7 @@ func runDu(ctx context.Context, g *globals, args []string) error {
 	if fs.NArg() != 0 {
 		return usagef("builder du takes no arguments")
 	}
-	b, err := g.open()
+	b, err := g.open(nil)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"builder/build"
+	"builder/build/registry"
 	"builder/build/rootless"
 )
 
@@ -56,12 +57,10 @@ func parseGlobals(args []string) (*globals, []string, error) {
 	return g, fs.Args(), nil
 }
 
-func (g *globals) open() (*build.Builder, error) {
-	regs, err := g.registries()
-	if err != nil {
-		return nil, err
-	}
-	cfg := build.Config{Root: g.root, Snapshotter: g.snapshotter, Registries: regs}
+// open opens the builder on the store at --root; rc is the registry
+// client its builds use (nil for commands that reach no registry).
+func (g *globals) open(rc *registry.Client) (*build.Builder, error) {
+	cfg := build.Config{Root: g.root, Snapshotter: g.snapshotter, Registry: rc}
 	if g.gcKeep != "" {
 		n, err := parseSize(g.gcKeep)
 		if err != nil {

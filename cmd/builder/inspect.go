@@ -11,6 +11,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"builder/build/registry"
 )
 
 // imageInfo is what `builder inspect` shows of an image: its manifest
@@ -98,11 +100,14 @@ func inspectImage(ref string, img v1.Image) (*imageInfo, error) {
 func runInspect(ctx context.Context, g *globals, args []string) error {
 	fs := newFlagSet("inspect", g)
 	format := fs.StringP("format", "f", "json", "output format: json, or a Go template applied to the image (e.g. '{{.Config.Cmd}}')")
+	var insecure []string
+	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
 	usage := "builder inspect [OPTIONS] IMAGE\n\n" +
-		"Show a local image: manifest digest, config, layers with their sizes and the\n" +
-		"step (history entry) that made each.\n\n" +
+		"Show a local image, or with docker://REF one in a registry: manifest digest,\n" +
+		"config, layers with their sizes and the step (history entry) that made each.\n\n" +
 		"Examples:\n" +
 		"  builder inspect app\n" +
+		"  builder inspect docker://registry.example.com/app:1\n" +
 		"  builder inspect --format '{{.Digest}}' app\n" +
 		"  builder inspect -f '{{range .Layers}}{{.Size}} {{.CreatedBy}}{{\"\\n\"}}{{end}}' app\n" +
 		"  builder inspect -f '{{json .Config.Env}}' app"
@@ -126,7 +131,13 @@ func runInspect(ctx context.Context, g *globals, args []string) error {
 		}
 		tmpl = t
 	}
-	info, err := g.inspectStored(fs.Arg(0))
+	var info *imageInfo
+	var err error
+	if ref, ok := strings.CutPrefix(fs.Arg(0), "docker://"); ok {
+		info, err = g.inspectRemote(ctx, ref, insecure)
+	} else {
+		info, err = g.inspectStored(fs.Arg(0))
+	}
 	if err != nil {
 		return err
 	}
@@ -145,6 +156,37 @@ func (g *globals) inspectStored(name string) (*imageInfo, error) {
 	}
 	return inspectImage(name, img)
 }
+
+// inspectRemote describes the image a registry holds under ref, for the
+// host's platform, reading manifest and config only.
+func (g *globals) inspectRemote(ctx context.Context, ref string, insecure []string) (*imageInfo, error) {
+	rc, err := g.registryClient(insecure)
+	if err != nil {
+		return nil, err
+	}
+	r, err := rc.ParseReference(ref)
+	if err != nil {
+		return nil, usagef("docker://%s: %v", ref, err)
+	}
+	img, err := rc.Image(ctx, r, v1.Platform{OS: "linux", Architecture: hostArch()})
+	if err != nil {
+		return nil, &remoteError{ref: ref, err: err}
+	}
+	return inspectImage("docker://"+ref, img)
+}
+
+// remoteError is a failed read of an image in a registry: one line naming
+// the reference. Unwrap gives the cause (a registry's answer is a
+// *transport.Error).
+type remoteError struct {
+	ref string
+	err error
+}
+
+func (e *remoteError) Error() string { return "inspect " + e.ref + ": " + registry.Describe(e.err) }
+
+// Unwrap returns the cause.
+func (e *remoteError) Unwrap() error { return e.err }
 
 // printInspect writes info as indented JSON, or through tmpl followed by
 // a newline.

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,13 +16,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"builder/build/pull"
-	"builder/build/registries"
+	"builder/build/registry"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
 // dockerHubKey is the key Docker keeps Docker Hub credentials under.
@@ -50,21 +45,6 @@ func registryKey(reg name.Registry) string {
 		return dockerHubKey
 	}
 	return reg.RegistryStr()
-}
-
-// parseRegistry reads a registry argument: host[:port], optionally as a
-// URL ("https://host/v2/"); empty means Docker Hub.
-func parseRegistry(s string, regs *registries.Config, insecure []string) (name.Registry, error) {
-	s = strings.TrimPrefix(strings.TrimPrefix(s, "https://"), "http://")
-	s, _, _ = strings.Cut(s, "/")
-	if s == "" || s == "docker.io" || s == "index.docker.io" {
-		s = name.DefaultRegistry
-	}
-	var opts []name.Option
-	if regs.PlainHTTP(s, insecure) {
-		opts = append(opts, name.Insecure)
-	}
-	return name.NewRegistry(s, opts...)
 }
 
 // dockerConfig is config.json, every field kept as it was read.
@@ -145,25 +125,17 @@ func runHelper(ctx context.Context, helper, action string, input []byte) error {
 	return nil
 }
 
-// verifyLogin checks user and password against the registry: the token
-// exchange of a bearer-auth registry and a GET /v2/ must both succeed.
-func verifyLogin(ctx context.Context, reg name.Registry, regs *registries.Config, user, pass string) error {
-	auth := authn.FromConfig(authn.AuthConfig{Username: user, Password: pass})
-	rt, err := transport.NewWithContext(ctx, reg, auth, regs.Transport(reg.RegistryStr(), remote.DefaultTransport), nil)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, reg.Scheme()+"://"+reg.RegistryStr()+"/v2/", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := (&http.Client{Transport: rt}).Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return transport.CheckError(resp, http.StatusOK)
+// loginError is a refused or failed login: one line naming the registry.
+// Unwrap gives the cause (a registry's refusal is a *transport.Error).
+type loginError struct {
+	registry string
+	err      error
 }
+
+func (e *loginError) Error() string { return "login " + e.registry + ": " + registry.Describe(e.err) }
+
+// Unwrap returns the cause.
+func (e *loginError) Unwrap() error { return e.err }
 
 // readPassword reads a line from stdin, without echo if it is a terminal.
 func readPassword(prompt string) (string, error) {
@@ -214,11 +186,11 @@ func runLogin(ctx context.Context, g *globals, args []string) error {
 	if passStdin && user == "" {
 		return usagef("--password-stdin needs --username")
 	}
-	regs, err := g.registries()
+	rc, err := g.registryClient(insecure)
 	if err != nil {
 		return err
 	}
-	reg, err := parseRegistry(fs.Arg(0), regs, insecure)
+	reg, err := rc.ParseRegistry(fs.Arg(0))
 	if err != nil {
 		return usagef("registry %q: %v", fs.Arg(0), err)
 	}
@@ -243,8 +215,8 @@ func runLogin(ctx context.Context, g *globals, args []string) error {
 	if user == "" || pass == "" {
 		return usagef("login needs a user name and a password")
 	}
-	if err := verifyLogin(ctx, reg, regs, user, pass); err != nil {
-		return fmt.Errorf("login %s: %s", reg.RegistryStr(), pull.Describe(err))
+	if err := rc.CheckLogin(ctx, reg, user, pass); err != nil {
+		return &loginError{registry: reg.RegistryStr(), err: err}
 	}
 	cfg, err := readDockerConfig()
 	if err != nil {
@@ -277,7 +249,8 @@ func runLogout(ctx context.Context, g *globals, args []string) error {
 	if fs.NArg() > 1 {
 		return usagef("builder logout takes at most one REGISTRY")
 	}
-	reg, err := parseRegistry(fs.Arg(0), nil, nil)
+	// Logout only edits config.json: no configuration, no network.
+	reg, err := registry.New(registry.Options{}).ParseRegistry(fs.Arg(0))
 	if err != nil {
 		return usagef("registry %q: %v", fs.Arg(0), err)
 	}

@@ -14,9 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"builder/build"
-	"builder/build/pull"
 	"builder/build/push"
-	"builder/build/registries"
+	"builder/build/registry"
 	"builder/export"
 	"builder/snapshot/content"
 
@@ -166,16 +165,15 @@ type exporter struct {
 	store    *content.Store
 	index    *export.Index
 	root     string // the store root: scratch space goes under root/tmp
-	insecure []string
-	regs     *registries.Config
+	rc       *registry.Client
 	progress func(string)
-	meter    pull.MeterFunc // counts push bytes; nil shows none
+	meter    registry.MeterFunc // counts push bytes; nil shows none
 
 	converted map[export.ConvertOptions]v1.Image
 }
 
-func newExporter(b *build.Builder, root string, insecure []string, progress func(string)) *exporter {
-	return &exporter{store: b.Store(), index: b.Index(), root: root, insecure: insecure, regs: b.Registries(), progress: progress,
+func newExporter(b *build.Builder, root string, progress func(string)) *exporter {
+	return &exporter{store: b.Store(), index: b.Index(), root: root, rc: b.Registry(), progress: progress,
 		converted: map[export.ConvertOptions]v1.Image{}}
 }
 
@@ -304,7 +302,7 @@ func (e *exporter) tagAll(img v1.Image, names []string) error {
 
 // push uploads img to names.
 func (e *exporter) push(ctx context.Context, img v1.Image, names []string) error {
-	_, err := push.Push(ctx, img, names, push.Options{Insecure: e.insecure, Registries: e.regs, Progress: e.progress, Meter: e.meter})
+	_, err := push.Push(ctx, e.rc, img, names, push.Options{Progress: e.progress, Meter: e.meter})
 	return err
 }
 

@@ -45,7 +45,7 @@ func runPrune(ctx context.Context, g *globals, args []string) error {
 		}
 		o.Until = d
 	}
-	b, err := g.open()
+	b, err := g.open(nil)
 	if err != nil {
 		return err
 	}

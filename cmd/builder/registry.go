@@ -12,7 +12,7 @@ import (
 	"builder/build"
 	"builder/build/pull"
 	"builder/build/push"
-	"builder/build/registries"
+	"builder/build/registry"
 	"builder/export"
 	"builder/snapshot/content"
 
@@ -55,14 +55,25 @@ func commandProgress(quiet bool) *build.Progress {
 	return build.NewProgressMode(os.Stderr, mode)
 }
 
-// registries reads the registry configuration: the --registry-config file,
-// else the one BUILDER_REGISTRY_CONFIG names (both must exist), else the
-// default file if there is one.
-func (g *globals) registries() (*registries.Config, error) {
+// registryConfig reads the registry configuration: the --registry-config
+// file, else the one BUILDER_REGISTRY_CONFIG names (both must exist), else
+// the default file if there is one.
+func (g *globals) registryConfig() (*registry.Config, error) {
 	if g.regConfig != "" {
-		return registries.Load(g.regConfig)
+		return registry.Load(g.regConfig)
 	}
-	return registries.LoadDefault()
+	return registry.LoadDefault()
+}
+
+// registryClient makes the one registry client of a command: the registry
+// configuration, the command's --insecure-registry list, and the
+// credentials of $DOCKER_CONFIG/config.json.
+func (g *globals) registryClient(insecure []string) (*registry.Client, error) {
+	cfg, err := g.registryConfig()
+	if err != nil {
+		return nil, err
+	}
+	return registry.New(registry.Options{Config: cfg, Insecure: insecure}), nil
 }
 
 func runPush(ctx context.Context, g *globals, args []string) error {
@@ -89,14 +100,14 @@ func runPush(ctx context.Context, g *globals, args []string) error {
 	if fs.NArg() == 2 {
 		dest = fs.Arg(1)
 	}
-	regs, err := g.registries()
+	rc, err := g.registryClient(insecure)
 	if err != nil {
 		return err
 	}
 	prog := commandProgress(quiet)
 	defer prog.Close()
-	opts := push.Options{Insecure: insecure, Registries: regs, Progress: prog.Line, Meter: prog.Meter()}
-	res, err := push.Push(ctx, img, []string{dest}, opts)
+	opts := push.Options{Progress: prog.Line, Meter: prog.Meter()}
+	res, err := push.Push(ctx, rc, img, []string{dest}, opts)
 	if err != nil {
 		return err
 	}
@@ -126,15 +137,15 @@ func runPull(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	regs, err := g.registries()
+	rc, err := g.registryClient(insecure)
 	if err != nil {
 		return err
 	}
 	prog := commandProgress(quiet)
 	defer prog.Close()
-	opts := pull.Options{Insecure: insecure, Registries: regs, Platform: *p, Progress: prog.Line, Meter: prog.Meter()}
+	opts := pull.Options{Platform: *p, Progress: prog.Line, Meter: prog.Meter()}
 	ref := fs.Arg(0)
-	d, _, err := pull.Pull(ctx, s, ref, opts)
+	d, err := pull.Pull(ctx, rc, s, ref, opts)
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,7 @@ func runRmi(ctx context.Context, g *globals, args []string) error {
 	if fs.NArg() == 0 {
 		return usagef("builder rmi needs at least one image NAME")
 	}
-	b, err := g.open()
+	b, err := g.open(nil)
 	if err != nil {
 		return err
 	}

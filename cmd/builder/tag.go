@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"builder/export"
+	"builder/imageref"
 )
 
 func runTag(ctx context.Context, g *globals, args []string) error {
@@ -35,7 +36,7 @@ func runTag(ctx context.Context, g *globals, args []string) error {
 	}
 	desc.Annotations = nil
 	for _, dst := range fs.Args()[1:] {
-		if _, err := export.NormalizeName(dst); err != nil {
+		if _, err := imageref.Normalize(dst); err != nil {
 			return usagef("target %q: %v", dst, err)
 		}
 		if err := idx.Tag(dst, desc); err != nil {

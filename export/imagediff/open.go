@@ -14,14 +14,12 @@ import (
 	"runtime"
 	"strings"
 
-	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"builder/build/registries"
 	"builder/export"
 	"builder/snapshot/content"
 )
@@ -38,18 +36,23 @@ type OpenOptions struct {
 	// from Store. Both nil means no local store.
 	Store *content.Store
 	Index *export.Index
-	// Insecure lists registries ("host" or "host:port") reached over plain
-	// HTTP. Loopback registries always are.
-	Insecure []string
-	// Keychain supplies registry credentials; default authn.DefaultKeychain.
-	Keychain authn.Keychain
+	// Remote opens registry references (the CLI passes its
+	// *registry.Client, with credentials, plain HTTP and TLS settings;
+	// mirrors do not apply: a diff reads the registry named). nil means
+	// registry references cannot be opened.
+	Remote Remote
 	// Platform picks the image of a multi-platform index; default
 	// linux/GOARCH.
 	Platform *v1.Platform
-	// Registries is the registry configuration (plain HTTP and TLS per
-	// registry; mirrors do not apply: a diff reads the registry named).
-	// nil means none.
-	Registries *registries.Config
+}
+
+// Remote opens images in registries.
+type Remote interface {
+	// ParseReference parses a reference with Docker's defaults.
+	ParseReference(ref string) (name.Reference, error)
+	// Image returns the image ref names, platform picked out of an index;
+	// layers are read only when opened.
+	Image(ctx context.Context, ref name.Reference, platform v1.Platform) (v1.Image, error)
 }
 
 // Source is an opened image and the name it was opened by. Close releases
@@ -115,16 +118,14 @@ func Open(ctx context.Context, ref string, o OpenOptions) (*Source, error) {
 }
 
 func openRemote(ctx context.Context, display, ref string, o OpenOptions) (*Source, error) {
-	r, err := o.Registries.ParseReference(ref, o.Insecure)
+	if o.Remote == nil {
+		return nil, fmt.Errorf("open %s: not a local name or an archive, and registries are not reachable here", display)
+	}
+	r, err := o.Remote.ParseReference(ref)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: not a local name, an archive or a registry reference: %w", display, err)
 	}
-	kc := o.Keychain
-	if kc == nil {
-		kc = authn.DefaultKeychain
-	}
-	img, err := remote.Image(r, remote.WithContext(ctx), remote.WithAuthFromKeychain(kc), remote.WithPlatform(platform(o)),
-		remote.WithTransport(o.Registries.Transport(r.Context().RegistryStr(), remote.DefaultTransport)))
+	img, err := o.Remote.Image(ctx, r, platform(o))
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", display, err)
 	}

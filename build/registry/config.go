@@ -1,6 +1,6 @@
-// Package registries reads the registry configuration file: mirrors, plain
-// HTTP and TLS settings per registry, in the shape of the [registry."…"]
-// section of BuildKit's buildkitd.toml:
+// The registry configuration file: mirrors, plain HTTP and TLS settings per
+// registry, in the shape of the [registry."…"] section of BuildKit's
+// buildkitd.toml:
 //
 //	[registry."docker.io"]
 //	  mirrors = ["127.0.0.1:5000", "mirror.example/dockerhub"]
@@ -13,7 +13,8 @@
 // it may be shared by concurrent pulls and pushes. A nil *Config is valid
 // and means "no file": only the built-in rules apply (loopback registries
 // are spoken to over plain HTTP).
-package registries
+
+package registry
 
 import (
 	"crypto/tls"

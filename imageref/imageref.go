@@ -1,4 +1,9 @@
-package export
+// Package imageref spells image references the way Docker reads them, so
+// that the store's tags, archives and registry messages name an image the
+// same way. It is a leaf package: the store side (export) and the registry
+// side (build/pull, build/registry) both use it without importing each
+// other.
+package imageref
 
 import (
 	"fmt"
@@ -6,21 +11,21 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
-// NormalizeName returns the full form of an image reference the way Docker
+// Normalize returns the full form of an image reference the way Docker
 // reads it: "app" is "docker.io/library/app:latest", "ghcr.io/o/app" is
 // "ghcr.io/o/app:latest", and a digest reference keeps its digest
 // ("app@sha256:…" is "docker.io/library/app@sha256:…"). Docker Hub is
 // spelled docker.io, not index.docker.io.
-func NormalizeName(ref string) (string, error) {
+func Normalize(ref string) (string, error) {
 	r, err := name.ParseReference(ref)
 	if err != nil {
 		return "", fmt.Errorf("parse image name %q: %w", ref, err)
 	}
-	return normalized(r), nil
+	return Spell(r), nil
 }
 
-// normalized spells r in the form NormalizeName returns.
-func normalized(r name.Reference) string {
+// Spell spells a parsed reference in the form Normalize returns.
+func Spell(r name.Reference) string {
 	reg := r.Context().RegistryStr()
 	if reg == name.DefaultRegistry {
 		reg = "docker.io"

@@ -1,4 +1,4 @@
-package pull
+package registry
 
 import "io"
 
@@ -40,12 +40,4 @@ func (r meteredReader) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
 	r.m.Add(int64(n))
 	return n, err
-}
-
-// shortDigest is the 12 hex digits docker shows for a digest.
-func shortDigest(d string) string {
-	if i := len("sha256:") + 12; len(d) > i {
-		return d[:i]
-	}
-	return d
 }

@@ -1,4 +1,4 @@
-package pull
+package registry
 
 import (
 	"errors"
@@ -13,10 +13,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
-// describe renders err as one short line: network and registry errors,
-// which arrive as long URL-laden strings, are replaced by what they mean;
-// context added by this package (such as "blob sha256:…: ") is kept.
-func describe(err error) string {
+// Describe renders err as one short line for people: network and registry
+// errors, which arrive as long URL-laden strings, are replaced by what they
+// mean (for example "connection refused" or "unauthorized: authentication
+// required"); the context that wraps them (such as "blob sha256:…: ") is
+// kept. It only formats: err itself keeps its type for errors.As.
+func Describe(err error) string {
 	msg := err.Error()
 	var terr *transport.Error
 	var dnsErr *net.DNSError
