@@ -242,14 +242,16 @@ func (s *stubs) noteParent(dirfd int, dir string) error {
 		if s.inUpper(d) {
 			break // in the upper dir already, and so are its parents
 		}
+		// Resolved again by path, d may be gone (a concurrent rename in a
+		// shared cache mount): then there is nothing to note.
 		fd, err := s.open(d, unix.O_PATH|unix.O_NOFOLLOW)
 		if err != nil {
-			return err
+			break
 		}
 		err = unix.Fstat(fd, &st)
 		unix.Close(fd)
 		if err != nil {
-			return err
+			break
 		}
 		s.copied = append(s.copied, copiedUp{
 			Path: d, Mode: st.Mode, UID: st.Uid, GID: st.Gid, Mtime: st.Mtim.Nano(),

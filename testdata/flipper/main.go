@@ -4,8 +4,10 @@
 // symlink to "/", writes "started", and then swaps the two names with
 // renameat2(RENAME_EXCHANGE) until "done" appears or SECONDS pass. It
 // prints the number of swaps and removes "started" and "done" on exit.
+// With MIRROR, it first creates sub/MIRROR, so that a path through sub
+// exists whichever way sub points when MIRROR exists on the host too.
 //
-// Usage: flipper DIR SECONDS
+// Usage: flipper DIR SECONDS [MIRROR]
 package main
 
 import (
@@ -19,8 +21,8 @@ import (
 )
 
 func main() {
-	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: flipper DIR SECONDS")
+	if len(os.Args) != 3 && len(os.Args) != 4 {
+		fmt.Fprintln(os.Stderr, "usage: flipper DIR SECONDS [MIRROR]")
 		os.Exit(2)
 	}
 	dir := os.Args[1]
@@ -31,16 +33,27 @@ func main() {
 	}
 	p := func(name string) string { return filepath.Join(dir, name) }
 	os.Remove(p("done"))
-	for _, n := range []string{"sub", "link"} {
-		if fi, err := os.Lstat(p(n)); err == nil && fi.Mode()&os.ModeSymlink != 0 {
-			os.Remove(p(n))
+	// A run killed while flipping may have left the two names swapped.
+	if fi, err := os.Lstat(p("sub")); err == nil && !fi.IsDir() {
+		if err := unix.Renameat2(unix.AT_FDCWD, p("sub"), unix.AT_FDCWD, p("link"), unix.RENAME_EXCHANGE); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
 		}
 	}
-	if err := os.MkdirAll(p("sub"), 0o755); err != nil {
+	mirror := ""
+	if len(os.Args) == 4 {
+		mirror = os.Args[3]
+	}
+	if err := os.MkdirAll(filepath.Join(p("sub"), mirror), 0o755); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	if fi, err := os.Lstat(p("link")); err == nil && fi.IsDir() {
+		if err := os.RemoveAll(p("link")); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	} else if err == nil {
 		os.Remove(p("link"))
 	}
 	if err := os.Symlink("/", p("link")); err != nil {
