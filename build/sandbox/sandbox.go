@@ -12,6 +12,15 @@
 // filter denying what Docker's default profile denies (see seccomp.go), and
 // Docker's masked and read-only /proc and /sys paths.
 //
+// Every path that build input can influence (a RUN --mount source inside
+// its root, every mountpoint inside the root filesystem) is resolved once,
+// inside its root, to a file descriptor (openat2 with RESOLVE_IN_ROOT, or a
+// walk one component at a time on descriptors), and mounted through it with
+// open_tree, fsopen/fsmount, mount_setattr and move_mount (Linux 5.12 or
+// later); no path is looked up again after a check, so a concurrent rename
+// (a parallel build sharing a cache mount) cannot redirect a mount to the
+// host. Every RUN --mount mount is nosuid and nodev.
+//
 // A RUN that changes nothing leaves no change in the snapshot. On an overlay
 // root, the mountpoints the image lacks (/proc, /dev, /sys, /etc/hosts,
 // /etc/resolv.conf, --mount targets) come from an extra lowest layer on a
