@@ -540,6 +540,9 @@ func writableCopy(dir string, src *os.File) (string, error) {
 	case !fi.IsDir():
 		return "", fmt.Errorf("not a regular file or directory")
 	}
+	if strings.ContainsAny(dir, ",:") {
+		return "", fmt.Errorf("path %q holds a comma or colon, which overlayfs options cannot carry", dir)
+	}
 	upper, work, merged := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "merged")
 	for _, d := range []string{upper, work, merged} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -550,9 +553,6 @@ func writableCopy(dir string, src *os.File) (string, error) {
 	// open on, wherever its path leads now.
 	lower := "/proc/self/fd/" + strconv.Itoa(int(src.Fd()))
 	opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
-	if strings.ContainsAny(upper, ",:") {
-		return "", fmt.Errorf("path %q holds a comma or colon, which overlayfs options cannot carry", upper)
-	}
 	if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
 		return "", fmt.Errorf("mount overlay: %w", err)
 	}
@@ -562,7 +562,7 @@ func writableCopy(dir string, src *os.File) (string, error) {
 // copyFile copies the regular file open (O_PATH) as src to dst with its
 // mode, owner and times, reading it through that fd.
 func copyFile(dst string, src *os.File, fi os.FileInfo) error {
-	in, err := pathrs.Reopen(src, os.O_RDONLY|unix.O_NOFOLLOW)
+	in, err := pathrs.Reopen(src, os.O_RDONLY)
 	if err != nil {
 		return err
 	}

@@ -15,8 +15,10 @@ func TestRootlessMounts(t *testing.T) {
 	ctx := f.writeCase(t, "mounts", "FROM "+base+"\n"+
 		"RUN --mount=type=cache,target=/tmp/c --mount=type=tmpfs,target=/tmp/t "+
 		"--mount=type=bind,source=file,target=/tmp/b --mount=type=bind,target=/tmp/d,rw "+
+		"--mount=type=bind,source=file,target=/tmp/f,rw "+
 		"echo x > /tmp/c/x && echo y > /tmp/t/y && grep -q context /tmp/b && echo z > /tmp/d/z && "+
-		"for m in /tmp/c /tmp/t /tmp/b /tmp/d; do grep \" $m \" /proc/self/mountinfo | grep -q nosuid,nodev || exit 9; done && "+
+		"grep -q context /tmp/f && echo w > /tmp/f && "+
+		"for m in /tmp/c /tmp/t /tmp/b /tmp/d /tmp/f; do grep \" $m \" /proc/self/mountinfo | grep -q nosuid,nodev || exit 9; done && "+
 		"touch /done\n",
 		map[string]string{"file": "from the context\n"})
 	out, code := f.run(t, "build", "--progress=plain", "-t", "rootless-mounts", ctx)
