@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -76,10 +77,18 @@ func seeRun(mount string, n int) string {
 }
 
 // checkSeen fails the test for every step that recorded the host in the
-// /seen file of res's image, and returns how many steps recorded anything.
+// /seen file of res's image, and for a /flips file (the flipper's count)
+// that is there but does not count any swap; it returns how many steps
+// recorded anything.
 func checkSeen(t *testing.T, res *Result) int {
 	t.Helper()
-	seen := readFile(t, unpack(t, res.Image).rootfs, "seen")
+	rootfs := unpack(t, res.Image).rootfs
+	if flips, err := os.ReadFile(filepath.Join(rootfs, "flips")); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(flips))); err != nil || n == 0 {
+			t.Errorf("the flipper swapped %q times", flips)
+		}
+	}
+	seen := readFile(t, rootfs, "seen")
 	lines := strings.Fields(strings.ReplaceAll(seen, "\n", " "))
 	for i := 1; i < len(lines); i += 2 {
 		if lines[i] == "host" {
