@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	securejoin "github.com/cyphar/filepath-securejoin"
+	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
 
 	"builder/build/copier"
@@ -318,7 +318,7 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 				return err
 			}
 			defer release()
-			extra = append(extra, sandbox.Mount{Type: "bind", Source: dir, Target: rm.target, ReadOnly: m.ReadOnly})
+			extra = append(extra, sandbox.Mount{Type: "bind", Root: dir, Source: rm.source, Target: rm.target, ReadOnly: m.ReadOnly})
 		case "tmpfs":
 			opts := []string{"nosuid"}
 			if m.Size > 0 {
@@ -381,7 +381,7 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 					return fmt.Errorf("mount context path /%s: %w", rm.source, err)
 				}
 				root := filepath.Join(dir, ctxCopyName)
-				if fi, err := os.Stat(filepath.Join(j.bctx.Dir, rm.source)); err == nil && !fi.IsDir() {
+				if isFileInRoot(j.bctx.Dir, rm.source) {
 					rm.source = path.Base(rm.source)
 				} else {
 					rm.source = ""
@@ -413,35 +413,40 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 			if err := os.WriteFile(filepath.Join(dir, script.Name), []byte(script.Data), 0o755); err != nil {
 				return fmt.Errorf("write heredoc script: %w", err)
 			}
-			extra = append(extra, sandbox.Mount{Type: "bind", Source: dir, Target: pipesDir, ReadOnly: true})
+			extra = append(extra, sandbox.Mount{Type: "bind", Root: scratch, Source: "pipes", Target: pipesDir, ReadOnly: true})
 		}
 		for i, s := range secrets {
-			p := filepath.Join(scratch, "secret-"+strconv.Itoa(i))
-			if err := writeSecret(p, s.data, s.rm.m); err != nil {
+			name := "secret-" + strconv.Itoa(i)
+			if err := writeSecret(filepath.Join(scratch, name), s.data, s.rm.m); err != nil {
 				return fmt.Errorf("mount secret %s: %w", s.rm.secretID, err)
 			}
-			extra = append(extra, sandbox.Mount{Type: "bind", Source: p, Target: s.rm.target, ReadOnly: true})
+			extra = append(extra, sandbox.Mount{Type: "bind", Root: scratch, Source: name, Target: s.rm.target, ReadOnly: true})
 		}
 		for i, b := range binds {
 			root := b.dir
 			if b.set >= 0 {
 				root = roots[b.set]
 			}
-			src, err := securejoin.SecureJoin(root, b.rm.source)
+			// The source is checked here for a clear error; the sandbox
+			// resolves it again inside root by fd, as the writable copy
+			// does.
+			src, err := pathrs.OpenInRoot(root, "/"+b.rm.source)
 			if err != nil {
 				return fmt.Errorf("mount source /%s: %w", b.rm.source, err)
 			}
-			fi, err := os.Stat(src)
-			if err != nil {
-				return fmt.Errorf("mount source /%s: %w", b.rm.source, err)
-			}
+			m := sandbox.Mount{Type: "bind", Root: root, Source: b.rm.source, Target: b.rm.target, ReadOnly: b.rm.m.ReadOnly}
 			if !b.rm.m.ReadOnly {
 				// Writes are allowed but thrown away with the scratch tmpfs.
-				if src, err = writableCopy(filepath.Join(scratch, "rw-"+strconv.Itoa(i)), src, fi); err != nil {
+				name := "rw-" + strconv.Itoa(i)
+				sub, err := writableCopy(filepath.Join(scratch, name), src)
+				if err != nil {
+					src.Close()
 					return fmt.Errorf("mount source /%s read-write: %w", b.rm.source, err)
 				}
+				m.Root, m.Source = scratch, path.Join(name, sub)
 			}
-			extra = append(extra, sandbox.Mount{Type: "bind", Source: src, Target: b.rm.target, ReadOnly: b.rm.m.ReadOnly})
+			src.Close()
+			extra = append(extra, m)
 		}
 		return fn(extra, env)
 	}
@@ -516,19 +521,27 @@ func (j *job) seedCacheMount(ctx context.Context, rm *runMount, dir string) erro
 	})
 }
 
-// writableCopy makes a writable view of src under dir (on the scratch
-// tmpfs): an overlay for a directory, a copy for a file. It must run on
-// the thread of the mount namespace the result is used in.
-func writableCopy(dir, src string, fi os.FileInfo) (string, error) {
+// writableCopy makes a writable view of the file or directory open
+// (O_PATH) as src under dir (on the scratch tmpfs) and returns its path
+// relative to dir: an overlay whose lower dir is src itself, named by fd,
+// for a directory ("merged"), a copy for a regular file ("file"). It must
+// run on the thread of the mount namespace the result is used in.
+func writableCopy(dir string, src *os.File) (string, error) {
+	fi, err := src.Stat()
+	if err != nil {
+		return "", err
+	}
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return "", err
 	}
-	if !fi.IsDir() {
-		dst := filepath.Join(dir, "file")
-		return dst, copyFile(dst, src, fi)
+	switch {
+	case fi.Mode().IsRegular():
+		return "file", copyFile(filepath.Join(dir, "file"), src, fi)
+	case !fi.IsDir():
+		return "", fmt.Errorf("not a regular file or directory")
 	}
-	if strings.ContainsAny(src, ",:") {
-		return "", fmt.Errorf("path %q holds a comma or colon, which overlayfs options cannot carry", src)
+	if strings.ContainsAny(dir, ",:") {
+		return "", fmt.Errorf("path %q holds a comma or colon, which overlayfs options cannot carry", dir)
 	}
 	upper, work, merged := filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "merged")
 	for _, d := range []string{upper, work, merged} {
@@ -536,17 +549,20 @@ func writableCopy(dir, src string, fi os.FileInfo) (string, error) {
 			return "", err
 		}
 	}
-	opts := "lowerdir=" + src + ",upperdir=" + upper + ",workdir=" + work
+	// The kernel follows the /proc/self/fd link to the directory src is
+	// open on, wherever its path leads now.
+	lower := "/proc/self/fd/" + strconv.Itoa(int(src.Fd()))
+	opts := "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work
 	if err := unix.Mount("overlay", merged, "overlay", 0, opts); err != nil {
 		return "", fmt.Errorf("mount overlay: %w", err)
 	}
-	return merged, nil
+	return "merged", nil
 }
 
-// copyFile copies the regular file src to dst with its mode, owner and
-// times.
-func copyFile(dst, src string, fi os.FileInfo) error {
-	in, err := os.Open(src)
+// copyFile copies the regular file open (O_PATH) as src to dst with its
+// mode, owner and times, reading it through that fd.
+func copyFile(dst string, src *os.File, fi os.FileInfo) error {
+	in, err := pathrs.Reopen(src, os.O_RDONLY)
 	if err != nil {
 		return err
 	}
@@ -571,10 +587,24 @@ func copyFile(dst, src string, fi os.FileInfo) error {
 	return os.Chtimes(dst, fi.ModTime(), fi.ModTime())
 }
 
+// isFileInRoot reports whether p, resolved inside root, is something
+// other than a directory.
+func isFileInRoot(root, p string) bool {
+	f, err := pathrs.OpenInRoot(root, "/"+p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	return err == nil && !fi.IsDir()
+}
+
 // cacheMount returns the persistent directory of a cache mount under
 // <root>/cachemounts, named by the sha256 of its id so no id can escape,
-// created with the mount's mode and owner (0755, 0:0 by default), and
-// locked as its sharing asks: "shared" (the default) takes a shared lock,
+// created with the mount's mode and owner (0755, 0:0 by default), with the
+// mount's source= sub-path created inside it by fd (the sandbox resolves
+// that inside the directory again when it mounts it), and locked as its
+// sharing asks: "shared" (the default) takes a shared lock,
 // "locked" an exclusive one, waiting for it; "private" takes the first of
 // <hash>, <hash>-1, ... that nobody else uses. release drops the lock; it
 // is safe to call once.
@@ -625,17 +655,28 @@ func (b *Builder) cacheMount(ctx context.Context, rm *runMount, seed func(dir st
 	now := time.Now()
 	_ = os.Chtimes(dir, now, now)
 	if rm.source != "" {
-		sub, err := securejoin.SecureJoin(dir, rm.source)
-		if err == nil {
-			err = os.MkdirAll(sub, 0o755)
-		}
-		if err != nil {
+		if err := mkdirInRoot(dir, rm.source); err != nil {
 			release()
-			return "", nil, fmt.Errorf("create cache mount %s: %w", rm.cacheID, err)
+			return "", nil, fmt.Errorf("create cache mount %s: source /%s: %w", rm.cacheID, rm.source, err)
 		}
-		dir = sub
 	}
 	return dir, release, nil
+}
+
+// mkdirInRoot creates the directory p and its parents inside root, as if
+// root were "/", by fd: whatever another build renames meanwhile, nothing
+// is created outside root.
+func mkdirInRoot(root, p string) error {
+	r, err := os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	d, err := pathrs.MkdirAllHandle(r, p, 0o755)
+	if err != nil {
+		return err
+	}
+	return d.Close()
 }
 
 // makeCacheDir creates dir with the mount's mode and owner if it does not

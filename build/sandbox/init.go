@@ -83,9 +83,10 @@ type sandbox struct {
 	rootDir    string // where the root is mounted
 	hostsFile  string
 	resolvFile string
-	layer      string // the overlay layer of mountpoint stubs, or ""
-	procFD     int    // chroot mode: the host's /proc, to find children; else 0
-	pidNS      bool   // chroot mode: the init is PID 1 of a namespace of its own
+	layer      string     // the overlay layer of mountpoint stubs, or ""
+	procFD     int        // chroot mode: the host's /proc, to find children; else 0
+	sources    []*os.File // the opened sources of cfg.Mounts' binds (see source)
+	pidNS      bool       // chroot mode: the init is PID 1 of a namespace of its own
 	// signalListener is the chroot-mode seccomp filter's listener, or nil
 	// (see serveSignals).
 	signalListener *os.File
@@ -315,10 +316,10 @@ func (s *sandbox) makeStubLayer(layer string) error {
 		dir  bool
 	}
 	stubs := []stub{{"/proc", true}, {"/dev", true}, {"/sys", true}, {"/etc/hosts", false}, {"/etc/resolv.conf", false}}
-	for _, m := range s.cfg.Mounts {
+	for i, m := range s.cfg.Mounts {
 		dir := true
 		if m.Type == "bind" {
-			if fi, err := os.Stat(m.Source); err == nil && !fi.IsDir() {
+			if src, err := s.source(i); err == nil && !isDirFD(int(src.Fd())) {
 				dir = false
 			}
 		}
@@ -346,21 +347,43 @@ func (s *sandbox) makeStubLayer(layer string) error {
 	return nil
 }
 
-// mount mounts like mount(2) on the root-relative target and records it.
-func (s *sandbox) mount(source, target, fstype string, flags uintptr, data string) error {
-	if err := unix.Mount(source, s.stubs.host(target), fstype, flags, data); err != nil {
-		return fmt.Errorf("mount %s on %s: %w", fstype, target, err)
+// mountNew mounts a new filesystem (see newMount) on the mountpoint open
+// as target, at the root-relative rel, records it, and returns the mount's
+// fd, which the caller closes.
+func (s *sandbox) mountNew(fstype, data string, flags uintptr, target *os.File, rel string) (int, error) {
+	m, err := newMount(fstype, data, flags)
+	if err != nil {
+		return -1, fmt.Errorf("mount %s on %s: %w", fstype, rel, err)
 	}
-	s.mounts = append(s.mounts, target)
+	if err := s.attach(m, target, rel); err != nil {
+		unix.Close(m)
+		return -1, fmt.Errorf("mount %s on %s: %w", fstype, rel, err)
+	}
+	return m, nil
+}
+
+// attach moves the detached mount tree onto the mountpoint open as target,
+// at the root-relative rel, and records it.
+func (s *sandbox) attach(tree int, target *os.File, rel string) error {
+	if err := attach(tree, int(target.Fd())); err != nil {
+		return err
+	}
+	s.mounts = append(s.mounts, rel)
 	return nil
 }
 
 func (s *sandbox) mountProc() error {
-	p, err := s.stubs.ensure("/proc", true)
+	t, p, err := s.stubs.ensure("/proc", true)
 	if err != nil {
 		return err
 	}
-	return s.mount("proc", p, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+	defer t.Close()
+	m, err := s.mountNew("proc", "", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, t, p)
+	if err != nil {
+		return err
+	}
+	unix.Close(m)
+	return nil
 }
 
 // mountChrootProc mounts /proc for a chroot-mode run where the init has a
@@ -393,14 +416,18 @@ var devices = []struct {
 // /dev cannot be opened; each standard device sits on a bind mount of its
 // own (see makeDevice), which keeps it usable, and devpts allows no mknod.
 func (s *sandbox) mountDev() error {
-	p, err := s.stubs.ensure("/dev", true)
+	t, p, err := s.stubs.ensure("/dev", true)
 	if err != nil {
 		return err
 	}
-	if err := s.mount("tmpfs", p, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
+	defer t.Close()
+	m, err := s.mountNew("tmpfs", "mode=755,size=65536k", unix.MS_NOSUID|unix.MS_STRICTATIME, t, p)
+	if err != nil {
 		return err
 	}
-	dev := s.stubs.host(p)
+	defer unix.Close(m)
+	// The new tmpfs is filled through its own fd.
+	dev := fdPath(m)
 	for _, d := range devices {
 		if err := makeDevice(filepath.Join(dev, d.name), d.name, d.major, d.minor); err != nil {
 			return err
@@ -435,7 +462,8 @@ func (s *sandbox) mountDev() error {
 	}
 	// Only the tmpfs's own mount: the device binds and devpts below it
 	// keep their flags.
-	if err := setMountFlags(dev, unix.MS_NODEV, false); err != nil {
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NODEV}
+	if err := unix.MountSetattr(m, "", unix.AT_EMPTY_PATH, &attr); err != nil {
 		return fmt.Errorf("make /dev nodev: %w", err)
 	}
 	return nil
@@ -470,18 +498,29 @@ func makeDevice(path, name string, major, minor uint32) error {
 // mountSys mounts a read-only sysfs, or a read-only bind of the host's /sys
 // where a new sysfs is not allowed.
 func (s *sandbox) mountSys() error {
-	p, err := s.stubs.ensure("/sys", true)
+	t, p, err := s.stubs.ensure("/sys", true)
 	if err != nil {
 		return err
 	}
+	defer t.Close()
 	const flags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
-	if err := s.mount("sysfs", p, "sysfs", flags, ""); err == nil {
+	if m, err := s.mountNew("sysfs", "", flags, t, p); err == nil {
+		unix.Close(m)
 		return nil
 	}
-	if err := bindMount("/sys", s.stubs.host(p), unix.MS_BIND|unix.MS_REC|flags); err != nil {
+	sys, err := unix.Open("/sys", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
 		return fmt.Errorf("mount sysfs on %s: %w", p, err)
 	}
-	s.mounts = append(s.mounts, p)
+	defer unix.Close(sys)
+	tree, err := cloneMount(sys, true, flags)
+	if err != nil {
+		return fmt.Errorf("mount sysfs on %s: %w", p, err)
+	}
+	defer unix.Close(tree)
+	if err := s.attach(tree, t, p); err != nil {
+		return fmt.Errorf("mount sysfs on %s: %w", p, err)
+	}
 	return nil
 }
 
@@ -500,38 +539,60 @@ var (
 
 // maskPaths hides and write-protects the kernel interfaces that Docker's
 // default profile does, unless the run is insecure. The mounts sit on /proc
-// and /sys and go away with them.
+// and /sys and go away with them. Each path is resolved inside the root.
 func (s *sandbox) maskPaths() error {
 	if s.cfg.Insecure {
 		return nil
 	}
-	null := s.stubs.host("/dev/null")
+	null, err := s.stubs.open("/dev/null", unix.O_PATH|unix.O_NOFOLLOW)
+	if err != nil {
+		return fmt.Errorf("open /dev/null: %w", err)
+	}
+	defer unix.Close(null)
 	for _, p := range maskedPaths {
-		h := s.stubs.host(p)
-		fi, err := os.Lstat(h)
-		if err != nil {
-			continue
-		}
-		if fi.IsDir() {
-			err = unix.Mount("tmpfs", h, "tmpfs", unix.MS_RDONLY, "size=0")
-		} else {
-			err = unix.Mount(null, h, "", unix.MS_BIND, "")
-		}
-		if err != nil {
+		if err := s.maskPath(p, null); err != nil {
 			return fmt.Errorf("mask %s: %w", p, err)
 		}
 	}
 	for _, p := range readonlyPaths {
-		h := s.stubs.host(p)
-		if _, err := os.Lstat(h); err != nil {
+		fd, err := s.stubs.open(p, unix.O_PATH|unix.O_NOFOLLOW)
+		if err != nil {
 			continue
 		}
-		const flags = unix.MS_BIND | unix.MS_REC | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
-		if err := bindMount(h, h, flags); err != nil {
+		const flags = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+		tree, err := cloneMount(fd, true, flags)
+		if err == nil {
+			err = attach(tree, fd)
+			unix.Close(tree)
+		}
+		unix.Close(fd)
+		if err != nil {
 			return fmt.Errorf("make %s read-only: %w", p, err)
 		}
 	}
 	return nil
+}
+
+// maskPath hides the root-relative p, if it exists, under an empty
+// read-only tmpfs (a directory) or the sandbox's /dev/null, open as null
+// (anything else).
+func (s *sandbox) maskPath(p string, null int) error {
+	fd, err := s.stubs.open(p, unix.O_PATH|unix.O_NOFOLLOW)
+	if err != nil {
+		return nil
+	}
+	defer unix.Close(fd)
+	var tree int
+	if isDirFD(fd) {
+		tree, err = newMount("tmpfs", "size=0", unix.MS_RDONLY)
+	} else {
+		tree, err = cloneMount(null, false, 0)
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(tree)
+	return attach(tree, fd)
 }
 
 // mountEtc bind-mounts the run's hosts and resolv.conf read-only, as
@@ -541,50 +602,99 @@ func (s *sandbox) mountEtc() error {
 		{"/etc/hosts", s.hostsFile},
 		{"/etc/resolv.conf", s.resolvFile},
 	} {
-		p, err := s.stubs.ensure(f.target, false)
-		if err != nil {
-			return err
-		}
-		if err := bindMount(f.source, s.stubs.host(p), unix.MS_BIND|unix.MS_RDONLY); err != nil {
+		if err := s.bindFile(f.source, f.target); err != nil {
 			return fmt.Errorf("mount %s: %w", f.target, err)
 		}
-		s.mounts = append(s.mounts, p)
 	}
 	return nil
 }
 
-// mountExtra applies the RUN --mount mounts.
+// bindFile bind-mounts the init's own file source read-only on the
+// root-relative target, creating a stub for it if needed.
+func (s *sandbox) bindFile(source, target string) error {
+	src, err := unix.Open(source, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(src)
+	t, p, err := s.stubs.ensure(target, false)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	tree, err := cloneMount(src, false, unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(tree)
+	return s.attach(tree, t, p)
+}
+
+// source returns the source of the bind mount cfg.Mounts[i], resolved
+// inside its root and opened (O_PATH) on the first call (see openSource);
+// every later use goes through that fd.
+func (s *sandbox) source(i int) (*os.File, error) {
+	if s.sources == nil {
+		s.sources = make([]*os.File, len(s.cfg.Mounts))
+	}
+	if s.sources[i] != nil {
+		return s.sources[i], nil
+	}
+	f, err := openSource(s.cfg.Mounts[i])
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", s.cfg.Mounts[i].Target, err)
+	}
+	s.sources[i] = f
+	return f, nil
+}
+
+// isDirFD reports whether fd is open on a directory.
+func isDirFD(fd int) bool {
+	var st unix.Stat_t
+	return unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
+}
+
+// mountExtra applies the RUN --mount mounts, all of them nosuid and nodev:
+// binds from their sources' fds (see source) and new tmpfs filesystems,
+// each on its mountpoint's fd (see stubs.ensure).
 func (s *sandbox) mountExtra() error {
-	for _, m := range s.cfg.Mounts {
+	for i, m := range s.cfg.Mounts {
 		flags, data := parseOptions(m.Options)
+		flags |= unix.MS_NOSUID | unix.MS_NODEV
 		if m.ReadOnly {
 			flags |= unix.MS_RDONLY
 		}
 		switch m.Type {
 		case "bind":
-			fi, err := os.Stat(m.Source)
-			if err != nil {
-				return fmt.Errorf("mount %s: %w", m.Target, err)
-			}
-			p, err := s.stubs.ensure(m.Target, fi.IsDir())
+			src, err := s.source(i)
 			if err != nil {
 				return err
 			}
-			if flags&unix.MS_BIND == 0 {
-				flags |= unix.MS_BIND | unix.MS_REC
+			t, p, err := s.stubs.ensure(m.Target, isDirFD(int(src.Fd())))
+			if err != nil {
+				return err
 			}
-			if err := bindMount(m.Source, s.stubs.host(p), flags); err != nil {
+			recursive := flags&unix.MS_BIND == 0 || flags&unix.MS_REC != 0
+			tree, err := cloneMount(int(src.Fd()), recursive, flags)
+			if err == nil {
+				err = s.attach(tree, t, p)
+				unix.Close(tree)
+			}
+			t.Close()
+			if err != nil {
 				return fmt.Errorf("mount %s: %w", m.Target, err)
 			}
-			s.mounts = append(s.mounts, p)
 		case "tmpfs":
-			p, err := s.stubs.ensure(m.Target, true)
+			t, p, err := s.stubs.ensure(m.Target, true)
 			if err != nil {
 				return err
 			}
-			if err := s.mount("tmpfs", p, "tmpfs", flags, data); err != nil {
+			tree, err := s.mountNew("tmpfs", data, flags, t, p)
+			t.Close()
+			if err != nil {
 				return err
 			}
+			unix.Close(tree)
 		default:
 			return fmt.Errorf("mount %s: unsupported type %q", m.Target, m.Type)
 		}
@@ -836,7 +946,7 @@ func (s *sandbox) teardown() {
 		if slices.ContainsFunc(s.stubs.created, func(c string) bool {
 			return m == c || strings.HasPrefix(m, c+"/")
 		}) {
-			_ = unix.Unmount(s.stubs.host(m), unix.MNT_DETACH)
+			s.stubs.unmount(m)
 		}
 	}
 	s.stubs.cleanup()

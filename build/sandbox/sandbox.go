@@ -14,6 +14,15 @@
 // standard ones of its /dev (nodev mounts and, where cgroups allow, a device
 // allowlist; see devices.go).
 //
+// Every path that build input can influence (a RUN --mount source inside
+// its root, every mountpoint inside the root filesystem) is resolved once,
+// inside its root, to a file descriptor (openat2 with RESOLVE_IN_ROOT, or a
+// walk one component at a time on descriptors), and mounted through it with
+// open_tree, fsopen/fsmount, mount_setattr and move_mount (Linux 5.12 or
+// later); no path is looked up again after a check, so a concurrent rename
+// (a parallel build sharing a cache mount) cannot redirect a mount to the
+// host. Every RUN --mount mount is nosuid and nodev.
+//
 // A RUN that changes nothing leaves no change in the snapshot. On an overlay
 // root, the mountpoints the image lacks (/proc, /dev, /sys, /etc/hosts,
 // /etc/resolv.conf, --mount targets) come from an extra lowest layer on a
@@ -153,14 +162,27 @@ const (
 	IsolationChroot = "chroot"
 )
 
-// Mount is one extra mount of a RUN --mount.
+// Mount is one extra mount of a RUN --mount. Whatever build input can
+// change is resolved inside its root by file descriptor, once, and mounted
+// through that descriptor: the source inside Root, the target inside the
+// root filesystem. A symlink or ".." can never lead out of either, even
+// when a concurrent build or writer renames directories meanwhile.
 type Mount struct {
-	// Type is "bind" (Source is a host file or directory) or "tmpfs".
+	// Type is "bind" (a file or directory of a host directory) or "tmpfs".
 	Type string
-	// Source is the host path of a bind mount; unused for tmpfs.
+	// Root is the absolute host path of the directory a bind's source is
+	// in, trusted as it is (the caller made it or was given it); unused
+	// for tmpfs.
+	Root string
+	// Source is the bind's file or directory inside Root: "" for Root
+	// itself. It is resolved as if Root were "/": ".." stops at Root,
+	// absolute symlinks are relative to it, and /proc magic links are
+	// refused.
 	Source string
-	// Target is the absolute path inside the sandbox. A missing target is
-	// created for the run and removed afterwards if still empty.
+	// Target is the absolute path inside the sandbox, resolved in the root
+	// filesystem the same way. A missing target is created for the run and
+	// removed afterwards if still empty. Every extra mount is nosuid and
+	// nodev.
 	Target string
 	// ReadOnly mounts the target read-only (recursively for binds).
 	ReadOnly bool
@@ -308,8 +330,8 @@ func newConfig(spec Spec) (*initConfig, error) {
 		}
 		switch m.Type {
 		case "bind":
-			if !filepath.IsAbs(m.Source) {
-				return nil, fmt.Errorf("sandbox: bind source %q is not absolute", m.Source)
+			if !filepath.IsAbs(m.Root) {
+				return nil, fmt.Errorf("sandbox: bind root %q is not absolute", m.Root)
 			}
 		case "tmpfs":
 		default:

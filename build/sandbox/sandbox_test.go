@@ -255,8 +255,8 @@ func TestRun(t *testing.T) {
 				Args: sh("cat /mnt/data/f; touch /mnt/data/g 2>/dev/null && echo rw || echo ro; echo x > /scratch/a && cat /scratch/a; cat /run/secret"),
 				Mounts: []Mount{
 					{Type: "tmpfs", Target: "/scratch", Options: []string{"size=1m"}},
-					{Type: "bind", Source: srcDir, Target: "/mnt/data", ReadOnly: true},
-					{Type: "bind", Source: filepath.Join(srcDir, "f"), Target: "/run/secret", ReadOnly: true},
+					{Type: "bind", Root: srcDir, Target: "/mnt/data", ReadOnly: true},
+					{Type: "bind", Root: srcDir, Source: "f", Target: "/run/secret", ReadOnly: true},
 				},
 			},
 			wantOut: "from host\nro\nx\nfrom host\n",
@@ -363,7 +363,7 @@ func TestOverlayUpperStaysEmpty(t *testing.T) {
 		{name: "true", script: "true"},
 		{name: "mounts under existing dirs", script: "ls /root/.cache /etc/ssl/certs >/dev/null", mounts: []Mount{
 			{Type: "tmpfs", Target: "/root/.cache"},
-			{Type: "bind", Source: srcDir, Target: "/etc/ssl/certs"},
+			{Type: "bind", Root: srcDir, Target: "/etc/ssl/certs"},
 		}},
 		{name: "write", script: "echo x > /etc/new", wantUpper: "etc\netc/new\n"},
 		{name: "write in a mountpoint parent", script: "echo x > /root/file", mounts: []Mount{
