@@ -19,6 +19,13 @@ import (
 // package documentation, recorded in <root>/content-version.
 const FormatVersion = 1
 
+// MaxConfigSize bounds an image config: the builder never writes a larger
+// one, and every reader of configs in the store (export, GC, imagediff)
+// reads at most this much. Real configs are kilobytes; 8 MiB leaves room
+// for a stage environment at its 4 MiB limit with its history, and is the
+// size registries commonly accept for a manifest.
+const MaxConfigSize = 8 << 20
+
 // ErrNotFound is returned when a blob is not in the store.
 var ErrNotFound = errors.New("blob not found")
 
