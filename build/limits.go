@@ -190,16 +190,24 @@ func (s *stageState) measureConfig() {
 	s.cfgSize = len(dt)
 }
 
+// configReserve is the room checkConfig leaves below MaxConfigSize for
+// what commitImage adds to a stage's config and the running size does
+// not count: the rootfs type, the creation time, the brackets of lists
+// that were empty. (--label and the inline cache can add more; commitImage
+// checks the final size itself.)
+const configReserve = 1024
+
 // checkConfig returns a LimitError once the stage's config would be larger
 // than MaxConfigSize. The running size is updated by every step and may
 // count a replaced value twice; when it crosses the limit, the config is
 // measured exactly before anything is reported.
 func (s *stageState) checkConfig() error {
-	if s.cfgSize <= MaxConfigSize {
+	const limit = MaxConfigSize - configReserve
+	if s.cfgSize <= limit {
 		return nil
 	}
 	s.measureConfig()
-	if s.cfgSize <= MaxConfigSize {
+	if s.cfgSize <= limit {
 		return nil
 	}
 	return &LimitError{What: "the image config", Limit: MaxConfigSize}

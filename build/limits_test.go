@@ -111,7 +111,7 @@ func TestConfigSizeLimit(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read the config back: %v", err)
 	}
-	if len(raw) > MaxConfigSize || len(raw) < MaxConfigSize-1024 {
+	if len(raw) > MaxConfigSize || len(raw) < MaxConfigSize-2048 {
 		t.Errorf("config of the first %d lines is %d bytes, want just under %d", line-1, len(raw), MaxConfigSize)
 	}
 }
