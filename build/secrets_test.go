@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -225,5 +226,54 @@ func TestScanBytesFindsNested(t *testing.T) {
 	}, 0)
 	if len(where) == 0 || !strings.HasSuffix(where[len(where)-1], ": etc/x") {
 		t.Fatalf("canary found at %q", where)
+	}
+}
+
+// TestExplainRedactsValues builds testdata/builds/explain-secret twice in
+// each progress mode that shows cache-miss reasons, with two values of the
+// build arg DB_PASSWORD, and checks that the second build's reasons name
+// the arg and tell the values apart by two different short hashes, while
+// neither value appears anywhere in the output.
+func TestExplainRedactsValues(t *testing.T) {
+	f := newFixture(t)
+	for _, mode := range []ProgressMode{ProgressPlain, ProgressJSON, ""} {
+		name := string(mode)
+		if name == "" {
+			name = "auto-without-tty"
+		}
+		t.Run(name, func(t *testing.T) {
+			first, second := "hunter2-first-"+name, "hunter2-second-"+name
+			dir := copyCase(t, "builds/explain-secret")
+			var out string
+			for _, pw := range []string{first, second} {
+				var log bytes.Buffer
+				f.mustBuild(dir, func(o *Options) {
+					if mode == "" {
+						o.Progress = NewProgress(&log, false)
+					} else {
+						o.Progress = NewProgressMode(&log, mode)
+					}
+					o.ExplainCache = true
+					o.BuildArgs["DB_PASSWORD"] = pw
+				})
+				out = log.String()
+				for _, v := range []string{first, second, "hunter2"} {
+					if strings.Contains(out, v) {
+						t.Errorf("progress output holds %q:\n%s", v, out)
+					}
+				}
+			}
+			for _, re := range []string{
+				`build arg DB_PASSWORD changed: value ([0-9a-f]{12}), was value ([0-9a-f]{12})`,
+				`instruction arguments changed \(a variable's value\): argument 1 is value ([0-9a-f]{12}), was value ([0-9a-f]{12})`,
+			} {
+				m := regexp.MustCompile(re).FindStringSubmatch(out)
+				if m == nil {
+					t.Errorf("output lacks %s:\n%s", re, out)
+				} else if m[1] == m[2] {
+					t.Errorf("two values have one hash: %s", m[0])
+				}
+			}
+		})
 	}
 }
