@@ -154,6 +154,9 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	}()
 	j := &job{b: b, o: o, g: g, bctx: bctx, progress: o.Progress,
 		runSem: make(chan struct{}, runtime.NumCPU())}
+	for _, w := range b.TakeWarnings() {
+		j.progress.Printf("WARNING: %s", w)
+	}
 	if err := j.evalMetaArgs(); err != nil {
 		return nil, err
 	}
