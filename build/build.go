@@ -153,6 +153,9 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	}()
 	j := &job{b: b, o: o, g: g, bctx: bctx, progress: o.Progress,
 		runSem: make(chan struct{}, runtime.NumCPU())}
+	for _, w := range b.TakeWarnings() {
+		j.progress.Printf("WARNING: %s", w)
+	}
 	if err := j.evalMetaArgs(); err != nil {
 		return nil, err
 	}
@@ -236,14 +239,33 @@ func (j *job) evalMetaArgs() error {
 		m.Set(k, v)
 	}
 	j.meta = m // argValue reads earlier global args from j.meta
-	for _, a := range j.g.MetaArgs {
-		for _, kv := range a.Pairs {
-			val, err := j.argValue(kv, m, nil)
-			if err != nil {
-				return err
+	for i, a := range j.g.MetaArgs {
+		if err := j.evalMetaArg(m, a); err != nil {
+			if i < len(j.g.MetaSteps) {
+				st := j.g.MetaSteps[i]
+				return &StepError{Pos: st.Pos, Instruction: st.Original, Err: err}
 			}
-			m.Set(kv.Key, val)
+			return err
 		}
+	}
+	return nil
+}
+
+// evalMetaArg sets the global ARGs of one instruction in m, within the
+// limits of one value and of all global ARGs together.
+func (j *job) evalMetaArg(m *vars, a *parser.Arg) error {
+	for _, kv := range a.Pairs {
+		val, err := j.argValue(kv, m, nil)
+		if err != nil {
+			return err
+		}
+		if err := checkValue("ARG", kv.Key, val); err != nil {
+			return err
+		}
+		m.Set(kv.Key, val)
+	}
+	if envSize(m) > MaxEnvSize {
+		return &LimitError{What: "the global ARGs", Limit: MaxEnvSize}
 	}
 	return nil
 }

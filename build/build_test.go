@@ -44,7 +44,10 @@ func newFixture(t testing.TB) *fixture { return newFixtureWith(t, "") }
 func newFixtureWith(t testing.TB, snapshotter string) *fixture {
 	t.Helper()
 	buildtest.RequireRoot(t)
-	f := &fixture{t: t, root: t.TempDir(), base: buildtest.BusyboxRegistry(t), sn: snapshotter}
+	// A root New creates: t.TempDir() is 0755, which New would tighten
+	// with a warning in every progress output.
+	root := filepath.Join(t.TempDir(), "store")
+	f := &fixture{t: t, root: root, base: buildtest.BusyboxRegistry(t), sn: snapshotter}
 	f.b = f.open()
 	t.Cleanup(func() {
 		if m := buildtest.Mounts(t, f.root); len(m) > 0 {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -60,6 +61,9 @@ type Record struct {
 // snapshots they name, so a record that exists always points at stored data.
 type Cache struct {
 	dir string
+
+	keyOnce sync.Once
+	key     []byte // see redactKey
 }
 
 // OpenCache opens (creating) the cache directory.

@@ -32,7 +32,7 @@ const (
 	cacheMountsDir = "cachemounts"
 	contextStatDir = "cache/context" // copier stat caches of build contexts
 	tmpDir         = "tmp"
-	maxMetaBlob    = 4 << 20 // manifests, indexes and configs are read whole up to this size
+	maxMetaBlob    = content.MaxConfigSize // manifests, indexes and configs are read whole up to this size, the limit configs are written with
 )
 
 // The default automatic GC limit: a tenth of the store's file system, at

@@ -186,6 +186,10 @@ func (j *job) commitImage(ctx context.Context, st *stageState) (*Result, error) 
 	if cfgJSON, err = j.inlineCache(cfgJSON, st.index); err != nil {
 		return nil, err
 	}
+	if len(cfgJSON) > MaxConfigSize {
+		// The store's readers would refuse it: write nothing.
+		return nil, fmt.Errorf("write config: %w", &LimitError{What: "the image config (with --label and the inline cache)", Limit: MaxConfigSize})
+	}
 	// The image goes into the store whole: fetch the layers that --cache-from
 	// hits left remote.
 	if err := j.fetchLayers(ctx, st.layers); err != nil {

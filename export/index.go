@@ -96,7 +96,7 @@ func (x *Index) read() (*v1.IndexManifest, error) {
 // update runs change on the index under the lock and writes the result.
 func (x *Index) update(change func(*v1.IndexManifest) error) error {
 	root := x.s.Root()
-	lock, err := os.OpenFile(filepath.Join(root, indexLockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	lock, err := os.OpenFile(filepath.Join(root, indexLockFile), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("lock index: %w", err)
 	}
@@ -133,7 +133,7 @@ func (x *Index) update(change func(*v1.IndexManifest) error) error {
 	defer os.Remove(tmp.Name()) // no-op after the rename
 	_, werr := tmp.Write(b)
 	if werr == nil {
-		werr = tmp.Chmod(0o644)
+		werr = tmp.Chmod(0o600)
 	}
 	if werr == nil {
 		werr = tmp.Sync()
