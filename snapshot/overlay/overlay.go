@@ -290,11 +290,13 @@ func (d *differ) walk(rel string, hidden bool) error {
 // lowerExists reports whether p exists (as a directory, if dir is set) in
 // the merged view of the lower layers, reading them the way overlayfs does:
 // the first layer holding p decides, unless a whiteout, a non-directory or
-// an opaque directory on the way hides the deeper layers.
+// an opaque directory on the way hides the deeper layers. A layer's
+// symlinks are never followed (a lower "a -> /" must not make "a/x" exist
+// because the host has /x): p is looked up beneath each layer with
+// fsutil.LstatBeneath.
 func (d *differ) lowerExists(p string, dir bool) bool {
 	for _, l := range d.lowers {
-		var st unix.Stat_t
-		if err := unix.Lstat(filepath.Join(l, p), &st); err == nil {
+		if st, err := fsutil.LstatBeneath(l, p); err == nil {
 			if isWhiteout(&st) {
 				return false
 			}
@@ -312,11 +314,12 @@ func (d *differ) lowerExists(p string, dir bool) bool {
 func (d *differ) hides(l, p string) bool {
 	parts := strings.Split(p, "/")
 	for i := 1; i < len(parts); i++ {
-		a := filepath.Join(l, filepath.Join(parts[:i]...))
-		var st unix.Stat_t
-		if err := unix.Lstat(a, &st); err != nil {
+		rel := path.Join(parts[:i]...)
+		st, err := fsutil.LstatBeneath(l, rel)
+		if err != nil {
 			return false
 		}
+		a := filepath.Join(l, rel) // its ancestors are directories: checked above
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			return true
 		}
