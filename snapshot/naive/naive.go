@@ -160,8 +160,10 @@ func (d *differ) walk(rel string) error {
 	}
 	var oldNames []string
 	if d.old != "" {
-		var st unix.Stat_t
-		if unix.Lstat(filepath.Join(d.old, rel), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		// Never through a symlink of the old tree: the parent's "a -> /"
+		// replaced by a directory "a" with "a/etc" must not compare
+		// a/etc with the host's /etc (its names would become whiteouts).
+		if st, err := fsutil.LstatBeneath(d.old, rel); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			if oldNames, err = readNames(filepath.Join(d.old, rel)); err != nil {
 				return err
 			}
@@ -241,10 +243,13 @@ func (d *differ) both(p string) error {
 // directory whose children walk must still compare (old p was one too).
 func (d *differ) changed(p string) (changed, isDir bool, err error) {
 	op, np := filepath.Join(d.old, p), filepath.Join(d.new, p)
-	var o, n unix.Stat_t
-	if err := unix.Lstat(op, &o); err != nil {
+	// walk listed p in old directories it reached without a symlink, so
+	// op names the old entry itself; LstatBeneath keeps it so.
+	o, err := fsutil.LstatBeneath(d.old, p)
+	if err != nil {
 		return false, false, err
 	}
+	var n unix.Stat_t
 	if err := unix.Lstat(np, &n); err != nil {
 		return false, false, err
 	}

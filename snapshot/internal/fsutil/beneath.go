@@ -8,9 +8,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// LstatBeneath stats the clean relative path p below the directory root
-// without following any symlink on the way, the last component included,
-// and without leaving root: the parent of p is opened with openat2
+// LstatBeneath stats the clean relative path p ("" or "." for root
+// itself) below the directory root without following any symlink on the
+// way, the last component included, and without leaving root: the parent of p is opened with openat2
 // (RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS), so a symlink among p's ancestors
 // fails with ELOOP instead of leading elsewhere, as overlayfs itself never
 // follows a lower layer's symlink when it looks a path up.
@@ -20,6 +20,9 @@ func LstatBeneath(root, p string) (unix.Stat_t, error) {
 	dir = strings.TrimSuffix(dir, "/")
 	if dir == "" {
 		dir = "."
+	}
+	if base == "" {
+		base = "."
 	}
 	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
