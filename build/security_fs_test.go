@@ -1,0 +1,82 @@
+package build
+
+import (
+	"archive/tar"
+	"errors"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestSecurityHostileFS builds FROM an image holding symlinks out of the
+// root (/toroot -> /, /parent -> the host directory above a canary
+// directory) a Dockerfile whose WORKDIR, COPY destinations and RUN go
+// through them, on both snapshotters. Everything lands inside the image,
+// the host canary directory stays as it was, and no layer holds a whiteout
+// named after a host file (the naive snapshotter's diff followed the old
+// /parent link and listed the host directory; that fails on the old code).
+func TestSecurityHostileFS(t *testing.T) {
+	for _, sn := range []string{"overlay", "naive"} {
+		t.Run(sn, func(t *testing.T) {
+			f := newFixtureWith(t, sn)
+			dir, check := canaryDir(t)
+			ref := hostileImage(t, func(tw *tar.Writer) {
+				tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "toroot", Linkname: "/", Mode: 0o777})
+				tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "parent", Linkname: filepath.Dir(dir), Mode: 0o777})
+			})
+			res, log, err := f.build(copyCase(t, "builds/security-hostile-fs"), func(o *Options) {
+				o.BuildArgs["BASE"] = ref
+				o.BuildArgs["NAME"] = filepath.Base(dir)
+				o.BuildArgs["CANARY"] = dir
+			})
+			check()
+			if err != nil {
+				t.Fatalf("build: %v\n%s", err, log)
+			}
+			layers, err := res.Image.Layers()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, l := range layers {
+				rc, err := l.Uncompressed()
+				if err != nil {
+					t.Fatal(err)
+				}
+				tr := tar.NewReader(rc)
+				for {
+					h, err := tr.Next()
+					if errors.Is(err, io.EOF) {
+						break
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					names = append(names, strings.TrimSuffix(h.Name, "/"))
+				}
+				rc.Close()
+			}
+			inRoot := strings.TrimPrefix(dir, "/")
+			for _, want := range []string{inRoot + "/wd", inRoot + "/copied", inRoot + "/copied2", "parent/" + filepath.Base(dir) + "/mine"} {
+				found := false
+				for _, n := range names {
+					found = found || n == want
+				}
+				if !found {
+					t.Errorf("image lacks %s", want)
+				}
+			}
+			for _, n := range names {
+				if path.Base(n) == ".wh.canary" {
+					t.Errorf("a layer holds %s, a whiteout named after the host's file", n)
+				}
+			}
+			if _, err := os.Lstat(filepath.Join(filepath.Dir(dir), "copied2")); err == nil {
+				t.Error("COPY wrote next to the canary directory on the host")
+			}
+		})
+	}
+}
