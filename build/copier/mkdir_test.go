@@ -113,6 +113,7 @@ func TestSymlinkFlipRaceFS(t *testing.T) {
 			return Copy(context.Background(), Source{Root: src, IsContext: true}, root,
 				Request{Sources: []string{"f"}, Dest: fmt.Sprintf("/a/%d/c/f", i)})
 		}},
+		{"add", addRace(t)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
