@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -119,17 +118,5 @@ func TestADDHostileArchive(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// addRace is the TestSymlinkFlipRaceFS case that adds an archive.
-func addRace(t *testing.T) func(root string, i int) error {
-	src := t.TempDir()
-	writeTar(t, filepath.Join(src, "a.tar"),
-		tar.Header{Name: "sub/", Typeflag: tar.TypeDir},
-		tar.Header{Name: "sub/f", Typeflag: tar.TypeReg})
-	return func(root string, i int) error {
-		return Copy(context.Background(), Source{Root: src, IsContext: true}, root,
-			Request{Sources: []string{"a.tar"}, Dest: fmt.Sprintf("/a/%d/c/", i), Add: true, Extract: applyExtract})
 	}
 }
