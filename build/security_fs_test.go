@@ -80,3 +80,40 @@ func TestSecurityHostileFS(t *testing.T) {
 		})
 	}
 }
+
+// TestInlineFileNames checks that the file name an ADD URL or a COPY
+// heredoc gives its source can only name a file in that source's own
+// directory: names that are empty, "." or "..", or hold a "/", are refused
+// before anything is written.
+func TestInlineFileNames(t *testing.T) {
+	tests := []struct {
+		url, name string
+		ok        bool
+	}{
+		{url: "https://example.invalid/a/file.tgz", ok: true},
+		{url: "https://example.invalid/a/..", ok: false},
+		{url: "https://example.invalid/a%2F..%2F..", ok: false},
+		{url: "https://example.invalid/", ok: true}, // "__unnamed__"
+		{name: "../x", ok: false},
+		{name: "a/b", ok: false},
+		{name: ".", ok: false},
+		{name: "", ok: false},
+		{name: "[x]*", ok: true},
+	}
+	for _, tc := range tests {
+		dir := t.TempDir()
+		name := tc.name
+		if tc.url != "" {
+			name = urlFileName(tc.url)
+		}
+		s := &inlineSet{dir: dir, files: []*inlineFile{{name: name}}}
+		p, err := s.filePath(0)
+		if (err == nil) != tc.ok {
+			t.Errorf("%q (%q): filePath = %q, %v; want ok %v", tc.url+tc.name, name, p, err, tc.ok)
+			continue
+		}
+		if err == nil && filepath.Dir(p) != filepath.Join(dir, "0") {
+			t.Errorf("%q: file path %s is not in its own directory", name, p)
+		}
+	}
+}
