@@ -117,3 +117,37 @@ func TestInlineFileNames(t *testing.T) {
 		}
 	}
 }
+
+// TestSecurityCopyFromHostile copies from a stage whose base image holds
+// symlinks out of the root, naming the host's canary file through them or
+// with "..": each source resolves inside the stage, where it does not
+// exist, so the build fails and nothing of the host reaches the image.
+func TestSecurityCopyFromHostile(t *testing.T) {
+	f := newFixture(t)
+	dir, check := canaryDir(t)
+	ref := hostileImage(t, func(tw *tar.Writer) {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "toroot", Linkname: "/", Mode: 0o777})
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "parent", Linkname: filepath.Dir(dir), Mode: 0o777})
+	})
+	for _, src := range []string{
+		"/parent/" + filepath.Base(dir) + "/canary",
+		"/parent/" + filepath.Base(dir) + "/",
+		"/toroot" + dir + "/canary",
+		strings.Repeat("/..", 8) + dir + "/canary",
+	} {
+		t.Run(src, func(t *testing.T) {
+			_, log, err := f.build(copyCase(t, "builds/security-copy-from-hostile"), func(o *Options) {
+				o.BuildArgs["BASE"] = ref
+				o.BuildArgs["SRC"] = src
+			})
+			if err == nil {
+				t.Fatalf("COPY --from=src %s succeeded:\n%s", src, log)
+			}
+			t.Logf("refused: %v", err)
+			if !strings.Contains(err.Error(), "not found") && !strings.Contains(err.Error(), "escapes") {
+				t.Errorf("COPY --from=src %s: %v, want not found or escapes", src, err)
+			}
+			check()
+		})
+	}
+}
