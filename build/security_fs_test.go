@@ -151,3 +151,30 @@ func TestSecurityCopyFromHostile(t *testing.T) {
 		})
 	}
 }
+
+// TestSecurityDockerfileSymlink builds a case whose Dockerfile is a
+// symlink to a host file that is itself a valid Dockerfile: it is resolved
+// inside its own directory, as BuildKit does, so the build fails with
+// "not found" instead of building (and printing) the host file.
+func TestSecurityDockerfileSymlink(t *testing.T) {
+	f := newFixture(t)
+	host := filepath.Join(t.TempDir(), "Dockerfile")
+	if err := os.WriteFile(host, []byte("FROM scratch\nLABEL secret=host-file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "context"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(host, filepath.Join(dir, "Dockerfile")); err != nil {
+		t.Fatal(err)
+	}
+	res, log, err := f.build(dir)
+	if err == nil {
+		cfg, _ := res.Image.ConfigFile()
+		t.Fatalf("the build read the host file: labels %v\n%s", cfg.Config.Labels, log)
+	}
+	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "resolves to") {
+		t.Errorf("error = %v, want not found, naming where the link resolves", err)
+	}
+}
