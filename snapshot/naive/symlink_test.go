@@ -46,8 +46,18 @@ func TestDiffNeverFollowsOldSymlink(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	d := &differ{ctx: context.Background(), old: old, new: cur, aw: archive.NewWriter(&buf, nil)}
-	if err := d.walk(""); err != nil {
+	d := &differ{ctx: context.Background(), aw: archive.NewWriter(&buf, nil)}
+	oldDir, err := openDir(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldDir.Close()
+	curDir, err := openDir(cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer curDir.Close()
+	if err := d.walk(curDir, oldDir, ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.aw.Close(); err != nil {
