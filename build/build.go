@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -125,7 +124,7 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	if o.Progress == nil {
 		o.Progress = NewProgress(nil, true)
 	}
-	dt, err := os.ReadFile(o.Dockerfile)
+	dt, err := copier.ReadDockerfile(o.Dockerfile)
 	if err != nil {
 		return nil, fmt.Errorf("read Dockerfile: %w", err)
 	}
