@@ -10,9 +10,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
+	"builder/build/internal/flight"
 	"builder/build/registries"
 	"builder/export"
 	"builder/snapshot"
@@ -50,8 +50,7 @@ type Builder struct {
 	gcKeep      int64 // automatic GC limit in bytes; 0 for off
 	gcGrace     time.Duration
 
-	pullMu sync.Mutex
-	pulls  map[string]*pullResult // one flight per reference per build process
+	pulls flight.Group[imageKey, *baseImage] // one pull per image at a time
 }
 
 // New opens (creating) the store at cfg.Root.
@@ -85,7 +84,7 @@ func New(cfg Config) (*Builder, error) {
 		}
 	}
 	return &Builder{root: cfg.Root, store: st, snapshotter: sn, snName: name, cache: c, index: idx,
-		gcKeep: max(gcKeep, 0), gcGrace: cmp.Or(cfg.GCGrace, autoGCGrace), registries: cfg.Registries, pulls: map[string]*pullResult{}}, nil
+		gcKeep: max(gcKeep, 0), gcGrace: cmp.Or(cfg.GCGrace, autoGCGrace), registries: cfg.Registries}, nil
 }
 
 // Store returns the content store.
