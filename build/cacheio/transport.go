@@ -100,9 +100,9 @@ func load(ctx context.Context, spec Spec, src blobSource) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	mt, err := mediaTypeOf(raw)
+	mt, err := pull.MediaTypeOf(raw)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("parse manifest: %w", err)
 	}
 	if mt.IsIndex() {
 		return nil, fmt.Errorf("manifest is an image index (%s); a cache is one manifest, and an image with an inline cache must be single-platform: %w", mt, ErrInvalid)
@@ -165,24 +165,6 @@ func verifyBytes(dt []byte, want v1.Hash) error {
 		return fmt.Errorf("blob %s: content hashes to %s: %w", want, got, content.ErrDigestMismatch)
 	}
 	return nil
-}
-
-// mediaTypeOf reads the mediaType field of a manifest.
-func mediaTypeOf(raw []byte) (types.MediaType, error) {
-	var probe struct {
-		MediaType types.MediaType `json:"mediaType"`
-		Manifests json.RawMessage `json:"manifests"`
-	}
-	if err := json.Unmarshal(raw, &probe); err != nil {
-		return "", fmt.Errorf("parse manifest: %w", err)
-	}
-	if probe.MediaType == "" {
-		if probe.Manifests != nil {
-			return types.OCIImageIndex, nil
-		}
-		return types.OCIManifestSchema1, nil
-	}
-	return probe.MediaType, nil
 }
 
 // Has reports whether the cache can supply blob d.

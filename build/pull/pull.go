@@ -258,7 +258,7 @@ func (p *puller) getManifest(ctx context.Context, ref name.Reference) (manifest,
 			return manifest{}, err
 		}
 		if raw, err := p.s.ReadBlob(h, maxManifestSize); err == nil {
-			mt, err := mediaTypeOf(raw)
+			mt, err := MediaTypeOf(raw)
 			if err != nil {
 				return manifest{}, fmt.Errorf("manifest %s: %w", h, err)
 			}
@@ -539,8 +539,11 @@ func (e *errReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// mediaTypeOf reads the media type a stored manifest declares.
-func mediaTypeOf(raw []byte) (types.MediaType, error) {
+// MediaTypeOf reads the media type a manifest or index declares. Without a
+// mediaType field, a "manifests" list makes it an OCI index and
+// schemaVersion 2 an OCI manifest, as the OCI spec allows; anything else
+// is an error.
+func MediaTypeOf(raw []byte) (types.MediaType, error) {
 	var probe struct {
 		SchemaVersion int             `json:"schemaVersion"`
 		MediaType     types.MediaType `json:"mediaType"`
