@@ -25,6 +25,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"builder/internal/testenv"
 )
 
 // BusyboxPath is where Debian's busybox-static installs the binary.
@@ -36,33 +38,18 @@ const (
 	Group  = "root:x:0:\nnobody:x:65534:\napp:x:1000:\n"
 )
 
-// RequireRoot skips t unless it runs as root; with BUILDER_TEST_REQUIRE_ROOT
-// set (as CI sets it) a missing privilege fails instead, so CI cannot pass by
-// skipping.
+// RequireRoot skips t unless it runs as root; under
+// BUILDER_TEST_REQUIRE_ROOT (CI) it fails instead. See testenv.
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("BUILDER_TEST_REQUIRE_ROOT") != "" {
-		t.Fatal("this test needs root, and BUILDER_TEST_REQUIRE_ROOT is set")
-	}
-	t.Skip("needs root")
+	testenv.RequireRoot(t)
 }
 
-// RequireTool skips t (or fails it under BUILDER_TEST_REQUIRE_ROOT) when a
-// command is not installed.
+// RequireTool returns the path of a command, or skips t (fails it under
+// BUILDER_TEST_REQUIRE_ROOT) when it is not installed. See testenv.
 func RequireTool(t testing.TB, tool string) string {
 	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("BUILDER_TEST_REQUIRE_ROOT") != "" {
-		t.Fatalf("%s is not installed (.ci/run installs it)", tool)
-	}
-	t.Skipf("%s is not installed", tool)
-	return ""
+	return testenv.RequireTool(t, tool)
 }
 
 // BusyboxLayer returns an uncompressed layer tar holding busybox, its applet

@@ -16,6 +16,7 @@ import (
 
 	"builder/build/pull/faultproxy"
 	"builder/build/push/registrytest"
+	"builder/internal/testenv"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -95,9 +96,8 @@ func fastBackoff() *remote.Backoff {
 // skopeoDigest returns the manifest digest skopeo reads for ref.
 func skopeoDigest(t *testing.T, ref string, creds string) string {
 	t.Helper()
-	skopeo, err := exec.LookPath("skopeo")
-	if err != nil {
-		t.Log("skopeo not installed; not cross-checked")
+	skopeo, ok := testenv.OptionalTool(t, "skopeo")
+	if !ok {
 		return ""
 	}
 	args := []string{"inspect", "--tls-verify=false"}
