@@ -7,12 +7,14 @@ import (
 	"archive/tar"
 	"bytes"
 	"io"
+	"io/fs"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +52,37 @@ func RequireRoot(t testing.TB) {
 func RequireTool(t testing.TB, tool string) string {
 	t.Helper()
 	return testenv.RequireTool(t, tool)
+}
+
+// NormalizeModes gives every directory and regular file below dir the
+// mode git records for it (0755 for directories and for files with an
+// execute bit, 0644 for other files), undoing what the checkout's umask
+// did: a fixture cloned with umask 002 would otherwise carry group-write
+// bits into the images the tests build. Symlinks keep theirs.
+func NormalizeModes(t testing.TB, dir string) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			return os.Chmod(p, 0o755)
+		case d.Type().IsRegular():
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			if fi.Mode()&0o111 != 0 {
+				return os.Chmod(p, 0o755)
+			}
+			return os.Chmod(p, 0o644)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("normalize modes below %s: %v", dir, err)
+	}
 }
 
 // BusyboxLayer returns an uncompressed layer tar holding busybox, its applet
