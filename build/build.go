@@ -91,6 +91,8 @@ type job struct {
 	iso      *runIsolation
 	firstErr error       // the first failure, which cancels the other stages
 	cio      *cacheState // --cache-from/--cache-to state; nil without them
+	imagesMu sync.Mutex
+	images   map[imageKey]*baseImage // images resolved so far; see image
 }
 
 type stageFuture struct {
@@ -399,7 +401,7 @@ func (j *job) resolveFrom(ctx context.Context, st *stageState, from string) ([]l
 		}
 		return append([]layerRef{}, other.layers...), nil
 	}
-	img, err := j.b.resolveImage(ctx, from, j.o)
+	img, err := j.image(ctx, from, j.o)
 	if err != nil {
 		return nil, j.stageHint(err, from, st.index)
 	}

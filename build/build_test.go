@@ -73,6 +73,7 @@ func copyCase(t testing.TB, dir string) string {
 	if out, err := exec.Command("cp", "-a", filepath.Join("..", "testdata", dir), dst).CombinedOutput(); err != nil {
 		t.Fatalf("copy case: %v: %s", err, out)
 	}
+	buildtest.NormalizeModes(t, dst) // the checkout's umask is not the fixture's
 	if err := os.MkdirAll(filepath.Join(dst, "context"), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"builder/build/internal/flight"
 	"builder/build/registry"
 	"builder/export"
 	"builder/snapshot"
@@ -51,8 +52,7 @@ type Builder struct {
 	gcKeep      int64 // automatic GC limit in bytes; 0 for off
 	gcGrace     time.Duration
 
-	pullMu sync.Mutex
-	pulls  map[string]*pullResult // one flight per reference per build process
+	pulls flight.Group[imageKey, *baseImage] // one pull per image at a time
 
 	warnMu   sync.Mutex
 	warnings []string // not yet shown; see TakeWarnings
@@ -97,7 +97,7 @@ func New(cfg Config) (*Builder, error) {
 		}
 	}
 	return &Builder{root: cfg.Root, store: st, snapshotter: sn, snName: name, cache: c, index: idx,
-		gcKeep: max(gcKeep, 0), gcGrace: cmp.Or(cfg.GCGrace, autoGCGrace), registry: rc, pulls: map[string]*pullResult{},
+		gcKeep: max(gcKeep, 0), gcGrace: cmp.Or(cfg.GCGrace, autoGCGrace), registry: rc,
 		warnings: warnings}, nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -22,6 +21,7 @@ import (
 	"github.com/moby/patternmatcher"
 
 	"builder/build/copier"
+	"builder/internal/atomicfile"
 	"builder/parser"
 )
 
@@ -461,27 +461,11 @@ func (c *Cache) saveFiles(sum string, files map[string]string) {
 	}
 }
 
-// writeSmall writes dir/name below the cache directory atomically (temp
-// file and rename, no fsync: losing an explanation costs nothing).
+// writeSmall writes dir/name below the cache directory atomically.
 func (c *Cache) writeSmall(dir, name string, dt []byte) error {
 	d := filepath.Join(c.dir, dir)
 	if err := os.MkdirAll(d, 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(d, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	_, err = f.Write(dt)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), filepath.Join(d, name)); err != nil {
-		return errors.Join(err)
-	}
-	return nil
+	return atomicfile.WriteFile(filepath.Join(d, name), dt, 0o600)
 }

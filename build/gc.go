@@ -21,6 +21,7 @@ import (
 
 	"builder/build/pull"
 	"builder/imageref"
+	"builder/internal/atomicfile"
 	"builder/snapshot"
 	"builder/snapshot/content"
 )
@@ -557,7 +558,7 @@ func (b *Builder) pruneGraph(ctx context.Context, g *storeGraph, o PruneOptions)
 	b.cache.cleanTemp(0)
 	if ents, err := os.ReadDir(filepath.Join(b.root, contextStatDir)); err == nil {
 		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), ".tmp-") {
+			if strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
 				_ = os.Remove(filepath.Join(b.root, contextStatDir, e.Name()))
 			}
 		}
@@ -826,10 +827,7 @@ func (b *Builder) AutoGC(ctx context.Context, keep ...v1.Hash) (AutoGCReport, er
 		st.Total = 0
 	}
 	if dt, err := json.Marshal(st); err == nil {
-		tmp := statePath + ".tmp"
-		if os.WriteFile(tmp, dt, 0o600) == nil {
-			_ = os.Rename(tmp, statePath)
-		}
+		_ = atomicfile.WriteFile(statePath, dt, 0o600) // best effort: the next pass scans again
 	}
 	return rep, nil
 }

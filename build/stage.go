@@ -215,7 +215,7 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 		st.created = time.Unix(0, 0).UTC()
 		return st, nil
 	}
-	img, err := j.b.resolveImage(ctx, base, o)
+	img, err := j.image(ctx, base, o)
 	if err != nil {
 		return nil, j.stageHint(err, base, s.Index)
 	}
