@@ -192,7 +192,7 @@ func runLogin(ctx context.Context, g *globals, args []string) error {
 	}
 	reg, err := rc.ParseRegistry(fs.Arg(0))
 	if err != nil {
-		return usagef("registry %q: %v", fs.Arg(0), err)
+		return usagef("registry %q: %w", fs.Arg(0), err)
 	}
 	if user == "" {
 		fmt.Fprint(os.Stderr, "Username: ")
@@ -252,7 +252,7 @@ func runLogout(ctx context.Context, g *globals, args []string) error {
 	// Logout only edits config.json: no configuration, no network.
 	reg, err := registry.New(registry.Options{}).ParseRegistry(fs.Arg(0))
 	if err != nil {
-		return usagef("registry %q: %v", fs.Arg(0), err)
+		return usagef("registry %q: %w", fs.Arg(0), err)
 	}
 	cfg, err := readDockerConfig()
 	if err != nil {
