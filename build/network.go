@@ -116,4 +116,3 @@ func ParseAllow(values []string) ([]string, error) {
 	}
 	return out, nil
 }
-
