@@ -39,8 +39,9 @@ const (
 	NATSlirp4netns = "slirp4netns"
 )
 
-// ErrNoNAT is returned by FindNAT when neither NAT tool is installed.
-var ErrNoNAT = errors.New("neither pasta (Debian package passt) nor slirp4netns is installed")
+// ErrNoNAT is wrapped by FindNAT's errors when no NAT tool is installed or
+// none can work here.
+var ErrNoNAT = errors.New("no usable userspace NAT")
 
 // natDNS is the address the command's resolv.conf names for each tool: the
 // tool forwards DNS queries sent there to the host's resolver, which may
@@ -60,7 +61,9 @@ type NAT struct {
 
 // FindNAT looks the NAT tool up in PATH: want names one (NATPasta or
 // NATSlirp4netns), or "" takes pasta where installed, else slirp4netns. It
-// returns an error wrapping ErrNoNAT when none is found.
+// returns an error wrapping ErrNoNAT when none is found, or when this
+// process cannot open /dev/net/tun, which both need (it is 0600 on some
+// machines, which keeps a rootless builder out).
 func FindNAT(want string) (NAT, error) {
 	tools := []string{NATPasta, NATSlirp4netns}
 	switch want {
@@ -71,14 +74,21 @@ func FindNAT(want string) (NAT, error) {
 		return NAT{}, fmt.Errorf("unknown NAT %q: use %s or %s", want, NATPasta, NATSlirp4netns)
 	}
 	for _, t := range tools {
-		if p, err := exec.LookPath(t); err == nil {
-			return NAT{Tool: t, Path: p}, nil
+		p, err := exec.LookPath(t)
+		if err != nil {
+			continue
 		}
+		tun, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
+		if err != nil {
+			return NAT{}, fmt.Errorf("%w: %s needs /dev/net/tun: %w", ErrNoNAT, t, err)
+		}
+		tun.Close()
+		return NAT{Tool: t, Path: p}, nil
 	}
 	if want != "" {
-		return NAT{}, fmt.Errorf("%s is not installed: %w", want, ErrNoNAT)
+		return NAT{}, fmt.Errorf("%w: %s is not installed", ErrNoNAT, want)
 	}
-	return NAT{}, ErrNoNAT
+	return NAT{}, fmt.Errorf("%w: neither pasta (Debian package passt) nor slirp4netns is installed", ErrNoNAT)
 }
 
 // ProbeNetNS reports whether this process may create a network namespace.
