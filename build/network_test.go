@@ -143,3 +143,22 @@ func TestDefaultNetwork(t *testing.T) {
 		})
 	}
 }
+
+// TestDefaultNetworkApt checks that apt-get update works on the default
+// (private) network in a Debian base: DNS through the NAT's forwarder and
+// outbound HTTP. It is the one test that reaches Debian's archive.
+func TestDefaultNetworkApt(t *testing.T) {
+	f := newFixture(t)
+	if _, err := sandbox.FindNAT(""); err != nil {
+		t.Fatalf("the default network needs a NAT here: %v", err)
+	}
+	ref := buildtest.Registry(t) + "/debian:bookworm"
+	buildtest.Push(t, ref, buildtest.DebianImage(t))
+	// The resolv.conf check tells the private network from the host's.
+	dir := networkCase(t, "RUN grep -E '^nameserver (169.254.1.1|10.0.2.3)$' /etc/resolv.conf && "+
+		"apt-get update && ls /var/lib/apt/lists | grep -q _Packages")
+	_, log := f.mustBuild(dir, func(o *Options) { o.BuildArgs["BASE"] = ref })
+	if strings.Contains(log, "WARNING: RUN uses the host network") {
+		t.Errorf("the build fell back to the host network:\n%s", log)
+	}
+}
