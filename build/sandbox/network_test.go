@@ -218,3 +218,30 @@ func BenchmarkRunNetwork(b *testing.B) {
 		})
 	}
 }
+
+// TestPrivateNetworkChroot checks a private network in chroot isolation,
+// where the init has a network namespace but no PID namespace: the same
+// reach as with namespaces, and the NAT gone after the run.
+func TestPrivateNetworkChroot(t *testing.T) {
+	buildtest.RequireRoot(t)
+	nat, err := FindNAT("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootfs := newRootfs(t)
+	port := buildtest.LoopbackServer(t, "host-loopback")
+	outside := buildtest.NetNSServer(t, "outside")
+	before := natPids()
+	var out, errOut bytes.Buffer
+	err = Run(context.Background(), Spec{Root: bindRoot(rootfs), Network: "private", NAT: nat, Isolation: IsolationChroot,
+		Args: privateScript(port, outside), Stdout: &out, Stderr: &errOut, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("Run: %v\nstdout:\n%s\nstderr:\n%s", err, &out, &errOut)
+	}
+	if got := out.String(); strings.Contains(got, "host-loopback") || !strings.Contains(got, "outside via NAT") {
+		t.Errorf("chroot private network reached:\n%s\nstderr:\n%s", got, &errOut)
+	}
+	if p := newNATPids(before); len(p) != 0 {
+		t.Errorf("NAT processes left after the run: %v", p)
+	}
+}
