@@ -148,9 +148,8 @@ const natReadyTimeout = 30 * time.Second
 
 // natProcess is a running guard and its NAT.
 type natProcess struct {
-	cmd   *exec.Cmd
-	stop  *os.File // the guard's stdin; closing it stops the NAT
-	stder *bytes.Buffer
+	cmd  *exec.Cmd
+	stop *os.File // the guard's stdin; closing it stops the NAT
 }
 
 // startNAT starts nat's guard for the network namespace of process pid and
@@ -189,7 +188,7 @@ func startNAT(ctx context.Context, nat NAT, pid int) (*natProcess, error) {
 		stopW.Close()
 		return nil, fmt.Errorf("start %s: %w", nat.Tool, err)
 	}
-	p := &natProcess{cmd: cmd, stop: stopW, stder: &stderr}
+	p := &natProcess{cmd: cmd, stop: stopW}
 	line := make(chan string, 1)
 	go func() {
 		s, _ := bufio.NewReader(readyR).ReadString('\n')
@@ -328,9 +327,7 @@ func goAhead(ctx context.Context, nat NAT, pid int, goR, goW *os.File) (*natProc
 	if err != nil {
 		return nil, err
 	}
-	if _, err := goW.Write([]byte{1}); err != nil {
-		// The init is gone; its result says why.
-		return p, nil
-	}
+	// A failed write means the init is gone; its result says why.
+	_, _ = goW.Write([]byte{1})
 	return p, nil
 }
