@@ -89,8 +89,18 @@ func (f *fixture) build(dir string, mod ...func(*Options)) (*Result, string, err
 	for _, m := range mod {
 		m(&o)
 	}
-	res, err := f.b.Build(context.Background(), o)
+	res, err := buildFile(context.Background(), f.b, o)
 	return res, log.String(), err
+}
+
+// buildFile reads and parses the Dockerfile o names and builds it, as the
+// CLI does.
+func buildFile(ctx context.Context, b *Builder, o Options) (*Result, error) {
+	g, err := ReadDockerfile(o.DockerfilePath())
+	if err != nil {
+		return nil, err
+	}
+	return b.Build(ctx, g, o)
 }
 
 func (f *fixture) mustBuild(dir string, mod ...func(*Options)) (*Result, string) {

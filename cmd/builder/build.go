@@ -147,7 +147,11 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	start := time.Now()
-	res, err := b.Build(ctx, o)
+	graph, err := build.ReadDockerfile(o.DockerfilePath())
+	if err != nil {
+		return err
+	}
+	res, err := b.Build(ctx, graph, o)
 	if err != nil {
 		return err
 	}
