@@ -268,7 +268,7 @@ func (j *job) evalMetaArgs() error {
 		if err := j.evalMetaArg(m, a); err != nil {
 			if i < len(j.g.MetaSteps) {
 				st := j.g.MetaSteps[i]
-				return &StepError{Pos: st.Pos, Instruction: st.Original, Err: err}
+				return newStepError(st.Pos, st.Original, err)
 			}
 			return err
 		}

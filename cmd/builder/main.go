@@ -81,7 +81,7 @@ func exitCode(err error) int {
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(os.Stderr, "ERROR:", err)
+	fmt.Fprintln(os.Stderr, "ERROR:", errorText(err))
 	var ue *usageError
 	switch {
 	case errors.As(err, &ue):
