@@ -120,7 +120,7 @@ func runHelper(ctx context.Context, helper, action string, input []byte) error {
 	cmd.Stdin = bytes.NewReader(input)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("credential helper %s %s: %v: %s", helper, action, err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("credential helper %s %s: %w: %s", helper, action, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
