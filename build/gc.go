@@ -372,7 +372,7 @@ func (b *Builder) scan(ctx context.Context, keep []v1.Hash) (*storeGraph, error)
 				for i, l := range img.layers {
 					ids[i] = l.DiffID
 				}
-				for _, c := range chainIDs(ids) {
+				for _, c := range snapshot.ChainIDs(ids) {
 					g.chains[c] = true
 				}
 			}
@@ -636,7 +636,7 @@ func (b *Builder) recordChain(k Key, byKey map[Key]*CacheEntry, memo map[Key]str
 		if err != nil {
 			return "", false
 		}
-		if ids := chainIDs(cfg.RootFS.DiffIDs); len(ids) > 0 {
+		if ids := snapshot.ChainIDs(cfg.RootFS.DiffIDs); len(ids) > 0 {
 			parentChain = ids[len(ids)-1]
 		}
 		memo[k] = parentChain
@@ -656,7 +656,7 @@ func (b *Builder) recordChain(k Key, byKey map[Key]*CacheEntry, memo map[Key]str
 	}
 	c := parentChain
 	if !e.Record.Empty {
-		c = nextChainID(parentChain, e.Record.DiffID)
+		c = snapshot.NextChainID(parentChain, e.Record.DiffID)
 	}
 	memo[k] = c
 	return c, true

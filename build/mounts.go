@@ -248,7 +248,7 @@ func chainOf(layers []layerRef) string {
 		return ""
 	}
 	st := stageState{layers: layers}
-	ids := chainIDs(st.diffIDs())
+	ids := snapshot.ChainIDs(st.diffIDs())
 	return ids[len(ids)-1]
 }
 
