@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+
+	"builder/internal/testenv"
 )
 
 // screen is a small terminal emulator: enough of VT100 to replay what the
@@ -113,7 +115,7 @@ func openPTY(t *testing.T, cols, rows int) (*os.File, <-chan []byte) {
 	t.Helper()
 	ptmx, tty, err := pty.Open()
 	if err != nil {
-		t.Skipf("no pseudo-terminal: %v", err)
+		testenv.Skip(t, "no pseudo-terminal: %v", err)
 	}
 	if err := pty.Setsize(ptmx, &pty.Winsize{Cols: uint16(cols), Rows: uint16(rows)}); err != nil {
 		t.Fatal(err)
@@ -167,7 +169,10 @@ func TestProgressTTYBuild(t *testing.T) {
 
 func TestProgressTTYNarrowAndFast(t *testing.T) {
 	tty, out := openPTY(t, 30, 8)
-	p := NewProgressMode(tty, ProgressTTY)
+	ticks := make(chan time.Time)
+	p := &Progress{}
+	r := newTTYRendererTicks(p, tty, ticks)
+	p.r = r
 	var steps []*StepProgress
 	for i := 0; i < 12; i++ {
 		steps = append(steps, p.Step("[stage-0 "+strconv.Itoa(i+1)+"/12] RUN a command longer than the terminal"))
@@ -175,7 +180,11 @@ func TestProgressTTYNarrowAndFast(t *testing.T) {
 	for i := 0; i < 2000; i++ {
 		steps[0].Write([]byte("a long line of output\twith a tab and \x1b[31mcolour\n"))
 	}
-	time.Sleep(3 * ttyRefresh)
+	// Three redraws while every step runs; each send returns once the
+	// renderer has taken the tick, so the previous redraw is done.
+	for i := range 3 {
+		ticks <- r.begin.Add(time.Duration(i+1) * ttyRefresh)
+	}
 	for i := len(steps) - 1; i >= 0; i-- {
 		steps[i].Done()
 	}

@@ -10,6 +10,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
+
+	"builder/internal/atomicfile"
 )
 
 // The default automatic GC limit: a tenth of the store's file system, at
@@ -116,10 +118,7 @@ func (s *Store) AutoGC(ctx context.Context, keep ...v1.Hash) (AutoGCReport, erro
 		st.Total = 0
 	}
 	if dt, err := json.Marshal(st); err == nil {
-		tmp := statePath + ".tmp"
-		if os.WriteFile(tmp, dt, 0o600) == nil {
-			_ = os.Rename(tmp, statePath)
-		}
+		_ = atomicfile.WriteFile(statePath, dt, 0o600) // best effort: the next pass scans again
 	}
 	return rep, nil
 }

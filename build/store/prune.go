@@ -12,6 +12,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"builder/imageref"
+	"builder/internal/atomicfile"
 )
 
 // PruneOptions choose what Prune removes besides unreferenced data.
@@ -233,7 +234,7 @@ func (s *Store) cleanLeftovers(all bool) error {
 	s.cache.CleanTemp()
 	if ents, err := os.ReadDir(filepath.Join(s.root, ContextStatDir)); err == nil {
 		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), ".tmp-") {
+			if strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
 				_ = os.Remove(filepath.Join(s.root, ContextStatDir, e.Name()))
 			}
 		}

@@ -33,8 +33,9 @@ const (
 	TempDir        = "tmp"           // scratch files of running builds
 )
 
-// maxMetaBlob is the largest manifest, index or config the store reads whole.
-const maxMetaBlob = 4 << 20
+// maxMetaBlob is the largest manifest, index or config the store reads
+// whole: the limit configs are written with.
+const maxMetaBlob = content.MaxConfigSize
 
 // Cache is the step cache as the store sees it: records that name layer
 // blobs and say which snapshot their step produced.
