@@ -120,12 +120,6 @@ func (i image) all() []v1.Hash {
 	return append([]v1.Hash{i.manifest, i.config}, i.layers...)
 }
 
-// chain is the name of the snapshot holding all the image's layers.
-func (i image) chain() string {
-	ids := snapshot.ChainIDs(i.diffIDs)
-	return ids[len(ids)-1]
-}
-
 // image stores an image with one layer per content (the bytes stand in
 // for a compressed layer; their sha256 for its diff ID), old enough to be
 // outside any grace period, tagged as tag unless that is empty.
