@@ -17,6 +17,7 @@ import (
 	"builder/build/cacheio"
 	"builder/build/copier"
 	"builder/build/sandbox"
+	"builder/build/store"
 	"builder/parser"
 )
 
@@ -115,7 +116,7 @@ type stageFuture struct {
 // o.Tags. On failure the store keeps everything committed so far, which a
 // later build reuses.
 func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
-	unlock, err := b.lockStore(ctx, false) // keeps GC (prune) out while we build
+	unlock, err := b.maint.LockShared(ctx) // keeps GC (prune) out while we build
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +154,7 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load build context: %w", err)
 	}
-	if bctx.Hashes, err = copier.OpenStatCache(filepath.Join(b.root, contextStatDir), bctx.Dir); err != nil {
+	if bctx.Hashes, err = copier.OpenStatCache(filepath.Join(b.root, store.ContextStatDir), bctx.Dir); err != nil {
 		return nil, fmt.Errorf("load build context: %w", err)
 	}
 	defer func() {
