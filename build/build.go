@@ -17,6 +17,7 @@ import (
 
 	"builder/build/cacheio"
 	"builder/build/copier"
+	"builder/build/progress"
 	"builder/build/sandbox"
 	"builder/parser"
 )
@@ -34,7 +35,7 @@ type Options struct {
 	Network    string            // default network mode of RUN: "host" (default) or "none"
 	Platform   v1.Platform       // target platform; default linux/amd64 (the host's)
 	Epoch      *time.Time        // SOURCE_DATE_EPOCH
-	Progress   *Progress
+	Progress   *progress.Progress
 	// ExplainCache prints, for every step that misses the cache, the first
 	// input that differs from the last build of the same Dockerfile step.
 	ExplainCache bool
@@ -84,7 +85,7 @@ type job struct {
 	used     sync.Map
 	stages   []*stageFuture
 	runSem   chan struct{}
-	progress *Progress
+	progress *progress.Progress
 	steps    int
 	cached   int
 	countMu  sync.Mutex
@@ -123,7 +124,7 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 		o.Platform = v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	}
 	if o.Progress == nil {
-		o.Progress = NewProgress(nil, true)
+		o.Progress = progress.New(nil, progress.Quiet)
 	}
 	dt, err := os.ReadFile(o.Dockerfile)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"builder/build/cacheio"
+	"builder/build/progress"
 	"builder/export"
 )
 
@@ -66,11 +67,11 @@ func TestSecretsLeaveNoTrace(t *testing.T) {
 	}
 	var outputs []string
 	var last *Result
-	for _, mode := range []ProgressMode{ProgressPlain, ProgressJSON} {
+	for _, mode := range []progress.Mode{progress.Plain, progress.JSON} {
 		var log bytes.Buffer
 		dir := copyCase(t, "builds/secrets")
 		res, _, err := f.build(dir, func(o *Options) {
-			o.Progress = NewProgressMode(&log, mode)
+			o.Progress = progress.New(&log, mode)
 			o.NoCache = true // both progress modes show every step run
 			o.Secrets = secrets
 			o.CacheTo = cacheTo

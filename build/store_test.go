@@ -16,6 +16,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"builder/build/progress"
 )
 
 // childEnv makes the test binary, re-executed, run one build and exit: the
@@ -44,7 +46,7 @@ func init() {
 	b, err := New(Config{Root: s.Root})
 	if err == nil {
 		o := Options{ContextDir: filepath.Join(s.Dir, "context"), Dockerfile: filepath.Join(s.Dir, "Dockerfile"),
-			BuildArgs: s.Args, Progress: NewProgress(os.Stderr, false)}
+			BuildArgs: s.Args, Progress: progress.New(os.Stderr, progress.Plain)}
 		if s.Tag != "" {
 			o.Tags = []string{s.Tag}
 		}
