@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -93,6 +92,8 @@ type job struct {
 	iso      *runIsolation
 	firstErr error       // the first failure, which cancels the other stages
 	cio      *cacheState // --cache-from/--cache-to state; nil without them
+	imagesMu sync.Mutex
+	images   map[imageKey]*baseImage // images resolved so far; see image
 }
 
 type stageFuture struct {
@@ -126,7 +127,7 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	if o.Progress == nil {
 		o.Progress = progress.New(nil, progress.Quiet)
 	}
-	dt, err := os.ReadFile(o.Dockerfile)
+	dt, err := copier.ReadDockerfile(o.Dockerfile)
 	if err != nil {
 		return nil, fmt.Errorf("read Dockerfile: %w", err)
 	}
@@ -154,6 +155,9 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	}()
 	j := &job{b: b, o: o, g: g, bctx: bctx, progress: o.Progress,
 		runSem: make(chan struct{}, runtime.NumCPU())}
+	for _, w := range b.TakeWarnings() {
+		j.progress.Printf("WARNING: %s", w)
+	}
 	if err := j.evalMetaArgs(); err != nil {
 		return nil, err
 	}
@@ -237,14 +241,33 @@ func (j *job) evalMetaArgs() error {
 		m.Set(k, v)
 	}
 	j.meta = m // argValue reads earlier global args from j.meta
-	for _, a := range j.g.MetaArgs {
-		for _, kv := range a.Pairs {
-			val, err := j.argValue(kv, m, nil)
-			if err != nil {
-				return err
+	for i, a := range j.g.MetaArgs {
+		if err := j.evalMetaArg(m, a); err != nil {
+			if i < len(j.g.MetaSteps) {
+				st := j.g.MetaSteps[i]
+				return &StepError{Pos: st.Pos, Instruction: st.Original, Err: err}
 			}
-			m.Set(kv.Key, val)
+			return err
 		}
+	}
+	return nil
+}
+
+// evalMetaArg sets the global ARGs of one instruction in m, within the
+// limits of one value and of all global ARGs together.
+func (j *job) evalMetaArg(m *vars, a *parser.Arg) error {
+	for _, kv := range a.Pairs {
+		val, err := j.argValue(kv, m, nil)
+		if err != nil {
+			return err
+		}
+		if err := checkValue("ARG", kv.Key, val); err != nil {
+			return err
+		}
+		m.Set(kv.Key, val)
+	}
+	if envSize(m) > MaxEnvSize {
+		return &LimitError{What: "the global ARGs", Limit: MaxEnvSize}
 	}
 	return nil
 }
@@ -379,7 +402,7 @@ func (j *job) resolveFrom(ctx context.Context, st *stageState, from string) ([]l
 		}
 		return append([]layerRef{}, other.layers...), nil
 	}
-	img, err := j.b.resolveImage(ctx, from, j.o)
+	img, err := j.image(ctx, from, j.o)
 	if err != nil {
 		return nil, j.stageHint(err, from, st.index)
 	}

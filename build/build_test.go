@@ -45,7 +45,10 @@ func newFixture(t testing.TB) *fixture { return newFixtureWith(t, "") }
 func newFixtureWith(t testing.TB, snapshotter string) *fixture {
 	t.Helper()
 	buildtest.RequireRoot(t)
-	f := &fixture{t: t, root: t.TempDir(), base: buildtest.BusyboxRegistry(t), sn: snapshotter}
+	// A root New creates: t.TempDir() is 0755, which New would tighten
+	// with a warning in every progress output.
+	root := filepath.Join(t.TempDir(), "store")
+	f := &fixture{t: t, root: root, base: buildtest.BusyboxRegistry(t), sn: snapshotter}
 	f.b = f.open()
 	t.Cleanup(func() {
 		if m := buildtest.Mounts(t, f.root); len(m) > 0 {
@@ -71,6 +74,7 @@ func copyCase(t testing.TB, dir string) string {
 	if out, err := exec.Command("cp", "-a", filepath.Join("..", "testdata", dir), dst).CombinedOutput(); err != nil {
 		t.Fatalf("copy case: %v: %s", err, out)
 	}
+	buildtest.NormalizeModes(t, dst) // the checkout's umask is not the fixture's
 	if err := os.MkdirAll(filepath.Join(dst, "context"), 0o755); err != nil {
 		t.Fatal(err)
 	}

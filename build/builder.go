@@ -8,11 +8,11 @@ package build
 import (
 	"cmp"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"builder/build/internal/flight"
 	"builder/build/registry"
 	"builder/export"
 	"builder/snapshot"
@@ -52,21 +52,27 @@ type Builder struct {
 	gcKeep      int64 // automatic GC limit in bytes; 0 for off
 	gcGrace     time.Duration
 
-	pullMu sync.Mutex
-	pulls  map[string]*pullResult // one flight per reference per build process
+	pulls flight.Group[imageKey, *baseImage] // one pull per image at a time
+
+	warnMu   sync.Mutex
+	warnings []string // not yet shown; see TakeWarnings
 }
 
-// New opens (creating) the store at cfg.Root.
+// New opens (creating) the store at cfg.Root. The root is made mode 0700
+// (its blobs and cache records can hold build-arg values); an existing
+// root that other users could enter is tightened, with a warning that
+// TakeWarnings, or else the next build's progress, shows once.
 func New(cfg Config) (*Builder, error) {
 	if cfg.Root == "" {
 		return nil, fmt.Errorf("open store: no root directory given")
 	}
-	if err := os.MkdirAll(cfg.Root, 0o700); err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
 	st, err := content.Open(cfg.Root)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
+	}
+	var warnings []string
+	if mode, ok := st.Tightened(); ok {
+		warnings = append(warnings, fmt.Sprintf("store root %s had mode %#o, open to other users; changed it to 0700", st.Root(), mode))
 	}
 	sn, name, err := snapshot.Open(filepath.Join(cfg.Root, "snapshots"), cfg.Snapshotter)
 	if err != nil {
@@ -91,7 +97,19 @@ func New(cfg Config) (*Builder, error) {
 		}
 	}
 	return &Builder{root: cfg.Root, store: st, snapshotter: sn, snName: name, cache: c, index: idx,
-		gcKeep: max(gcKeep, 0), gcGrace: cmp.Or(cfg.GCGrace, autoGCGrace), registry: rc, pulls: map[string]*pullResult{}}, nil
+		gcKeep: max(gcKeep, 0), gcGrace: cmp.Or(cfg.GCGrace, autoGCGrace), registry: rc,
+		warnings: warnings}, nil
+}
+
+// TakeWarnings returns the warnings about the store that New found (e.g.
+// that it tightened the root's mode) and forgets them, so that each is
+// shown once: by the caller, or else by the next build's progress.
+func (b *Builder) TakeWarnings() []string {
+	b.warnMu.Lock()
+	defer b.warnMu.Unlock()
+	w := b.warnings
+	b.warnings = nil
+	return w
 }
 
 // Store returns the content store.

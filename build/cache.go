@@ -10,9 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"builder/internal/atomicfile"
 )
 
 // keyVersion names the format of cache key preimages. Change it whenever the
@@ -60,6 +63,9 @@ type Record struct {
 // snapshots they name, so a record that exists always points at stored data.
 type Cache struct {
 	dir string
+
+	keyOnce sync.Once
+	key     []byte // see redactKey
 }
 
 // OpenCache opens (creating) the cache directory.
@@ -153,7 +159,7 @@ func (c *Cache) cleanTemp(age time.Duration) {
 	for _, dir := range []string{c.dir, filepath.Join(c.dir, sumsDir)} {
 		ents, _ := os.ReadDir(dir)
 		for _, de := range ents {
-			if !strings.HasPrefix(de.Name(), ".tmp-") {
+			if !strings.HasPrefix(de.Name(), atomicfile.TempPrefix) {
 				continue
 			}
 			if fi, err := de.Info(); err == nil && time.Since(fi.ModTime()) >= age {
@@ -169,23 +175,7 @@ func (c *Cache) Put(k Key, r Record) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(c.dir, ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write cache record: %w", err)
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(dt); err != nil {
-		f.Close()
-		return fmt.Errorf("write cache record: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write cache record: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write cache record: %w", err)
-	}
-	if err := os.Rename(f.Name(), c.path(k)); err != nil {
+	if err := atomicfile.WriteFile(c.path(k), dt, 0o600); err != nil {
 		return fmt.Errorf("write cache record: %w", err)
 	}
 	return nil
@@ -220,20 +210,8 @@ func (c *Cache) PutSum(k, sum string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("remember checksum: %w", err)
 	}
-	f, err := os.CreateTemp(dir, ".tmp-")
-	if err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, k), []byte(sum), 0o600); err != nil {
 		return fmt.Errorf("remember checksum: %w", err)
-	}
-	_, werr := f.WriteString(sum)
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(f.Name(), filepath.Join(dir, k))
-	}
-	if werr != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("remember checksum: %w", werr)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"builder/build/cacheio"
+	"builder/build/internal/flight"
 	"builder/export"
 	"builder/snapshot/archive"
 )
@@ -27,17 +28,17 @@ type cacheState struct {
 	imports []*cacheio.Cache
 
 	mu       sync.Mutex
-	records  map[Key]importedRecord        // first import that has a key wins
-	digests  map[v1.Hash]*cacheio.Cache    // where each imported blob comes from
-	mounts   map[string]importedMount      // imported cache mounts by id
-	restored map[string]bool               // cache mounts this build restored or found full
-	flights  map[v1.Hash]*fetchFlight      // one fetch per blob at a time
-	stages   map[int][]keyedRecord         // records each stage applied, in order
-	mountIDs map[string]*runMount          // cache mounts the build's RUNs name
-	pending  map[v1.Hash][]keyedRecord     // imported records to keep locally once their blob is here
-	sums     map[string]string             // imported COPY source checksums by memo key
-	usedSums map[string]string             // the checksums this build's COPY steps used, for --cache-to
-	progress func(format string, a ...any) // build log
+	records  map[Key]importedRecord          // first import that has a key wins
+	digests  map[v1.Hash]*cacheio.Cache      // where each imported blob comes from
+	mounts   map[string]importedMount        // imported cache mounts by id
+	restored map[string]bool                 // cache mounts this build restored or found full
+	fetches  flight.Group[v1.Hash, struct{}] // one fetch per blob at a time
+	stages   map[int][]keyedRecord           // records each stage applied, in order
+	mountIDs map[string]*runMount            // cache mounts the build's RUNs name
+	pending  map[v1.Hash][]keyedRecord       // imported records to keep locally once their blob is here
+	sums     map[string]string               // imported COPY source checksums by memo key
+	usedSums map[string]string               // the checksums this build's COPY steps used, for --cache-to
+	progress func(format string, a ...any)   // build log
 }
 
 type importedRecord struct {
@@ -53,11 +54,6 @@ type importedMount struct {
 type keyedRecord struct {
 	key Key
 	rec Record
-}
-
-type fetchFlight struct {
-	done chan struct{}
-	err  error
 }
 
 type cacheStateKey struct{}
@@ -78,7 +74,7 @@ func (j *job) startCache(ctx context.Context) context.Context {
 		return ctx
 	}
 	cs := &cacheState{records: map[Key]importedRecord{}, digests: map[v1.Hash]*cacheio.Cache{},
-		mounts: map[string]importedMount{}, restored: map[string]bool{}, flights: map[v1.Hash]*fetchFlight{},
+		mounts: map[string]importedMount{}, restored: map[string]bool{},
 		stages: map[int][]keyedRecord{}, mountIDs: map[string]*runMount{}, pending: map[v1.Hash][]keyedRecord{},
 		sums: map[string]string{}, usedSums: map[string]string{},
 		progress: j.progress.Printf}
@@ -190,36 +186,23 @@ func (b *Builder) fetchImported(ctx context.Context, d v1.Hash) error {
 		cs.mu.Unlock()
 		return nil
 	}
-	f, running := cs.flights[d]
-	if !running {
-		f = &fetchFlight{done: make(chan struct{})}
-		cs.flights[d] = f
-	}
 	cs.mu.Unlock()
-	if running {
-		select {
-		case <-f.done:
-			return f.err
-		case <-ctx.Done():
-			return ctx.Err()
+	_, err := cs.fetches.Do(ctx, d, func(ctx context.Context) (struct{}, error) {
+		if err := src.Fetch(ctx, b.store, d); err != nil {
+			return struct{}{}, err
 		}
-	}
-	f.err = src.Fetch(ctx, b.store, d)
-	cs.mu.Lock()
-	delete(cs.flights, d)
-	keep := cs.pending[d]
-	delete(cs.pending, d)
-	cs.mu.Unlock()
-	close(f.done)
-	if f.err != nil {
-		return f.err
-	}
-	for _, kr := range keep {
-		if err := b.cache.Put(kr.key, kr.rec); err != nil {
-			return err
+		cs.mu.Lock()
+		keep := cs.pending[d]
+		delete(cs.pending, d)
+		cs.mu.Unlock()
+		for _, kr := range keep {
+			if err := b.cache.Put(kr.key, kr.rec); err != nil {
+				return struct{}{}, err
+			}
 		}
-	}
-	return nil
+		return struct{}{}, nil
+	})
+	return err
 }
 
 // fetchLayers makes sure every layer is in the store.

@@ -1,6 +1,7 @@
 package build
 
 import (
+	"fmt"
 	"sort"
 	"strings"
 
@@ -82,8 +83,21 @@ func newExpander(escape rune, env []string, args *vars) *expander {
 	return &expander{lex: shell.NewLex(escape), env: all}
 }
 
+// word expands one Dockerfile word. Variables may contribute at most
+// MaxWordExpansion bytes to it; a word that would take more fails with a
+// LimitError before the lexer holds more than that.
 func (e *expander) word(w string) (string, error) {
-	out, _, err := e.lex.ProcessWord(w, e.env)
+	return expandBounded(e.lex, w, e.env)
+}
+
+// expandBounded expands w with lex against env, handing the lexer at most
+// MaxWordExpansion bytes of variable values (see budgetEnv).
+func expandBounded(lex *shell.Lex, w string, env *vars) (string, error) {
+	b := &budgetEnv{vars: env, left: MaxWordExpansion, wordLen: len(w), replace: mayReplace(w)}
+	out, _, err := lex.ProcessWord(w, b)
+	if b.over {
+		return "", &LimitError{What: fmt.Sprintf("%.60q", w), Limit: MaxWordExpansion}
+	}
 	return out, err
 }
 

@@ -2,10 +2,11 @@ package build
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -21,6 +22,7 @@ import (
 
 	"builder/build/copier"
 	"builder/build/progress"
+	"builder/internal/atomicfile"
 	"builder/parser"
 )
 
@@ -119,7 +121,7 @@ func (j *job) missReason(st *stageState, step *parser.Step, prev stepEntry, have
 		return fmt.Sprintf("instruction changed: was %q", oneLine(prev.Text))
 	}
 	if !slices.Equal(old.Args, cur.Args) {
-		return fmt.Sprintf("instruction arguments changed (a variable's value): %q, was %q", cur.Args, old.Args)
+		return j.argsReason(old.Args, cur.Args)
 	}
 	for _, k := range unionKeys(old.State, cur.State) {
 		ov, nv := old.State[k], cur.State[k]
@@ -127,11 +129,14 @@ func (j *job) missReason(st *stageState, step *parser.Step, prev stepEntry, have
 			continue
 		}
 		if k == "env" {
-			if r := envReason(st, ov, nv); r != "" {
+			if r := j.envReason(st, ov, nv); r != "" {
 				return r
 			}
 		}
-		return fmt.Sprintf("%s changed: %q, was %q", k, nv, ov)
+		if plainState[k] {
+			return fmt.Sprintf("%s changed: %q, was %q", k, nv, ov)
+		}
+		return fmt.Sprintf("%s changed: %s, was %s", k, j.redact(nv), j.redact(ov))
 	}
 	if old.Parent != cur.Parent {
 		op, np := old.Parent, cur.Parent
@@ -161,9 +166,30 @@ func (j *job) missReason(st *stageState, step *parser.Step, prev stepEntry, have
 	return "the step's record is gone from the cache (pruned, or its layer was removed)"
 }
 
+// plainState lists the step state whose values explanations print as they
+// are: fixed words that no variable can set. All other values (user,
+// workdir, mounts, chown, the environment...) may hold a build arg's value
+// and are shown as redact does.
+var plainState = map[string]bool{"network": true, "security": true, "parents": true, "epoch": true}
+
+// argsReason explains a change of a step's expanded arguments, which may
+// hold variables' values: it names the first argument that differs and
+// shows redacted values.
+func (j *job) argsReason(old, cur []string) string {
+	if len(old) != len(cur) {
+		return fmt.Sprintf("instruction arguments changed (a variable's value): %d arguments, was %d", len(cur), len(old))
+	}
+	for i := range cur {
+		if cur[i] != old[i] {
+			return fmt.Sprintf("instruction arguments changed (a variable's value): argument %d is %s, was %s", i+1, j.redact(cur[i]), j.redact(old[i]))
+		}
+	}
+	return "instruction arguments changed"
+}
+
 // envReason explains a change of a RUN's environment, naming the variable
-// and whether it is a build arg.
-func envReason(st *stageState, oldJSON, newJSON string) string {
+// and whether it is a build arg; values are redacted.
+func (j *job) envReason(st *stageState, oldJSON, newJSON string) string {
 	var ov, nv []string
 	if json.Unmarshal([]byte(oldJSON), &ov) != nil || json.Unmarshal([]byte(newJSON), &nv) != nil {
 		return ""
@@ -181,13 +207,31 @@ func envReason(st *stageState, oldJSON, newJSON string) string {
 		}
 		switch {
 		case !oin:
-			return fmt.Sprintf("%s %s added: %q", kind, k, n)
+			return fmt.Sprintf("%s %s added: %s", kind, k, j.redact(n))
 		case !nin:
-			return fmt.Sprintf("%s %s removed (was %q)", kind, k, o)
+			return fmt.Sprintf("%s %s removed (was %s)", kind, k, j.redact(o))
 		}
-		return fmt.Sprintf("%s %s changed: %q, was %q", kind, k, n, o)
+		return fmt.Sprintf("%s %s changed: %s, was %s", kind, k, j.redact(n), j.redact(o))
 	}
 	return ""
+}
+
+// redact shows a value that may be secret (a build arg's, or anything
+// expanded from one) in a log: "" stays "", anything else becomes "value"
+// and the first 12 hex digits of its HMAC-SHA256 under the store's redact
+// key. Two different values are told apart (a collision takes about 2^24
+// values), the same value looks the same in every build on one store, and
+// the log alone does not let anyone test guesses: an unkeyed hash of a
+// low-entropy password would be found by hashing a dictionary, while the
+// key is readable only where the store's cache records, which hold the
+// values anyway, are.
+func (j *job) redact(v string) string {
+	if v == "" {
+		return `""`
+	}
+	m := hmac.New(sha256.New, j.b.cache.redactKey())
+	m.Write([]byte(v))
+	return "value " + hex.EncodeToString(m.Sum(nil)[:6])
 }
 
 func envMap(env []string) map[string]string {
@@ -342,6 +386,37 @@ func fileSummary(p string, d fs.DirEntry) string {
 	return s
 }
 
+// redactKeyFile holds the store's key for redact, 32 random bytes, mode 0600.
+const redactKeyFile = "redact.key"
+
+// redactKey returns the store's key for redacting values in logs, making
+// it on first use. Concurrent builders agree on one key: each writes a
+// candidate to a temporary file and links it into place, and whoever
+// loses reads the winner's. Where the store cannot be written, the key is
+// this process's own.
+func (c *Cache) redactKey() []byte {
+	c.keyOnce.Do(func() {
+		p := filepath.Join(c.dir, redactKeyFile)
+		if k, err := os.ReadFile(p); err == nil && len(k) == 32 {
+			c.key = k
+			return
+		}
+		c.key = make([]byte, 32)
+		rand.Read(c.key)
+		if f, err := os.CreateTemp(c.dir, ".tmp-key-*"); err == nil {
+			_, werr := f.Write(c.key)
+			if cerr := f.Close(); werr == nil && cerr == nil {
+				_ = os.Link(f.Name(), p)
+			}
+			os.Remove(f.Name())
+		}
+		if k, err := os.ReadFile(p); err == nil && len(k) == 32 {
+			c.key = k
+		}
+	})
+	return c.key
+}
+
 // loadStep reads the step index entry id.
 func (c *Cache) loadStep(id string) (stepEntry, bool) {
 	var e stepEntry
@@ -387,27 +462,11 @@ func (c *Cache) saveFiles(sum string, files map[string]string) {
 	}
 }
 
-// writeSmall writes dir/name below the cache directory atomically (temp
-// file and rename, no fsync: losing an explanation costs nothing).
+// writeSmall writes dir/name below the cache directory atomically.
 func (c *Cache) writeSmall(dir, name string, dt []byte) error {
 	d := filepath.Join(c.dir, dir)
 	if err := os.MkdirAll(d, 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(d, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	_, err = f.Write(dt)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), filepath.Join(d, name)); err != nil {
-		return errors.Join(err)
-	}
-	return nil
+	return atomicfile.WriteFile(filepath.Join(d, name), dt, 0o600)
 }

@@ -21,6 +21,7 @@ import (
 
 	"builder/build/progress"
 	"builder/imageref"
+	"builder/internal/atomicfile"
 	"builder/snapshot"
 	"builder/snapshot/content"
 )
@@ -32,7 +33,7 @@ const (
 	cacheMountsDir = "cachemounts"
 	contextStatDir = "cache/context" // copier stat caches of build contexts
 	tmpDir         = "tmp"
-	maxMetaBlob    = 4 << 20 // manifests, indexes and configs are read whole up to this size
+	maxMetaBlob    = content.MaxConfigSize // manifests, indexes and configs are read whole up to this size, the limit configs are written with
 )
 
 // The default automatic GC limit: a tenth of the store's file system, at
@@ -557,7 +558,7 @@ func (b *Builder) pruneGraph(ctx context.Context, g *storeGraph, o PruneOptions)
 	b.cache.cleanTemp(0)
 	if ents, err := os.ReadDir(filepath.Join(b.root, contextStatDir)); err == nil {
 		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), ".tmp-") {
+			if strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
 				_ = os.Remove(filepath.Join(b.root, contextStatDir, e.Name()))
 			}
 		}
@@ -826,10 +827,7 @@ func (b *Builder) AutoGC(ctx context.Context, keep ...v1.Hash) (AutoGCReport, er
 		st.Total = 0
 	}
 	if dt, err := json.Marshal(st); err == nil {
-		tmp := statePath + ".tmp"
-		if os.WriteFile(tmp, dt, 0o600) == nil {
-			_ = os.Rename(tmp, statePath)
-		}
+		_ = atomicfile.WriteFile(statePath, dt, 0o600) // best effort: the next pass scans again
 	}
 	return rep, nil
 }

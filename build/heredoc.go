@@ -77,7 +77,7 @@ func heredocContent(ex *expander, h parser.Heredoc) (string, error) {
 	}
 	lex := shell.NewLex('\\')
 	lex.SkipProcessQuotes = true
-	out, _, err := lex.ProcessWord(data, ex.env)
+	out, err := expandBounded(lex, data, ex.env)
 	if err != nil {
 		return "", fmt.Errorf("expand heredoc %s: %w", h.Name, err)
 	}

@@ -26,43 +26,60 @@ type baseImage struct {
 	healthStart    time.Duration // Healthcheck.StartInterval, not in config
 }
 
-type pullResult struct {
-	done chan struct{}
-	img  *baseImage
-	err  error
+// imageKey names one resolution of an image: by normalized reference and
+// platform, from the store (pull false) or fresh from its registry (pull
+// true). A --pull request never takes the result of a store lookup.
+type imageKey struct {
+	ref, platform string
+	pull          bool
 }
 
 // resolveImage finds an image by reference: in the local store unless
 // o.Pull is set, else in its registry, which stores it locally. Concurrent
-// requests for one reference share one pull.
+// requests for one key, from any build on b, share one pull, which is
+// cancelled only when all of them have given up; each returns when its own
+// ctx is done. Nothing is remembered once the pull is done: a build that
+// must see one image per reference asks through job.image.
 func (b *Builder) resolveImage(ctx context.Context, ref string, o Options) (*baseImage, error) {
 	norm, err := imageref.Normalize(ref)
 	if err != nil {
 		return nil, err
 	}
-	key := norm + " " + platformString(o.Platform) // one pull per name and platform
-	b.pullMu.Lock()
-	p, ok := b.pulls[key]
-	if !ok {
-		p = &pullResult{done: make(chan struct{})}
-		b.pulls[key] = p
-		b.pullMu.Unlock()
-		p.img, p.err = b.resolveOnce(ctx, norm, o)
-		close(p.done)
-		if p.err != nil {
-			b.pullMu.Lock()
-			delete(b.pulls, key)
-			b.pullMu.Unlock()
-		}
-		return p.img, p.err
+	key := imageKey{ref: norm, platform: platformString(o.Platform), pull: o.Pull}
+	return b.pulls.Do(ctx, key, func(ctx context.Context) (*baseImage, error) {
+		return b.resolveOnce(ctx, norm, o)
+	})
+}
+
+// image resolves ref for this build: the first resolution of a reference
+// and platform is kept, so every stage of one build that names an image
+// sees the same one, and --pull pulls it once per build.
+func (j *job) image(ctx context.Context, ref string, o Options) (*baseImage, error) {
+	norm, err := imageref.Normalize(ref)
+	if err != nil {
+		return nil, err
 	}
-	b.pullMu.Unlock()
-	select {
-	case <-p.done:
-		return p.img, p.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	key := imageKey{ref: norm, platform: platformString(o.Platform), pull: o.Pull}
+	j.imagesMu.Lock()
+	img, ok := j.images[key]
+	j.imagesMu.Unlock()
+	if ok {
+		return img, nil
 	}
+	img, err = j.b.resolveImage(ctx, norm, o)
+	if err != nil {
+		return nil, err
+	}
+	j.imagesMu.Lock()
+	defer j.imagesMu.Unlock()
+	if first, ok := j.images[key]; ok {
+		return first, nil
+	}
+	if j.images == nil {
+		j.images = map[imageKey]*baseImage{}
+	}
+	j.images[key] = img
+	return img, nil
 }
 
 func (b *Builder) resolveOnce(ctx context.Context, ref string, o Options) (*baseImage, error) {
@@ -185,6 +202,10 @@ func (j *job) commitImage(ctx context.Context, st *stageState) (*Result, error) 
 	}
 	if cfgJSON, err = j.inlineCache(cfgJSON, st.index); err != nil {
 		return nil, err
+	}
+	if len(cfgJSON) > MaxConfigSize {
+		// The store's readers would refuse it: write nothing.
+		return nil, fmt.Errorf("write config: %w", &LimitError{What: "the image config (with --label and the inline cache)", Limit: MaxConfigSize})
 	}
 	// The image goes into the store whole: fetch the layers that --cache-from
 	// hits left remote.

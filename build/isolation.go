@@ -3,8 +3,9 @@ package build
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
+
+	units "github.com/docker/go-units"
 
 	"builder/build/sandbox"
 	"builder/snapshot"
@@ -148,30 +149,15 @@ func typeOf(set []snapshot.Mount) string {
 	return set[0].Type
 }
 
-// ParseMemory parses a docker-style memory size: a number of bytes with an
-// optional b, k, m or g suffix (powers of 1024), such as "32m".
+// ParseMemory parses a --memory size as the docker CLI does
+// (go-units' RAMInBytes): a number of bytes with an optional k, m, g, t or
+// p suffix in powers of 1024, optionally followed by b or ib, such as
+// "32m" or "1.5GiB". Docker's minimum of 6m applies.
 func ParseMemory(s string) (int64, error) {
-	t := strings.ToLower(strings.TrimSpace(s))
-	t = strings.TrimSuffix(t, "b")
-	mult := int64(1)
-	if n := len(t); n > 0 {
-		switch t[n-1] {
-		case 'k':
-			mult = 1 << 10
-		case 'm':
-			mult = 1 << 20
-		case 'g':
-			mult = 1 << 30
-		}
-		if mult != 1 {
-			t = t[:n-1]
-		}
-	}
-	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v <= 0 {
+	n, err := units.RAMInBytes(strings.TrimSpace(s))
+	if err != nil || n < 0 {
 		return 0, fmt.Errorf("memory %q: want a positive size such as 512m or 2g", s)
 	}
-	n := int64(v * float64(mult))
 	if n < 6<<20 {
 		return 0, fmt.Errorf("memory %q: the minimum is 6m", s)
 	}

@@ -154,6 +154,7 @@ func (j *job) applyRecord(st *stageState, key Key, r Record, createdBy string) {
 	st.fsKey = key
 	if !r.Empty {
 		st.layers = append(st.layers, layerRef{DiffID: r.DiffID, Digest: r.Digest, Size: r.Size, MediaType: r.MediaType})
+		st.growConfig(jsonLen(r.DiffID.String()) + 1) // its rootfs.diff_ids entry
 	}
 	st.created = r.Created
 	st.addHistory(createdBy, r.Empty, j.stepTime(r.Created))

@@ -12,8 +12,6 @@ import (
 	"strconv"
 	"strings"
 
-	securejoin "github.com/cyphar/filepath-securejoin"
-
 	"builder/build/copier"
 	"builder/build/progress"
 	"builder/build/sandbox"
@@ -423,46 +421,17 @@ func (j *job) mkdirWorkdir(ctx context.Context, st *stageState, step *parser.Ste
 	call := fsCall{step: step, sp: sp, key: key, preimage: preimage, kind: "mkdir", createdBy: createdBy}
 	return j.fsStep(ctx, st, call, func(mounts []snapshot.Mount) error {
 		err := j.withMounts(ctx, [][]snapshot.Mount{mounts}, func(roots []string) error {
-			p, err := securejoin.SecureJoin(roots[0], wd)
-			if err != nil {
-				return err
-			}
 			// As in BuildKit, the directories WORKDIR creates belong to
 			// USER (resolved like COPY --chown; root when not found).
 			var owner *copier.Owner
 			if user != "" {
 				owner, _ = copier.ResolveOwner(roots[0], user)
 			}
-			return mkdirAllOwned(roots[0], p, owner)
+			return copier.MkdirAll(roots[0], wd, owner)
 		})
 		if err != nil {
 			return fmt.Errorf("create workdir: %w", err)
 		}
 		return nil
 	})
-}
-
-// mkdirAllOwned creates directory p (a path already resolved inside root)
-// and its missing parents with mode 0755, giving the ones it creates to
-// owner when owner is not nil. Existing directories are left alone.
-func mkdirAllOwned(root, p string, owner *copier.Owner) error {
-	var created []string
-	for q := p; len(q) > len(root); q = path.Dir(q) {
-		if _, err := os.Lstat(q); err == nil {
-			break
-		}
-		created = append(created, q)
-	}
-	if err := os.MkdirAll(p, 0o755); err != nil {
-		return err
-	}
-	if owner == nil {
-		return nil
-	}
-	for _, q := range created {
-		if err := os.Lchown(q, owner.UID, owner.GID); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -242,13 +242,42 @@ func TestReproducibleWithEpoch(t *testing.T) {
 	}
 }
 
+// nextFileSecond returns once the files the kernel creates are stamped
+// with a later whole second than the ones created before the call, so that
+// the files two builds' RUN steps write differ in mtime. It waits for that
+// event, not a guessed time: it stamps a probe file and sleeps until the
+// second after its mtime, up to a bound.
+func nextFileSecond(t *testing.T) {
+	t.Helper()
+	probe := filepath.Join(t.TempDir(), "clock")
+	stamp := func() time.Time {
+		if err := os.WriteFile(probe, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(probe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.ModTime()
+	}
+	first := stamp().Unix()
+	for range 100 {
+		now := stamp()
+		if now.Unix() > first {
+			return
+		}
+		time.Sleep(max(time.Until(now.Truncate(time.Second).Add(time.Second)), 0) + 5*time.Millisecond)
+	}
+	t.Fatalf("file mtimes stayed in second %d", first)
+}
+
 // buildPair builds the case twice, in two fresh stores, a second apart and
 // from context copies with different mtimes, and compares the images.
 func buildPair(t *testing.T, dir string, mod ...func(*Options)) (*Result, *Result, *imagediff.Report) {
 	t.Helper()
 	f1 := newFixture(t)
 	r1, _ := f1.mustBuild(dir, mod...)
-	time.Sleep(1100 * time.Millisecond) // mtimes have whole seconds
+	nextFileSecond(t) // mtimes have whole seconds
 	f2 := newFixture(t)
 	r2, _ := f2.mustBuild(shuffledCopy(t, dir, time.Now().Add(-time.Hour)), mod...)
 

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -28,7 +29,9 @@ import (
 // configs, history, manifests, cache records), the plain and rawjson
 // progress output, an OCI archive export (its blobs decompressed), an
 // exported cache (--cache-to type=local, mode=max, with cache mounts) and
-// an inline cache.
+// an inline cache. A build arg DB_PASSWORD, different in each build, must
+// not appear in either progress output, though the builds explain their
+// cache misses.
 func TestSecretsLeaveNoTrace(t *testing.T) {
 	f := newFixture(t)
 	canary := func(what string) string {
@@ -67,18 +70,24 @@ func TestSecretsLeaveNoTrace(t *testing.T) {
 	}
 	var outputs []string
 	var last *Result
+	var passwords []string
+	dir := copyCase(t, "builds/secrets") // one path: the second build's misses are explained
 	for _, mode := range []progress.Mode{progress.Plain, progress.JSON} {
+		passwords = append(passwords, canary("pw"))
 		var log bytes.Buffer
-		dir := copyCase(t, "builds/secrets")
 		res, _, err := f.build(dir, func(o *Options) {
 			o.Progress = progress.New(&log, mode)
-			o.NoCache = true // both progress modes show every step run
+			// Both progress modes show every step run: the second build
+			// misses because DB_PASSWORD changed, and explains it.
+			o.NoCache = mode == progress.Plain
 			o.Secrets = secrets
 			o.CacheTo = cacheTo
 			o.BuildArgs["HTTP_PROXY"] = proxy
 			o.BuildArgs["SUM_A"] = sum(secretA)
 			o.BuildArgs["SUM_B"] = sum(secretB)
 			o.BuildArgs["SUM_PROXY"] = sum(proxy)
+			o.BuildArgs["DB_PASSWORD"] = passwords[len(passwords)-1]
+			o.ExplainCache = true
 		})
 		o := log.String()
 		if err != nil {
@@ -105,6 +114,11 @@ func TestSecretsLeaveNoTrace(t *testing.T) {
 	}
 	for i, o := range outputs {
 		check(fmt.Sprintf("progress output %d", i), []byte(o))
+		for _, pw := range passwords {
+			if strings.Contains(o, pw) {
+				found = append(found, fmt.Sprintf("progress output %d holds build arg value %s", i, pw[:8]))
+			}
+		}
 	}
 	scanned := scanTree(t, f.root, check)
 	scanTree(t, u.rootfs, check)
@@ -226,5 +240,54 @@ func TestScanBytesFindsNested(t *testing.T) {
 	}, 0)
 	if len(where) == 0 || !strings.HasSuffix(where[len(where)-1], ": etc/x") {
 		t.Fatalf("canary found at %q", where)
+	}
+}
+
+// TestExplainRedactsValues builds testdata/builds/explain-secret twice in
+// each progress mode that shows cache-miss reasons, with two values of the
+// build arg DB_PASSWORD, and checks that the second build's reasons name
+// the arg and tell the values apart by two different short hashes, while
+// neither value appears anywhere in the output.
+func TestExplainRedactsValues(t *testing.T) {
+	f := newFixture(t)
+	for _, mode := range []progress.Mode{progress.Plain, progress.JSON, ""} {
+		name := string(mode)
+		if name == "" {
+			name = "auto-without-tty"
+		}
+		t.Run(name, func(t *testing.T) {
+			first, second := "hunter2-first-"+name, "hunter2-second-"+name
+			dir := copyCase(t, "builds/explain-secret")
+			var out string
+			for _, pw := range []string{first, second} {
+				var log bytes.Buffer
+				f.mustBuild(dir, func(o *Options) {
+					if mode == "" {
+						o.Progress = progress.New(&log, progress.Plain)
+					} else {
+						o.Progress = progress.New(&log, mode)
+					}
+					o.ExplainCache = true
+					o.BuildArgs["DB_PASSWORD"] = pw
+				})
+				out = log.String()
+				for _, v := range []string{first, second, "hunter2"} {
+					if strings.Contains(out, v) {
+						t.Errorf("progress output holds %q:\n%s", v, out)
+					}
+				}
+			}
+			for _, re := range []string{
+				`build arg DB_PASSWORD changed: value ([0-9a-f]{12}), was value ([0-9a-f]{12})`,
+				`instruction arguments changed \(a variable's value\): argument 1 is value ([0-9a-f]{12}), was value ([0-9a-f]{12})`,
+			} {
+				m := regexp.MustCompile(re).FindStringSubmatch(out)
+				if m == nil {
+					t.Errorf("output lacks %s:\n%s", re, out)
+				} else if m[1] == m[2] {
+					t.Errorf("two values have one hash: %s", m[0])
+				}
+			}
+		})
 	}
 }

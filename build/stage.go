@@ -39,6 +39,9 @@ type stageState struct {
 	// healthStart is HEALTHCHECK --start-interval, which v1.HealthConfig
 	// lacks; commitImage writes it into the config.
 	healthStart time.Duration
+	// cfgSize is the running size of cfg as JSON: measured when the stage
+	// starts, then grown by every step (see checkConfig).
+	cfgSize int
 }
 
 func (s *stageState) clone() *stageState {
@@ -86,12 +89,16 @@ func (s *stageState) runEnv(extra map[string]string) []string {
 
 // addHistory records a step in the image history.
 func (s *stageState) addHistory(createdBy string, empty bool, created time.Time) {
-	s.cfg.History = append(s.cfg.History, v1.History{
+	h := v1.History{
 		Created:    v1.Time{Time: created},
 		CreatedBy:  createdBy,
 		Comment:    "builder.dockerfile.v0",
 		EmptyLayer: empty,
-	})
+	}
+	s.cfg.History = append(s.cfg.History, h)
+	if dt, err := json.Marshal(h); err == nil {
+		s.growConfig(len(dt) + 1)
+	}
 }
 
 // execStage builds one stage: its base, ONBUILD triggers, then its steps.
@@ -116,6 +123,7 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 	st.name = name
 	st.index = i
 	st.escape = j.g.Escape
+	st.measureConfig()
 
 	steps := s.Steps
 	if triggers := st.cfg.Config.OnBuild; len(triggers) > 0 {
@@ -138,6 +146,9 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 		}
 		sp := j.progress.Step(header(n+2, step.Original))
 		cached, err := j.dispatch(ctx, st, step, sp)
+		if err == nil {
+			err = st.checkConfig()
+		}
 		if err != nil {
 			var se *StepError
 			if !asStepError(err, &se) {
@@ -205,7 +216,7 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 		st.created = time.Unix(0, 0).UTC()
 		return st, nil
 	}
-	img, err := j.b.resolveImage(ctx, base, o)
+	img, err := j.image(ctx, base, o)
 	if err != nil {
 		return nil, j.stageHint(err, base, s.Index)
 	}
@@ -285,6 +296,7 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 			p = path.Join(wd, p)
 		}
 		c.WorkingDir = path.Clean(p)
+		st.growConfig(jsonLen(c.WorkingDir))
 		return j.mkdirWorkdir(ctx, st, step, sp)
 	case *parser.Env:
 		pairs, err := ex.pairs(op.Pairs)
@@ -293,9 +305,19 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 		}
 		env := c.Env
 		for _, kv := range pairs {
+			if err := checkValue("ENV", kv.Key, kv.Value); err != nil {
+				return false, err
+			}
+			if old, ok := lookupEnv(env, kv.Key); ok {
+				st.growConfig(-jsonLen(old) - 1)
+			}
+			st.growConfig(jsonLen(kv.Key+"="+kv.Value) + 1)
 			env = setEnv(env, kv.Key, kv.Value)
 		}
 		c.Env = env
+		if err := st.checkEnv(); err != nil {
+			return false, err
+		}
 		j.metaHistory(st, "ENV "+joinPairs(pairs))
 	case *parser.Arg:
 		for _, kv := range op.Pairs {
@@ -303,7 +325,13 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 			if err != nil {
 				return false, err
 			}
+			if err := checkValue("ARG", kv.Key, v); err != nil {
+				return false, err
+			}
 			st.args.Set(kv.Key, v)
+		}
+		if err := st.checkEnv(); err != nil {
+			return false, err
 		}
 	case *parser.Label:
 		pairs, err := ex.pairs(op.Pairs)
@@ -314,6 +342,13 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 			c.Labels = map[string]string{}
 		}
 		for _, kv := range pairs {
+			if err := checkValue("LABEL", kv.Key, kv.Value); err != nil {
+				return false, err
+			}
+			if old, ok := c.Labels[kv.Key]; ok {
+				st.growConfig(-jsonLen(kv.Key) - jsonLen(old) - 2)
+			}
+			st.growConfig(jsonLen(kv.Key) + jsonLen(kv.Value) + 2)
 			c.Labels[kv.Key] = kv.Value
 		}
 		j.metaHistory(st, "LABEL "+joinPairs(pairs))
@@ -333,6 +368,7 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 			}
 			for _, s := range specs {
 				c.ExposedPorts[s] = struct{}{}
+				st.growConfig(jsonLen(s) + 4) // "s":{},
 			}
 			all = append(all, specs...)
 		}
@@ -350,6 +386,7 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 				return false, fmt.Errorf("VOLUME specified can not be an empty string")
 			}
 			c.Volumes[v] = struct{}{}
+			st.growConfig(jsonLen(v) + 4)
 		}
 		j.metaHistory(st, fmt.Sprintf("VOLUME %v", vols))
 	case *parser.User:
@@ -358,17 +395,21 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 			return false, err
 		}
 		c.User = u
+		st.growConfig(jsonLen(u))
 		j.metaHistory(st, "USER "+u)
 	case *parser.Shell:
 		c.Shell = append([]string(nil), op.Shell...)
+		st.growConfig(jsonListLen(c.Shell))
 		j.metaHistory(st, fmt.Sprintf("SHELL %v", c.Shell))
 	case *parser.Cmd:
 		c.Cmd = st.commandLine(op.Command, op.PrependShell)
+		st.growConfig(jsonListLen(c.Cmd))
 		c.ArgsEscaped = true // as BuildKit sets it, for Docker's image spec
 		st.cmdSet = true
 		j.metaHistory(st, fmt.Sprintf("CMD %q", c.Cmd))
 	case *parser.Entrypoint:
 		c.Entrypoint = st.commandLine(op.Command, op.PrependShell)
+		st.growConfig(jsonListLen(c.Entrypoint))
 		c.ArgsEscaped = true
 		if !st.cmdSet {
 			c.Cmd = nil
@@ -378,6 +419,7 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 		c.Healthcheck = &v1.HealthConfig{Test: op.Test, Interval: op.Interval, Timeout: op.Timeout,
 			StartPeriod: op.StartPeriod, Retries: op.Retries}
 		st.healthStart = op.StartInterval
+		st.growConfig(jsonListLen(op.Test) + 100) // the test and four numbers
 		j.metaHistory(st, fmt.Sprintf("HEALTHCHECK {Test:%v Interval:%v Timeout:%v StartPeriod:%v StartInterval:%v Retries:%d}",
 			op.Test, op.Interval, op.Timeout, op.StartPeriod, op.StartInterval, op.Retries))
 	case *parser.StopSignal:
@@ -386,11 +428,14 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 			return false, err
 		}
 		c.StopSignal = s
+		st.growConfig(jsonLen(s))
 		j.metaHistory(st, "STOPSIGNAL "+s)
 	case *parser.Onbuild:
 		c.OnBuild = append(c.OnBuild, op.Expression) // no history, as in BuildKit
+		st.growConfig(jsonLen(op.Expression) + 1)
 	case *parser.Maintainer:
 		st.cfg.Author = op.Name
+		st.growConfig(jsonLen(op.Name))
 		j.metaHistory(st, "MAINTAINER "+op.Name)
 	default:
 		return false, fmt.Errorf("instruction %T: %w", op, errNotSupported)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"builder/internal/testenv"
 	"builder/snapshot/content"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -173,9 +174,7 @@ func writeArchiveFile(t *testing.T, img v1.Image, refName string) string {
 }
 
 func TestOCIArchiveSkopeo(t *testing.T) {
-	if _, err := exec.LookPath("skopeo"); err != nil {
-		t.Skip("skopeo not installed")
-	}
+	testenv.RequireTool(t, "skopeo")
 	s := openStore(t)
 	img, d := loadFixture(t, s, content.Gzip, content.Zstd)
 	m, _ := img.Manifest()
@@ -202,12 +201,8 @@ func TestOCIArchiveSkopeo(t *testing.T) {
 }
 
 func TestOCIArchiveUmoci(t *testing.T) {
-	if _, err := exec.LookPath("umoci"); err != nil {
-		t.Skip("umoci not installed")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("umoci unpack needs root")
-	}
+	testenv.RequireTool(t, "umoci")
+	testenv.RequireRoot(t) // umoci unpack
 	s := openStore(t)
 	img, _ := loadFixture(t, s, content.Gzip)
 	path := writeArchiveFile(t, img, "docker.io/library/app:latest")

@@ -19,7 +19,7 @@ import (
 // Size limits for the blobs read whole into memory.
 const (
 	maxManifestSize = 8 << 20
-	maxConfigSize   = 64 << 20
+	maxConfigSize   = content.MaxConfigSize // the limit the builder writes with
 )
 
 // ErrNotImage is returned by LoadImage for a blob that is not an image

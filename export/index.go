@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"builder/imageref"
+	"builder/internal/atomicfile"
 	"builder/snapshot/content"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -33,7 +34,6 @@ var ErrNotFound = errors.New("image not found")
 const (
 	indexFile     = "index.json"
 	indexLockFile = "index.json.lock"
-	indexTmp      = ".index.json.tmp-"
 )
 
 // Index is the tag list of a store: <root>/index.json, an OCI image index
@@ -96,7 +96,7 @@ func (x *Index) read() (*v1.IndexManifest, error) {
 // update runs change on the index under the lock and writes the result.
 func (x *Index) update(change func(*v1.IndexManifest) error) error {
 	root := x.s.Root()
-	lock, err := os.OpenFile(filepath.Join(root, indexLockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	lock, err := os.OpenFile(filepath.Join(root, indexLockFile), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("lock index: %w", err)
 	}
@@ -105,7 +105,7 @@ func (x *Index) update(change func(*v1.IndexManifest) error) error {
 		return fmt.Errorf("lock index: %w", err)
 	}
 	// Under the lock, a leftover temp file is from a writer that died.
-	if stale, _ := filepath.Glob(filepath.Join(root, indexTmp+"*")); len(stale) > 0 {
+	if stale, _ := filepath.Glob(atomicfile.TempPattern(x.path())); len(stale) > 0 {
 		for _, f := range stale {
 			os.Remove(f)
 		}
@@ -126,40 +126,10 @@ func (x *Index) update(change func(*v1.IndexManifest) error) error {
 	if err != nil {
 		return fmt.Errorf("encode index: %w", err)
 	}
-	tmp, err := os.CreateTemp(root, indexTmp+"*")
-	if err != nil {
-		return fmt.Errorf("write index: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	_, werr := tmp.Write(b)
-	if werr == nil {
-		werr = tmp.Chmod(0o644)
-	}
-	if werr == nil {
-		werr = tmp.Sync()
-	}
-	if err := tmp.Close(); werr == nil {
-		werr = err
-	}
-	if werr != nil {
-		return fmt.Errorf("write index: %w", werr)
-	}
-	if err := os.Rename(tmp.Name(), x.path()); err != nil {
-		return fmt.Errorf("write index: %w", err)
-	}
-	if err := syncDir(root); err != nil {
+	if err := atomicfile.WriteFile(x.path(), b, 0o600); err != nil {
 		return fmt.Errorf("write index: %w", err)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // refName returns the name annotation of an index entry, or "".

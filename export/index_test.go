@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"builder/internal/atomicfile"
 	"builder/snapshot/content"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -192,7 +193,7 @@ func TestIndexConcurrentTags(t *testing.T) {
 	if entries, err := x.List(); err != nil || len(entries) != 16 {
 		t.Errorf("List has %d entries, want 16 (%v)", len(entries), err)
 	}
-	if left, _ := filepath.Glob(filepath.Join(s.Root(), ".index.json.tmp-*")); len(left) != 0 {
+	if left, _ := filepath.Glob(filepath.Join(s.Root(), atomicfile.TempPrefix+"*")); len(left) != 0 {
 		t.Errorf("temp files left: %v", left)
 	}
 }

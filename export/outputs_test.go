@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"builder/internal/testenv"
 	"builder/snapshot/content"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -24,9 +25,7 @@ import (
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (file ownership)")
-	}
+	testenv.RequireRoot(t) // file ownership
 }
 
 // storeTarLayer stores the fixture tar file as a layer.
@@ -364,10 +363,7 @@ func TestLoadArchive(t *testing.T) {
 
 func TestDockerArchivePodman(t *testing.T) {
 	requireRoot(t)
-	podman, err := exec.LookPath("podman")
-	if err != nil {
-		t.Skip("podman not installed")
-	}
+	podman := testenv.RequireTool(t, "podman")
 	s := openStore(t)
 	img, _ := loadFixture(t, s, content.Gzip)
 	p := filepath.Join(t.TempDir(), "d.tar")

@@ -8,22 +8,21 @@ import (
 	"path/filepath"
 	"testing"
 
+	"builder/internal/testenv"
 	"builder/snapshot"
 )
 
 // BenchmarkDiffTinyChange diffs a one-file change on top of trees of
 // growing size: overlay's cost must stay flat, naive's grows with the tree.
 func BenchmarkDiffTinyChange(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
+	testenv.RequireRoot(b)
 	ctx := context.Background()
 	for _, kind := range []string{snapshot.Overlay, snapshot.Naive} {
 		for _, files := range []int{100, 10000} {
 			b.Run(fmt.Sprintf("%s/files=%d", kind, files), func(b *testing.B) {
 				sn, _, err := snapshot.Open(b.TempDir(), kind)
 				if err != nil {
-					b.Skip(err)
+					testenv.Skip(b, "open %s snapshotter: %v", kind, err)
 				}
 				mounts, err := sn.Prepare(ctx, "base-key", "")
 				if err != nil {

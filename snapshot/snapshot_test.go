@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
+	"builder/internal/testenv"
 	"builder/snapshot"
 	"builder/snapshot/internal/treetest"
 	"builder/snapshot/testsuite"
@@ -23,9 +24,7 @@ import (
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testenv.RequireRoot(t)
 }
 
 func open(t *testing.T, name string) snapshot.Snapshotter {
@@ -34,7 +33,7 @@ func open(t *testing.T, name string) snapshot.Snapshotter {
 	sn, got, err := snapshot.Open(root, name)
 	if err != nil {
 		if name == snapshot.Overlay {
-			t.Skipf("overlay unavailable: %v", err)
+			testenv.Skip(t, "overlay unavailable: %v", err)
 		}
 		t.Fatal(err)
 	}
@@ -143,7 +142,7 @@ func TestDeadOwnerCleanup(t *testing.T) {
 			n, _ := out.Read(buf)
 			if got := strings.TrimSpace(string(buf[:n])); got != "ready" {
 				if strings.Contains(got, "overlay") {
-					t.Skip(got)
+					testenv.Skip(t, "%s", got)
 				}
 				t.Fatalf("helper: %q", got)
 			}

@@ -7,12 +7,14 @@ import (
 	"archive/tar"
 	"bytes"
 	"io"
+	"io/fs"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +27,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"builder/internal/testenv"
 )
 
 // BusyboxPath is where Debian's busybox-static installs the binary.
@@ -36,33 +40,49 @@ const (
 	Group  = "root:x:0:\nnobody:x:65534:\napp:x:1000:\n"
 )
 
-// RequireRoot skips t unless it runs as root; with BUILDER_TEST_REQUIRE_ROOT
-// set (as CI sets it) a missing privilege fails instead, so CI cannot pass by
-// skipping.
+// RequireRoot skips t unless it runs as root; under
+// BUILDER_TEST_REQUIRE_ROOT (CI) it fails instead. See testenv.
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("BUILDER_TEST_REQUIRE_ROOT") != "" {
-		t.Fatal("this test needs root, and BUILDER_TEST_REQUIRE_ROOT is set")
-	}
-	t.Skip("needs root")
+	testenv.RequireRoot(t)
 }
 
-// RequireTool skips t (or fails it under BUILDER_TEST_REQUIRE_ROOT) when a
-// command is not installed.
+// RequireTool returns the path of a command, or skips t (fails it under
+// BUILDER_TEST_REQUIRE_ROOT) when it is not installed. See testenv.
 func RequireTool(t testing.TB, tool string) string {
 	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err == nil {
-		return p
+	return testenv.RequireTool(t, tool)
+}
+
+// NormalizeModes gives every directory and regular file below dir the
+// mode git records for it (0755 for directories and for files with an
+// execute bit, 0644 for other files), undoing what the checkout's umask
+// did: a fixture cloned with umask 002 would otherwise carry group-write
+// bits into the images the tests build. Symlinks keep theirs.
+func NormalizeModes(t testing.TB, dir string) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.IsDir():
+			return os.Chmod(p, 0o755)
+		case d.Type().IsRegular():
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			if fi.Mode()&0o111 != 0 {
+				return os.Chmod(p, 0o755)
+			}
+			return os.Chmod(p, 0o644)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("normalize modes below %s: %v", dir, err)
 	}
-	if os.Getenv("BUILDER_TEST_REQUIRE_ROOT") != "" {
-		t.Fatalf("%s is not installed (.ci/run installs it)", tool)
-	}
-	t.Skipf("%s is not installed", tool)
-	return ""
 }
 
 // BusyboxLayer returns an uncompressed layer tar holding busybox, its applet

@@ -13,7 +13,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"builder/build/registry"
 	"builder/snapshot/content"
@@ -94,9 +93,9 @@ func load(ctx context.Context, spec Spec, src blobSource) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	mt, err := mediaTypeOf(raw)
+	mt, err := registry.MediaTypeOf(raw)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("parse manifest: %w", err)
 	}
 	if mt.IsIndex() {
 		return nil, fmt.Errorf("manifest is an image index (%s); a cache is one manifest, and an image with an inline cache must be single-platform: %w", mt, ErrInvalid)
@@ -159,24 +158,6 @@ func verifyBytes(dt []byte, want v1.Hash) error {
 		return fmt.Errorf("blob %s: content hashes to %s: %w", want, got, content.ErrDigestMismatch)
 	}
 	return nil
-}
-
-// mediaTypeOf reads the mediaType field of a manifest.
-func mediaTypeOf(raw []byte) (types.MediaType, error) {
-	var probe struct {
-		MediaType types.MediaType `json:"mediaType"`
-		Manifests json.RawMessage `json:"manifests"`
-	}
-	if err := json.Unmarshal(raw, &probe); err != nil {
-		return "", fmt.Errorf("parse manifest: %w", err)
-	}
-	if probe.MediaType == "" {
-		if probe.Manifests != nil {
-			return types.OCIImageIndex, nil
-		}
-		return types.OCIManifestSchema1, nil
-	}
-	return probe.MediaType, nil
 }
 
 // Has reports whether the cache can supply blob d.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
@@ -55,7 +56,7 @@ func LoadContext(dir, dockerfilePath string) (*Context, error) {
 	var data []byte
 	if dockerfilePath != "" {
 		p := dockerfilePath + ".dockerignore"
-		f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK, 0)
+		f, err := openInDir(p)
 		switch {
 		case err == nil:
 			data, err = readSmall(f)
@@ -97,6 +98,62 @@ func LoadContext(dir, dockerfilePath string) (*Context, error) {
 		return nil, fmt.Errorf("parse %s: %w", c.IgnoreFile, err)
 	}
 	return c, nil
+}
+
+// ReadDockerfile reads the Dockerfile at the host path p the way BuildKit
+// reads it from the Dockerfile's own directory: a symlink is followed only
+// inside that directory, as if it were "/", so a context's
+// "Dockerfile -> /etc/shadow" or "-> /dev/zero" is not found instead of
+// read. It must be a regular file. An error matches fs.ErrNotExist when
+// there is no such file.
+func ReadDockerfile(p string) ([]byte, error) {
+	f, err := openInDir(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := fstat(f)
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("read %s: not a regular file", p)
+	}
+	return io.ReadAll(f)
+}
+
+// openInDir opens the host file p for reading inside its directory: its
+// name is resolved with the directory as the root and opened beneath it
+// without following a symlink, and without blocking on a FIFO. A name
+// that resolves elsewhere is named in the error.
+func openInDir(p string) (*os.File, error) {
+	abs, err := absClean(p)
+	if err != nil {
+		return nil, err
+	}
+	r, err := openRoot(path.Dir(abs))
+	if err != nil {
+		return nil, err
+	}
+	defer r.close()
+	name := path.Base(abs)
+	rel, err := r.resolve(name)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", p, err)
+	}
+	f, err := openBeneath(r.fd(), rel, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK)
+	if err == nil {
+		return f, nil
+	}
+	var errno unix.Errno
+	if !errors.As(err, &errno) {
+		return nil, err
+	}
+	pe := &os.PathError{Op: "open", Path: p, Err: errno}
+	if rel != name {
+		return nil, fmt.Errorf("%w (it resolves to %q inside %s)", pe, "/"+rel, path.Dir(abs))
+	}
+	return nil, pe
 }
 
 // readSmall reads a regular file of at most maxIgnoreFile bytes.

@@ -404,6 +404,7 @@ func TestLoadContext(t *testing.T) {
 		files      map[string]string
 		dockerfile string // relative to the context, "" for none
 		link       string // make .dockerignore a symlink to this
+		dfLink     string // make <dockerfile>.dockerignore a symlink to this
 		ignored    []string
 		kept       []string
 	}{
@@ -428,12 +429,22 @@ func TestLoadContext(t *testing.T) {
 			kept:    []string{"a.go"},
 			ignored: nil,
 		},
+		{
+			name:       "dockerfile-specific symlink out of its directory is not followed out",
+			files:      map[string]string{"Dockerfile": ""},
+			dockerfile: "Dockerfile",
+			dfLink:     outside + "/ignore",
+			kept:       []string{"a.go"},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := newTree(t, tc.files)
 			if tc.link != "" {
 				must(t, os.Symlink(tc.link, filepath.Join(dir, ".dockerignore")))
+			}
+			if tc.dfLink != "" {
+				must(t, os.Symlink(tc.dfLink, filepath.Join(dir, tc.dockerfile+".dockerignore")))
 			}
 			df := ""
 			if tc.dockerfile != "" {
@@ -456,6 +467,54 @@ func TestLoadContext(t *testing.T) {
 				if m, _ := c.Ignore.MatchesOrParentMatches(p); m {
 					t.Errorf("%s ignored", p)
 				}
+			}
+		})
+	}
+}
+
+// TestReadDockerfile reads Dockerfiles that are symlinks: one inside the
+// Dockerfile's directory is followed, one that leaves it (to a host file,
+// /dev/zero or a climbing path) is not found, and a FIFO or a directory is
+// refused without blocking.
+func TestReadDockerfile(t *testing.T) {
+	outside := newTree(t, map[string]string{"Dockerfile": "FROM host-secret\n"})
+	dir := newTree(t, map[string]string{"Dockerfile": "FROM a\n", "sub/real": "FROM b\n"})
+	for name, target := range map[string]string{
+		"inner": "sub/real",
+		"abs":   outside + "/Dockerfile",
+		"zero":  "/dev/zero",
+		"climb": "../../../../../../.." + outside + "/Dockerfile",
+	} {
+		must(t, os.Symlink(target, filepath.Join(dir, name)))
+	}
+	must(t, unix.Mkfifo(filepath.Join(dir, "fifo"), 0o644))
+	tests := []struct {
+		name, want, wantErr string
+		notExist            bool
+	}{
+		{name: "Dockerfile", want: "FROM a\n"},
+		{name: "inner", want: "FROM b\n"},
+		{name: "abs", wantErr: "resolves to", notExist: true},
+		{name: "zero", wantErr: `resolves to "/dev/zero"`, notExist: true},
+		{name: "climb", wantErr: "resolves to", notExist: true},
+		{name: "missing", wantErr: "no such file", notExist: true},
+		{name: "fifo", wantErr: "not a regular file"},
+		{name: "sub", wantErr: "not a regular file"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ReadDockerfile(filepath.Join(dir, tc.name))
+			if tc.wantErr == "" {
+				if err != nil || string(got) != tc.want {
+					t.Fatalf("ReadDockerfile = %q, %v; want %q", got, err, tc.want)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("ReadDockerfile = %q, %v; want an error with %q", got, err, tc.wantErr)
+			}
+			if errors.Is(err, fs.ErrNotExist) != tc.notExist {
+				t.Errorf("errors.Is(%v, fs.ErrNotExist) = %v", err, !tc.notExist)
 			}
 		})
 	}

@@ -23,6 +23,8 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"golang.org/x/sys/unix"
+
+	"builder/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected listings of testdata cases")
@@ -52,9 +54,7 @@ func TestGolden(t *testing.T) {
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (chown, mknod)")
-	}
+	testenv.RequireRoot(t) // chown, mknod
 }
 
 // checkNoMounts fails when a test left a mount below the temp directory.

@@ -1,19 +1,17 @@
 package copier
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
-)
 
-// maxUserFile caps how much of /etc/passwd or /etc/group ResolveOwner
-// reads.
-const maxUserFile = 4 << 20
+	"builder/build/internal/passwd"
+)
 
 // ResolveOwner turns a --chown value into numeric ids, looking names up in
 // root's /etc/passwd and /etc/group (root is the destination tree, as in
@@ -37,19 +35,15 @@ func ResolveOwner(root, chown string) (*Owner, error) {
 	if id, ok := numericID(userPart); ok {
 		o.UID, o.GID = id, id
 	} else {
-		e, err := lookup(root, "/etc/passwd", userPart)
+		users, err := readAccounts(root, "/etc/passwd", passwd.ReadUsers)
 		if err != nil {
 			return nil, fmt.Errorf("unable to convert uid/gid chown string to host mapping: can't find uid for user %s: %w", userPart, err)
 		}
-		if len(e) < 4 {
-			return nil, fmt.Errorf("unable to convert uid/gid chown string to host mapping: malformed /etc/passwd entry for %s", userPart)
+		i := slices.IndexFunc(users, func(u passwd.User) bool { return u.Name == userPart })
+		if i < 0 {
+			return nil, fmt.Errorf("unable to convert uid/gid chown string to host mapping: can't find uid for user %s: %w", userPart, &errNoEntry{"user", userPart})
 		}
-		if o.UID, ok = numericID(e[2]); !ok {
-			return nil, fmt.Errorf("unable to convert uid/gid chown string to host mapping: bad uid %q for user %s", e[2], userPart)
-		}
-		if o.GID, ok = numericID(e[3]); !ok {
-			return nil, fmt.Errorf("unable to convert uid/gid chown string to host mapping: bad gid %q for user %s", e[3], userPart)
-		}
+		o.UID, o.GID = int(users[i].UID), int(users[i].GID)
 	}
 	if groupPart == "" {
 		return &o, nil
@@ -58,17 +52,15 @@ func ResolveOwner(root, chown string) (*Owner, error) {
 		o.GID = id
 		return &o, nil
 	}
-	e, err := lookup(root, "/etc/group", groupPart)
+	groups, err := readAccounts(root, "/etc/group", passwd.ReadGroups)
 	if err != nil {
 		return nil, fmt.Errorf("unable to convert uid/gid chown string to host mapping: can't find gid for group %s: %w", groupPart, err)
 	}
-	var ok bool
-	if len(e) < 3 {
-		return nil, fmt.Errorf("unable to convert uid/gid chown string to host mapping: malformed /etc/group entry for %s", groupPart)
+	i := slices.IndexFunc(groups, func(g passwd.Group) bool { return g.Name == groupPart })
+	if i < 0 {
+		return nil, fmt.Errorf("unable to convert uid/gid chown string to host mapping: can't find gid for group %s: %w", groupPart, &errNoEntry{"group", groupPart})
 	}
-	if o.GID, ok = numericID(e[2]); !ok {
-		return nil, fmt.Errorf("unable to convert uid/gid chown string to host mapping: bad gid %q for group %s", e[2], groupPart)
-	}
+	o.GID = int(groups[i].GID)
 	return &o, nil
 }
 
@@ -84,18 +76,17 @@ func numericID(s string) (int, bool) {
 	return int(v), true
 }
 
-// errNoEntry is returned by lookup when no line has the name.
+// errNoEntry is returned when no line of /etc/passwd or /etc/group has
+// the name.
 type errNoEntry struct{ kind, name string }
 
 func (e *errNoEntry) Error() string { return fmt.Sprintf("no such %s: %s", e.kind, e.name) }
 
-// lookup returns the colon-separated fields of the line of file (inside
-// root) whose first field is name.
-func lookup(rootDir, file, name string) ([]string, error) {
-	kind := "user"
-	if file == "/etc/group" {
-		kind = "group"
-	}
+// readAccounts parses file (inside root) with read. The file is opened
+// without following a symlink out of root, and without blocking on a
+// FIFO; package passwd refuses anything but a regular file of bounded
+// size. A missing file has no entries.
+func readAccounts[E any](rootDir, file string, read func(*os.File) ([]E, error)) ([]E, error) {
 	r, err := openRoot(rootDir)
 	if err != nil {
 		return nil, err
@@ -107,36 +98,11 @@ func lookup(rootDir, file, name string) ([]string, error) {
 	}
 	f, err := openBeneath(r.fd(), rel, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
-		return nil, &errNoEntry{kind, name}
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", file, err)
 	}
 	defer f.Close()
-	st, err := fstat(f)
-	if err != nil {
-		return nil, err
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("read %s: not a regular file", file)
-	}
-	if st.Size > maxUserFile {
-		return nil, fmt.Errorf("read %s: larger than %d bytes", file, maxUserFile)
-	}
-	sc := bufio.NewScanner(io.LimitReader(f, maxUserFile))
-	sc.Buffer(make([]byte, 64<<10), maxUserFile)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		fields := strings.Split(line, ":")
-		if fields[0] == name {
-			return fields, nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read %s: %w", file, err)
-	}
-	return nil, &errNoEntry{kind, name}
+	return read(f)
 }

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"builder/internal/atomicfile"
 )
 
 // statCacheMagic starts every stat cache file; change it when the format
@@ -164,22 +166,14 @@ func (c *StatCache) Save() error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("save stat cache: %w", err)
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
+	err := atomicfile.Write(c.file, 0o600, func(w io.Writer) error {
+		bw := bufio.NewWriterSize(w, 256<<10)
+		if err := encodeStatCache(bw, c.entries); err != nil {
+			return err
+		}
+		return bw.Flush()
+	})
 	if err != nil {
-		return fmt.Errorf("save stat cache: %w", err)
-	}
-	defer os.Remove(f.Name())
-	bw := bufio.NewWriterSize(f, 256<<10)
-	if err := encodeStatCache(bw, c.entries); err == nil {
-		err = bw.Flush()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("save stat cache: %w", err)
-	}
-	if err := os.Rename(f.Name(), c.file); err != nil {
 		return fmt.Errorf("save stat cache: %w", err)
 	}
 	c.changed = false

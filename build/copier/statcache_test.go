@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"builder/internal/testenv"
 )
 
 // statTree is a small context with nested files, a hard link and a
@@ -110,7 +112,7 @@ func TestStatCacheInvalidation(t *testing.T) {
 		{"chmod", func(t *testing.T, p string) { must(t, os.Chmod(p, 0o600)) }},
 		{"xattr", func(t *testing.T, p string) {
 			if err := unix.Setxattr(p, "user.test", []byte("v1"), 0); err != nil {
-				t.Skipf("no user xattrs here: %v", err)
+				testenv.Skip(t, "no user xattrs here: %v", err)
 			}
 		}},
 		{"replaced by a copy", func(t *testing.T, p string) {

@@ -40,12 +40,23 @@ type ttyRenderer struct {
 	dirty  bool
 	closed bool
 
-	stop chan struct{}
-	done chan struct{}
+	ticks     <-chan time.Time // when to consider a redraw
+	stopTicks func()           // stops ticks' source
+	stop      chan struct{}
+	done      chan struct{}
 }
 
 func newTTYRenderer(p *Progress, w io.Writer) *ttyRenderer {
-	r := &ttyRenderer{p: p, w: w, fd: -1, begin: time.Now(),
+	t := time.NewTicker(ttyRefresh)
+	r := newTTYRendererTicks(p, w, t.C)
+	r.stopTicks = t.Stop
+	return r
+}
+
+// newTTYRendererTicks returns a renderer that considers a redraw at each
+// time ticks delivers; tests deliver explicit times.
+func newTTYRendererTicks(p *Progress, w io.Writer, ticks <-chan time.Time) *ttyRenderer {
+	r := &ttyRenderer{p: p, w: w, fd: -1, begin: time.Now(), ticks: ticks, stopTicks: func() {},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		r.fd = int(f.Fd())
@@ -54,16 +65,16 @@ func newTTYRenderer(p *Progress, w io.Writer) *ttyRenderer {
 	return r
 }
 
-// loop redraws the view every ttyRefresh while it changed or a timer ticks.
+// loop redraws the view at every tick (every ttyRefresh) while it changed
+// or something runs.
 func (r *ttyRenderer) loop() {
 	defer close(r.done)
-	t := time.NewTicker(ttyRefresh)
-	defer t.Stop()
+	defer r.stopTicks()
 	for {
 		select {
 		case <-r.stop:
 			return
-		case now := <-t.C:
+		case now := <-r.ticks:
 			r.p.mu.Lock()
 			if r.dirty || len(r.live) > 0 || len(r.moving) > 0 {
 				r.redraw(now, nil)

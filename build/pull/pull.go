@@ -20,7 +20,6 @@ package pull
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -149,7 +148,7 @@ func (p *puller) getManifest(ctx context.Context, ref name.Reference) (manifest,
 			return manifest{}, err
 		}
 		if raw, err := p.s.ReadBlob(h, maxManifestSize); err == nil {
-			mt, err := mediaTypeOf(raw)
+			mt, err := registry.MediaTypeOf(raw)
 			if err != nil {
 				return manifest{}, fmt.Errorf("manifest %s: %w", h, err)
 			}
@@ -307,25 +306,4 @@ func shortDigest(d string) string {
 		return d[:i]
 	}
 	return d
-}
-
-// mediaTypeOf reads the media type a stored manifest declares.
-func mediaTypeOf(raw []byte) (types.MediaType, error) {
-	var probe struct {
-		SchemaVersion int             `json:"schemaVersion"`
-		MediaType     types.MediaType `json:"mediaType"`
-		Manifests     []any           `json:"manifests"`
-	}
-	if err := json.Unmarshal(raw, &probe); err != nil {
-		return "", err
-	}
-	switch {
-	case probe.MediaType != "":
-		return probe.MediaType, nil
-	case probe.Manifests != nil:
-		return types.OCIImageIndex, nil
-	case probe.SchemaVersion == 2:
-		return types.OCIManifestSchema1, nil
-	}
-	return "", errors.New("manifest without media type")
 }

@@ -18,6 +18,7 @@ import (
 
 	bregistry "builder/build/registry"
 	"builder/export"
+	"builder/internal/testenv"
 	"builder/snapshot/content"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -63,7 +64,7 @@ func startRegistry(t *testing.T, ip string, wrap func(http.Handler) http.Handler
 	}
 	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
-		t.Skipf("listen on %s: %v", ip, err)
+		testenv.Skip(t, "listen on %s: %v", ip, err)
 	}
 	srv := httptest.NewUnstartedServer(h)
 	srv.Listener.Close()

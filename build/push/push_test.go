@@ -20,6 +20,7 @@ import (
 	"builder/build/pull/faultproxy"
 	"builder/build/push/registrytest"
 	"builder/build/registry"
+	"builder/internal/testenv"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -100,9 +101,8 @@ func fastBackoff() *remote.Backoff {
 // skopeoDigest returns the manifest digest skopeo reads for ref.
 func skopeoDigest(t *testing.T, ref string, creds string) string {
 	t.Helper()
-	skopeo, err := exec.LookPath("skopeo")
-	if err != nil {
-		t.Log("skopeo not installed; not cross-checked")
+	skopeo, ok := testenv.OptionalTool(t, "skopeo")
+	if !ok {
 		return ""
 	}
 	args := []string{"inspect", "--tls-verify=false"}

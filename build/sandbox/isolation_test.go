@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"builder/build/buildtest"
+	"builder/internal/testenv"
 )
 
 // TestChrootRun runs commands in chroot isolation on a plain directory:
@@ -269,7 +270,7 @@ func TestLimits(t *testing.T) {
 	needRoot(t)
 	sup := ProbeCgroups()
 	if !sup.Supports(Limits{Memory: 1, CPUs: 1, Pids: 1}) {
-		t.Skipf("cgroups not usable here: %s", sup.Reason)
+		testenv.Skip(t, "cgroups not usable here: %s", sup.Reason)
 	}
 	t.Logf("cgroups: %s", sup.Version())
 	rootfs := newRootfs(t)
@@ -329,7 +330,7 @@ func TestLimitsFiles(t *testing.T) {
 	sup := ProbeCgroups()
 	l := Limits{Memory: 48 << 20, CPUs: 1.5, Pids: 33}
 	if !sup.Supports(l) {
-		t.Skipf("cgroups not usable here: %s", sup.Reason)
+		testenv.Skip(t, "cgroups not usable here: %s", sup.Reason)
 	}
 	cg, err := newRunCgroup(sup, l, false)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"builder/snapshot"
 
 	"builder/build/buildtest"
+	"builder/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -37,9 +38,7 @@ func TestMain(m *testing.M) {
 
 func needRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testenv.RequireRoot(t)
 }
 
 var (
@@ -62,7 +61,7 @@ func findBusybox(t testing.TB) (string, []string) {
 		busyboxApplets = strings.Fields(string(out))
 	})
 	if busyboxErr != nil {
-		t.Skipf("busybox not available: %v", busyboxErr)
+		testenv.Skip(t, "busybox not available: %v", busyboxErr)
 	}
 	return busyboxPath, busyboxApplets
 }

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"builder/build/sandbox/internal/seccompgen"
+	"builder/internal/testenv"
 )
 
 // capNames names the capabilities of defaultCapabilities as the profile
@@ -148,7 +149,7 @@ func actionString(a uint32) string {
 // the profile's conditions distinguish.
 func TestSeccompMatchesDocker(t *testing.T) {
 	if runtime.GOARCH != "amd64" && runtime.GOARCH != "arm64" {
-		t.Skip("no seccomp table for " + runtime.GOARCH)
+		testenv.Skip(t, "no seccomp table for %s", runtime.GOARCH)
 	}
 	var caps []string
 	for _, c := range defaultCapabilities {

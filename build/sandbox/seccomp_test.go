@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"builder/internal/testenv"
 )
 
 // runBPF interprets the subset of classic BPF that seccompProgram emits on
@@ -220,7 +222,7 @@ func TestParseKernelRelease(t *testing.T) {
 // process and makes denied and allowed calls there.
 func TestSeccompKernel(t *testing.T) {
 	if _, ok := seccompDefaultProfile(runtime.GOARCH); !ok {
-		t.Skip("no seccomp table for " + runtime.GOARCH)
+		testenv.Skip(t, "no seccomp table for %s", runtime.GOARCH)
 	}
 	errs := make(chan []error, 1)
 	go func() {

@@ -1,15 +1,14 @@
 package sandbox
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
-	"io"
-	"math"
 	"os"
-	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"builder/build/internal/passwd"
 )
 
 // execUser is the identity a command runs with.
@@ -17,18 +16,6 @@ type execUser struct {
 	UID, GID uint32
 	Groups   []uint32 // supplementary groups
 	Home     string
-}
-
-type passwdEntry struct {
-	name     string
-	uid, gid uint32
-	home     string
-}
-
-type groupEntry struct {
-	name    string
-	gid     uint32
-	members []string
 }
 
 // resolveUser resolves a Dockerfile USER value ("", "name", "uid",
@@ -45,25 +32,25 @@ func resolveUser(spec, passwdPath, groupPath string) (execUser, error) {
 	if err != nil {
 		return u, err
 	}
-	var matched *passwdEntry
-	uidArg, uidErr := parseID(userArg)
+	var matched *passwd.User
+	uidArg, uidErr := passwd.ParseID(userArg)
 	for i := range users {
 		e := &users[i]
-		if (userArg == "" && e.uid == 0) || (userArg != "" && e.name == userArg) ||
-			(userArg != "" && uidErr == nil && e.uid == uidArg) {
+		if (userArg == "" && e.UID == 0) || (userArg != "" && e.Name == userArg) ||
+			(userArg != "" && uidErr == nil && e.UID == uidArg) {
 			matched = e
 			break
 		}
 	}
 	switch {
 	case matched != nil:
-		u.UID, u.GID, u.Home = matched.uid, matched.gid, matched.home
+		u.UID, u.GID, u.Home = matched.UID, matched.GID, matched.Home
 		if u.Home == "" {
 			u.Home = "/"
 		}
 	case userArg == "":
 	case uidErr != nil:
-		if errors.Is(uidErr, errIDRange) {
+		if errors.Is(uidErr, passwd.ErrIDRange) {
 			return u, fmt.Errorf("user %s: %w", userArg, uidErr)
 		}
 		return u, fmt.Errorf("unable to find user %s: no matching entries in passwd file", userArg)
@@ -80,24 +67,24 @@ func resolveUser(spec, passwdPath, groupPath string) (execUser, error) {
 	}
 	if groupArg == "" {
 		for _, g := range groups {
-			for _, m := range g.members {
-				if m == matched.name {
-					u.Groups = append(u.Groups, g.gid)
+			for _, m := range g.Members {
+				if m == matched.Name {
+					u.Groups = append(u.Groups, g.GID)
 					break
 				}
 			}
 		}
 		return u, nil
 	}
-	gidArg, gidErr := parseID(groupArg)
+	gidArg, gidErr := passwd.ParseID(groupArg)
 	for _, g := range groups {
-		if g.name == groupArg || (gidErr == nil && g.gid == gidArg) {
-			u.GID = g.gid
+		if g.Name == groupArg || (gidErr == nil && g.GID == gidArg) {
+			u.GID = g.GID
 			return u, nil
 		}
 	}
 	if gidErr != nil {
-		if errors.Is(gidErr, errIDRange) {
+		if errors.Is(gidErr, passwd.ErrIDRange) {
 			return u, fmt.Errorf("group %s: %w", groupArg, gidErr)
 		}
 		return u, fmt.Errorf("unable to find group %s: no matching entries in group file", groupArg)
@@ -106,108 +93,36 @@ func resolveUser(spec, passwdPath, groupPath string) (execUser, error) {
 	return u, nil
 }
 
-var errIDRange = errors.New("uids and gids must be in range 0-2147483647")
-
-// parseID parses a numeric uid or gid; a non-number gives a plain error, a
-// number out of range errIDRange.
-func parseID(s string) (uint32, error) {
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		if ne, ok := err.(*strconv.NumError); ok && ne.Err == strconv.ErrRange {
-			return 0, errIDRange
-		}
-		return 0, err
+func readPasswd(p string) ([]passwd.User, error) {
+	f, err := openUserFile(p)
+	if f == nil {
+		return nil, err
 	}
-	if n > math.MaxInt32 {
-		return 0, errIDRange
-	}
-	return uint32(n), nil
-}
-
-func readPasswd(p string) ([]passwdEntry, error) {
-	var out []passwdEntry
-	err := readColonFile(p, func(f []string) {
-		if len(f) < 4 {
-			return
-		}
-		uid, err1 := parseID(f[2])
-		gid, err2 := parseID(f[3])
-		if err1 != nil || err2 != nil {
-			return
-		}
-		e := passwdEntry{name: f[0], uid: uid, gid: gid}
-		if len(f) > 5 {
-			e.home = f[5]
-		}
-		out = append(out, e)
-	})
-	return out, err
-}
-
-func readGroup(p string) ([]groupEntry, error) {
-	var out []groupEntry
-	err := readColonFile(p, func(f []string) {
-		if len(f) < 3 {
-			return
-		}
-		gid, err := parseID(f[2])
-		if err != nil {
-			return
-		}
-		e := groupEntry{name: f[0], gid: gid}
-		if len(f) > 3 && f[3] != "" {
-			for _, m := range strings.Split(f[3], ",") {
-				if m = strings.TrimSpace(m); m != "" {
-					e.members = append(e.members, m)
-				}
-			}
-		}
-		out = append(out, e)
-	})
-	return out, err
-}
-
-// readColonFile calls fn with the colon-separated fields of each line of the
-// file p that is neither blank nor a comment. A missing file has no lines.
-// maxUserFile caps how much of /etc/passwd or /etc/group is read.
-const maxUserFile = 4 << 20
-
-// readColonFile calls fn with the fields of each line of p. It runs in the
-// sandbox, after pivot_root, so p cannot lead out of the image; but the
-// image is untrusted: p must be a regular file (a FIFO would block, a link
-// to /dev/zero would never end) of at most maxUserFile bytes.
-func readColonFile(p string, fn func([]string)) error {
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read %s: %w", p, err)
-	}
-	f := os.NewFile(uintptr(fd), p)
 	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return fmt.Errorf("read %s: %w", p, err)
+	return passwd.ReadUsers(f)
+}
+
+func readGroup(p string) ([]passwd.Group, error) {
+	f, err := openUserFile(p)
+	if f == nil {
+		return nil, err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return fmt.Errorf("read %s: not a regular file", p)
+	defer f.Close()
+	return passwd.ReadGroups(f)
+}
+
+// openUserFile opens /etc/passwd or /etc/group for package passwd, which
+// refuses anything but a regular file of a bounded size. It runs in the
+// sandbox, after pivot_root, so p cannot lead out of the image; but the
+// image is untrusted, so the open does not block on a FIFO. A missing file
+// gives nil and no error: it has no lines.
+func openUserFile(p string) (*os.File, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
 	}
-	if st.Size > maxUserFile {
-		return fmt.Errorf("read %s: larger than %d bytes", p, maxUserFile)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", p, err)
 	}
-	r := bufio.NewReader(io.LimitReader(f, maxUserFile))
-	for {
-		line, err := r.ReadString('\n')
-		line = strings.TrimSpace(line)
-		if line != "" && !strings.HasPrefix(line, "#") {
-			fn(strings.Split(line, ":"))
-		}
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read %s: %w", p, err)
-		}
-	}
+	return f, nil
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"builder/build/internal/passwd"
 )
 
 func TestResolveUser(t *testing.T) {
@@ -89,7 +91,7 @@ func TestResolveUserHostileFiles(t *testing.T) {
 	for name, make := range map[string]func(p string) error{
 		"fifo":    func(p string) error { return unix.Mkfifo(p, 0o644) },
 		"devzero": func(p string) error { return os.Symlink("/dev/zero", p) },
-		"huge":    func(p string) error { return os.WriteFile(p, bytes.Repeat([]byte("x"), maxUserFile+1), 0o644) },
+		"huge":    func(p string) error { return os.WriteFile(p, bytes.Repeat([]byte("x"), passwd.MaxSize+1), 0o644) },
 		"dir":     func(p string) error { return os.Mkdir(p, 0o755) },
 	} {
 		t.Run(name, func(t *testing.T) {

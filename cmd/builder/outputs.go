@@ -17,6 +17,7 @@ import (
 	"builder/build/push"
 	"builder/build/registry"
 	"builder/export"
+	"builder/internal/atomicfile"
 	"builder/snapshot/content"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -373,25 +374,7 @@ func writeDestMode(dest string, mode os.FileMode, fn func(io.Writer) error) erro
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(abs), ".builder-out-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	err = fn(tmp)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), mode)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), abs)
-	}
-	return err
+	return atomicfile.Write(abs, mode, fn)
 }
 
 // writeFileAtomic writes data to path through a temporary file and rename.

@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"builder/build/buildtest"
+	"builder/internal/testenv"
 )
 
 // rootlessUser is the unprivileged account the rootless tests build as;
@@ -313,7 +314,7 @@ func TestRootlessErrors(t *testing.T) {
 
 	// nobody has no subordinate ids on any sane machine.
 	if has, _ := subIDState(t, "/etc/subuid", "nobody"); has {
-		t.Skip("nobody has a subordinate id range here")
+		testenv.Skip(t, "nobody has a subordinate id range here")
 	}
 	nobody := f.command("--root", filepath.Join(f.dir, "nobody"), "images")
 	nobody.SysProcAttr.Credential = &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}

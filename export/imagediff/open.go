@@ -27,7 +27,7 @@ import (
 // Size limits for the JSON documents read whole into memory.
 const (
 	maxManifestSize = 8 << 20
-	maxConfigSize   = 64 << 20
+	maxConfigSize   = content.MaxConfigSize // the limit the builder writes with
 )
 
 // OpenOptions say where Open looks for an image.

@@ -376,7 +376,7 @@ func (a *applier) meta(pfd int, base, c string, h *tar.Header) error {
 	// chown clears setuid bits, so chmod comes after it; xattrs come last
 	// because chown also drops security.capability.
 	if h.Typeflag != tar.TypeSymlink {
-		if err := unix.Fchmodat(pfd, base, uint32(h.Mode&0o7777), 0); err != nil {
+		if err := chmodNoFollow(pfd, base, uint32(h.Mode&0o7777)); err != nil {
 			return fmt.Errorf("chmod: %w", err)
 		}
 	}
@@ -392,6 +392,26 @@ func (a *applier) meta(pfd int, base, c string, h *tar.Header) error {
 		return nil
 	}
 	return setTimes(pfd, base, at, h.ModTime)
+}
+
+// chmodNoFollow sets the permission bits of base in pfd without following
+// a symlink: fchmodat has no working AT_SYMLINK_NOFOLLOW before Linux 6.6,
+// so base is opened O_PATH|O_NOFOLLOW and the mode is set on that inode
+// through its /proc/self/fd link. A symlink found there is an error.
+func chmodNoFollow(pfd int, base string, mode uint32) error {
+	fd, err := unix.Openat(pfd, base, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return fmt.Errorf("%s is a symlink", base)
+	}
+	return unix.Chmod("/proc/self/fd/"+strconv.Itoa(fd), mode)
 }
 
 // setTimes sets the times of base in pfd, never following a symlink in

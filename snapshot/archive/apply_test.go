@@ -10,14 +10,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"builder/internal/testenv"
 	"builder/snapshot/internal/treetest"
 )
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testenv.RequireRoot(t)
 }
 
 func applyFixture(t *testing.T, root, name string) (int64, error) {

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"builder/internal/testenv"
 )
 
 // hostileTar returns a small layer whose entries try to leave the root
@@ -37,9 +39,7 @@ func hostileTar(dir string) []byte {
 // root changed: a canary file and an empty sibling directory next to it.
 // The seeds are the fixtures in testdata and testdata/fuzz/FuzzApply.
 func FuzzApply(f *testing.F) {
-	if os.Geteuid() != 0 {
-		f.Skip("needs root")
-	}
+	testenv.RequireRoot(f)
 	tars, _ := filepath.Glob("testdata/*.tar")
 	for _, p := range tars {
 		b, err := os.ReadFile(p)

@@ -7,8 +7,11 @@
 //
 // # On-disk format, version 1
 //
-// The store root (the builder --root directory) holds, as far as this
-// package is concerned:
+// The store root (the builder --root directory) is mode 0700: its blobs,
+// configs and records may hold build-arg values, so only its owner may
+// enter it. Open makes a new root 0700 and tightens an existing one that
+// others may enter (see Store.Tightened). As far as this package is
+// concerned, the root holds:
 //
 //	content-version      "1\n": the version of this format. Open refuses a
 //	                     root whose file names another version.
@@ -16,7 +19,7 @@
 //	                     an OCI image layout once an index.json is added
 //	                     (package export maintains index.json).
 //	blobs/sha256/<hex>   one immutable blob whose sha256 is <hex> (64 lower-
-//	                     case hex digits), mode 0644. No other algorithm is
+//	                     case hex digits), mode 0600. No other algorithm is
 //	                     stored. A blob is never modified in place; it is
 //	                     only created (rename) or deleted (Delete).
 //	ingest/<random>      a blob being written. Its writer holds an exclusive

@@ -19,6 +19,13 @@ import (
 // package documentation, recorded in <root>/content-version.
 const FormatVersion = 1
 
+// MaxConfigSize bounds an image config: the builder never writes a larger
+// one, and every reader of configs in the store (export, GC, imagediff)
+// reads at most this much. Real configs are kilobytes; 8 MiB leaves room
+// for a stage environment at its 4 MiB limit with its history, and is the
+// size registries commonly accept for a manifest.
+const MaxConfigSize = 8 << 20
+
 // ErrNotFound is returned when a blob is not in the store.
 var ErrNotFound = errors.New("blob not found")
 
@@ -44,7 +51,8 @@ const (
 // format. A Store holds no open files or locks; it is safe for concurrent
 // use by several goroutines and processes and needs no closing.
 type Store struct {
-	root string
+	root      string
+	tightened fs.FileMode // the root's mode before Open made it 0700; 0 if it was private
 }
 
 // LayerInfo describes a layer blob written by WriteLayer.
@@ -75,8 +83,14 @@ func Open(root string) (*Store, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	s := &Store{root: abs}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if s.tightened, err = makePrivate(abs); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
 	for _, dir := range []string{s.blobDir(), s.ingestDir()} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}
 	}
@@ -91,6 +105,30 @@ func Open(root string) (*Store, error) {
 	}
 	return s, nil
 }
+
+// makePrivate makes dir mode 0700 if group or others have any access to
+// it, keeping no special bits, and returns the mode it had (0 if it was
+// private already). It does not follow a symlink at dir's last component.
+func makePrivate(dir string) (fs.FileMode, error) {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return 0, err
+	}
+	if !fi.IsDir() {
+		return 0, fmt.Errorf("%s is not a directory", dir)
+	}
+	if fi.Mode().Perm()&0o077 == 0 {
+		return 0, nil
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return 0, fmt.Errorf("make %s private: %w", dir, err)
+	}
+	return fi.Mode().Perm(), nil
+}
+
+// Tightened reports whether Open found the root open to other users and
+// made it 0700, and the mode it had; the caller warns about it once.
+func (s *Store) Tightened() (fs.FileMode, bool) { return s.tightened, s.tightened != 0 }
 
 // Root returns the absolute path of the store root.
 func (s *Store) Root() string { return s.root }

@@ -51,7 +51,7 @@ func (s *Store) NewWriter() (*Writer, error) {
 			f.Close()
 			continue
 		}
-		if err := f.Chmod(0o644); err != nil {
+		if err := f.Chmod(0o600); err != nil {
 			os.Remove(f.Name())
 			f.Close()
 			return nil, fmt.Errorf("chmod ingest file: %w", err)

@@ -12,13 +12,13 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"builder/internal/testenv"
 )
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testenv.RequireRoot(t)
 }
 
 // checkNoMounts fails the test if the host namespace has a mount below dir.

@@ -95,30 +95,50 @@ func (s *Snapshotter) TmpDir() string { return s.st.TmpDir() }
 // or, for regular files whose mtime has no sub-second part (so it may have
 // been set from a tar), when their contents differ. A removed path is one
 // whiteout, also for a directory. Unchanged parent directories of changed
-// entries are written too, as overlay copies them up.
+// entries are written too, as overlay copies them up. Both trees are walked
+// through directory descriptors opened with O_NOFOLLOW, never by path
+// strings: neither a symlink of the parent tree nor a directory swapped for
+// a symlink meanwhile leads the walk anywhere else.
 func (s *Snapshotter) Diff(ctx context.Context, w io.Writer, key string, opts store.DiffOptions) error {
 	dir, info, err := s.st.Active(key)
 	if err != nil {
 		return err
 	}
-	d := &differ{ctx: ctx, new: filepath.Join(dir, "fs"), aw: archive.NewWriter(w, opts.Epoch)}
-	if len(info.Lowers) > 0 {
-		d.old = s.st.FS(info.Lowers[0])
+	d := &differ{ctx: ctx, aw: archive.NewWriter(w, opts.Epoch)}
+	cur, err := openDir(filepath.Join(dir, "fs"))
+	if err != nil {
+		return fmt.Errorf("diff %q: %w", key, err)
 	}
-	if err := d.walk(""); err != nil {
+	defer cur.Close()
+	var old *os.File
+	if len(info.Lowers) > 0 {
+		if old, err = openDir(s.st.FS(info.Lowers[0])); err != nil {
+			return fmt.Errorf("diff %q: %w", key, err)
+		}
+		defer old.Close()
+	}
+	if err := d.walk(cur, old, ""); err != nil {
 		return fmt.Errorf("diff %q: %w", key, err)
 	}
 	return d.aw.Close()
 }
 
+// openDir opens a directory of the snapshot store for reading.
+func openDir(p string) (*os.File, error) {
+	return os.OpenFile(p, os.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+}
+
 type differ struct {
-	ctx      context.Context
-	old, new string // old is "" for an empty parent
-	aw       *archive.Writer
+	ctx context.Context
+	aw  *archive.Writer
 	// pending holds the unchanged directories above the current position
 	// not yet written; any entry below them writes them first.
-	pending []string
+	pending []pendingDir
 }
+
+// pendingDir is an unchanged directory: its layer path and its fsutil.AtPath
+// in its parent, whose descriptor stays open while it is pending.
+type pendingDir struct{ name, at string }
 
 func readNames(dir string) ([]string, error) {
 	f, err := os.Open(dir)
@@ -136,7 +156,7 @@ func readNames(dir string) ([]string, error) {
 
 func (d *differ) flush() error {
 	for _, p := range d.pending {
-		if err := d.aw.Add(p, filepath.Join(d.new, p)); err != nil {
+		if err := d.aw.Add(p.name, p.at); err != nil {
 			return err
 		}
 	}
@@ -144,27 +164,26 @@ func (d *differ) flush() error {
 	return nil
 }
 
-func (d *differ) add(p string) error {
+// add writes the entry name of the new directory dir at layer path p.
+func (d *differ) add(dir *os.File, name, p string) error {
 	if err := d.flush(); err != nil {
 		return err
 	}
-	return d.aw.Add(p, filepath.Join(d.new, p))
+	return d.aw.Add(p, fsutil.AtPath(dir, name))
 }
 
-// walk compares the directory rel, present in the new tree, with the old
-// tree's rel ("" old dir or a non-directory reads as empty).
-func (d *differ) walk(rel string) error {
-	newNames, err := readNames(filepath.Join(d.new, rel))
+// walk compares the open directory cur of the new tree, at layer path rel,
+// with old, the old tree's directory there (nil when the old tree has no
+// directory there: everything in cur is new).
+func (d *differ) walk(cur, old *os.File, rel string) error {
+	newNames, err := fsutil.Names(cur)
 	if err != nil {
 		return err
 	}
 	var oldNames []string
-	if d.old != "" {
-		var st unix.Stat_t
-		if unix.Lstat(filepath.Join(d.old, rel), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			if oldNames, err = readNames(filepath.Join(d.old, rel)); err != nil {
-				return err
-			}
+	if old != nil {
+		if oldNames, err = fsutil.Names(old); err != nil {
+			return err
 		}
 	}
 	i, j := 0, 0
@@ -182,12 +201,12 @@ func (d *differ) walk(rel string) error {
 			}
 			i++
 		case i == len(oldNames) || newNames[j] < oldNames[i]:
-			if err := d.added(path.Join(rel, newNames[j])); err != nil {
+			if err := d.added(cur, newNames[j], path.Join(rel, newNames[j])); err != nil {
 				return err
 			}
 			j++
 		default:
-			if err := d.both(path.Join(rel, newNames[j])); err != nil {
+			if err := d.both(cur, old, newNames[j], path.Join(rel, newNames[j])); err != nil {
 				return err
 			}
 			i, j = i+1, j+1
@@ -196,105 +215,126 @@ func (d *differ) walk(rel string) error {
 	return nil
 }
 
-// added writes p, new in this snapshot, and everything below it.
-func (d *differ) added(p string) error {
+// added writes the entry name of cur (layer path p), new in this snapshot,
+// and everything below it.
+func (d *differ) added(cur *os.File, name, p string) error {
 	var st unix.Stat_t
-	if err := unix.Lstat(filepath.Join(d.new, p), &st); err != nil {
+	if err := unix.Fstatat(int(cur.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("stat %s: %w", p, err)
+	}
+	if err := d.add(cur, name, p); err != nil {
 		return err
 	}
-	if err := d.add(p); err != nil {
-		return err
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return nil
 	}
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		return d.walk(p) // with no old counterpart, everything is added
+	sub, err := fsutil.OpenDirAt(cur, name)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
 	}
-	return nil
+	defer sub.Close()
+	return d.walk(sub, nil, p) // with no old counterpart, everything is added
 }
 
-// both handles p present in both trees.
-func (d *differ) both(p string) error {
-	changed, isDir, err := d.changed(p)
+// both handles the entry name present in both cur and old (layer path p).
+func (d *differ) both(cur, old *os.File, name, p string) error {
+	changed, isDir, oldIsDir, err := d.changed(cur, old, name)
 	if err != nil {
-		return err
+		return fmt.Errorf("compare %s: %w", p, err)
 	}
 	if !isDir {
 		if changed {
-			return d.add(p)
+			return d.add(cur, name, p)
 		}
 		return nil
 	}
 	if changed {
-		if err := d.add(p); err != nil {
+		if err := d.add(cur, name, p); err != nil {
 			return err
 		}
 	} else {
-		d.pending = append(d.pending, p)
+		d.pending = append(d.pending, pendingDir{p, fsutil.AtPath(cur, name)})
 	}
-	err = d.walk(p)
-	if n := len(d.pending); n > 0 && d.pending[n-1] == p {
+	sub, err := fsutil.OpenDirAt(cur, name)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	defer sub.Close()
+	var oldSub *os.File
+	if oldIsDir {
+		if oldSub, err = fsutil.OpenDirAt(old, name); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		defer oldSub.Close()
+	}
+	err = d.walk(sub, oldSub, p) // a non-directory old entry reads as empty
+	if n := len(d.pending); n > 0 && d.pending[n-1].name == p {
 		d.pending = d.pending[:n-1] // nothing below changed
 	}
 	return err
 }
 
-// changed compares p in both trees; isDir reports that the new p is a
-// directory whose children walk must still compare (old p was one too).
-func (d *differ) changed(p string) (changed, isDir bool, err error) {
-	op, np := filepath.Join(d.old, p), filepath.Join(d.new, p)
+// changed compares the entry name of cur and old; isDir reports that the
+// new entry is a directory whose children walk must still compare, and
+// oldIsDir that the old one is a directory too.
+func (d *differ) changed(cur, old *os.File, name string) (changed, isDir, oldIsDir bool, err error) {
+	op, np := fsutil.AtPath(old, name), fsutil.AtPath(cur, name)
 	var o, n unix.Stat_t
-	if err := unix.Lstat(op, &o); err != nil {
-		return false, false, err
+	if err := unix.Fstatat(int(old.Fd()), name, &o, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return false, false, false, err
 	}
-	if err := unix.Lstat(np, &n); err != nil {
-		return false, false, err
+	if err := unix.Fstatat(int(cur.Fd()), name, &n, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return false, false, false, err
 	}
 	typ := n.Mode & unix.S_IFMT
-	if o.Mode&unix.S_IFMT != typ {
-		// Replaced: write the new entry; a new directory is all new, and
-		// walk reads a non-directory old path as an empty directory.
-		return true, typ == unix.S_IFDIR, nil
-	}
 	isDir = typ == unix.S_IFDIR
+	if o.Mode&unix.S_IFMT != typ {
+		// Replaced: write the new entry; a new directory is all new.
+		return true, isDir, false, nil
+	}
+	oldIsDir = isDir
 	if o.Mode != n.Mode || o.Uid != n.Uid || o.Gid != n.Gid || o.Mtim != n.Mtim || o.Rdev != n.Rdev {
-		return true, isDir, nil
+		return true, isDir, oldIsDir, nil
 	}
 	switch typ {
 	case unix.S_IFREG:
 		if o.Size != n.Size {
-			return true, false, nil
+			return true, false, false, nil
 		}
 	case unix.S_IFLNK:
 		ot, err1 := os.Readlink(op)
 		nt, err2 := os.Readlink(np)
 		if err := errors.Join(err1, err2); err != nil {
-			return false, false, err
+			return false, false, false, err
 		}
 		if ot != nt {
-			return true, false, nil
+			return true, false, false, nil
 		}
 	}
 	ox, err1 := fsutil.Lxattrs(op)
 	nx, err2 := fsutil.Lxattrs(np)
 	if err := errors.Join(err1, err2); err != nil {
-		return false, false, err
+		return false, false, false, err
 	}
 	if !maps.EqualFunc(ox, nx, bytes.Equal) {
-		return true, isDir, nil
+		return true, isDir, oldIsDir, nil
 	}
 	if typ == unix.S_IFREG && n.Mtim.Nsec == 0 && n.Size > 0 {
 		same, err := sameContent(op, np)
-		return !same, false, err
+		return !same, false, false, err
 	}
-	return false, isDir, nil
+	return false, isDir, oldIsDir, nil
 }
 
+// sameContent compares two regular files, opened without following a
+// symlink.
 func sameContent(a, b string) (bool, error) {
-	fa, err := os.Open(a)
+	fa, err := os.OpenFile(a, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return false, err
 	}
 	defer fa.Close()
-	fb, err := os.Open(b)
+	fb, err := os.OpenFile(b, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return false, err
 	}

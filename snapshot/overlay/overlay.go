@@ -191,17 +191,24 @@ func (s *Snapshotter) View(ctx context.Context, name string) ([]mount.Mount, err
 // only its upper directory. Overlay whiteouts become ".wh." entries and
 // opaque directories get a ".wh..wh..opq" entry, each only where the layers
 // below hold something to hide. A redirected directory or a real file
-// named ".wh.*" in the upper directory is an error.
+// named ".wh.*" in the upper directory is an error. The upper directory is
+// walked through directory descriptors, never by a path string, so a
+// directory swapped for a symlink meanwhile is an error, not followed.
 func (s *Snapshotter) Diff(ctx context.Context, w io.Writer, key string, opts store.DiffOptions) error {
 	dir, info, err := s.st.Active(key)
 	if err != nil {
 		return err
 	}
-	d := &differ{ctx: ctx, upper: filepath.Join(dir, "fs"), aw: archive.NewWriter(w, opts.Epoch), xattr: s.xattr}
+	d := &differ{ctx: ctx, aw: archive.NewWriter(w, opts.Epoch), xattr: s.xattr}
 	for _, id := range info.Lowers {
 		d.lowers = append(d.lowers, s.st.FS(id))
 	}
-	if err := d.walk("", false); err != nil {
+	upper, err := os.OpenFile(filepath.Join(dir, "fs"), os.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("diff %q: %w", key, err)
+	}
+	defer upper.Close()
+	if err := d.walk(upper, "", false); err != nil {
 		return fmt.Errorf("diff %q: %w", key, err)
 	}
 	return d.aw.Close()
@@ -209,7 +216,6 @@ func (s *Snapshotter) Diff(ctx context.Context, w io.Writer, key string, opts st
 
 type differ struct {
 	ctx    context.Context
-	upper  string
 	lowers []string
 	aw     *archive.Writer
 	xattr  string // prefix of overlayfs's own xattrs
@@ -219,21 +225,11 @@ func isWhiteout(st *unix.Stat_t) bool {
 	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
 }
 
-func readNames(dir string) ([]string, error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	slices.Sort(names)
-	return names, err
-}
-
-// walk writes the children of the upper directory rel. hidden says rel or
-// an ancestor is opaque, so nothing below it exists in the lower layers.
-func (d *differ) walk(rel string, hidden bool) error {
-	names, err := readNames(filepath.Join(d.upper, rel))
+// walk writes the children of the open upper directory dir, at rel in the
+// layer. hidden says rel or an ancestor is opaque, so nothing below it
+// exists in the lower layers.
+func (d *differ) walk(dir *os.File, rel string, hidden bool) error {
+	names, err := fsutil.Names(dir)
 	if err != nil {
 		return err
 	}
@@ -242,10 +238,10 @@ func (d *differ) walk(rel string, hidden bool) error {
 			return err
 		}
 		p := path.Join(rel, n)
-		full := filepath.Join(d.upper, p)
+		full := fsutil.AtPath(dir, n)
 		var st unix.Stat_t
-		if err := unix.Lstat(full, &st); err != nil {
-			return err
+		if err := unix.Fstatat(int(dir.Fd()), n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("stat %s: %w", p, err)
 		}
 		if isWhiteout(&st) {
 			if !hidden && d.lowerExists(p, false) {
@@ -280,7 +276,13 @@ func (d *differ) walk(rel string, hidden bool) error {
 				return err
 			}
 		}
-		if err := d.walk(p, hidden || opaque); err != nil {
+		sub, err := fsutil.OpenDirAt(dir, n)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		err = d.walk(sub, p, hidden || opaque)
+		sub.Close()
+		if err != nil {
 			return err
 		}
 	}
@@ -290,11 +292,13 @@ func (d *differ) walk(rel string, hidden bool) error {
 // lowerExists reports whether p exists (as a directory, if dir is set) in
 // the merged view of the lower layers, reading them the way overlayfs does:
 // the first layer holding p decides, unless a whiteout, a non-directory or
-// an opaque directory on the way hides the deeper layers.
+// an opaque directory on the way hides the deeper layers. A layer's
+// symlinks are never followed (a lower "a -> /" must not make "a/x" exist
+// because the host has /x): p is looked up beneath each layer with
+// fsutil.LstatBeneath.
 func (d *differ) lowerExists(p string, dir bool) bool {
 	for _, l := range d.lowers {
-		var st unix.Stat_t
-		if err := unix.Lstat(filepath.Join(l, p), &st); err == nil {
+		if st, err := fsutil.LstatBeneath(l, p); err == nil {
 			if isWhiteout(&st) {
 				return false
 			}
@@ -312,11 +316,12 @@ func (d *differ) lowerExists(p string, dir bool) bool {
 func (d *differ) hides(l, p string) bool {
 	parts := strings.Split(p, "/")
 	for i := 1; i < len(parts); i++ {
-		a := filepath.Join(l, filepath.Join(parts[:i]...))
-		var st unix.Stat_t
-		if err := unix.Lstat(a, &st); err != nil {
+		rel := path.Join(parts[:i]...)
+		st, err := fsutil.LstatBeneath(l, rel)
+		if err != nil {
 			return false
 		}
+		a := filepath.Join(l, rel) // its ancestors are directories: checked above
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			return true
 		}

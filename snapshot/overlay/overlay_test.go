@@ -3,6 +3,7 @@ package overlay_test
 import (
 	"testing"
 
+	"builder/internal/testenv"
 	"builder/snapshot"
 	"builder/snapshot/overlay"
 	"builder/snapshot/testsuite"
@@ -12,7 +13,7 @@ func TestSuite(t *testing.T) {
 	testsuite.Run(t, func(t *testing.T, root string) snapshot.Snapshotter {
 		sn, err := overlay.New(root)
 		if err != nil {
-			t.Skipf("overlayfs unavailable: %v", err)
+			testenv.Skip(t, "overlayfs unavailable: %v", err)
 		}
 		return sn
 	})

@@ -14,18 +14,17 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"builder/internal/testenv"
 	"builder/snapshot/internal/store"
 	"builder/snapshot/mount"
 )
 
 func newSnapshotter(t *testing.T) *Snapshotter {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testenv.RequireRoot(t)
 	s, err := New(t.TempDir())
 	if err != nil {
-		t.Skipf("overlayfs unavailable: %v", err)
+		testenv.Skip(t, "overlayfs unavailable: %v", err)
 	}
 	return s
 }

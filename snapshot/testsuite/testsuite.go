@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"builder/internal/testenv"
 	"builder/snapshot"
 	"builder/snapshot/archive"
 	"builder/snapshot/internal/treetest"
@@ -343,9 +344,7 @@ func CheckNoMounts(t *testing.T, dir string) {
 // Run runs every case and the lifecycle checks on the snapshotter that
 // open returns for a new root directory.
 func Run(t *testing.T, open func(t *testing.T, root string) snapshot.Snapshotter) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testenv.RequireRoot(t)
 	root := t.TempDir()
 	sn := open(t, root)
 	defer CheckNoMounts(t, root)

@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/creack/pty"
+
+	"builder/internal/testenv"
 )
 
 // screen is a small terminal emulator: enough of VT100 to replay what the
@@ -127,7 +129,7 @@ func OpenPTY(t testing.TB, cols, rows int) (*os.File, <-chan []byte) {
 	t.Helper()
 	ptmx, tty, err := pty.Open()
 	if err != nil {
-		t.Skipf("no pseudo-terminal: %v", err)
+		testenv.Skip(t, "no pseudo-terminal: %v", err)
 	}
 	if err := pty.Setsize(ptmx, &pty.Winsize{Cols: uint16(cols), Rows: uint16(rows)}); err != nil {
 		t.Fatal(err)

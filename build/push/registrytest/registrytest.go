@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"builder/internal/testenv"
 )
 
 // Binary is where Debian's docker-registry package installs the server.
@@ -210,13 +212,5 @@ func (r *Registry) DockerConfig(t testing.TB) string {
 
 func need(t testing.TB, tool string) string {
 	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("BUILDER_TEST_REQUIRE_ROOT") != "" {
-		t.Fatalf("%s is not installed (CI installs docker-registry and apache2-utils)", tool)
-	}
-	t.Skipf("%s is not installed", tool)
-	return ""
+	return testenv.RequireTool(t, tool)
 }

@@ -35,6 +35,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"builder/internal/atomicfile"
 )
 
 // ErrNotFound is returned for a snapshot name or key that does not exist.
@@ -131,11 +133,7 @@ func writeInfo(dir string, info Info) error {
 	if err != nil {
 		return fmt.Errorf("encode snapshot meta: %w", err)
 	}
-	tmp := filepath.Join(dir, ".meta.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("write snapshot meta: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "meta.json")); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, "meta.json"), b, 0o600); err != nil {
 		return fmt.Errorf("write snapshot meta: %w", err)
 	}
 	return nil

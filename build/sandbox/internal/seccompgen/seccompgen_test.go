@@ -10,6 +10,8 @@ import (
 
 	"github.com/moby/profiles/seccomp"
 	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"builder/internal/testenv"
 )
 
 // TestGeneratedTableFresh regenerates package sandbox's table from the
@@ -38,7 +40,7 @@ func TestGeneratedTableFresh(t *testing.T) {
 func TestX32Numbers(t *testing.T) {
 	f, err := os.Open("/usr/include/x86_64-linux-gnu/asm/unistd_x32.h")
 	if err != nil {
-		t.Skip("no x32 kernel header: ", err)
+		testenv.Skip(t, "no x32 kernel header (linux-libc-dev): %v", err)
 	}
 	defer f.Close()
 	m, err := FindModules(".")
