@@ -232,7 +232,7 @@ func secretOptions(o *build.Options, secrets, allow []string) error {
 	}
 	var err error
 	if o.Allow, err = build.ParseAllow(allow); err != nil {
-		return usagef("%v", err)
+		return usagef("%w", err)
 	}
 	return nil
 }
