@@ -150,6 +150,9 @@ func (e *Exporter) write(ctx context.Context, s Spec, img v1.Image, tags []strin
 		if len(names) == 0 {
 			return nil, fmt.Errorf("push %w", ErrNoName)
 		}
+		if e.c.Registry == nil {
+			return nil, errors.New("push: no registry client")
+		}
 		if _, err := push.Push(ctx, e.c.Registry, img, names, push.Options{Progress: e.c.Progress, Meter: e.c.Meter}); err != nil {
 			return nil, err
 		}

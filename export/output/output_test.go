@@ -128,6 +128,7 @@ func TestExportErrors(t *testing.T) {
 	}{
 		{"registry without a name", Spec{Type: "registry", Push: true}, nil, ErrNoName, "output type registry needs name= or a -t tag"},
 		{"push without a name", Spec{Type: "image", Push: true}, nil, ErrNoName, "push needs name= or a -t tag"},
+		{"push without a client", Spec{Type: "registry", Names: []string{"127.0.0.1:1/app"}, Push: true}, nil, nil, "push: no registry client"},
 		{"stdout refused", Spec{Type: "tar", Dest: "-"}, func() (io.Writer, error) { return nil, refused }, refused, "export tar to -: refused"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,7 +136,7 @@ func TestExportErrors(t *testing.T) {
 			dir := t.TempDir()
 			e := f.exporter(Config{Scratch: filepath.Join(dir, "tmp"), Stdout: tc.stdout})
 			_, err := e.Export(context.Background(), []Spec{tc.spec}, f.img, nil)
-			if !errors.Is(err, tc.is) || err.Error() != tc.msg {
+			if err == nil || (tc.is != nil && !errors.Is(err, tc.is)) || err.Error() != tc.msg {
 				t.Errorf("error %v, want %q wrapping %v", err, tc.msg, tc.is)
 			}
 		})
