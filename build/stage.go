@@ -11,9 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/moby/buildkit/util/suggest"
-
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/buildkit/util/suggest"
 
 	"builder/build/progress"
 	"builder/parser"
