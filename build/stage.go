@@ -3,6 +3,7 @@ package build
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 	"sort"
@@ -115,7 +116,7 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 	fromStep := j.progress.Step(header(1, s.Original))
 	st, err := j.fromBase(ctx, s)
 	if err != nil {
-		err = &StepError{Pos: s.Pos, Instruction: s.Original, Err: err}
+		err = newStepError(s.Pos, s.Original, err)
 		fromStep.Error(err)
 		return nil, err
 	}
@@ -131,7 +132,7 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 		for _, t := range triggers {
 			step, err := parser.ParseOnbuild(t, s.Pos)
 			if err != nil {
-				return nil, &StepError{Pos: s.Pos, Instruction: "ONBUILD " + t, Err: err}
+				return nil, newStepError(s.Pos, "ONBUILD "+t, err)
 			}
 			pre = append(pre, step)
 		}
@@ -151,13 +152,13 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 		}
 		if err != nil {
 			var se *StepError
-			if !asStepError(err, &se) {
-				se = &StepError{Pos: step.Pos, Instruction: step.Original, Err: err}
+			if !errors.As(err, &se) {
+				se = newStepError(step.Pos, step.Original, err)
 				if ExitCode(err) != 0 {
 					se.Output = sp.Tail()
 				}
 			}
-			sp.Error(se.Err)
+			sp.Error(se.Step.Err)
 			return nil, se
 		}
 		switch step.Op.(type) {

@@ -51,7 +51,7 @@ func init() {
 		if s.Tag != "" {
 			o.Tags = []string{s.Tag}
 		}
-		_, err = b.Build(context.Background(), o)
+		_, err = buildFile(context.Background(), b, o)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child build:", err)

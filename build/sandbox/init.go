@@ -97,6 +97,18 @@ type sandbox struct {
 	exited atomic.Bool
 }
 
+// setupFailed is the result of a setup that failed with err: its text
+// and, so that the error keeps its class across the process boundary, the
+// errno in its chain.
+func setupFailed(err error) initResult {
+	res := initResult{Error: err.Error()}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		res.Errno = int(errno)
+	}
+	return res
+}
+
 func runSandbox() initResult {
 	// Signals sent before the command starts wait in the channel and are
 	// forwarded to it once it runs.
@@ -108,13 +120,13 @@ func runSandbox() initResult {
 	err := json.NewDecoder(f).Decode(&cfg)
 	f.Close()
 	if err != nil {
-		return initResult{Error: fmt.Sprintf("decode sandbox config: %v", err)}
+		return setupFailed(fmt.Errorf("decode sandbox config: %w", err))
 	}
 	// The init joins the run's cgroups before it starts anything, so the
 	// whole tree is limited; "0" names the writer itself.
 	for _, dir := range cfg.Cgroups {
 		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte("0"), 0); err != nil {
-			return initResult{Error: fmt.Sprintf("join cgroup: %v", err)}
+			return setupFailed(fmt.Errorf("join cgroup: %w", err))
 		}
 	}
 	unix.Umask(0)
@@ -135,7 +147,9 @@ func runSandbox() initResult {
 	pid, err := setup()
 	if err != nil {
 		s.teardown()
-		return initResult{Error: err.Error(), CopiedUp: s.stubs.copied}
+		res := setupFailed(err)
+		res.CopiedUp = s.stubs.copied
+		return res
 	}
 	// The command leads its own process group: its pgid is its pid.
 	stopSignals := serveSignals(s.signalListener, pid, &s.exited)
