@@ -13,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
+	"builder/build/cache"
 	"builder/build/cacheio"
 	"builder/build/internal/flight"
 	"builder/export"
@@ -28,32 +29,22 @@ type cacheState struct {
 	imports []*cacheio.Cache
 
 	mu       sync.Mutex
-	records  map[Key]importedRecord          // first import that has a key wins
+	records  map[cache.Key]cache.Record      // first import that has a key wins
 	digests  map[v1.Hash]*cacheio.Cache      // where each imported blob comes from
 	mounts   map[string]importedMount        // imported cache mounts by id
 	restored map[string]bool                 // cache mounts this build restored or found full
 	fetches  flight.Group[v1.Hash, struct{}] // one fetch per blob at a time
-	stages   map[int][]keyedRecord           // records each stage applied, in order
+	stages   map[int][]cache.Record          // records each stage applied, in order
 	mountIDs map[string]*runMount            // cache mounts the build's RUNs name
-	pending  map[v1.Hash][]keyedRecord       // imported records to keep locally once their blob is here
+	pending  map[v1.Hash][]cache.Record      // imported records to keep locally once their blob is here
 	sums     map[string]string               // imported COPY source checksums by memo key
 	usedSums map[string]string               // the checksums this build's COPY steps used, for --cache-to
 	progress func(format string, a ...any)   // build log
 }
 
-type importedRecord struct {
-	rec Record
-	src *cacheio.Cache
-}
-
 type importedMount struct {
 	m   cacheio.Mount
 	src *cacheio.Cache
-}
-
-type keyedRecord struct {
-	key Key
-	rec Record
 }
 
 type cacheStateKey struct{}
@@ -73,9 +64,9 @@ func (j *job) startCache(ctx context.Context) context.Context {
 	if len(j.o.CacheFrom) == 0 && len(j.o.CacheTo) == 0 {
 		return ctx
 	}
-	cs := &cacheState{records: map[Key]importedRecord{}, digests: map[v1.Hash]*cacheio.Cache{},
+	cs := &cacheState{records: map[cache.Key]cache.Record{}, digests: map[v1.Hash]*cacheio.Cache{},
 		mounts: map[string]importedMount{}, restored: map[string]bool{},
-		stages: map[int][]keyedRecord{}, mountIDs: map[string]*runMount{}, pending: map[v1.Hash][]keyedRecord{},
+		stages: map[int][]cache.Record{}, mountIDs: map[string]*runMount{}, pending: map[v1.Hash][]cache.Record{},
 		sums: map[string]string{}, usedSums: map[string]string{},
 		progress: j.progress.Printf}
 	for _, spec := range j.o.CacheFrom {
@@ -97,12 +88,10 @@ func (j *job) startCache(ctx context.Context) context.Context {
 func (cs *cacheState) add(c *cacheio.Cache) {
 	cs.imports = append(cs.imports, c)
 	for _, r := range c.Config.Records {
-		k := Key(r.Key)
-		if _, ok := cs.records[k]; ok {
+		if _, ok := cs.records[r.Key]; ok {
 			continue
 		}
-		cs.records[k] = importedRecord{src: c, rec: Record{Empty: r.Empty, DiffID: r.DiffID, Digest: r.Digest,
-			Size: r.Size, MediaType: r.MediaType, Created: r.Created, Preimage: r.Preimage}}
+		cs.records[r.Key] = r
 		if !r.Empty {
 			if _, ok := cs.digests[r.Digest]; !ok {
 				cs.digests[r.Digest] = c
@@ -150,24 +139,24 @@ func (j *job) noteSum(mk, sum string) {
 // later, only if something needs it; until then the record is kept in
 // memory only, since a local record must name stored data. An empty
 // record names no data and is kept locally at once.
-func (j *job) lookupImported(key Key) (Record, bool) {
+func (j *job) lookupImported(key cache.Key) (cache.Record, bool) {
 	cs := j.cio
 	if cs == nil {
-		return Record{}, false
+		return cache.Record{}, false
 	}
 	cs.mu.Lock()
-	ir, ok := cs.records[key]
-	if ok && !ir.rec.Empty && !j.b.store.Has(ir.rec.Digest) {
-		cs.pending[ir.rec.Digest] = append(cs.pending[ir.rec.Digest], keyedRecord{key, ir.rec})
+	r, ok := cs.records[key]
+	if ok && !r.Empty && !j.b.store.Has(r.Digest) {
+		cs.pending[r.Digest] = append(cs.pending[r.Digest], r)
 	}
 	cs.mu.Unlock()
 	if !ok {
-		return Record{}, false
+		return cache.Record{}, false
 	}
-	if ir.rec.Empty || j.b.store.Has(ir.rec.Digest) {
-		_ = j.b.cache.Put(key, ir.rec) // best effort: the next build then hits locally
+	if r.Empty || j.b.store.Has(r.Digest) {
+		_ = j.b.cache.Put(r) // best effort: the next build then hits locally
 	}
-	return ir.rec, true
+	return r, true
 }
 
 // fetchImported makes sure blob d is in the store, fetching it from the
@@ -195,8 +184,8 @@ func (b *Builder) fetchImported(ctx context.Context, d v1.Hash) error {
 		keep := cs.pending[d]
 		delete(cs.pending, d)
 		cs.mu.Unlock()
-		for _, kr := range keep {
-			if err := b.cache.Put(kr.key, kr.rec); err != nil {
+		for _, r := range keep {
+			if err := b.cache.Put(r); err != nil {
 				return struct{}{}, err
 			}
 		}

@@ -19,6 +19,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
+	"builder/build/cache"
 	"builder/build/pull"
 	"builder/imageref"
 	"builder/internal/atomicfile"
@@ -147,7 +148,7 @@ func (b *Builder) Check(ctx context.Context) ([]Problem, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = b.cache.Walk(func(e CacheEntry) error {
+	err = b.cache.Walk(func(e cache.Entry) error {
 		obj := "cache record " + string(e.Key)
 		switch {
 		case e.Err != nil:
@@ -337,7 +338,7 @@ type storeGraph struct {
 	blobs   map[v1.Hash]int64 // every stored blob and its size
 	pinned  map[v1.Hash]bool  // reachable from tagged images
 	refs    map[v1.Hash]int   // how many records name the blob
-	records []CacheEntry
+	records []cache.Entry
 	images  int
 	chains  map[string]bool // snapshot names tagged images need
 	snaps   []snapshot.Info
@@ -379,7 +380,7 @@ func (b *Builder) scan(ctx context.Context, keep []v1.Hash) (*storeGraph, error)
 			}
 		}
 	}
-	err = b.cache.Walk(func(e CacheEntry) error {
+	err = b.cache.Walk(func(e cache.Entry) error {
 		g.records = append(g.records, e)
 		if e.Err == nil && !e.Record.Empty {
 			g.refs[e.Record.Digest]++
@@ -420,14 +421,14 @@ func (b *Builder) pruneGraph(ctx context.Context, g *storeGraph, o PruneOptions)
 	var rep PruneReport
 	now := time.Now()
 	old := func(t time.Time) bool { return o.Until > 0 && now.Sub(t) > o.Until }
-	drop := map[Key]bool{}
-	dropRecord := func(e CacheEntry) {
+	drop := map[cache.Key]bool{}
+	dropRecord := func(e cache.Entry) {
 		drop[e.Key] = true
 		if e.Err == nil && !e.Record.Empty {
 			g.refs[e.Record.Digest]--
 		}
 	}
-	var kept []CacheEntry
+	var kept []cache.Entry
 	for _, e := range g.records {
 		if o.All || old(e.Used) || e.Err != nil || (!e.Record.Empty && g.blobs[e.Record.Digest] == 0 && !b.store.Has(e.Record.Digest)) {
 			dropRecord(e)
@@ -478,7 +479,7 @@ func (b *Builder) pruneGraph(ctx context.Context, g *storeGraph, o PruneOptions)
 		}
 		type victim struct {
 			used time.Time
-			rec  *CacheEntry
+			rec  *cache.Entry
 			m    *cacheMount
 		}
 		var vs []victim
@@ -547,15 +548,13 @@ func (b *Builder) pruneGraph(ctx context.Context, g *storeGraph, o PruneOptions)
 		if err := os.RemoveAll(filepath.Join(b.root, contextStatDir)); err != nil {
 			return rep, fmt.Errorf("remove context stat caches: %w", err)
 		}
-		for _, d := range []string{stepsDir, filesDir, sumsDir} {
-			if err := os.RemoveAll(filepath.Join(b.cache.dir, d)); err != nil {
-				return rep, fmt.Errorf("remove cache explanations: %w", err)
-			}
+		if err := b.cache.DropMemos(); err != nil {
+			return rep, err
 		}
 	}
 	// Nothing runs under the exclusive lock: what temp files remain are a
 	// killed process's.
-	b.cache.cleanTemp(0)
+	b.cache.CleanTemp(0)
 	if ents, err := os.ReadDir(filepath.Join(b.root, contextStatDir)); err == nil {
 		for _, e := range ents {
 			if strings.HasPrefix(e.Name(), atomicfile.TempPrefix) {
@@ -573,17 +572,17 @@ func (b *Builder) pruneGraph(ctx context.Context, g *storeGraph, o PruneOptions)
 
 // neededSnapshots lists the snapshots to keep: the layer chains of tagged
 // images and, if withRecords, of the kept cache records.
-func (b *Builder) neededSnapshots(g *storeGraph, kept []CacheEntry, withRecords bool) []string {
+func (b *Builder) neededSnapshots(g *storeGraph, kept []cache.Entry, withRecords bool) []string {
 	need := map[string]bool{}
 	for c := range g.chains {
 		need[c] = true
 	}
 	if withRecords {
-		byKey := map[Key]*CacheEntry{}
+		byKey := map[cache.Key]*cache.Entry{}
 		for i := range kept {
 			byKey[kept[i].Key] = &kept[i]
 		}
-		memo := map[Key]string{}
+		memo := map[cache.Key]string{}
 		for _, e := range kept {
 			if c, ok := b.recordChain(e.Key, byKey, memo, 0); ok && c != "" {
 				need[c] = true
@@ -611,7 +610,7 @@ func (b *Builder) neededSnapshots(g *storeGraph, kept []CacheEntry, withRecords 
 // recordChain is the snapshot name (chain ID) of the filesystem a record's
 // step produced, found by following preimage parents down to a base image
 // or scratch; ok is false where the chain is unknown.
-func (b *Builder) recordChain(k Key, byKey map[Key]*CacheEntry, memo map[Key]string, depth int) (string, bool) {
+func (b *Builder) recordChain(k cache.Key, byKey map[cache.Key]*cache.Entry, memo map[cache.Key]string, depth int) (string, bool) {
 	if c, ok := memo[k]; ok {
 		return c, c != "\x00"
 	}
@@ -647,11 +646,11 @@ func (b *Builder) recordChain(k Key, byKey map[Key]*CacheEntry, memo map[Key]str
 	if !ok {
 		return "", false
 	}
-	var pre keyPreimage
+	var pre cache.Preimage
 	if err := json.Unmarshal(e.Record.Preimage, &pre); err != nil {
 		return "", false
 	}
-	parentChain, ok = b.recordChain(Key(pre.Parent), byKey, memo, depth+1)
+	parentChain, ok = b.recordChain(cache.Key(pre.Parent), byKey, memo, depth+1)
 	if !ok {
 		return "", false
 	}

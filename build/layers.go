@@ -13,6 +13,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"builder/build/cache"
 	"builder/export"
 	"builder/snapshot"
 	"builder/snapshot/content"
@@ -116,7 +117,7 @@ func activeKey(kind string) string {
 // commitLayer turns the change in the active snapshot into a layer blob, a
 // committed snapshot and a cache record, in that order, so that a record
 // always names stored data.
-func (j *job) commitLayer(ctx context.Context, active, parent string, key Key, pre []byte) (Record, error) {
+func (j *job) commitLayer(ctx context.Context, active, parent string, key cache.Key, pre []byte) (cache.Record, error) {
 	var epoch *int64
 	if j.o.Epoch != nil {
 		e := j.o.Epoch.Unix()
@@ -126,47 +127,47 @@ func (j *job) commitLayer(ctx context.Context, active, parent string, key Key, p
 		return j.b.snapshotter.Diff(ctx, w, active, snapshot.DiffOptions{Epoch: epoch})
 	}, content.LayerOptions{})
 	if err != nil {
-		return Record{}, fmt.Errorf("write layer: %w", err)
+		return cache.Record{}, fmt.Errorf("write layer: %w", err)
 	}
-	rec := Record{DiffID: info.DiffID, Digest: info.Digest, Size: info.Size, MediaType: info.MediaType,
+	rec := cache.Record{Key: key, DiffID: info.DiffID, Digest: info.Digest, Size: info.Size, MediaType: info.MediaType,
 		Created: time.Now().UTC(), Preimage: json.RawMessage(pre)}
 	if info.DiffID == emptyTarDiffID {
-		rec = Record{Empty: true, Created: rec.Created, Preimage: rec.Preimage}
+		rec = cache.Record{Key: key, Empty: true, Created: rec.Created, Preimage: rec.Preimage}
 	} else {
 		name := nextChainID(parent, info.DiffID)
 		if err := j.b.snapshotter.Commit(ctx, name, active); err != nil {
-			return Record{}, fmt.Errorf("commit snapshot: %w", err)
+			return cache.Record{}, fmt.Errorf("commit snapshot: %w", err)
 		}
 	}
-	if err := j.b.cache.Put(key, rec); err != nil {
-		return Record{}, err
+	if err := j.b.cache.Put(rec); err != nil {
+		return cache.Record{}, err
 	}
 	return rec, nil
 }
 
 // usable reports whether a cache record's data is still in the store.
-func (b *Builder) usable(r Record) bool {
+func (b *Builder) usable(r cache.Record) bool {
 	return r.Empty || b.store.Has(r.Digest)
 }
 
 // applyRecord adds a step's cached or fresh result to the stage state.
-func (j *job) applyRecord(st *stageState, key Key, r Record, createdBy string) {
-	st.fsKey = key
+func (j *job) applyRecord(st *stageState, r cache.Record, createdBy string) {
+	st.fsKey = r.Key
 	if !r.Empty {
 		st.layers = append(st.layers, layerRef{DiffID: r.DiffID, Digest: r.Digest, Size: r.Size, MediaType: r.MediaType})
 		st.growConfig(jsonLen(r.DiffID.String()) + 1) // its rootfs.diff_ids entry
 	}
 	st.created = r.Created
 	st.addHistory(createdBy, r.Empty, j.stepTime(r.Created))
-	j.noteRecord(st, key, r)
+	j.noteRecord(st, r)
 }
 
 // lookup returns a usable cache record for key unless --no-cache is set:
 // the store's, else one imported with --cache-from (whose blob may not be
 // fetched yet).
-func (j *job) lookup(key Key) (Record, bool) {
+func (j *job) lookup(key cache.Key) (cache.Record, bool) {
 	if j.o.NoCache {
-		return Record{}, false
+		return cache.Record{}, false
 	}
 	r, ok, err := j.b.cache.Get(key)
 	if err != nil || !ok || !j.b.usable(r) {

@@ -4,15 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/moby/buildkit/util/suggest"
 	"path"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/moby/buildkit/util/suggest"
+
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"builder/build/cache"
 	"builder/parser"
 )
 
@@ -28,7 +30,7 @@ type layerRef struct {
 type stageState struct {
 	cfg     v1.ConfigFile
 	layers  []layerRef
-	fsKey   Key       // cache key of the filesystem state
+	fsKey   cache.Key // cache key of the filesystem state
 	created time.Time // creation time of the newest layer, for metadata-only history
 	args    *vars     // build args declared in this stage
 	cmdSet  bool      // CMD given in this stage (ENTRYPOINT then keeps it)
@@ -207,7 +209,7 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 		o.Platform = *p
 	}
 	if strings.EqualFold(base, "scratch") {
-		st := &stageState{args: newVars(), fsKey: Key("scratch")}
+		st := &stageState{args: newVars(), fsKey: cache.Key("scratch")}
 		st.cfg.OS = o.Platform.OS
 		st.cfg.Architecture = o.Platform.Architecture
 		st.cfg.Variant = o.Platform.Variant
@@ -260,7 +262,7 @@ func (j *job) stageHint(err error, name string, index int) error {
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 func stateFromImage(img *baseImage) (*stageState, error) {
-	st := &stageState{args: newVars(), fsKey: Key("image:" + img.configDigest.String())}
+	st := &stageState{args: newVars(), fsKey: cache.Key("image:" + img.configDigest.String())}
 	cfg := *img.config
 	cfg.Config.Env = append([]string(nil), cfg.Config.Env...)
 	st.cfg = cfg
