@@ -17,6 +17,7 @@ import (
 	"builder/build/cacheio"
 	"builder/build/copier"
 	"builder/build/sandbox"
+	"builder/build/store"
 	"builder/parser"
 )
 
@@ -30,7 +31,7 @@ type Options struct {
 	Target     string            // --target stage name; default the last stage
 	NoCache    bool              // run every step even if the cache has it
 	Pull       bool              // resolve base images in their registry even if stored locally
-	Network    string            // default network mode of RUN: "host" (default) or "none"
+	Network    string            // network mode of RUN: NetworkDefault (also for ""), NetworkNone or NetworkHost
 	Platform   v1.Platform       // target platform; default linux/amd64 (the host's)
 	Epoch      *time.Time        // SOURCE_DATE_EPOCH
 	Progress   *Progress
@@ -40,8 +41,14 @@ type Options struct {
 	// Secrets are the --secret values RUN --mount=type=secret reads, by id.
 	// Their values never reach a layer, the config, history or a cache key.
 	Secrets map[string]Secret
-	// AllowInsecure permits RUN --security=insecure (--allow security.insecure).
-	AllowInsecure bool
+	// Allow lists the entitlements granted (--allow): EntitlementNetworkHost
+	// permits RUN --network=host, EntitlementSecurityInsecure RUN
+	// --security=insecure.
+	Allow []string
+	// NAT picks the NAT of the default network: sandbox.NATPasta,
+	// sandbox.NATSlirp4netns, or "" for pasta where installed, else
+	// slirp4netns ($BUILDER_NAT for the command line).
+	NAT string
 	// Isolation of RUN (--isolation): "auto" or "" (namespaces where
 	// permitted, else chroot), "namespaces" or "chroot"; see isolation.go.
 	Isolation string
@@ -89,6 +96,9 @@ type job struct {
 	countMu  sync.Mutex
 	errMu    sync.Mutex
 	iso      *runIsolation
+	netOnce  sync.Once
+	net      *runNetwork // the default network's NAT, set up by the first RUN that uses it
+	netErr   error
 	firstErr error       // the first failure, which cancels the other stages
 	cio      *cacheState // --cache-from/--cache-to state; nil without them
 	imagesMu sync.Mutex
@@ -106,7 +116,7 @@ type stageFuture struct {
 // o.Tags. On failure the store keeps everything committed so far, which a
 // later build reuses.
 func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
-	unlock, err := b.lockStore(ctx, false) // keeps GC (prune) out while we build
+	unlock, err := b.maint.LockShared(ctx) // keeps GC (prune) out while we build
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +128,7 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 		o.Dockerfile = filepath.Join(o.ContextDir, "Dockerfile")
 	}
 	if o.Network == "" {
-		o.Network = "host"
+		o.Network = NetworkDefault
 	}
 	if o.Platform.OS == "" {
 		o.Platform = v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
@@ -144,7 +154,7 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load build context: %w", err)
 	}
-	if bctx.Hashes, err = copier.OpenStatCache(filepath.Join(b.root, contextStatDir), bctx.Dir); err != nil {
+	if bctx.Hashes, err = copier.OpenStatCache(filepath.Join(b.root, store.ContextStatDir), bctx.Dir); err != nil {
 		return nil, fmt.Errorf("load build context: %w", err)
 	}
 	defer func() {

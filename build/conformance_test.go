@@ -51,6 +51,8 @@ type conformanceCase struct {
 	Env     map[string]string `json:"env"`
 	Target  string            `json:"target"`
 	Network string            `json:"network"`
+	// Allow are the entitlements granted (--allow).
+	Allow []string `json:"allow"`
 	// Platform is the build's target platform (--platform), "os/arch".
 	Platform string `json:"platform"`
 	// Secrets maps a secret id to {"file": path relative to the case
@@ -159,7 +161,7 @@ func (c conformanceCase) prepare(t testing.TB) string {
 func (c conformanceCase) options(f *fixture, dir string) Options {
 	f.t.Helper()
 	o := Options{ContextDir: filepath.Join(dir, "context"), Dockerfile: filepath.Join(dir, c.Dockerfile),
-		BuildArgs: map[string]string{"BASE": f.base}, Target: c.Target, Network: c.Network}
+		BuildArgs: map[string]string{"BASE": f.base}, Target: c.Target, Network: c.Network, Allow: c.Allow}
 	if c.Base != "" {
 		bc, err := loadConformanceCase(c.Base)
 		if err != nil {

@@ -27,19 +27,16 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 		return false, fmt.Errorf("RUN --device: %w", errNotSupported)
 	}
 	insecure := op.Security == "insecure"
-	if insecure && !j.o.AllowInsecure {
-		return false, fmt.Errorf("RUN --security=insecure needs the security.insecure entitlement (--allow security.insecure)")
+	if insecure && !j.allowed(EntitlementSecurityInsecure) {
+		return false, fmt.Errorf("RUN --security=insecure needs the %s entitlement: add --allow %[1]s", EntitlementSecurityInsecure)
 	}
 	argv, script, err := runArgv(st, op)
 	if err != nil {
 		return false, err
 	}
-	network := j.o.Network
-	if op.Network != "" && op.Network != "default" {
-		network = op.Network
-	}
-	if network != "host" && network != "none" {
-		return false, fmt.Errorf("network mode %q: %w", network, errNotSupported)
+	network, sandboxNet, nat, err := j.runNetworkMode(op)
+	if err != nil {
+		return false, err
 	}
 	mounts, err := j.runMounts(ctx, st, op)
 	if err != nil {
@@ -90,7 +87,7 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 				runEnv = setEnv(runEnv, k, v)
 			}
 			return sandbox.Run(ctx, j.sandboxSpec(sandbox.Spec{Root: root, Args: argv, Env: runEnv, Cwd: cwd, User: c.User,
-				Network: network, Stdout: sp, Stderr: sp, Mounts: extra, Insecure: insecure}))
+				Network: sandboxNet, NAT: nat, Stdout: sp, Stderr: sp, Mounts: extra, Insecure: insecure}))
 		})
 	})
 }

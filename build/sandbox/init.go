@@ -27,6 +27,9 @@ func Reexec() bool {
 	if len(os.Args) != 0 && os.Args[0] == probeArg0 && os.Getenv(probeEnv) != "" {
 		os.Exit(probeMain())
 	}
+	if len(os.Args) != 0 && os.Args[0] == natArg0 && os.Getenv(natEnv) == "1" {
+		os.Exit(natMain())
+	}
 	if len(os.Args) == 0 || os.Args[0] != initArg0 || os.Getenv(initEnv) != "1" {
 		return false
 	}
@@ -749,6 +752,9 @@ func (s *sandbox) pivot() error {
 // (see forkHardened).
 func (s *sandbox) start() (int, error) {
 	cfg := s.cfg
+	if err := awaitNetwork(cfg.WaitNet); err != nil {
+		return 0, err
+	}
 	u, err := resolveUser(cfg.User, "/etc/passwd", "/etc/group")
 	if err != nil {
 		return 0, err

@@ -24,30 +24,39 @@ const (
 	probeEnv  = "_BUILDER_SANDBOX_PROBE"
 )
 
-// The init gets its config on fd 3 and writes its result to fd 4.
+// The init gets its config on fd 3 and writes its result to fd 4. With
+// WaitNet, it reads one byte from fd 5 before it starts the command: the
+// go-ahead Run sends once the NAT has configured the network namespace (EOF
+// means it could not).
 const (
 	configFD = 3
 	resultFD = 4
+	goFD     = 5
 )
 
 // initConfig is what Run sends to the init, as JSON.
 type initConfig struct {
-	Root       []snapshot.Mount `json:"root"`
-	Scratch    string           `json:"scratch"` // host directory to mount the scratch tmpfs on
-	Args       []string         `json:"args"`
-	Env        []string         `json:"env"`
-	Cwd        string           `json:"cwd"`
-	User       string           `json:"user,omitempty"`
-	Hostname   string           `json:"hostname"`
-	NewNet     bool             `json:"newNet,omitempty"`
-	Hosts      []byte           `json:"hosts"`
-	ResolvConf []byte           `json:"resolvConf"`
-	Mounts     []Mount          `json:"mounts,omitempty"`
-	Insecure   bool             `json:"insecure,omitempty"`
+	Root     []snapshot.Mount `json:"root"`
+	Scratch  string           `json:"scratch"` // host directory to mount the scratch tmpfs on
+	Args     []string         `json:"args"`
+	Env      []string         `json:"env"`
+	Cwd      string           `json:"cwd"`
+	User     string           `json:"user,omitempty"`
+	Hostname string           `json:"hostname"`
+	NewNet   bool             `json:"newNet,omitempty"`
+	// WaitNet makes the init wait for the go-ahead on goFD before it starts
+	// the command (a private network, see NAT).
+	WaitNet    bool    `json:"waitNet,omitempty"`
+	Hosts      []byte  `json:"hosts"`
+	ResolvConf []byte  `json:"resolvConf"`
+	Mounts     []Mount `json:"mounts,omitempty"`
+	Insecure   bool    `json:"insecure,omitempty"`
 	// Chroot selects chroot isolation: no namespaces of the init's own
 	// (see IsolationChroot); Root is one bind mount whose source is used
 	// as the root directory itself.
 	Chroot bool `json:"chroot,omitempty"`
+	// NAT is the NAT of a private network; the builder starts it.
+	NAT NAT `json:"-"`
 	// Cgroups are the run's cgroup directories, which the init joins
 	// before anything else.
 	Cgroups []string `json:"cgroups,omitempty"`

@@ -3,7 +3,7 @@
 //
 // Run re-executes the current binary (/proc/self/exe) as a tiny init process
 // in new mount, PID, UTS and IPC namespaces (and a new network namespace for
-// Network "none"). The init mounts the root filesystem inside its own mount
+// Network "none" and "private"; see network.go for the NAT of the latter). The init mounts the root filesystem inside its own mount
 // namespace, so every mount it makes vanishes with the namespace however the
 // builder dies; it pivots into the root, starts the command as its child,
 // reaps zombies, forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT, and, once the command
@@ -86,9 +86,14 @@ type Spec struct {
 	User string
 	// Hostname is the UTS hostname; "" means DefaultHostname.
 	Hostname string
-	// Network is "host" (the default, also for "") or "none" (a new network
-	// namespace with only lo, up).
+	// Network is "host" (the default, also for ""), "none" (a new network
+	// namespace with only lo, up) or "private" (a new network namespace
+	// whose outbound traffic goes through NAT, which cannot reach the
+	// host's loopback; see network.go).
 	Network string
+	// NAT is the userspace NAT of a private network (see FindNAT); it is
+	// started for the run and stopped after it.
+	NAT NAT
 	// Stdout and Stderr receive the command's output live; nil discards it.
 	// Stdin is always /dev/null.
 	Stdout, Stderr io.Writer
@@ -96,7 +101,8 @@ type Spec struct {
 	// localhost file naming Hostname.
 	Hosts []byte
 	// ResolvConf is the content of /etc/resolv.conf during the run; nil
-	// means the host's /etc/resolv.conf.
+	// means the host's /etc/resolv.conf, or for a private network one that
+	// names the NAT's DNS forwarder (with the host's search and options).
 	ResolvConf []byte
 	// Mounts are extra mounts for RUN --mount, applied after the root
 	// filesystem, the shallowest target first (the order is otherwise kept).
@@ -316,11 +322,16 @@ func newConfig(spec Spec) (*initConfig, error) {
 	default:
 		return nil, fmt.Errorf("sandbox: unknown isolation %q", spec.Isolation)
 	}
-	var newNet bool
+	var newNet, private bool
 	switch spec.Network {
 	case "", "host":
 	case "none":
 		newNet = true
+	case "private":
+		newNet, private = true, true
+		if natArgs(spec.NAT.Tool) == nil || spec.NAT.Path == "" {
+			return nil, fmt.Errorf("sandbox: private network without a NAT (tool %q)", spec.NAT.Tool)
+		}
 	default:
 		return nil, fmt.Errorf("sandbox: unsupported network mode %q", spec.Network)
 	}
@@ -353,6 +364,9 @@ func newConfig(spec Spec) (*initConfig, error) {
 			return nil, fmt.Errorf("read host resolv.conf: %w", err)
 		}
 		resolv = b
+		if private {
+			resolv = natResolvConf(spec.NAT.Tool, b)
+		}
 	}
 	env := spec.Env
 	if !hasEnv(env, "PATH") {
@@ -368,6 +382,8 @@ func newConfig(spec Spec) (*initConfig, error) {
 		Hosts:      hosts,
 		ResolvConf: resolv,
 		NewNet:     newNet,
+		WaitNet:    private,
+		NAT:        spec.NAT,
 		Mounts:     sortMounts(spec.Mounts),
 		Insecure:   spec.Insecure,
 		Chroot:     chroot,
@@ -412,6 +428,15 @@ func runInit(ctx context.Context, cfg *initConfig, stdout, stderr io.Writer) (*i
 	}
 	defer resR.Close()
 	defer resW.Close()
+	// A private network's init waits for the go-ahead once the NAT runs.
+	var goR, goW *os.File
+	if cfg.WaitNet {
+		if goR, goW, err = os.Pipe(); err != nil {
+			return nil, fmt.Errorf("create go-ahead pipe: %w", err)
+		}
+		defer goR.Close()
+		defer goW.Close()
+	}
 
 	attempts := initAttempts(cfg)
 	newCmd := func(a attempt) *exec.Cmd {
@@ -422,6 +447,9 @@ func runInit(ctx context.Context, cfg *initConfig, stdout, stderr io.Writer) (*i
 		cmd.Stdout = stdout
 		cmd.Stderr = stderr
 		cmd.ExtraFiles = []*os.File{cfgR, resW}
+		if goR != nil {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, goR)
+		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{
 			Cloneflags: a.flags,
 			Pdeathsig:  syscall.SIGKILL,
@@ -470,11 +498,21 @@ func runInit(ctx context.Context, cfg *initConfig, stdout, stderr io.Writer) (*i
 	}
 	cfgR.Close()
 	resW.Close()
+	var natErr error
+	if cfg.WaitNet {
+		// The NAT outlives the init: it is stopped after the wait below.
+		var nat *natProcess
+		nat, natErr = goAhead(ctx, cfg.NAT, cmd.Process.Pid, goR, goW)
+		defer nat.close()
+	}
 	out, readErr := io.ReadAll(resR)
 	waitErr := cmd.Wait()
 
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("run sandbox: %w", err)
+	}
+	if natErr != nil {
+		return nil, natErr
 	}
 	if readErr != nil {
 		return nil, fmt.Errorf("read sandbox result: %w", readErr)

@@ -31,13 +31,13 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.BoolVar(&noCache, "no-cache", false, "do not use the cache")
 	explainCache := fs.Bool("explain-cache", false, "say for every cache miss which input changed since the last build of that step (also with --progress=plain)")
 	fs.BoolVar(&pull, "pull", false, "resolve base images in their registry even if stored locally")
-	fs.StringVar(&network, "network", "host", "network mode of RUN: host or none")
+	fs.StringVar(&network, "network", "default", "network mode of RUN: default (a private network whose outbound traffic goes through pasta or slirp4netns; the host's loopback is unreachable), none, or host (also allows RUN --network=host)")
 	fs.StringVar(&platform, "platform", "", "target platform (only the host's, linux/"+hostArch()+", is supported)")
 	fs.StringArrayVarP(&outputs, "output", "o", nil, "output: type=image|registry|oci|docker|local|tar[,dest=PATH][,name=REF][,compression=gzip|zstd|uncompressed]..., or - for a tar on stdout")
 	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
 	var secrets, allow []string
 	fs.StringArrayVar(&secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
-	fs.StringArrayVar(&allow, "allow", nil, "extra privilege to allow: security.insecure (for RUN --security=insecure)")
+	fs.StringArrayVar(&allow, "allow", nil, "extra privilege to allow, comma-separated, may be repeated: network.host (for RUN --network=host), security.insecure (for RUN --security=insecure)")
 	var isolation, memory string
 	var cpus float64
 	var pidsLimit int64
@@ -92,9 +92,10 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	if platform != "" && platform != "linux/"+hostArch() {
 		return usagef("--platform %s: only linux/%s can be built on this machine", platform, hostArch())
 	}
-	if network != "host" && network != "none" && network != "default" {
-		return usagef("--network %q: use host or none", network)
+	if network != build.NetworkDefault && network != build.NetworkNone && network != build.NetworkHost {
+		return usagef("--network %q: use default, none or host", network)
 	}
+	o.NAT = os.Getenv("BUILDER_NAT")
 	epoch, err := sourceDateEpoch(o.BuildArgs)
 	if err != nil {
 		return usagef("%v", err)
@@ -218,11 +219,9 @@ func secretOptions(o *build.Options, secrets, allow []string) error {
 		}
 		o.Secrets[id] = sec
 	}
-	for _, a := range allow {
-		if a != "security.insecure" {
-			return usagef("--allow %q: only security.insecure is supported", a)
-		}
-		o.AllowInsecure = true
+	var err error
+	if o.Allow, err = build.ParseAllow(allow); err != nil {
+		return usagef("%v", err)
 	}
 	return nil
 }

@@ -1,0 +1,118 @@
+package build
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"builder/build/sandbox"
+	"builder/parser"
+)
+
+// Values of Options.Network and of RUN --network, as in buildx.
+const (
+	// NetworkDefault gives each RUN a private network namespace whose
+	// outbound traffic goes through a userspace NAT (pasta or slirp4netns)
+	// and cannot reach the host's loopback; without either tool, the host
+	// network with a warning.
+	NetworkDefault = "default"
+	// NetworkNone gives each RUN a network namespace with only lo.
+	NetworkNone = "none"
+	// NetworkHost shares the host's network, loopback services included.
+	// In RUN --network=host it needs the network.host entitlement: --allow
+	// network.host, or --network host on the command line.
+	NetworkHost = "host"
+)
+
+// The entitlements of Options.Allow (--allow), as BuildKit names them.
+const (
+	EntitlementNetworkHost      = "network.host"
+	EntitlementSecurityInsecure = "security.insecure"
+)
+
+// runNetwork is how a build's default network is provided, decided once per
+// build by setupNetwork, when the first RUN uses it.
+type runNetwork struct {
+	// nat is the NAT of the private default network; nil means the host
+	// network stands in for it.
+	nat *sandbox.NAT
+}
+
+// setupNetwork finds the NAT of the default network, once per build, when
+// a RUN may use it. Without pasta or slirp4netns, or where network
+// namespaces are refused (chroot isolation in a restricted container), it
+// warns once and the default network is the host's.
+func (j *job) setupNetwork() error {
+	j.net = &runNetwork{}
+	nat, err := sandbox.FindNAT(j.o.NAT)
+	if err != nil {
+		if j.o.NAT != "" || !errors.Is(err, sandbox.ErrNoNAT) {
+			return fmt.Errorf("--network default: %w", err)
+		}
+		j.progress.Printf("WARNING: RUN uses the host network (its loopback services included): %v", err)
+		return nil
+	}
+	if j.iso != nil && j.iso.mode == IsolationChroot {
+		if err := sandbox.ProbeNetNS(); err != nil {
+			j.progress.Printf("WARNING: RUN uses the host network (its loopback services included): %v", err)
+			return nil
+		}
+	}
+	j.net.nat = &nat
+	return nil
+}
+
+// runNetworkMode resolves a RUN's --network against the build's: "" and
+// "default" take the build's mode. "host" needs the network.host
+// entitlement unless the build's mode is host already. It returns the mode
+// for the cache key and the sandbox's network and NAT.
+func (j *job) runNetworkMode(op *parser.Run) (mode string, network string, nat sandbox.NAT, err error) {
+	mode = op.Network
+	if mode == "" || mode == NetworkDefault {
+		mode = j.o.Network
+	}
+	switch mode {
+	case NetworkHost:
+		if op.Network == NetworkHost && j.o.Network != NetworkHost && !j.allowed(EntitlementNetworkHost) {
+			return "", "", nat, fmt.Errorf("RUN --network=host needs the %s entitlement: add --allow %[1]s (the build's network is %q)",
+				EntitlementNetworkHost, j.o.Network)
+		}
+		return mode, "host", nat, nil
+	case NetworkNone:
+		return mode, "none", nat, nil
+	case NetworkDefault:
+		j.netOnce.Do(func() { j.netErr = j.setupNetwork() })
+		if j.netErr != nil {
+			return "", "", nat, j.netErr
+		}
+		if j.net.nat == nil {
+			return mode, "host", nat, nil
+		}
+		return mode, "private", *j.net.nat, nil
+	}
+	return "", "", nat, fmt.Errorf("network mode %q: %w", mode, errNotSupported)
+}
+
+// allowed reports whether --allow granted the entitlement.
+func (j *job) allowed(entitlement string) bool {
+	return slices.Contains(j.o.Allow, entitlement)
+}
+
+// ParseAllow checks --allow values, each a comma-separated list of
+// entitlements, and returns the entitlements.
+func ParseAllow(values []string) ([]string, error) {
+	var out []string
+	for _, v := range values {
+		for _, e := range strings.Split(v, ",") {
+			switch e = strings.TrimSpace(e); e {
+			case "":
+			case EntitlementNetworkHost, EntitlementSecurityInsecure:
+				out = append(out, e)
+			default:
+				return nil, fmt.Errorf("--allow %q: use %s or %s", e, EntitlementNetworkHost, EntitlementSecurityInsecure)
+			}
+		}
+	}
+	return out, nil
+}
