@@ -185,7 +185,7 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	for i := range j.stages {
 		j.stages[i] = &stageFuture{done: make(chan struct{})}
 	}
-	ctx = j.startCache(ctx)
+	j.startCache(ctx)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Start every stage the target needs at once, so independent stages run
@@ -411,7 +411,7 @@ func (j *job) resolveFrom(ctx context.Context, st *stageState, from string) ([]l
 		}
 		return append([]layerRef{}, other.layers...), nil
 	}
-	img, err := j.image(ctx, from, j.o)
+	img, err := j.image(ctx, from, j.o.Platform)
 	if err != nil {
 		return nil, j.stageHint(err, from, st.index)
 	}

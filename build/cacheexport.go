@@ -127,7 +127,7 @@ func (j *job) exportCache(ctx context.Context, spec cacheio.Spec, target int) (s
 		if r.Empty {
 			continue
 		}
-		if err := j.b.fetchImported(ctx, r.Digest); err != nil {
+		if err := j.fetchImported(ctx, r.Digest); err != nil {
 			return "", fmt.Errorf("export cache to %s: %w", spec, err)
 		}
 	}
@@ -180,7 +180,7 @@ func (j *job) exportMount(ctx context.Context, id string) (cacheio.Mount, bool, 
 		if !ok {
 			return cacheio.Mount{}, false, nil
 		}
-		if err := j.b.fetchImported(ctx, im.m.Digest); err != nil {
+		if err := j.fetchImported(ctx, im.m.Digest); err != nil {
 			return cacheio.Mount{}, false, err
 		}
 		return im.m, true, nil

@@ -48,22 +48,12 @@ type importedMount struct {
 	src *cacheio.Cache
 }
 
-type cacheStateKey struct{}
-
-// cacheStateFrom returns the build's cache state that ctx carries, or nil.
-// Builder methods shared by all builds (ensureChain) find a build's
-// imports this way.
-func cacheStateFrom(ctx context.Context) *cacheState {
-	cs, _ := ctx.Value(cacheStateKey{}).(*cacheState)
-	return cs
-}
-
 // startCache imports the --cache-from caches (manifest and config only)
-// and returns ctx carrying the build's cache state. A cache that cannot be
-// imported is a warning, as in BuildKit: the build runs without it.
-func (j *job) startCache(ctx context.Context) context.Context {
+// and sets the build's cache state, j.cio. A cache that cannot be imported
+// is a warning, as in BuildKit: the build runs without it.
+func (j *job) startCache(ctx context.Context) {
 	if len(j.o.CacheFrom) == 0 && len(j.o.CacheTo) == 0 {
-		return ctx
+		return
 	}
 	cs := &cacheState{records: map[cache.Key]cache.Record{}, digests: map[v1.Hash]*cacheio.Cache{},
 		mounts: map[string]importedMount{}, restored: map[string]bool{},
@@ -82,7 +72,6 @@ func (j *job) startCache(ctx context.Context) context.Context {
 		cs.add(c)
 	}
 	j.cio = cs
-	return context.WithValue(ctx, cacheStateKey{}, cs)
 }
 
 // add indexes an imported cache's records and mounts.
@@ -165,8 +154,8 @@ func (j *job) lookupImported(key cache.Key) (cache.Record, bool) {
 // (the caller's own open then reports it missing). Concurrent calls for
 // one blob share one fetch. Once fetched, the imported records naming the
 // blob are kept in the local cache.
-func (b *Builder) fetchImported(ctx context.Context, d v1.Hash) error {
-	cs := cacheStateFrom(ctx)
+func (j *job) fetchImported(ctx context.Context, d v1.Hash) error {
+	cs, b := j.cio, j.b
 	if cs == nil || b.store.Has(d) {
 		return nil
 	}
@@ -198,7 +187,7 @@ func (b *Builder) fetchImported(ctx context.Context, d v1.Hash) error {
 // fetchLayers makes sure every layer is in the store.
 func (j *job) fetchLayers(ctx context.Context, layers []layerRef) error {
 	for _, l := range layers {
-		if err := j.b.fetchImported(ctx, l.Digest); err != nil {
+		if err := j.fetchImported(ctx, l.Digest); err != nil {
 			return err
 		}
 	}
@@ -267,7 +256,7 @@ func (j *job) restoreCacheMount(ctx context.Context, rm *runMount) error {
 		markDone()
 		return nil // the store has its own content (or a concurrent restore's), which wins
 	}
-	if err := j.b.fetchImported(ctx, im.m.Digest); err != nil {
+	if err := j.fetchImported(ctx, im.m.Digest); err != nil {
 		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
 	}
 	if err := makeCacheDir(base, dir, rm.m, nil); err != nil {

@@ -25,8 +25,10 @@ var emptyTarDiffID = v1.Hash{Algorithm: "sha256", Hex: "5f70bf18a086007016e948b0
 
 // ensureChain makes sure a committed snapshot holds the given layers and
 // returns its name ("" for no layers). Missing snapshots are unpacked from
-// the layer blobs in the store, each checked against its diff ID.
-func (b *Builder) ensureChain(ctx context.Context, layers []layerRef) (string, error) {
+// the layer blobs in the store (a --cache-from hit's blob is fetched first),
+// each checked against its diff ID.
+func (j *job) ensureChain(ctx context.Context, layers []layerRef) (string, error) {
+	b := j.b
 	if len(layers) == 0 {
 		return "", nil
 	}
@@ -44,15 +46,18 @@ func (b *Builder) ensureChain(ctx context.Context, layers []layerRef) (string, e
 		if i > 0 {
 			parent = chain[i-1]
 		}
-		if err := b.unpackLayer(ctx, layers[i], chain[i], parent); err != nil {
+		if err := j.unpackLayer(ctx, layers[i], chain[i], parent); err != nil {
 			return "", err
 		}
 	}
 	return chain[len(chain)-1], nil
 }
 
-func (b *Builder) unpackLayer(ctx context.Context, l layerRef, name, parent string) error {
-	if err := b.fetchImported(ctx, l.Digest); err != nil { // a --cache-from hit's blob, fetched now it is needed
+// unpackLayer unpacks layer l into a committed snapshot name on parent,
+// fetching its blob first if it is a --cache-from hit's.
+func (j *job) unpackLayer(ctx context.Context, l layerRef, name, parent string) error {
+	b := j.b
+	if err := j.fetchImported(ctx, l.Digest); err != nil { // a --cache-from hit's blob, fetched now it is needed
 		return fmt.Errorf("unpack layer %s: %w", l.Digest, err)
 	}
 	r, err := export.OpenUncompressed(b.store, l.Digest)

@@ -116,7 +116,7 @@ func (j *job) fsStep(ctx context.Context, st *stageState, c fsCall, change func(
 		j.applyRecord(st, rec, createdBy)
 		return true, nil
 	}
-	parent, err := j.b.ensureChain(ctx, st.layers)
+	parent, err := j.ensureChain(ctx, st.layers)
 	if err != nil {
 		return false, err
 	}
@@ -360,7 +360,7 @@ func (j *job) withSource(ctx context.Context, cs copySource, dst []snapshot.Moun
 		sets = append(sets, dst)
 	}
 	if cs.layers != nil {
-		chain, err := j.b.ensureChain(ctx, cs.layers)
+		chain, err := j.ensureChain(ctx, cs.layers)
 		if err != nil {
 			return err
 		}

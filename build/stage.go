@@ -195,7 +195,7 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 		}
 		return parent.clone(), nil
 	}
-	o := j.o
+	platform := j.o.Platform
 	if s.Platform != "" {
 		// FROM --platform, expanded with the global and platform args.
 		ps, err := newExpander(j.g.Escape, nil, j.meta).word(s.Platform)
@@ -206,26 +206,26 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 		if err != nil || p.OS == "" || p.Architecture == "" {
 			return nil, fmt.Errorf("invalid platform %q in FROM --platform", ps)
 		}
-		o.Platform = *p
+		platform = *p
 	}
 	if strings.EqualFold(base, "scratch") {
 		st := &stageState{args: newVars(), fsKey: cache.Key("scratch")}
-		st.cfg.OS = o.Platform.OS
-		st.cfg.Architecture = o.Platform.Architecture
-		st.cfg.Variant = o.Platform.Variant
+		st.cfg.OS = platform.OS
+		st.cfg.Architecture = platform.Architecture
+		st.cfg.Variant = platform.Variant
 		st.cfg.Config.Env = []string{"PATH=" + defaultPath}
 		st.created = time.Unix(0, 0).UTC()
 		return st, nil
 	}
-	img, err := j.image(ctx, base, o)
+	img, err := j.image(ctx, base, platform)
 	if err != nil {
 		return nil, j.stageHint(err, base, s.Index)
 	}
-	if !samePlatform(img.config, o.Platform) {
+	if !samePlatform(img.config, platform) {
 		// A single-platform image of another platform is used anyway, with
 		// BuildKit's InvalidBaseImagePlatform warning.
 		j.progress.Printf("WARNING: %s: InvalidBaseImagePlatform: Base image %s was pulled with platform %q, expected %q for current build",
-			s.Pos, base, img.config.OS+"/"+img.config.Architecture, o.Platform.OS+"/"+o.Platform.Architecture)
+			s.Pos, base, img.config.OS+"/"+img.config.Architecture, platform.OS+"/"+platform.Architecture)
 	}
 	return stateFromImage(img)
 }
