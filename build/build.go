@@ -16,6 +16,7 @@ import (
 
 	"builder/build/cacheio"
 	"builder/build/copier"
+	"builder/build/progress"
 	"builder/build/sandbox"
 	"builder/build/store"
 	"builder/parser"
@@ -34,7 +35,7 @@ type Options struct {
 	Network    string            // network mode of RUN: NetworkDefault (also for ""), NetworkNone or NetworkHost
 	Platform   v1.Platform       // target platform; default linux/amd64 (the host's)
 	Epoch      *time.Time        // SOURCE_DATE_EPOCH
-	Progress   *Progress
+	Progress   *progress.Progress
 	// ExplainCache prints, for every step that misses the cache, the first
 	// input that differs from the last build of the same Dockerfile step.
 	ExplainCache bool
@@ -90,7 +91,7 @@ type job struct {
 	used     sync.Map
 	stages   []*stageFuture
 	runSem   chan struct{}
-	progress *Progress
+	progress *progress.Progress
 	steps    int
 	cached   int
 	countMu  sync.Mutex
@@ -134,7 +135,7 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 		o.Platform = v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	}
 	if o.Progress == nil {
-		o.Progress = NewProgress(nil, true)
+		o.Progress = progress.New(nil, progress.Quiet)
 	}
 	dt, err := copier.ReadDockerfile(o.Dockerfile)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"builder/build/buildtest"
 	"builder/build/cacheio"
+	"builder/build/progress"
 	"builder/build/push/registrytest"
 	"builder/build/registry"
 	"builder/snapshot/content"
@@ -523,7 +524,7 @@ func TestImportStateOnJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j := &job{b: b, progress: NewProgress(io.Discard, true),
+	j := &job{b: b, progress: progress.New(io.Discard, progress.Quiet),
 		o: Options{CacheFrom: []cacheio.Spec{{Type: cacheio.TypeLocal, Dir: "cacheio/testdata/export-v1", Tag: cacheio.DefaultTag}}}}
 	j.startCache(context.Background())
 	const key = "3865da303f0f208b82036b7e9aa25dd8c5354966baffe0fb42bb5c721b006145" // its record names a layer

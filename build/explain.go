@@ -15,6 +15,7 @@ import (
 
 	"builder/build/cache"
 	"builder/build/copier"
+	"builder/build/progress"
 	"builder/parser"
 )
 
@@ -46,7 +47,7 @@ func (j *job) stepID(st *stageState, step *parser.Step, op string) string {
 // be nil (the line then goes to the build's progress). Failures to read or
 // write the index are ignored: explanations are advisory and never fail a
 // build.
-func (j *job) explain(ctx context.Context, sp *StepProgress, st *stageState, step *parser.Step, key cache.Key, preimage []byte, files func() map[string]string, hit bool) {
+func (j *job) explain(ctx context.Context, sp *progress.Step, st *stageState, step *parser.Step, key cache.Key, preimage []byte, files func() map[string]string, hit bool) {
 	var cur cache.Preimage
 	if json.Unmarshal(preimage, &cur) != nil {
 		return

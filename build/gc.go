@@ -8,7 +8,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"builder/build/cache"
-	"builder/build/pull"
+	"builder/build/progress"
 	"builder/build/store"
 )
 
@@ -71,6 +71,6 @@ func (j *job) autoGC(ctx context.Context, result v1.Hash) {
 		j.progress.Printf("WARNING: automatic GC: %v", err)
 	case rep.Records+rep.Blobs+rep.Snapshots+rep.CacheMounts > 0:
 		j.progress.Printf("automatic GC: store was %s, over --gc-keep-storage %s: removed %d cache records, %d blobs, %d snapshots, %d cache mounts (%s)",
-			pull.HumanSize(rep.Total), pull.HumanSize(rep.KeepStorage), rep.Records, rep.Blobs, rep.Snapshots, rep.CacheMounts, pull.HumanSize(rep.Reclaimed))
+			progress.Size(rep.Total), progress.Size(rep.KeepStorage), rep.Records, rep.Blobs, rep.Snapshots, rep.CacheMounts, progress.Size(rep.Reclaimed))
 	}
 }

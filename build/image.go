@@ -99,7 +99,7 @@ func (j *job) resolveOnce(ctx context.Context, ref string, platform v1.Platform)
 	var meter registry.MeterFunc
 	if j.progress != nil {
 		progress = j.progress.Line
-		meter = j.progress.Meter()
+		meter = func(label string, size int64) registry.Meter { return j.progress.Transfer(label, size) }
 	}
 	dgst, err := pull.Pull(ctx, b.registry, b.store, ref, pull.Options{Platform: platform, Progress: progress, Meter: meter})
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"builder/build/cacheio"
+	"builder/build/progress"
 	"builder/export"
 )
 
@@ -71,14 +72,14 @@ func TestSecretsLeaveNoTrace(t *testing.T) {
 	var last *Result
 	var passwords []string
 	dir := copyCase(t, "builds/secrets") // one path: the second build's misses are explained
-	for _, mode := range []ProgressMode{ProgressPlain, ProgressJSON} {
+	for _, mode := range []progress.Mode{progress.Plain, progress.JSON} {
 		passwords = append(passwords, canary("pw"))
 		var log bytes.Buffer
 		res, _, err := f.build(dir, func(o *Options) {
-			o.Progress = NewProgressMode(&log, mode)
+			o.Progress = progress.New(&log, mode)
 			// Both progress modes show every step run: the second build
 			// misses because DB_PASSWORD changed, and explains it.
-			o.NoCache = mode == ProgressPlain
+			o.NoCache = mode == progress.Plain
 			o.Secrets = secrets
 			o.CacheTo = cacheTo
 			o.BuildArgs["HTTP_PROXY"] = proxy
@@ -203,7 +204,7 @@ func scanBytes(t *testing.T, where string, data []byte, check func(string, []byt
 			if err != nil {
 				t.Fatalf("read tar %s: %v", where, err)
 			}
-			check(where+": header "+h.Name, []byte(fmt.Sprint(h.Name, h.Linkname, h.PAXRecords, h.Xattrs)))
+			check(where+": header "+h.Name, []byte(fmt.Sprint(h.Name, h.Linkname, h.PAXRecords)))
 			if h.Typeflag == tar.TypeReg {
 				b, err := io.ReadAll(tr)
 				if err != nil {
@@ -249,7 +250,7 @@ func TestScanBytesFindsNested(t *testing.T) {
 // neither value appears anywhere in the output.
 func TestExplainRedactsValues(t *testing.T) {
 	f := newFixture(t)
-	for _, mode := range []ProgressMode{ProgressPlain, ProgressJSON, ""} {
+	for _, mode := range []progress.Mode{progress.Plain, progress.JSON, ""} {
 		name := string(mode)
 		if name == "" {
 			name = "auto-without-tty"
@@ -262,9 +263,9 @@ func TestExplainRedactsValues(t *testing.T) {
 				var log bytes.Buffer
 				f.mustBuild(dir, func(o *Options) {
 					if mode == "" {
-						o.Progress = NewProgress(&log, false)
+						o.Progress = progress.New(&log, progress.Plain)
 					} else {
-						o.Progress = NewProgressMode(&log, mode)
+						o.Progress = progress.New(&log, mode)
 					}
 					o.ExplainCache = true
 					o.BuildArgs["DB_PASSWORD"] = pw

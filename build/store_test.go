@@ -19,6 +19,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"builder/build/progress"
 	"builder/build/store"
 )
 
@@ -48,7 +49,7 @@ func init() {
 	b, err := New(Config{Root: s.Root})
 	if err == nil {
 		o := Options{ContextDir: filepath.Join(s.Dir, "context"), Dockerfile: filepath.Join(s.Dir, "Dockerfile"),
-			BuildArgs: s.Args, Progress: NewProgress(os.Stderr, false)}
+			BuildArgs: s.Args, Progress: progress.New(os.Stderr, progress.Plain)}
 		if s.Tag != "" {
 			o.Tags = []string{s.Tag}
 		}

@@ -405,7 +405,10 @@ func newRunCgroup(sup CgroupSupport, l Limits, devices bool) (*runCgroup, error)
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return nil, fmt.Errorf("create cgroup: %w", err)
 	}
-	id := hex.EncodeToString(rnd[:])
+	// The owner's pid leads the name, so that the run cgroups of a builder
+	// that died (SIGKILL leaves its runs' empty cgroups behind) can be
+	// told from live ones and swept by the next run (sweepStale).
+	id := strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(rnd[:])
 	cg := &runCgroup{v2: map[string]bool{}}
 	dirOf := map[string]string{}
 	mkdir := func(c ctrl) (string, error) {
@@ -509,9 +512,11 @@ func newRunCgroup(sup CgroupSupport, l Limits, devices bool) (*runCgroup, error)
 func (c ctrl) mkdirRun(dir string) error {
 	var err error
 	for range 5 {
-		if _, err = c.ensureParent(); err != nil {
+		var parent string
+		if parent, err = c.ensureParent(); err != nil {
 			return err
 		}
+		sweepStale(parent)
 		if err = os.Mkdir(dir, 0o755); err == nil || !errors.Is(err, os.ErrNotExist) {
 			break
 		}
@@ -598,6 +603,12 @@ func removeCgroup(dir string) error {
 // RunCgroups lists the per-run cgroups that exist now under the builder's
 // parents: while no RUN is running, there should be none.
 func (c CgroupSupport) RunCgroups() ([]string, error) {
+	return c.RunCgroupsOf(0)
+}
+
+// RunCgroupsOf lists the per-run cgroups that exist now and were made by
+// the builder process pid (all of them for 0).
+func (c CgroupSupport) RunCgroupsOf(pid int) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
 	for _, k := range append(slices.Collect(maps.Values(c.ctrls)), c.devices...) {
@@ -610,10 +621,38 @@ func (c CgroupSupport) RunCgroups() ([]string, error) {
 			return nil, fmt.Errorf("list cgroups: %w", err)
 		}
 		for _, e := range ents {
-			if e.IsDir() {
+			if e.IsDir() && (pid == 0 || strings.HasPrefix(e.Name(), strconv.Itoa(pid)+"-")) {
 				out = append(out, filepath.Join(k.dir, cgroupParent, e.Name()))
 			}
 		}
 	}
 	return out, nil
+}
+
+// sweepStale removes the run cgroups under parent whose builder process is
+// gone: a builder killed by SIGKILL cannot remove its runs' cgroups, and
+// now that every RUN gets one (the device allowlist) they would pile up.
+// Only empty cgroups can be removed, so a run whose processes still live is
+// left alone, and a live builder's cgroups are never touched. A pid from
+// another PID namespace sharing this hierarchy may look dead; removing the
+// cgroup of such a builder's run before its init joined would fail that
+// run with a clear error, so names without a pid are left alone too.
+func sweepStale(parent string) {
+	ents, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		owner, _, ok := strings.Cut(e.Name(), "-")
+		if !e.IsDir() || !ok {
+			continue
+		}
+		pid, err := strconv.Atoi(owner)
+		if err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+			_ = unix.Rmdir(filepath.Join(parent, e.Name()))
+		}
+	}
 }
