@@ -481,8 +481,8 @@ func TestSweepStaleCgroups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stale := filepath.Join(parent, strconv.Itoa(dead.Process.Pid)+"-0000000000000000")
-	kept := filepath.Join(parent, strconv.Itoa(live.Process.Pid)+"-0000000000000000")
+	stale := filepath.Join(parent, ownerPrefix(dead.Process.Pid)+"0000000000000000")
+	kept := filepath.Join(parent, ownerPrefix(live.Process.Pid)+"0000000000000000")
 	for _, d := range []string{stale, kept} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -490,6 +490,17 @@ func TestSweepStaleCgroups(t *testing.T) {
 	}
 	defer unix.Rmdir(kept)
 	defer unix.Rmdir(stale)
+	old := time.Now().Add(-2 * staleAge)
+	for _, d := range []string{stale, kept} {
+		if err := os.Chtimes(d, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	young := filepath.Join(parent, ownerPrefix(dead.Process.Pid)+"1111111111111111")
+	if err := os.Mkdir(young, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Rmdir(young)
 	cg, err := newRunCgroup(sup, Limits{}, true)
 	if err != nil {
 		t.Fatal(err)
@@ -502,5 +513,8 @@ func TestSweepStaleCgroups(t *testing.T) {
 	}
 	if _, err := os.Stat(kept); err != nil {
 		t.Errorf("a live process's cgroup was removed: %v", err)
+	}
+	if _, err := os.Stat(young); err != nil {
+		t.Errorf("a dead builder's cgroup younger than %v was removed: %v", staleAge, err)
 	}
 }
