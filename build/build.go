@@ -201,7 +201,7 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	for i := range j.stages {
 		j.stages[i] = &stageFuture{done: make(chan struct{})}
 	}
-	ctx = j.startCache(ctx)
+	j.startCache(ctx)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Start every stage the target needs at once, so independent stages run
@@ -427,7 +427,7 @@ func (j *job) resolveFrom(ctx context.Context, st *stageState, from string) ([]l
 		}
 		return append([]layerRef{}, other.layers...), nil
 	}
-	img, err := j.image(ctx, from, j.o)
+	img, err := j.image(ctx, from, j.o.Platform)
 	if err != nil {
 		return nil, j.stageHint(err, from, st.index)
 	}
