@@ -3,7 +3,6 @@ package build
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,108 +20,11 @@ import (
 
 	"builder/build/copier"
 	"builder/build/sandbox"
+	"builder/build/secrets"
 	"builder/build/store"
 	"builder/parser"
 	"builder/snapshot"
 )
-
-// Secret says where the value of a build secret (--secret) comes from:
-// a file (File) or an environment variable of the builder (Env). The value
-// is read when a RUN mounts it and is never stored.
-type Secret struct {
-	File string
-	Env  string
-}
-
-// maxSecretSize is the largest secret accepted, as in BuildKit.
-const maxSecretSize = 500 << 10
-
-// ParseSecret parses a --secret value the way buildx does:
-// "id=ID,src=PATH" (or source=), "id=ID,env=VAR", "type=file|env" to say
-// how a bare src= is meant. With neither src nor env the value comes from
-// the environment variable named ID. A relative src is made absolute
-// against the current directory.
-func ParseSecret(spec string) (string, Secret, error) {
-	r := csv.NewReader(strings.NewReader(spec))
-	fields, err := r.Read()
-	if err != nil {
-		return "", Secret{}, fmt.Errorf("parse secret %q: %w", spec, err)
-	}
-	var id, typ string
-	var s Secret
-	for _, f := range fields {
-		k, v, ok := strings.Cut(f, "=")
-		if !ok {
-			return "", Secret{}, fmt.Errorf("parse secret %q: field %q must be a key=value pair", spec, f)
-		}
-		switch strings.ToLower(strings.TrimSpace(k)) {
-		case "type":
-			if v != "file" && v != "env" {
-				return "", Secret{}, fmt.Errorf("parse secret %q: unsupported secret type %q", spec, v)
-			}
-			typ = v
-		case "id":
-			id = v
-		case "src", "source":
-			s.File = v
-		case "env":
-			s.Env = v
-		default:
-			return "", Secret{}, fmt.Errorf("parse secret %q: unexpected key %q", spec, k)
-		}
-	}
-	if typ == "env" && s.Env == "" {
-		s.Env, s.File = s.File, ""
-	}
-	if id == "" {
-		switch {
-		case s.File != "":
-			id = filepath.Base(s.File)
-		case s.Env != "":
-			id = s.Env
-		default:
-			return "", Secret{}, fmt.Errorf("parse secret %q: no id", spec)
-		}
-	}
-	if s.File == "" && s.Env == "" {
-		s.Env = id
-	}
-	if s.File != "" {
-		if s.File, err = filepath.Abs(s.File); err != nil {
-			return "", Secret{}, fmt.Errorf("parse secret %q: %w", spec, err)
-		}
-	}
-	return id, s, nil
-}
-
-// value reads the secret. ok is false when its file or variable does not
-// exist.
-func (s Secret) value() (val []byte, ok bool, err error) {
-	if s.File != "" {
-		f, err := os.Open(s.File)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, false, nil
-		}
-		if err != nil {
-			return nil, false, err
-		}
-		defer f.Close()
-		val, err = io.ReadAll(io.LimitReader(f, maxSecretSize+1))
-		if err != nil {
-			return nil, false, err
-		}
-	} else {
-		v, set := os.LookupEnv(s.Env)
-		if !set {
-			return nil, false, nil
-		}
-		val = []byte(v)
-	}
-	if len(val) > maxSecretSize {
-		return nil, false, fmt.Errorf("secret is larger than %d bytes", maxSecretSize)
-	}
-	return val, true, nil
-}
 
 // runMount is one RUN --mount with its variables expanded and its source
 // resolved.
@@ -294,7 +196,7 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 		rm   *runMount
 		data []byte
 	}
-	var secrets []secretFile
+	var secretFiles []secretFile
 	type pending struct { // binds resolved once the sets are mounted
 		rm  *runMount
 		set int // index in sets, -1 for a host directory
@@ -331,7 +233,7 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 			var val []byte
 			if ok {
 				var err error
-				if val, ok, err = s.value(); err != nil {
+				if val, ok, err = s.Value(); err != nil {
 					return fmt.Errorf("read secret %s: %w", rm.secretID, err)
 				}
 			}
@@ -345,7 +247,7 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 				env = append(env, m.Env+"="+string(val))
 			}
 			if rm.target != "" {
-				secrets = append(secrets, secretFile{rm, val})
+				secretFiles = append(secretFiles, secretFile{rm, val})
 				needScratch = true
 			}
 		case "bind":
@@ -416,9 +318,9 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 			}
 			extra = append(extra, sandbox.Mount{Type: "bind", Root: scratch, Source: "pipes", Target: pipesDir, ReadOnly: true})
 		}
-		for i, s := range secrets {
+		for i, s := range secretFiles {
 			name := "secret-" + strconv.Itoa(i)
-			if err := writeSecret(filepath.Join(scratch, name), s.data, s.rm.m); err != nil {
+			if err := secrets.WriteFile(filepath.Join(scratch, name), s.data, s.rm.m.Mode, s.rm.m.UID, s.rm.m.GID); err != nil {
 				return fmt.Errorf("mount secret %s: %w", s.rm.secretID, err)
 			}
 			extra = append(extra, sandbox.Mount{Type: "bind", Root: scratch, Source: name, Target: s.rm.target, ReadOnly: true})
@@ -471,37 +373,6 @@ func (j *job) tempDir(prefix string) (string, error) {
 		return "", fmt.Errorf("create temp dir: %w", err)
 	}
 	return dir, nil
-}
-
-// writeSecret writes a secret file with the mount's mode (default 0400)
-// and owner (default 0:0).
-func writeSecret(p string, data []byte, m *parser.RunMount) error {
-	mode := os.FileMode(0o400)
-	if m.Mode != nil {
-		mode = os.FileMode(*m.Mode) & os.ModePerm
-	}
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	uid, gid := 0, 0
-	if m.UID != nil {
-		uid = int(*m.UID)
-	}
-	if m.GID != nil {
-		gid = int(*m.GID)
-	}
-	if err := os.Lchown(p, uid, gid); err != nil {
-		return err
-	}
-	return os.Chmod(p, mode)
 }
 
 // seedCacheMount copies the tree of a cache mount's from= stage or image

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"builder/build/buildtest"
+	"builder/build/secrets"
 	"builder/parser"
 )
 
@@ -25,7 +26,7 @@ func secretOption(t *testing.T) func(*Options) {
 	if err := os.WriteFile(p, []byte(testSecret), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return func(o *Options) { o.Secrets = map[string]Secret{"tok": {File: p}} }
+	return func(o *Options) { o.Secrets = map[string]secrets.Source{"tok": {File: p}} }
 }
 
 func TestRunMounts(t *testing.T) {
@@ -88,7 +89,7 @@ func TestRunMounts(t *testing.T) {
 	// first build's content.
 	other := filepath.Join(t.TempDir(), "tok")
 	os.WriteFile(other, []byte("another"), 0o600)
-	again, log := f.mustBuild(dir, func(o *Options) { o.Secrets = map[string]Secret{"tok": {File: other}} })
+	again, log := f.mustBuild(dir, func(o *Options) { o.Secrets = map[string]secrets.Source{"tok": {File: other}} })
 	if again.Cached != again.Steps || again.ManifestDigest != res.ManifestDigest {
 		t.Errorf("%d of %d steps cached with only the secret value changed:\n%s", again.Cached, again.Steps, log)
 	}
@@ -135,30 +136,6 @@ func TestRunMountErrors(t *testing.T) {
 				t.Errorf("error %q does not match %q", err, tc.want)
 			}
 		})
-	}
-}
-
-func TestParseSecret(t *testing.T) {
-	wd, _ := os.Getwd()
-	for _, tc := range []struct {
-		spec, id string
-		want     Secret
-		err      bool
-	}{
-		{"id=a,src=/x/y", "a", Secret{File: "/x/y"}, false},
-		{"id=a,source=rel", "a", Secret{File: filepath.Join(wd, "rel")}, false},
-		{"id=a,env=VAR", "a", Secret{Env: "VAR"}, false},
-		{"id=a,type=env,src=VAR", "a", Secret{Env: "VAR"}, false},
-		{"id=a", "a", Secret{Env: "a"}, false},
-		{"src=/x/file.txt", "file.txt", Secret{File: "/x/file.txt"}, false},
-		{"id=a,bogus=1", "", Secret{}, true},
-		{"id=a,type=ssh", "", Secret{}, true},
-		{"novalue", "", Secret{}, true},
-	} {
-		id, s, err := ParseSecret(tc.spec)
-		if (err != nil) != tc.err || id != tc.id || s != tc.want {
-			t.Errorf("ParseSecret(%q) = %q, %+v, %v; want %q, %+v, error %v", tc.spec, id, s, err, tc.id, tc.want, tc.err)
-		}
 	}
 }
 
