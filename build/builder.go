@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"builder/build/cache"
+	"builder/build/cachemount"
 	"builder/build/internal/flight"
 	"builder/build/registry"
 	"builder/build/store"
@@ -51,6 +52,7 @@ type Builder struct {
 	index       *export.Index
 	registry    *registry.Client
 	maint       *store.Store
+	cacheMounts *cachemount.Dirs // RUN --mount=type=cache directories
 
 	pulls flight.Group[imageKey, *baseImage] // one pull per image at a time
 
@@ -96,7 +98,7 @@ func New(cfg Config) (*Builder, error) {
 		return nil, err
 	}
 	return &Builder{root: cfg.Root, store: st, snapshotter: sn, snName: name, cache: c, index: idx,
-		maint: maint, registry: rc,
+		maint: maint, registry: rc, cacheMounts: cachemount.New(filepath.Join(cfg.Root, store.CacheMountsDir)),
 		warnings: warnings}, nil
 }
 

@@ -2,10 +2,7 @@ package build
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,11 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
 
+	"builder/build/cachemount"
 	"builder/build/copier"
 	"builder/build/sandbox"
 	"builder/build/secrets"
@@ -145,6 +142,11 @@ func (j *job) resolveBind(ctx context.Context, st *stageState, rm *runMount) err
 	return nil
 }
 
+// cacheMount describes a cache mount to the cache mount directories.
+func (rm *runMount) cacheMount() cachemount.Mount {
+	return cachemount.Mount{ID: rm.cacheID, Sharing: rm.m.Sharing, Source: rm.source, Mode: rm.m.Mode, UID: rm.m.UID, GID: rm.m.GID}
+}
+
 // chainOf returns the chain ID of layers, or "" for none.
 func chainOf(layers []layerRef) string {
 	if len(layers) == 0 {
@@ -216,7 +218,7 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 			if rm.hasFrom {
 				seed = func(dir string) error { return j.seedCacheMount(ctx, rm, dir) }
 			}
-			dir, release, err := j.b.cacheMount(ctx, rm, seed)
+			dir, release, err := j.b.cacheMounts.Acquire(ctx, rm.cacheMount(), seed)
 			if err != nil {
 				return err
 			}
@@ -469,168 +471,4 @@ func isFileInRoot(root, p string) bool {
 	defer f.Close()
 	fi, err := f.Stat()
 	return err == nil && !fi.IsDir()
-}
-
-// cacheMount returns the persistent directory of a cache mount under
-// <root>/cachemounts, named by the sha256 of its id so no id can escape,
-// created with the mount's mode and owner (0755, 0:0 by default), with the
-// mount's source= sub-path created inside it by fd (the sandbox resolves
-// that inside the directory again when it mounts it), and locked as its
-// sharing asks: "shared" (the default) takes a shared lock,
-// "locked" an exclusive one, waiting for it; "private" takes the first of
-// <hash>, <hash>-1, ... that nobody else uses. release drops the lock; it
-// is safe to call once.
-func (b *Builder) cacheMount(ctx context.Context, rm *runMount, seed func(dir string) error) (string, func(), error) {
-	m := rm.m
-	base := filepath.Join(b.root, store.CacheMountsDir)
-	if err := os.MkdirAll(base, 0o700); err != nil {
-		return "", nil, fmt.Errorf("create cache mount: %w", err)
-	}
-	sum := sha256.Sum256([]byte(rm.cacheID))
-	name := hex.EncodeToString(sum[:])
-	var lock *os.File
-	var err error
-	switch m.Sharing {
-	case "private":
-		for i := 0; lock == nil; i++ {
-			if i == 256 {
-				return "", nil, fmt.Errorf("cache mount %s: too many private copies in use", rm.cacheID)
-			}
-			n := name
-			if i > 0 {
-				n += "-" + strconv.Itoa(i)
-			}
-			var ok bool
-			lock, ok, err = flock(filepath.Join(base, n+".lock"), unix.LOCK_EX|unix.LOCK_NB)
-			if err != nil {
-				return "", nil, fmt.Errorf("lock cache mount %s: %w", rm.cacheID, err)
-			}
-			if ok {
-				name = n
-			}
-		}
-	case "locked":
-		lock, err = waitFlock(ctx, filepath.Join(base, name+".lock"), unix.LOCK_EX)
-	default:
-		lock, err = waitFlock(ctx, filepath.Join(base, name+".lock"), unix.LOCK_SH)
-	}
-	if err != nil {
-		return "", nil, fmt.Errorf("lock cache mount %s: %w", rm.cacheID, err)
-	}
-	release := func() { lock.Close() }
-	dir := filepath.Join(base, name)
-	if err := makeCacheDir(base, dir, m, seed); err != nil {
-		release()
-		return "", nil, fmt.Errorf("create cache mount %s: %w", rm.cacheID, err)
-	}
-	// The directory's mtime tells prune when the cache was last used.
-	now := time.Now()
-	_ = os.Chtimes(dir, now, now)
-	if rm.source != "" {
-		if err := mkdirInRoot(dir, rm.source); err != nil {
-			release()
-			return "", nil, fmt.Errorf("create cache mount %s: source /%s: %w", rm.cacheID, rm.source, err)
-		}
-	}
-	return dir, release, nil
-}
-
-// mkdirInRoot creates the directory p and its parents inside root, as if
-// root were "/", by fd: whatever another build renames meanwhile, nothing
-// is created outside root.
-func mkdirInRoot(root, p string) error {
-	r, err := os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	d, err := pathrs.MkdirAllHandle(r, p, 0o755)
-	if err != nil {
-		return err
-	}
-	return d.Close()
-}
-
-// makeCacheDir creates dir with the mount's mode and owner if it does not
-// exist, atomically (a temporary directory renamed into place).
-func makeCacheDir(base, dir string, m *parser.RunMount, seed func(dir string) error) error {
-	if _, err := os.Lstat(dir); err == nil {
-		return nil
-	}
-	tmp, err := os.MkdirTemp(base, ".new-")
-	if err != nil {
-		return err
-	}
-	mode := os.FileMode(0o755)
-	if m.Mode != nil {
-		mode = os.FileMode(*m.Mode) & (os.ModePerm | os.ModeSticky)
-		if *m.Mode&0o1000 != 0 {
-			mode |= os.ModeSticky
-		}
-	}
-	uid, gid := 0, 0
-	if m.UID != nil {
-		uid = int(*m.UID)
-	}
-	if m.GID != nil {
-		gid = int(*m.GID)
-	}
-	if err := os.Lchown(tmp, uid, gid); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if seed != nil {
-		if err := seed(tmp); err != nil {
-			os.RemoveAll(tmp)
-			return fmt.Errorf("seed: %w", err)
-		}
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		os.RemoveAll(tmp)
-		if _, serr := os.Lstat(dir); serr == nil {
-			return nil // made meanwhile by another build
-		}
-		return err
-	}
-	return nil
-}
-
-// flock opens (creating) the lock file p and tries to take the lock how.
-func flock(p string, how int) (*os.File, bool, error) {
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, false, err
-	}
-	if err := unix.Flock(int(f.Fd()), how); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, false, nil
-		}
-		return nil, false, err
-	}
-	return f, true, nil
-}
-
-// waitFlock takes the lock how on p, polling so that ctx can stop the
-// wait.
-func waitFlock(ctx context.Context, p string, how int) (*os.File, error) {
-	delay := 5 * time.Millisecond
-	for {
-		f, ok, err := flock(p, how|unix.LOCK_NB)
-		if err != nil || ok {
-			return f, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(delay):
-		}
-		if delay < 200*time.Millisecond {
-			delay *= 2
-		}
-	}
 }

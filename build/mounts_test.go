@@ -2,7 +2,6 @@ package build
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -11,11 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
-	"builder/build/buildtest"
 	"builder/build/secrets"
-	"builder/parser"
 )
 
 const testSecret = "s3cr3t-value"
@@ -134,68 +130,6 @@ func TestRunMountErrors(t *testing.T) {
 			}
 			if !regexp.MustCompile(tc.want).MatchString(err.Error()) {
 				t.Errorf("error %q does not match %q", err, tc.want)
-			}
-		})
-	}
-}
-
-func TestCacheMountSharing(t *testing.T) {
-	buildtest.RequireRoot(t)
-	b, err := New(Config{Root: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	mount := func(sharing string) *runMount {
-		return &runMount{m: &parser.RunMount{Type: "cache", Sharing: sharing}, cacheID: "../../escape", target: "/c"}
-	}
-	for _, tc := range []struct {
-		name         string
-		first, other string
-		sameDir      bool // the second mount gets the first one's directory
-		waits        bool // the second mount waits for the first's release
-	}{
-		{"shared+shared", "shared", "shared", true, false},
-		{"locked+locked", "locked", "locked", true, true},
-		{"shared+locked", "", "locked", true, true},
-		{"private+private", "private", "private", false, false},
-		{"locked+private", "locked", "private", false, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir1, release1, err := b.cacheMount(ctx, mount(tc.first), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !strings.HasPrefix(dir1, filepath.Join(b.root, "cachemounts")+"/") {
-				t.Fatalf("cache dir %s escapes the cache root", dir1)
-			}
-			got := make(chan string, 1)
-			go func() {
-				dir2, release2, err := b.cacheMount(ctx, mount(tc.other), nil)
-				if err != nil {
-					t.Error(err)
-					got <- ""
-					return
-				}
-				release2()
-				got <- dir2
-			}()
-			var dir2 string
-			select {
-			case dir2 = <-got:
-				if tc.waits {
-					t.Errorf("second mount did not wait for the first")
-				}
-				release1()
-			case <-time.After(300 * time.Millisecond):
-				if !tc.waits {
-					t.Fatalf("second mount is blocked")
-				}
-				release1()
-				dir2 = <-got
-			}
-			if (dir1 == dir2) != tc.sameDir {
-				t.Errorf("dirs %s and %s, want same=%v", dir1, dir2, tc.sameDir)
 			}
 		})
 	}
