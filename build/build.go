@@ -16,7 +16,7 @@ import (
 
 	"builder/build/cacheio"
 	"builder/build/copier"
-	"builder/build/sandbox"
+	"builder/build/sandbox/cgroup"
 	"builder/parser"
 )
 
@@ -53,7 +53,7 @@ type Options struct {
 	Isolation string
 	// Limits bound every RUN's process tree (--memory, --cpus,
 	// --pids-limit); without usable cgroups they are dropped with a warning.
-	Limits sandbox.Limits
+	Limits cgroup.Limits
 	// CacheFrom are the shared caches (--cache-from) whose records a step
 	// may hit; a hit's layer is fetched only when something needs it.
 	CacheFrom []cacheio.Spec

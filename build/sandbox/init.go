@@ -18,6 +18,8 @@ import (
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
+
+	"builder/build/sandbox/cgroup"
 )
 
 // Reexec runs the sandbox init and exits if this process is one; otherwise
@@ -111,11 +113,9 @@ func runSandbox() initResult {
 		return initResult{Error: fmt.Sprintf("decode sandbox config: %v", err)}
 	}
 	// The init joins the run's cgroups before it starts anything, so the
-	// whole tree is limited; "0" names the writer itself.
-	for _, dir := range cfg.Cgroups {
-		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte("0"), 0); err != nil {
-			return initResult{Error: fmt.Sprintf("join cgroup: %v", err)}
-		}
+	// whole tree is limited.
+	if err := cgroup.Join(cfg.Cgroups); err != nil {
+		return initResult{Error: err.Error()}
 	}
 	unix.Umask(0)
 	scratch := cfg.Scratch

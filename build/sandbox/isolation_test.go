@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"builder/build/buildtest"
+	"builder/build/sandbox/cgroup"
 	"builder/internal/testenv"
 )
 
@@ -257,7 +258,7 @@ func TestUnprivilegedHelper(t *testing.T) {
 }
 
 // cgroupRunDirs lists the per-run cgroups left under the builder's parents.
-func cgroupRunDirs(t *testing.T, sup CgroupSupport) []string {
+func cgroupRunDirs(t *testing.T, sup cgroup.Support) []string {
 	t.Helper()
 	left, err := sup.RunCgroups()
 	if err != nil {
@@ -268,19 +269,19 @@ func cgroupRunDirs(t *testing.T, sup CgroupSupport) []string {
 
 func TestLimits(t *testing.T) {
 	needRoot(t)
-	sup := ProbeCgroups()
-	if !sup.Supports(Limits{Memory: 1, CPUs: 1, Pids: 1}) {
+	sup := cgroup.Probe()
+	if !sup.Supports(cgroup.Limits{Memory: 1, CPUs: 1, Pids: 1}) {
 		testenv.Skip(t, "cgroups not usable here: %s", sup.Reason)
 	}
 	t.Logf("cgroups: %s", sup.Version())
 	rootfs := newRootfs(t)
 	tests := []struct {
 		name   string
-		limits Limits
+		limits cgroup.Limits
 		script string
 		check  func(t *testing.T, out string, err error)
 	}{
-		{"pids limit stops a fork loop", Limits{Pids: 20}, `for i in $(seq 1 100); do sleep 302.5 & done; echo survived`,
+		{"pids limit stops a fork loop", cgroup.Limits{Pids: 20}, `for i in $(seq 1 100); do sleep 302.5 & done; echo survived`,
 			func(t *testing.T, out string, err error) {
 				var ee *ExitError
 				if !errors.As(err, &ee) || ee.OOMKilled {
@@ -290,7 +291,7 @@ func TestLimits(t *testing.T) {
 					t.Errorf("output %q, want a fork failure", out)
 				}
 			}},
-		{"memory limit OOM-kills", Limits{Memory: 32 << 20}, `echo start; dd if=/dev/zero of=/dev/null bs=64M count=1`,
+		{"memory limit OOM-kills", cgroup.Limits{Memory: 32 << 20}, `echo start; dd if=/dev/zero of=/dev/null bs=64M count=1`,
 			func(t *testing.T, out string, err error) {
 				var ee *ExitError
 				if !errors.As(err, &ee) || !ee.OOMKilled || ee.Code != 137 {
@@ -300,7 +301,7 @@ func TestLimits(t *testing.T) {
 					t.Errorf("error %q does not say out of memory and the limit", err)
 				}
 			}},
-		{"within limits", Limits{Memory: 64 << 20, CPUs: 0.5, Pids: 50}, `dd if=/dev/zero of=/dev/null bs=1M count=4 2>/dev/null && echo ok`,
+		{"within limits", cgroup.Limits{Memory: 64 << 20, CPUs: 0.5, Pids: 50}, `dd if=/dev/zero of=/dev/null bs=1M count=4 2>/dev/null && echo ok`,
 			func(t *testing.T, out string, err error) {
 				if err != nil || out != "ok\n" {
 					t.Fatalf("err = %v, output %q", err, out)
@@ -323,65 +324,9 @@ func TestLimits(t *testing.T) {
 	}
 }
 
-// TestLimitsFiles checks the values written for each controller, and that
-// removal is complete and idempotent.
-func TestLimitsFiles(t *testing.T) {
-	needRoot(t)
-	sup := ProbeCgroups()
-	l := Limits{Memory: 48 << 20, CPUs: 1.5, Pids: 33}
-	if !sup.Supports(l) {
-		testenv.Skip(t, "cgroups not usable here: %s", sup.Reason)
-	}
-	cg, err := newRunCgroup(sup, l, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	read := func(ctrl string, v1, v2 string) string {
-		c := sup.ctrls[ctrl]
-		for _, d := range cg.dirs {
-			if strings.HasPrefix(d, c.dir+"/") {
-				f := v1
-				if c.v2 {
-					f = v2
-				}
-				b, err := os.ReadFile(filepath.Join(d, f))
-				if err != nil {
-					t.Fatal(err)
-				}
-				return strings.TrimSpace(string(b))
-			}
-		}
-		t.Fatalf("no cgroup for %s", ctrl)
-		return ""
-	}
-	if got := read("memory", "memory.limit_in_bytes", "memory.max"); got != "50331648" {
-		t.Errorf("memory limit %s", got)
-	}
-	if got := read("pids", "pids.max", "pids.max"); got != "33" {
-		t.Errorf("pids limit %s", got)
-	}
-	if got := read("cpu", "cpu.cfs_quota_us", "cpu.max"); got != "150000" && got != "150000 100000" {
-		t.Errorf("cpu quota %s", got)
-	}
-	if err := cg.remove(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if err := cg.remove(context.Background()); err != nil {
-		t.Fatalf("second remove: %v", err)
-	}
-	if left := cgroupRunDirs(t, sup); len(left) != 0 {
-		t.Errorf("cgroups left: %v", left)
-	}
-	for _, c := range sup.ctrls {
-		if _, err := os.Stat(filepath.Join(c.dir, cgroupParent)); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("parent cgroup of %s left: %v", c.name, err)
-		}
-	}
-}
-
 func TestLimitsUnsupported(t *testing.T) {
-	sup := CgroupSupport{Reason: "no cgroup hierarchy"}
-	err := Run(context.Background(), Spec{Root: bindRoot(t.TempDir()), Args: []string{"true"}, Limits: Limits{Pids: 5}, Cgroups: &sup})
+	sup := cgroup.Support{Reason: "no cgroup hierarchy"}
+	err := Run(context.Background(), Spec{Root: bindRoot(t.TempDir()), Args: []string{"true"}, Limits: cgroup.Limits{Pids: 5}, Cgroups: &sup})
 	if err == nil || !strings.Contains(err.Error(), "no cgroup hierarchy") {
 		t.Fatalf("Run = %v, want a cgroups error", err)
 	}

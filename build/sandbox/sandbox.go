@@ -53,6 +53,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"builder/build/sandbox/cgroup"
 	"builder/snapshot"
 )
 
@@ -119,7 +120,7 @@ type Spec struct {
 	// Docker's default capability set and Docker's masked and read-only
 	// paths, and can open only the standard devices of its /dev: the root
 	// filesystem and /dev itself are nodev, and, where cgroups allow, the
-	// run's cgroup has a device allowlist (see allowedDevices).
+	// run's cgroup has a device allowlist (see package cgroup).
 	Insecure bool
 	// Isolation is IsolationNamespaces (the default, also for "") or
 	// IsolationChroot; see those constants and Probe.
@@ -127,12 +128,12 @@ type Spec struct {
 	// Limits bound the memory, CPU time and process count of the run's
 	// process tree through a cgroup of its own, created for the run and
 	// removed after it.
-	Limits Limits
-	// Cgroups is what ProbeCgroups found; nil makes Run probe. Run fails
+	Limits cgroup.Limits
+	// Cgroups is what cgroup.Probe found; nil makes Run probe. Run fails
 	// when a limit has no usable controller: the caller decides whether to
 	// warn and drop the limit instead. A missing device allowlist is no
 	// error: nodev mounts alone then keep the command off device nodes.
-	Cgroups *CgroupSupport
+	Cgroups *cgroup.Support
 
 	// noPIDNamespace makes a chroot-mode run go without a PID namespace
 	// even where one is permitted, as on machines that refuse it; for
@@ -239,33 +240,33 @@ func Run(ctx context.Context, spec Spec) (err error) {
 	if cfg.Scratch, err = scratchDir(spec.TempDir); err != nil {
 		return err
 	}
-	var cg *runCgroup
+	var cg *cgroup.Group
 	// An insecure run may use every device, as BuildKit's insecure mode
 	// (docker run --privileged) allows.
 	devices := !spec.Insecure
 	if !spec.Limits.IsZero() || devices {
 		sup := spec.Cgroups
 		if sup == nil {
-			p := ProbeCgroups()
+			p := cgroup.Probe()
 			sup = &p
 		}
 		if !sup.Supports(spec.Limits) {
 			return fmt.Errorf("sandbox: resource limits need cgroups: %s", sup.Reason)
 		}
-		if cg, err = newRunCgroup(*sup, spec.Limits, devices); err != nil {
+		if cg, err = cgroup.Create(*sup, spec.Limits, devices); err != nil {
 			return err
 		}
 		// Removal waits for the tree to die, also after a cancelled run.
 		defer func() {
-			if rerr := cg.remove(context.WithoutCancel(ctx)); rerr != nil && err == nil {
+			if rerr := cg.Remove(context.WithoutCancel(ctx)); rerr != nil && err == nil {
 				err = rerr
 			}
 		}()
-		cfg.Cgroups = cg.dirs
+		cfg.Cgroups = cg.Dirs()
 	}
 	res, err := runInit(ctx, cfg, spec.Stdout, spec.Stderr)
 	if err != nil {
-		if ctx.Err() == nil && cg.oomKilled() {
+		if ctx.Err() == nil && cg.OOMKilled() {
 			// The OOM killer chose the init itself.
 			return &ExitError{Code: 128 + int(syscall.SIGKILL), Signal: syscall.SIGKILL, OOMKilled: true,
 				MemoryLimit: spec.Limits.Memory}
@@ -280,14 +281,14 @@ func Run(ctx context.Context, spec Spec) (err error) {
 		return errors.New(res.Error)
 	case res.Signal != 0:
 		ee := &ExitError{Code: 128 + res.Signal, Signal: syscall.Signal(res.Signal)}
-		if ee.Signal == syscall.SIGKILL && cg.oomKilled() {
+		if ee.Signal == syscall.SIGKILL && cg.OOMKilled() {
 			ee.OOMKilled, ee.MemoryLimit = true, spec.Limits.Memory
 		}
 		return ee
 	case res.Code != 0:
 		// A shell reports a child the OOM killer took as 137.
 		ee := &ExitError{Code: res.Code}
-		if res.Code == 128+int(syscall.SIGKILL) && cg.oomKilled() {
+		if res.Code == 128+int(syscall.SIGKILL) && cg.OOMKilled() {
 			ee.OOMKilled, ee.MemoryLimit = true, spec.Limits.Memory
 		}
 		return ee

@@ -1,8 +1,8 @@
 // Package seccompgen turns Docker's default seccomp profile
 // (github.com/moby/profiles/seccomp) into the Go table that package seccomp
-// compiles into its classic-BPF filter. It runs at development time (the
-// go:generate line of package seccomp), so that the builder binary carries
-// neither the profile's JSON nor libseccomp; a test in this package
+// compiles into its classic-BPF filter. It runs at development time, from
+// the generate directive of package seccomp, so that the builder binary
+// carries neither the profile's JSON nor libseccomp; a test in this package
 // regenerates the table and fails when the committed one is stale.
 //
 // The profile is evaluated as Docker evaluates it (setupSeccomp in
