@@ -44,8 +44,8 @@ type Options struct {
 	// permits RUN --network=host, EntitlementSecurityInsecure RUN
 	// --security=insecure.
 	Allow []string
-	// NAT picks the NAT of the default network: sandbox.NATPasta,
-	// sandbox.NATSlirp4netns, or "" for pasta where installed, else
+	// NAT picks the NAT of the default network: nat.Pasta,
+	// nat.Slirp4netns, or "" for pasta where installed, else
 	// slirp4netns ($BUILDER_NAT for the command line).
 	NAT string
 	// Isolation of RUN (--isolation): "auto" or "" (namespaces where

@@ -20,17 +20,19 @@ import (
 	"golang.org/x/sys/unix"
 
 	"builder/build/sandbox/cgroup"
+	"builder/build/sandbox/nat"
 )
 
-// Reexec runs the sandbox init and exits if this process is one; otherwise
-// it returns false at once. Call it first thing in main and in TestMain,
+// Reexec runs the sandbox init, the isolation probe's child or the NAT
+// guard (see package nat) and exits if this process is one of them;
+// otherwise it returns false at once. Call it first thing in main and in TestMain,
 // before anything else starts goroutines or reads flags.
 func Reexec() bool {
 	if len(os.Args) != 0 && os.Args[0] == probeArg0 && os.Getenv(probeEnv) != "" {
 		os.Exit(probeMain())
 	}
-	if len(os.Args) != 0 && os.Args[0] == natArg0 && os.Getenv(natEnv) == "1" {
-		os.Exit(natMain())
+	if nat.IsGuard() {
+		os.Exit(nat.GuardMain())
 	}
 	if len(os.Args) == 0 || os.Args[0] != initArg0 || os.Getenv(initEnv) != "1" {
 		return false

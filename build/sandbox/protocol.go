@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"builder/build/sandbox/nat"
 	"builder/snapshot"
 )
 
@@ -56,7 +57,7 @@ type initConfig struct {
 	// as the root directory itself.
 	Chroot bool `json:"chroot,omitempty"`
 	// NAT is the NAT of a private network; the builder starts it.
-	NAT NAT `json:"-"`
+	NAT nat.NAT `json:"-"`
 	// Cgroups are the run's cgroup directories, which the init joins
 	// before anything else.
 	Cgroups []string `json:"cgroups,omitempty"`

@@ -3,16 +3,17 @@
 //
 // Run re-executes the current binary (/proc/self/exe) as a tiny init process
 // in new mount, PID, UTS and IPC namespaces (and a new network namespace for
-// Network "none" and "private"; see network.go for the NAT of the latter). The init mounts the root filesystem inside its own mount
+// Network "none" and "private"; see package nat for the NAT of the
+// latter). The init mounts the root filesystem inside its own mount
 // namespace, so every mount it makes vanishes with the namespace however the
 // builder dies; it pivots into the root, starts the command as its child,
 // reaps zombies, forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT, and, once the command
 // exits, kills whatever the command left behind. Unless Spec.Insecure, the
 // command runs with Docker's default capabilities, no_new_privs, a seccomp
-// filter denying what Docker's default profile denies (see seccomp.go),
+// filter denying what Docker's default profile denies (package seccomp),
 // Docker's masked and read-only /proc and /sys paths, and no device but the
 // standard ones of its /dev (nodev mounts and, where cgroups allow, a device
-// allowlist; see devices.go).
+// allowlist; see package cgroup).
 //
 // Every path that build input can influence (a RUN --mount source inside
 // its root, every mountpoint inside the root filesystem) is resolved once,
@@ -54,6 +55,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"builder/build/sandbox/cgroup"
+	"builder/build/sandbox/nat"
 	"builder/snapshot"
 )
 
@@ -90,11 +92,11 @@ type Spec struct {
 	// Network is "host" (the default, also for ""), "none" (a new network
 	// namespace with only lo, up) or "private" (a new network namespace
 	// whose outbound traffic goes through NAT, which cannot reach the
-	// host's loopback; see network.go).
+	// host's loopback; see package nat).
 	Network string
-	// NAT is the userspace NAT of a private network (see FindNAT); it is
+	// NAT is the userspace NAT of a private network (see nat.Find); it is
 	// started for the run and stopped after it.
-	NAT NAT
+	NAT nat.NAT
 	// Stdout and Stderr receive the command's output live; nil discards it.
 	// Stdin is always /dev/null.
 	Stdout, Stderr io.Writer
@@ -330,7 +332,7 @@ func newConfig(spec Spec) (*initConfig, error) {
 		newNet = true
 	case "private":
 		newNet, private = true, true
-		if natArgs(spec.NAT.Tool) == nil || spec.NAT.Path == "" {
+		if !spec.NAT.Valid() {
 			return nil, fmt.Errorf("sandbox: private network without a NAT (tool %q)", spec.NAT.Tool)
 		}
 	default:
@@ -366,7 +368,7 @@ func newConfig(spec Spec) (*initConfig, error) {
 		}
 		resolv = b
 		if private {
-			resolv = natResolvConf(spec.NAT.Tool, b)
+			resolv = spec.NAT.ResolvConf(b)
 		}
 	}
 	env := spec.Env
@@ -502,9 +504,9 @@ func runInit(ctx context.Context, cfg *initConfig, stdout, stderr io.Writer) (*i
 	var natErr error
 	if cfg.WaitNet {
 		// The NAT outlives the init: it is stopped after the wait below.
-		var nat *natProcess
-		nat, natErr = goAhead(ctx, cfg.NAT, cmd.Process.Pid, goR, goW)
-		defer nat.close()
+		var p *nat.Process
+		p, natErr = goAhead(ctx, cfg.NAT, cmd.Process.Pid, goR, goW)
+		defer p.Close()
 	}
 	out, readErr := io.ReadAll(resR)
 	waitErr := cmd.Wait()
