@@ -505,8 +505,9 @@ func runInit(ctx context.Context, cfg *initConfig, stdout, stderr io.Writer) (*i
 	if cfg.WaitNet {
 		// The NAT outlives the init: it is stopped after the wait below.
 		var p *nat.Process
-		p, natErr = goAhead(ctx, cfg.NAT, cmd.Process.Pid, goR, goW)
-		defer p.Close()
+		if p, natErr = goAhead(ctx, cfg.NAT, cmd.Process.Pid, goR, goW); natErr == nil {
+			defer p.Close()
+		}
 	}
 	out, readErr := io.ReadAll(resR)
 	waitErr := cmd.Wait()
