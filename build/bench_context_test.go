@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"builder/build/buildtest"
+	"builder/build/progress"
 )
 
 // stepCachedRE finds "#N CACHED" lines; stepLineRE the "#N [..] INSTR"
@@ -141,7 +142,7 @@ func cachedRebuilds(b *testing.B, base string, c contextCase, rounds int) (cold,
 	root := b.TempDir()
 	ctx := context.Background()
 	o := Options{ContextDir: c.context, Dockerfile: c.dockerfile, BuildArgs: map[string]string{"BASE": base},
-		Progress: NewProgress(nil, false)}
+		Progress: progress.New(nil, progress.Plain)}
 	build := func() *Result {
 		bl, err := New(Config{Root: root})
 		if err != nil {

@@ -16,7 +16,9 @@ import (
 
 	"builder/build/cacheio"
 	"builder/build/copier"
+	"builder/build/progress"
 	"builder/build/sandbox/cgroup"
+	"builder/build/store"
 	"builder/parser"
 )
 
@@ -33,7 +35,7 @@ type Options struct {
 	Network    string            // network mode of RUN: NetworkDefault (also for ""), NetworkNone or NetworkHost
 	Platform   v1.Platform       // target platform; default linux/amd64 (the host's)
 	Epoch      *time.Time        // SOURCE_DATE_EPOCH
-	Progress   *Progress
+	Progress   *progress.Progress
 	// ExplainCache prints, for every step that misses the cache, the first
 	// input that differs from the last build of the same Dockerfile step.
 	ExplainCache bool
@@ -89,7 +91,7 @@ type job struct {
 	used     sync.Map
 	stages   []*stageFuture
 	runSem   chan struct{}
-	progress *Progress
+	progress *progress.Progress
 	steps    int
 	cached   int
 	countMu  sync.Mutex
@@ -115,7 +117,7 @@ type stageFuture struct {
 // o.Tags. On failure the store keeps everything committed so far, which a
 // later build reuses.
 func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
-	unlock, err := b.lockStore(ctx, false) // keeps GC (prune) out while we build
+	unlock, err := b.maint.LockShared(ctx) // keeps GC (prune) out while we build
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +135,7 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 		o.Platform = v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	}
 	if o.Progress == nil {
-		o.Progress = NewProgress(nil, true)
+		o.Progress = progress.New(nil, progress.Quiet)
 	}
 	dt, err := copier.ReadDockerfile(o.Dockerfile)
 	if err != nil {
@@ -153,7 +155,7 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load build context: %w", err)
 	}
-	if bctx.Hashes, err = copier.OpenStatCache(filepath.Join(b.root, contextStatDir), bctx.Dir); err != nil {
+	if bctx.Hashes, err = copier.OpenStatCache(filepath.Join(b.root, store.ContextStatDir), bctx.Dir); err != nil {
 		return nil, fmt.Errorf("load build context: %w", err)
 	}
 	defer func() {

@@ -14,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"builder/build/buildtest"
+	"builder/build/progress"
 	"builder/build/registry"
 	"builder/build/sandbox"
 	"builder/export"
@@ -85,7 +86,7 @@ func copyCase(t testing.TB, dir string) string {
 func (f *fixture) build(dir string, mod ...func(*Options)) (*Result, string, error) {
 	var log bytes.Buffer
 	o := Options{ContextDir: filepath.Join(dir, "context"), Dockerfile: filepath.Join(dir, "Dockerfile"),
-		BuildArgs: map[string]string{"BASE": f.base}, Progress: NewProgress(&log, false)}
+		BuildArgs: map[string]string{"BASE": f.base}, Progress: progress.New(&log, progress.Plain)}
 	for _, m := range mod {
 		m(&o)
 	}

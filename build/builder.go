@@ -6,7 +6,6 @@
 package build
 
 import (
-	"cmp"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -14,6 +13,7 @@ import (
 
 	"builder/build/internal/flight"
 	"builder/build/registry"
+	"builder/build/store"
 	"builder/export"
 	"builder/snapshot"
 	"builder/snapshot/content"
@@ -30,8 +30,8 @@ type Config struct {
 	Registry *registry.Client
 	// GCKeepStorage is the automatic GC limit: after each successful
 	// build, least recently used cache is evicted until the store is at
-	// most this many bytes (see AutoGC). 0 means DefaultKeepStorage;
-	// negative turns automatic GC off.
+	// most this many bytes (see store.Store.AutoGC). 0 means
+	// store.DefaultKeepStorage; negative turns automatic GC off.
 	GCKeepStorage int64
 	// GCGrace is how long automatic GC spares blobs written and cache
 	// records used recently, so that a concurrent build's fresh result
@@ -49,8 +49,7 @@ type Builder struct {
 	cache       *Cache
 	index       *export.Index
 	registry    *registry.Client
-	gcKeep      int64 // automatic GC limit in bytes; 0 for off
-	gcGrace     time.Duration
+	maint       *store.Store
 
 	pulls flight.Group[imageKey, *baseImage] // one pull per image at a time
 
@@ -90,14 +89,13 @@ func New(cfg Config) (*Builder, error) {
 	if rc == nil {
 		rc = registry.New(registry.Options{})
 	}
-	gcKeep := cfg.GCKeepStorage
-	if gcKeep == 0 {
-		if gcKeep, err = DefaultKeepStorage(cfg.Root); err != nil {
-			return nil, fmt.Errorf("open store: %w", err)
-		}
+	maint, err := store.New(store.Config{Root: cfg.Root, Blobs: st, Index: idx, Snapshotter: sn, Cache: storeCache{c},
+		KeepStorage: cfg.GCKeepStorage, Grace: cfg.GCGrace})
+	if err != nil {
+		return nil, err
 	}
 	return &Builder{root: cfg.Root, store: st, snapshotter: sn, snName: name, cache: c, index: idx,
-		gcKeep: max(gcKeep, 0), gcGrace: cmp.Or(cfg.GCGrace, autoGCGrace), registry: rc,
+		maint: maint, registry: rc,
 		warnings: warnings}, nil
 }
 
@@ -114,6 +112,10 @@ func (b *Builder) TakeWarnings() []string {
 
 // Store returns the content store.
 func (b *Builder) Store() *content.Store { return b.store }
+
+// Maintenance returns the store's upkeep: prune, rmi, du and check, under
+// the same store lock this Builder's builds take.
+func (b *Builder) Maintenance() *store.Store { return b.maint }
 
 // Index returns the image tag index.
 func (b *Builder) Index() *export.Index { return b.index }

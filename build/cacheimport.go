@@ -15,6 +15,7 @@ import (
 
 	"builder/build/cacheio"
 	"builder/build/internal/flight"
+	"builder/build/store"
 	"builder/export"
 	"builder/snapshot/archive"
 )
@@ -233,7 +234,7 @@ func (j *job) noteCacheMount(rm *runMount) {
 func (b *Builder) cacheMountPaths(id string) (dir, lock string) {
 	sum := sha256.Sum256([]byte(id))
 	name := hex.EncodeToString(sum[:])
-	base := filepath.Join(b.root, "cachemounts")
+	base := filepath.Join(b.root, store.CacheMountsDir)
 	return filepath.Join(base, name), filepath.Join(base, name+".lock")
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"builder/build/buildtest"
+	"builder/build/progress"
 )
 
 // conformanceDir holds one directory per conformance case; its README.md
@@ -262,7 +263,7 @@ func (c conformanceCase) run(t *testing.T) {
 	dir := c.prepare(t)
 	var logBuf strings.Builder
 	o := c.options(f, dir)
-	o.Progress = NewProgress(&logBuf, false)
+	o.Progress = progress.New(&logBuf, progress.Plain)
 	res, err := f.b.Build(context.Background(), o)
 	log := logBuf.String()
 	e := c.Expect

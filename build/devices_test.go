@@ -63,7 +63,7 @@ func TestBuildDevices(t *testing.T) {
 			if err != nil || fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
 				t.Errorf("the image holds no block device at /tmp/loop: %v %v", fi, err)
 			}
-			if left, err := sup.RunCgroups(); err != nil || len(left) > 0 {
+			if left, err := sup.RunCgroupsOf(os.Getpid()); err != nil || len(left) > 0 {
 				t.Errorf("cgroups left: %v %v", left, err)
 			}
 		})

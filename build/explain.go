@@ -21,6 +21,7 @@ import (
 	"github.com/moby/patternmatcher"
 
 	"builder/build/copier"
+	"builder/build/progress"
 	"builder/internal/atomicfile"
 	"builder/parser"
 )
@@ -73,7 +74,7 @@ func (j *job) stepID(st *stageState, step *parser.Step, op string) string {
 // be nil (the line then goes to the build's progress). Failures to read or
 // write the index are ignored: explanations are advisory and never fail a
 // build.
-func (j *job) explain(ctx context.Context, sp *StepProgress, st *stageState, step *parser.Step, key Key, preimage []byte, files func() map[string]string, hit bool) {
+func (j *job) explain(ctx context.Context, sp *progress.Step, st *stageState, step *parser.Step, key Key, preimage []byte, files func() map[string]string, hit bool) {
 	var cur keyPreimage
 	if json.Unmarshal(preimage, &cur) != nil {
 		return

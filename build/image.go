@@ -96,7 +96,7 @@ func (b *Builder) resolveOnce(ctx context.Context, ref string, o Options) (*base
 	var meter registry.MeterFunc
 	if o.Progress != nil {
 		progress = o.Progress.Line
-		meter = o.Progress.Meter()
+		meter = func(label string, size int64) registry.Meter { return o.Progress.Transfer(label, size) }
 	}
 	dgst, err := pull.Pull(ctx, b.registry, b.store, ref, pull.Options{Platform: o.Platform, Progress: progress, Meter: meter})
 	if err != nil {

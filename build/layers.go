@@ -22,27 +22,6 @@ import (
 // is this changed nothing and adds no layer, as BuildKit does.
 var emptyTarDiffID = v1.Hash{Algorithm: "sha256", Hex: "5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"}
 
-// chainIDs returns the OCI chain ID of every prefix of diffIDs.
-func chainIDs(diffIDs []v1.Hash) []string {
-	out := make([]string, len(diffIDs))
-	prev := ""
-	for i, d := range diffIDs {
-		prev = nextChainID(prev, d)
-		out[i] = prev
-	}
-	return out
-}
-
-// nextChainID is the chain ID of a layer with diff ID d on top of the chain
-// parent ("" for the first layer).
-func nextChainID(parent string, d v1.Hash) string {
-	if parent == "" {
-		return d.String()
-	}
-	sum := sha256.Sum256([]byte(parent + " " + d.String()))
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
 // ensureChain makes sure a committed snapshot holds the given layers and
 // returns its name ("" for no layers). Missing snapshots are unpacked from
 // the layer blobs in the store, each checked against its diff ID.
@@ -54,7 +33,7 @@ func (b *Builder) ensureChain(ctx context.Context, layers []layerRef) (string, e
 	for i, l := range layers {
 		ids[i] = l.DiffID
 	}
-	chain := chainIDs(ids)
+	chain := snapshot.ChainIDs(ids)
 	first := len(chain)
 	for first > 0 && !b.snapshotter.Exists(ctx, chain[first-1]) {
 		first--
@@ -133,7 +112,7 @@ func (j *job) commitLayer(ctx context.Context, active, parent string, key Key, p
 	if info.DiffID == emptyTarDiffID {
 		rec = Record{Empty: true, Created: rec.Created, Preimage: rec.Preimage}
 	} else {
-		name := nextChainID(parent, info.DiffID)
+		name := snapshot.NextChainID(parent, info.DiffID)
 		if err := j.b.snapshotter.Commit(ctx, name, active); err != nil {
 			return Record{}, fmt.Errorf("commit snapshot: %w", err)
 		}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"builder/build/progress"
 	"builder/export"
 )
 
@@ -85,7 +86,7 @@ func TestConfigSizeLimit(t *testing.T) {
 		return len(es)
 	}
 	n := blobs()
-	_, _, err := f.build(dir, func(o *Options) { o.Progress = NewProgressMode(io.Discard, ProgressQuiet) })
+	_, _, err := f.build(dir, func(o *Options) { o.Progress = progress.New(io.Discard, progress.Quiet) })
 	if err == nil {
 		t.Fatal("build of 500,000 LABELs succeeded")
 	}
@@ -99,7 +100,7 @@ func TestConfigSizeLimit(t *testing.T) {
 	line, _ := strconv.Atoi(m[1])
 	lines := strings.SplitAfter(df.String(), "\n")
 	write(strings.Join(lines[:line-1], ""))
-	res, _, err := f.build(dir, func(o *Options) { o.Progress = NewProgressMode(io.Discard, ProgressQuiet) })
+	res, _, err := f.build(dir, func(o *Options) { o.Progress = progress.New(io.Discard, progress.Quiet) })
 	if err != nil {
 		t.Fatalf("build of the first %d lines: %v", line-1, err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"builder/build/copier"
 	"builder/build/sandbox"
+	"builder/build/store"
 	"builder/parser"
 	"builder/snapshot"
 )
@@ -248,7 +249,7 @@ func chainOf(layers []layerRef) string {
 		return ""
 	}
 	st := stageState{layers: layers}
-	ids := chainIDs(st.diffIDs())
+	ids := snapshot.ChainIDs(st.diffIDs())
 	return ids[len(ids)-1]
 }
 
@@ -461,7 +462,7 @@ const ctxCopyName = "ctx"
 
 // tempDir makes a private directory under the store's tmp/.
 func (j *job) tempDir(prefix string) (string, error) {
-	base := filepath.Join(j.b.root, "tmp")
+	base := filepath.Join(j.b.root, store.TempDir)
 	if err := os.MkdirAll(base, 0o700); err != nil {
 		return "", fmt.Errorf("create temp dir: %w", err)
 	}
@@ -610,7 +611,7 @@ func isFileInRoot(root, p string) bool {
 // is safe to call once.
 func (b *Builder) cacheMount(ctx context.Context, rm *runMount, seed func(dir string) error) (string, func(), error) {
 	m := rm.m
-	base := filepath.Join(b.root, "cachemounts")
+	base := filepath.Join(b.root, store.CacheMountsDir)
 	if err := os.MkdirAll(base, 0o700); err != nil {
 		return "", nil, fmt.Errorf("create cache mount: %w", err)
 	}

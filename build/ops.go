@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"builder/build/copier"
+	"builder/build/progress"
 	"builder/build/sandbox"
 	"builder/parser"
 	"builder/snapshot"
@@ -21,7 +22,7 @@ import (
 
 // run executes a RUN step, or takes its result from the cache. Its mounts
 // (--mount) are set up around the sandbox and never reach the layer.
-func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *parser.Run, sp *StepProgress) (bool, error) {
+func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *parser.Run, sp *progress.Step) (bool, error) {
 	if len(op.Devices) > 0 {
 		return false, fmt.Errorf("RUN --device: %w", errNotSupported)
 	}
@@ -94,7 +95,7 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 // fsCall is a filesystem step whose cache key is known.
 type fsCall struct {
 	step            *parser.Step
-	sp              *StepProgress // nil: miss explanations go to the build log
+	sp              *progress.Step // nil: miss explanations go to the build log
 	key             Key
 	preimage        []byte
 	files           func() map[string]string // COPY context files, for miss explanations
@@ -167,7 +168,7 @@ type copySource struct {
 // copy executes a COPY or ADD step, or takes its result from the cache.
 // Local sources come from the context or a stage; heredoc and URL sources
 // are written to a temporary directory first and copied from there.
-func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *parser.Copy, sp *StepProgress) (bool, error) {
+func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *parser.Copy, sp *progress.Step) (bool, error) {
 	ex := st.expander()
 	srcs, err := ex.words(op.Sources)
 	if err != nil {
@@ -404,7 +405,7 @@ func extractArchive(dir string, r io.Reader) error {
 
 // mkdirWorkdir creates the WORKDIR in the stage's filesystem, as BuildKit
 // does, or takes the result from the cache.
-func (j *job) mkdirWorkdir(ctx context.Context, st *stageState, step *parser.Step, sp *StepProgress) (bool, error) {
+func (j *job) mkdirWorkdir(ctx context.Context, st *stageState, step *parser.Step, sp *progress.Step) (bool, error) {
 	wd := st.cfg.Config.WorkingDir
 	pre := keyPreimage{Parent: string(st.fsKey), Op: "mkdir", Args: []string{wd}, State: map[string]string{}}
 	user := st.cfg.Config.User

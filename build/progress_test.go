@@ -1,8 +1,6 @@
 package build
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"flag"
 	"os"
@@ -10,7 +8,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
+
+	"builder/build/progress"
+	"builder/build/progress/progresstest"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden progress files")
@@ -68,104 +68,34 @@ func TestProgressPlainGolden(t *testing.T) {
 	checkGolden(t, "progress-fail", "plain.golden", maskProgress(log))
 }
 
-func TestProgressJSON(t *testing.T) {
-	var buf bytes.Buffer
-	p := NewProgressMode(&buf, ProgressJSON)
-	p.Printf("note %d", 1)
-	s := p.Step("[stage-0 1/2] RUN echo hi")
-	s.Write([]byte("hi\npartial"))
-	s.Done()
-	c := p.Step("[stage-0 2/2] COPY a b")
-	c.Cached()
-	e := p.Step("[stage-0 3/3] RUN false")
-	e.Error(errors.New("exit code 1"))
+func TestProgressTTYBuild(t *testing.T) {
+	f := newFixture(t)
+	dir := copyCase(t, "builds/progress")
+	tty, out := progresstest.OpenPTY(t, 100, 40)
+	if m, err := progress.ParseMode("auto", tty); err != nil || m != progress.TTY {
+		t.Fatalf("auto on a terminal = %q, %v; want tty", m, err)
+	}
+	p := progress.New(tty, progress.TTY)
+	res, _ := f.mustBuild(dir, func(o *Options) { o.Progress = p })
+	p.Printf("image %s", res.ManifestDigest)
 	p.Close()
-
-	type ev struct {
-		Step     int      `json:"step"`
-		Name     string   `json:"name"`
-		Status   string   `json:"status"`
-		Line     string   `json:"line"`
-		Time     string   `json:"time"`
-		Duration *float64 `json:"duration"`
-		Error    string   `json:"error"`
-	}
-	want := []ev{
-		{Status: "info", Line: "note 1"},
-		{Step: 1, Name: "[stage-0 1/2] RUN echo hi", Status: "started"},
-		{Step: 1, Name: "[stage-0 1/2] RUN echo hi", Status: "output", Line: "hi"},
-		{Step: 1, Name: "[stage-0 1/2] RUN echo hi", Status: "output", Line: "partial"},
-		{Step: 1, Name: "[stage-0 1/2] RUN echo hi", Status: "done"},
-		{Step: 2, Name: "[stage-0 2/2] COPY a b", Status: "started"},
-		{Step: 2, Name: "[stage-0 2/2] COPY a b", Status: "cached"},
-		{Step: 3, Name: "[stage-0 3/3] RUN false", Status: "started"},
-		{Step: 3, Name: "[stage-0 3/3] RUN false", Status: "error", Error: "exit code 1"},
-	}
-	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	if len(lines) != len(want) {
-		t.Fatalf("got %d events, want %d:\n%s", len(lines), len(want), buf.String())
-	}
-	for i, l := range lines {
-		var got ev
-		if err := json.Unmarshal([]byte(l), &got); err != nil {
-			t.Fatalf("line %d is not JSON: %v: %s", i, err, l)
-		}
-		if _, err := time.Parse(time.RFC3339Nano, got.Time); err != nil {
-			t.Errorf("line %d: time %q: %v", i, got.Time, err)
-		}
-		ends := got.Status == "done" || got.Status == "cached" || got.Status == "error"
-		if ends != (got.Duration != nil) {
-			t.Errorf("line %d: duration %v on status %s", i, got.Duration, got.Status)
-		}
-		got.Time, got.Duration = "", nil
-		if got != want[i] {
-			t.Errorf("event %d = %+v, want %+v", i, got, want[i])
-		}
-	}
-}
-
-func TestProgressQuietKeepsTail(t *testing.T) {
-	var buf bytes.Buffer
-	p := NewProgress(&buf, true)
-	s := p.Step("x")
-	for i := 0; i < 30; i++ {
-		s.Write([]byte("line\n"))
-	}
-	s.Write([]byte("last"))
-	if tail := s.Tail(); len(tail) != tailLines || tail[len(tail)-1] != "last" {
-		t.Errorf("tail = %q", tail)
-	}
-	s.Done()
-	p.Printf("hidden")
-	p.Close()
-	if buf.Len() != 0 {
-		t.Errorf("quiet progress printed %q", buf.String())
-	}
-}
-
-func TestParseProgressMode(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
-	for _, c := range []struct {
-		in   string
-		want ProgressMode
-		err  bool
-	}{
-		{"auto", ProgressPlain, false}, // a pipe is no terminal
-		{"", ProgressPlain, false},
-		{"plain", ProgressPlain, false},
-		{"tty", ProgressTTY, false},
-		{"rawjson", ProgressJSON, false},
-		{"quiet", ProgressQuiet, false},
-		{"fancy", "", true},
+	tty.Close()
+	final := progresstest.Replay(t, <-out, 100)
+	t.Logf("final screen:\n%s", final)
+	for i, want := range []string{
+		`#1 \[stage-0 1/5\] FROM \$BASE +DONE \d+\.\ds`,
+		`#2 \[stage-0 2/5\] RUN echo one && echo two +DONE \d+\.\ds`,
+		`#3 \[stage-0 3/5\] COPY hello.txt /hello.txt +DONE \d+\.\ds`,
+		`#4 \[stage-0 4/5\] ENV GREETING=hi +DONE \d+\.\ds`,
+		`#5 \[stage-0 5/5\] RUN cat /hello.txt +DONE \d+\.\ds`,
+		`image sha256:[0-9a-f]{64}`,
+		`\[\+\] Finished \d+\.\ds \(5/5\)`,
 	} {
-		got, err := ParseProgressMode(c.in, w)
-		if got != c.want || (err != nil) != c.err {
-			t.Errorf("ParseProgressMode(%q) = %q, %v", c.in, got, err)
+		if !regexp.MustCompile(`(?m)^` + want + `$`).MatchString(final) {
+			t.Errorf("final screen lacks line %d: %s", i, want)
 		}
+	}
+	if strings.Contains(final, "│") {
+		t.Errorf("output of finished steps is still on the screen")
 	}
 }

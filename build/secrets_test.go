@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"builder/build/cacheio"
+	"builder/build/progress"
 	"builder/export"
 )
 
@@ -71,14 +72,14 @@ func TestSecretsLeaveNoTrace(t *testing.T) {
 	var last *Result
 	var passwords []string
 	dir := copyCase(t, "builds/secrets") // one path: the second build's misses are explained
-	for _, mode := range []ProgressMode{ProgressPlain, ProgressJSON} {
+	for _, mode := range []progress.Mode{progress.Plain, progress.JSON} {
 		passwords = append(passwords, canary("pw"))
 		var log bytes.Buffer
 		res, _, err := f.build(dir, func(o *Options) {
-			o.Progress = NewProgressMode(&log, mode)
+			o.Progress = progress.New(&log, mode)
 			// Both progress modes show every step run: the second build
 			// misses because DB_PASSWORD changed, and explains it.
-			o.NoCache = mode == ProgressPlain
+			o.NoCache = mode == progress.Plain
 			o.Secrets = secrets
 			o.CacheTo = cacheTo
 			o.BuildArgs["HTTP_PROXY"] = proxy
@@ -249,7 +250,7 @@ func TestScanBytesFindsNested(t *testing.T) {
 // neither value appears anywhere in the output.
 func TestExplainRedactsValues(t *testing.T) {
 	f := newFixture(t)
-	for _, mode := range []ProgressMode{ProgressPlain, ProgressJSON, ""} {
+	for _, mode := range []progress.Mode{progress.Plain, progress.JSON, ""} {
 		name := string(mode)
 		if name == "" {
 			name = "auto-without-tty"
@@ -262,9 +263,9 @@ func TestExplainRedactsValues(t *testing.T) {
 				var log bytes.Buffer
 				f.mustBuild(dir, func(o *Options) {
 					if mode == "" {
-						o.Progress = NewProgress(&log, false)
+						o.Progress = progress.New(&log, progress.Plain)
 					} else {
-						o.Progress = NewProgressMode(&log, mode)
+						o.Progress = progress.New(&log, mode)
 					}
 					o.ExplainCache = true
 					o.BuildArgs["DB_PASSWORD"] = pw

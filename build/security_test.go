@@ -273,7 +273,7 @@ func TestBuildLimits(t *testing.T) {
 			if !strings.Contains(log+fmt.Sprint(err), tc.want) {
 				t.Errorf("neither log nor error say %q: %v\n%s", tc.want, err, log)
 			}
-			if left, err := sup.RunCgroups(); err != nil || len(left) > 0 {
+			if left, err := sup.RunCgroupsOf(os.Getpid()); err != nil || len(left) > 0 {
 				t.Errorf("cgroups left: %v %v", left, err)
 			}
 		})

@@ -13,6 +13,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"builder/build/progress"
 	"builder/parser"
 )
 
@@ -274,7 +275,7 @@ func stateFromImage(img *baseImage) (*stageState, error) {
 }
 
 // dispatch runs one step and reports whether it came from the cache.
-func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, sp *StepProgress) (bool, error) {
+func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, sp *progress.Step) (bool, error) {
 	ex := st.expander()
 	c := &st.cfg.Config
 	switch op := step.Op.(type) {

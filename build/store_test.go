@@ -16,6 +16,9 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"builder/build/progress"
+	"builder/build/store"
 )
 
 // childEnv makes the test binary, re-executed, run one build and exit: the
@@ -44,7 +47,7 @@ func init() {
 	b, err := New(Config{Root: s.Root})
 	if err == nil {
 		o := Options{ContextDir: filepath.Join(s.Dir, "context"), Dockerfile: filepath.Join(s.Dir, "Dockerfile"),
-			BuildArgs: s.Args, Progress: NewProgress(os.Stderr, false)}
+			BuildArgs: s.Args, Progress: progress.New(os.Stderr, progress.Plain)}
 		if s.Tag != "" {
 			o.Tags = []string{s.Tag}
 		}
@@ -96,7 +99,7 @@ func checkStore(t *testing.T, root string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	probs, err := b.Check(context.Background())
+	probs, err := b.maint.Check(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +179,7 @@ func TestCheck(t *testing.T) {
 			f := newFixture(t)
 			res, _ := f.mustBuild(copyCase(t, "builds/slice"), func(o *Options) { o.Tags = []string{"app"} })
 			subject := c.damage(t, f, res)
-			probs, err := f.b.Check(context.Background())
+			probs, err := f.b.maint.Check(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -333,7 +336,7 @@ func TestPrune(t *testing.T) {
 		return n
 	}
 	mount := func(t *testing.T, s *state, name string, age time.Duration) string {
-		p := filepath.Join(s.f.root, cacheMountsDir, name)
+		p := filepath.Join(s.f.root, store.CacheMountsDir, name)
 		if err := os.MkdirAll(p, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -352,7 +355,7 @@ func TestPrune(t *testing.T) {
 		{"default keeps cache, drops untagged image", func(t *testing.T, s *state) {
 			m := mount(t, s, "m1", 0)
 			before := records(t, s)
-			rep, err := s.f.b.Prune(ctx, PruneOptions{})
+			rep, err := s.f.b.maint.Prune(ctx, store.PruneOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -369,7 +372,7 @@ func TestPrune(t *testing.T) {
 		}},
 		{"all drops cache, keeps tagged image", func(t *testing.T, s *state) {
 			m := mount(t, s, "m1", 0)
-			rep, err := s.f.b.Prune(ctx, PruneOptions{All: true})
+			rep, err := s.f.b.maint.Prune(ctx, store.PruneOptions{All: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -401,7 +404,7 @@ func TestPrune(t *testing.T) {
 				return nil
 			})
 			before := records(t, s)
-			rep, err := s.f.b.Prune(ctx, PruneOptions{Until: 24 * time.Hour})
+			rep, err := s.f.b.maint.Prune(ctx, store.PruneOptions{Until: 24 * time.Hour})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -414,14 +417,14 @@ func TestPrune(t *testing.T) {
 		}},
 		{"keep-storage evicts down to the tagged image", func(t *testing.T, s *state) {
 			m := mount(t, s, "m1", 0)
-			rep, err := s.f.b.Prune(ctx, PruneOptions{KeepStorage: 1})
+			rep, err := s.f.b.maint.Prune(ctx, store.PruneOptions{KeepStorage: 1})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if n := records(t, s); n != 0 || exists(m) || rep.Records == 0 {
 				t.Errorf("keep-storage 1: %d records left, mount there %v, report %+v", n, exists(m), rep)
 			}
-			u, err := s.f.b.DiskUsage(ctx)
+			u, err := s.f.b.maint.DiskUsage(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -431,7 +434,7 @@ func TestPrune(t *testing.T) {
 		}},
 		{"generous keep-storage removes no cache", func(t *testing.T, s *state) {
 			before := records(t, s)
-			if _, err := s.f.b.Prune(ctx, PruneOptions{KeepStorage: 1 << 40}); err != nil {
+			if _, err := s.f.b.maint.Prune(ctx, store.PruneOptions{KeepStorage: 1 << 40}); err != nil {
 				t.Fatal(err)
 			}
 			if n := records(t, s); n != before {
@@ -439,7 +442,7 @@ func TestPrune(t *testing.T) {
 			}
 		}},
 		{"rmi removes the image, keeps its cache", func(t *testing.T, s *state) {
-			if _, err := s.f.b.RemoveImage(ctx, "kept"); err != nil {
+			if _, err := s.f.b.maint.RemoveImage(ctx, "kept"); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := s.f.b.index.Lookup("kept"); err == nil {
@@ -454,14 +457,14 @@ func TestPrune(t *testing.T) {
 			}
 		}},
 		{"prune waits for builds", func(t *testing.T, s *state) {
-			unlock, err := s.f.b.lockStore(ctx, false)
+			unlock, err := s.f.b.maint.LockShared(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer unlock()
 			tctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 			defer cancel()
-			if _, err := s.f.b.Prune(tctx, PruneOptions{All: true}); !errors.Is(err, context.DeadlineExceeded) {
+			if _, err := s.f.b.maint.Prune(tctx, store.PruneOptions{All: true}); !errors.Is(err, context.DeadlineExceeded) {
 				t.Errorf("prune under a build's lock: %v, want it to wait", err)
 			}
 			if records(t, s) == 0 {
@@ -492,7 +495,7 @@ func TestAutoGC(t *testing.T) {
 		return n
 	}
 	mount := func(t *testing.T, root string) string {
-		p := filepath.Join(root, cacheMountsDir, "m1")
+		p := filepath.Join(root, store.CacheMountsDir, "m1")
 		must := func(err error) {
 			if err != nil {
 				t.Fatal(err)
@@ -537,14 +540,14 @@ func TestAutoGC(t *testing.T) {
 			if n := records(b); n < before || !exists(m) {
 				t.Errorf("under the limit: records %d → %d, cache mount there %v", before, n, exists(m))
 			}
-			st, err := os.Stat(filepath.Join(f.root, gcStateFile))
+			st, err := os.Stat(filepath.Join(f.root, store.StateFile))
 			if err != nil {
 				t.Fatalf("no GC state after a measured build: %v", err)
 			}
 			// A second build within the recheck period only sums blobs.
 			f.b = b
 			f.mustBuild(copyCase(t, "builds/explain"), func(o *Options) { o.BuildArgs["V"] = "third" })
-			st2, err := os.Stat(filepath.Join(f.root, gcStateFile))
+			st2, err := os.Stat(filepath.Join(f.root, store.StateFile))
 			if err != nil || !st2.ModTime().Equal(st.ModTime()) {
 				t.Errorf("the store was measured again right after a measurement (%v)", err)
 			}
@@ -553,7 +556,7 @@ func TestAutoGC(t *testing.T) {
 			if n := records(b); n < before || !exists(m) {
 				t.Errorf("with GC off: records %d → %d, cache mount there %v", before, n, exists(m))
 			}
-			if _, err := os.Stat(filepath.Join(f.root, gcStateFile)); err == nil {
+			if _, err := os.Stat(filepath.Join(f.root, store.StateFile)); err == nil {
 				t.Error("GC ran though it is off")
 			}
 		}},
@@ -589,7 +592,7 @@ func TestAutoGC(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := b.AutoGC(ctx); err != nil {
+		if _, err := b.maint.AutoGC(ctx); err != nil {
 			t.Fatal(err)
 		}
 		if !b.store.Has(fresh.ManifestDigest) || !b.store.Has(fresh.ConfigDigest) || records(b) == 0 {
@@ -597,7 +600,7 @@ func TestAutoGC(t *testing.T) {
 				b.store.Has(fresh.ManifestDigest), records(b))
 		}
 		// An explicit prune has no grace period.
-		if _, err := b.Prune(ctx, PruneOptions{KeepStorage: 1}); err != nil {
+		if _, err := b.maint.Prune(ctx, store.PruneOptions{KeepStorage: 1}); err != nil {
 			t.Fatal(err)
 		}
 		if b.store.Has(fresh.ManifestDigest) {
@@ -613,7 +616,7 @@ func TestAutoGC(t *testing.T) {
 			t.Fatal(err)
 		}
 		other := f.open()
-		unlock, err := other.lockStore(ctx, false) // another build in progress
+		unlock, err := other.maint.LockShared(ctx) // another build in progress
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -623,12 +626,12 @@ func TestAutoGC(t *testing.T) {
 		if records(b) == 0 {
 			t.Error("GC ran while another build held the store")
 		}
-		rep, err := b.AutoGC(ctx)
+		rep, err := b.maint.AutoGC(ctx)
 		if err != nil || rep.Ran {
 			t.Errorf("AutoGC on a busy store: ran %v, err %v", rep.Ran, err)
 		}
 		unlock()
-		rep, err = b.AutoGC(ctx)
+		rep, err = b.maint.AutoGC(ctx)
 		if err != nil || !rep.Ran || records(b) != 0 {
 			t.Errorf("AutoGC on a free store: ran %v, %d records left, err %v", rep.Ran, records(b), err)
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"builder/build/buildtest"
+	"builder/build/store"
 )
 
 // TestStoreModes checks that a store root is private: a new one is made
@@ -65,7 +66,7 @@ func TestStoreModes(t *testing.T) {
 				}
 				rel, _ := filepath.Rel(root, p)
 				top, _, _ := strings.Cut(rel, string(filepath.Separator))
-				if (top == "snapshots" || top == cacheMountsDir) && rel != top {
+				if (top == "snapshots" || top == store.CacheMountsDir) && rel != top {
 					return filepath.SkipDir // image and cache mount contents keep their modes
 				}
 				if fi.Mode().Perm()&0o077 != 0 {

@@ -25,6 +25,7 @@ import (
 	"strings"
 	"sync"
 
+	"builder/build/progress"
 	"builder/build/registry"
 	"builder/imageref"
 	"builder/snapshot/content"
@@ -76,7 +77,7 @@ func Pull(ctx context.Context, c *registry.Client, s *content.Store, ref string,
 		return v1.Hash{}, &Error{Ref: ref, Err: err}
 	}
 	full := imageref.Spell(r)
-	prog := &progress{fn: opts.Progress}
+	prog := &messages{fn: opts.Progress}
 	srcs := c.PullSources(r) // the mirrors, then the registry itself
 	for _, src := range srcs[:len(srcs)-1] {
 		err := src.Err
@@ -98,13 +99,13 @@ func Pull(ctx context.Context, c *registry.Client, s *content.Store, ref string,
 	return d, nil
 }
 
-// progress serializes progress messages of one Pull.
-type progress struct {
+// messages serializes the progress messages of one Pull.
+type messages struct {
 	mu sync.Mutex
 	fn func(string)
 }
 
-func (p *progress) printf(format string, args ...any) {
+func (p *messages) printf(format string, args ...any) {
 	if p.fn == nil {
 		return
 	}
@@ -119,10 +120,10 @@ type puller struct {
 	s    *content.Store
 	ref  name.Reference
 	opts Options
-	prog *progress
+	prog *messages
 }
 
-func newPuller(c *registry.Client, s *content.Store, r name.Reference, opts Options, prog *progress) *puller {
+func newPuller(c *registry.Client, s *content.Store, r name.Reference, opts Options, prog *messages) *puller {
 	if opts.Platform.OS == "" && opts.Platform.Architecture == "" {
 		opts.Platform = v1.Platform{OS: "linux", Architecture: "amd64"}
 	}
@@ -289,7 +290,7 @@ func (p *puller) fetchBlob(ctx context.Context, desc v1.Descriptor) error {
 		return fmt.Errorf("stored blob does not have the %d bytes the manifest says", desc.Size)
 	}
 	if p.opts.Meter == nil { // else the meter reports the blob
-		p.progress("fetching %s (%s)", desc.Digest, HumanSize(desc.Size))
+		p.progress("fetching %s (%s)", desc.Digest, progress.Size(desc.Size))
 	}
 	m := p.opts.Meter.Start("download "+shortDigest(desc.Digest.String()), desc.Size)
 	err := p.c.FetchBlob(ctx, p.s, p.ref.Context(), desc, m, func(err error) {
@@ -305,17 +306,4 @@ func shortDigest(d string) string {
 		return d[:i]
 	}
 	return d
-}
-
-// HumanSize spells a byte count in binary units for progress messages.
-func HumanSize(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -19,7 +19,7 @@ import (
 	"sync"
 	"time"
 
-	"builder/build/pull"
+	"builder/build/progress"
 	"builder/build/registry"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -96,7 +96,7 @@ func Push(ctx context.Context, c *registry.Client, img v1.Image, refs []string, 
 		g.refs = append(g.refs, r)
 	}
 	var mu sync.Mutex
-	progress := func(format string, args ...any) {
+	report := func(format string, args ...any) {
 		if opts.Progress == nil {
 			return
 		}
@@ -122,7 +122,7 @@ func Push(ctx context.Context, c *registry.Client, img v1.Image, refs []string, 
 			names = append(names, r.String())
 		}
 		sort.Strings(names)
-		progress("pushing %s", strings.Join(names, ", "))
+		report("pushing %s", strings.Join(names, ", "))
 		updates := make(chan v1.Update, 16)
 		done := make(chan struct{})
 		var meter registry.Meter
@@ -136,7 +136,7 @@ func Push(ctx context.Context, c *registry.Client, img v1.Image, refs []string, 
 				meter.Set(u.Complete)
 				if time.Since(last) > 2*time.Second && u.Total > 0 {
 					last = time.Now()
-					progress("pushing %s: %d%% of %s", g.repo, u.Complete*100/u.Total, pull.HumanSize(u.Total))
+					report("pushing %s: %d%% of %s", g.repo, u.Complete*100/u.Total, progress.Size(u.Total))
 				}
 			}
 		}()
@@ -152,7 +152,7 @@ func Push(ctx context.Context, c *registry.Client, img v1.Image, refs []string, 
 			first[reg] = g.refs[0]
 		}
 		for _, n := range names {
-			progress("pushed %s@%s", n, digest)
+			report("pushed %s@%s", n, digest)
 			results = append(results, Result{Ref: n, Digest: digest})
 		}
 	}

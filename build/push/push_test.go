@@ -40,6 +40,7 @@ type recorder struct {
 	failed  int
 	seen    int
 	mounted int
+	hit     map[string]bool // requests already failed once
 }
 
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -47,8 +48,16 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	r.log = append(r.log, req.Method+" "+req.URL.Path+"?"+req.URL.RawQuery)
 	inject := false
 	if r.match != nil && r.match(req) {
+		// Each request fails at most once (unless failing forever), so
+		// that however concurrent uploads interleave, no request meets
+		// more faults in a row than the retry budget allows.
 		r.seen++
-		inject = r.failed < r.fail && (r.seen%2 == 1 || r.fail > 1<<20)
+		key := req.Method + " " + req.URL.Path
+		inject = r.failed < r.fail && (!r.hit[key] || r.fail > 1<<20)
+		if r.hit == nil {
+			r.hit = map[string]bool{}
+		}
+		r.hit[key] = true
 	}
 	if inject {
 		r.failed++

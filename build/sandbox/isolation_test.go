@@ -257,10 +257,11 @@ func TestUnprivilegedHelper(t *testing.T) {
 	os.Stdout.WriteString("\nREPORT " + string(j) + "\n")
 }
 
-// cgroupRunDirs lists the per-run cgroups left under the builder's parents.
+// cgroupRunDirs lists the per-run cgroups this test process made that are
+// still there (other processes may be building at the same time).
 func cgroupRunDirs(t *testing.T, sup cgroup.Support) []string {
 	t.Helper()
-	left, err := sup.RunCgroups()
+	left, err := sup.RunCgroupsOf(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}

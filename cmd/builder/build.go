@@ -13,14 +13,14 @@ import (
 
 	"builder/build"
 	"builder/build/cacheio"
-	"builder/build/pull"
+	"builder/build/progress"
 )
 
 func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs := newFlagSet("build", g)
 	var (
 		tags, buildArgs, outputs, insecure, labels         []string
-		file, target, network, progress, iidfile, platform string
+		file, target, network, progFlag, iidfile, platform string
 		noCache, pull, quiet                               bool
 	)
 	fs.StringArrayVarP(&tags, "tag", "t", nil, "name and optionally a tag (name:tag); may be repeated")
@@ -45,7 +45,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringVarP(&memory, "memory", "m", "", "memory limit of each RUN's processes (e.g. 512m, 2g), with cgroups")
 	fs.Float64Var(&cpus, "cpus", 0, "CPU limit of each RUN's processes, in CPUs (e.g. 1.5), with cgroups")
 	fs.Int64Var(&pidsLimit, "pids-limit", 0, "limit on the processes and threads of each RUN, with cgroups")
-	fs.StringVar(&progress, "progress", "auto", "progress output: auto (tty on a terminal, else plain), tty, plain, rawjson or quiet")
+	fs.StringVar(&progFlag, "progress", "auto", "progress output: auto (tty on a terminal, else plain), tty, plain, rawjson or quiet")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "print only the image ID")
 	fs.StringVar(&iidfile, "iidfile", "", "write the image ID (manifest digest) to this file")
 	var pushTags bool
@@ -124,15 +124,15 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		}
 		outs = append(outs, output{Type: "registry", Push: true, Tar: true})
 	}
-	mode, err := build.ParseProgressMode(progress, os.Stderr)
+	mode, err := progress.ParseMode(progFlag, os.Stderr)
 	if err != nil {
 		return usagef("--progress: %v", err)
 	}
 	if quiet {
-		mode = build.ProgressQuiet
+		mode = progress.Quiet
 	}
-	o.Progress = build.NewProgressMode(os.Stderr, mode)
-	o.ExplainCache = *explainCache || progress == "plain"
+	o.Progress = progress.New(os.Stderr, mode)
+	o.ExplainCache = *explainCache || progFlag == "plain"
 	defer o.Progress.Close()
 	rc, err := g.registryClient(insecure)
 	if err != nil {
@@ -148,7 +148,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	exp := newExporter(b, g.root, o.Progress.Line)
-	exp.meter = o.Progress.Meter()
+	exp.meter = meter(o.Progress)
 	ex, err := exp.exportAll(ctx, outs, res)
 	if err != nil {
 		return err
@@ -185,7 +185,7 @@ func imageSize(img v1.Image) string {
 	for _, l := range m.Layers {
 		n += l.Size
 	}
-	return fmt.Sprintf(", %d layers, %s", len(m.Layers), pull.HumanSize(n))
+	return fmt.Sprintf(", %d layers, %s", len(m.Layers), progress.Size(n))
 }
 
 // sourceDateEpoch reads SOURCE_DATE_EPOCH from a build arg or the environment.

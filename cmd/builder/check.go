@@ -21,7 +21,7 @@ func runCheck(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	probs, err := b.Check(ctx)
+	probs, err := b.Maintenance().Check(ctx)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ func runDu(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	u, err := b.DiskUsage(ctx)
+	u, err := b.Maintenance().DiskUsage(ctx)
 	if err != nil {
 		return err
 	}

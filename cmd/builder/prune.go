@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"builder/build"
+	"builder/build/store"
 )
 
 func runPrune(ctx context.Context, g *globals, args []string) error {
@@ -26,7 +26,7 @@ func runPrune(ctx context.Context, g *globals, args []string) error {
 	if fs.NArg() != 0 {
 		return usagef("builder prune takes no arguments")
 	}
-	o := build.PruneOptions{All: all}
+	o := store.PruneOptions{All: all}
 	if keep != "" {
 		n, err := parseSize(keep)
 		if err != nil {
@@ -49,7 +49,7 @@ func runPrune(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	rep, err := b.Prune(ctx, o)
+	rep, err := b.Maintenance().Prune(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -57,7 +57,7 @@ func runPrune(ctx context.Context, g *globals, args []string) error {
 	return nil
 }
 
-func printPrune(rep build.PruneReport) {
+func printPrune(rep store.PruneReport) {
 	fmt.Printf("removed %d cache records, %d blobs, %d snapshots, %d cache mounts\n", rep.Records, rep.Blobs, rep.Snapshots, rep.CacheMounts)
 	fmt.Printf("Total reclaimed space: %s\n", humanSize(rep.Reclaimed))
 }

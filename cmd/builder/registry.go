@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"builder/build"
+	"builder/build/progress"
 	"builder/build/pull"
 	"builder/build/push"
 	"builder/build/registry"
@@ -47,12 +47,17 @@ func lookupImage(s *content.Store, idx *export.Index, ref string) (v1.Image, err
 // commandProgress shows a pull's or push's progress on stderr: a live view
 // of bytes and rates on a terminal, plain lines otherwise, nothing if quiet.
 // Close it when the command ends.
-func commandProgress(quiet bool) *build.Progress {
-	mode, _ := build.ParseProgressMode("auto", os.Stderr)
+func commandProgress(quiet bool) *progress.Progress {
+	mode, _ := progress.ParseMode("auto", os.Stderr)
 	if quiet {
-		mode = build.ProgressQuiet
+		mode = progress.Quiet
 	}
-	return build.NewProgressMode(os.Stderr, mode)
+	return progress.New(os.Stderr, mode)
+}
+
+// meter shows each transfer a pull or push makes as a Transfer of p.
+func meter(p *progress.Progress) registry.MeterFunc {
+	return func(label string, size int64) registry.Meter { return p.Transfer(label, size) }
 }
 
 // registryConfig reads the registry configuration: the --registry-config
@@ -106,7 +111,7 @@ func runPush(ctx context.Context, g *globals, args []string) error {
 	}
 	prog := commandProgress(quiet)
 	defer prog.Close()
-	opts := push.Options{Progress: prog.Line, Meter: prog.Meter()}
+	opts := push.Options{Progress: prog.Line, Meter: meter(prog)}
 	res, err := push.Push(ctx, rc, img, []string{dest}, opts)
 	if err != nil {
 		return err
@@ -143,7 +148,7 @@ func runPull(ctx context.Context, g *globals, args []string) error {
 	}
 	prog := commandProgress(quiet)
 	defer prog.Close()
-	opts := pull.Options{Platform: *p, Progress: prog.Line, Meter: prog.Meter()}
+	opts := pull.Options{Platform: *p, Progress: prog.Line, Meter: meter(prog)}
 	ref := fs.Arg(0)
 	d, err := pull.Pull(ctx, rc, s, ref, opts)
 	if err != nil {

@@ -18,7 +18,7 @@ func runRmi(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	for _, name := range fs.Args() {
-		rep, err := b.RemoveImage(ctx, name)
+		rep, err := b.Maintenance().RemoveImage(ctx, name)
 		if err != nil {
 			return err
 		}

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -129,6 +130,12 @@ func (l Limits) controllers() []string {
 // RunCgroups lists the per-run cgroups that exist now under the builder's
 // parents: while no RUN is running, there should be none.
 func (c Support) RunCgroups() ([]string, error) {
+	return c.RunCgroupsOf(0)
+}
+
+// RunCgroupsOf lists the per-run cgroups that exist now and were made by
+// the builder process pid (all of them for 0).
+func (c Support) RunCgroupsOf(pid int) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
 	for _, k := range append(slices.Collect(maps.Values(c.ctrls)), c.devices...) {
@@ -141,7 +148,7 @@ func (c Support) RunCgroups() ([]string, error) {
 			return nil, fmt.Errorf("list cgroups: %w", err)
 		}
 		for _, e := range ents {
-			if e.IsDir() {
+			if e.IsDir() && (pid == 0 || strings.HasPrefix(e.Name(), strconv.Itoa(pid)+"-")) {
 				out = append(out, filepath.Join(k.dir, cgroupParent, e.Name()))
 			}
 		}

@@ -50,7 +50,10 @@ func Create(sup Support, l Limits, devices bool) (*Group, error) {
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return nil, fmt.Errorf("create cgroup: %w", err)
 	}
-	id := hex.EncodeToString(rnd[:])
+	// The owner's pid leads the name, so that the run cgroups of a builder
+	// that died (SIGKILL leaves its runs' empty cgroups behind) can be
+	// told from live ones and swept by the next run (sweepStale).
+	id := strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(rnd[:])
 	cg := &Group{v2: map[string]bool{}}
 	dirOf := map[string]string{}
 	mkdir := func(c ctrl) (string, error) {
@@ -154,9 +157,11 @@ func Create(sup Support, l Limits, devices bool) (*Group, error) {
 func (c ctrl) mkdirRun(dir string) error {
 	var err error
 	for range 5 {
-		if _, err = c.ensureParent(); err != nil {
+		var parent string
+		if parent, err = c.ensureParent(); err != nil {
 			return err
 		}
+		sweepStale(parent)
 		if err = os.Mkdir(dir, 0o755); err == nil || !errors.Is(err, os.ErrNotExist) {
 			break
 		}
@@ -237,5 +242,33 @@ func removeCgroup(dir string) error {
 		}
 		time.Sleep(delay)
 		delay = min(2*delay, 100*time.Millisecond)
+	}
+}
+
+// sweepStale removes the run cgroups under parent whose builder process is
+// gone: a builder killed by SIGKILL cannot remove its runs' cgroups, and
+// now that every RUN gets one (the device allowlist) they would pile up.
+// Only empty cgroups can be removed, so a run whose processes still live is
+// left alone, and a live builder's cgroups are never touched. A pid from
+// another PID namespace sharing this hierarchy may look dead; removing the
+// cgroup of such a builder's run before its init joined would fail that
+// run with a clear error, so names without a pid are left alone too.
+func sweepStale(parent string) {
+	ents, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		owner, _, ok := strings.Cut(e.Name(), "-")
+		if !e.IsDir() || !ok {
+			continue
+		}
+		pid, err := strconv.Atoi(owner)
+		if err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+			_ = unix.Rmdir(filepath.Join(parent, e.Name()))
+		}
 	}
 }

@@ -4,17 +4,23 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"builder/internal/testenv"
 )
 
-// cgroupRunDirs lists the per-run cgroups left under the builder's parents.
+// cgroupRunDirs lists the per-run cgroups this test process made that are
+// still there (other processes may be building at the same time).
 func cgroupRunDirs(t *testing.T, sup Support) []string {
 	t.Helper()
-	left, err := sup.RunCgroups()
+	left, err := sup.RunCgroupsOf(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,9 +76,57 @@ func TestLimitsFiles(t *testing.T) {
 	if left := cgroupRunDirs(t, sup); len(left) != 0 {
 		t.Errorf("cgroups left: %v", left)
 	}
+	// The parent goes once empty; another process's run may keep it.
 	for _, c := range sup.ctrls {
-		if _, err := os.Stat(filepath.Join(c.dir, cgroupParent)); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("parent cgroup of %s left: %v", c.name, err)
+		ents, err := os.ReadDir(filepath.Join(c.dir, cgroupParent))
+		if err == nil && !slices.ContainsFunc(ents, func(e os.DirEntry) bool { return e.IsDir() }) {
+			t.Errorf("empty parent cgroup of %s left", c.name)
 		}
+	}
+}
+
+// TestSweepStaleCgroups checks that a run removes the empty run cgroups of
+// builders that died (a SIGKILLed builder cannot remove its own), and
+// leaves those of live processes alone.
+func TestSweepStaleCgroups(t *testing.T) {
+	testenv.RequireRoot(t)
+	sup := Probe()
+	if len(sup.devices) == 0 {
+		testenv.Skip(t, "no device cgroup here: %s", sup.Reason)
+	}
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	live := exec.Command("sleep", "60")
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { live.Process.Kill(); live.Wait() }()
+	parent, err := sup.devices[0].ensureParent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(parent, strconv.Itoa(dead.Process.Pid)+"-0000000000000000")
+	kept := filepath.Join(parent, strconv.Itoa(live.Process.Pid)+"-0000000000000000")
+	for _, d := range []string{stale, kept} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer unix.Rmdir(kept)
+	defer unix.Rmdir(stale)
+	cg, err := Create(sup, Limits{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cg.Remove(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the dead builder's cgroup %s was not swept: %v", stale, err)
+	}
+	if _, err := os.Stat(kept); err != nil {
+		t.Errorf("a live process's cgroup was removed: %v", err)
 	}
 }

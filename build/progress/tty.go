@@ -1,4 +1,4 @@
-package build
+package progress
 
 import (
 	"fmt"
@@ -32,11 +32,11 @@ type ttyRenderer struct {
 	fd    int // the terminal's descriptor, or -1
 	begin time.Time
 
-	live   []*StepProgress // steps shown in the live view
-	moving []*Transfer     // transfers running, shown under the steps
-	total  int             // steps started
-	ended  int             // steps finished
-	drawn  int             // lines of live view now on the screen
+	live   []*Step     // steps shown in the live view
+	moving []*Transfer // transfers running, shown under the steps
+	total  int         // steps started
+	ended  int         // steps finished
+	drawn  int         // lines of live view now on the screen
 	dirty  bool
 	closed bool
 
@@ -101,7 +101,7 @@ func (r *ttyRenderer) message(now time.Time, text string) {
 	r.redraw(now, []string{text})
 }
 
-func (r *ttyRenderer) start(s *StepProgress) {
+func (r *ttyRenderer) start(s *Step) {
 	if r.closed {
 		fmt.Fprintf(r.w, "#%d %s\n", s.n, s.name)
 		return
@@ -111,9 +111,9 @@ func (r *ttyRenderer) start(s *StepProgress) {
 	r.dirty = true
 }
 
-func (r *ttyRenderer) line(*StepProgress, time.Time, string) { r.dirty = true }
+func (r *ttyRenderer) line(*Step, time.Time, string) { r.dirty = true }
 
-func (r *ttyRenderer) end(s *StepProgress, now time.Time) {
+func (r *ttyRenderer) end(s *Step, now time.Time) {
 	if r.closed {
 		fmt.Fprintf(r.w, "#%d %s\n", s.n, stateWord(s, now))
 		return
@@ -156,7 +156,7 @@ func (r *ttyRenderer) close(now time.Time) {
 }
 
 // stateWord is the right-hand column of a step's line.
-func stateWord(s *StepProgress, now time.Time) string {
+func stateWord(s *Step, now time.Time) string {
 	switch s.state {
 	case stepCached:
 		return "CACHED"
@@ -229,7 +229,7 @@ func (r *ttyRenderer) stopped() bool {
 
 // stepLines emits a step's line, right-aligned state, and for a running
 // step the last lines of its output; for a failed step, the error.
-func (r *ttyRenderer) stepLines(s *StepProgress, now time.Time, width int, emit func(string)) {
+func (r *ttyRenderer) stepLines(s *Step, now time.Time, width int, emit func(string)) {
 	state := stateWord(s, now)
 	head := fmt.Sprintf("#%d %s", s.n, s.name)
 	room := width - utf8.RuneCountInString(state) - 2

@@ -1,4 +1,10 @@
-package build
+// Package progress renders the events of a build: steps started, finished,
+// served from the cache or failed, the lines of output they print, transfers
+// of blobs and images, and messages outside any step. It draws them in one
+// of four modes: buildx's plain format, a live view redrawn on a terminal,
+// one JSON object per event (rawjson), or nothing. It knows nothing of how a
+// build runs; package build emits the events and cmd/builder picks the mode.
+package progress
 
 import (
 	"bytes"
@@ -13,30 +19,30 @@ import (
 	"golang.org/x/term"
 )
 
-// ProgressMode selects how a Progress shows the build.
-type ProgressMode string
+// Mode selects how a Progress shows the build.
+type Mode string
 
-// The progress modes. ProgressPlain is buildx's plain format, for logs;
-// ProgressTTY is a live view redrawn in place on a terminal; ProgressJSON
-// prints one JSON object per event; ProgressQuiet prints nothing.
+// The modes. Plain is buildx's plain format, for logs; TTY is a live view
+// redrawn in place on a terminal; JSON prints one JSON object per event
+// (--progress=rawjson); Quiet prints nothing.
 const (
-	ProgressPlain ProgressMode = "plain"
-	ProgressTTY   ProgressMode = "tty"
-	ProgressJSON  ProgressMode = "rawjson"
-	ProgressQuiet ProgressMode = "quiet"
+	Plain Mode = "plain"
+	TTY   Mode = "tty"
+	JSON  Mode = "rawjson"
+	Quiet Mode = "quiet"
 )
 
-// ParseProgressMode reads a --progress value: auto, tty, plain, rawjson or
-// quiet. Auto becomes tty when out is a terminal and plain otherwise.
-func ParseProgressMode(s string, out *os.File) (ProgressMode, error) {
-	switch m := ProgressMode(s); m {
-	case ProgressPlain, ProgressTTY, ProgressJSON, ProgressQuiet:
+// ParseMode reads a --progress value: auto, tty, plain, rawjson or quiet.
+// Auto becomes TTY when out is a terminal and Plain otherwise.
+func ParseMode(s string, out *os.File) (Mode, error) {
+	switch m := Mode(s); m {
+	case Plain, TTY, JSON, Quiet:
 		return m, nil
 	case "auto", "":
 		if out != nil && term.IsTerminal(int(out.Fd())) {
-			return ProgressTTY, nil
+			return TTY, nil
 		}
-		return ProgressPlain, nil
+		return Plain, nil
 	}
 	return "", fmt.Errorf("unknown progress mode %q: use auto, tty, plain, rawjson or quiet", s)
 }
@@ -54,38 +60,30 @@ type Progress struct {
 // renderer draws progress events; its methods are called with Progress.mu held.
 type renderer interface {
 	message(now time.Time, text string)
-	start(s *StepProgress)
-	line(s *StepProgress, now time.Time, text string)
-	end(s *StepProgress, now time.Time)
+	start(s *Step)
+	line(s *Step, now time.Time, text string)
+	end(s *Step, now time.Time)
 	transferStart(t *Transfer)
 	transferEnd(t *Transfer, now time.Time)
 	close(now time.Time)
 }
 
-// NewProgress returns a Progress printing buildx's plain format to w, or
-// nothing if quiet.
-func NewProgress(w io.Writer, quiet bool) *Progress {
-	if quiet {
-		return NewProgressMode(w, ProgressQuiet)
-	}
-	return NewProgressMode(w, ProgressPlain)
-}
-
-// NewProgressMode returns a Progress writing to w in the given mode; an
-// unknown mode prints plain. In tty mode w should be a terminal: its width
-// and height are read on every redraw. Call Close when the build is over.
-func NewProgressMode(w io.Writer, mode ProgressMode) *Progress {
+// New returns a Progress writing to w in the given mode; an unknown mode
+// prints plain, and a nil w prints nothing. In TTY mode w should be a
+// terminal: its width and height are read on every redraw. Call Close when
+// the build is over.
+func New(w io.Writer, mode Mode) *Progress {
 	if w == nil {
 		w = io.Discard
-		mode = ProgressQuiet
+		mode = Quiet
 	}
 	p := &Progress{}
 	switch mode {
-	case ProgressQuiet:
+	case Quiet:
 		p.r = quietRenderer{}
-	case ProgressJSON:
+	case JSON:
 		p.r = &jsonRenderer{enc: json.NewEncoder(w)}
-	case ProgressTTY:
+	case TTY:
 		p.r = newTTYRenderer(p, w)
 	default:
 		p.r = &plainRenderer{w: w}
@@ -119,11 +117,11 @@ func (p *Progress) Close() {
 }
 
 // Step starts a numbered step and shows its header.
-func (p *Progress) Step(header string) *StepProgress {
+func (p *Progress) Step(header string) *Step {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.next++
-	s := &StepProgress{p: p, n: p.next, name: header, start: time.Now()}
+	s := &Step{p: p, n: p.next, name: header, start: time.Now()}
 	p.r.start(s)
 	return s
 }
@@ -138,9 +136,10 @@ const (
 	stepError
 )
 
-// StepProgress is the progress of one step. Its Write method takes the
-// step's output, which is shown line by line as the lines complete.
-type StepProgress struct {
+// Step is the progress of one step. Its Write method takes the step's
+// output, which is shown line by line as the lines complete. A step ends
+// once, with Cached, Done or Error; later calls change nothing.
+type Step struct {
 	p     *Progress
 	n     int
 	name  string
@@ -157,7 +156,7 @@ type StepProgress struct {
 const tailLines = 20
 
 // Write shows every complete line in b as output of the step.
-func (s *StepProgress) Write(b []byte) (int, error) {
+func (s *Step) Write(b []byte) (int, error) {
 	s.p.mu.Lock()
 	defer s.p.mu.Unlock()
 	s.buf = append(s.buf, b...)
@@ -172,7 +171,7 @@ func (s *StepProgress) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func (s *StepProgress) line(l string) {
+func (s *Step) line(l string) {
 	l = strings.TrimSuffix(l, "\r")
 	s.tail = append(s.tail, l)
 	if len(s.tail) > tailLines {
@@ -181,7 +180,7 @@ func (s *StepProgress) line(l string) {
 	s.p.r.line(s, time.Now(), l)
 }
 
-func (s *StepProgress) flush() {
+func (s *Step) flush() {
 	if len(s.buf) > 0 {
 		s.line(string(s.buf))
 		s.buf = nil
@@ -189,7 +188,7 @@ func (s *StepProgress) flush() {
 }
 
 // Tail returns the last lines of output the step printed.
-func (s *StepProgress) Tail() []string {
+func (s *Step) Tail() []string {
 	s.p.mu.Lock()
 	defer s.p.mu.Unlock()
 	s.flush()
@@ -197,15 +196,15 @@ func (s *StepProgress) Tail() []string {
 }
 
 // Cached marks the step as served from the cache.
-func (s *StepProgress) Cached() { s.finish(stepCached, "") }
+func (s *Step) Cached() { s.finish(stepCached, "") }
 
 // Done marks the step as finished.
-func (s *StepProgress) Done() { s.finish(stepDone, "") }
+func (s *Step) Done() { s.finish(stepDone, "") }
 
 // Error marks the step as failed.
-func (s *StepProgress) Error(err error) { s.finish(stepError, err.Error()) }
+func (s *Step) Error(err error) { s.finish(stepError, err.Error()) }
 
-func (s *StepProgress) finish(st stepState, msg string) {
+func (s *Step) finish(st stepState, msg string) {
 	s.p.mu.Lock()
 	defer s.p.mu.Unlock()
 	s.flush()
@@ -220,14 +219,14 @@ func (s *StepProgress) finish(st stepState, msg string) {
 type plainRenderer struct{ w io.Writer }
 
 func (r *plainRenderer) message(_ time.Time, text string) { fmt.Fprintln(r.w, text) }
-func (r *plainRenderer) start(s *StepProgress)            { fmt.Fprintf(r.w, "#%d %s\n", s.n, s.name) }
+func (r *plainRenderer) start(s *Step)                    { fmt.Fprintf(r.w, "#%d %s\n", s.n, s.name) }
 func (r *plainRenderer) close(time.Time)                  {}
 
-func (r *plainRenderer) line(s *StepProgress, now time.Time, text string) {
+func (r *plainRenderer) line(s *Step, now time.Time, text string) {
 	fmt.Fprintf(r.w, "#%d %.3f %s\n", s.n, now.Sub(s.start).Seconds(), text)
 }
 
-func (r *plainRenderer) end(s *StepProgress, now time.Time) {
+func (r *plainRenderer) end(s *Step, now time.Time) {
 	switch s.state {
 	case stepCached:
 		fmt.Fprintf(r.w, "#%d CACHED\n", s.n)
@@ -247,13 +246,13 @@ func (r *plainRenderer) transferEnd(t *Transfer, _ time.Time) {
 // quietRenderer shows nothing.
 type quietRenderer struct{}
 
-func (quietRenderer) message(time.Time, string)             {}
-func (quietRenderer) start(*StepProgress)                   {}
-func (quietRenderer) line(*StepProgress, time.Time, string) {}
-func (quietRenderer) end(*StepProgress, time.Time)          {}
-func (quietRenderer) close(time.Time)                       {}
-func (quietRenderer) transferStart(*Transfer)               {}
-func (quietRenderer) transferEnd(*Transfer, time.Time)      {}
+func (quietRenderer) message(time.Time, string)        {}
+func (quietRenderer) start(*Step)                      {}
+func (quietRenderer) line(*Step, time.Time, string)    {}
+func (quietRenderer) end(*Step, time.Time)             {}
+func (quietRenderer) close(time.Time)                  {}
+func (quietRenderer) transferStart(*Transfer)          {}
+func (quietRenderer) transferEnd(*Transfer, time.Time) {}
 
 // jsonEvent is one line of rawjson progress.
 type jsonEvent struct {
@@ -284,15 +283,15 @@ func (r *jsonRenderer) message(now time.Time, text string) {
 	r.emit(jsonEvent{Status: "info", Line: text}, now)
 }
 
-func (r *jsonRenderer) start(s *StepProgress) {
+func (r *jsonRenderer) start(s *Step) {
 	r.emit(jsonEvent{Step: s.n, Name: s.name, Status: "started"}, s.start)
 }
 
-func (r *jsonRenderer) line(s *StepProgress, now time.Time, text string) {
+func (r *jsonRenderer) line(s *Step, now time.Time, text string) {
 	r.emit(jsonEvent{Step: s.n, Name: s.name, Status: "output", Line: text}, now)
 }
 
-func (r *jsonRenderer) end(s *StepProgress, now time.Time) {
+func (r *jsonRenderer) end(s *Step, now time.Time) {
 	d := now.Sub(s.start).Seconds()
 	e := jsonEvent{Step: s.n, Name: s.name, Duration: &d, Error: s.err}
 	switch s.state {

@@ -1,4 +1,7 @@
-package build
+// Package progresstest holds what tests of the tty progress view share: a
+// pseudo-terminal to draw on, and a small terminal emulator that replays
+// what was drawn and returns the final screen.
+package progresstest
 
 import (
 	"bytes"
@@ -8,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/creack/pty"
 
@@ -32,7 +34,7 @@ func (s *screen) ensure() {
 	}
 }
 
-func (s *screen) feed(t *testing.T, b []byte) {
+func (s *screen) feed(t testing.TB, b []byte) {
 	for len(b) > 0 {
 		if m := csiRe.FindSubmatch(b); m != nil {
 			n := 1
@@ -109,9 +111,21 @@ func (s *screen) text() string {
 	return strings.TrimRight(strings.Join(lines, "\n"), "\n")
 }
 
-// openPTY returns a pseudo-terminal of the given size and a channel that
-// yields everything written to it once the terminal side is closed.
-func openPTY(t *testing.T, cols, rows int) (*os.File, <-chan []byte) {
+// Replay runs raw, what was written to a terminal width columns wide,
+// through the emulator and returns the final screen, trailing blanks cut.
+// It fails t on escapes the tty view never writes, on a cursor moved above
+// the screen and on lines wider than the terminal.
+func Replay(t testing.TB, raw []byte, width int) string {
+	t.Helper()
+	s := &screen{width: width}
+	s.feed(t, raw)
+	return s.text()
+}
+
+// OpenPTY returns a pseudo-terminal of the given size and a channel that
+// yields everything written to it once the terminal side is closed. The
+// test skips where no pseudo-terminal can be opened.
+func OpenPTY(t testing.TB, cols, rows int) (*os.File, <-chan []byte) {
 	t.Helper()
 	ptmx, tty, err := pty.Open()
 	if err != nil {
@@ -129,74 +143,4 @@ func openPTY(t *testing.T, cols, rows int) (*os.File, <-chan []byte) {
 	}()
 	t.Cleanup(func() { tty.Close() })
 	return tty, out
-}
-
-func TestProgressTTYBuild(t *testing.T) {
-	f := newFixture(t)
-	dir := copyCase(t, "builds/progress")
-	tty, out := openPTY(t, 100, 40)
-	if m, err := ParseProgressMode("auto", tty); err != nil || m != ProgressTTY {
-		t.Fatalf("auto on a terminal = %q, %v; want tty", m, err)
-	}
-	p := NewProgressMode(tty, ProgressTTY)
-	res, _ := f.mustBuild(dir, func(o *Options) { o.Progress = p })
-	p.Printf("image %s", res.ManifestDigest)
-	p.Close()
-	tty.Close()
-	raw := <-out
-	var s screen
-	s.width = 100
-	s.feed(t, raw)
-	final := s.text()
-	t.Logf("final screen:\n%s", final)
-	for i, want := range []string{
-		`#1 \[stage-0 1/5\] FROM \$BASE +DONE \d+\.\ds`,
-		`#2 \[stage-0 2/5\] RUN echo one && echo two +DONE \d+\.\ds`,
-		`#3 \[stage-0 3/5\] COPY hello.txt /hello.txt +DONE \d+\.\ds`,
-		`#4 \[stage-0 4/5\] ENV GREETING=hi +DONE \d+\.\ds`,
-		`#5 \[stage-0 5/5\] RUN cat /hello.txt +DONE \d+\.\ds`,
-		`image sha256:[0-9a-f]{64}`,
-		`\[\+\] Finished \d+\.\ds \(5/5\)`,
-	} {
-		if !regexp.MustCompile(`(?m)^` + want + `$`).MatchString(final) {
-			t.Errorf("final screen lacks line %d: %s", i, want)
-		}
-	}
-	if strings.Contains(final, "│") {
-		t.Errorf("output of finished steps is still on the screen")
-	}
-}
-
-func TestProgressTTYNarrowAndFast(t *testing.T) {
-	tty, out := openPTY(t, 30, 8)
-	ticks := make(chan time.Time)
-	p := &Progress{}
-	r := newTTYRendererTicks(p, tty, ticks)
-	p.r = r
-	var steps []*StepProgress
-	for i := 0; i < 12; i++ {
-		steps = append(steps, p.Step("[stage-0 "+strconv.Itoa(i+1)+"/12] RUN a command longer than the terminal"))
-	}
-	for i := 0; i < 2000; i++ {
-		steps[0].Write([]byte("a long line of output\twith a tab and \x1b[31mcolour\n"))
-	}
-	// Three redraws while every step runs; each send returns once the
-	// renderer has taken the tick, so the previous redraw is done.
-	for i := range 3 {
-		ticks <- r.begin.Add(time.Duration(i+1) * ttyRefresh)
-	}
-	for i := len(steps) - 1; i >= 0; i-- {
-		steps[i].Done()
-	}
-	p.Close()
-	tty.Close()
-	var s screen
-	s.width = 30
-	s.feed(t, <-out)
-	final := s.text()
-	for i := 1; i <= 12; i++ {
-		if !regexp.MustCompile(`(?m)^#` + strconv.Itoa(i) + ` .* DONE \d+\.\ds$`).MatchString(final) {
-			t.Errorf("step %d not DONE on the final screen:\n%s", i, final)
-		}
-	}
 }

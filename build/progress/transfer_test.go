@@ -1,4 +1,4 @@
-package build
+package progress
 
 import (
 	"bytes"
@@ -8,15 +8,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"builder/build/progress/progresstest"
 )
 
-// TestProgressTransfers checks how each mode shows a download: the tty view
+// TestTransfers checks how each mode shows a download: the tty view
 // shows bytes and rate while it runs, and every mode reports size, time and
 // rate when it ends.
-func TestProgressTransfers(t *testing.T) {
+func TestTransfers(t *testing.T) {
 	t.Run("plain", func(t *testing.T) {
 		var out bytes.Buffer
-		p := NewProgressMode(&out, ProgressPlain)
+		p := New(&out, Plain)
 		tr := p.Transfer("pull sha256:0123456789ab", 3<<20)
 		tr.Add(1 << 20)
 		tr.Add(2 << 20)
@@ -33,7 +35,7 @@ func TestProgressTransfers(t *testing.T) {
 	})
 	t.Run("rawjson", func(t *testing.T) {
 		var out bytes.Buffer
-		p := NewProgressMode(&out, ProgressJSON)
+		p := New(&out, JSON)
 		tr := p.Transfer("pull sha256:0123456789ab", 100)
 		tr.Add(100)
 		tr.Done(nil)
@@ -53,8 +55,8 @@ func TestProgressTransfers(t *testing.T) {
 		}
 	})
 	t.Run("tty", func(t *testing.T) {
-		tty, screenOut := openPTY(t, 80, 24)
-		p := NewProgressMode(tty, ProgressTTY)
+		tty, screenOut := progresstest.OpenPTY(t, 80, 24)
+		p := New(tty, TTY)
 		sp := p.Step("[1/1] FROM busybox")
 		tr := p.Transfer("pull sha256:0123456789ab", 10<<20)
 		tr.Add(4 << 20)
@@ -71,9 +73,7 @@ func TestProgressTransfers(t *testing.T) {
 		if !regexp.MustCompile(` => pull sha256:0123456789ab 4\.0 MiB / 10\.0 MiB [0-9.]+ [KMG]?i?B/s`).Match(raw) {
 			t.Errorf("the live view never showed the transfer's bytes and rate:\n%q", raw)
 		}
-		s := &screen{width: 80}
-		s.feed(t, raw)
-		final := s.text()
+		final := progresstest.Replay(t, raw, 80)
 		if !regexp.MustCompile(`(?m)^pull sha256:0123456789ab 10\.0 MiB in \d+\.\ds`).MatchString(final) || strings.Contains(final, " => ") {
 			t.Errorf("final screen should keep the summary and drop the live line:\n%s", final)
 		}

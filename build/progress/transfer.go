@@ -1,19 +1,17 @@
-package build
+package progress
 
 import (
 	"fmt"
 	"sync/atomic"
 	"time"
-
-	"builder/build/pull"
-	"builder/build/registry"
 )
 
 // Transfer is the progress of one download or upload: a blob pulled for a
 // FROM, or an image pushed. The tty view shows the bytes moved so far and
 // the rate while it runs; every mode reports the size, time and rate when
 // it ends. Add is safe to call from any goroutine without locking, so a
-// transfer can count the bytes of a stream as they pass.
+// transfer can count the bytes of a stream as they pass. A *Transfer is a
+// registry.Meter.
 type Transfer struct {
 	p     *Progress
 	label string
@@ -69,24 +67,32 @@ func (t *Transfer) rate(now time.Time) float64 {
 
 // live is the tty line of a running transfer: bytes of total, and the rate.
 func (t *Transfer) live(now time.Time) string {
-	amount := pull.HumanSize(t.Moved())
+	amount := Size(t.Moved())
 	if t.total > 0 {
-		amount += " / " + pull.HumanSize(t.total)
+		amount += " / " + Size(t.total)
 	}
-	return fmt.Sprintf("%s %s %s/s", t.label, amount, pull.HumanSize(int64(t.rate(now))))
+	return fmt.Sprintf("%s %s %s/s", t.label, amount, Size(int64(t.rate(now))))
 }
 
 // summary is the line printed when the transfer ends.
 func (t *Transfer) summary() string {
 	d := t.end.Sub(t.start)
 	if t.err != nil {
-		return fmt.Sprintf("%s failed after %s in %.1fs: %v", t.label, pull.HumanSize(t.Moved()), d.Seconds(), t.err)
+		return fmt.Sprintf("%s failed after %s in %.1fs: %v", t.label, Size(t.Moved()), d.Seconds(), t.err)
 	}
-	return fmt.Sprintf("%s %s in %.1fs (%s/s)", t.label, pull.HumanSize(t.Moved()), d.Seconds(), pull.HumanSize(int64(t.rate(t.end))))
+	return fmt.Sprintf("%s %s in %.1fs (%s/s)", t.label, Size(t.Moved()), d.Seconds(), Size(int64(t.rate(t.end))))
 }
 
-// Meter returns a registry.MeterFunc that shows each transfer pull or push
-// makes as a Transfer of p.
-func (p *Progress) Meter() registry.MeterFunc {
-	return func(label string, size int64) registry.Meter { return p.Transfer(label, size) }
+// Size spells a byte count in binary units for progress messages:
+// "512 B", "3.0 MiB".
+func Size(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }

@@ -1,0 +1,124 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
+
+	"builder/internal/atomicfile"
+)
+
+// The default automatic GC limit: a tenth of the store's file system, at
+// most 20 GB.
+const (
+	defaultKeepPercent = 10
+	defaultKeepCap     = 20e9
+)
+
+// DefaultKeepStorage is the automatic GC limit for a store at root when
+// none is configured: a tenth of the file system root is on, at most 20 GB.
+func DefaultKeepStorage(root string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		return 0, &fs.PathError{Op: "statfs", Path: root, Err: err}
+	}
+	n := int64(st.Blocks) * int64(st.Bsize) * defaultKeepPercent / 100
+	return min(n, int64(defaultKeepCap)), nil
+}
+
+// gcState is what the last automatic GC measured, kept in <root>/gc.state
+// so that most builds need not measure the whole store.
+type gcState struct {
+	Checked time.Time `json:"checked"`
+	Total   int64     `json:"total"` // bytes of blobs, snapshots and cache mounts then
+	Blobs   int64     `json:"blobs"` // bytes of blobs alone then
+}
+
+// Automatic GC measures the whole store at most once per gcRecheck unless
+// blob growth since the last measurement, counted gcGrowth times (for the
+// snapshots unpacked from the blobs), could have crossed the limit.
+const (
+	gcRecheck = time.Hour
+	gcGrowth  = 3
+)
+
+// autoGCGrace is how long automatic GC leaves new blobs and recently used
+// cache records alone, so that a concurrent build's fresh result survives
+// until that build has exported it.
+const autoGCGrace = 10 * time.Minute
+
+// young reports whether blob d was written less than grace ago.
+func (s *Store) young(d v1.Hash, grace time.Duration) bool {
+	if grace <= 0 {
+		return false
+	}
+	fi, err := os.Stat(s.blobs.Path(d))
+	return err == nil && time.Since(fi.ModTime()) < grace
+}
+
+// AutoGCReport says what an automatic GC did.
+type AutoGCReport struct {
+	Ran         bool  // the store was measured
+	Total       int64 // its size then
+	KeepStorage int64 // the limit
+	PruneReport       // what went, when the store was over the limit
+}
+
+// AutoGC applies the automatic policy (Config.KeepStorage) after a build:
+// when the store is larger than the limit, it evicts the least recently
+// used cache records, cache mounts and the snapshots and blobs only they
+// need, as Prune with KeepStorage does, sparing what is younger than
+// Config.Grace. Tagged images and the manifests in keep (the build's
+// result, which the caller may still export) are never touched. It does
+// not wait: when another build or GC holds the store, it returns at once
+// and a later build collects. Most calls only sum blob sizes (see
+// gcRecheck); a measurement walks the snapshots and cache mounts. The
+// caller must not hold the store lock. AutoGC is idempotent.
+func (s *Store) AutoGC(ctx context.Context, keep ...v1.Hash) (AutoGCReport, error) {
+	rep := AutoGCReport{KeepStorage: s.keep}
+	if s.keep <= 0 {
+		return rep, nil
+	}
+	var blobs int64
+	if err := s.blobs.Walk(ctx, func(_ v1.Hash, size int64) error { blobs += size; return nil }); err != nil {
+		return rep, err
+	}
+	statePath := filepath.Join(s.root, StateFile)
+	var last gcState
+	if dt, err := os.ReadFile(statePath); err == nil && json.Unmarshal(dt, &last) == nil {
+		age := time.Since(last.Checked)
+		if age >= 0 && age < gcRecheck && last.Total+gcGrowth*max(0, blobs-last.Blobs) <= s.keep {
+			return rep, nil
+		}
+	}
+	unlock, ok, err := s.tryLock()
+	if err != nil || !ok {
+		return rep, err
+	}
+	defer unlock()
+	g, err := s.scan(ctx, keep)
+	if err != nil {
+		return rep, err
+	}
+	rep.Ran = true
+	rep.Total = g.total()
+	if rep.Total > s.keep {
+		if rep.PruneReport, err = s.pruneGraph(ctx, g, PruneOptions{KeepStorage: s.keep, Keep: keep, Grace: s.grace}); err != nil {
+			return rep, err
+		}
+	}
+	st := gcState{Checked: time.Now(), Total: rep.Total - rep.Reclaimed, Blobs: blobs}
+	if st.Total < 0 {
+		st.Total = 0
+	}
+	if dt, err := json.Marshal(st); err == nil {
+		_ = atomicfile.WriteFile(statePath, dt, 0o600) // best effort: the next pass scans again
+	}
+	return rep, nil
+}
