@@ -136,8 +136,12 @@ func TestSeccompChrootKernel(t *testing.T) {
 		listened <- listener != nil
 		stop := serveSignals(listener, pgid, new(atomic.Bool))
 		defer stop()
+		// Syscall, not RawSyscall: a notified kill blocks until the server
+		// goroutine answers, and a raw call would keep its P meanwhile, so
+		// a garbage collection stopping the world would wait for it forever
+		// while the server cannot run (seen as a 10-minute hang).
 		call := func(nr, a0, a1 uintptr) error {
-			if _, _, e := unix.RawSyscall(nr, a0, a1, 0); e != 0 {
+			if _, _, e := unix.Syscall(nr, a0, a1, 0); e != 0 {
 				return e
 			}
 			return nil
