@@ -245,14 +245,20 @@ func removeCgroup(dir string) error {
 	}
 }
 
+// staleAge is how old the run cgroup of a builder that looks dead must be
+// before sweepStale removes it: far longer than a run's init takes to join
+// its cgroup after Create.
+const staleAge = time.Minute
+
 // sweepStale removes the run cgroups under parent whose builder process is
 // gone: a builder killed by SIGKILL cannot remove its runs' cgroups, and
 // now that every RUN gets one (the device allowlist) they would pile up.
 // Only empty cgroups can be removed, so a run whose processes still live is
-// left alone, and a live builder's cgroups are never touched. A pid from
-// another PID namespace sharing this hierarchy may look dead; removing the
-// cgroup of such a builder's run before its init joined would fail that
-// run with a clear error, so names without a pid are left alone too.
+// left alone. A builder in another PID namespace sharing this hierarchy
+// (a container, a test under unshare --pid) names its cgroups with a pid
+// that may look dead from here, and the other way round: so a cgroup is
+// swept only once older than staleAge, when a live run's init has long
+// joined it and made it busy. Names without a pid are left alone too.
 func sweepStale(parent string) {
 	ents, err := os.ReadDir(parent)
 	if err != nil {
@@ -265,6 +271,9 @@ func sweepStale(parent string) {
 		}
 		pid, err := strconv.Atoi(owner)
 		if err != nil || pid <= 0 || pid == os.Getpid() {
+			continue
+		}
+		if info, err := e.Info(); err != nil || time.Since(info.ModTime()) < staleAge {
 			continue
 		}
 		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -87,7 +88,9 @@ func TestLimitsFiles(t *testing.T) {
 
 // TestSweepStaleCgroups checks that a run removes the empty run cgroups of
 // builders that died (a SIGKILLed builder cannot remove its own), and
-// leaves those of live processes alone.
+// leaves those of live processes alone, and those made in the last
+// staleAge whatever their pid says: their owner may be a builder in another
+// PID namespace whose run's init has not joined them yet.
 func TestSweepStaleCgroups(t *testing.T) {
 	testenv.RequireRoot(t)
 	sup := Probe()
@@ -109,13 +112,19 @@ func TestSweepStaleCgroups(t *testing.T) {
 	}
 	stale := filepath.Join(parent, strconv.Itoa(dead.Process.Pid)+"-0000000000000000")
 	kept := filepath.Join(parent, strconv.Itoa(live.Process.Pid)+"-0000000000000000")
-	for _, d := range []string{stale, kept} {
+	fresh := filepath.Join(parent, strconv.Itoa(dead.Process.Pid)+"-1111111111111111")
+	old := time.Now().Add(-2 * staleAge)
+	for _, d := range []string{stale, kept, fresh} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
+		defer unix.Rmdir(d)
+		if d != fresh {
+			if err := os.Chtimes(d, old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	defer unix.Rmdir(kept)
-	defer unix.Rmdir(stale)
 	cg, err := Create(sup, Limits{}, true)
 	if err != nil {
 		t.Fatal(err)
@@ -128,5 +137,8 @@ func TestSweepStaleCgroups(t *testing.T) {
 	}
 	if _, err := os.Stat(kept); err != nil {
 		t.Errorf("a live process's cgroup was removed: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("a cgroup made just now was removed: %v", err)
 	}
 }
