@@ -150,7 +150,7 @@ const (
 	// namespace, and a PID and a mount namespace only where the machine
 	// permits them. It still gets Docker's default capabilities minus
 	// CAP_SYS_CHROOT, no_new_privs, the seccomp filter (plus rules that
-	// refuse signals to -1 and to process groups: chrootSignalRules) and a
+	// refuse signals to -1 and to process groups: see seccomp.Install) and a
 	// clean environment and fd table. /proc, /dev, /sys, /etc/hosts and
 	// /etc/resolv.conf are mounted (in the init's mount namespace) only
 	// where that is permitted, and absent otherwise. With a PID namespace
