@@ -30,14 +30,6 @@ func (v *vars) Get(k string) (string, bool) { val, ok := v.vals[k]; return val, 
 
 func (v *vars) Keys() []string { return append([]string(nil), v.keys...) }
 
-func (v *vars) clone() *vars {
-	c := newVars()
-	for _, k := range v.keys {
-		c.Set(k, v.vals[k])
-	}
-	return c
-}
-
 // envVars parses a KEY=VALUE list into vars.
 func envVars(env []string) *vars {
 	v := newVars()

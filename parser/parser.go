@@ -172,6 +172,7 @@ func ParseOnbuild(expr string, pos Pos) (*Step, error) {
 	n.StartLine, n.EndLine = pos.Line, pos.EndLine
 	switch trigger := strings.ToUpper(n.Value); trigger {
 	case "ONBUILD":
+		//lint:ignore ST1005 BuildKit's exact message
 		return nil, fail(errors.New("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"))
 	case "FROM", "MAINTAINER":
 		return nil, fail(fmt.Errorf("%s isn't allowed as an ONBUILD trigger", trigger))

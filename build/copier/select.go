@@ -57,11 +57,10 @@ func (e *NotFoundError) Unwrap() error { return fs.ErrNotExist }
 
 // selector resolves the sources of one request.
 type selector struct {
-	ctx    context.Context
-	root   *root
-	src    Source
-	req    Request
-	walked map[string]bool // memo for hasVisible
+	ctx  context.Context
+	root *root
+	src  Source
+	req  Request
 }
 
 // selectSources resolves every source of req in the source root.
@@ -256,6 +255,7 @@ func decidingPattern(pm *patternmatcher.PatternMatcher, rel string) string {
 			continue
 		}
 		for _, p := range paths {
+			//lint:ignore SA1019 one pattern against each of the paths the caller lists, parents included
 			if ok, err := one.Matches(p); err == nil && ok {
 				excluded = !pat.Exclusion()
 				if excluded {

@@ -166,10 +166,6 @@ func zshBracket(s string) string {
 }
 
 func writeFishCompletion(w io.Writer, cmds []completionCommand) {
-	var names []string
-	for _, c := range cmds {
-		names = append(names, c.names...)
-	}
 	fmt.Fprintf(w, "# fish completion for builder. Load it with:\n#   builder completion fish | source\n")
 	// __fish_use_subcommand would take the value of --root for the command.
 	fmt.Fprintf(w, `function __builder_needs_command

@@ -71,6 +71,10 @@ type Report struct {
 }
 
 // Identical reports whether the two images have the same manifest digest.
+// tarTypeRegA is the type flag '\x00' of a regular file in pre-POSIX
+// tars, which old tools still write.
+const tarTypeRegA = '\x00'
+
 func (r *Report) Identical() bool { return r.A == r.B }
 
 // OnlyTimestamps reports whether the images differ, and differ only in
@@ -384,7 +388,7 @@ func readLayer(ctx context.Context, l v1.Layer) (*layerEntries, error) {
 		e := &entry{typ: h.Typeflag, mode: h.Mode, uid: h.Uid, gid: h.Gid, uname: h.Uname, gname: h.Gname,
 			size: h.Size, mtime: h.ModTime, atime: h.AccessTime, ctime: h.ChangeTime, devmaj: h.Devmajor,
 			devmin: h.Devminor, format: h.Format}
-		if e.typ == tar.TypeRegA {
+		if e.typ == tarTypeRegA {
 			e.typ = tar.TypeReg
 		}
 		if h.Typeflag == tar.TypeLink {

@@ -41,6 +41,11 @@ import (
 // hard links that do, and whiteouts of root itself are errors. Apply needs
 // root privileges for ownership, devices and trusted.* xattrs. On error the
 // directory holds a partly applied layer.
+// typeRegA is the type flag '\x00' of a regular file in pre-POSIX tars,
+// which old tools still write (archive/tar deprecates its name, not the
+// format).
+const typeRegA = '\x00'
+
 func Apply(root string, r io.Reader) (int64, error) {
 	return ApplyWith(root, r, Options{})
 }
@@ -194,7 +199,7 @@ func (a *applier) entry(h *tar.Header, r io.Reader) error {
 	switch h.Typeflag {
 	case tar.TypeXGlobalHeader:
 		return nil
-	case tar.TypeReg, tar.TypeRegA, tar.TypeDir, tar.TypeSymlink, tar.TypeLink,
+	case tar.TypeReg, typeRegA, tar.TypeDir, tar.TypeSymlink, tar.TypeLink,
 		tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 	default:
 		return fmt.Errorf("unsupported tar entry type %q", h.Typeflag)
@@ -271,7 +276,7 @@ func (a *applier) entry(h *tar.Header, r io.Reader) error {
 func (a *applier) create(pfd int, base string, h *tar.Header, r io.Reader) error {
 	perm := uint32(h.Mode & 0o7777)
 	switch h.Typeflag {
-	case tar.TypeReg, tar.TypeRegA:
+	case tar.TypeReg, typeRegA:
 		fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 		if err != nil {
 			return fmt.Errorf("create file: %w", err)

@@ -183,7 +183,8 @@ func normalize(h *tar.Header, epoch *int64) {
 	if len(h.PAXRecords) == 0 {
 		h.PAXRecords = nil
 	}
-	h.Xattrs = nil //nolint:staticcheck // cleared so only PAXRecords carry xattrs
+	//lint:ignore SA1019 cleared so that only PAXRecords carry xattrs
+	h.Xattrs = nil
 }
 
 // WriteTree writes the tree under dir (not dir itself) to w as a tar in
