@@ -192,9 +192,9 @@ type seccompNotifResp struct {
 }
 
 // serveSignals answers, until stop is called, the kill(2) calls with a
-// negative target that the chroot-mode filter hands to listener
-// (seccomp.Install with chrootSignals): kill(-pgid) of the command's own process group,
-// pgid, runs while the command (its leader) has not been reaped, that is
+// negative target that the chroot-mode filter hands to listener (see
+// seccomp.Install): kill(-pgid) of the command's own process group, pgid,
+// runs while the command (its leader) has not been reaped, that is
 // while exited is false; any other group and -1 fail with EPERM. Once the
 // command is reaped its pid, and so its group id, may name a host process
 // group, if none of the run's processes is left in the group. The
