@@ -475,7 +475,7 @@ func TestCacheIdenticalImages(t *testing.T) {
 				opts: func(_ *testing.T, f *fixture, dir string) []func(*Options) {
 					o := c.options(f, dir)
 					return []func(*Options){func(x *Options) {
-						x.BuildArgs, x.Target, x.Network, x.Platform, x.Secrets = o.BuildArgs, o.Target, o.Network, o.Platform, o.Secrets
+						x.BuildArgs, x.Target, x.Network, x.Platform, x.Secrets, x.Allow = o.BuildArgs, o.Target, o.Network, o.Platform, o.Secrets, o.Allow
 						x.Dockerfile = o.Dockerfile
 					}}
 				}})

@@ -20,7 +20,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 )
 
@@ -148,7 +147,7 @@ func (c Support) RunCgroupsOf(pid int) ([]string, error) {
 			return nil, fmt.Errorf("list cgroups: %w", err)
 		}
 		for _, e := range ents {
-			if e.IsDir() && (pid == 0 || strings.HasPrefix(e.Name(), strconv.Itoa(pid)+"-")) {
+			if e.IsDir() && (pid == 0 || strings.HasPrefix(e.Name(), ownerPrefix(pid))) {
 				out = append(out, filepath.Join(k.dir, cgroupParent, e.Name()))
 			}
 		}

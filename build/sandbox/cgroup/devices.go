@@ -2,6 +2,7 @@ package cgroup
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -182,7 +183,16 @@ func loadDeviceProgram() (int, error) {
 	binary.NativeEndian.PutUint32(attr[4:], uint32(len(code)/8))
 	binary.NativeEndian.PutUint64(attr[8:], uint64(uintptr(unsafe.Pointer(&code[0]))))
 	binary.NativeEndian.PutUint64(attr[16:], uint64(uintptr(unsafe.Pointer(&license[0]))))
-	fd, err := bpf(unix.BPF_PROG_LOAD, attr)
+	// The verifier answers EAGAIN when it is interrupted (a signal, or
+	// memory pressure); the load is then simply tried again, as libbpf
+	// does.
+	var fd int
+	var err error
+	for range 5 {
+		if fd, err = bpf(unix.BPF_PROG_LOAD, attr); !errors.Is(err, unix.EAGAIN) {
+			break
+		}
+	}
 	runtime.KeepAlive(code)
 	runtime.KeepAlive(license)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -53,7 +54,7 @@ func Create(sup Support, l Limits, devices bool) (*Group, error) {
 	// The owner's pid leads the name, so that the run cgroups of a builder
 	// that died (SIGKILL leaves its runs' empty cgroups behind) can be
 	// told from live ones and swept by the next run (sweepStale).
-	id := strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(rnd[:])
+	id := ownerPrefix(os.Getpid()) + hex.EncodeToString(rnd[:])
 	cg := &Group{v2: map[string]bool{}}
 	dirOf := map[string]string{}
 	mkdir := func(c ctrl) (string, error) {
@@ -245,35 +246,54 @@ func removeCgroup(dir string) error {
 	}
 }
 
-// staleAge is how old the run cgroup of a builder that looks dead must be
-// before sweepStale removes it: far longer than a run's init takes to join
-// its cgroup after Create.
-const staleAge = time.Minute
+// pidNamespace is the inode of this process's PID namespace, or 0 when it
+// cannot be read.
+var pidNamespace = sync.OnceValue(func() uint64 {
+	var st unix.Stat_t
+	if unix.Stat("/proc/self/ns/pid", &st) != nil {
+		return 0
+	}
+	return st.Ino
+})
+
+// ownerPrefix starts the name of a run cgroup made by the builder process
+// pid of this PID namespace: "<namespace inode>-<pid>-". Builders in other
+// PID namespaces (a builder run under unshare --pid, or in another
+// container) share the cgroup tree but not the pids, so a pid means
+// something only next to its namespace.
+func ownerPrefix(pid int) string {
+	return strconv.FormatUint(pidNamespace(), 10) + "-" + strconv.Itoa(pid) + "-"
+}
+
+// staleAge is how old a dead builder's run cgroup must be to be swept.
+const staleAge = 30 * time.Second
 
 // sweepStale removes the run cgroups under parent whose builder process is
 // gone: a builder killed by SIGKILL cannot remove its runs' cgroups, and
 // now that every RUN gets one (the device allowlist) they would pile up.
-// Only empty cgroups can be removed, so a run whose processes still live is
-// left alone. A builder in another PID namespace sharing this hierarchy
-// (a container, a test under unshare --pid) names its cgroups with a pid
-// that may look dead from here, and the other way round: so a cgroup is
-// swept only once older than staleAge, when a live run's init has long
-// joined it and made it busy. Names without a pid are left alone too.
+// Only cgroups named by a builder of this PID namespace are considered, and
+// only empty ones can be removed, so a run whose processes still live is
+// left alone, and a live builder's cgroups are never touched (see also
+// staleAge).
 func sweepStale(parent string) {
 	ents, err := os.ReadDir(parent)
 	if err != nil {
 		return
 	}
+	ns := strconv.FormatUint(pidNamespace(), 10) + "-"
 	for _, e := range ents {
-		owner, _, ok := strings.Cut(e.Name(), "-")
-		if !e.IsDir() || !ok {
+		rest, ok := strings.CutPrefix(e.Name(), ns)
+		if !e.IsDir() || !ok || pidNamespace() == 0 {
 			continue
 		}
+		owner, _, _ := strings.Cut(rest, "-")
 		pid, err := strconv.Atoi(owner)
 		if err != nil || pid <= 0 || pid == os.Getpid() {
 			continue
 		}
-		if info, err := e.Info(); err != nil || time.Since(info.ModTime()) < staleAge {
+		// A cgroup younger than staleAge is left alone whatever its pid
+		// says: its builder may be starting the run's init right now.
+		if fi, err := e.Info(); err != nil || time.Since(fi.ModTime()) < staleAge {
 			continue
 		}
 		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {

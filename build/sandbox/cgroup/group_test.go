@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -88,9 +87,7 @@ func TestLimitsFiles(t *testing.T) {
 
 // TestSweepStaleCgroups checks that a run removes the empty run cgroups of
 // builders that died (a SIGKILLed builder cannot remove its own), and
-// leaves those of live processes alone, and those made in the last
-// staleAge whatever their pid says: their owner may be a builder in another
-// PID namespace whose run's init has not joined them yet.
+// leaves those of live processes alone.
 func TestSweepStaleCgroups(t *testing.T) {
 	testenv.RequireRoot(t)
 	sup := Probe()
@@ -110,21 +107,26 @@ func TestSweepStaleCgroups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stale := filepath.Join(parent, strconv.Itoa(dead.Process.Pid)+"-0000000000000000")
-	kept := filepath.Join(parent, strconv.Itoa(live.Process.Pid)+"-0000000000000000")
-	fresh := filepath.Join(parent, strconv.Itoa(dead.Process.Pid)+"-1111111111111111")
-	old := time.Now().Add(-2 * staleAge)
-	for _, d := range []string{stale, kept, fresh} {
+	stale := filepath.Join(parent, ownerPrefix(dead.Process.Pid)+"0000000000000000")
+	kept := filepath.Join(parent, ownerPrefix(live.Process.Pid)+"0000000000000000")
+	for _, d := range []string{stale, kept} {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		defer unix.Rmdir(d)
-		if d != fresh {
-			if err := os.Chtimes(d, old, old); err != nil {
-				t.Fatal(err)
-			}
+	}
+	defer unix.Rmdir(kept)
+	defer unix.Rmdir(stale)
+	old := time.Now().Add(-2 * staleAge)
+	for _, d := range []string{stale, kept} {
+		if err := os.Chtimes(d, old, old); err != nil {
+			t.Fatal(err)
 		}
 	}
+	young := filepath.Join(parent, ownerPrefix(dead.Process.Pid)+"1111111111111111")
+	if err := os.Mkdir(young, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Rmdir(young)
 	cg, err := Create(sup, Limits{}, true)
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +140,7 @@ func TestSweepStaleCgroups(t *testing.T) {
 	if _, err := os.Stat(kept); err != nil {
 		t.Errorf("a live process's cgroup was removed: %v", err)
 	}
-	if _, err := os.Stat(fresh); err != nil {
-		t.Errorf("a cgroup made just now was removed: %v", err)
+	if _, err := os.Stat(young); err != nil {
+		t.Errorf("a dead builder's cgroup younger than %v was removed: %v", staleAge, err)
 	}
 }
