@@ -148,7 +148,7 @@ func cachedRebuilds(b *testing.B, base string, c contextCase, rounds int) (cold,
 		if err != nil {
 			b.Fatal(err)
 		}
-		res, err := bl.Build(ctx, o)
+		res, err := buildFile(ctx, bl, o)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -33,20 +33,20 @@ func BenchmarkBuild20Runs(b *testing.B) {
 	}
 	ctx := context.Background()
 	// Pull the base once, so the figures are about the steps.
-	if _, err := open().Build(ctx, opts(false)); err != nil {
+	if _, err := buildFile(ctx, open(), opts(false)); err != nil {
 		b.Fatal(err)
 	}
 	var cold, cached []time.Duration
 	for i := 0; i < b.N; i++ {
 		bl := open()
 		start := time.Now()
-		if _, err := bl.Build(ctx, opts(true)); err != nil {
+		if _, err := buildFile(ctx, bl, opts(true)); err != nil {
 			b.Fatal(err)
 		}
 		cold = append(cold, time.Since(start))
 		for k := 0; k < 5; k++ {
 			start = time.Now()
-			res, err := open().Build(ctx, opts(false))
+			res, err := buildFile(ctx, open(), opts(false))
 			if err != nil {
 				b.Fatal(err)
 			}

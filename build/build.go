@@ -25,7 +25,7 @@ import (
 // Options describe one build, as `builder build` flags give them.
 type Options struct {
 	ContextDir string
-	Dockerfile string            // path of the Dockerfile; default ContextDir/Dockerfile
+	Dockerfile string            // path of the Dockerfile (for <Dockerfile>.dockerignore); default ContextDir/Dockerfile
 	Tags       []string          // names to tag the image with in the local store
 	BuildArgs  map[string]string // --build-arg values
 	Labels     map[string]string // --label values, added to the final image
@@ -113,10 +113,35 @@ type stageFuture struct {
 	err  error
 }
 
-// Build runs a build and writes the image into the store, tagged with
-// o.Tags. On failure the store keeps everything committed so far, which a
-// later build reuses.
-func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
+// ReadDockerfile reads and parses the Dockerfile at path, which errors
+// name by its base name. The file is read as copier.ReadDockerfile says:
+// resolved inside its own directory, and only if it is a regular file.
+func ReadDockerfile(path string) (*parser.Graph, error) {
+	dt, err := copier.ReadDockerfile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read Dockerfile: %w", err)
+	}
+	return parser.Parse(filepath.Base(path), bytes.NewReader(dt))
+}
+
+// DockerfilePath returns the path of the Dockerfile o names: Dockerfile,
+// or by default the file Dockerfile in ContextDir (default ".").
+func (o Options) DockerfilePath() string {
+	if o.Dockerfile != "" {
+		return o.Dockerfile
+	}
+	dir := o.ContextDir
+	if dir == "" {
+		dir = "."
+	}
+	return filepath.Join(dir, "Dockerfile")
+}
+
+// Build runs the build of g, the Dockerfile o.DockerfilePath() as
+// ReadDockerfile parsed it, and writes the image into the store, tagged
+// with o.Tags. On failure the store keeps everything committed so far,
+// which a later build reuses.
+func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Result, error) {
 	unlock, err := b.maint.LockShared(ctx) // keeps GC (prune) out while we build
 	if err != nil {
 		return nil, err
@@ -125,9 +150,7 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	if o.ContextDir == "" {
 		o.ContextDir = "."
 	}
-	if o.Dockerfile == "" {
-		o.Dockerfile = filepath.Join(o.ContextDir, "Dockerfile")
-	}
+	o.Dockerfile = o.DockerfilePath()
 	if o.Network == "" {
 		o.Network = NetworkDefault
 	}
@@ -136,14 +159,6 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	}
 	if o.Progress == nil {
 		o.Progress = progress.New(nil, progress.Quiet)
-	}
-	dt, err := copier.ReadDockerfile(o.Dockerfile)
-	if err != nil {
-		return nil, fmt.Errorf("read Dockerfile: %w", err)
-	}
-	g, err := parser.Parse(filepath.Base(o.Dockerfile), bytes.NewReader(dt))
-	if err != nil {
-		return nil, err
 	}
 	for _, w := range g.Warnings {
 		o.Progress.Printf("WARNING: %s: %s", w.Pos, w.Message)
@@ -186,7 +201,7 @@ func (b *Builder) Build(ctx context.Context, o Options) (*Result, error) {
 	for i := range j.stages {
 		j.stages[i] = &stageFuture{done: make(chan struct{})}
 	}
-	ctx = j.startCache(ctx)
+	j.startCache(ctx)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Start every stage the target needs at once, so independent stages run
@@ -255,7 +270,7 @@ func (j *job) evalMetaArgs() error {
 		if err := j.evalMetaArg(m, a); err != nil {
 			if i < len(j.g.MetaSteps) {
 				st := j.g.MetaSteps[i]
-				return &StepError{Pos: st.Pos, Instruction: st.Original, Err: err}
+				return newStepError(st.Pos, st.Original, err)
 			}
 			return err
 		}
@@ -412,7 +427,7 @@ func (j *job) resolveFrom(ctx context.Context, st *stageState, from string) ([]l
 		}
 		return append([]layerRef{}, other.layers...), nil
 	}
-	img, err := j.image(ctx, from, j.o)
+	img, err := j.image(ctx, from, j.o.Platform)
 	if err != nil {
 		return nil, j.stageHint(err, from, st.index)
 	}

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -90,8 +92,18 @@ func (f *fixture) build(dir string, mod ...func(*Options)) (*Result, string, err
 	for _, m := range mod {
 		m(&o)
 	}
-	res, err := f.b.Build(context.Background(), o)
+	res, err := buildFile(context.Background(), f.b, o)
 	return res, log.String(), err
+}
+
+// buildFile reads and parses the Dockerfile o names and builds it, as the
+// CLI does.
+func buildFile(ctx context.Context, b *Builder, o Options) (*Result, error) {
+	g, err := ReadDockerfile(o.DockerfilePath())
+	if err != nil {
+		return nil, err
+	}
+	return b.Build(ctx, g, o)
 }
 
 func (f *fixture) mustBuild(dir string, mod ...func(*Options)) (*Result, string) {
@@ -306,15 +318,16 @@ func TestDeletedFileAbsent(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	f := newFixture(t)
 	for _, tc := range []struct {
-		dir  string
-		want string // regexp the error must match
+		dir    string
+		want   string // regexp the error must match
+		output string // a line the StepError's Output must hold
 	}{
-		{"syntax", `^Dockerfile:2: .*(chwon|unknown flag)`},
-		{"unknown", `^Dockerfile:2: .*(?i)unknown instruction: FROBNICATE`},
-		{"missing-copy", `^Dockerfile:4: COPY missing-source.txt /x: .*missing-source.txt`},
-		{"failing-run", `(?s)^Dockerfile:3: RUN echo about to fail && exit 3: exit code: 3.*about to fail`},
-		{"unreachable", `(?s)^Dockerfile:1: FROM 127.0.0.1:1/nothing-here:latest: .*127.0.0.1:1/nothing-here`},
-		{"stage-typo", `(?s)^Dockerfile:6: COPY --from=127.0.0.1:1/biulder /out /out: .*\(did you mean builder\?\)$`},
+		{"syntax", `^Dockerfile:2: .*(chwon|unknown flag)`, ""},
+		{"unknown", `^Dockerfile:2: .*(?i)unknown instruction: FROBNICATE`, ""},
+		{"missing-copy", `^Dockerfile:4: COPY missing-source.txt /x: .*missing-source.txt`, ""},
+		{"failing-run", `^Dockerfile:3: RUN echo about to fail && exit 3: exit code: 3$`, "about to fail"},
+		{"unreachable", `(?s)^Dockerfile:1: FROM 127.0.0.1:1/nothing-here:latest: .*127.0.0.1:1/nothing-here`, ""},
+		{"stage-typo", `(?s)^Dockerfile:6: COPY --from=127.0.0.1:1/biulder /out /out: .*\(did you mean builder\?\)$`, ""},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			_, log, err := f.build(copyCase(t, "invalid/"+tc.dir))
@@ -323,6 +336,10 @@ func TestBadInput(t *testing.T) {
 			}
 			if !regexp.MustCompile(tc.want).MatchString(err.Error()) {
 				t.Errorf("error %q does not match %q", err, tc.want)
+			}
+			var se *StepError
+			if tc.output != "" && !(errors.As(err, &se) && slices.Contains(se.Output, tc.output)) {
+				t.Errorf("error %v: not a StepError whose output holds %q", err, tc.output)
 			}
 			if m := buildtest.Mounts(t, f.root); len(m) > 0 {
 				t.Errorf("mounts left after a failed build: %q", m)

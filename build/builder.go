@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"builder/build/cache"
 	"builder/build/internal/flight"
 	"builder/build/registry"
 	"builder/build/store"
@@ -46,7 +47,7 @@ type Builder struct {
 	store       *content.Store
 	snapshotter snapshot.Snapshotter
 	snName      string
-	cache       *Cache
+	cache       *cache.Cache
 	index       *export.Index
 	registry    *registry.Client
 	maint       *store.Store
@@ -77,7 +78,7 @@ func New(cfg Config) (*Builder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open snapshotter: %w", err)
 	}
-	c, err := OpenCache(filepath.Join(cfg.Root, "cache"))
+	c, err := cache.Open(filepath.Join(cfg.Root, "cache"))
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"builder/build/cache"
 	"builder/build/cacheio"
 	"builder/snapshot/archive"
 	"builder/snapshot/content"
@@ -17,12 +18,12 @@ import (
 
 // noteRecord remembers a record a stage applied (hit or fresh), for
 // --cache-to. It does nothing when the build exports no cache.
-func (j *job) noteRecord(st *stageState, key Key, r Record) {
+func (j *job) noteRecord(st *stageState, r cache.Record) {
 	if j.cio == nil || len(j.o.CacheTo) == 0 {
 		return
 	}
 	j.cio.mu.Lock()
-	j.cio.stages[st.index] = append(j.cio.stages[st.index], keyedRecord{key, r})
+	j.cio.stages[st.index] = append(j.cio.stages[st.index], r)
 	j.cio.mu.Unlock()
 }
 
@@ -44,7 +45,7 @@ func (j *job) stageParent(i int) (int, bool) {
 // min: the steps of the final image, that is of the target stage and the
 // stages it is FROM-built on, oldest first. max: those, then every other
 // stage's, by stage index.
-func (j *job) cacheRecords(target int, mode string) []keyedRecord {
+func (j *job) cacheRecords(target int, mode string) []cache.Record {
 	var chain []int
 	for i, ok := target, true; ok; i, ok = j.stageParent(i) {
 		chain = append([]int{i}, chain...)
@@ -62,13 +63,13 @@ func (j *job) cacheRecords(target int, mode string) []keyedRecord {
 	}
 	j.cio.mu.Lock()
 	defer j.cio.mu.Unlock()
-	var out []keyedRecord
-	seen := map[Key]bool{}
+	var out []cache.Record
+	seen := map[cache.Key]bool{}
 	for _, i := range chain {
-		for _, kr := range j.cio.stages[i] {
-			if !seen[kr.key] {
-				seen[kr.key] = true
-				out = append(out, kr)
+		for _, r := range j.cio.stages[i] {
+			if !seen[r.Key] {
+				seen[r.Key] = true
+				out = append(out, r)
 			}
 		}
 	}
@@ -77,18 +78,13 @@ func (j *job) cacheRecords(target int, mode string) []keyedRecord {
 
 // cacheConfig is the exported form of recs, with the COPY source
 // checksums the build used.
-func (j *job) cacheConfig(recs []keyedRecord) cacheio.Config {
-	c := cacheio.Config{Records: make([]cacheio.Record, 0, len(recs))}
+func (j *job) cacheConfig(recs []cache.Record) cacheio.Config {
+	c := cacheio.Config{Records: recs}
 	j.cio.mu.Lock()
 	if len(j.cio.usedSums) > 0 {
 		c.Sums = maps.Clone(j.cio.usedSums)
 	}
 	j.cio.mu.Unlock()
-	for _, kr := range recs {
-		r := kr.rec
-		c.Records = append(c.Records, cacheio.Record{Key: string(kr.key), Empty: r.Empty, DiffID: r.DiffID,
-			Digest: r.Digest, Size: r.Size, MediaType: r.MediaType, Created: r.Created, Preimage: r.Preimage})
-	}
 	return c
 }
 
@@ -127,11 +123,11 @@ func (j *job) exportCaches(ctx context.Context, target int) error {
 
 func (j *job) exportCache(ctx context.Context, spec cacheio.Spec, target int) (string, error) {
 	recs := j.cacheRecords(target, spec.Mode)
-	for _, kr := range recs {
-		if kr.rec.Empty {
+	for _, r := range recs {
+		if r.Empty {
 			continue
 		}
-		if err := j.b.fetchImported(ctx, kr.rec.Digest); err != nil {
+		if err := j.fetchImported(ctx, r.Digest); err != nil {
 			return "", fmt.Errorf("export cache to %s: %w", spec, err)
 		}
 	}
@@ -184,7 +180,7 @@ func (j *job) exportMount(ctx context.Context, id string) (cacheio.Mount, bool, 
 		if !ok {
 			return cacheio.Mount{}, false, nil
 		}
-		if err := j.b.fetchImported(ctx, im.m.Digest); err != nil {
+		if err := j.fetchImported(ctx, im.m.Digest); err != nil {
 			return cacheio.Mount{}, false, err
 		}
 		return im.m, true, nil

@@ -13,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
+	"builder/build/cache"
 	"builder/build/cacheio"
 	"builder/build/internal/flight"
 	"builder/build/store"
@@ -29,22 +30,17 @@ type cacheState struct {
 	imports []*cacheio.Cache
 
 	mu       sync.Mutex
-	records  map[Key]importedRecord          // first import that has a key wins
+	records  map[cache.Key]cache.Record      // first import that has a key wins
 	digests  map[v1.Hash]*cacheio.Cache      // where each imported blob comes from
 	mounts   map[string]importedMount        // imported cache mounts by id
 	restored map[string]bool                 // cache mounts this build restored or found full
 	fetches  flight.Group[v1.Hash, struct{}] // one fetch per blob at a time
-	stages   map[int][]keyedRecord           // records each stage applied, in order
+	stages   map[int][]cache.Record          // records each stage applied, in order
 	mountIDs map[string]*runMount            // cache mounts the build's RUNs name
-	pending  map[v1.Hash][]keyedRecord       // imported records to keep locally once their blob is here
+	pending  map[v1.Hash][]cache.Record      // imported records to keep locally once their blob is here
 	sums     map[string]string               // imported COPY source checksums by memo key
 	usedSums map[string]string               // the checksums this build's COPY steps used, for --cache-to
 	progress func(format string, a ...any)   // build log
-}
-
-type importedRecord struct {
-	rec Record
-	src *cacheio.Cache
 }
 
 type importedMount struct {
@@ -52,31 +48,16 @@ type importedMount struct {
 	src *cacheio.Cache
 }
 
-type keyedRecord struct {
-	key Key
-	rec Record
-}
-
-type cacheStateKey struct{}
-
-// cacheStateFrom returns the build's cache state that ctx carries, or nil.
-// Builder methods shared by all builds (ensureChain) find a build's
-// imports this way.
-func cacheStateFrom(ctx context.Context) *cacheState {
-	cs, _ := ctx.Value(cacheStateKey{}).(*cacheState)
-	return cs
-}
-
 // startCache imports the --cache-from caches (manifest and config only)
-// and returns ctx carrying the build's cache state. A cache that cannot be
-// imported is a warning, as in BuildKit: the build runs without it.
-func (j *job) startCache(ctx context.Context) context.Context {
+// and sets the build's cache state, j.cio. A cache that cannot be imported
+// is a warning, as in BuildKit: the build runs without it.
+func (j *job) startCache(ctx context.Context) {
 	if len(j.o.CacheFrom) == 0 && len(j.o.CacheTo) == 0 {
-		return ctx
+		return
 	}
-	cs := &cacheState{records: map[Key]importedRecord{}, digests: map[v1.Hash]*cacheio.Cache{},
+	cs := &cacheState{records: map[cache.Key]cache.Record{}, digests: map[v1.Hash]*cacheio.Cache{},
 		mounts: map[string]importedMount{}, restored: map[string]bool{},
-		stages: map[int][]keyedRecord{}, mountIDs: map[string]*runMount{}, pending: map[v1.Hash][]keyedRecord{},
+		stages: map[int][]cache.Record{}, mountIDs: map[string]*runMount{}, pending: map[v1.Hash][]cache.Record{},
 		sums: map[string]string{}, usedSums: map[string]string{},
 		progress: j.progress.Printf}
 	for _, spec := range j.o.CacheFrom {
@@ -91,19 +72,16 @@ func (j *job) startCache(ctx context.Context) context.Context {
 		cs.add(c)
 	}
 	j.cio = cs
-	return context.WithValue(ctx, cacheStateKey{}, cs)
 }
 
 // add indexes an imported cache's records and mounts.
 func (cs *cacheState) add(c *cacheio.Cache) {
 	cs.imports = append(cs.imports, c)
 	for _, r := range c.Config.Records {
-		k := Key(r.Key)
-		if _, ok := cs.records[k]; ok {
+		if _, ok := cs.records[r.Key]; ok {
 			continue
 		}
-		cs.records[k] = importedRecord{src: c, rec: Record{Empty: r.Empty, DiffID: r.DiffID, Digest: r.Digest,
-			Size: r.Size, MediaType: r.MediaType, Created: r.Created, Preimage: r.Preimage}}
+		cs.records[r.Key] = r
 		if !r.Empty {
 			if _, ok := cs.digests[r.Digest]; !ok {
 				cs.digests[r.Digest] = c
@@ -151,24 +129,24 @@ func (j *job) noteSum(mk, sum string) {
 // later, only if something needs it; until then the record is kept in
 // memory only, since a local record must name stored data. An empty
 // record names no data and is kept locally at once.
-func (j *job) lookupImported(key Key) (Record, bool) {
+func (j *job) lookupImported(key cache.Key) (cache.Record, bool) {
 	cs := j.cio
 	if cs == nil {
-		return Record{}, false
+		return cache.Record{}, false
 	}
 	cs.mu.Lock()
-	ir, ok := cs.records[key]
-	if ok && !ir.rec.Empty && !j.b.store.Has(ir.rec.Digest) {
-		cs.pending[ir.rec.Digest] = append(cs.pending[ir.rec.Digest], keyedRecord{key, ir.rec})
+	r, ok := cs.records[key]
+	if ok && !r.Empty && !j.b.store.Has(r.Digest) {
+		cs.pending[r.Digest] = append(cs.pending[r.Digest], r)
 	}
 	cs.mu.Unlock()
 	if !ok {
-		return Record{}, false
+		return cache.Record{}, false
 	}
-	if ir.rec.Empty || j.b.store.Has(ir.rec.Digest) {
-		_ = j.b.cache.Put(key, ir.rec) // best effort: the next build then hits locally
+	if r.Empty || j.b.store.Has(r.Digest) {
+		_ = j.b.cache.Put(r) // best effort: the next build then hits locally
 	}
-	return ir.rec, true
+	return r, true
 }
 
 // fetchImported makes sure blob d is in the store, fetching it from the
@@ -176,8 +154,8 @@ func (j *job) lookupImported(key Key) (Record, bool) {
 // (the caller's own open then reports it missing). Concurrent calls for
 // one blob share one fetch. Once fetched, the imported records naming the
 // blob are kept in the local cache.
-func (b *Builder) fetchImported(ctx context.Context, d v1.Hash) error {
-	cs := cacheStateFrom(ctx)
+func (j *job) fetchImported(ctx context.Context, d v1.Hash) error {
+	cs, b := j.cio, j.b
 	if cs == nil || b.store.Has(d) {
 		return nil
 	}
@@ -196,8 +174,8 @@ func (b *Builder) fetchImported(ctx context.Context, d v1.Hash) error {
 		keep := cs.pending[d]
 		delete(cs.pending, d)
 		cs.mu.Unlock()
-		for _, kr := range keep {
-			if err := b.cache.Put(kr.key, kr.rec); err != nil {
+		for _, r := range keep {
+			if err := b.cache.Put(r); err != nil {
 				return struct{}{}, err
 			}
 		}
@@ -209,7 +187,7 @@ func (b *Builder) fetchImported(ctx context.Context, d v1.Hash) error {
 // fetchLayers makes sure every layer is in the store.
 func (j *job) fetchLayers(ctx context.Context, layers []layerRef) error {
 	for _, l := range layers {
-		if err := j.b.fetchImported(ctx, l.Digest); err != nil {
+		if err := j.fetchImported(ctx, l.Digest); err != nil {
 			return err
 		}
 	}
@@ -278,7 +256,7 @@ func (j *job) restoreCacheMount(ctx context.Context, rm *runMount) error {
 		markDone()
 		return nil // the store has its own content (or a concurrent restore's), which wins
 	}
-	if err := j.b.fetchImported(ctx, im.m.Digest); err != nil {
+	if err := j.fetchImported(ctx, im.m.Digest); err != nil {
 		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
 	}
 	if err := makeCacheDir(base, dir, rm.m, nil); err != nil {

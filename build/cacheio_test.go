@@ -19,6 +19,7 @@ import (
 
 	"builder/build/buildtest"
 	"builder/build/cacheio"
+	"builder/build/progress"
 	"builder/build/push/registrytest"
 	"builder/build/registry"
 	"builder/snapshot/content"
@@ -510,5 +511,38 @@ func TestCacheIdenticalImages(t *testing.T) {
 			}
 			checkComplete(t, b.b, imp.Image)
 		})
+	}
+}
+
+// TestImportStateOnJob checks that a build's imports travel on the job, not
+// in a context: ensureChain under a context that carries nothing of the
+// build still fetches a --cache-from hit's blob (and then keeps the record
+// locally). While the state rode in the build's context, this lookup found
+// no imports and the unpack failed for want of the blob.
+func TestImportStateOnJob(t *testing.T) {
+	b, err := New(Config{Root: t.TempDir(), Snapshotter: "naive", GCKeepStorage: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := &job{b: b, progress: progress.New(io.Discard, progress.Quiet),
+		o: Options{CacheFrom: []cacheio.Spec{{Type: cacheio.TypeLocal, Dir: "cacheio/testdata/export-v1", Tag: cacheio.DefaultTag}}}}
+	j.startCache(context.Background())
+	const key = "3865da303f0f208b82036b7e9aa25dd8c5354966baffe0fb42bb5c721b006145" // its record names a layer
+	r, ok := j.lookup(key)
+	if !ok || r.Empty {
+		t.Fatalf("lookup of an imported record: %+v, %v", r, ok)
+	}
+	if b.Store().Has(r.Digest) {
+		t.Fatal("the blob was fetched before anything needed it")
+	}
+	chain, err := j.ensureChain(context.Background(), []layerRef{{DiffID: r.DiffID, Digest: r.Digest, Size: r.Size, MediaType: r.MediaType}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.Snapshotter().Exists(context.Background(), chain) {
+		t.Errorf("snapshot %s was not made", chain)
+	}
+	if _, ok, err := b.cache.Get(key); !ok || err != nil {
+		t.Errorf("the fetched record was not kept locally: %v, %v", ok, err)
 	}
 }

@@ -170,7 +170,7 @@ func (c conformanceCase) options(f *fixture, dir string) Options {
 		}
 		bo := bc.options(f, bc.prepare(f.t))
 		bo.Tags = []string{"conformance-" + c.Base}
-		if _, err := f.b.Build(context.Background(), bo); err != nil {
+		if _, err := buildFile(context.Background(), f.b, bo); err != nil {
 			f.t.Fatalf("build base case %s: %v", c.Base, err)
 		}
 		o.BuildArgs["BASE"] = "conformance-" + c.Base
@@ -264,7 +264,7 @@ func (c conformanceCase) run(t *testing.T) {
 	var logBuf strings.Builder
 	o := c.options(f, dir)
 	o.Progress = progress.New(&logBuf, progress.Plain)
-	res, err := f.b.Build(context.Background(), o)
+	res, err := buildFile(context.Background(), f.b, o)
 	log := logBuf.String()
 	e := c.Expect
 	if e.Error != "" {

@@ -44,7 +44,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("build on a full disk succeeded\n%s", log)
 	}
 	var se *StepError
-	if !errors.As(err, &se) || !strings.Contains(se.Instruction, "head -c") {
+	if !errors.As(err, &se) || !strings.Contains(se.Step.Instruction, "head -c") {
 		t.Errorf("error does not name the RUN that filled the disk: %v", err)
 	}
 	if !errors.Is(err, unix.ENOSPC) || !strings.Contains(err.Error(), "no space left on device") {

@@ -2,37 +2,33 @@ package build
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 
 	"builder/build/sandbox"
 	"builder/parser"
 )
 
-// StepError is a failure of one Dockerfile step. Its message names the file,
-// the line and the instruction, and for a failed RUN the exit code and the
-// last lines of the command's output.
+// StepError is a failure of one Dockerfile step: Step says where (the
+// step's position and instruction) and why (Step.Err, the cause), and
+// Output holds the last lines of a failed RUN's output. Its Error is
+// Step's, "Dockerfile:7: RUN make: exit code: 2"; cmd/builder formats it
+// for people, with the output. errors.As finds Step as a *parser.Error,
+// the one positioned error type of parsing and building alike.
 type StepError struct {
-	Pos         parser.Pos
-	Instruction string
-	Err         error
-	Output      []string // last lines of a failed RUN's output
+	Step   parser.Error
+	Output []string // last lines of a failed RUN's output
 }
 
-func (e *StepError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %s: %v", e.Pos, oneLine(e.Instruction), e.Err)
-	if len(e.Output) > 0 {
-		b.WriteString("\n  output (last lines):")
-		for _, l := range e.Output {
-			b.WriteString("\n  > ")
-			b.WriteString(l)
-		}
-	}
-	return b.String()
+// newStepError returns the StepError of a failure of the instruction at pos.
+func newStepError(pos parser.Pos, instruction string, err error) *StepError {
+	return &StepError{Step: parser.Error{Pos: pos, Instruction: instruction, Err: err}}
 }
 
-func (e *StepError) Unwrap() error { return e.Err }
+// Error returns the step's position, its instruction and the cause.
+func (e *StepError) Error() string { return e.Step.Error() }
+
+// Unwrap returns Step, whose Unwrap gives the cause.
+func (e *StepError) Unwrap() error { return &e.Step }
 
 // ExitCode returns the exit code of a failed RUN, or 0 if err is not one.
 func ExitCode(err error) int {
@@ -50,5 +46,3 @@ func oneLine(s string) string {
 	}
 	return s
 }
-
-func asStepError(err error, target **StepError) bool { return errors.As(err, target) }

@@ -3,34 +3,32 @@ package build
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"builder/build/cache"
 	"builder/build/progress"
 	"builder/build/store"
 )
 
 // storeCache shows the step cache to the store's GC and check: records by
 // key, with the layer each names and the step state it started from.
-type storeCache struct{ c *Cache }
+type storeCache struct{ c *cache.Cache }
 
 // Walk calls fn with every record, its parent taken from its key preimage.
 func (s storeCache) Walk(fn func(store.Record) error) error {
-	return s.c.Walk(func(e CacheEntry) error { return fn(storeRecord(e)) })
+	return s.c.Walk(func(e cache.Entry) error { return fn(storeRecord(e)) })
 }
 
 // storeRecord converts a cache entry for the store.
-func storeRecord(e CacheEntry) store.Record {
+func storeRecord(e cache.Entry) store.Record {
 	r := store.Record{Key: string(e.Key), Used: e.Used, Err: e.Err}
 	if e.Err != nil {
 		return r
 	}
 	r.Empty, r.Layer, r.DiffID = e.Record.Empty, e.Record.Digest, e.Record.DiffID
-	var pre keyPreimage
+	var pre cache.Preimage
 	if json.Unmarshal(e.Record.Preimage, &pre) == nil {
 		r.Parent = storeParent(pre.Parent)
 	}
@@ -54,21 +52,14 @@ func storeParent(k string) *store.Parent {
 }
 
 // Delete removes the record key.
-func (s storeCache) Delete(key string) error { return s.c.Delete(Key(key)) }
+func (s storeCache) Delete(key string) error { return s.c.Delete(cache.Key(key)) }
 
 // DropMemos removes the preimages kept to explain misses and the
 // remembered COPY source checksums.
-func (s storeCache) DropMemos() error {
-	for _, d := range []string{stepsDir, filesDir, sumsDir} {
-		if err := os.RemoveAll(filepath.Join(s.c.dir, d)); err != nil {
-			return fmt.Errorf("remove cache explanations: %w", err)
-		}
-	}
-	return nil
-}
+func (s storeCache) DropMemos() error { return s.c.DropMemos() }
 
 // CleanTemp removes every temporary record file.
-func (s storeCache) CleanTemp() { s.c.cleanTemp(0) }
+func (s storeCache) CleanTemp() { s.c.CleanTemp(0) }
 
 // autoGC runs automatic GC after a build, keeping its result, and reports
 // on the build's progress what it removed. Its failure does not fail the

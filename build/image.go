@@ -34,39 +34,40 @@ type imageKey struct {
 	pull          bool
 }
 
-// resolveImage finds an image by reference: in the local store unless
-// o.Pull is set, else in its registry, which stores it locally. Concurrent
-// requests for one key, from any build on b, share one pull, which is
-// cancelled only when all of them have given up; each returns when its own
-// ctx is done. Nothing is remembered once the pull is done: a build that
-// must see one image per reference asks through job.image.
-func (b *Builder) resolveImage(ctx context.Context, ref string, o Options) (*baseImage, error) {
+// resolveImage finds an image by reference for platform: in the local
+// store unless the build pulls (--pull), else in its registry, which
+// stores it locally. Concurrent requests for one key, from any build on
+// the Builder, share one pull (reported on the first build's progress),
+// which is cancelled only when all of them have given up; each returns
+// when its own ctx is done. Nothing is remembered once the pull is done:
+// a build that must see one image per reference asks through image.
+func (j *job) resolveImage(ctx context.Context, ref string, platform v1.Platform) (*baseImage, error) {
 	norm, err := imageref.Normalize(ref)
 	if err != nil {
 		return nil, err
 	}
-	key := imageKey{ref: norm, platform: platformString(o.Platform), pull: o.Pull}
-	return b.pulls.Do(ctx, key, func(ctx context.Context) (*baseImage, error) {
-		return b.resolveOnce(ctx, norm, o)
+	key := imageKey{ref: norm, platform: platformString(platform), pull: j.o.Pull}
+	return j.b.pulls.Do(ctx, key, func(ctx context.Context) (*baseImage, error) {
+		return j.resolveOnce(ctx, norm, platform)
 	})
 }
 
 // image resolves ref for this build: the first resolution of a reference
 // and platform is kept, so every stage of one build that names an image
 // sees the same one, and --pull pulls it once per build.
-func (j *job) image(ctx context.Context, ref string, o Options) (*baseImage, error) {
+func (j *job) image(ctx context.Context, ref string, platform v1.Platform) (*baseImage, error) {
 	norm, err := imageref.Normalize(ref)
 	if err != nil {
 		return nil, err
 	}
-	key := imageKey{ref: norm, platform: platformString(o.Platform), pull: o.Pull}
+	key := imageKey{ref: norm, platform: platformString(platform), pull: j.o.Pull}
 	j.imagesMu.Lock()
 	img, ok := j.images[key]
 	j.imagesMu.Unlock()
 	if ok {
 		return img, nil
 	}
-	img, err = j.b.resolveImage(ctx, norm, o)
+	img, err = j.resolveImage(ctx, norm, platform)
 	if err != nil {
 		return nil, err
 	}
@@ -82,23 +83,25 @@ func (j *job) image(ctx context.Context, ref string, o Options) (*baseImage, err
 	return img, nil
 }
 
-func (b *Builder) resolveOnce(ctx context.Context, ref string, o Options) (*baseImage, error) {
-	if !o.Pull {
+// resolveOnce is one resolution of resolveImage, which shares it.
+func (j *job) resolveOnce(ctx context.Context, ref string, platform v1.Platform) (*baseImage, error) {
+	b := j.b
+	if !j.o.Pull {
 		if desc, err := b.index.Lookup(ref); err == nil && b.store.Has(desc.Digest) {
 			// A stored image made for another platform is pulled again
 			// for the one asked for (FROM --platform).
-			if img, err := b.loadBase(desc.Digest); err == nil && samePlatform(img.config, o.Platform) {
+			if img, err := b.loadBase(desc.Digest); err == nil && samePlatform(img.config, platform) {
 				return img, nil
 			}
 		}
 	}
 	var progress func(string)
 	var meter registry.MeterFunc
-	if o.Progress != nil {
-		progress = o.Progress.Line
-		meter = func(label string, size int64) registry.Meter { return o.Progress.Transfer(label, size) }
+	if j.progress != nil {
+		progress = j.progress.Line
+		meter = func(label string, size int64) registry.Meter { return j.progress.Transfer(label, size) }
 	}
-	dgst, err := pull.Pull(ctx, b.registry, b.store, ref, pull.Options{Platform: o.Platform, Progress: progress, Meter: meter})
+	dgst, err := pull.Pull(ctx, b.registry, b.store, ref, pull.Options{Platform: platform, Progress: progress, Meter: meter})
 	if err != nil {
 		return nil, err
 	}

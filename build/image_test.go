@@ -62,7 +62,7 @@ func TestResolveImageFirstCallerCancelled(t *testing.T) {
 	defer cancel1()
 	err1 := make(chan error, 1)
 	go func() {
-		_, err := b.resolveImage(ctx1, ref, o)
+		_, err := (&job{b: b, o: o}).resolveImage(ctx1, ref, o.Platform) // one build
 		err1 <- err
 	}()
 	<-joined
@@ -73,7 +73,7 @@ func TestResolveImageFirstCallerCancelled(t *testing.T) {
 	}
 	res2 := make(chan result, 1)
 	go func() {
-		img, err := b.resolveImage(context.Background(), ref, o)
+		img, err := (&job{b: b, o: o}).resolveImage(context.Background(), ref, o.Platform) // another
 		res2 <- result{img, err}
 	}()
 	<-joined
@@ -98,21 +98,21 @@ func TestResolveImageFirstCallerCancelled(t *testing.T) {
 func TestResolveImagePullAgain(t *testing.T) {
 	b, ref, gate := imageTestBuilder(t)
 	o := Options{Platform: v1.Platform{OS: "linux", Architecture: "amd64"}}
-	if _, err := b.resolveImage(context.Background(), ref, o); err != nil {
+	if _, err := (&job{b: b, o: o}).resolveImage(context.Background(), ref, o.Platform); err != nil {
 		t.Fatal(err)
 	}
 	n := gate.gets.Load()
 	if n == 0 {
 		t.Fatal("the first resolution did not pull")
 	}
-	if _, err := b.resolveImage(context.Background(), ref, o); err != nil {
+	if _, err := (&job{b: b, o: o}).resolveImage(context.Background(), ref, o.Platform); err != nil {
 		t.Fatal(err)
 	}
 	if got := gate.gets.Load(); got != n {
 		t.Fatalf("without --pull the stored image was not used: %d manifest GETs, want %d", got, n)
 	}
 	o.Pull = true
-	if _, err := b.resolveImage(context.Background(), ref, o); err != nil {
+	if _, err := (&job{b: b, o: o}).resolveImage(context.Background(), ref, o.Platform); err != nil {
 		t.Fatal(err)
 	}
 	if got := gate.gets.Load(); got == n {

@@ -13,6 +13,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"builder/build/cache"
 	"builder/export"
 	"builder/snapshot"
 	"builder/snapshot/content"
@@ -24,8 +25,10 @@ var emptyTarDiffID = v1.Hash{Algorithm: "sha256", Hex: "5f70bf18a086007016e948b0
 
 // ensureChain makes sure a committed snapshot holds the given layers and
 // returns its name ("" for no layers). Missing snapshots are unpacked from
-// the layer blobs in the store, each checked against its diff ID.
-func (b *Builder) ensureChain(ctx context.Context, layers []layerRef) (string, error) {
+// the layer blobs in the store (a --cache-from hit's blob is fetched first),
+// each checked against its diff ID.
+func (j *job) ensureChain(ctx context.Context, layers []layerRef) (string, error) {
+	b := j.b
 	if len(layers) == 0 {
 		return "", nil
 	}
@@ -43,15 +46,18 @@ func (b *Builder) ensureChain(ctx context.Context, layers []layerRef) (string, e
 		if i > 0 {
 			parent = chain[i-1]
 		}
-		if err := b.unpackLayer(ctx, layers[i], chain[i], parent); err != nil {
+		if err := j.unpackLayer(ctx, layers[i], chain[i], parent); err != nil {
 			return "", err
 		}
 	}
 	return chain[len(chain)-1], nil
 }
 
-func (b *Builder) unpackLayer(ctx context.Context, l layerRef, name, parent string) error {
-	if err := b.fetchImported(ctx, l.Digest); err != nil { // a --cache-from hit's blob, fetched now it is needed
+// unpackLayer unpacks layer l into a committed snapshot name on parent,
+// fetching its blob first if it is a --cache-from hit's.
+func (j *job) unpackLayer(ctx context.Context, l layerRef, name, parent string) error {
+	b := j.b
+	if err := j.fetchImported(ctx, l.Digest); err != nil { // a --cache-from hit's blob, fetched now it is needed
 		return fmt.Errorf("unpack layer %s: %w", l.Digest, err)
 	}
 	r, err := export.OpenUncompressed(b.store, l.Digest)
@@ -95,7 +101,7 @@ func activeKey(kind string) string {
 // commitLayer turns the change in the active snapshot into a layer blob, a
 // committed snapshot and a cache record, in that order, so that a record
 // always names stored data.
-func (j *job) commitLayer(ctx context.Context, active, parent string, key Key, pre []byte) (Record, error) {
+func (j *job) commitLayer(ctx context.Context, active, parent string, key cache.Key, pre []byte) (cache.Record, error) {
 	var epoch *int64
 	if j.o.Epoch != nil {
 		e := j.o.Epoch.Unix()
@@ -105,47 +111,47 @@ func (j *job) commitLayer(ctx context.Context, active, parent string, key Key, p
 		return j.b.snapshotter.Diff(ctx, w, active, snapshot.DiffOptions{Epoch: epoch})
 	}, content.LayerOptions{})
 	if err != nil {
-		return Record{}, fmt.Errorf("write layer: %w", err)
+		return cache.Record{}, fmt.Errorf("write layer: %w", err)
 	}
-	rec := Record{DiffID: info.DiffID, Digest: info.Digest, Size: info.Size, MediaType: info.MediaType,
+	rec := cache.Record{Key: key, DiffID: info.DiffID, Digest: info.Digest, Size: info.Size, MediaType: info.MediaType,
 		Created: time.Now().UTC(), Preimage: json.RawMessage(pre)}
 	if info.DiffID == emptyTarDiffID {
-		rec = Record{Empty: true, Created: rec.Created, Preimage: rec.Preimage}
+		rec = cache.Record{Key: key, Empty: true, Created: rec.Created, Preimage: rec.Preimage}
 	} else {
 		name := snapshot.NextChainID(parent, info.DiffID)
 		if err := j.b.snapshotter.Commit(ctx, name, active); err != nil {
-			return Record{}, fmt.Errorf("commit snapshot: %w", err)
+			return cache.Record{}, fmt.Errorf("commit snapshot: %w", err)
 		}
 	}
-	if err := j.b.cache.Put(key, rec); err != nil {
-		return Record{}, err
+	if err := j.b.cache.Put(rec); err != nil {
+		return cache.Record{}, err
 	}
 	return rec, nil
 }
 
 // usable reports whether a cache record's data is still in the store.
-func (b *Builder) usable(r Record) bool {
+func (b *Builder) usable(r cache.Record) bool {
 	return r.Empty || b.store.Has(r.Digest)
 }
 
 // applyRecord adds a step's cached or fresh result to the stage state.
-func (j *job) applyRecord(st *stageState, key Key, r Record, createdBy string) {
-	st.fsKey = key
+func (j *job) applyRecord(st *stageState, r cache.Record, createdBy string) {
+	st.fsKey = r.Key
 	if !r.Empty {
 		st.layers = append(st.layers, layerRef{DiffID: r.DiffID, Digest: r.Digest, Size: r.Size, MediaType: r.MediaType})
 		st.growConfig(jsonLen(r.DiffID.String()) + 1) // its rootfs.diff_ids entry
 	}
 	st.created = r.Created
 	st.addHistory(createdBy, r.Empty, j.stepTime(r.Created))
-	j.noteRecord(st, key, r)
+	j.noteRecord(st, r)
 }
 
 // lookup returns a usable cache record for key unless --no-cache is set:
 // the store's, else one imported with --cache-from (whose blob may not be
 // fetched yet).
-func (j *job) lookup(key Key) (Record, bool) {
+func (j *job) lookup(key cache.Key) (cache.Record, bool) {
 	if j.o.NoCache {
-		return Record{}, false
+		return cache.Record{}, false
 	}
 	r, ok, err := j.b.cache.Get(key)
 	if err != nil || !ok || !j.b.usable(r) {

@@ -351,7 +351,7 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 		case "bind":
 			switch {
 			case rm.hasFrom:
-				chain, err := j.b.ensureChain(ctx, rm.layers)
+				chain, err := j.ensureChain(ctx, rm.layers)
 				if err != nil {
 					return err
 				}
@@ -509,7 +509,7 @@ func writeSecret(p string, data []byte, m *parser.RunMount) error {
 // before the directory is renamed into place, so no build sees a cache
 // half seeded.
 func (j *job) seedCacheMount(ctx context.Context, rm *runMount, dir string) error {
-	chain, err := j.b.ensureChain(ctx, rm.layers)
+	chain, err := j.ensureChain(ctx, rm.layers)
 	if err != nil || chain == "" {
 		return err // an empty stage seeds nothing
 	}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"builder/build/cache"
 	"builder/build/copier"
 	"builder/build/progress"
 	"builder/build/sandbox"
@@ -53,7 +54,7 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	// Proxy args stay out of the cache key, as in Docker: they may hold
 	// credentials, and cache records are stored and exported.
 	envJSON, _ := json.Marshal(st.runEnv(nil))
-	pre := keyPreimage{Parent: string(st.fsKey), Op: "run", Args: argv, State: map[string]string{
+	pre := cache.Preimage{Parent: string(st.fsKey), Op: "run", Args: argv, State: map[string]string{
 		"env": string(envJSON), "user": c.User, "workdir": c.WorkingDir, "network": network,
 	}}
 	if len(mounts) > 0 {
@@ -66,7 +67,7 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 		pre.State["security"] = "insecure"
 	}
 	j.addEpoch(&pre)
-	key, preimage := pre.key()
+	key, preimage := pre.Key()
 	createdBy := "RUN " + runArgsPrefix(st.args) + strings.Join(argv, " ")
 	call := fsCall{step: step, sp: sp, key: key, preimage: preimage, kind: "run", createdBy: createdBy}
 	return j.fsStep(ctx, st, call, func(root []snapshot.Mount) error {
@@ -96,7 +97,7 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 type fsCall struct {
 	step            *parser.Step
 	sp              *progress.Step // nil: miss explanations go to the build log
-	key             Key
+	key             cache.Key
 	preimage        []byte
 	files           func() map[string]string // COPY context files, for miss explanations
 	kind, createdBy string
@@ -113,10 +114,10 @@ func (j *job) fsStep(ctx context.Context, st *stageState, c fsCall, change func(
 	rec, hit := j.lookup(key)
 	j.explain(ctx, c.sp, st, c.step, key, preimage, c.files, hit)
 	if hit {
-		j.applyRecord(st, key, rec, createdBy)
+		j.applyRecord(st, rec, createdBy)
 		return true, nil
 	}
-	parent, err := j.b.ensureChain(ctx, st.layers)
+	parent, err := j.ensureChain(ctx, st.layers)
 	if err != nil {
 		return false, err
 	}
@@ -133,7 +134,7 @@ func (j *job) fsStep(ctx context.Context, st *stageState, c fsCall, change func(
 	if err != nil {
 		return false, err
 	}
-	j.applyRecord(st, key, rec, createdBy)
+	j.applyRecord(st, rec, createdBy)
 	return false, nil
 }
 
@@ -152,7 +153,7 @@ func runArgsPrefix(args *vars) string {
 	return "|" + strconv.Itoa(len(kv)) + " " + strings.Join(kv, " ") + " "
 }
 
-func (j *job) addEpoch(p *keyPreimage) {
+func (j *job) addEpoch(p *cache.Preimage) {
 	if j.o.Epoch != nil {
 		p.State["epoch"] = strconv.FormatInt(j.o.Epoch.Unix(), 10)
 	}
@@ -227,14 +228,14 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 		}
 	}
 	excl, _ := json.Marshal(op.Excludes)
-	pre := keyPreimage{Parent: string(st.fsKey), Op: strings.ToLower(instrName(op)), Args: append(append([]string(nil), srcs...), dest),
+	pre := cache.Preimage{Parent: string(st.fsKey), Op: strings.ToLower(instrName(op)), Args: append(append([]string(nil), srcs...), dest),
 		State:  map[string]string{"chown": chown, "chmod": chmod, "excludes": string(excl), "parents": strconv.FormatBool(op.Parents)},
 		Inputs: map[string]string{"sources": sum}}
 	if len(inline.files) > 0 {
 		pre.Inputs["inline"] = inline.key()
 	}
 	j.addEpoch(&pre)
-	key, preimage := pre.key()
+	key, preimage := pre.Key()
 	createdBy := historyText(step.Original)
 	call := fsCall{step: step, sp: sp, key: key, preimage: preimage, files: j.contextFiles(cs, req), kind: "copy", createdBy: createdBy}
 	return j.fsStep(ctx, st, call, func(mounts []snapshot.Mount) error {
@@ -360,7 +361,7 @@ func (j *job) withSource(ctx context.Context, cs copySource, dst []snapshot.Moun
 		sets = append(sets, dst)
 	}
 	if cs.layers != nil {
-		chain, err := j.b.ensureChain(ctx, cs.layers)
+		chain, err := j.ensureChain(ctx, cs.layers)
 		if err != nil {
 			return err
 		}
@@ -407,13 +408,13 @@ func extractArchive(dir string, r io.Reader) error {
 // does, or takes the result from the cache.
 func (j *job) mkdirWorkdir(ctx context.Context, st *stageState, step *parser.Step, sp *progress.Step) (bool, error) {
 	wd := st.cfg.Config.WorkingDir
-	pre := keyPreimage{Parent: string(st.fsKey), Op: "mkdir", Args: []string{wd}, State: map[string]string{}}
+	pre := cache.Preimage{Parent: string(st.fsKey), Op: "mkdir", Args: []string{wd}, State: map[string]string{}}
 	user := st.cfg.Config.User
 	if user != "" {
 		pre.State["user"] = user // new directories belong to USER
 	}
 	j.addEpoch(&pre)
-	key, preimage := pre.key()
+	key, preimage := pre.Key()
 	createdBy := "WORKDIR " + wd
 	call := fsCall{step: step, sp: sp, key: key, preimage: preimage, kind: "mkdir", createdBy: createdBy}
 	return j.fsStep(ctx, st, call, func(mounts []snapshot.Mount) error {

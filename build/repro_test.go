@@ -180,7 +180,7 @@ func TestReproducibleWithEpoch(t *testing.T) {
 
 	// The build's layers are canonical and clamped; the base is untouched.
 	const nBase = 1
-	base, err := f1.b.resolveImage(context.Background(), f1.base, Options{})
+	base, err := (&job{b: f1.b}).resolveImage(context.Background(), f1.base, v1.Platform{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package build
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 	"sort"
@@ -10,9 +11,11 @@ import (
 	"strings"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/util/suggest"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"builder/build/cache"
 	"builder/build/progress"
 	"builder/parser"
 )
@@ -29,7 +32,7 @@ type layerRef struct {
 type stageState struct {
 	cfg     v1.ConfigFile
 	layers  []layerRef
-	fsKey   Key       // cache key of the filesystem state
+	fsKey   cache.Key // cache key of the filesystem state
 	created time.Time // creation time of the newest layer, for metadata-only history
 	args    *vars     // build args declared in this stage
 	cmdSet  bool      // CMD given in this stage (ENTRYPOINT then keeps it)
@@ -115,7 +118,7 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 	fromStep := j.progress.Step(header(1, s.Original))
 	st, err := j.fromBase(ctx, s)
 	if err != nil {
-		err = &StepError{Pos: s.Pos, Instruction: s.Original, Err: err}
+		err = newStepError(s.Pos, s.Original, err)
 		fromStep.Error(err)
 		return nil, err
 	}
@@ -131,7 +134,7 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 		for _, t := range triggers {
 			step, err := parser.ParseOnbuild(t, s.Pos)
 			if err != nil {
-				return nil, &StepError{Pos: s.Pos, Instruction: "ONBUILD " + t, Err: err}
+				return nil, newStepError(s.Pos, "ONBUILD "+t, err)
 			}
 			pre = append(pre, step)
 		}
@@ -151,13 +154,13 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 		}
 		if err != nil {
 			var se *StepError
-			if !asStepError(err, &se) {
-				se = &StepError{Pos: step.Pos, Instruction: step.Original, Err: err}
+			if !errors.As(err, &se) {
+				se = newStepError(step.Pos, step.Original, err)
 				if ExitCode(err) != 0 {
 					se.Output = sp.Tail()
 				}
 			}
-			sp.Error(se.Err)
+			sp.Error(se.Step.Err)
 			return nil, se
 		}
 		switch step.Op.(type) {
@@ -194,7 +197,7 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 		}
 		return parent.clone(), nil
 	}
-	o := j.o
+	platform := j.o.Platform
 	if s.Platform != "" {
 		// FROM --platform, expanded with the global and platform args.
 		ps, err := newExpander(j.g.Escape, nil, j.meta).word(s.Platform)
@@ -205,26 +208,26 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 		if err != nil || p.OS == "" || p.Architecture == "" {
 			return nil, fmt.Errorf("invalid platform %q in FROM --platform", ps)
 		}
-		o.Platform = *p
+		platform = *p
 	}
 	if strings.EqualFold(base, "scratch") {
-		st := &stageState{args: newVars(), fsKey: Key("scratch")}
-		st.cfg.OS = o.Platform.OS
-		st.cfg.Architecture = o.Platform.Architecture
-		st.cfg.Variant = o.Platform.Variant
+		st := &stageState{args: newVars(), fsKey: cache.Key("scratch")}
+		st.cfg.OS = platform.OS
+		st.cfg.Architecture = platform.Architecture
+		st.cfg.Variant = platform.Variant
 		st.cfg.Config.Env = []string{"PATH=" + defaultPath}
 		st.created = time.Unix(0, 0).UTC()
 		return st, nil
 	}
-	img, err := j.image(ctx, base, o)
+	img, err := j.image(ctx, base, platform)
 	if err != nil {
 		return nil, j.stageHint(err, base, s.Index)
 	}
-	if !samePlatform(img.config, o.Platform) {
+	if !samePlatform(img.config, platform) {
 		// A single-platform image of another platform is used anyway, with
 		// BuildKit's InvalidBaseImagePlatform warning.
 		j.progress.Printf("WARNING: %s: InvalidBaseImagePlatform: Base image %s was pulled with platform %q, expected %q for current build",
-			s.Pos, base, img.config.OS+"/"+img.config.Architecture, o.Platform.OS+"/"+o.Platform.Architecture)
+			s.Pos, base, img.config.OS+"/"+img.config.Architecture, platform.OS+"/"+platform.Architecture)
 	}
 	return stateFromImage(img)
 }
@@ -261,7 +264,7 @@ func (j *job) stageHint(err error, name string, index int) error {
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 func stateFromImage(img *baseImage) (*stageState, error) {
-	st := &stageState{args: newVars(), fsKey: Key("image:" + img.configDigest.String())}
+	st := &stageState{args: newVars(), fsKey: cache.Key("image:" + img.configDigest.String())}
 	cfg := *img.config
 	cfg.Config.Env = append([]string(nil), cfg.Config.Env...)
 	st.cfg = cfg

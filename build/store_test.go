@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"builder/build/cache"
+
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"builder/build/progress"
@@ -51,7 +53,7 @@ func init() {
 		if s.Tag != "" {
 			o.Tags = []string{s.Tag}
 		}
-		_, err = b.Build(context.Background(), o)
+		_, err = buildFile(context.Background(), b, o)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child build:", err)
@@ -161,7 +163,7 @@ func TestCheck(t *testing.T) {
 		}},
 		{name: "record names missing blob", want: "is missing", damage: func(t *testing.T, f *fixture, res *Result) v1.Hash {
 			d := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("ab", 32)}
-			if err := f.b.cache.Put(Key(strings.Repeat("cd", 32)), Record{DiffID: d, Digest: d, Size: 1}); err != nil {
+			if err := f.b.cache.Put(cache.Record{Key: cache.Key(strings.Repeat("cd", 32)), DiffID: d, Digest: d, Size: 1}); err != nil {
 				t.Fatal(err)
 			}
 			return d
@@ -332,7 +334,7 @@ func TestPrune(t *testing.T) {
 	}
 	records := func(t *testing.T, s *state) int {
 		n := 0
-		s.f.b.cache.Walk(func(CacheEntry) error { n++; return nil })
+		s.f.b.cache.Walk(func(cache.Entry) error { n++; return nil })
 		return n
 	}
 	mount := func(t *testing.T, s *state, name string, age time.Duration) string {
@@ -394,12 +396,12 @@ func TestPrune(t *testing.T) {
 		}},
 		{"until drops only old cache", func(t *testing.T, s *state) {
 			oldM, newM := mount(t, s, "old", 48*time.Hour), mount(t, s, "new", 0)
-			var oldKeys []Key
+			var oldKeys []cache.Key
 			old := time.Now().Add(-48 * time.Hour)
-			s.f.b.cache.Walk(func(e CacheEntry) error {
+			s.f.b.cache.Walk(func(e cache.Entry) error {
 				if len(oldKeys) < 2 {
 					oldKeys = append(oldKeys, e.Key)
-					os.Chtimes(s.f.b.cache.path(e.Key), old, old)
+					os.Chtimes(filepath.Join(s.f.b.cache.Dir(), string(e.Key)+".json"), old, old)
 				}
 				return nil
 			})
@@ -491,7 +493,7 @@ func TestAutoGC(t *testing.T) {
 	ctx := context.Background()
 	records := func(b *Builder) int {
 		n := 0
-		b.cache.Walk(func(CacheEntry) error { n++; return nil })
+		b.cache.Walk(func(cache.Entry) error { n++; return nil })
 		return n
 	}
 	mount := func(t *testing.T, root string) string {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"builder/build/buildtest"
+	"builder/build/cache"
 	"builder/build/push/registrytest"
 	"builder/build/registry"
 	"builder/snapshot/content"
@@ -79,11 +81,11 @@ func hash(s string) v1.Hash {
 }
 
 func TestDecodeRejects(t *testing.T) {
-	good := Record{Key: strings.Repeat("a", 64), DiffID: hash("d"), Digest: hash("g"), Size: 3, MediaType: content.MediaTypeLayerGzip}
+	good := cache.Record{Key: cache.Key(strings.Repeat("a", 64)), DiffID: hash("d"), Digest: hash("g"), Size: 3, MediaType: content.MediaTypeLayerGzip}
 	for name, mod := range map[string]func(c *Config){
 		"version":     func(c *Config) { c.Version = "builder.cache.v0" },
 		"short key":   func(c *Config) { c.Records[0].Key = "abc" },
-		"upper key":   func(c *Config) { c.Records[0].Key = strings.Repeat("A", 64) },
+		"upper key":   func(c *Config) { c.Records[0].Key = cache.Key(strings.Repeat("A", 64)) },
 		"no digest":   func(c *Config) { c.Records[0].Digest = v1.Hash{} },
 		"media type":  func(c *Config) { c.Records[0].MediaType = "text/plain" },
 		"empty+layer": func(c *Config) { c.Records[0].Empty = true },
@@ -92,14 +94,14 @@ func TestDecodeRejects(t *testing.T) {
 		},
 		"negative len": func(c *Config) { c.Records[0].Size = -1 },
 	} {
-		c := Config{Version: FormatVersion, Records: []Record{good}}
+		c := Config{Version: FormatVersion, Records: []cache.Record{good}}
 		mod(&c)
 		dt, _ := json.Marshal(c)
 		if _, err := Decode(dt); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: Decode gave %v, want ErrInvalid", name, err)
 		}
 	}
-	c := Config{Records: []Record{good, {Key: strings.Repeat("b", 64), Empty: true}}}
+	c := Config{Records: []cache.Record{good, {Key: cache.Key(strings.Repeat("b", 64)), Empty: true}}}
 	dt, err := Encode(c)
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +117,7 @@ func TestDecodeRejects(t *testing.T) {
 }
 
 func TestInline(t *testing.T) {
-	cfg := Config{Records: []Record{{Key: strings.Repeat("c", 64), Empty: true, Created: time.Unix(5, 0).UTC()}}}
+	cfg := Config{Records: []cache.Record{{Key: cache.Key(strings.Repeat("c", 64)), Empty: true, Created: time.Unix(5, 0).UTC()}}}
 	raw := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
 	out, err := AddInline(raw, cfg)
 	if err != nil {
@@ -150,7 +152,7 @@ func storeWith(t *testing.T) (*content.Store, Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var recs []Record
+	var recs []cache.Record
 	for i, body := range []string{"first layer", "second layer"} {
 		info, err := s.WriteLayer(context.Background(), func(w io.Writer) error {
 			return tarOf(w, map[string]string{"f": body})
@@ -158,12 +160,12 @@ func storeWith(t *testing.T) (*content.Store, Config) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		recs = append(recs, Record{Key: strings.Repeat(string(rune('a'+i)), 64), DiffID: info.DiffID, Digest: info.Digest,
+		recs = append(recs, cache.Record{Key: cache.Key(strings.Repeat(string(rune('a'+i)), 64)), DiffID: info.DiffID, Digest: info.Digest,
 			Size: info.Size, MediaType: info.MediaType, Created: time.Unix(int64(i), 0).UTC(), Preimage: json.RawMessage(`{"op":"run"}`)})
 	}
 	dup := recs[1]
-	dup.Key = strings.Repeat("d", 64)
-	recs = append(recs, dup, Record{Key: strings.Repeat("e", 64), Empty: true, Created: time.Unix(9, 0).UTC()})
+	dup.Key = cache.Key(strings.Repeat("d", 64))
+	recs = append(recs, dup, cache.Record{Key: cache.Key(strings.Repeat("e", 64)), Empty: true, Created: time.Unix(9, 0).UTC()})
 	return s, Config{Records: recs}
 }
 
@@ -339,7 +341,7 @@ func TestInlineImport(t *testing.T) {
 	}
 	cf, _ := img.ConfigFile()
 	l := m.Layers[0]
-	cfg := Config{Records: []Record{{Key: strings.Repeat("f", 64), DiffID: cf.RootFS.DiffIDs[0], Digest: l.Digest, Size: l.Size,
+	cfg := Config{Records: []cache.Record{{Key: cache.Key(strings.Repeat("f", 64)), DiffID: cf.RootFS.DiffIDs[0], Digest: l.Digest, Size: l.Size,
 		MediaType: string(l.MediaType), Created: time.Unix(1, 0).UTC()}}}
 	raw, _ := img.RawConfigFile()
 	withCache, err := AddInline(raw, cfg)
@@ -408,4 +410,67 @@ func tarOf(w io.Writer, files map[string]string) error {
 		}
 	}
 	return tw.Close()
+}
+
+// TestReadV1Export imports testdata/export-v1, a cache the code before
+// Record was shared with the local store exported (two records, one of
+// them empty, a cache mount and a checksum), and exports it again: the
+// config and manifest come out byte for byte, so the digest is the same.
+// The inline cache of testdata/inline-v1.json is read and written back the
+// same way.
+func TestReadV1Export(t *testing.T) {
+	ctx := context.Background()
+	const manifest = "sha256:d7d7a112ddbf420231965c6e075788e1625308687b6b676f86adf5015c16ae51"
+	c, err := Import(ctx, Spec{Type: TypeLocal, Dir: "testdata/export-v1", Tag: DefaultTag}, testClient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Manifest.String() != manifest {
+		t.Errorf("manifest %s, want %s", c.Manifest, manifest)
+	}
+	recs := c.Config.Records
+	if len(recs) != 2 || recs[0].Key != "3865da303f0f208b82036b7e9aa25dd8c5354966baffe0fb42bb5c721b006145" || recs[0].Size != 102 ||
+		!recs[1].Empty || recs[1].Key != "929d1076b3742857f7774d582dad74d05d355be3921b1489b7eec8f6ec4e3060" ||
+		len(c.Config.Mounts) != 1 || c.Config.Mounts[0].ID != "apt" || len(c.Config.Sums) != 1 {
+		t.Fatalf("imported config: %+v", c.Config)
+	}
+	s := openTestStore(t)
+	for _, d := range []v1.Hash{recs[0].Digest, c.Config.Mounts[0].Digest} {
+		if err := c.Fetch(ctx, s, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	d, err := Export(ctx, Spec{Type: TypeLocal, Dir: dir, Tag: DefaultTag}, c.Config, s, testClient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.String() != manifest {
+		t.Errorf("exported again as %s, want %s", d, manifest)
+	}
+	for _, h := range []string{manifest, "sha256:45ddced6f8f3c7d78ea41311a7934231f34007dfb38435c74a046f4c11a0a3d3"} {
+		hex := strings.TrimPrefix(h, "sha256:")
+		old, _ := os.ReadFile(filepath.Join("testdata/export-v1/blobs/sha256", hex))
+		now, err := os.ReadFile(filepath.Join(dir, "blobs/sha256", hex))
+		if err != nil || !bytes.Equal(old, now) {
+			t.Errorf("blob %s written again differs (%v):\n%s\nwas\n%s", h, err, now, old)
+		}
+	}
+
+	inline, err := os.ReadFile("testdata/inline-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, ok, err := ExtractInline(inline)
+	if err != nil || !ok || len(cfg.Records) != 2 || cfg.Records[0].Key != recs[0].Key {
+		t.Fatalf("ExtractInline: %+v, %v, %v", cfg, ok, err)
+	}
+	base, _, found := bytes.Cut(inline, []byte(`,"`+InlineField+`":`))
+	if !found {
+		t.Fatal("no inline field in testdata/inline-v1.json")
+	}
+	again, err := AddInline(append(bytes.Clone(base), '}'), cfg)
+	if err != nil || !bytes.Equal(again, inline) {
+		t.Errorf("inline cache written again (%v):\n%s\nwas\n%s", err, again, inline)
+	}
 }

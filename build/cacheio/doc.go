@@ -12,7 +12,7 @@
 // name them), then one layer per exported cache mount, annotated with
 // AnnotationMountID. A record names its layer by digest; an empty record
 // (a step that changed nothing) names none. Keys are the hex sha256 step
-// keys of package build; they depend only on a step's inputs, never on the
+// keys of package cache; they depend only on a step's inputs, never on the
 // machine, so a record written on one machine is valid on every other.
 //
 // Inline caches put the same Config (without mounts) under the top-level

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"builder/build/cache"
 	"builder/build/registry"
 	"builder/export"
 	"builder/snapshot/content"
@@ -155,7 +156,7 @@ func recompress(ctx context.Context, s *content.Store, cfg Config, compression s
 		done[d] = info
 		return info, nil
 	}
-	out := Config{Records: make([]Record, len(cfg.Records)), Mounts: make([]Mount, len(cfg.Mounts))}
+	out := Config{Records: make([]cache.Record, len(cfg.Records)), Mounts: make([]Mount, len(cfg.Mounts))}
 	for i, r := range cfg.Records {
 		if !r.Empty {
 			info, err := conv(r.Digest, r.DiffID, r.MediaType)

@@ -7,10 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"builder/build/cache"
 )
 
 // Media types, annotations and names of the cache format.
@@ -36,20 +37,6 @@ var ErrInvalid = errors.New("invalid cache metadata")
 // maxConfigSize bounds the cache config and manifest read into memory.
 const maxConfigSize = 64 << 20
 
-// Record is one cached step: its key, and the layer it produced (none if
-// Empty). Preimage is the key's preimage, kept so a later miss can be
-// explained.
-type Record struct {
-	Key       string          `json:"key"`
-	Empty     bool            `json:"empty,omitempty"`
-	DiffID    v1.Hash         `json:"diffID,omitzero"`
-	Digest    v1.Hash         `json:"digest,omitzero"`
-	Size      int64           `json:"size,omitempty"`
-	MediaType string          `json:"mediaType,omitempty"`
-	Created   time.Time       `json:"created"`
-	Preimage  json.RawMessage `json:"preimage,omitempty"`
-}
-
 // Mount is the exported content of one cache mount: a layer tar of the
 // mount's directory (without the directory itself).
 type Mount struct {
@@ -62,9 +49,10 @@ type Mount struct {
 
 // Config is the content of a cache config blob (or of an inline cache).
 type Config struct {
-	Version string   `json:"version"`
-	Records []Record `json:"records"`
-	Mounts  []Mount  `json:"mounts,omitempty"`
+	Version string `json:"version"`
+	// Records are the cached steps, each with its key.
+	Records []cache.Record `json:"records"`
+	Mounts  []Mount        `json:"mounts,omitempty"`
 	// Sums are checksums of COPY --from sources by their memo key (the
 	// source's chain ID and the request, hashed): with them, a build
 	// keys such a COPY without fetching and unpacking the source.
@@ -75,7 +63,7 @@ type Config struct {
 func Encode(c Config) ([]byte, error) {
 	c.Version = FormatVersion
 	if c.Records == nil {
-		c.Records = []Record{}
+		c.Records = []cache.Record{}
 	}
 	if err := c.validate(); err != nil {
 		return nil, err
@@ -110,7 +98,7 @@ func (c Config) validate() error {
 		return fmt.Errorf("cache config: %s: %w", fmt.Sprintf(format, args...), ErrInvalid)
 	}
 	for i, r := range c.Records {
-		if len(r.Key) != 64 || !isHex(r.Key) {
+		if !r.Key.Valid() {
 			return bad("record %d: key %q is not a hex sha256", i, r.Key)
 		}
 		if r.Empty {
@@ -208,7 +196,7 @@ func (c Config) checkLayers(layers []v1.Descriptor) error {
 		if r.Empty {
 			continue
 		}
-		if err := check(r.Digest, r.Size, "record "+r.Key); err != nil {
+		if err := check(r.Digest, r.Size, "record "+string(r.Key)); err != nil {
 			return err
 		}
 	}

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -95,6 +97,18 @@ type sandbox struct {
 	exited atomic.Bool
 }
 
+// setupFailed is the result of a setup that failed with err: its text
+// and, so that the error keeps its class across the process boundary, the
+// errno in its chain.
+func setupFailed(err error) initResult {
+	res := initResult{Error: err.Error()}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		res.Errno = int(errno)
+	}
+	return res
+}
+
 func runSandbox() initResult {
 	// Signals sent before the command starts wait in the channel and are
 	// forwarded to it once it runs.
@@ -106,12 +120,12 @@ func runSandbox() initResult {
 	err := json.NewDecoder(f).Decode(&cfg)
 	f.Close()
 	if err != nil {
-		return initResult{Error: fmt.Sprintf("decode sandbox config: %v", err)}
+		return setupFailed(fmt.Errorf("decode sandbox config: %w", err))
 	}
 	// The init joins the run's cgroups before it starts anything, so the
 	// whole tree is limited.
 	if err := cgroup.Join(cfg.Cgroups); err != nil {
-		return initResult{Error: err.Error()}
+		return setupFailed(err)
 	}
 	unix.Umask(0)
 	scratch := cfg.Scratch
@@ -131,7 +145,9 @@ func runSandbox() initResult {
 	pid, err := setup()
 	if err != nil {
 		s.teardown()
-		return initResult{Error: err.Error(), CopiedUp: s.stubs.copied}
+		res := setupFailed(err)
+		res.CopiedUp = s.stubs.copied
+		return res
 	}
 	// The command leads its own process group: its pgid is its pid.
 	stopSignals := serveSignals(s.signalListener, pid, &s.exited)

@@ -84,6 +84,8 @@ type initConfig struct {
 type initResult struct {
 	// Error is a setup failure; the command did not run.
 	Error string `json:"error,omitempty"`
+	// Errno is the errno in the setup failure's chain, 0 if none.
+	Errno int `json:"errno,omitempty"`
 	// Code and Signal describe how the command ended.
 	Code   int `json:"code"`
 	Signal int `json:"signal,omitempty"`

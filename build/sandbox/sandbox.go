@@ -196,6 +196,25 @@ type Mount struct {
 	Options []string
 }
 
+// SetupError is a sandbox the init could not set up: the command did not
+// run. It comes from the init process as text and an errno, and unwraps
+// to the errno, so errors.Is(err, fs.ErrNotExist) or unix.ENOSPC still
+// tells the class of the failure.
+type SetupError struct {
+	Msg   string
+	Errno syscall.Errno // 0 when the failure had none
+}
+
+func (e *SetupError) Error() string { return e.Msg }
+
+// Unwrap returns the errno, or nil when there is none.
+func (e *SetupError) Unwrap() error {
+	if e.Errno == 0 {
+		return nil
+	}
+	return e.Errno
+}
+
 // ExitError reports a command that exited non-zero or was killed by a
 // signal.
 type ExitError struct {
@@ -275,7 +294,7 @@ func Run(ctx context.Context, spec Spec) (err error) {
 	}
 	switch {
 	case res.Error != "":
-		return errors.New(res.Error)
+		return &SetupError{Msg: res.Error, Errno: syscall.Errno(res.Errno)}
 	case res.Signal != 0:
 		ee := &ExitError{Code: 128 + res.Signal, Signal: syscall.Signal(res.Signal)}
 		if ee.Signal == syscall.SIGKILL && cg.OOMKilled() {

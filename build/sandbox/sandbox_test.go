@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -174,6 +175,7 @@ func TestRun(t *testing.T) {
 		check      func(t *testing.T, out string)
 		wantErr    error  // compared with errors.As for *ExitError, else by message
 		errHas     string // substring of the error message
+		errIs      error  // an error the error must match with errors.Is
 	}{
 		{name: "output", spec: Spec{Args: sh("echo hello; echo oops >&2")}, wantOut: "hello\n", wantStderr: "oops\n"},
 		{name: "exit code", spec: Spec{Args: sh("echo before; exit 3")}, wantOut: "before\n", wantErr: &ExitError{Code: 3}},
@@ -246,7 +248,7 @@ func TestRun(t *testing.T) {
 		{name: "proc masked", spec: Spec{Args: sh("wc -c </proc/timer_list; ls /sys/firmware | wc -l; grep -c ' /proc/sys ro,' /proc/self/mountinfo")}, wantOut: "0\n0\n1\n"},
 		{name: "zombies reaped", spec: Spec{Args: sh(`(sleep 0.05 &); sleep 0.4; for f in /proc/[0-9]*/stat; do read -r l <$f; case "$l" in *") Z "*) echo "zombie: $l";; esac; done; echo ok`)}, wantOut: "ok\n"},
 		{name: "background killed", spec: Spec{Args: sh("sleep 100 & echo started")}, wantOut: "started\n"},
-		{name: "missing binary", spec: Spec{Args: []string{"/bin/nope"}}, errHas: `exec: "/bin/nope": stat /bin/nope: no such file or directory`},
+		{name: "missing binary", spec: Spec{Args: []string{"/bin/nope"}}, errHas: `exec: "/bin/nope": stat /bin/nope: no such file or directory`, errIs: fs.ErrNotExist},
 		{name: "binary not in PATH", spec: Spec{Args: []string{"nope"}}, errHas: `exec: "nope": executable file not found in $PATH`},
 		{name: "not executable", spec: Spec{Args: []string{"/etc/passwd"}}, errHas: `exec: "/etc/passwd"`},
 		{
@@ -281,6 +283,10 @@ func TestRun(t *testing.T) {
 				if tt.errHas != "" {
 					if err == nil || !strings.Contains(err.Error(), tt.errHas) {
 						t.Fatalf("Run error = %v, want %q", err, tt.errHas)
+					}
+					var se *SetupError
+					if tt.errIs != nil && (!errors.Is(err, tt.errIs) || !errors.As(err, &se)) {
+						t.Errorf("Run error %v (%T) is not a SetupError matching %v", err, err, tt.errIs)
 					}
 				} else if err != nil {
 					t.Fatalf("Run: %v (stderr %q)", err, stderr.String())

@@ -2,18 +2,22 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/spf13/pflag"
 
 	"builder/build"
 	"builder/build/cacheio"
 	"builder/build/progress"
+	"builder/export/output"
 )
 
 func runBuild(ctx context.Context, g *globals, args []string) error {
@@ -59,10 +63,10 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		fmt.Fprintf(os.Stderr, "Usage: builder build [OPTIONS] CONTEXT\n\nExamples:\n  builder build -t app .\n  builder build -t app -o type=oci,dest=app.tar .\n\nOptions:\n%s", fs.FlagUsages())
 	}
 	if err := fs.Parse(args); err != nil {
-		if err.Error() == "pflag: help requested" {
+		if errors.Is(err, pflag.ErrHelp) {
 			return nil
 		}
-		return usagef("%v", err)
+		return usagef("%w", err)
 	}
 	if fs.NArg() != 1 {
 		return usagef("builder build needs exactly one CONTEXT argument (see 'builder build --help')")
@@ -98,7 +102,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	o.NAT = os.Getenv("BUILDER_NAT")
 	epoch, err := sourceDateEpoch(o.BuildArgs)
 	if err != nil {
-		return usagef("%v", err)
+		return usagef("%w", err)
 	}
 	o.Epoch = epoch
 	if err := secretOptions(&o, secrets, allow); err != nil {
@@ -110,7 +114,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	if err := isolationOptions(ctx, &o, g, isolation, memory, cpus, pidsLimit); err != nil {
 		return err
 	}
-	var outs []output
+	var outs []output.Spec
 	for _, s := range outputs {
 		out, err := parseOutput(s)
 		if err != nil {
@@ -122,11 +126,11 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		if len(tags) == 0 {
 			return usagef("--push needs at least one -t tag")
 		}
-		outs = append(outs, output{Type: "registry", Push: true, Tar: true})
+		outs = append(outs, output.Spec{Type: "registry", Push: true, Tar: true})
 	}
 	mode, err := progress.ParseMode(progFlag, os.Stderr)
 	if err != nil {
-		return usagef("--progress: %v", err)
+		return usagef("--progress: %w", err)
 	}
 	if quiet {
 		mode = progress.Quiet
@@ -143,23 +147,30 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	start := time.Now()
-	res, err := b.Build(ctx, o)
+	graph, err := build.ReadDockerfile(o.DockerfilePath())
 	if err != nil {
 		return err
 	}
-	exp := newExporter(b, g.root, o.Progress.Line)
-	exp.meter = meter(o.Progress)
-	ex, err := exp.exportAll(ctx, outs, res)
+	res, err := b.Build(ctx, graph, o)
+	if err != nil {
+		return err
+	}
+	exp := output.New(output.Config{Store: b.Store(), Index: b.Index(), Registry: b.Registry(),
+		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress)})
+	ex, err := exp.Export(ctx, outs, res.Image, res.Tags)
+	if errors.Is(err, output.ErrNoName) {
+		return usagef("%w", err)
+	}
 	if err != nil {
 		return err
 	}
 	if iidfile != "" {
-		if err := os.WriteFile(iidfile, []byte(ex.Digest.String()), 0o644); err != nil {
-			return fmt.Errorf("write iidfile: %w", err)
+		if err := output.WriteIDFile(iidfile, ex); err != nil {
+			return err
 		}
 	}
 	if metadataFile != "" {
-		if err := writeMetadata(metadataFile, ex); err != nil {
+		if err := output.WriteMetadata(metadataFile, ex); err != nil {
 			return err
 		}
 	}
@@ -212,7 +223,7 @@ func secretOptions(o *build.Options, secrets, allow []string) error {
 	for _, s := range secrets {
 		id, sec, err := build.ParseSecret(s)
 		if err != nil {
-			return usagef("--secret: %v", err)
+			return usagef("--secret: %w", err)
 		}
 		if o.Secrets == nil {
 			o.Secrets = map[string]build.Secret{}
@@ -221,7 +232,7 @@ func secretOptions(o *build.Options, secrets, allow []string) error {
 	}
 	var err error
 	if o.Allow, err = build.ParseAllow(allow); err != nil {
-		return usagef("%v", err)
+		return usagef("%w", err)
 	}
 	return nil
 }
@@ -233,7 +244,7 @@ func secretOptions(o *build.Options, secrets, allow []string) error {
 func isolationOptions(ctx context.Context, o *build.Options, g *globals, isolation, memory string, cpus float64, pids int64) error {
 	mode, _, err := build.ResolveIsolation(ctx, isolation)
 	if err != nil {
-		return usagef("--isolation: %v", err)
+		return usagef("--isolation: %w", err)
 	}
 	if mode == build.IsolationChroot {
 		switch g.snapshotter {
@@ -247,7 +258,7 @@ func isolationOptions(ctx context.Context, o *build.Options, g *globals, isolati
 	o.Isolation = isolation
 	if memory != "" {
 		if o.Limits.Memory, err = build.ParseMemory(memory); err != nil {
-			return usagef("--memory: %v", err)
+			return usagef("--memory: %w", err)
 		}
 	}
 	if cpus < 0 || pids < 0 {
@@ -262,14 +273,14 @@ func cacheOptions(o *build.Options, from, to []string) error {
 	for _, v := range from {
 		s, err := cacheio.ParseImport(v)
 		if err != nil {
-			return usagef("%v", err)
+			return usagef("%w", err)
 		}
 		o.CacheFrom = append(o.CacheFrom, s)
 	}
 	for _, v := range to {
 		s, err := cacheio.ParseExport(v)
 		if err != nil {
-			return usagef("%v", err)
+			return usagef("%w", err)
 		}
 		o.CacheTo = append(o.CacheTo, s)
 	}

@@ -52,7 +52,7 @@ func parseGlobals(args []string) (*globals, []string, error) {
 	fs.SetInterspersed(false)
 	addGlobalFlags(fs, g)
 	if err := fs.Parse(args); err != nil {
-		return nil, nil, usagef("%v", err)
+		return nil, nil, usagef("%w", err)
 	}
 	return g, fs.Args(), nil
 }
@@ -64,7 +64,7 @@ func (g *globals) open(rc *registry.Client) (*build.Builder, error) {
 	if g.gcKeep != "" {
 		n, err := parseSize(g.gcKeep)
 		if err != nil {
-			return nil, usagef("--gc-keep-storage: %v", err)
+			return nil, usagef("--gc-keep-storage: %w", err)
 		}
 		cfg.GCKeepStorage = n
 		if n == 0 {

@@ -41,7 +41,7 @@ func parseCommand(fs *pflag.FlagSet, usage string, args []string) (help bool, er
 		if errors.Is(err, pflag.ErrHelp) {
 			return true, nil
 		}
-		return false, usagef("%v", err)
+		return false, usagef("%w", err)
 	}
 	return false, nil
 }

@@ -127,7 +127,7 @@ func runInspect(ctx context.Context, g *globals, args []string) error {
 			"join": strings.Join,
 		}).Parse(*format)
 		if err != nil {
-			return usagef("--format: %v", err)
+			return usagef("--format: %w", err)
 		}
 		tmpl = t
 	}
@@ -166,7 +166,7 @@ func (g *globals) inspectRemote(ctx context.Context, ref string, insecure []stri
 	}
 	r, err := rc.ParseReference(ref)
 	if err != nil {
-		return nil, usagef("docker://%s: %v", ref, err)
+		return nil, usagef("docker://%s: %w", ref, err)
 	}
 	img, err := rc.Image(ctx, r, v1.Platform{OS: "linux", Architecture: hostArch()})
 	if err != nil {

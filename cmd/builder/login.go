@@ -120,7 +120,7 @@ func runHelper(ctx context.Context, helper, action string, input []byte) error {
 	cmd.Stdin = bytes.NewReader(input)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("credential helper %s %s: %v: %s", helper, action, err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("credential helper %s %s: %w: %s", helper, action, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
@@ -192,7 +192,7 @@ func runLogin(ctx context.Context, g *globals, args []string) error {
 	}
 	reg, err := rc.ParseRegistry(fs.Arg(0))
 	if err != nil {
-		return usagef("registry %q: %v", fs.Arg(0), err)
+		return usagef("registry %q: %w", fs.Arg(0), err)
 	}
 	if user == "" {
 		fmt.Fprint(os.Stderr, "Username: ")
@@ -252,7 +252,7 @@ func runLogout(ctx context.Context, g *globals, args []string) error {
 	// Logout only edits config.json: no configuration, no network.
 	reg, err := registry.New(registry.Options{}).ParseRegistry(fs.Arg(0))
 	if err != nil {
-		return usagef("registry %q: %v", fs.Arg(0), err)
+		return usagef("registry %q: %w", fs.Arg(0), err)
 	}
 	cfg, err := readDockerConfig()
 	if err != nil {

@@ -15,12 +15,17 @@ import (
 	"builder/build/sandbox"
 )
 
-// usageError is a mistake in the command line: exit code 2.
-type usageError struct{ msg string }
+// usageError is a mistake in the command line: exit code 2. It keeps the
+// type of an error it wraps.
+type usageError struct{ err error }
 
-func (e *usageError) Error() string { return e.msg }
+func (e *usageError) Error() string { return e.err.Error() }
 
-func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+// Unwrap returns the error usagef wrapped with %w, if any.
+func (e *usageError) Unwrap() error { return errors.Unwrap(e.err) }
+
+// usagef formats a usageError as fmt.Errorf does, %w included.
+func usagef(format string, args ...any) error { return &usageError{fmt.Errorf(format, args...)} }
 
 type command struct {
 	name    string
@@ -76,7 +81,7 @@ func exitCode(err error) int {
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(os.Stderr, "ERROR:", err)
+	fmt.Fprintln(os.Stderr, "ERROR:", errorText(err))
 	var ue *usageError
 	switch {
 	case errors.As(err, &ue):
@@ -103,7 +108,7 @@ func run(ctx context.Context, args []string) error {
 		if c.name == rest[0] || contains(c.aliases, rest[0]) {
 			err := c.run(ctx, g, rest[1:])
 			var ue *usageError
-			if errors.As(err, &ue) && ue.msg == pflag.ErrHelp.Error() {
+			if errors.As(err, &ue) && ue.Error() == pflag.ErrHelp.Error() {
 				return nil // the command printed its usage for --help
 			}
 			return err

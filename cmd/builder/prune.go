@@ -30,7 +30,7 @@ func runPrune(ctx context.Context, g *globals, args []string) error {
 	if keep != "" {
 		n, err := parseSize(keep)
 		if err != nil {
-			return usagef("--keep-storage: %v", err)
+			return usagef("--keep-storage: %w", err)
 		}
 		o.KeepStorage = n
 	}

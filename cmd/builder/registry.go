@@ -14,6 +14,7 @@ import (
 	"builder/build/push"
 	"builder/build/registry"
 	"builder/export"
+	"builder/export/output"
 	"builder/snapshot/content"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -136,7 +137,7 @@ func runPull(ctx context.Context, g *globals, args []string) error {
 	}
 	p, err := v1.ParsePlatform(platform)
 	if err != nil {
-		return usagef("--platform %q: %v", platform, err)
+		return usagef("--platform %q: %w", platform, err)
 	}
 	s, idx, err := g.openStore()
 	if err != nil {
@@ -215,7 +216,7 @@ func runSave(ctx context.Context, g *globals, args []string) error {
 		return export.WriteDockerArchiveImages(ctx, w, images)
 	})
 	if err != nil {
-		return fmt.Errorf("save to %s: %w", destName(out), err)
+		return fmt.Errorf("save to %s: %w", output.DestName(out), err)
 	}
 	return nil
 }

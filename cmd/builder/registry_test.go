@@ -256,7 +256,7 @@ func TestCLIOutputs(t *testing.T) {
 		t.Errorf("images after load:\n%s", out)
 	}
 	// Bad outputs are usage errors.
-	for _, o := range []string{"type=local", "type=oci,dest=x,compression=lz4", "type=tar,dest=x,name=y", "type=local,dest=-"} {
+	for _, o := range []string{"type=local", "type=oci,dest=x,compression=lz4", "type=tar,dest=x,name=y", "type=local,dest=-", "type=registry"} {
 		if out, code := cli(t, "--root", root, "build", "-o", o, ctxDir); code != 2 {
 			t.Errorf("-o %s: exit %d, want 2\n%s", o, code, out)
 		}

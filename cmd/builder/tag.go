@@ -37,7 +37,7 @@ func runTag(ctx context.Context, g *globals, args []string) error {
 	desc.Annotations = nil
 	for _, dst := range fs.Args()[1:] {
 		if _, err := imageref.Normalize(dst); err != nil {
-			return usagef("target %q: %v", dst, err)
+			return usagef("target %q: %w", dst, err)
 		}
 		if err := idx.Tag(dst, desc); err != nil {
 			return err

@@ -1,0 +1,257 @@
+package output
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"builder/build/push"
+	"builder/build/registry"
+	"builder/export"
+	"builder/internal/atomicfile"
+	"builder/snapshot/content"
+)
+
+// ErrNoName is an output that needs an image name and has none: neither
+// name= nor a -t tag. It is a mistake in the command line.
+var ErrNoName = errors.New("needs name= or a -t tag")
+
+// Spec is one output destination.
+type Spec struct {
+	Type    string   // image, registry, oci, docker, local or tar
+	Dest    string   // file or directory; "-" is the Config's Stdout
+	Names   []string // name=: image names; default the build's tags
+	Push    bool     // push=true, or type=registry
+	Tar     bool     // tar=false writes an OCI layout directory
+	Convert export.ConvertOptions
+}
+
+// Result describes the image an output wrote, for --iidfile and
+// --metadata-file.
+type Result struct {
+	Digest    v1.Hash // manifest digest
+	Config    v1.Hash // config digest
+	MediaType string  // manifest media type
+	Size      int64   // manifest size
+	Names     []string
+}
+
+// Config is what an Exporter writes with.
+type Config struct {
+	Store    *content.Store
+	Index    *export.Index    // the local store's tags
+	Registry *registry.Client // pushes; nil when no output pushes
+	Scratch  string           // directory for temporary files (the store's tmp)
+	// Stdout returns where a Dest of "-" writes, or an error that refuses
+	// it (for example a terminal).
+	Stdout func() (io.Writer, error)
+	// Progress receives one-line messages, from one goroutine at a time.
+	Progress func(string)
+	// Meter counts push bytes; nil shows none.
+	Meter registry.MeterFunc
+}
+
+// Exporter writes one build's image to its outputs. Converted variants of
+// the image are made once per set of conversion options. It is not safe
+// for concurrent use.
+type Exporter struct {
+	c         Config
+	converted map[export.ConvertOptions]v1.Image
+}
+
+// New returns an Exporter writing with c.
+func New(c Config) *Exporter {
+	if c.Progress == nil {
+		c.Progress = func(string) {}
+	}
+	if c.Stdout == nil {
+		c.Stdout = func() (io.Writer, error) { return os.Stdout, nil }
+	}
+	return &Exporter{c: c, converted: map[export.ConvertOptions]v1.Image{}}
+}
+
+// Export writes img to every spec in order; names are the build's tags,
+// which name the image where a spec has no name=. It returns what the
+// first spec that makes an image (image, registry, oci, docker) exported,
+// or, when none does, img itself under names.
+func (e *Exporter) Export(ctx context.Context, specs []Spec, img v1.Image, names []string) (*Result, error) {
+	var first *Result
+	for _, s := range specs {
+		r, err := e.write(ctx, s, img, names)
+		if err != nil {
+			return nil, err
+		}
+		if first == nil && r != nil {
+			first = r
+		}
+	}
+	if first == nil {
+		return describe(img, names)
+	}
+	return first, nil
+}
+
+// image returns img converted as o says.
+func (e *Exporter) image(ctx context.Context, img v1.Image, o export.ConvertOptions) (v1.Image, error) {
+	if !o.Changes() {
+		return img, nil
+	}
+	if c, ok := e.converted[o]; ok {
+		return c, nil
+	}
+	_, c, err := export.Convert(ctx, e.c.Store, img, o)
+	if err != nil {
+		return nil, err
+	}
+	e.converted[o] = c
+	return c, nil
+}
+
+// write writes img to one output; a root filesystem output returns a nil
+// Result.
+func (e *Exporter) write(ctx context.Context, s Spec, img v1.Image, tags []string) (*Result, error) {
+	names := s.Names
+	if len(names) == 0 {
+		names = tags
+	}
+	switch s.Type {
+	case "local":
+		if err := export.UnpackRootfs(ctx, s.Dest, img); err != nil {
+			return nil, fmt.Errorf("export local to %s: %w", s.Dest, err)
+		}
+		e.c.Progress(fmt.Sprintf("exported the root filesystem to %s", s.Dest))
+		return nil, nil
+	case "tar":
+		if err := os.MkdirAll(e.c.Scratch, 0o700); err != nil {
+			return nil, fmt.Errorf("export tar: %w", err)
+		}
+		err := e.writeDest(s.Dest, func(w io.Writer) error {
+			return export.WriteRootfsTar(ctx, w, img, e.c.Scratch)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("export tar to %s: %w", s.Dest, err)
+		}
+		e.c.Progress(fmt.Sprintf("exported the root filesystem as a tar to %s", DestName(s.Dest)))
+		return nil, nil
+	}
+	img, err := e.image(ctx, img, s.Convert)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.writeImage(ctx, s, img, names); err != nil {
+		return nil, err
+	}
+	if s.Push {
+		if len(names) == 0 {
+			return nil, fmt.Errorf("push %w", ErrNoName)
+		}
+		if e.c.Registry == nil {
+			return nil, errors.New("push: no registry client")
+		}
+		if _, err := push.Push(ctx, e.c.Registry, img, names, push.Options{Progress: e.c.Progress, Meter: e.c.Meter}); err != nil {
+			return nil, err
+		}
+	}
+	return describe(img, names)
+}
+
+// writeImage tags img or writes it to an archive, as s.Type says; a
+// registry output only checks that it has a name, as the push follows.
+func (e *Exporter) writeImage(ctx context.Context, s Spec, img v1.Image, names []string) error {
+	var err error
+	switch s.Type {
+	case "image":
+		return e.tagAll(img, names)
+	case "registry":
+		if len(names) == 0 {
+			return fmt.Errorf("output type registry %w", ErrNoName)
+		}
+	case "oci":
+		refName := "latest"
+		if len(names) > 0 {
+			refName = names[0]
+		}
+		if !s.Tar {
+			err = export.WriteOCIDir(ctx, s.Dest, img, refName)
+		} else {
+			err = e.writeDest(s.Dest, func(w io.Writer) error { return export.WriteOCIArchive(ctx, w, img, refName) })
+		}
+		if err != nil {
+			return fmt.Errorf("export oci to %s: %w", s.Dest, err)
+		}
+		e.c.Progress(fmt.Sprintf("exported oci image to %s", DestName(s.Dest)))
+	case "docker":
+		err = e.writeDest(s.Dest, func(w io.Writer) error { return export.WriteDockerArchive(ctx, w, img, names) })
+		if err != nil {
+			return fmt.Errorf("export docker to %s: %w", s.Dest, err)
+		}
+		e.c.Progress(fmt.Sprintf("exported docker image to %s", DestName(s.Dest)))
+	}
+	return nil
+}
+
+// tagAll points names at img in the local store's index.
+func (e *Exporter) tagAll(img v1.Image, names []string) error {
+	d, err := img.Digest()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := e.c.Index.Tag(n, v1.Descriptor{Digest: d}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeDest runs fn on the Config's Stdout for "-", else on a temporary
+// file next to dest that is synced and renamed to dest (mode 0644) once fn
+// succeeds.
+func (e *Exporter) writeDest(dest string, fn func(io.Writer) error) error {
+	if dest == "-" {
+		w, err := e.c.Stdout()
+		if err != nil {
+			return err
+		}
+		return fn(w)
+	}
+	abs, err := filepath.Abs(dest)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(abs, 0o644, fn)
+}
+
+// DestName names a destination for messages: "stdout" for "-".
+func DestName(dest string) string {
+	if dest == "-" {
+		return "stdout"
+	}
+	return dest
+}
+
+// describe fills a Result from an image.
+func describe(img v1.Image, names []string) (*Result, error) {
+	d, err := img.Digest()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := img.ConfigName()
+	if err != nil {
+		return nil, err
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		return nil, err
+	}
+	size, err := img.Size()
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Digest: d, Config: cfg, MediaType: string(mt), Size: size, Names: names}, nil
+}
