@@ -20,6 +20,7 @@ import (
 	"builder/snapshot"
 
 	"builder/build/buildtest"
+	"builder/build/sandbox/cgroup"
 	"builder/internal/testenv"
 )
 
@@ -695,7 +696,7 @@ func BenchmarkRunTrue(b *testing.B) {
 	needRoot(b)
 	rootfs := newRootfs(b)
 	// A build probes cgroups once, for its device allowlists and limits.
-	sup := ProbeCgroups()
+	sup := cgroup.Probe()
 	spec := Spec{Root: bindRoot(rootfs), Args: []string{"/bin/true"}, TempDir: b.TempDir(), Cgroups: &sup}
 	for b.Loop() {
 		if err := Run(context.Background(), spec); err != nil {
@@ -707,7 +708,7 @@ func BenchmarkRunTrue(b *testing.B) {
 func BenchmarkRunTrueOverlay(b *testing.B) {
 	needRoot(b)
 	lower := newRootfs(b)
-	sup := ProbeCgroups()
+	sup := cgroup.Probe()
 	for b.Loop() {
 		b.StopTimer()
 		upper, work := b.TempDir(), b.TempDir()
