@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -33,7 +34,9 @@ func requireNAT(t testing.TB, tool string) nat.NAT {
 }
 
 // natPids returns the pids of running NAT tools started the way nat.Start
-// starts them, and of NAT guards.
+// starts them, and of NAT guards, that this test process started (its
+// descendants) or that were orphaned: other test processes build at the
+// same time, and their NATs are theirs to check.
 func natPids() []int {
 	var pids []int
 	for _, pid := range processesWithArg("/proc/self/fd/3") {
@@ -44,7 +47,30 @@ func natPids() []int {
 		}
 	}
 	pids = append(pids, processesWithArg(nat.GuardArg0)...)
-	return pids
+	return slices.DeleteFunc(pids, func(pid int) bool { return !oursOrOrphan(pid) })
+}
+
+// oursOrOrphan reports whether pid descends from this process or has been
+// re-parented to pid 1.
+func oursOrOrphan(pid int) bool {
+	me := os.Getpid()
+	for i := 0; i < 64 && pid > 1; i++ {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return false
+		}
+		_, rest, _ := bytes.Cut(stat, []byte(") "))
+		f := strings.Fields(string(rest))
+		if len(f) < 2 {
+			return false
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		if ppid == me || ppid == 1 && i == 0 {
+			return true
+		}
+		pid = ppid
+	}
+	return false
 }
 
 // newNATPids returns the NAT processes running now that were not in before.
