@@ -171,6 +171,10 @@ const (
 // through that descriptor: the source inside Root, the target inside the
 // root filesystem. A symlink or ".." can never lead out of either, even
 // when a concurrent build or writer renames directories meanwhile.
+//
+// It is not a snapshot.Mount, which says how to mount a snapshot (trusted
+// overlay or bind options, made by the snapshotter): a Mount's source and
+// target come from the Dockerfile, so it carries a root to resolve them in.
 type Mount struct {
 	// Type is "bind" (a file or directory of a host directory) or "tmpfs".
 	Type string
