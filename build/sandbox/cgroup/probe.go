@@ -1,15 +1,14 @@
 package cgroup
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -131,54 +130,19 @@ type cgroupMount struct {
 
 // cgroupMounts lists the cgroup hierarchies mounted in this mount namespace.
 func cgroupMounts() ([]cgroupMount, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	infos, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2"))
 	if err != nil {
 		return nil, fmt.Errorf("read mounts: %w", err)
 	}
-	defer f.Close()
 	var out []cgroupMount
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
+	for _, m := range infos {
+		cm := cgroupMount{dir: m.Mountpoint, root: m.Root, v2: m.FSType == "cgroup2"}
+		if !cm.v2 {
+			cm.ctrls = strings.Split(m.VFSOptions, ",")
 		}
-		if sep < 0 || sep+3 >= len(fields) || len(fields) < 5 {
-			continue
-		}
-		typ := fields[sep+1]
-		switch typ {
-		case "cgroup2":
-			out = append(out, cgroupMount{dir: unescapeMount(fields[4]), root: fields[3], v2: true})
-		case "cgroup":
-			out = append(out, cgroupMount{dir: unescapeMount(fields[4]), root: fields[3],
-				ctrls: strings.Split(fields[sep+3], ",")})
-		}
+		out = append(out, cm)
 	}
-	return out, sc.Err()
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
+	return out, nil
 }
 
 // cgroupDir joins a hierarchy's mountpoint with a cgroup path, given the
