@@ -17,7 +17,7 @@ import (
 	"builder/build/cacheio"
 	"builder/build/copier"
 	"builder/build/progress"
-	"builder/build/sandbox"
+	"builder/build/sandbox/cgroup"
 	"builder/build/secrets"
 	"builder/build/store"
 	"builder/parser"
@@ -47,8 +47,8 @@ type Options struct {
 	// permits RUN --network=host, EntitlementSecurityInsecure RUN
 	// --security=insecure.
 	Allow []string
-	// NAT picks the NAT of the default network: sandbox.NATPasta,
-	// sandbox.NATSlirp4netns, or "" for pasta where installed, else
+	// NAT picks the NAT of the default network: nat.Pasta,
+	// nat.Slirp4netns, or "" for pasta where installed, else
 	// slirp4netns ($BUILDER_NAT for the command line).
 	NAT string
 	// Isolation of RUN (--isolation): "auto" or "" (namespaces where
@@ -56,7 +56,7 @@ type Options struct {
 	Isolation string
 	// Limits bound every RUN's process tree (--memory, --cpus,
 	// --pids-limit); without usable cgroups they are dropped with a warning.
-	Limits sandbox.Limits
+	Limits cgroup.Limits
 	// CacheFrom are the shared caches (--cache-from) whose records a step
 	// may hit; a hit's layer is fetched only when something needs it.
 	CacheFrom []cacheio.Spec

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"builder/build/buildtest"
-	"builder/build/sandbox"
+	"builder/build/sandbox/cgroup"
 )
 
 // TestBuildDevices builds the Dockerfile, which makes a node for a
@@ -21,7 +21,7 @@ import (
 // succeeded.
 func TestBuildDevices(t *testing.T) {
 	loop := buildtest.SecretLoop(t)
-	sup := sandbox.ProbeCgroups()
+	sup := cgroup.Probe()
 	modes := []struct {
 		name string
 		sn   string

@@ -8,6 +8,7 @@ import (
 	units "github.com/docker/go-units"
 
 	"builder/build/sandbox"
+	"builder/build/sandbox/cgroup"
 	"builder/snapshot"
 )
 
@@ -22,8 +23,8 @@ const (
 // per build by setupIsolation.
 type runIsolation struct {
 	mode    string // IsolationNamespaces or IsolationChroot
-	limits  sandbox.Limits
-	cgroups *sandbox.CgroupSupport
+	limits  cgroup.Limits
+	cgroups *cgroup.Support
 }
 
 // ResolveIsolation turns an --isolation value into the mode to use: "auto"
@@ -78,18 +79,18 @@ func (j *job) setupIsolation(ctx context.Context) error {
 	}
 	// Every RUN gets a cgroup for its device allowlist where one can be
 	// made, limits or not: probe once for the whole build.
-	sup := sandbox.ProbeCgroups()
+	sup := cgroup.Probe()
 	iso := &runIsolation{mode: mode, limits: j.o.Limits, cgroups: &sup}
 	if !iso.limits.IsZero() && !sup.Supports(iso.limits) {
 		j.progress.Printf("WARNING: %s ignored: no usable cgroup controller (%s)", limitFlags(iso.limits), sup.Reason)
-		iso.limits = sandbox.Limits{}
+		iso.limits = cgroup.Limits{}
 	}
 	j.iso = iso
 	return nil
 }
 
 // limitFlags names the flags that set l, for messages.
-func limitFlags(l sandbox.Limits) string {
+func limitFlags(l cgroup.Limits) string {
 	var f []string
 	if l.Memory != 0 {
 		f = append(f, "--memory")

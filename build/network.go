@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"builder/build/sandbox"
+	"builder/build/sandbox/nat"
 	"builder/parser"
 )
 
@@ -36,7 +37,7 @@ const (
 type runNetwork struct {
 	// nat is the NAT of the private default network; nil means the host
 	// network stands in for it.
-	nat *sandbox.NAT
+	nat *nat.NAT
 }
 
 // setupNetwork finds the NAT of the default network, once per build, when
@@ -45,9 +46,9 @@ type runNetwork struct {
 // warns once and the default network is the host's.
 func (j *job) setupNetwork() error {
 	j.net = &runNetwork{}
-	nat, err := sandbox.FindNAT(j.o.NAT)
+	n, err := nat.Find(j.o.NAT)
 	if err != nil {
-		if j.o.NAT != "" || !errors.Is(err, sandbox.ErrNoNAT) {
+		if j.o.NAT != "" || !errors.Is(err, nat.ErrUnavailable) {
 			return fmt.Errorf("--network default: %w", err)
 		}
 		j.progress.Printf("WARNING: RUN uses the host network (its loopback services included): %v", err)
@@ -59,7 +60,7 @@ func (j *job) setupNetwork() error {
 			return nil
 		}
 	}
-	j.net.nat = &nat
+	j.net.nat = &n
 	return nil
 }
 
@@ -67,7 +68,7 @@ func (j *job) setupNetwork() error {
 // "default" take the build's mode. "host" needs the network.host
 // entitlement unless the build's mode is host already. It returns the mode
 // for the cache key and the sandbox's network and NAT.
-func (j *job) runNetworkMode(op *parser.Run) (mode string, network string, nat sandbox.NAT, err error) {
+func (j *job) runNetworkMode(op *parser.Run) (mode string, network string, n nat.NAT, err error) {
 	mode = op.Network
 	if mode == "" || mode == NetworkDefault {
 		mode = j.o.Network
@@ -75,23 +76,23 @@ func (j *job) runNetworkMode(op *parser.Run) (mode string, network string, nat s
 	switch mode {
 	case NetworkHost:
 		if op.Network == NetworkHost && j.o.Network != NetworkHost && !j.allowed(EntitlementNetworkHost) {
-			return "", "", nat, fmt.Errorf("RUN --network=host needs the %s entitlement: add --allow %[1]s (the build's network is %q)",
+			return "", "", n, fmt.Errorf("RUN --network=host needs the %s entitlement: add --allow %[1]s (the build's network is %q)",
 				EntitlementNetworkHost, j.o.Network)
 		}
-		return mode, "host", nat, nil
+		return mode, "host", n, nil
 	case NetworkNone:
-		return mode, "none", nat, nil
+		return mode, "none", n, nil
 	case NetworkDefault:
 		j.netOnce.Do(func() { j.netErr = j.setupNetwork() })
 		if j.netErr != nil {
-			return "", "", nat, j.netErr
+			return "", "", n, j.netErr
 		}
 		if j.net.nat == nil {
-			return mode, "host", nat, nil
+			return mode, "host", n, nil
 		}
 		return mode, "private", *j.net.nat, nil
 	}
-	return "", "", nat, fmt.Errorf("network mode %q: %w", mode, errNotSupported)
+	return "", "", n, fmt.Errorf("network mode %q: %w", mode, errNotSupported)
 }
 
 // allowed reports whether --allow granted the entitlement.

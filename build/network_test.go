@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"builder/build/buildtest"
-	"builder/build/sandbox"
+	"builder/build/sandbox/nat"
 )
 
 // httpGet is a shell function for RUN: get HOST PORT prints the body of an
@@ -100,8 +100,8 @@ func TestDefaultNetwork(t *testing.T) {
 	dir := networkCase(t, fmt.Sprintf("RUN %s get 127.0.0.1 %d > /loopback; get %s %s > /outside",
 		httpGet, port, host, outPort))
 	for _, tc := range []struct{ name, nat, path string }{
-		{"pasta", sandbox.NATPasta, ""},
-		{"slirp4netns", sandbox.NATSlirp4netns, ""},
+		{"pasta", nat.Pasta, ""},
+		{"slirp4netns", nat.Slirp4netns, ""},
 		{"fallback", "", t.TempDir()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -149,7 +149,7 @@ func TestDefaultNetwork(t *testing.T) {
 // outbound HTTP. It is the one test that reaches Debian's archive.
 func TestDefaultNetworkApt(t *testing.T) {
 	f := newFixture(t)
-	if _, err := sandbox.FindNAT(""); err != nil {
+	if _, err := nat.Find(""); err != nil {
 		t.Fatalf("the default network needs a NAT here: %v", err)
 	}
 	ref := buildtest.Registry(t) + "/debian:bookworm"

@@ -16,7 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"builder/build/buildtest"
-	"builder/build/sandbox"
+	"builder/build/sandbox/cgroup"
 	"builder/internal/testenv"
 )
 
@@ -236,20 +236,20 @@ func TestIsolationChrootNeedsNaive(t *testing.T) {
 // an error that says out of memory, and no per-run cgroup is left.
 func TestBuildLimits(t *testing.T) {
 	f := newFixture(t)
-	sup := sandbox.ProbeCgroups()
-	if !sup.Supports(sandbox.Limits{Memory: 1, Pids: 1}) {
+	sup := cgroup.Probe()
+	if !sup.Supports(cgroup.Limits{Memory: 1, Pids: 1}) {
 		testenv.Skip(t, "cgroups not usable: %s", sup.Reason)
 	}
 	tests := []struct {
 		name   string
-		limits sandbox.Limits
+		limits cgroup.Limits
 		script string
 		code   int
 		want   string
 	}{
-		{"pids", sandbox.Limits{Pids: 20}, "for i in $(seq 1 100); do sleep 303.5 & done; echo survived", 2, "can't fork"},
-		{"memory", sandbox.Limits{Memory: 32 << 20}, "dd if=/dev/zero of=/dev/null bs=64M count=1", 137, "out of memory"},
-		{"within", sandbox.Limits{Memory: 64 << 20, CPUs: 1, Pids: 64}, "echo fine", 0, "fine"},
+		{"pids", cgroup.Limits{Pids: 20}, "for i in $(seq 1 100); do sleep 303.5 & done; echo survived", 2, "can't fork"},
+		{"memory", cgroup.Limits{Memory: 32 << 20}, "dd if=/dev/zero of=/dev/null bs=64M count=1", 137, "out of memory"},
+		{"within", cgroup.Limits{Memory: 64 << 20, CPUs: 1, Pids: 64}, "echo fine", 0, "fine"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -283,7 +283,7 @@ func TestBuildLimits(t *testing.T) {
 // TestBuildLimitsUnsupportedWarns is covered where cgroups are missing:
 // limitFlags names the flags the warning lists.
 func TestLimitFlags(t *testing.T) {
-	if got := limitFlags(sandbox.Limits{Memory: 1, Pids: 2}); got != "--memory, --pids-limit" {
+	if got := limitFlags(cgroup.Limits{Memory: 1, Pids: 2}); got != "--memory, --pids-limit" {
 		t.Errorf("limitFlags = %q", got)
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"builder/build/buildtest"
+	"builder/build/sandbox/cgroup"
+	"builder/internal/testenv"
 	"builder/snapshot"
 )
 
@@ -67,9 +69,9 @@ func TestDevicesDenied(t *testing.T) {
 			"lowerdir=" + lower, "upperdir=" + t.TempDir(), "workdir=" + t.TempDir(),
 		}}}
 	}
-	sup := ProbeCgroups()
+	sup := cgroup.Probe()
 	t.Logf("device allowlist: %q", sup.DeviceFilter())
-	noCgroups := CgroupSupport{}
+	noCgroups := cgroup.Support{}
 	modes := []struct {
 		name string
 		spec func(t *testing.T) Spec
@@ -239,82 +241,12 @@ func TestDevicesChrootHelper(t *testing.T) {
 	fmt.Fprintf(os.Stdout, "\nRESULT %s\n", j)
 }
 
-// requireDeviceFilter skips t (fails it under BUILDER_TEST_REQUIRE_ROOT)
-// when no cgroup hierarchy can hold a device allowlist.
-func requireDeviceFilter(t *testing.T, sup CgroupSupport) {
+// requireDeviceFilter stops t (see testenv.Skip) when no cgroup hierarchy
+// can hold a device allowlist.
+func requireDeviceFilter(t *testing.T, sup cgroup.Support) {
 	t.Helper()
-	if sup.DeviceFilter() != "" {
-		return
-	}
-	if os.Getenv("BUILDER_TEST_REQUIRE_ROOT") != "" {
-		t.Fatal("no cgroup hierarchy can hold a device allowlist")
-	}
-	t.Skip("no cgroup hierarchy can hold a device allowlist")
-}
-
-// TestDeviceAllowlist checks each device allowlist on its own, v1's devices
-// controller and the v2 eBPF program, by running host commands (no nodev
-// mount involved) in a run cgroup that has only that allowlist: the host's
-// loop device can be neither read nor written, any node can be created,
-// and the standard devices work. The same commands outside the cgroup read
-// the secret, so the test can fail.
-func TestDeviceAllowlist(t *testing.T) {
-	needRoot(t)
-	loop := buildtest.SecretLoop(t)
-	full := ProbeCgroups()
-	requireDeviceFilter(t, full)
-	tmp := t.TempDir()
-	tests := []struct {
-		name, script string
-		ok           bool
-	}{
-		{"read", "head -c 64 " + loop.Path, false},
-		{"write", "echo OVERWRITTEN | dd of=" + loop.Path + " conv=notrunc 2>&1", false},
-		{"mknod", fmt.Sprintf("mknod %s/node-$$ b %d %d && rm %s/node-$$", tmp, loop.Major, loop.Minor, tmp), true},
-		{"standard", "echo x > /dev/null && head -c 3 /dev/zero >/dev/null && head -c 3 /dev/urandom >/dev/null &&" +
-			" head -c 3 /dev/random >/dev/null && ! echo x 2>/dev/null >/dev/full", true},
-		{"ptmx", "exec 3<>/dev/ptmx", true},
-	}
-	inCgroup := func(dir, script string) (string, error) {
-		cmd := exec.Command("/bin/sh", "-c", `echo $$ > "$1/cgroup.procs" && exec /bin/sh -c "$2"`, "sh", dir, script)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-	if out, err := inCgroup(t.TempDir(), tests[0].script); err != nil || !strings.Contains(out, buildtest.Secret) {
-		t.Fatalf("outside any run cgroup, reading the loop device gave %v, %q", err, out)
-	}
-	for _, c := range full.devices {
-		name := "v1"
-		if c.v2 {
-			name = "v2"
-		}
-		t.Run(name, func(t *testing.T) {
-			cg, err := newRunCgroup(CgroupSupport{devices: []ctrl{c}}, Limits{}, true)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				if err := cg.remove(context.Background()); err != nil {
-					t.Error(err)
-				}
-			}()
-			if len(cg.dirs) != 1 {
-				t.Fatalf("cgroup dirs %v", cg.dirs)
-			}
-			for _, tc := range tests {
-				out, err := inCgroup(cg.dirs[0], tc.script)
-				if (err == nil) != tc.ok {
-					t.Errorf("%s: err = %v, want ok = %v (output %q)", tc.name, err, tc.ok, out)
-				}
-				if strings.Contains(out, buildtest.Secret) {
-					t.Errorf("%s: the host device was read: %q", tc.name, out)
-				}
-				if !tc.ok && !strings.Contains(out, "not permitted") {
-					t.Errorf("%s: %q, want EPERM from the allowlist", tc.name, out)
-				}
-			}
-			loop.CheckUnchanged(t)
-		})
+	if sup.DeviceFilter() == "" {
+		testenv.Skip(t, "no cgroup hierarchy can hold a device allowlist")
 	}
 }
 
@@ -324,7 +256,7 @@ func TestDeviceAllowlist(t *testing.T) {
 // cancelled.
 func TestDeviceCgroupLifecycle(t *testing.T) {
 	needRoot(t)
-	sup := ProbeCgroups()
+	sup := cgroup.Probe()
 	requireDeviceFilter(t, sup)
 	rootfs := newRootfs(t)
 	run := func(ctx context.Context, script string, insecure bool) (string, error) {
@@ -339,11 +271,11 @@ func TestDeviceCgroupLifecycle(t *testing.T) {
 	}
 	for _, v := range strings.Split(sup.DeviceFilter(), "+") {
 		want := map[string]string{"v1": ":devices:/", "v2": "0::/"}[v]
-		if !strings.Contains(out, want) || !strings.Contains(out, cgroupParent+"/") {
+		if !strings.Contains(out, want) || !strings.Contains(out, "/builder-run/") {
 			t.Errorf("%s: the run is in no device cgroup:\n%s", v, out)
 		}
 	}
-	if out, err := run(context.Background(), "cat /proc/self/cgroup", true); err != nil || strings.Contains(out, cgroupParent) {
+	if out, err := run(context.Background(), "cat /proc/self/cgroup", true); err != nil || strings.Contains(out, "/builder-run/") {
 		t.Errorf("insecure run: %v, in a run cgroup:\n%s", err, out)
 	}
 	if left := cgroupRunDirs(t, sup); len(left) != 0 {
@@ -371,17 +303,5 @@ func TestDeviceCgroupLifecycle(t *testing.T) {
 	}
 	if p := append(processesWithArg("304.5"), processesWithArg("304.25")...); len(p) != 0 {
 		t.Errorf("processes left: %v", p)
-	}
-}
-
-// TestDeviceRuleLines checks the allowlist's cgroup v1 rendering.
-func TestDeviceRuleLines(t *testing.T) {
-	var got []string
-	for _, r := range allowedDevices {
-		got = append(got, r.v1Line())
-	}
-	want := "c *:* m|b *:* m|c 1:3 rwm|c 1:5 rwm|c 1:7 rwm|c 1:8 rwm|c 1:9 rwm|c 5:0 rwm|c 5:2 rwm|c 136:* rwm"
-	if strings.Join(got, "|") != want {
-		t.Errorf("v1 lines\n%s\nwant\n%s", strings.Join(got, "|"), want)
 	}
 }

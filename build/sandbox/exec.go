@@ -6,9 +6,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"builder/build/sandbox/seccomp"
 )
 
 // lookPath finds the executable file in the directories of pathEnv, or
@@ -66,16 +70,8 @@ func getEnv(env []string, name string) string {
 	return v
 }
 
-// defaultCapabilities is Docker's default capability set, which RUN gets
-// unless insecure.
-var defaultCapabilities = []int{
-	unix.CAP_CHOWN, unix.CAP_DAC_OVERRIDE, unix.CAP_FSETID, unix.CAP_FOWNER,
-	unix.CAP_MKNOD, unix.CAP_NET_RAW, unix.CAP_SETGID, unix.CAP_SETUID,
-	unix.CAP_SETFCAP, unix.CAP_SETPCAP, unix.CAP_NET_BIND_SERVICE,
-	unix.CAP_SYS_CHROOT, unix.CAP_KILL, unix.CAP_AUDIT_WRITE,
-}
-
-// dropCapabilities removes every capability outside defaultCapabilities from
+// dropCapabilities removes every capability outside Docker's default set
+// (seccomp.DefaultCapabilities, which RUN gets unless insecure) from
 // the calling thread's bounding set and empties its inheritable set, so that
 // a program it executes as root gets at most the default set. The thread's
 // own effective set is unchanged: the init still needs CAP_SYS_ADMIN to tear
@@ -86,7 +82,7 @@ var defaultCapabilities = []int{
 // as a device cgroup allows. The caller must be locked to its thread.
 func dropCapabilities(noChroot bool) error {
 	keep := map[int]bool{}
-	for _, c := range defaultCapabilities {
+	for _, c := range seccomp.DefaultCapabilities {
 		keep[c] = true
 	}
 	if noChroot {
@@ -116,4 +112,41 @@ func dropCapabilities(noChroot bool) error {
 		return fmt.Errorf("set capabilities: %w", err)
 	}
 	return nil
+}
+
+// forkHardened starts argv0 like syscall.ForkExec from a fresh OS thread
+// that first drops capabilities to Docker's default set, sets no_new_privs
+// and loads the seccomp filter, so that the command inherits all three while
+// the init keeps its own privileges for teardown. The thread is discarded
+// afterwards. For chroot isolation, CAP_SYS_CHROOT is dropped too and the
+// filter refuses signals to other process groups (see seccomp.Install); the
+// filter's listener, if any, is returned for serveSignals.
+func forkHardened(argv0 string, argv []string, attr *syscall.ProcAttr, chroot bool) (pid int, listener *os.File, err error) {
+	type result struct {
+		pid      int
+		listener *os.File
+		err      error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// No UnlockOSThread: the thread exits with the goroutine.
+		runtime.LockOSThread()
+		if err := dropCapabilities(chroot); err != nil {
+			ch <- result{err: err}
+			return
+		}
+		listener, err := seccomp.Install(chroot)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		pid, err := syscall.ForkExec(argv0, argv, attr)
+		if err != nil && listener != nil {
+			listener.Close()
+			listener = nil
+		}
+		ch <- result{pid, listener, err}
+	}()
+	r := <-ch
+	return r.pid, r.listener, r.err
 }

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"builder/build/buildtest"
+	"builder/build/sandbox/cgroup"
 	"builder/internal/testenv"
 )
 
@@ -259,7 +259,7 @@ func TestUnprivilegedHelper(t *testing.T) {
 
 // cgroupRunDirs lists the per-run cgroups this test process made that are
 // still there (other processes may be building at the same time).
-func cgroupRunDirs(t *testing.T, sup CgroupSupport) []string {
+func cgroupRunDirs(t *testing.T, sup cgroup.Support) []string {
 	t.Helper()
 	left, err := sup.RunCgroupsOf(os.Getpid())
 	if err != nil {
@@ -270,19 +270,19 @@ func cgroupRunDirs(t *testing.T, sup CgroupSupport) []string {
 
 func TestLimits(t *testing.T) {
 	needRoot(t)
-	sup := ProbeCgroups()
-	if !sup.Supports(Limits{Memory: 1, CPUs: 1, Pids: 1}) {
+	sup := cgroup.Probe()
+	if !sup.Supports(cgroup.Limits{Memory: 1, CPUs: 1, Pids: 1}) {
 		testenv.Skip(t, "cgroups not usable here: %s", sup.Reason)
 	}
 	t.Logf("cgroups: %s", sup.Version())
 	rootfs := newRootfs(t)
 	tests := []struct {
 		name   string
-		limits Limits
+		limits cgroup.Limits
 		script string
 		check  func(t *testing.T, out string, err error)
 	}{
-		{"pids limit stops a fork loop", Limits{Pids: 20}, `for i in $(seq 1 100); do sleep 302.5 & done; echo survived`,
+		{"pids limit stops a fork loop", cgroup.Limits{Pids: 20}, `for i in $(seq 1 100); do sleep 302.5 & done; echo survived`,
 			func(t *testing.T, out string, err error) {
 				var ee *ExitError
 				if !errors.As(err, &ee) || ee.OOMKilled {
@@ -292,7 +292,7 @@ func TestLimits(t *testing.T) {
 					t.Errorf("output %q, want a fork failure", out)
 				}
 			}},
-		{"memory limit OOM-kills", Limits{Memory: 32 << 20}, `echo start; dd if=/dev/zero of=/dev/null bs=64M count=1`,
+		{"memory limit OOM-kills", cgroup.Limits{Memory: 32 << 20}, `echo start; dd if=/dev/zero of=/dev/null bs=64M count=1`,
 			func(t *testing.T, out string, err error) {
 				var ee *ExitError
 				if !errors.As(err, &ee) || !ee.OOMKilled || ee.Code != 137 {
@@ -302,7 +302,7 @@ func TestLimits(t *testing.T) {
 					t.Errorf("error %q does not say out of memory and the limit", err)
 				}
 			}},
-		{"within limits", Limits{Memory: 64 << 20, CPUs: 0.5, Pids: 50}, `dd if=/dev/zero of=/dev/null bs=1M count=4 2>/dev/null && echo ok`,
+		{"within limits", cgroup.Limits{Memory: 64 << 20, CPUs: 0.5, Pids: 50}, `dd if=/dev/zero of=/dev/null bs=1M count=4 2>/dev/null && echo ok`,
 			func(t *testing.T, out string, err error) {
 				if err != nil || out != "ok\n" {
 					t.Fatalf("err = %v, output %q", err, out)
@@ -325,67 +325,9 @@ func TestLimits(t *testing.T) {
 	}
 }
 
-// TestLimitsFiles checks the values written for each controller, and that
-// removal is complete and idempotent.
-func TestLimitsFiles(t *testing.T) {
-	needRoot(t)
-	sup := ProbeCgroups()
-	l := Limits{Memory: 48 << 20, CPUs: 1.5, Pids: 33}
-	if !sup.Supports(l) {
-		testenv.Skip(t, "cgroups not usable here: %s", sup.Reason)
-	}
-	cg, err := newRunCgroup(sup, l, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	read := func(ctrl string, v1, v2 string) string {
-		c := sup.ctrls[ctrl]
-		for _, d := range cg.dirs {
-			if strings.HasPrefix(d, c.dir+"/") {
-				f := v1
-				if c.v2 {
-					f = v2
-				}
-				b, err := os.ReadFile(filepath.Join(d, f))
-				if err != nil {
-					t.Fatal(err)
-				}
-				return strings.TrimSpace(string(b))
-			}
-		}
-		t.Fatalf("no cgroup for %s", ctrl)
-		return ""
-	}
-	if got := read("memory", "memory.limit_in_bytes", "memory.max"); got != "50331648" {
-		t.Errorf("memory limit %s", got)
-	}
-	if got := read("pids", "pids.max", "pids.max"); got != "33" {
-		t.Errorf("pids limit %s", got)
-	}
-	if got := read("cpu", "cpu.cfs_quota_us", "cpu.max"); got != "150000" && got != "150000 100000" {
-		t.Errorf("cpu quota %s", got)
-	}
-	if err := cg.remove(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if err := cg.remove(context.Background()); err != nil {
-		t.Fatalf("second remove: %v", err)
-	}
-	if left := cgroupRunDirs(t, sup); len(left) != 0 {
-		t.Errorf("cgroups left: %v", left)
-	}
-	// The parent goes once empty; another process's run may keep it.
-	for _, c := range sup.ctrls {
-		ents, err := os.ReadDir(filepath.Join(c.dir, cgroupParent))
-		if err == nil && !slices.ContainsFunc(ents, func(e os.DirEntry) bool { return e.IsDir() }) {
-			t.Errorf("empty parent cgroup of %s left", c.name)
-		}
-	}
-}
-
 func TestLimitsUnsupported(t *testing.T) {
-	sup := CgroupSupport{Reason: "no cgroup hierarchy"}
-	err := Run(context.Background(), Spec{Root: bindRoot(t.TempDir()), Args: []string{"true"}, Limits: Limits{Pids: 5}, Cgroups: &sup})
+	sup := cgroup.Support{Reason: "no cgroup hierarchy"}
+	err := Run(context.Background(), Spec{Root: bindRoot(t.TempDir()), Args: []string{"true"}, Limits: cgroup.Limits{Pids: 5}, Cgroups: &sup})
 	if err == nil || !strings.Contains(err.Error(), "no cgroup hierarchy") {
 		t.Fatalf("Run = %v, want a cgroups error", err)
 	}
@@ -456,65 +398,5 @@ test -e /proc/$NOBODY && echo "other user: visible" || echo "other user: hidden"
 				t.Errorf("output:\n%s\nwant:\n%s\nstderr: %s", got, tt.want, errb.String())
 			}
 		})
-	}
-}
-
-// TestSweepStaleCgroups checks that a run removes the empty run cgroups of
-// builders that died (a SIGKILLed builder cannot remove its own), and
-// leaves those of live processes alone.
-func TestSweepStaleCgroups(t *testing.T) {
-	needRoot(t)
-	sup := ProbeCgroups()
-	if len(sup.devices) == 0 {
-		testenv.Skip(t, "no device cgroup here: %s", sup.Reason)
-	}
-	dead := exec.Command("true")
-	if err := dead.Run(); err != nil {
-		t.Fatal(err)
-	}
-	live := exec.Command("sleep", "60")
-	if err := live.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { live.Process.Kill(); live.Wait() }()
-	parent, err := sup.devices[0].ensureParent()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stale := filepath.Join(parent, ownerPrefix(dead.Process.Pid)+"0000000000000000")
-	kept := filepath.Join(parent, ownerPrefix(live.Process.Pid)+"0000000000000000")
-	for _, d := range []string{stale, kept} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	defer unix.Rmdir(kept)
-	defer unix.Rmdir(stale)
-	old := time.Now().Add(-2 * staleAge)
-	for _, d := range []string{stale, kept} {
-		if err := os.Chtimes(d, old, old); err != nil {
-			t.Fatal(err)
-		}
-	}
-	young := filepath.Join(parent, ownerPrefix(dead.Process.Pid)+"1111111111111111")
-	if err := os.Mkdir(young, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Rmdir(young)
-	cg, err := newRunCgroup(sup, Limits{}, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cg.remove(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the dead builder's cgroup %s was not swept: %v", stale, err)
-	}
-	if _, err := os.Stat(kept); err != nil {
-		t.Errorf("a live process's cgroup was removed: %v", err)
-	}
-	if _, err := os.Stat(young); err != nil {
-		t.Errorf("a dead builder's cgroup younger than %v was removed: %v", staleAge, err)
 	}
 }

@@ -206,3 +206,135 @@ func shortenOverlay(data, keep string) (string, error) {
 	opts[li] = "lowerdir=" + strings.Join(rel, ":")
 	return strings.Join(opts, ","), nil
 }
+
+// mountNew mounts a new filesystem (see newMount) on the mountpoint open
+// as target, at the root-relative rel, records it, and returns the mount's
+// fd, which the caller closes.
+func (s *sandbox) mountNew(fstype, data string, flags uintptr, target *os.File, rel string) (int, error) {
+	m, err := newMount(fstype, data, flags)
+	if err != nil {
+		return -1, fmt.Errorf("mount %s on %s: %w", fstype, rel, err)
+	}
+	if err := s.attach(m, target, rel); err != nil {
+		unix.Close(m)
+		return -1, fmt.Errorf("mount %s on %s: %w", fstype, rel, err)
+	}
+	return m, nil
+}
+
+// attach moves the detached mount tree onto the mountpoint open as target,
+// at the root-relative rel, and records it.
+func (s *sandbox) attach(tree int, target *os.File, rel string) error {
+	if err := attach(tree, int(target.Fd())); err != nil {
+		return err
+	}
+	s.mounts = append(s.mounts, rel)
+	return nil
+}
+
+// mountEtc bind-mounts the run's hosts and resolv.conf read-only, as
+// BuildKit does.
+func (s *sandbox) mountEtc() error {
+	for _, f := range []struct{ target, source string }{
+		{"/etc/hosts", s.hostsFile},
+		{"/etc/resolv.conf", s.resolvFile},
+	} {
+		if err := s.bindFile(f.source, f.target); err != nil {
+			return fmt.Errorf("mount %s: %w", f.target, err)
+		}
+	}
+	return nil
+}
+
+// bindFile bind-mounts the init's own file source read-only on the
+// root-relative target, creating a stub for it if needed.
+func (s *sandbox) bindFile(source, target string) error {
+	src, err := unix.Open(source, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(src)
+	t, p, err := s.stubs.ensure(target, false)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	tree, err := cloneMount(src, false, unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(tree)
+	return s.attach(tree, t, p)
+}
+
+// source returns the source of the bind mount cfg.Mounts[i], resolved
+// inside its root and opened (O_PATH) on the first call (see openSource);
+// every later use goes through that fd.
+func (s *sandbox) source(i int) (*os.File, error) {
+	if s.sources == nil {
+		s.sources = make([]*os.File, len(s.cfg.Mounts))
+	}
+	if s.sources[i] != nil {
+		return s.sources[i], nil
+	}
+	f, err := openSource(s.cfg.Mounts[i])
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", s.cfg.Mounts[i].Target, err)
+	}
+	s.sources[i] = f
+	return f, nil
+}
+
+// isDirFD reports whether fd is open on a directory.
+func isDirFD(fd int) bool {
+	var st unix.Stat_t
+	return unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
+}
+
+// mountExtra applies the RUN --mount mounts, all of them nosuid and nodev:
+// binds from their sources' fds (see source) and new tmpfs filesystems,
+// each on its mountpoint's fd (see stubs.ensure).
+func (s *sandbox) mountExtra() error {
+	for i, m := range s.cfg.Mounts {
+		flags, data := parseOptions(m.Options)
+		flags |= unix.MS_NOSUID | unix.MS_NODEV
+		if m.ReadOnly {
+			flags |= unix.MS_RDONLY
+		}
+		switch m.Type {
+		case "bind":
+			src, err := s.source(i)
+			if err != nil {
+				return err
+			}
+			t, p, err := s.stubs.ensure(m.Target, isDirFD(int(src.Fd())))
+			if err != nil {
+				return err
+			}
+			recursive := flags&unix.MS_BIND == 0 || flags&unix.MS_REC != 0
+			tree, err := cloneMount(int(src.Fd()), recursive, flags)
+			if err == nil {
+				err = s.attach(tree, t, p)
+				unix.Close(tree)
+			}
+			t.Close()
+			if err != nil {
+				return fmt.Errorf("mount %s: %w", m.Target, err)
+			}
+		case "tmpfs":
+			t, p, err := s.stubs.ensure(m.Target, true)
+			if err != nil {
+				return err
+			}
+			tree, err := s.mountNew("tmpfs", data, flags, t, p)
+			t.Close()
+			if err != nil {
+				return err
+			}
+			unix.Close(tree)
+		default:
+			return fmt.Errorf("mount %s: unsupported type %q", m.Target, m.Type)
+		}
+	}
+	return nil
+}

@@ -9,41 +9,68 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
 	"builder/build/buildtest"
+	"builder/build/sandbox/nat"
 )
 
 // natTools are the NATs the tests exercise, each of which CI installs.
-var natTools = []string{NATPasta, NATSlirp4netns}
+var natTools = []string{nat.Pasta, nat.Slirp4netns}
 
 // requireNAT returns tool, or fails or skips the test as buildtest.RequireTool.
-func requireNAT(t testing.TB, tool string) NAT {
+func requireNAT(t testing.TB, tool string) nat.NAT {
 	t.Helper()
 	buildtest.RequireRoot(t)
 	buildtest.RequireTool(t, tool)
-	nat, err := FindNAT(tool)
+	n, err := nat.Find(tool)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return nat
+	return n
 }
 
-// natPids returns the pids of running NAT tools started the way startNAT
-// starts them, and of NAT guards.
+// natPids returns the pids of running NAT tools started the way nat.Start
+// starts them, and of NAT guards, that this test process started (its
+// descendants) or that were orphaned: other test processes build at the
+// same time, and their NATs are theirs to check.
 func natPids() []int {
 	var pids []int
 	for _, pid := range processesWithArg("/proc/self/fd/3") {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		arg0, _, _ := bytes.Cut(cmdline, []byte{0})
-		if string(arg0) == NATPasta || string(arg0) == NATSlirp4netns {
+		if string(arg0) == nat.Pasta || string(arg0) == nat.Slirp4netns {
 			pids = append(pids, pid)
 		}
 	}
-	pids = append(pids, processesWithArg(natArg0)...)
-	return pids
+	pids = append(pids, processesWithArg(nat.GuardArg0)...)
+	return slices.DeleteFunc(pids, func(pid int) bool { return !oursOrOrphan(pid) })
+}
+
+// oursOrOrphan reports whether pid descends from this process or has been
+// re-parented to pid 1.
+func oursOrOrphan(pid int) bool {
+	me := os.Getpid()
+	for i := 0; i < 64 && pid > 1; i++ {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return false
+		}
+		_, rest, _ := bytes.Cut(stat, []byte(") "))
+		f := strings.Fields(string(rest))
+		if len(f) < 2 {
+			return false
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		if ppid == me || ppid == 1 && i == 0 {
+			return true
+		}
+		pid = ppid
+	}
+	return false
 }
 
 // newNATPids returns the NAT processes running now that were not in before.
@@ -84,13 +111,13 @@ cat /etc/resolv.conf`, loopbackPort, host, port))
 func TestPrivateNetwork(t *testing.T) {
 	for _, tool := range natTools {
 		t.Run(tool, func(t *testing.T) {
-			nat := requireNAT(t, tool)
+			n := requireNAT(t, tool)
 			rootfs := newRootfs(t)
 			port := buildtest.LoopbackServer(t, "host-loopback")
 			outside := buildtest.NetNSServer(t, "outside")
 			before := natPids()
 			var out, errOut bytes.Buffer
-			err := Run(context.Background(), Spec{Root: bindRoot(rootfs), Network: "private", NAT: nat,
+			err := Run(context.Background(), Spec{Root: bindRoot(rootfs), Network: "private", NAT: n,
 				Args: privateScript(port, outside), Stdout: &out, Stderr: &errOut, TempDir: t.TempDir()})
 			if err != nil {
 				t.Fatalf("Run: %v\nstdout:\n%s\nstderr:\n%s", err, &out, &errOut)
@@ -102,7 +129,7 @@ func TestPrivateNetwork(t *testing.T) {
 			if !strings.Contains(got, "outside via NAT") {
 				t.Errorf("the outside server was not reachable through %s:\n%s\nstderr:\n%s", tool, got, &errOut)
 			}
-			if !strings.Contains(got, "nameserver "+natDNS[tool]+"\n") {
+			if !strings.Contains(got, "nameserver "+nat.NAT{Tool: tool}.DNS()+"\n") {
 				t.Errorf("resolv.conf does not name %s's DNS forwarder:\n%s", tool, got)
 			}
 			if p := newNATPids(before); len(p) != 0 {
@@ -128,7 +155,7 @@ func TestPrivateNetworkNATFails(t *testing.T) {
 	rootfs := newRootfs(t)
 	before := initPids(t)
 	err := Run(context.Background(), Spec{Root: bindRoot(rootfs), Network: "private",
-		NAT:  NAT{Tool: NATSlirp4netns, Path: "/bin/false"},
+		NAT:  nat.NAT{Tool: nat.Slirp4netns, Path: "/bin/false"},
 		Args: sh("echo ran"), TempDir: t.TempDir()})
 	if err == nil || !strings.Contains(err.Error(), "start slirp4netns") {
 		t.Fatalf("Run error = %v, want the NAT's failure", err)
@@ -187,11 +214,11 @@ func TestNATHelper(t *testing.T) {
 	if root == "" {
 		t.Skip("helper for TestNATDiesWithBuilder")
 	}
-	nat, err := FindNAT(os.Getenv("SANDBOX_TEST_NAT_TOOL"))
+	n, err := nat.Find(os.Getenv("SANDBOX_TEST_NAT_TOOL"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = Run(context.Background(), Spec{Root: bindRoot(root), Network: "private", NAT: nat,
+	err = Run(context.Background(), Spec{Root: bindRoot(root), Network: "private", NAT: n,
 		Args: sh("echo running; sleep 60"), Stdout: os.Stdout, TempDir: os.Getenv("SANDBOX_TEST_NAT_TMP")})
 	t.Fatalf("Run returned: %v", err)
 }
@@ -203,7 +230,7 @@ func BenchmarkRunNetwork(b *testing.B) {
 	rootfs := newRootfs(b)
 	modes := []struct {
 		name, network, tool string
-	}{{"host", "host", ""}, {"none", "none", ""}, {"pasta", "private", NATPasta}, {"slirp4netns", "private", NATSlirp4netns}}
+	}{{"host", "host", ""}, {"none", "none", ""}, {"pasta", "private", nat.Pasta}, {"slirp4netns", "private", nat.Slirp4netns}}
 	for _, m := range modes {
 		b.Run(m.name, func(b *testing.B) {
 			spec := Spec{Root: bindRoot(rootfs), Args: []string{"/bin/true"}, Network: m.network, TempDir: b.TempDir()}
@@ -224,7 +251,7 @@ func BenchmarkRunNetwork(b *testing.B) {
 // reach as with namespaces, and the NAT gone after the run.
 func TestPrivateNetworkChroot(t *testing.T) {
 	buildtest.RequireRoot(t)
-	nat, err := FindNAT("")
+	n, err := nat.Find("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +260,7 @@ func TestPrivateNetworkChroot(t *testing.T) {
 	outside := buildtest.NetNSServer(t, "outside")
 	before := natPids()
 	var out, errOut bytes.Buffer
-	err = Run(context.Background(), Spec{Root: bindRoot(rootfs), Network: "private", NAT: nat, Isolation: IsolationChroot,
+	err = Run(context.Background(), Spec{Root: bindRoot(rootfs), Network: "private", NAT: n, Isolation: IsolationChroot,
 		Args: privateScript(port, outside), Stdout: &out, Stderr: &errOut, TempDir: t.TempDir()})
 	if err != nil {
 		t.Fatalf("Run: %v\nstdout:\n%s\nstderr:\n%s", err, &out, &errOut)

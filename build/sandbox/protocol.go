@@ -1,10 +1,24 @@
 package sandbox
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"syscall"
+	"time"
 
+	"golang.org/x/sys/unix"
+
+	"builder/build/sandbox/nat"
 	"builder/snapshot"
 )
 
@@ -56,7 +70,7 @@ type initConfig struct {
 	// as the root directory itself.
 	Chroot bool `json:"chroot,omitempty"`
 	// NAT is the NAT of a private network; the builder starts it.
-	NAT NAT `json:"-"`
+	NAT nat.NAT `json:"-"`
 	// Cgroups are the run's cgroup directories, which the init joins
 	// before anything else.
 	Cgroups []string `json:"cgroups,omitempty"`
@@ -89,6 +103,161 @@ type copiedUp struct {
 	UID   uint32 `json:"uid"`
 	GID   uint32 `json:"gid"`
 	Mtime int64  `json:"mtime"` // nanoseconds since the epoch
+}
+
+// runInit starts the init with cfg, waits for it and returns its result.
+// The calling goroutine stays locked to its thread from fork to wait, since
+// Pdeathsig fires when the forking thread exits, not the process.
+func runInit(ctx context.Context, cfg *initConfig, stdout, stderr io.Writer) (*initResult, error) {
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("create config pipe: %w", err)
+	}
+	defer cfgR.Close()
+	resR, resW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("create result pipe: %w", err)
+	}
+	defer resR.Close()
+	defer resW.Close()
+	// A private network's init waits for the go-ahead once the NAT runs.
+	var goR, goW *os.File
+	if cfg.WaitNet {
+		if goR, goW, err = os.Pipe(); err != nil {
+			return nil, fmt.Errorf("create go-ahead pipe: %w", err)
+		}
+		defer goR.Close()
+		defer goW.Close()
+	}
+
+	attempts := initAttempts(cfg)
+	newCmd := func(a attempt) *exec.Cmd {
+		cmd := exec.CommandContext(ctx, "/proc/self/exe")
+		cmd.Args = []string{initArg0}
+		cmd.Env = a.env
+		cmd.Dir = "/"
+		cmd.Stdout = stdout
+		cmd.Stderr = stderr
+		cmd.ExtraFiles = []*os.File{cfgR, resW}
+		if goR != nil {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, goR)
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{
+			Cloneflags: a.flags,
+			Pdeathsig:  syscall.SIGKILL,
+			Setsid:     true,
+		}
+		if cfg.Chroot {
+			// Without a PID namespace, killing the init would orphan
+			// the command's tree: the init kills it on SIGUSR2 instead,
+			// and is killed itself only if it does not exit in time.
+			cmd.Cancel = func() error { return cmd.Process.Signal(unix.SIGUSR2) }
+			cmd.WaitDelay = 10 * time.Second
+			// The same when the builder dies (even by SIGKILL): the
+			// init takes the tree down before it exits.
+			cmd.SysProcAttr.Pdeathsig = unix.SIGUSR2
+		}
+		return cmd
+	}
+
+	// The config is written ahead so that the init never waits for it; a
+	// write error means the init died, and its exit status says why.
+	cfgJSON, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encode sandbox config: %w", err)
+	}
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		_, _ = cfgW.Write(cfgJSON)
+		cfgW.Close()
+	}()
+	defer func() { <-written }()
+
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var cmd *exec.Cmd
+	for i, a := range attempts {
+		cmd = newCmd(a)
+		err = cmd.Start()
+		if err == nil || i == len(attempts)-1 || !errors.Is(err, unix.EPERM) {
+			break
+		}
+	}
+	if err != nil {
+		cfgR.Close() // unblocks the writer
+		return nil, fmt.Errorf("start sandbox: %w", err)
+	}
+	cfgR.Close()
+	resW.Close()
+	var natErr error
+	if cfg.WaitNet {
+		// The NAT outlives the init: it is stopped after the wait below.
+		var p *nat.Process
+		if p, natErr = goAhead(ctx, cfg.NAT, cmd.Process.Pid, goR, goW); natErr == nil {
+			defer p.Close()
+		}
+	}
+	out, readErr := io.ReadAll(resR)
+	waitErr := cmd.Wait()
+
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("run sandbox: %w", err)
+	}
+	if natErr != nil {
+		return nil, natErr
+	}
+	if readErr != nil {
+		return nil, fmt.Errorf("read sandbox result: %w", readErr)
+	}
+	var res initResult
+	if len(bytes.TrimSpace(out)) == 0 {
+		if waitErr == nil {
+			waitErr = errors.New("no result")
+		}
+		return nil, fmt.Errorf("sandbox init: %w", waitErr)
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return nil, fmt.Errorf("decode sandbox result: %w", err)
+	}
+	return &res, nil
+}
+
+// attempt is one way to start the init: its clone flags and environment.
+type attempt struct {
+	flags uintptr
+	env   []string
+}
+
+// initAttempts returns the ways to start the init for cfg, to be tried in
+// turn while the kernel refuses one with EPERM. Namespace mode has one. In
+// chroot mode, a PID namespace (which keeps the host's processes out of the
+// command's sight and reach) and a mount namespace (which lets the init
+// mount /proc, /dev and the rest) are each taken where permitted, both
+// first, then each alone, then neither; the init is told which it has.
+func initAttempts(cfg *initConfig) []attempt {
+	base := []string{initEnv + "=1", "GOMAXPROCS=1", "GOGC=off"}
+	var netFlag uintptr
+	if cfg.NewNet {
+		netFlag = unix.CLONE_NEWNET
+	}
+	if !cfg.Chroot {
+		return []attempt{{unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | netFlag, base}}
+	}
+	with := func(flags uintptr, env ...string) attempt {
+		return attempt{flags | netFlag, append(base[:len(base):len(base)], env...)}
+	}
+	mnt, pid := mountNSEnv+"=1", pidNSEnv+"=1"
+	attempts := []attempt{
+		with(unix.CLONE_NEWNS|unix.CLONE_NEWPID, mnt, pid),
+		with(unix.CLONE_NEWNS, mnt),
+		with(unix.CLONE_NEWPID, pid),
+		with(0),
+	}
+	if cfg.noPIDNamespace {
+		attempts = []attempt{attempts[1], attempts[3]}
+	}
+	return attempts
 }
 
 // sortMounts returns mounts ordered by target depth, shallowest first, so

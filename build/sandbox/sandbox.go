@@ -3,16 +3,17 @@
 //
 // Run re-executes the current binary (/proc/self/exe) as a tiny init process
 // in new mount, PID, UTS and IPC namespaces (and a new network namespace for
-// Network "none" and "private"; see network.go for the NAT of the latter). The init mounts the root filesystem inside its own mount
+// Network "none" and "private"; see package nat for the NAT of the
+// latter). The init mounts the root filesystem inside its own mount
 // namespace, so every mount it makes vanishes with the namespace however the
 // builder dies; it pivots into the root, starts the command as its child,
 // reaps zombies, forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT, and, once the command
 // exits, kills whatever the command left behind. Unless Spec.Insecure, the
 // command runs with Docker's default capabilities, no_new_privs, a seccomp
-// filter denying what Docker's default profile denies (see seccomp.go),
+// filter denying what Docker's default profile denies (package seccomp),
 // Docker's masked and read-only /proc and /sys paths, and no device but the
 // standard ones of its /dev (nodev mounts and, where cgroups allow, a device
-// allowlist; see devices.go).
+// allowlist; see package cgroup).
 //
 // Every path that build input can influence (a RUN --mount source inside
 // its root, every mountpoint inside the root filesystem) is resolved once,
@@ -37,22 +38,19 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
+	"builder/build/sandbox/cgroup"
+	"builder/build/sandbox/nat"
 	"builder/snapshot"
 )
 
@@ -89,11 +87,11 @@ type Spec struct {
 	// Network is "host" (the default, also for ""), "none" (a new network
 	// namespace with only lo, up) or "private" (a new network namespace
 	// whose outbound traffic goes through NAT, which cannot reach the
-	// host's loopback; see network.go).
+	// host's loopback; see package nat).
 	Network string
-	// NAT is the userspace NAT of a private network (see FindNAT); it is
+	// NAT is the userspace NAT of a private network (see nat.Find); it is
 	// started for the run and stopped after it.
-	NAT NAT
+	NAT nat.NAT
 	// Stdout and Stderr receive the command's output live; nil discards it.
 	// Stdin is always /dev/null.
 	Stdout, Stderr io.Writer
@@ -119,7 +117,7 @@ type Spec struct {
 	// Docker's default capability set and Docker's masked and read-only
 	// paths, and can open only the standard devices of its /dev: the root
 	// filesystem and /dev itself are nodev, and, where cgroups allow, the
-	// run's cgroup has a device allowlist (see allowedDevices).
+	// run's cgroup has a device allowlist (see package cgroup).
 	Insecure bool
 	// Isolation is IsolationNamespaces (the default, also for "") or
 	// IsolationChroot; see those constants and Probe.
@@ -127,12 +125,12 @@ type Spec struct {
 	// Limits bound the memory, CPU time and process count of the run's
 	// process tree through a cgroup of its own, created for the run and
 	// removed after it.
-	Limits Limits
-	// Cgroups is what ProbeCgroups found; nil makes Run probe. Run fails
+	Limits cgroup.Limits
+	// Cgroups is what cgroup.Probe found; nil makes Run probe. Run fails
 	// when a limit has no usable controller: the caller decides whether to
 	// warn and drop the limit instead. A missing device allowlist is no
 	// error: nodev mounts alone then keep the command off device nodes.
-	Cgroups *CgroupSupport
+	Cgroups *cgroup.Support
 
 	// noPIDNamespace makes a chroot-mode run go without a PID namespace
 	// even where one is permitted, as on machines that refuse it; for
@@ -152,7 +150,7 @@ const (
 	// namespace, and a PID and a mount namespace only where the machine
 	// permits them. It still gets Docker's default capabilities minus
 	// CAP_SYS_CHROOT, no_new_privs, the seccomp filter (plus rules that
-	// refuse signals to -1 and to process groups: chrootSignalRules) and a
+	// refuse signals to -1 and to process groups: see seccomp.Install) and a
 	// clean environment and fd table. /proc, /dev, /sys, /etc/hosts and
 	// /etc/resolv.conf are mounted (in the init's mount namespace) only
 	// where that is permitted, and absent otherwise. With a PID namespace
@@ -173,6 +171,10 @@ const (
 // through that descriptor: the source inside Root, the target inside the
 // root filesystem. A symlink or ".." can never lead out of either, even
 // when a concurrent build or writer renames directories meanwhile.
+//
+// It is not a snapshot.Mount, which says how to mount a snapshot (trusted
+// overlay or bind options, made by the snapshotter): a Mount's source and
+// target come from the Dockerfile, so it carries a root to resolve them in.
 type Mount struct {
 	// Type is "bind" (a file or directory of a host directory) or "tmpfs".
 	Type string
@@ -258,33 +260,33 @@ func Run(ctx context.Context, spec Spec) (err error) {
 	if cfg.Scratch, err = scratchDir(spec.TempDir); err != nil {
 		return err
 	}
-	var cg *runCgroup
+	var cg *cgroup.Group
 	// An insecure run may use every device, as BuildKit's insecure mode
 	// (docker run --privileged) allows.
 	devices := !spec.Insecure
 	if !spec.Limits.IsZero() || devices {
 		sup := spec.Cgroups
 		if sup == nil {
-			p := ProbeCgroups()
+			p := cgroup.Probe()
 			sup = &p
 		}
 		if !sup.Supports(spec.Limits) {
 			return fmt.Errorf("sandbox: resource limits need cgroups: %s", sup.Reason)
 		}
-		if cg, err = newRunCgroup(*sup, spec.Limits, devices); err != nil {
+		if cg, err = cgroup.Create(*sup, spec.Limits, devices); err != nil {
 			return err
 		}
 		// Removal waits for the tree to die, also after a cancelled run.
 		defer func() {
-			if rerr := cg.remove(context.WithoutCancel(ctx)); rerr != nil && err == nil {
+			if rerr := cg.Remove(context.WithoutCancel(ctx)); rerr != nil && err == nil {
 				err = rerr
 			}
 		}()
-		cfg.Cgroups = cg.dirs
+		cfg.Cgroups = cg.Dirs()
 	}
 	res, err := runInit(ctx, cfg, spec.Stdout, spec.Stderr)
 	if err != nil {
-		if ctx.Err() == nil && cg.oomKilled() {
+		if ctx.Err() == nil && cg.OOMKilled() {
 			// The OOM killer chose the init itself.
 			return &ExitError{Code: 128 + int(syscall.SIGKILL), Signal: syscall.SIGKILL, OOMKilled: true,
 				MemoryLimit: spec.Limits.Memory}
@@ -299,14 +301,14 @@ func Run(ctx context.Context, spec Spec) (err error) {
 		return &SetupError{Msg: res.Error, Errno: syscall.Errno(res.Errno)}
 	case res.Signal != 0:
 		ee := &ExitError{Code: 128 + res.Signal, Signal: syscall.Signal(res.Signal)}
-		if ee.Signal == syscall.SIGKILL && cg.oomKilled() {
+		if ee.Signal == syscall.SIGKILL && cg.OOMKilled() {
 			ee.OOMKilled, ee.MemoryLimit = true, spec.Limits.Memory
 		}
 		return ee
 	case res.Code != 0:
 		// A shell reports a child the OOM killer took as 137.
 		ee := &ExitError{Code: res.Code}
-		if res.Code == 128+int(syscall.SIGKILL) && cg.oomKilled() {
+		if res.Code == 128+int(syscall.SIGKILL) && cg.OOMKilled() {
 			ee.OOMKilled, ee.MemoryLimit = true, spec.Limits.Memory
 		}
 		return ee
@@ -348,7 +350,7 @@ func newConfig(spec Spec) (*initConfig, error) {
 		newNet = true
 	case "private":
 		newNet, private = true, true
-		if natArgs(spec.NAT.Tool) == nil || spec.NAT.Path == "" {
+		if !spec.NAT.Valid() {
 			return nil, fmt.Errorf("sandbox: private network without a NAT (tool %q)", spec.NAT.Tool)
 		}
 	default:
@@ -384,7 +386,7 @@ func newConfig(spec Spec) (*initConfig, error) {
 		}
 		resolv = b
 		if private {
-			resolv = natResolvConf(spec.NAT.Tool, b)
+			resolv = spec.NAT.ResolvConf(b)
 		}
 	}
 	env := spec.Env
@@ -430,160 +432,6 @@ func scratchDir(tmp string) (string, error) {
 		return "", fmt.Errorf("check sandbox dir: %s is not a directory owned by us and writable only by us", dir)
 	}
 	return dir, nil
-}
-
-// runInit starts the init with cfg, waits for it and returns its result.
-// The calling goroutine stays locked to its thread from fork to wait, since
-// Pdeathsig fires when the forking thread exits, not the process.
-func runInit(ctx context.Context, cfg *initConfig, stdout, stderr io.Writer) (*initResult, error) {
-	cfgR, cfgW, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("create config pipe: %w", err)
-	}
-	defer cfgR.Close()
-	resR, resW, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("create result pipe: %w", err)
-	}
-	defer resR.Close()
-	defer resW.Close()
-	// A private network's init waits for the go-ahead once the NAT runs.
-	var goR, goW *os.File
-	if cfg.WaitNet {
-		if goR, goW, err = os.Pipe(); err != nil {
-			return nil, fmt.Errorf("create go-ahead pipe: %w", err)
-		}
-		defer goR.Close()
-		defer goW.Close()
-	}
-
-	attempts := initAttempts(cfg)
-	newCmd := func(a attempt) *exec.Cmd {
-		cmd := exec.CommandContext(ctx, "/proc/self/exe")
-		cmd.Args = []string{initArg0}
-		cmd.Env = a.env
-		cmd.Dir = "/"
-		cmd.Stdout = stdout
-		cmd.Stderr = stderr
-		cmd.ExtraFiles = []*os.File{cfgR, resW}
-		if goR != nil {
-			cmd.ExtraFiles = append(cmd.ExtraFiles, goR)
-		}
-		cmd.SysProcAttr = &syscall.SysProcAttr{
-			Cloneflags: a.flags,
-			Pdeathsig:  syscall.SIGKILL,
-			Setsid:     true,
-		}
-		if cfg.Chroot {
-			// Without a PID namespace, killing the init would orphan
-			// the command's tree: the init kills it on SIGUSR2 instead,
-			// and is killed itself only if it does not exit in time.
-			cmd.Cancel = func() error { return cmd.Process.Signal(unix.SIGUSR2) }
-			cmd.WaitDelay = 10 * time.Second
-			// The same when the builder dies (even by SIGKILL): the
-			// init takes the tree down before it exits.
-			cmd.SysProcAttr.Pdeathsig = unix.SIGUSR2
-		}
-		return cmd
-	}
-
-	// The config is written ahead so that the init never waits for it; a
-	// write error means the init died, and its exit status says why.
-	cfgJSON, err := json.Marshal(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("encode sandbox config: %w", err)
-	}
-	written := make(chan struct{})
-	go func() {
-		defer close(written)
-		_, _ = cfgW.Write(cfgJSON)
-		cfgW.Close()
-	}()
-	defer func() { <-written }()
-
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var cmd *exec.Cmd
-	for i, a := range attempts {
-		cmd = newCmd(a)
-		err = cmd.Start()
-		if err == nil || i == len(attempts)-1 || !errors.Is(err, unix.EPERM) {
-			break
-		}
-	}
-	if err != nil {
-		cfgR.Close() // unblocks the writer
-		return nil, fmt.Errorf("start sandbox: %w", err)
-	}
-	cfgR.Close()
-	resW.Close()
-	var natErr error
-	if cfg.WaitNet {
-		// The NAT outlives the init: it is stopped after the wait below.
-		var nat *natProcess
-		nat, natErr = goAhead(ctx, cfg.NAT, cmd.Process.Pid, goR, goW)
-		defer nat.close()
-	}
-	out, readErr := io.ReadAll(resR)
-	waitErr := cmd.Wait()
-
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("run sandbox: %w", err)
-	}
-	if natErr != nil {
-		return nil, natErr
-	}
-	if readErr != nil {
-		return nil, fmt.Errorf("read sandbox result: %w", readErr)
-	}
-	var res initResult
-	if len(bytes.TrimSpace(out)) == 0 {
-		if waitErr == nil {
-			waitErr = errors.New("no result")
-		}
-		return nil, fmt.Errorf("sandbox init: %w", waitErr)
-	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		return nil, fmt.Errorf("decode sandbox result: %w", err)
-	}
-	return &res, nil
-}
-
-// attempt is one way to start the init: its clone flags and environment.
-type attempt struct {
-	flags uintptr
-	env   []string
-}
-
-// initAttempts returns the ways to start the init for cfg, to be tried in
-// turn while the kernel refuses one with EPERM. Namespace mode has one. In
-// chroot mode, a PID namespace (which keeps the host's processes out of the
-// command's sight and reach) and a mount namespace (which lets the init
-// mount /proc, /dev and the rest) are each taken where permitted, both
-// first, then each alone, then neither; the init is told which it has.
-func initAttempts(cfg *initConfig) []attempt {
-	base := []string{initEnv + "=1", "GOMAXPROCS=1", "GOGC=off"}
-	var netFlag uintptr
-	if cfg.NewNet {
-		netFlag = unix.CLONE_NEWNET
-	}
-	if !cfg.Chroot {
-		return []attempt{{unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | netFlag, base}}
-	}
-	with := func(flags uintptr, env ...string) attempt {
-		return attempt{flags | netFlag, append(base[:len(base):len(base)], env...)}
-	}
-	mnt, pid := mountNSEnv+"=1", pidNSEnv+"=1"
-	attempts := []attempt{
-		with(unix.CLONE_NEWNS|unix.CLONE_NEWPID, mnt, pid),
-		with(unix.CLONE_NEWNS, mnt),
-		with(unix.CLONE_NEWPID, pid),
-		with(0),
-	}
-	if cfg.noPIDNamespace {
-		attempts = []attempt{attempts[1], attempts[3]}
-	}
-	return attempts
 }
 
 // hasEnv reports whether env sets the variable name.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"builder/build/buildtest"
-	"builder/build/sandbox"
+	"builder/build/sandbox/cgroup"
 )
 
 // binary is the builder binary the tests run, built once by TestMain.
@@ -161,7 +161,7 @@ func TestCLIInterrupt(t *testing.T) {
 			if ents, _ := os.ReadDir(tmp); len(ents) > 1 || len(ents) == 1 && ents[0].Name() != "builder-sandbox" {
 				t.Errorf("temp dir holds %v", ents)
 			}
-			if left, err := sandbox.ProbeCgroups().RunCgroupsOf(cmd.Process.Pid); err != nil || len(left) > 0 {
+			if left, err := cgroup.Probe().RunCgroupsOf(cmd.Process.Pid); err != nil || len(left) > 0 {
 				t.Errorf("cgroups left: %v %v", left, err)
 			}
 			good := writeCase(t, "FROM "+base+"\nRUN echo ok > /ok\n", map[string]string{})

@@ -6,6 +6,9 @@
 // Compare reads each differing layer once as a stream, hashing file
 // contents as they pass; it keeps one small record per tar entry, never a
 // whole layer. Layers with equal diff IDs are not read at all.
+//
+// imagediff.go holds the comparison itself (~530 lines): config, layers and
+// entries are compared by one set of rules, read in order.
 package imagediff
 
 import (

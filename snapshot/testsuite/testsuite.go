@@ -1,5 +1,8 @@
 // Package testsuite is the behaviour every snapshot.Snapshotter must show,
 // run by the tests of each implementation. It needs root.
+//
+// It is one file (~550 lines) of test cases, so that the contract reads as
+// one list.
 package testsuite
 
 import (

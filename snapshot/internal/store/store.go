@@ -19,6 +19,9 @@
 // holding the flock on its lock file; Open removes every active snapshot
 // whose lock it can take, since its owner is dead. Several processes may use
 // one root at once.
+//
+// store.go keeps the layout, the metadata and the crash clean-up together
+// (~560 lines), since each reads the others' invariants.
 package store
 
 import (

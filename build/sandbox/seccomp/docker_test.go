@@ -1,4 +1,4 @@
-package sandbox
+package seccomp
 
 import (
 	"encoding/binary"
@@ -12,11 +12,11 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"builder/build/sandbox/internal/seccompgen"
+	"builder/build/sandbox/seccomp/internal/seccompgen"
 	"builder/internal/testenv"
 )
 
-// capNames names the capabilities of defaultCapabilities as the profile
+// capNames names the capabilities of DefaultCapabilities as the profile
 // does.
 var capNames = map[int]string{
 	unix.CAP_CHOWN: "CAP_CHOWN", unix.CAP_DAC_OVERRIDE: "CAP_DAC_OVERRIDE",
@@ -32,7 +32,7 @@ var capNames = map[int]string{
 // capability set RUN keeps.
 func TestSeccompCapabilities(t *testing.T) {
 	var names []string
-	for _, c := range defaultCapabilities {
+	for _, c := range DefaultCapabilities {
 		n, ok := capNames[c]
 		if !ok {
 			t.Fatalf("capability %d has no name here", c)
@@ -41,7 +41,7 @@ func TestSeccompCapabilities(t *testing.T) {
 	}
 	want := slices.Sorted(slices.Values(seccompgen.DefaultCapabilities))
 	if slices.Sort(names); !slices.Equal(names, want) {
-		t.Errorf("sandbox keeps %v, the seccomp table assumes %v", names, want)
+		t.Errorf("DefaultCapabilities are %v, the seccomp table assumes %v", names, want)
 	}
 }
 
@@ -152,7 +152,7 @@ func TestSeccompMatchesDocker(t *testing.T) {
 		testenv.Skip(t, "no seccomp table for %s", runtime.GOARCH)
 	}
 	var caps []string
-	for _, c := range defaultCapabilities {
+	for _, c := range DefaultCapabilities {
 		caps = append(caps, capNames[c])
 	}
 	ref, err := seccomp.GetDefaultProfile(&specs.Spec{Process: &specs.Process{
@@ -224,7 +224,7 @@ func TestSeccompMatchesDocker(t *testing.T) {
 	}
 }
 
-// ourProgram builds the filter installSeccomp loads on this machine.
+// ourProgram builds the filter Install loads on this machine.
 func ourProgram(t *testing.T) []unix.SockFilter {
 	t.Helper()
 	profile, ok := seccompDefaultProfile(runtime.GOARCH)

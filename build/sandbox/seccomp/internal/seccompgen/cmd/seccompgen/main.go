@@ -1,5 +1,5 @@
-// Command seccompgen writes package sandbox's seccomp table from Docker's
-// default profile; package sandbox runs it through go:generate.
+// Command seccompgen writes package seccomp's table from Docker's default
+// profile; package seccomp runs it through go:generate.
 //
 // Usage: seccompgen -o seccomp_gen.go
 package main
@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"os"
 
-	"builder/build/sandbox/internal/seccompgen"
+	"builder/build/sandbox/seccomp/internal/seccompgen"
 )
 
 func main() {

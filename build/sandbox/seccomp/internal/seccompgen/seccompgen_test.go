@@ -14,9 +14,9 @@ import (
 	"builder/internal/testenv"
 )
 
-// TestGeneratedTableFresh regenerates package sandbox's table from the
+// TestGeneratedTableFresh regenerates package seccomp's table from the
 // pinned moby/profiles and x/sys versions and compares it with the
-// committed file; run `go generate ./build/sandbox` when it fails.
+// committed file; run `go generate ./build/sandbox/seccomp` when it fails.
 func TestGeneratedTableFresh(t *testing.T) {
 	m, err := FindModules(".")
 	if err != nil {
@@ -31,7 +31,7 @@ func TestGeneratedTableFresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Error("build/sandbox/seccomp_gen.go is stale: run go generate ./build/sandbox")
+		t.Error("build/sandbox/seccomp/seccomp_gen.go is stale: run go generate ./build/sandbox/seccomp")
 	}
 }
 
