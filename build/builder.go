@@ -1,8 +1,3 @@
-// Package build turns a parsed Dockerfile into an image: it orders the
-// stages, derives a cache key for every step, runs what the cache does not
-// have (RUN in build/sandbox, COPY and ADD with build/copier, each on a
-// snapshot), commits every change as a content-addressed layer and writes
-// the image's config and manifest into the store.
 package build
 
 import (
