@@ -18,6 +18,7 @@ import (
 	"builder/build/copier"
 	"builder/build/progress"
 	"builder/build/sandbox/cgroup"
+	"builder/build/secrets"
 	"builder/build/store"
 	"builder/parser"
 )
@@ -41,7 +42,7 @@ type Options struct {
 	ExplainCache bool
 	// Secrets are the --secret values RUN --mount=type=secret reads, by id.
 	// Their values never reach a layer, the config, history or a cache key.
-	Secrets map[string]Secret
+	Secrets map[string]secrets.Source
 	// Allow lists the entitlements granted (--allow): EntitlementNetworkHost
 	// permits RUN --network=host, EntitlementSecurityInsecure RUN
 	// --security=insecure.

@@ -1,8 +1,3 @@
-// Package build turns a parsed Dockerfile into an image: it orders the
-// stages, derives a cache key for every step, runs what the cache does not
-// have (RUN in build/sandbox, COPY and ADD with build/copier, each on a
-// snapshot), commits every change as a content-addressed layer and writes
-// the image's config and manifest into the store.
 package build
 
 import (
@@ -12,6 +7,7 @@ import (
 	"time"
 
 	"builder/build/cache"
+	"builder/build/cachemount"
 	"builder/build/internal/flight"
 	"builder/build/registry"
 	"builder/build/store"
@@ -51,6 +47,7 @@ type Builder struct {
 	index       *export.Index
 	registry    *registry.Client
 	maint       *store.Store
+	cacheMounts *cachemount.Dirs // RUN --mount=type=cache directories
 
 	pulls flight.Group[imageKey, *baseImage] // one pull per image at a time
 
@@ -96,7 +93,7 @@ func New(cfg Config) (*Builder, error) {
 		return nil, err
 	}
 	return &Builder{root: cfg.Root, store: st, snapshotter: sn, snName: name, cache: c, index: idx,
-		maint: maint, registry: rc,
+		maint: maint, registry: rc, cacheMounts: cachemount.New(filepath.Join(cfg.Root, store.CacheMountsDir)),
 		warnings: warnings}, nil
 }
 

@@ -8,8 +8,6 @@ import (
 	"os"
 	"sort"
 
-	"golang.org/x/sys/unix"
-
 	"builder/build/cache"
 	"builder/build/cacheio"
 	"builder/snapshot/archive"
@@ -172,7 +170,7 @@ func (j *job) exportMounts(ctx context.Context) ([]cacheio.Mount, error) {
 }
 
 func (j *job) exportMount(ctx context.Context, id string) (cacheio.Mount, bool, error) {
-	dir, lockPath := j.b.cacheMountPaths(id)
+	dir, _ := j.b.cacheMounts.Paths(id)
 	if ents, err := os.ReadDir(dir); err != nil || len(ents) == 0 {
 		j.cio.mu.Lock()
 		im, ok := j.cio.mounts[id]
@@ -185,11 +183,11 @@ func (j *job) exportMount(ctx context.Context, id string) (cacheio.Mount, bool, 
 		}
 		return im.m, true, nil
 	}
-	lock, err := waitFlock(ctx, lockPath, unix.LOCK_SH)
+	release, err := j.b.cacheMounts.ReadLock(ctx, id)
 	if err != nil {
 		return cacheio.Mount{}, false, err
 	}
-	defer lock.Close()
+	defer release()
 	info, err := j.b.store.WriteLayer(ctx, func(w io.Writer) error { return archive.WriteTree(ctx, w, dir) }, content.LayerOptions{})
 	if err != nil {
 		return cacheio.Mount{}, false, err

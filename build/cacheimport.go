@@ -3,20 +3,13 @@ package build
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
-	"syscall"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"golang.org/x/sys/unix"
 
 	"builder/build/cache"
 	"builder/build/cacheio"
 	"builder/build/internal/flight"
-	"builder/build/store"
 	"builder/export"
 	"builder/snapshot/archive"
 )
@@ -207,22 +200,13 @@ func (j *job) noteCacheMount(rm *runMount) {
 	j.cio.mu.Unlock()
 }
 
-// cacheMountPaths returns the store directory of a cache mount id and its
-// lock file, as cacheMount names them.
-func (b *Builder) cacheMountPaths(id string) (dir, lock string) {
-	sum := sha256.Sum256([]byte(id))
-	name := hex.EncodeToString(sum[:])
-	base := filepath.Join(b.root, store.CacheMountsDir)
-	return filepath.Join(base, name), filepath.Join(base, name+".lock")
-}
-
 // restoreCacheMount fills the store's directory of a cache mount from an
 // imported cache when the directory is missing or empty, before a RUN
-// uses it. It holds the mount's exclusive lock meanwhile, extracts into a
-// temporary directory (checked against the layer's diff ID) and renames it
-// into place, so no RUN ever sees a half-restored cache; a RUN that uses
-// the mount meanwhile waits for the lock. It restores at most once per id
-// and build.
+// uses it. The cache mount directories hold the mount's exclusive lock
+// meanwhile and rename the restored tree (checked against the layer's diff
+// ID) into place, so no RUN ever sees a half-restored cache; a RUN that
+// uses the mount meanwhile waits for the lock. It restores at most once per
+// id and build.
 func (j *job) restoreCacheMount(ctx context.Context, rm *runMount) error {
 	cs := j.cio
 	if cs == nil {
@@ -235,62 +219,24 @@ func (j *job) restoreCacheMount(ctx context.Context, rm *runMount) error {
 	if !ok || done {
 		return nil
 	}
-	dir, lockPath := j.b.cacheMountPaths(rm.cacheID)
-	base := filepath.Dir(dir)
-	if err := os.MkdirAll(base, 0o700); err != nil {
-		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
-	}
-	lock, err := waitFlock(ctx, lockPath, unix.LOCK_EX)
+	restored, err := j.b.cacheMounts.Restore(ctx, rm.cacheMount(), func(dir string) error {
+		if err := j.fetchImported(ctx, im.m.Digest); err != nil {
+			return err
+		}
+		return j.extractMount(im.m, dir)
+	})
 	if err != nil {
-		return fmt.Errorf("lock cache mount %s: %w", rm.cacheID, err)
+		return err
 	}
-	defer lock.Close()
 	// Once this returns nil the mount is settled for this build: a RUN
-	// that empties it later does not get the import back.
-	markDone := func() {
-		cs.mu.Lock()
-		cs.restored[rm.cacheID] = true
-		cs.mu.Unlock()
+	// that empties it later does not get the import back. A store with
+	// its own content (or a concurrent restore's) wins over the import.
+	cs.mu.Lock()
+	cs.restored[rm.cacheID] = true
+	cs.mu.Unlock()
+	if restored {
+		cs.progress("restored cache mount %s from %s", rm.cacheID, im.src.Spec)
 	}
-	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
-		markDone()
-		return nil // the store has its own content (or a concurrent restore's), which wins
-	}
-	if err := j.fetchImported(ctx, im.m.Digest); err != nil {
-		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
-	}
-	if err := makeCacheDir(base, dir, rm.m, nil); err != nil {
-		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
-	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
-	}
-	tmp, err := os.MkdirTemp(base, ".new-")
-	if err != nil {
-		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
-	}
-	if err := j.extractMount(im.m, tmp); err != nil {
-		os.RemoveAll(tmp)
-		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
-	}
-	st := fi.Sys().(*syscall.Stat_t)
-	err = os.Lchown(tmp, int(st.Uid), int(st.Gid))
-	if err == nil {
-		err = os.Chmod(tmp, fi.Mode()&(os.ModePerm|os.ModeSticky|os.ModeSetgid))
-	}
-	if err == nil {
-		err = os.Remove(dir) // empty, and ours while we hold the lock
-	}
-	if err == nil {
-		err = os.Rename(tmp, dir)
-	}
-	if err != nil {
-		os.RemoveAll(tmp)
-		return fmt.Errorf("restore cache mount %s: %w", rm.cacheID, err)
-	}
-	markDone()
-	cs.progress("restored cache mount %s from %s", rm.cacheID, im.src.Spec)
 	return nil
 }
 

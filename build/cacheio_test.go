@@ -399,7 +399,7 @@ func TestCacheMounts(t *testing.T) {
 	if owner, _ := imageFile(t, res.Image, "owner", ""); owner != "1000:750\n" {
 		t.Errorf("restored cache mount owner and mode %q, want 1000:750", owner)
 	}
-	mdir, _ := b.b.cacheMountPaths("pkgs")
+	mdir, _ := b.b.cacheMounts.Paths("pkgs")
 	if dt, err := os.ReadFile(filepath.Join(mdir, "log")); err != nil || string(dt) != "1\n2\n" {
 		t.Errorf("store B's cache mount: %q, %v", dt, err)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"builder/build/buildtest"
 	"builder/build/progress"
+	"builder/build/secrets"
 )
 
 // conformanceDir holds one directory per conformance case; its README.md
@@ -58,8 +59,8 @@ type conformanceCase struct {
 	Platform string `json:"platform"`
 	// Secrets maps a secret id to {"file": path relative to the case
 	// directory} or {"env": variable}.
-	Secrets map[string]Secret `json:"secrets"`
-	Expect  conformanceExpect `json:"expect"`
+	Secrets map[string]secrets.Source `json:"secrets"`
+	Expect  conformanceExpect         `json:"expect"`
 }
 
 // conformanceExpect is what a case's build must produce.
@@ -197,7 +198,7 @@ func (c conformanceCase) options(f *fixture, dir string) Options {
 		o.Platform = *p
 	}
 	if len(c.Secrets) > 0 {
-		o.Secrets = map[string]Secret{}
+		o.Secrets = map[string]secrets.Source{}
 		for id, s := range c.Secrets {
 			if s.File != "" {
 				s.File = filepath.Join(dir, s.File)

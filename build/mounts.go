@@ -2,11 +2,7 @@ package build
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/csv"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,115 +10,18 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
 
+	"builder/build/cachemount"
 	"builder/build/copier"
 	"builder/build/sandbox"
+	"builder/build/secrets"
 	"builder/build/store"
 	"builder/parser"
 	"builder/snapshot"
 )
-
-// Secret says where the value of a build secret (--secret) comes from:
-// a file (File) or an environment variable of the builder (Env). The value
-// is read when a RUN mounts it and is never stored.
-type Secret struct {
-	File string
-	Env  string
-}
-
-// maxSecretSize is the largest secret accepted, as in BuildKit.
-const maxSecretSize = 500 << 10
-
-// ParseSecret parses a --secret value the way buildx does:
-// "id=ID,src=PATH" (or source=), "id=ID,env=VAR", "type=file|env" to say
-// how a bare src= is meant. With neither src nor env the value comes from
-// the environment variable named ID. A relative src is made absolute
-// against the current directory.
-func ParseSecret(spec string) (string, Secret, error) {
-	r := csv.NewReader(strings.NewReader(spec))
-	fields, err := r.Read()
-	if err != nil {
-		return "", Secret{}, fmt.Errorf("parse secret %q: %w", spec, err)
-	}
-	var id, typ string
-	var s Secret
-	for _, f := range fields {
-		k, v, ok := strings.Cut(f, "=")
-		if !ok {
-			return "", Secret{}, fmt.Errorf("parse secret %q: field %q must be a key=value pair", spec, f)
-		}
-		switch strings.ToLower(strings.TrimSpace(k)) {
-		case "type":
-			if v != "file" && v != "env" {
-				return "", Secret{}, fmt.Errorf("parse secret %q: unsupported secret type %q", spec, v)
-			}
-			typ = v
-		case "id":
-			id = v
-		case "src", "source":
-			s.File = v
-		case "env":
-			s.Env = v
-		default:
-			return "", Secret{}, fmt.Errorf("parse secret %q: unexpected key %q", spec, k)
-		}
-	}
-	if typ == "env" && s.Env == "" {
-		s.Env, s.File = s.File, ""
-	}
-	if id == "" {
-		switch {
-		case s.File != "":
-			id = filepath.Base(s.File)
-		case s.Env != "":
-			id = s.Env
-		default:
-			return "", Secret{}, fmt.Errorf("parse secret %q: no id", spec)
-		}
-	}
-	if s.File == "" && s.Env == "" {
-		s.Env = id
-	}
-	if s.File != "" {
-		if s.File, err = filepath.Abs(s.File); err != nil {
-			return "", Secret{}, fmt.Errorf("parse secret %q: %w", spec, err)
-		}
-	}
-	return id, s, nil
-}
-
-// value reads the secret. ok is false when its file or variable does not
-// exist.
-func (s Secret) value() (val []byte, ok bool, err error) {
-	if s.File != "" {
-		f, err := os.Open(s.File)
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, false, nil
-		}
-		if err != nil {
-			return nil, false, err
-		}
-		defer f.Close()
-		val, err = io.ReadAll(io.LimitReader(f, maxSecretSize+1))
-		if err != nil {
-			return nil, false, err
-		}
-	} else {
-		v, set := os.LookupEnv(s.Env)
-		if !set {
-			return nil, false, nil
-		}
-		val = []byte(v)
-	}
-	if len(val) > maxSecretSize {
-		return nil, false, fmt.Errorf("secret is larger than %d bytes", maxSecretSize)
-	}
-	return val, true, nil
-}
 
 // runMount is one RUN --mount with its variables expanded and its source
 // resolved.
@@ -243,6 +142,11 @@ func (j *job) resolveBind(ctx context.Context, st *stageState, rm *runMount) err
 	return nil
 }
 
+// cacheMount describes a cache mount to the cache mount directories.
+func (rm *runMount) cacheMount() cachemount.Mount {
+	return cachemount.Mount{ID: rm.cacheID, Sharing: rm.m.Sharing, Source: rm.source, Mode: rm.m.Mode, UID: rm.m.UID, GID: rm.m.GID}
+}
+
 // chainOf returns the chain ID of layers, or "" for none.
 func chainOf(layers []layerRef) string {
 	if len(layers) == 0 {
@@ -294,7 +198,7 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 		rm   *runMount
 		data []byte
 	}
-	var secrets []secretFile
+	var secretFiles []secretFile
 	type pending struct { // binds resolved once the sets are mounted
 		rm  *runMount
 		set int // index in sets, -1 for a host directory
@@ -314,7 +218,7 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 			if rm.hasFrom {
 				seed = func(dir string) error { return j.seedCacheMount(ctx, rm, dir) }
 			}
-			dir, release, err := j.b.cacheMount(ctx, rm, seed)
+			dir, release, err := j.b.cacheMounts.Acquire(ctx, rm.cacheMount(), seed)
 			if err != nil {
 				return err
 			}
@@ -331,7 +235,7 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 			var val []byte
 			if ok {
 				var err error
-				if val, ok, err = s.value(); err != nil {
+				if val, ok, err = s.Value(); err != nil {
 					return fmt.Errorf("read secret %s: %w", rm.secretID, err)
 				}
 			}
@@ -345,7 +249,7 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 				env = append(env, m.Env+"="+string(val))
 			}
 			if rm.target != "" {
-				secrets = append(secrets, secretFile{rm, val})
+				secretFiles = append(secretFiles, secretFile{rm, val})
 				needScratch = true
 			}
 		case "bind":
@@ -416,9 +320,9 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 			}
 			extra = append(extra, sandbox.Mount{Type: "bind", Root: scratch, Source: "pipes", Target: pipesDir, ReadOnly: true})
 		}
-		for i, s := range secrets {
+		for i, s := range secretFiles {
 			name := "secret-" + strconv.Itoa(i)
-			if err := writeSecret(filepath.Join(scratch, name), s.data, s.rm.m); err != nil {
+			if err := secrets.WriteFile(filepath.Join(scratch, name), s.data, s.rm.m.Mode, s.rm.m.UID, s.rm.m.GID); err != nil {
 				return fmt.Errorf("mount secret %s: %w", s.rm.secretID, err)
 			}
 			extra = append(extra, sandbox.Mount{Type: "bind", Root: scratch, Source: name, Target: s.rm.target, ReadOnly: true})
@@ -471,37 +375,6 @@ func (j *job) tempDir(prefix string) (string, error) {
 		return "", fmt.Errorf("create temp dir: %w", err)
 	}
 	return dir, nil
-}
-
-// writeSecret writes a secret file with the mount's mode (default 0400)
-// and owner (default 0:0).
-func writeSecret(p string, data []byte, m *parser.RunMount) error {
-	mode := os.FileMode(0o400)
-	if m.Mode != nil {
-		mode = os.FileMode(*m.Mode) & os.ModePerm
-	}
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	uid, gid := 0, 0
-	if m.UID != nil {
-		uid = int(*m.UID)
-	}
-	if m.GID != nil {
-		gid = int(*m.GID)
-	}
-	if err := os.Lchown(p, uid, gid); err != nil {
-		return err
-	}
-	return os.Chmod(p, mode)
 }
 
 // seedCacheMount copies the tree of a cache mount's from= stage or image
@@ -598,168 +471,4 @@ func isFileInRoot(root, p string) bool {
 	defer f.Close()
 	fi, err := f.Stat()
 	return err == nil && !fi.IsDir()
-}
-
-// cacheMount returns the persistent directory of a cache mount under
-// <root>/cachemounts, named by the sha256 of its id so no id can escape,
-// created with the mount's mode and owner (0755, 0:0 by default), with the
-// mount's source= sub-path created inside it by fd (the sandbox resolves
-// that inside the directory again when it mounts it), and locked as its
-// sharing asks: "shared" (the default) takes a shared lock,
-// "locked" an exclusive one, waiting for it; "private" takes the first of
-// <hash>, <hash>-1, ... that nobody else uses. release drops the lock; it
-// is safe to call once.
-func (b *Builder) cacheMount(ctx context.Context, rm *runMount, seed func(dir string) error) (string, func(), error) {
-	m := rm.m
-	base := filepath.Join(b.root, store.CacheMountsDir)
-	if err := os.MkdirAll(base, 0o700); err != nil {
-		return "", nil, fmt.Errorf("create cache mount: %w", err)
-	}
-	sum := sha256.Sum256([]byte(rm.cacheID))
-	name := hex.EncodeToString(sum[:])
-	var lock *os.File
-	var err error
-	switch m.Sharing {
-	case "private":
-		for i := 0; lock == nil; i++ {
-			if i == 256 {
-				return "", nil, fmt.Errorf("cache mount %s: too many private copies in use", rm.cacheID)
-			}
-			n := name
-			if i > 0 {
-				n += "-" + strconv.Itoa(i)
-			}
-			var ok bool
-			lock, ok, err = flock(filepath.Join(base, n+".lock"), unix.LOCK_EX|unix.LOCK_NB)
-			if err != nil {
-				return "", nil, fmt.Errorf("lock cache mount %s: %w", rm.cacheID, err)
-			}
-			if ok {
-				name = n
-			}
-		}
-	case "locked":
-		lock, err = waitFlock(ctx, filepath.Join(base, name+".lock"), unix.LOCK_EX)
-	default:
-		lock, err = waitFlock(ctx, filepath.Join(base, name+".lock"), unix.LOCK_SH)
-	}
-	if err != nil {
-		return "", nil, fmt.Errorf("lock cache mount %s: %w", rm.cacheID, err)
-	}
-	release := func() { lock.Close() }
-	dir := filepath.Join(base, name)
-	if err := makeCacheDir(base, dir, m, seed); err != nil {
-		release()
-		return "", nil, fmt.Errorf("create cache mount %s: %w", rm.cacheID, err)
-	}
-	// The directory's mtime tells prune when the cache was last used.
-	now := time.Now()
-	_ = os.Chtimes(dir, now, now)
-	if rm.source != "" {
-		if err := mkdirInRoot(dir, rm.source); err != nil {
-			release()
-			return "", nil, fmt.Errorf("create cache mount %s: source /%s: %w", rm.cacheID, rm.source, err)
-		}
-	}
-	return dir, release, nil
-}
-
-// mkdirInRoot creates the directory p and its parents inside root, as if
-// root were "/", by fd: whatever another build renames meanwhile, nothing
-// is created outside root.
-func mkdirInRoot(root, p string) error {
-	r, err := os.OpenFile(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	d, err := pathrs.MkdirAllHandle(r, p, 0o755)
-	if err != nil {
-		return err
-	}
-	return d.Close()
-}
-
-// makeCacheDir creates dir with the mount's mode and owner if it does not
-// exist, atomically (a temporary directory renamed into place).
-func makeCacheDir(base, dir string, m *parser.RunMount, seed func(dir string) error) error {
-	if _, err := os.Lstat(dir); err == nil {
-		return nil
-	}
-	tmp, err := os.MkdirTemp(base, ".new-")
-	if err != nil {
-		return err
-	}
-	mode := os.FileMode(0o755)
-	if m.Mode != nil {
-		mode = os.FileMode(*m.Mode) & (os.ModePerm | os.ModeSticky)
-		if *m.Mode&0o1000 != 0 {
-			mode |= os.ModeSticky
-		}
-	}
-	uid, gid := 0, 0
-	if m.UID != nil {
-		uid = int(*m.UID)
-	}
-	if m.GID != nil {
-		gid = int(*m.GID)
-	}
-	if err := os.Lchown(tmp, uid, gid); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Chmod(tmp, mode); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if seed != nil {
-		if err := seed(tmp); err != nil {
-			os.RemoveAll(tmp)
-			return fmt.Errorf("seed: %w", err)
-		}
-	}
-	if err := os.Rename(tmp, dir); err != nil {
-		os.RemoveAll(tmp)
-		if _, serr := os.Lstat(dir); serr == nil {
-			return nil // made meanwhile by another build
-		}
-		return err
-	}
-	return nil
-}
-
-// flock opens (creating) the lock file p and tries to take the lock how.
-func flock(p string, how int) (*os.File, bool, error) {
-	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, false, err
-	}
-	if err := unix.Flock(int(f.Fd()), how); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, false, nil
-		}
-		return nil, false, err
-	}
-	return f, true, nil
-}
-
-// waitFlock takes the lock how on p, polling so that ctx can stop the
-// wait.
-func waitFlock(ctx context.Context, p string, how int) (*os.File, error) {
-	delay := 5 * time.Millisecond
-	for {
-		f, ok, err := flock(p, how|unix.LOCK_NB)
-		if err != nil || ok {
-			return f, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(delay):
-		}
-		if delay < 200*time.Millisecond {
-			delay *= 2
-		}
-	}
 }

@@ -2,7 +2,6 @@ package build
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -11,10 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
-	"builder/build/buildtest"
-	"builder/parser"
+	"builder/build/secrets"
 )
 
 const testSecret = "s3cr3t-value"
@@ -25,7 +22,7 @@ func secretOption(t *testing.T) func(*Options) {
 	if err := os.WriteFile(p, []byte(testSecret), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return func(o *Options) { o.Secrets = map[string]Secret{"tok": {File: p}} }
+	return func(o *Options) { o.Secrets = map[string]secrets.Source{"tok": {File: p}} }
 }
 
 func TestRunMounts(t *testing.T) {
@@ -88,7 +85,7 @@ func TestRunMounts(t *testing.T) {
 	// first build's content.
 	other := filepath.Join(t.TempDir(), "tok")
 	os.WriteFile(other, []byte("another"), 0o600)
-	again, log := f.mustBuild(dir, func(o *Options) { o.Secrets = map[string]Secret{"tok": {File: other}} })
+	again, log := f.mustBuild(dir, func(o *Options) { o.Secrets = map[string]secrets.Source{"tok": {File: other}} })
 	if again.Cached != again.Steps || again.ManifestDigest != res.ManifestDigest {
 		t.Errorf("%d of %d steps cached with only the secret value changed:\n%s", again.Cached, again.Steps, log)
 	}
@@ -133,92 +130,6 @@ func TestRunMountErrors(t *testing.T) {
 			}
 			if !regexp.MustCompile(tc.want).MatchString(err.Error()) {
 				t.Errorf("error %q does not match %q", err, tc.want)
-			}
-		})
-	}
-}
-
-func TestParseSecret(t *testing.T) {
-	wd, _ := os.Getwd()
-	for _, tc := range []struct {
-		spec, id string
-		want     Secret
-		err      bool
-	}{
-		{"id=a,src=/x/y", "a", Secret{File: "/x/y"}, false},
-		{"id=a,source=rel", "a", Secret{File: filepath.Join(wd, "rel")}, false},
-		{"id=a,env=VAR", "a", Secret{Env: "VAR"}, false},
-		{"id=a,type=env,src=VAR", "a", Secret{Env: "VAR"}, false},
-		{"id=a", "a", Secret{Env: "a"}, false},
-		{"src=/x/file.txt", "file.txt", Secret{File: "/x/file.txt"}, false},
-		{"id=a,bogus=1", "", Secret{}, true},
-		{"id=a,type=ssh", "", Secret{}, true},
-		{"novalue", "", Secret{}, true},
-	} {
-		id, s, err := ParseSecret(tc.spec)
-		if (err != nil) != tc.err || id != tc.id || s != tc.want {
-			t.Errorf("ParseSecret(%q) = %q, %+v, %v; want %q, %+v, error %v", tc.spec, id, s, err, tc.id, tc.want, tc.err)
-		}
-	}
-}
-
-func TestCacheMountSharing(t *testing.T) {
-	buildtest.RequireRoot(t)
-	b, err := New(Config{Root: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	mount := func(sharing string) *runMount {
-		return &runMount{m: &parser.RunMount{Type: "cache", Sharing: sharing}, cacheID: "../../escape", target: "/c"}
-	}
-	for _, tc := range []struct {
-		name         string
-		first, other string
-		sameDir      bool // the second mount gets the first one's directory
-		waits        bool // the second mount waits for the first's release
-	}{
-		{"shared+shared", "shared", "shared", true, false},
-		{"locked+locked", "locked", "locked", true, true},
-		{"shared+locked", "", "locked", true, true},
-		{"private+private", "private", "private", false, false},
-		{"locked+private", "locked", "private", false, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir1, release1, err := b.cacheMount(ctx, mount(tc.first), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !strings.HasPrefix(dir1, filepath.Join(b.root, "cachemounts")+"/") {
-				t.Fatalf("cache dir %s escapes the cache root", dir1)
-			}
-			got := make(chan string, 1)
-			go func() {
-				dir2, release2, err := b.cacheMount(ctx, mount(tc.other), nil)
-				if err != nil {
-					t.Error(err)
-					got <- ""
-					return
-				}
-				release2()
-				got <- dir2
-			}()
-			var dir2 string
-			select {
-			case dir2 = <-got:
-				if tc.waits {
-					t.Errorf("second mount did not wait for the first")
-				}
-				release1()
-			case <-time.After(300 * time.Millisecond):
-				if !tc.waits {
-					t.Fatalf("second mount is blocked")
-				}
-				release1()
-				dir2 = <-got
-			}
-			if (dir1 == dir2) != tc.sameDir {
-				t.Errorf("dirs %s and %s, want same=%v", dir1, dir2, tc.sameDir)
 			}
 		})
 	}

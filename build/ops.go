@@ -14,6 +14,7 @@ import (
 
 	"builder/build/cache"
 	"builder/build/copier"
+	"builder/build/fetch"
 	"builder/build/progress"
 	"builder/build/sandbox"
 	"builder/parser"
@@ -193,9 +194,9 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 	var local, urls []string
 	for _, s := range srcs {
 		switch {
-		case op.Add && isGitSource(s):
+		case op.Add && fetch.IsGit(s):
 			return false, fmt.Errorf("ADD %s: Git sources are %w", s, errNotSupported)
-		case isHTTPSource(s):
+		case fetch.IsHTTP(s):
 			if !op.Add {
 				return false, fmt.Errorf("source can't be a URL for COPY")
 			}

@@ -19,6 +19,7 @@ import (
 
 	"builder/build/cacheio"
 	"builder/build/progress"
+	"builder/build/secrets"
 	"builder/export"
 )
 
@@ -51,13 +52,13 @@ func TestSecretsLeaveNoTrace(t *testing.T) {
 	}
 	t.Setenv("SECRET_B_VAR", secretB)
 	proxy := "http://user:" + proxyPass + "@127.0.0.1:9/"
-	secrets := map[string]Secret{}
+	srcs := map[string]secrets.Source{}
 	for _, s := range []string{"id=a,src=" + file, "id=b,env=SECRET_B_VAR"} {
-		id, sec, err := ParseSecret(s)
+		id, sec, err := secrets.Parse(s)
 		if err != nil {
 			t.Fatal(err)
 		}
-		secrets[id] = sec
+		srcs[id] = sec
 	}
 	cacheDir := filepath.Join(t.TempDir(), "cache")
 	var cacheTo []cacheio.Spec
@@ -80,7 +81,7 @@ func TestSecretsLeaveNoTrace(t *testing.T) {
 			// Both progress modes show every step run: the second build
 			// misses because DB_PASSWORD changed, and explains it.
 			o.NoCache = mode == progress.Plain
-			o.Secrets = secrets
+			o.Secrets = srcs
 			o.CacheTo = cacheTo
 			o.BuildArgs["HTTP_PROXY"] = proxy
 			o.BuildArgs["SUM_A"] = sum(secretA)

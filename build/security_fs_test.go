@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"builder/build/fetch"
 )
 
 // TestSecurityHostileFS builds FROM an image holding symlinks out of the
@@ -104,7 +106,7 @@ func TestInlineFileNames(t *testing.T) {
 		dir := t.TempDir()
 		name := tc.name
 		if tc.url != "" {
-			name = urlFileName(tc.url)
+			name = fetch.FileName(tc.url)
 		}
 		s := &inlineSet{dir: dir, files: []*inlineFile{{name: name}}}
 		p, err := s.filePath(0)

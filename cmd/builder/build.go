@@ -17,6 +17,7 @@ import (
 	"builder/build"
 	"builder/build/cacheio"
 	"builder/build/progress"
+	"builder/build/secrets"
 	"builder/export/output"
 )
 
@@ -219,14 +220,14 @@ func sourceDateEpoch(args map[string]string) (*time.Time, error) {
 func hostArch() string { return runtime.GOARCH }
 
 // secretOptions puts the --secret and --allow values into o.
-func secretOptions(o *build.Options, secrets, allow []string) error {
-	for _, s := range secrets {
-		id, sec, err := build.ParseSecret(s)
+func secretOptions(o *build.Options, specs, allow []string) error {
+	for _, s := range specs {
+		id, sec, err := secrets.Parse(s)
 		if err != nil {
 			return usagef("--secret: %w", err)
 		}
 		if o.Secrets == nil {
-			o.Secrets = map[string]build.Secret{}
+			o.Secrets = map[string]secrets.Source{}
 		}
 		o.Secrets[id] = sec
 	}

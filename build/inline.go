@@ -3,20 +3,16 @@ package build
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/hex"
 	"fmt"
-	"hash"
-	"io"
 	"net/http"
-	"net/url"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
 
 	"builder/build/copier"
+	"builder/build/fetch"
 	"builder/parser"
 )
 
@@ -38,39 +34,6 @@ type inlineFile struct {
 type inlineSet struct {
 	dir   string
 	files []*inlineFile
-}
-
-// isGitSource reports whether an ADD source is a Git repository, which
-// BuildKit clones.
-func isGitSource(s string) bool {
-	if strings.HasPrefix(s, "git@") || strings.HasPrefix(s, "git://") || strings.HasPrefix(s, "ssh://") {
-		return true
-	}
-	if !isHTTPSource(s) {
-		return false
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return false
-	}
-	return strings.HasSuffix(u.Path, ".git")
-}
-
-// isHTTPSource reports whether an ADD source is an http(s) URL.
-func isHTTPSource(s string) bool {
-	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
-}
-
-// urlFileName is the name BuildKit gives a downloaded file: the last
-// element of the URL path, or "__unnamed__".
-func urlFileName(raw string) string {
-	u, err := url.Parse(raw)
-	if err == nil {
-		if base := path.Base(u.Path); base != "." && base != "/" && base != "" {
-			return base
-		}
-	}
-	return "__unnamed__"
 }
 
 // inlineSources collects the heredoc and URL sources of a COPY or ADD and
@@ -105,14 +68,14 @@ func (j *job) inlineSources(ctx context.Context, ex *expander, op *parser.Copy, 
 			s.cleanup()
 			return nil, err
 		}
-		if _, _, err := parseChecksum(c); err != nil {
+		if _, _, err := fetch.ParseChecksum(c); err != nil {
 			s.cleanup()
 			return nil, err
 		}
 		checksum = c
 	}
 	for _, u := range urls {
-		f := &inlineFile{name: urlFileName(u), url: u, checksum: checksum}
+		f := &inlineFile{name: fetch.FileName(u), url: u, checksum: checksum}
 		s.files = append(s.files, f)
 		if checksum != "" {
 			f.key = "url " + strconv.Quote(f.name) + " " + checksum
@@ -198,8 +161,8 @@ func (s *inlineSet) cleanup() {
 	}
 }
 
-// download fetches URL file i into its place, streaming, verifying the
-// checksum if one was given, and sets its key from the content digest and
+// download fetches URL file i into its place, verifying the checksum if
+// one was given, and sets its key from the content digest and
 // Last-Modified.
 func (s *inlineSet) download(ctx context.Context, i int) error {
 	f := s.files[i]
@@ -207,78 +170,13 @@ func (s *inlineSet) download(ctx context.Context, i int) error {
 	if err != nil {
 		return fmt.Errorf("download %s: %w", f.url, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.url, nil)
+	res, err := fetch.Download(ctx, http.DefaultClient, f.url, p, f.checksum)
 	if err != nil {
-		return fmt.Errorf("download %s: %w", f.url, err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("download %s: %w", f.url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
-		return fmt.Errorf("download %s: invalid response status %s", f.url, resp.Status)
-	}
-	algo, want := "sha256", ""
-	if f.checksum != "" {
-		algo, want, _ = parseChecksum(f.checksum)
-	}
-	h := newHash(algo)
-	out, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("download %s: %w", f.url, err)
-	}
-	_, err = io.Copy(io.MultiWriter(out, h), resp.Body)
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(p)
-		return fmt.Errorf("download %s: %w", f.url, err)
-	}
-	got := hex.EncodeToString(h.Sum(nil))
-	if want != "" && got != want {
-		os.Remove(p)
-		return fmt.Errorf("download %s: digest mismatch: got %s:%s, want %s", f.url, algo, got, f.checksum)
-	}
-	if err := os.Chmod(p, 0o600); err != nil {
-		return fmt.Errorf("download %s: %w", f.url, err)
-	}
-	lastMod := resp.Header.Get("Last-Modified")
-	if t, err := http.ParseTime(lastMod); err == nil {
-		if err := os.Chtimes(p, t, t); err != nil {
-			return fmt.Errorf("download %s: %w", f.url, err)
-		}
-	} else {
-		lastMod = ""
+		return err
 	}
 	f.path = p
 	if f.checksum == "" {
-		f.key = "url " + strconv.Quote(f.name) + " " + algo + ":" + got + " " + strconv.Quote(lastMod)
+		f.key = "url " + strconv.Quote(f.name) + " " + res.Digest + " " + strconv.Quote(res.LastModified)
 	}
 	return nil
-}
-
-// parseChecksum splits an ADD --checksum value "algo:hex".
-func parseChecksum(c string) (string, string, error) {
-	algo, hexDigest, ok := strings.Cut(c, ":")
-	size := map[string]int{"sha256": 64, "sha384": 96, "sha512": 128}[algo]
-	if !ok || size == 0 {
-		return "", "", fmt.Errorf("invalid checksum %q: want sha256:<hex>, sha384:<hex> or sha512:<hex>", c)
-	}
-	if _, err := hex.DecodeString(hexDigest); err != nil || len(hexDigest) != size || strings.ToLower(hexDigest) != hexDigest {
-		return "", "", fmt.Errorf("invalid checksum %q: bad %s digest", c, algo)
-	}
-	return algo, hexDigest, nil
-}
-
-func newHash(algo string) hash.Hash {
-	switch algo {
-	case "sha384":
-		return sha512.New384()
-	case "sha512":
-		return sha512.New()
-	default:
-		return sha256.New()
-	}
 }
