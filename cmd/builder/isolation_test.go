@@ -171,13 +171,16 @@ func TestCLIChrootSignals(t *testing.T) {
 			name:      "no pid namespace",
 			prefix:    []string{setpriv, "--bounding-set", "-sys_admin"},
 			isolation: "--isolation=auto",
+			// Without a mount namespace RUN has no /dev, and a non-interactive
+			// shell opens /dev/null for a background job's stdin: the job
+			// step makes a plain file there first.
 			dockerfile: "FROM " + base + "\nARG SENTINEL\nRUN kill -9 -1; echo \"kill -1: $?\" > /kill\n" +
 				"RUN kill -9 -$SENTINEL; echo \"kill group: $?\" >> /kill\n" +
-				"RUN sleep 10 & kill $!; wait $!; echo \"job: $?\" >> /kill; kill -0 0 && echo \"own group: ok\" >> /kill; kill -0 -$$ && echo \"own group by number: ok\" >> /kill\n" +
+				"RUN mkdir -p /dev && : > /dev/null; sleep 10 & p=$!; sleep 0.3; kill $p; echo \"kill job: $?\" >> /kill; wait $p; echo \"job: $?\" >> /kill; kill -0 0 && echo \"own group: ok\" >> /kill; kill -0 -$$ && echo \"own group by number: ok\" >> /kill\n" +
 				"RUN (cat /proc/$SENTINEL/cmdline || echo unreadable) > /cmdline 2>&1; echo done > /done\n",
 			note: "can signal any host process by its pid",
 			files: map[string]string{"done": "done\n",
-				"kill": "kill -1: 1\nkill group: 1\njob: 143\nown group: ok\nown group by number: ok\n"},
+				"kill": "kill -1: 1\nkill group: 1\nkill job: 0\njob: 143\nown group: ok\nown group by number: ok\n"},
 		},
 	}
 	for _, tc := range tests {
