@@ -35,6 +35,11 @@
 //
 // Every binary that calls Run must call Reexec first thing in main (and in
 // TestMain for tests).
+//
+// The package is the init and its protocol with the builder (~3,100 lines);
+// the jobs that stand alone are rooms of their own (seccomp, cgroup, nat).
+// What is left shares the init's state across setup, mounts and reaping,
+// split into files by job.
 package sandbox
 
 import (
