@@ -131,20 +131,7 @@ func bindMount(source, target string, flags uintptr) error {
 // mount_setattr(2) and falls back to a bind remount on old kernels, which
 // changes only the top mount.
 func setMountFlags(target string, flags uintptr, recursive bool) error {
-	var attr unix.MountAttr
-	for _, f := range []struct {
-		ms   uintptr
-		attr uint64
-	}{
-		{unix.MS_RDONLY, unix.MOUNT_ATTR_RDONLY},
-		{unix.MS_NOSUID, unix.MOUNT_ATTR_NOSUID},
-		{unix.MS_NODEV, unix.MOUNT_ATTR_NODEV},
-		{unix.MS_NOEXEC, unix.MOUNT_ATTR_NOEXEC},
-	} {
-		if flags&f.ms != 0 {
-			attr.Attr_set |= f.attr
-		}
-	}
+	attr := mountAttr(flags & (unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC))
 	atFlags := uint(unix.AT_SYMLINK_NOFOLLOW)
 	if recursive {
 		atFlags |= unix.AT_RECURSIVE
