@@ -79,19 +79,8 @@ func probeDevices(c ctrl) error {
 // where a device filter program can be attached to a run's cgroup: that
 // needs no controller.
 func unifiedDir(own map[string]string, mounts []cgroupMount) (ctrl, bool) {
-	path, ok := own[""]
-	if !ok {
-		return ctrl{}, false
-	}
-	for _, m := range mounts {
-		if !m.v2 {
-			continue
-		}
-		dir, ok := cgroupDir(m, path)
-		if !ok {
-			continue
-		}
-		return ctrl{name: devicesCtrl, v2: true, dir: dir}, true
+	if dirs := ownV2Dirs(own, mounts); len(dirs) > 0 {
+		return ctrl{name: devicesCtrl, v2: true, dir: dirs[0]}, true
 	}
 	return ctrl{}, false
 }
@@ -155,19 +144,27 @@ func cgroupDir(m cgroupMount, path string) (string, bool) {
 	return filepath.Join(m.dir, rel), true
 }
 
-func probeV2(name string, own map[string]string, mounts []cgroupMount) (ctrl, bool) {
+// ownV2Dirs returns the builder's own cgroup as seen through each mount of
+// the unified hierarchy that shows it.
+func ownV2Dirs(own map[string]string, mounts []cgroupMount) []string {
 	path, ok := own[""]
 	if !ok {
-		return ctrl{}, false
+		return nil
 	}
+	var dirs []string
 	for _, m := range mounts {
 		if !m.v2 {
 			continue
 		}
-		dir, ok := cgroupDir(m, path)
-		if !ok {
-			continue
+		if dir, ok := cgroupDir(m, path); ok {
+			dirs = append(dirs, dir)
 		}
+	}
+	return dirs
+}
+
+func probeV2(name string, own map[string]string, mounts []cgroupMount) (ctrl, bool) {
+	for _, dir := range ownV2Dirs(own, mounts) {
 		// The builder's own cgroup is not changed: enabling a controller
 		// there would affect its siblings, and fails anyway (EBUSY) when
 		// it holds processes and is not the root.
