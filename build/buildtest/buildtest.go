@@ -138,8 +138,15 @@ func BusyboxImage(t testing.TB) v1.Image {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := mutate.Append(mutate.MediaType(empty.Image, types.OCIManifestSchema1), mutate.Addendum{Layer: layer,
-		History: v1.History{CreatedBy: "buildtest busybox", Created: v1.Time{Time: time.Unix(1700000000, 0).UTC()}}})
+	created := v1.Time{Time: time.Unix(1700000000, 0).UTC()}
+	return OneLayerImage(t, layer, v1.History{CreatedBy: "buildtest busybox", Created: created}, created, "sh")
+}
+
+// OneLayerImage returns a linux/amd64 OCI image of layer, with history
+// entry hist, creation time created, Docker's default PATH and CMD [cmd].
+func OneLayerImage(t testing.TB, layer v1.Layer, hist v1.History, created v1.Time, cmd string) v1.Image {
+	t.Helper()
+	img, err := mutate.Append(mutate.MediaType(empty.Image, types.OCIManifestSchema1), mutate.Addendum{Layer: layer, History: hist})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,11 +157,10 @@ func BusyboxImage(t testing.TB) v1.Image {
 	}
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Created = v1.Time{Time: time.Unix(1700000000, 0).UTC()}
+	cf.Created = created
 	cf.Config.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-	cf.Config.Cmd = []string{"sh"}
-	img, err = mutate.ConfigFile(img, cf)
-	if err != nil {
+	cf.Config.Cmd = []string{cmd}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		t.Fatal(err)
 	}
 	return img
