@@ -109,7 +109,7 @@ type job struct {
 	cio      *cacheState // --cache-from/--cache-to state; nil without them
 	imagesMu sync.Mutex
 	images   map[imageKey]*baseImage // images resolved so far; see image
-	rec      *recorder                // what provenance will name
+	rec      *recorder               // what provenance will name
 }
 
 type stageFuture struct {

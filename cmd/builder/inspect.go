@@ -102,6 +102,7 @@ func runInspect(ctx context.Context, g *globals, args []string) error {
 	format := fs.StringP("format", "f", "json", "output format: json, or a Go template applied to the image (e.g. '{{.Config.Cmd}}')")
 	var insecure []string
 	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
+	attestations := fs.Bool("attestations", false, "show the image's attestations (in-toto statements: provenance, SBOMs) instead")
 	usage := "builder inspect [OPTIONS] IMAGE\n\n" +
 		"Show a local image, or with docker://REF one in a registry: manifest digest,\n" +
 		"config, layers with their sizes and the step (history entry) that made each.\n\n" +
@@ -110,7 +111,8 @@ func runInspect(ctx context.Context, g *globals, args []string) error {
 		"  builder inspect docker://registry.example.com/app:1\n" +
 		"  builder inspect --format '{{.Digest}}' app\n" +
 		"  builder inspect -f '{{range .Layers}}{{.Size}} {{.CreatedBy}}{{\"\\n\"}}{{end}}' app\n" +
-		"  builder inspect -f '{{json .Config.Env}}' app"
+		"  builder inspect -f '{{json .Config.Env}}' app\n" +
+		"  builder inspect --attestations -f '{{json .Provenance}}' app"
 	if help, err := parseCommand(fs, usage, args); help || err != nil {
 		return err
 	}
@@ -130,6 +132,13 @@ func runInspect(ctx context.Context, g *globals, args []string) error {
 			return usagef("--format: %w", err)
 		}
 		tmpl = t
+	}
+	if *attestations {
+		ai, err := g.inspectAttestations(ctx, fs.Arg(0), insecure)
+		if err != nil {
+			return err
+		}
+		return printInspect(os.Stdout, ai, tmpl)
 	}
 	var info *imageInfo
 	var err error
@@ -190,7 +199,7 @@ func (e *remoteError) Unwrap() error { return e.err }
 
 // printInspect writes info as indented JSON, or through tmpl followed by
 // a newline.
-func printInspect(w io.Writer, info *imageInfo, tmpl *template.Template) error {
+func printInspect(w io.Writer, info any, tmpl *template.Template) error {
 	if tmpl == nil {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")

@@ -126,7 +126,7 @@ func (e *Exporter) storeAttestations(ctx context.Context, b *attest.Bundle) erro
 // registry (or, without the referrers API, the sha256-<hex> tag index
 // go-containerregistry maintains) list it as a referrer of the image.
 func (e *Exporter) pushAttestations(ctx context.Context, img v1.Image, desc v1.Descriptor, b *attest.Bundle, names []string) error {
-	todo := map[name.Reference]remote.Taggable{}
+	todo := map[string]map[name.Reference]remote.Taggable{} // by registry
 	var idx v1.ImageIndex
 	if e.c.Attest.index() {
 		var err error
@@ -143,15 +143,21 @@ func (e *Exporter) pushAttestations(ctx context.Context, img v1.Image, desc v1.D
 		if err != nil {
 			return fmt.Errorf("push %s: %w", n, err)
 		}
+		reg := r.Context().RegistryStr()
+		if todo[reg] == nil {
+			todo[reg] = map[name.Reference]remote.Taggable{}
+		}
 		if idx != nil {
-			todo[r] = idx
+			todo[reg][r] = idx
 		} else {
-			todo[r.Context().Digest(b.Descriptor.Digest.String())] = att
+			todo[reg][r.Context().Digest(b.Descriptor.Digest.String())] = att
 		}
 	}
 	e.c.Progress(fmt.Sprintf("pushing attestation manifest %s (%s)", b.Descriptor.Digest, e.c.Attest.storeName()))
-	if err := e.c.Registry.MultiWrite(ctx, todo, nil); err != nil {
-		return fmt.Errorf("push attestations of %s: %w", names[0], err)
+	for _, t := range todo {
+		if err := e.c.Registry.MultiWrite(ctx, t, nil); err != nil {
+			return fmt.Errorf("push attestations of %s: %w", names[0], err)
+		}
 	}
 	return nil
 }
