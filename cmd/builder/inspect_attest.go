@@ -155,4 +155,3 @@ func (g *globals) remoteAttestations(ctx context.Context, ref string, insecure [
 	}
 	return ai, nil
 }
-

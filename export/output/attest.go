@@ -125,23 +125,26 @@ func (e *Exporter) storeAttestations(ctx context.Context, b *attest.Bundle) erro
 // referrers store, b by digest to each repository, whose subject makes the
 // registry (or, without the referrers API, the sha256-<hex> tag index
 // go-containerregistry maintains) list it as a referrer of the image.
-func (e *Exporter) pushAttestations(ctx context.Context, img v1.Image, desc v1.Descriptor, b *attest.Bundle, names []string) error {
+//
+// It returns the index pushed, or nil when the names still point at the
+// image.
+func (e *Exporter) pushAttestations(ctx context.Context, img v1.Image, desc v1.Descriptor, b *attest.Bundle, names []string) (v1.ImageIndex, error) {
 	todo := map[string]map[name.Reference]remote.Taggable{} // by registry
 	var idx v1.ImageIndex
 	if e.c.Attest.index() {
 		var err error
 		if idx, err = withAttestations(img, desc, b); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	att, err := b.Image()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, n := range names {
 		r, err := e.c.Registry.ParseReference(n)
 		if err != nil {
-			return fmt.Errorf("push %s: %w", n, err)
+			return nil, fmt.Errorf("push %s: %w", n, err)
 		}
 		reg := r.Context().RegistryStr()
 		if todo[reg] == nil {
@@ -156,10 +159,28 @@ func (e *Exporter) pushAttestations(ctx context.Context, img v1.Image, desc v1.D
 	e.c.Progress(fmt.Sprintf("pushing attestation manifest %s (%s)", b.Descriptor.Digest, e.c.Attest.storeName()))
 	for _, t := range todo {
 		if err := e.c.Registry.MultiWrite(ctx, t, nil); err != nil {
-			return fmt.Errorf("push attestations of %s: %w", names[0], err)
+			return nil, fmt.Errorf("push attestations of %s: %w", names[0], err)
 		}
 	}
-	return nil
+	return idx, nil
+}
+
+// describeIndex fills a Result for an index of img and its attestations:
+// the index's digest, media type and size, img's config.
+func describeIndex(idx v1.ImageIndex, img v1.Image, names []string) (*Result, error) {
+	r, err := describe(img, names)
+	if err != nil {
+		return nil, err
+	}
+	if r.Digest, err = idx.Digest(); err != nil {
+		return nil, err
+	}
+	raw, err := idx.RawManifest()
+	if err != nil {
+		return nil, err
+	}
+	r.MediaType, r.Size = string(types.OCIImageIndex), int64(len(raw))
+	return r, nil
 }
 
 func (a *Attestations) storeName() string {

@@ -169,8 +169,13 @@ func (e *Exporter) write(ctx context.Context, s Spec, img v1.Image, tags []strin
 			return nil, err
 		}
 		if att != nil {
-			if err := e.pushAttestations(ctx, img, desc, att, names); err != nil {
+			idx, err := e.pushAttestations(ctx, img, desc, att, names)
+			if err != nil {
 				return nil, err
+			}
+			if idx != nil {
+				// The names now point at the index, as with BuildKit.
+				return describeIndex(idx, img, names)
 			}
 		}
 	}
