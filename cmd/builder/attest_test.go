@@ -89,6 +89,7 @@ func TestCLIAttestations(t *testing.T) {
 			if code != 0 || !strings.Contains(out, `"buildType":"`+attest.BuildType) {
 				t.Errorf("inspect --attestations docker://: exit %d\n%s", code, out)
 			}
+			skopeoCopy(t, ref)
 			if oras := os.Getenv("BUILDER_TEST_ORAS"); oras != "" || testenv.Required() {
 				orasDiscover(t, oras, ref, img)
 			}
@@ -325,6 +326,38 @@ func checkProvenance(t *testing.T, raw json.RawMessage, base string, baseDigest 
 	}
 	if md := p.RunDetails.Metadata; md.StartedOn == nil || md.FinishedOn == nil || md.FinishedOn.Before(*md.StartedOn) || len(md.InvocationID) != 25 {
 		t.Errorf("run metadata = %+v", md)
+	}
+}
+
+// skopeoCopy copies the index with every manifest into an OCI layout and
+// checks that the attestation manifest came along.
+func skopeoCopy(t *testing.T, ref string) {
+	t.Helper()
+	skopeo := testenv.RequireTool(t, "skopeo")
+	layout := filepath.Join(t.TempDir(), "layout")
+	if out, err := exec.Command(skopeo, "copy", "--all", "--src-tls-verify=false", "docker://"+ref, "oci:"+layout+":x").CombinedOutput(); err != nil {
+		t.Fatalf("skopeo copy: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(layout, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var top v1.IndexManifest
+	if err := json.Unmarshal(b, &top); err != nil || len(top.Manifests) != 1 {
+		t.Fatalf("skopeo's index.json: %s", b)
+	}
+	b, err = os.ReadFile(filepath.Join(layout, "blobs", "sha256", top.Manifests[0].Digest.Hex))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx v1.IndexManifest
+	if err := json.Unmarshal(b, &idx); err != nil || len(idx.Manifests) != 2 || !attest.IsAttestation(idx.Manifests[1]) {
+		t.Fatalf("skopeo's copy of the index: %s", b)
+	}
+	for _, m := range idx.Manifests {
+		if _, err := os.Stat(filepath.Join(layout, "blobs", "sha256", m.Digest.Hex)); err != nil {
+			t.Errorf("skopeo did not copy manifest %s: %v", m.Digest, err)
+		}
 	}
 }
 
