@@ -104,7 +104,7 @@ func (j *job) runMounts(ctx context.Context, st *stageState, op *parser.Run) ([]
 				id = path.Base(rm.target)
 			}
 			rm.secretID = id
-			j.rec.noteSecret(id)
+			j.rec.noteSecret(id, m.Required)
 			if m.Env == "" && rm.target == "" {
 				rm.target = "/run/secrets/" + path.Base(id)
 			}

@@ -27,8 +27,8 @@ type recorder struct {
 	images  []attest.ImageSource
 	http    []attest.HTTPSource
 	git     []attest.GitSource
-	secrets []string
-	ssh     []string
+	secrets []attest.IDRef
+	ssh     []attest.IDRef
 	network bool
 	stages  map[int][]stepNote // by stage index
 }
@@ -78,13 +78,13 @@ func (r *recorder) noteGit(url, commit string) {
 	r.git = append(r.git, attest.GitSource{URL: url, Commit: commit})
 }
 
-func (r *recorder) noteSecret(id string) {
+func (r *recorder) noteSecret(id string, required bool) {
 	if r == nil {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.secrets = append(r.secrets, id)
+	r.secrets = append(r.secrets, attest.IDRef{ID: id, Optional: !required})
 }
 
 func (r *recorder) noteNetwork() {

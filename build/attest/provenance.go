@@ -10,7 +10,6 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/package-url/packageurl-go"
 )
 
 // BuildType is the buildDefinition.buildType BuildKit writes; builder's
@@ -123,7 +122,7 @@ type Builder struct {
 
 // Metadata are the run's id, times and BuildKit's extensions.
 type Metadata struct {
-	InvocationID string           `json:"invocationId"`
+	InvocationID string           `json:"invocationID"`
 	StartedOn    *time.Time       `json:"startedOn,omitempty"`
 	FinishedOn   *time.Time       `json:"finishedOn,omitempty"`
 	BuildKit     BuildKitMetadata `json:"buildkit_metadata"`
@@ -269,12 +268,8 @@ func NewProvenance(r *Record, o ProvenanceOptions) (*Provenance, error) {
 		ext.Request.Args = args
 	}
 	if o.Mode == ModeMax {
-		for _, s := range sortedUnique(r.Secrets) {
-			ext.Request.Secrets = append(ext.Request.Secrets, IDRef{ID: s})
-		}
-		for _, s := range sortedUnique(r.SSH) {
-			ext.Request.SSH = append(ext.Request.SSH, IDRef{ID: s})
-		}
+		ext.Request.Secrets = sortedUnique(r.Secrets)
+		ext.Request.SSH = sortedUnique(r.SSH)
 	}
 	if r.Context == nil {
 		ext.Request.Locals = []Local{{Name: "context"}, {Name: "dockerfile"}}
@@ -314,7 +309,7 @@ func dependencies(r *Record) ([]ResourceDescriptor, error) {
 	}
 	for _, im := range r.Images {
 		p := im.Platform
-		u, err := ImagePURL(packageurl.TypeDocker, im.Ref, &p)
+		u, err := ImagePURL(PURLDocker, im.Ref, &p)
 		if err != nil {
 			return nil, err
 		}
@@ -372,15 +367,18 @@ func addSteps(p *Provenance, r *Record) {
 	}
 }
 
-func sortedUnique(s []string) []string {
-	m := map[string]bool{}
-	var out []string
-	for _, x := range s {
-		if !m[x] {
-			m[x] = true
-			out = append(out, x)
-		}
+// sortedUnique sorts ids by id and drops repeats; an id mounted both
+// optional and required is required.
+func sortedUnique(ids []IDRef) []IDRef {
+	m := map[string]bool{} // id -> optional
+	for _, x := range ids {
+		opt, seen := m[x.ID]
+		m[x.ID] = x.Optional && (!seen || opt)
 	}
-	sort.Strings(out)
+	var out []IDRef
+	for id, opt := range m {
+		out = append(out, IDRef{ID: id, Optional: opt})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }

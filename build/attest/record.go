@@ -23,8 +23,8 @@ type Record struct {
 	NoCache  bool
 	Args     map[string]string // --build-arg values, unfiltered
 	Labels   map[string]string // --label values
-	Secrets  []string          // ids of the secrets RUN mounted
-	SSH      []string          // ids of the ssh sockets RUN mounted
+	Secrets  []IDRef           // the secrets RUN mounted (optional unless required=true)
+	SSH      []IDRef           // the ssh sockets RUN mounted
 	Images   []ImageSource     // base and --from images, in first-use order
 	HTTP     []HTTPSource      // ADD URLs
 	Git      []GitSource       // ADD git repositories and git contexts

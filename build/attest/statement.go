@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/package-url/packageurl-go"
 )
 
 // In-toto and predicate type URIs.
@@ -46,7 +45,7 @@ func Subjects(names []string, p v1.Platform, d v1.Hash) ([]Subject, error) {
 	}
 	var out []Subject
 	for _, n := range names {
-		u, err := ImagePURL(packageurl.TypeDocker, n, &p)
+		u, err := ImagePURL(PURLDocker, n, &p)
 		if err != nil {
 			return nil, err
 		}
