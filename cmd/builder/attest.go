@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -106,9 +109,6 @@ func parseAttest(f attestFlags, pushes bool) (*attestPlan, error) {
 	if !provSet && pushes && os.Getenv("BUILDX_NO_DEFAULT_ATTESTATIONS") == "" {
 		p.provenance = &attest.ProvenanceOptions{Mode: attest.ModeMin}
 	}
-	if p.sbom {
-		return nil, usagef("--sbom: SBOM generation is not supported yet; use --sbom=false")
-	}
 	return p, nil
 }
 
@@ -138,9 +138,20 @@ func csvAttrs(s string) (map[string]string, error) {
 	return attrs, nil
 }
 
-// attestations makes the predicates of the plan for a finished build.
-func (p *attestPlan) attestations(res *build.Result) (*output.Attestations, error) {
+// attestations makes the predicates of the plan for a finished build: the
+// SBOMs the generator image writes for the image (scanned with b, as o
+// says), then the provenance.
+func (p *attestPlan) attestations(ctx context.Context, b *build.Builder, o build.Options, res *build.Result) (*output.Attestations, error) {
 	a := &output.Attestations{Store: p.store}
+	if p.sbom {
+		docs, err := b.ScanSBOM(ctx, res.Image, p.generator, o)
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range slices.Sorted(maps.Keys(docs)) {
+			a.Predicates = append(a.Predicates, output.Predicate{Type: attest.PredicateSPDX, Body: docs[n]})
+		}
+	}
 	if p.provenance != nil && res.Record != nil {
 		pr, err := attest.NewProvenance(res.Record, *p.provenance)
 		if err != nil {

@@ -61,8 +61,8 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringArrayVar(&cacheFromFlags, "cache-from", nil, "import a shared cache: type=registry,ref=REF, type=local,src=DIR, or REF (a cache or an image built with an inline cache); may be repeated")
 	var af attestFlags
 	fs.StringVar(&af.provenance, "provenance", "", "attach SLSA v1 provenance: true (mode=min), false, or mode=min|max[,builder-id=ID]; by default mode=min when pushing (not with BUILDX_NO_DEFAULT_ATTESTATIONS=1)")
-	fs.StringVar(&af.sbom, "sbom", "", "attach an SBOM: false (true and generator=IMAGE are not supported yet)")
-	fs.StringArrayVar(&af.attest, "attest", nil, "attestation: type=provenance[,mode=min|max][,builder-id=ID][,disabled=true] or type=sbom[,disabled=true]; may be repeated")
+	fs.StringVar(&af.sbom, "sbom", "", "attach SPDX SBOMs made by a scanner image with BuildKit's protocol: true (docker/buildkit-syft-scanner:stable-1), false, or generator=IMAGE")
+	fs.StringArrayVar(&af.attest, "attest", nil, "attestation: type=provenance[,mode=min|max][,builder-id=ID][,disabled=true] or type=sbom[,generator=IMAGE][,disabled=true]; may be repeated")
 	fs.StringVar(&af.store, "attest-store", "both", "where attestations go: index (an attestation manifest in an image index, as BuildKit), referrers (OCI 1.1 referrers of the image only) or both")
 	fs.StringArrayVar(&cacheToFlags, "cache-to", nil, "export the cache: type=registry,ref=REF or type=local,dest=DIR [,mode=min|max][,compression=gzip|zstd|uncompressed][,cache-mounts=true], or type=inline")
 	fs.Usage = func() {
@@ -166,7 +166,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	atts, err := plan.attestations(res)
+	atts, err := plan.attestations(ctx, b, o, res)
 	if err != nil {
 		return err
 	}
