@@ -149,4 +149,3 @@ func readScanOutput(img v1.Image) (map[string][]byte, error) {
 		out[path.Base(name)] = b
 	}
 }
-
