@@ -179,7 +179,7 @@ func TestCLIAttestations(t *testing.T) {
 	t.Run("usage", func(t *testing.T) {
 		for _, args := range [][]string{
 			{"--provenance", "mode=most"}, {"--provenance", "version=v0.2"}, {"--attest", "type=vex"},
-			{"--attest-store", "nowhere"}, {"--sbom=true"}, {"--provenance", "colour=red"},
+			{"--attest-store", "nowhere"}, {"--sbom", "colour=red"}, {"--provenance", "colour=red"},
 		} {
 			out, code := cli(t, append(append([]string{"--root", root, "build"}, args...), ctxDir)...)
 			if code != 2 || strings.Count(strings.TrimSpace(out), "\n") != 0 {
