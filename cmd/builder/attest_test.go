@@ -21,18 +21,11 @@ import (
 	"builder/internal/testenv"
 )
 
-// attestDockerfile is a multi-stage build with an ADD URL, a secret mount
-// and args, some of them secret-like: what provenance must name and what
-// it must never show.
-const attestDockerfile = `ARG BASE
-FROM $BASE AS build
-ARG VERSION
-ARG GITHUB_TOKEN
-ADD http://127.0.0.1:PORT/file.txt /file.txt
-RUN --mount=type=secret,id=tok,env=TOK cat /file.txt > /out
-FROM $BASE
-COPY --from=build /out /out
-`
+// attestDockerfile is a multi-stage build with an ADD URL (PORT), a secret
+// mount and args, some of them secret-like: what provenance must name and
+// what it must never show. It is the Dockerfile BuildKit's provenance was
+// captured for (TestBuildKitProvenance).
+var attestDockerfile = filepath.Join("..", "..", "build", "attest", "testdata", "buildkit", "Dockerfile")
 
 // leaks are the values provenance must never contain.
 var leaks = []string{"ghp-attest-token", "proxy-pass", "secret-value"}
@@ -55,7 +48,11 @@ func TestCLIAttestations(t *testing.T) {
 	const body = "attested file\n"
 	port := buildtest.LoopbackServer(t, body)
 	bodySum, _, _ := v1.SHA256(strings.NewReader(body))
-	dockerfile := strings.ReplaceAll(attestDockerfile, "PORT", strconv.Itoa(port))
+	df, err := os.ReadFile(attestDockerfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dockerfile := strings.ReplaceAll(string(df), "PORT", strconv.Itoa(port))
 	ctxDir := writeCase(t, dockerfile, map[string]string{})
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
 	t.Setenv("TOK", "secret-value")

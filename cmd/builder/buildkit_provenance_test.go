@@ -71,7 +71,7 @@ func TestBuildKitProvenance(t *testing.T) {
 	if err := json.Unmarshal(b, &captured); err != nil {
 		t.Fatal(err)
 	}
-	df, err := os.ReadFile(filepath.Join(dir, "Dockerfile"))
+	df, err := os.ReadFile(attestDockerfile)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"builder/build/registry"
@@ -169,19 +170,29 @@ func (g *globals) inspectStored(name string) (*imageInfo, error) {
 // inspectRemote describes the image a registry holds under ref, for the
 // host's platform, reading manifest and config only.
 func (g *globals) inspectRemote(ctx context.Context, ref string, insecure []string) (*imageInfo, error) {
-	rc, err := g.registryClient(insecure)
+	_, _, img, err := g.remoteImage(ctx, ref, insecure)
 	if err != nil {
 		return nil, err
 	}
+	return inspectImage("docker://"+ref, img)
+}
+
+// remoteImage opens the host platform's image of ref in its registry,
+// reading manifest and config only.
+func (g *globals) remoteImage(ctx context.Context, ref string, insecure []string) (*registry.Client, name.Reference, v1.Image, error) {
+	rc, err := g.registryClient(insecure)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	r, err := rc.ParseReference(ref)
 	if err != nil {
-		return nil, usagef("docker://%s: %w", ref, err)
+		return nil, nil, nil, usagef("docker://%s: %w", ref, err)
 	}
 	img, err := rc.Image(ctx, r, v1.Platform{OS: "linux", Architecture: hostArch()})
 	if err != nil {
-		return nil, &remoteError{ref: ref, err: err}
+		return nil, nil, nil, &remoteError{ref: ref, err: err}
 	}
-	return inspectImage("docker://"+ref, img)
+	return rc, r, img, nil
 }
 
 // remoteError is a failed read of an image in a registry: one line naming

@@ -95,17 +95,9 @@ func (g *globals) inspectAttestations(ctx context.Context, ref string, insecure 
 // remoteAttestations reads the attestations of the host platform's image
 // of ref from its registry.
 func (g *globals) remoteAttestations(ctx context.Context, ref string, insecure []string) (*attestationsInfo, error) {
-	rc, err := g.registryClient(insecure)
+	rc, r, img, err := g.remoteImage(ctx, ref, insecure)
 	if err != nil {
 		return nil, err
-	}
-	r, err := rc.ParseReference(ref)
-	if err != nil {
-		return nil, usagef("docker://%s: %w", ref, err)
-	}
-	img, err := rc.Image(ctx, r, v1.Platform{OS: "linux", Architecture: hostArch()})
-	if err != nil {
-		return nil, &remoteError{ref: ref, err: err}
 	}
 	d, err := img.Digest()
 	if err != nil {
