@@ -33,6 +33,28 @@ func TestSecretLike(t *testing.T) {
 	}
 }
 
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://user:pw@example.com/repo.git#main": "https://xxxxx:xxxxx@example.com/repo.git#main",
+		"https://token@example.com/f":               "https://xxxxx@example.com/f",
+		"http://example.com/f?x=1":                  "http://example.com/f?x=1",
+		"git@github.com:o/r.git":                    "git@github.com:o/r.git",
+	} {
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+	r := loadRecord(t)
+	r.HTTP[0].URL = "http://user:hunter2@example.com/file"
+	p, err := NewProvenance(r, ProvenanceOptions{Mode: ModeMax})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(p); strings.Contains(string(b), "hunter2") {
+		t.Errorf("a URL's password is in the provenance")
+	}
+}
+
 func TestImagePURL(t *testing.T) {
 	amd64 := &v1.Platform{OS: "linux", Architecture: "amd64"}
 	for _, tc := range []struct {

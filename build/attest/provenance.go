@@ -3,6 +3,7 @@ package attest
 import (
 	"crypto/rand"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -236,7 +237,7 @@ func NewProvenance(r *Record, o ProvenanceOptions) (*Provenance, error) {
 	ext := &p.BuildDefinition.ExternalParameters
 	ext.ConfigSource.Path = filepath.Base(r.DockerfileName)
 	if r.Context != nil {
-		ext.ConfigSource.URI = r.Context.URL
+		ext.ConfigSource.URI = RedactURL(r.Context.URL)
 		ext.ConfigSource.Digest = commitDigest(r.Context.Commit)
 	}
 	ext.Request.Frontend = Frontend
@@ -288,7 +289,7 @@ func NewProvenance(r *Record, o ProvenanceOptions) (*Provenance, error) {
 	md.Completeness = Completeness{Request: complete, ResolvedDependencies: r.Context != nil}
 	md.Hermetic = r.Context != nil && !r.Network
 	if r.Context != nil {
-		md.BuildKit.VCS = map[string]string{"source": r.Context.URL, "revision": r.Context.Commit}
+		md.BuildKit.VCS = map[string]string{"source": RedactURL(r.Context.URL), "revision": r.Context.Commit}
 	}
 	if o.Mode == ModeMax {
 		addSteps(p, r)
@@ -316,13 +317,34 @@ func dependencies(r *Record) ([]ResourceDescriptor, error) {
 		add(ResourceDescriptor{URI: u, Digest: DigestSet(im.Digest)})
 	}
 	for _, g := range r.Git {
-		add(ResourceDescriptor{URI: g.URL, Digest: commitDigest(g.Commit)})
+		add(ResourceDescriptor{URI: RedactURL(g.URL), Digest: commitDigest(g.Commit)})
 	}
 	for _, h := range r.HTTP {
 		algo, hex, _ := strings.Cut(h.Digest, ":")
-		add(ResourceDescriptor{URI: h.URL, Digest: map[string]string{algo: hex}})
+		add(ResourceDescriptor{URI: RedactURL(h.URL), Digest: map[string]string{algo: hex}})
 	}
 	return out, nil
+}
+
+// RedactURL masks the user and password of a URL as BuildKit's
+// urlutil.RedactCredentials does ("https://xxxxx:xxxxx@host/repo.git");
+// what does not parse as a URL is returned as it is.
+func RedactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	const mask = "xxxxx"
+	_, hasPassword := u.User.Password()
+	switch hasUser := u.User.Username() != ""; {
+	case hasUser && hasPassword:
+		u.User = url.UserPassword(mask, mask)
+	case hasUser:
+		u.User = url.User(mask)
+	case hasPassword:
+		u.User = url.UserPassword("", mask)
+	}
+	return u.String()
 }
 
 // commitDigest is a git commit as a digest set: sha1, or sha256 for a
