@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -261,6 +262,15 @@ func TestBundle(t *testing.T) {
 		if _, err := ReadStatements(b.Manifest, func(v1.Descriptor) ([]byte, error) { return []byte(`{}`), nil }); err == nil {
 			t.Error("a statement with the wrong digest was read")
 		}
+	}
+	// A layer claiming more than MaxStatementSize is refused unread.
+	huge := []byte(`{"schemaVersion":2,"layers":[{"mediaType":"application/vnd.in-toto+json","size":` +
+		strconv.Itoa(MaxStatementSize+1) + `,"digest":"sha256:` + strings.Repeat("8", 64) + `"}]}`)
+	if _, err := ReadStatements(huge, func(v1.Descriptor) ([]byte, error) {
+		t.Error("a statement larger than MaxStatementSize was read")
+		return nil, nil
+	}); err == nil {
+		t.Error("a statement larger than MaxStatementSize was accepted")
 	}
 	if _, err := NewBundle(subject, nil, false); err == nil {
 		t.Error("an empty bundle was made")
