@@ -19,6 +19,7 @@ import (
 	"builder/build/progress"
 	"builder/build/sandbox/cgroup"
 	"builder/build/secrets"
+	"builder/build/sshagent"
 	"builder/build/store"
 	"builder/parser"
 )
@@ -43,6 +44,9 @@ type Options struct {
 	// Secrets are the --secret values RUN --mount=type=secret reads, by id.
 	// Their values never reach a layer, the config, history or a cache key.
 	Secrets map[string]secrets.Source
+	// SSH are the --ssh agents RUN --mount=type=ssh forwards, by id. Only
+	// the ids reach a cache key; sockets and keys never reach the image.
+	SSH map[string]*sshagent.Agent
 	// Allow lists the entitlements granted (--allow): EntitlementNetworkHost
 	// permits RUN --network=host, EntitlementSecurityInsecure RUN
 	// --security=insecure.

@@ -18,6 +18,7 @@ import (
 	"builder/build/copier"
 	"builder/build/sandbox"
 	"builder/build/secrets"
+	"builder/build/sshagent"
 	"builder/build/store"
 	"builder/parser"
 	"builder/snapshot"
@@ -40,6 +41,10 @@ type runMount struct {
 	input    string
 	secretID string
 	cacheID  string
+	// sshID is the agent an ssh mount forwards; sshEnv marks the mount
+	// SSH_AUTH_SOCK points at.
+	sshID  string
+	sshEnv bool
 }
 
 // runMounts parses and resolves the --mount flags of a RUN. Bind sources
@@ -51,6 +56,11 @@ func (j *job) runMounts(ctx context.Context, st *stageState, op *parser.Run) ([]
 		wd = "/"
 	}
 	var out []*runMount
+	nSSH := 0
+	sshEnv := false
+	if _, ok := envVars(st.cfg.Config.Env).Get("SSH_AUTH_SOCK"); ok {
+		sshEnv = true // the image's own value wins, as in BuildKit
+	}
 	for _, raw := range op.Mounts {
 		m, err := parser.ParseMount(raw.Spec, ex.word)
 		if err != nil {
@@ -67,7 +77,22 @@ func (j *job) runMounts(ctx context.Context, st *stageState, op *parser.Run) ([]
 		rm.source = strings.TrimPrefix(path.Clean("/"+m.Source), "/")
 		switch m.Type {
 		case "ssh":
-			return nil, fmt.Errorf("RUN --mount=type=ssh: %w", errNotSupported)
+			if m.Source != "" {
+				return nil, fmt.Errorf("RUN --mount=type=ssh: ssh does not support source")
+			}
+			rm.sshID = m.ID
+			if rm.sshID == "" {
+				rm.sshID = sshagent.DefaultID
+			}
+			if rm.target == "" {
+				rm.target = "/run/buildkit/ssh_agent." + strconv.Itoa(nSSH)
+			}
+			nSSH++
+			if _, ok := j.o.SSH[rm.sshID]; ok && !sshEnv {
+				rm.sshEnv, sshEnv = true, true
+			} else if !ok && m.Required {
+				return nil, missingSSH(rm.sshID)
+			}
 		case "bind":
 			if err := j.resolveBind(ctx, st, rm); err != nil {
 				return nil, err
@@ -177,6 +202,8 @@ func mountsKey(ms []*runMount) string {
 			k.ID, k.Sharing = rm.cacheID, m.Sharing
 		case "secret":
 			k.ID, k.Env, k.Required = rm.secretID, m.Env, m.Required
+		case "ssh":
+			k.ID, k.Required = rm.sshID, m.Required
 		}
 		out = append(out, k)
 	}
@@ -251,6 +278,21 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 			if rm.target != "" {
 				secretFiles = append(secretFiles, secretFile{rm, val})
 				needScratch = true
+			}
+		case "ssh":
+			a, ok := j.o.SSH[rm.sshID]
+			if !ok {
+				continue // not required: BuildKit skips the mount
+			}
+			srv, sock, err := j.listenSSH(a, rm)
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(filepath.Dir(sock))
+			defer srv.Close()
+			extra = append(extra, sandbox.Mount{Type: "bind", Root: filepath.Dir(sock), Source: filepath.Base(sock), Target: rm.target})
+			if rm.sshEnv {
+				env = append(env, "SSH_AUTH_SOCK="+rm.target)
 			}
 		case "bind":
 			switch {
@@ -359,6 +401,43 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 		return setup(nil)
 	}
 	return snapshot.WithMounts(ctx, sets, setup)
+}
+
+// missingSSH is the error of a required ssh mount whose id no --ssh gave.
+func missingSSH(id string) error {
+	flag := "--ssh " + id
+	if id == sshagent.DefaultID {
+		flag = "--ssh default"
+	}
+	return fmt.Errorf("RUN --mount=type=ssh,id=%s is required but no agent was given for it: add %s (the agent at $SSH_AUTH_SOCK) or %s=KEYFILE", id, flag, id)
+}
+
+// listenSSH serves agent a for the ssh mount rm on a new socket in a
+// private directory of its own, owned and moded as the mount asks
+// (default root, 0600). The caller closes the server, then removes the
+// directory.
+func (j *job) listenSSH(a *sshagent.Agent, rm *runMount) (io.Closer, string, error) {
+	dir, err := j.tempDir("ssh-")
+	if err != nil {
+		return nil, "", err
+	}
+	uid, gid, mode := 0, 0, os.FileMode(0o600)
+	if rm.m.UID != nil {
+		uid = int(*rm.m.UID)
+	}
+	if rm.m.GID != nil {
+		gid = int(*rm.m.GID)
+	}
+	if rm.m.Mode != nil {
+		mode = os.FileMode(*rm.m.Mode) & os.ModePerm
+	}
+	sock := filepath.Join(dir, "agent.sock")
+	srv, err := a.Listen(sock, uid, gid, mode)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, "", fmt.Errorf("mount ssh agent %s: %w", rm.sshID, err)
+	}
+	return srv, sock, nil
 }
 
 // ctxCopyName is the directory a filtered copy of the context goes into.
