@@ -36,6 +36,9 @@ type runMount struct {
 	// bind with from= (an empty stage has no layers).
 	layers  []layerRef
 	hasFrom bool
+	// dir is the directory a bind reads when it is not a stage or image:
+	// the build context, or a directory-like named context.
+	dir *copier.Context
 	// input identifies what a bind reads, for the cache key: the chain ID
 	// of the stage or image, or the checksum of the context path.
 	input    string
@@ -149,8 +152,16 @@ func (j *job) runMounts(ctx context.Context, st *stageState, op *parser.Run) ([]
 // its content.
 func (j *job) resolveBind(ctx context.Context, st *stageState, rm *runMount) error {
 	from := rm.m.From
-	if from == "" {
-		src := j.bctx.Source()
+	rm.dir = j.bctx
+	bc, named, err := j.namedDirFor(ctx, st, from)
+	if err != nil {
+		return err
+	}
+	if named {
+		rm.dir = bc
+	}
+	if from == "" || named {
+		src := rm.dir.Source()
 		sum, err := copier.Checksum(ctx, src, copier.Request{Sources: []string{"/" + rm.source}, Dest: "/"})
 		if err != nil {
 			return fmt.Errorf("mount context path /%s: %w", rm.source, err)
@@ -316,7 +327,7 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 					sets = append(sets, view)
 					binds = append(binds, pending{rm: rm, set: len(sets) - 1})
 				}
-			case j.bctx.Ignore != nil:
+			case rm.dir.Ignore != nil:
 				// Bind a copy without the .dockerignore'd files, which a
 				// RUN must not see.
 				dir, err := j.tempDir("context-")
@@ -324,18 +335,18 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 					return err
 				}
 				defer os.RemoveAll(dir)
-				if err := copier.Copy(ctx, j.bctx.Source(), dir, copier.Request{Sources: []string{"/" + rm.source}, Dest: "/" + ctxCopyName + "/"}); err != nil {
+				if err := copier.Copy(ctx, rm.dir.Source(), dir, copier.Request{Sources: []string{"/" + rm.source}, Dest: "/" + ctxCopyName + "/"}); err != nil {
 					return fmt.Errorf("mount context path /%s: %w", rm.source, err)
 				}
 				root := filepath.Join(dir, ctxCopyName)
-				if isFileInRoot(j.bctx.Dir, rm.source) {
+				if isFileInRoot(rm.dir.Dir, rm.source) {
 					rm.source = path.Base(rm.source)
 				} else {
 					rm.source = ""
 				}
 				binds = append(binds, pending{rm: rm, set: -1, dir: root})
 			default:
-				binds = append(binds, pending{rm: rm, set: -1, dir: j.bctx.Dir})
+				binds = append(binds, pending{rm: rm, set: -1, dir: rm.dir.Dir})
 			}
 			if !m.ReadOnly {
 				needScratch = true

@@ -301,6 +301,12 @@ func (j *job) copySource(ctx context.Context, st *stageState, ex *expander, op *
 	if err != nil {
 		return copySource{}, err
 	}
+	if bc, ok, err := j.namedDirFor(ctx, st, from); ok || err != nil {
+		if err != nil {
+			return copySource{}, err
+		}
+		return copySource{src: bc.Source()}, nil
+	}
 	layers, err := j.resolveFrom(ctx, st, from)
 	if err != nil {
 		return copySource{}, err
