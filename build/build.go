@@ -209,6 +209,10 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		}
 		target = s.Index
 	}
+	needed := j.neededStages(target)
+	if err := j.preflight(needed); err != nil {
+		return nil, err
+	}
 	j.stages = make([]*stageFuture, len(g.Stages))
 	for i := range j.stages {
 		j.stages[i] = &stageFuture{done: make(chan struct{})}
@@ -218,7 +222,7 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	defer cancel()
 	// Start every stage the target needs at once, so independent stages run
 	// in parallel; each waits for the stages it reads from.
-	for _, i := range j.neededStages(target) {
+	for _, i := range needed {
 		j.start(ctx, cancel, i)
 	}
 	st, err := j.wait(ctx, target)

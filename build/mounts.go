@@ -83,10 +83,7 @@ func (j *job) runMounts(ctx context.Context, st *stageState, op *parser.Run) ([]
 			if m.Source != "" {
 				return nil, fmt.Errorf("RUN --mount=type=ssh: ssh does not support source")
 			}
-			rm.sshID = m.ID
-			if rm.sshID == "" {
-				rm.sshID = sshagent.DefaultID
-			}
+			rm.sshID = sshMountID(m)
 			if rm.target == "" {
 				rm.target = "/run/buildkit/ssh_agent." + strconv.Itoa(nSSH)
 			}
@@ -121,15 +118,9 @@ func (j *job) runMounts(ctx context.Context, st *stageState, op *parser.Run) ([]
 			}
 		case "tmpfs":
 		case "secret":
-			id := m.ID
-			if m.Source != "" {
-				id = m.Source
-			}
+			id := secretMountID(m)
 			if id == "" {
-				if m.Target == "" {
-					return nil, fmt.Errorf("RUN --mount=type=secret: one of id, source or target is required")
-				}
-				id = path.Base(rm.target)
+				return nil, fmt.Errorf("RUN --mount=type=secret: one of id, source or target is required")
 			}
 			rm.secretID = id
 			if m.Env == "" && rm.target == "" {
@@ -279,7 +270,7 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 			}
 			if !ok {
 				if m.Required {
-					return fmt.Errorf("secret %s: not found", rm.secretID)
+					return missingSecret(rm.secretID)
 				}
 				continue
 			}

@@ -29,8 +29,8 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 		return false, fmt.Errorf("RUN --device: %w", errNotSupported)
 	}
 	insecure := op.Security == "insecure"
-	if insecure && !j.allowed(EntitlementSecurityInsecure) {
-		return false, fmt.Errorf("RUN --security=insecure needs the %s entitlement: add --allow %[1]s", EntitlementSecurityInsecure)
+	if err := j.checkEntitlements(op); err != nil {
+		return false, err
 	}
 	argv, script, err := runArgv(st, op)
 	if err != nil {
