@@ -15,6 +15,7 @@ import (
 	"builder/build/cache"
 	"builder/build/copier"
 	"builder/build/fetch"
+	"builder/build/gitsrc"
 	"builder/build/progress"
 	"builder/build/sandbox"
 	"builder/parser"
@@ -188,14 +189,14 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 	if err != nil {
 		return false, err
 	}
-	if op.KeepGitDir {
-		return false, fmt.Errorf("ADD --keep-git-dir: %w", errNotSupported)
-	}
 	var local, urls []string
 	for _, s := range srcs {
 		switch {
-		case op.Add && fetch.IsGit(s):
-			return false, fmt.Errorf("ADD %s: Git sources are %w", s, errNotSupported)
+		case op.Add && gitsrc.IsGit(s):
+			if len(srcs) != 1 {
+				return false, fmt.Errorf("ADD of a Git repository takes one source, not %d", len(srcs))
+			}
+			return j.addGit(ctx, st, step, op, sp, s, containerPath(st.cfg.Config.WorkingDir, dest), chown, chmod)
 		case fetch.IsHTTP(s):
 			if !op.Add {
 				return false, fmt.Errorf("source can't be a URL for COPY")

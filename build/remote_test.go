@@ -136,8 +136,6 @@ func TestAddURLErrors(t *testing.T) {
 	}{
 		{"404", "ADD " + url + "/missing.txt /x", `^Dockerfile:3: .*` + regexp.QuoteMeta(url+"/missing.txt") + `.*404`},
 		{"bad-checksum", "ADD --checksum=sha256:" + hex.EncodeToString(make([]byte, 32)) + " " + url + "/f.txt /x", `digest mismatch`},
-		{"git", "ADD https://example.invalid/repo.git /src", `Git sources are not supported yet`},
-		{"keep-git-dir", "ADD --keep-git-dir=true https://example.invalid/repo.git /src", `not supported yet`},
 		{"copy-url", "COPY " + url + "/f.txt /x", `can't be a URL for COPY`},
 		{"checksum-local", "ADD --checksum=sha256:" + hex.EncodeToString(make([]byte, 32)) + " f.txt /x", `checksum`},
 	} {
