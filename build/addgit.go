@@ -40,7 +40,12 @@ func (j *job) addGit(ctx context.Context, st *stageState, step *parser.Step, op 
 		return false, err
 	}
 	defer os.RemoveAll(tmp)
-	co, err := gitsrc.Fetch(ctx, r, gitsrc.Options{TempDir: tmp})
+	o, done, err := j.gitOptions(tmp)
+	if err != nil {
+		return false, err
+	}
+	co, err := gitsrc.Fetch(ctx, r, o)
+	done.Close()
 	if err != nil {
 		return false, err
 	}

@@ -2,8 +2,8 @@ package build
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,14 +14,12 @@ import (
 	"builder/build/cache"
 	"builder/build/copier"
 	"builder/build/fetch"
+	"builder/build/gitsrc"
 	"builder/build/namedctx"
+	"builder/build/sshagent"
 	"builder/parser"
 	"builder/snapshot"
 )
-
-// errGitContext is the error of a git named context until the git source
-// package is wired in.
-var errGitContext = errors.New("git build contexts are not supported yet")
 
 // namedState holds what the build resolved of its named contexts: each
 // directory loaded and each OCI layout imported once per build.
@@ -76,7 +74,7 @@ func (j *job) namedDir(ctx context.Context, c namedctx.Context) (*copier.Context
 			bc, err = copier.LoadContext(dir, "")
 		}
 	case namedctx.Git:
-		err = errGitContext
+		bc, err = j.namedGit(ctx, c)
 	default:
 		err = fmt.Errorf("%s is not a directory context", c.Kind)
 	}
@@ -88,6 +86,49 @@ func (j *job) namedDir(ctx context.Context, c namedctx.Context) (*copier.Context
 	}
 	j.nctx.dirs[c.Key] = bc
 	return bc, nil
+}
+
+// namedGit clones a git named context (with the default ssh agent for ssh
+// remotes); the checkout is removed after the build. As in BuildKit, its
+// .dockerignore does not apply.
+func (j *job) namedGit(ctx context.Context, c namedctx.Context) (*copier.Context, error) {
+	r, err := gitsrc.Parse(c.Ref)
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := j.tempDir("context-git-")
+	if err != nil {
+		return nil, err
+	}
+	j.nctx.temps = append(j.nctx.temps, tmp)
+	o, done, err := j.gitOptions(tmp)
+	if err != nil {
+		return nil, err
+	}
+	defer done.Close()
+	co, err := gitsrc.Fetch(ctx, r, o)
+	if err != nil {
+		return nil, err
+	}
+	j.progress.Printf("build context %s: %s (commit %s)", c.Name, r, co.Commit)
+	return &copier.Context{Dir: co.Dir}, nil
+}
+
+// gitOptions are the options of a git fetch into tmp: git reaches ssh
+// remotes through the build's default ssh agent, if --ssh gave one. Close
+// the Closer when the fetch is done.
+func (j *job) gitOptions(tmp string) (gitsrc.Options, io.Closer, error) {
+	o := gitsrc.Options{TempDir: tmp}
+	a, ok := j.o.SSH[sshagent.DefaultID]
+	if !ok {
+		return o, io.NopCloser(nil), nil
+	}
+	env, done, err := a.GitEnv(tmp)
+	if err != nil {
+		return o, nil, fmt.Errorf("serve the ssh agent to git: %w", err)
+	}
+	o.Env = env
+	return o, done, nil
 }
 
 // namedDirFor returns the file tree of the directory-like named context

@@ -7,7 +7,7 @@ import (
 	"path"
 	"strings"
 
-	"builder/build/fetch"
+	"builder/build/gitsrc"
 	"builder/build/namedctx"
 	"builder/build/sshagent"
 	"builder/imageref"
@@ -30,7 +30,9 @@ func (j *job) preflight(needed []int) error {
 	}
 	for _, c := range j.o.NamedContexts {
 		if c.Kind == namedctx.Git {
-			return fmt.Errorf("--build-context %s: %w", c.Name, errGitContext)
+			if _, err := exec.LookPath("git"); err != nil {
+				return fmt.Errorf("--build-context %s: %w", c.Name, gitsrc.ErrNoGit)
+			}
 		}
 	}
 	for _, i := range needed {
@@ -80,9 +82,9 @@ func (j *job) preflightStep(step *parser.Step) error {
 			return nil
 		}
 		for _, src := range op.Sources {
-			if fetch.IsGit(src) {
+			if gitsrc.IsGit(src) {
 				if _, err := exec.LookPath("git"); err != nil {
-					return fmt.Errorf("ADD %s: git is not installed, and Git sources are cloned with it", src)
+					return fmt.Errorf("ADD %s: %w", gitsrc.Redact(src), gitsrc.ErrNoGit)
 				}
 			}
 		}

@@ -41,11 +41,14 @@ func TestPreflight(t *testing.T) {
 		{name: "bad-mount", last: "RUN --mount=type=bogus true", want: `^Dockerfile:6: .*bogus`},
 		{name: "git-missing", last: "ADD https://example.invalid/repo.git /repo",
 			opt:  func(o *Options) { t.Setenv("PATH", noGit) },
-			want: `^Dockerfile:6: ADD .*: git is not installed`},
+			want: `^Dockerfile:6: ADD .*: the git binary is not installed`},
 		{name: "bad-tag", last: "RUN true", opt: func(o *Options) { o.Tags = []string{"Bad Tag!"} }, want: `^invalid tag "Bad Tag!"`},
 		{name: "git-context", last: "COPY --from=repo / /",
-			opt:  func(o *Options) { o.NamedContexts = namedContexts(t, "repo=https://example.invalid/repo.git") },
-			want: `^--build-context repo: git build contexts are not supported yet`},
+			opt: func(o *Options) {
+				o.NamedContexts = namedContexts(t, "repo=https://example.invalid/repo.git")
+				t.Setenv("PATH", noGit)
+			},
+			want: `^--build-context repo: the git binary is not installed`},
 		{name: "optional-and-unneeded", last: "RUN --mount=type=secret,id=token --mount=type=ssh true"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

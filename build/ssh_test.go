@@ -42,14 +42,17 @@ func gitRepo(t *testing.T, body string) string {
 
 // TestRunMountSSH runs `ssh -T` and `git clone` over ssh against an sshd
 // on loopback from RUN --mount=type=ssh, once with key files served by
-// builder's own agent and once with OpenSSH's ssh-agent forwarded, and
-// checks what the RUNs saw (the socket's owner and mode, SSH_AUTH_SOCK,
-// a mount left out for an id nobody gave) and that neither the key, nor
-// the socket, nor its path reached the image, its config or the store.
+// builder's own agent and once with OpenSSH's ssh-agent forwarded. It
+// checks what the RUNs saw (the socket's owner and mode, SSH_AUTH_SOCK, a
+// mount left out for an id nobody gave), that ADD of the repository and
+// a --build-context cloned from it go over ssh through the default agent
+// too, and that neither the key, nor the socket, nor its path reached the
+// image, its config or the store.
 func TestRunMountSSH(t *testing.T) {
 	key := buildtest.SSHKey(t)
 	port := buildtest.SSHD(t, key)
 	repo := gitRepo(t, "cloned-over-ssh\n")
+	gitURL := "ssh://root@127.0.0.1:" + strconv.Itoa(port) + repo
 	tools := buildtest.Registry(t) + "/tools:latest"
 	buildtest.Push(t, tools, buildtest.ToolsImage(t, "/usr/bin/ssh", "/usr/bin/git"))
 	agentSock := buildtest.SSHAgent(t, key)
@@ -82,6 +85,8 @@ func TestRunMountSSH(t *testing.T) {
 				o.BuildArgs["BASE"] = tools
 				o.BuildArgs["PORT"] = strconv.Itoa(port)
 				o.BuildArgs["REPO"] = repo
+				o.BuildArgs["GITURL"] = gitURL
+				o.NamedContexts = namedContexts(t, "gitctx="+gitURL)
 			})
 			u := unpack(t, res.Image)
 			for p, want := range map[string]string{
@@ -89,6 +94,8 @@ func TestRunMountSSH(t *testing.T) {
 				"git-agent-stat": "1000 1000 660\n",
 				"repo/hello":     "cloned-over-ssh\n",
 				"absent-ok":      "",
+				"added/hello":    "cloned-over-ssh\n",
+				"from-gitctx":    "cloned-over-ssh\n",
 			} {
 				if got := readFile(t, u.rootfs, p); got != want {
 					t.Errorf("/%s = %q, want %q", p, got, want)

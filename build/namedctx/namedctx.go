@@ -20,6 +20,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"builder/build/fetch"
+	"builder/build/gitsrc"
 	"builder/imageref"
 )
 
@@ -76,7 +77,7 @@ func Parse(spec string) (Context, error) {
 		return fail("invalid context name: use a stage or image name")
 	}
 	switch {
-	case fetch.IsGit(value):
+	case gitsrc.IsGit(value):
 		c.Kind, c.Ref = Git, value
 	case fetch.IsHTTP(value):
 		c.Kind, c.Ref = URL, value

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -250,3 +251,48 @@ func (readOnly) Remove(ssh.PublicKey) error { return errReadOnly }
 func (readOnly) RemoveAll() error           { return errReadOnly }
 func (readOnly) Lock([]byte) error          { return errReadOnly }
 func (readOnly) Unlock([]byte) error        { return errReadOnly }
+
+// GitSSHCommand is the ssh command git runs for ssh remotes, as BuildKit's
+// git source runs it without known hosts: no user configuration, host keys
+// neither checked nor remembered.
+const GitSSHCommand = "ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+
+// GitEnv returns the environment a git process of the builder needs to
+// reach ssh remotes through a: SSH_AUTH_SOCK (the forwarded socket itself,
+// or a new socket in a private directory under tmpDir serving the keys)
+// and GIT_SSH_COMMAND. Close the returned Closer when git is done.
+func (a *Agent) GitEnv(tmpDir string) ([]string, io.Closer, error) {
+	env := []string{"GIT_SSH_COMMAND=" + GitSSHCommand}
+	if a.socket != "" {
+		return append(env, "SSH_AUTH_SOCK="+a.socket), closeAll{}, nil
+	}
+	dir, err := os.MkdirTemp(tmpDir, "ssh-")
+	if err != nil {
+		return nil, nil, err
+	}
+	sock := filepath.Join(dir, "agent.sock")
+	srv, err := a.Listen(sock, os.Getuid(), os.Getgid(), 0o600)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	return append(env, "SSH_AUTH_SOCK="+sock), closeAll{srv, removeDir(dir)}, nil
+}
+
+// closeAll closes each in order and returns the first error.
+type closeAll []io.Closer
+
+func (c closeAll) Close() error {
+	var first error
+	for _, x := range c {
+		if err := x.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// removeDir removes a directory tree when closed.
+type removeDir string
+
+func (d removeDir) Close() error { return os.RemoveAll(string(d)) }
