@@ -135,7 +135,8 @@ func (a *Agent) Listen(path string, uid, gid int, perm os.FileMode) (io.Closer, 
 		return nil, fmt.Errorf("listen for the ssh agent: %w", err)
 	}
 	l.SetUnlinkOnClose(true)
-	if err := os.Chown(path, uid, gid); err == nil {
+	err = os.Chown(path, uid, gid)
+	if err == nil {
 		err = os.Chmod(path, perm)
 	}
 	if err != nil {
