@@ -70,20 +70,28 @@ LogLevel ERROR
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var log bytes.Buffer
-	cmd := exec.Command(sshd, "-D", "-e", "-f", cfg)
-	cmd.Stdout, cmd.Stderr = &log, &log
+	done, log := startDaemon(t, exec.Command(sshd, "-D", "-e", "-f", cfg))
+	waitListening(t, "127.0.0.1:"+strconv.Itoa(port), done, log)
+	return port
+}
+
+// startDaemon starts cmd, which runs in the foreground until killed, and
+// kills it (by its own PID) when the test ends. done closes when it exits;
+// log collects its output.
+func startDaemon(t testing.TB, cmd *exec.Cmd) (done <-chan struct{}, log *bytes.Buffer) {
+	t.Helper()
+	log = &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		cmd.Process.Kill()
-		<-done
+		<-exited
 	})
-	waitListening(t, "127.0.0.1:"+strconv.Itoa(port), done, &log)
-	return port
+	return exited, log
 }
 
 // waitListening waits up to 10 seconds for a TCP listener at addr; done
@@ -117,18 +125,7 @@ func SSHAgent(t testing.TB, keys ...string) string {
 	bin := RequireTool(t, "ssh-agent")
 	add := RequireTool(t, "ssh-add")
 	sock := filepath.Join(t.TempDir(), "agent.sock")
-	var log bytes.Buffer
-	cmd := exec.Command(bin, "-D", "-a", sock)
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
-	})
+	done, log := startDaemon(t, exec.Command(bin, "-D", "-a", sock))
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if c, err := net.Dial("unix", sock); err == nil {

@@ -3,7 +3,6 @@ package buildtest
 import (
 	"archive/tar"
 	"bytes"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,8 +13,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // ToolsImage returns the busybox image with a second layer holding the
@@ -91,14 +88,7 @@ func ToolsImage(t testing.TB, tools ...string) v1.Image {
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	data := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(data)), nil
-	}, tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := mutate.Append(BusyboxImage(t), mutate.Addendum{Layer: layer,
+	img, err := mutate.Append(BusyboxImage(t), mutate.Addendum{Layer: LayerFromTar(t, buf.Bytes()),
 		History: v1.History{CreatedBy: "buildtest tools " + strings.Join(tools, " "), Created: v1.Time{Time: mtime.UTC()}}})
 	if err != nil {
 		t.Fatal(err)
