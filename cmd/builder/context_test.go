@@ -258,7 +258,7 @@ func TestCLIURLContexts(t *testing.T) {
 	buildtest.RequireRoot(t)
 	root := t.TempDir()
 	files := map[string][]byte{
-		"/ctx.tar.gz": makeTar(t, "gzip", []tarEntry{{name: "Dockerfile", body: copyAll}, {name: "a.txt", body: "a\n"}}),
+		"/ctx.tar.gz":  makeTar(t, "gzip", []tarEntry{{name: "Dockerfile", body: copyAll}, {name: "a.txt", body: "a\n"}}),
 		"/ctx.tar.zst": makeTar(t, "zstd", []tarEntry{{name: "Dockerfile", body: copyAll}, {name: "z.txt", body: "z\n"}}),
 		"/Dockerfile":  []byte("FROM scratch\nLABEL from=url\n"),
 		"/evil.tar":    makeTar(t, "", []tarEntry{{name: "Dockerfile", body: copyAll}, {name: "../../../../../../../../tmp/builder-url-escape", body: "x"}}),
@@ -329,4 +329,3 @@ func checkFiles(t *testing.T, dir string, files map[string]string) {
 		}
 	}
 }
-
