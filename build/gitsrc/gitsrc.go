@@ -328,23 +328,28 @@ func execWith(env []string) func(context.Context, *exec.Cmd) error {
 	}
 }
 
-// gitError turns an error of gitutil (which holds git's stderr on several
-// lines) into one line: what was done and git's fatal or error lines.
+// gitError turns an error of gitutil (git's stderr on several lines,
+// then the exit status) into one line: what was done and git's message,
+// at most 512 bytes of it.
 func gitError(what string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	var msgs []string
-	for _, l := range strings.Split(err.Error(), "\n") {
-		l = strings.TrimSpace(l)
-		if strings.HasPrefix(l, "fatal:") || strings.HasPrefix(l, "error:") {
-			msgs = append(msgs, l)
+	msg := err.Error()
+	if _, rest, ok := strings.Cut(msg, "git stderr:\n"); ok {
+		msg = rest
+	}
+	var lines []string
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
 		}
 	}
-	if len(msgs) == 0 {
-		return fmt.Errorf("git %s: %s", what, strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", " "))
+	msg = strings.Join(lines, " ")
+	if len(msg) > 512 {
+		msg = msg[:512] + "..."
 	}
-	return fmt.Errorf("git %s: %s", what, strings.Join(msgs, "; "))
+	return fmt.Errorf("git %s: %s", what, msg)
 }
 
 // setTimes gives every file under root the time t, symlinks included, so
