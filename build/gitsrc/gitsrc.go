@@ -140,6 +140,16 @@ func Redact(s string) string {
 	return s
 }
 
+// LookGit returns the path of the git binary, or ErrNoGit: a check that
+// can run before a build starts.
+func LookGit() (string, error) {
+	bin, err := exec.LookPath("git")
+	if err != nil {
+		return "", ErrNoGit
+	}
+	return bin, nil
+}
+
 // Options tune Fetch.
 type Options struct {
 	// TempDir is where the checkout is made (it must exist), e.g. the
@@ -190,9 +200,9 @@ func fetch(ctx context.Context, r Ref, o Options) (_ *Checkout, err error) {
 	if err := r.check(); err != nil {
 		return nil, err
 	}
-	bin, err := exec.LookPath("git")
+	bin, err := LookGit()
 	if err != nil {
-		return nil, ErrNoGit
+		return nil, err
 	}
 	tmp, err := os.MkdirTemp(o.TempDir, "git-")
 	if err != nil {
