@@ -60,12 +60,8 @@ func (j *job) addGit(ctx context.Context, st *stageState, step *parser.Step, op 
 	return j.fsStep(ctx, st, call, func(mounts []snapshot.Mount) error {
 		cs := copySource{src: copier.Source{Root: co.Dir}}
 		return j.withSource(ctx, cs, mounts, func(src copier.Source, dstRoot string) error {
-			if chown != "" {
-				owner, err := copier.ResolveOwner(dstRoot, chown)
-				if err != nil {
-					return err
-				}
-				req.Chown = owner
+			if err := setChown(&req, dstRoot, chown); err != nil {
+				return err
 			}
 			return copier.Copy(ctx, src, dstRoot, req)
 		})

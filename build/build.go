@@ -241,7 +241,8 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		return nil, err
 	}
 	for k := range o.BuildArgs {
-		if _, ok := j.used.Load(k); !ok && !proxyArgs[k] {
+		// BUILDKIT_CONTEXT_KEEP_GIT_DIR is read by the CLI for the context.
+		if _, ok := j.used.Load(k); !ok && !proxyArgs[k] && k != "BUILDKIT_CONTEXT_KEEP_GIT_DIR" {
 			j.progress.Printf("WARNING: build argument %q was not consumed by any ARG", k)
 		}
 	}

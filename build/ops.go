@@ -245,12 +245,8 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 			return err
 		}
 		return j.withSource(ctx, cs, mounts, func(src copier.Source, dstRoot string) error {
-			if chown != "" {
-				owner, err := copier.ResolveOwner(dstRoot, chown)
-				if err != nil {
-					return err
-				}
-				req.Chown = owner
+			if err := setChown(&req, dstRoot, chown); err != nil {
+				return err
 			}
 			if len(local) > 0 {
 				if err := copier.Copy(ctx, src, dstRoot, req); err != nil {
@@ -267,6 +263,20 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 			return nil
 		})
 	})
+}
+
+// setChown sets req.Chown from a --chown value ("" for none), names
+// resolved in the destination root's /etc/passwd and /etc/group.
+func setChown(req *copier.Request, dstRoot, chown string) error {
+	if chown == "" {
+		return nil
+	}
+	owner, err := copier.ResolveOwner(dstRoot, chown)
+	if err != nil {
+		return err
+	}
+	req.Chown = owner
+	return nil
 }
 
 func instrName(op *parser.Copy) string {

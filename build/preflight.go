@@ -3,7 +3,6 @@ package build
 import (
 	"errors"
 	"fmt"
-	"os/exec"
 	"path"
 	"strings"
 
@@ -30,8 +29,8 @@ func (j *job) preflight(needed []int) error {
 	}
 	for _, c := range j.o.NamedContexts {
 		if c.Kind == namedctx.Git {
-			if _, err := exec.LookPath("git"); err != nil {
-				return fmt.Errorf("--build-context %s: %w", c.Name, gitsrc.ErrNoGit)
+			if _, err := gitsrc.LookGit(); err != nil {
+				return fmt.Errorf("--build-context %s: %w", c.Name, err)
 			}
 		}
 	}
@@ -83,8 +82,8 @@ func (j *job) preflightStep(step *parser.Step) error {
 		}
 		for _, src := range op.Sources {
 			if gitsrc.IsGit(src) {
-				if _, err := exec.LookPath("git"); err != nil {
-					return fmt.Errorf("ADD %s: %w", gitsrc.Redact(src), gitsrc.ErrNoGit)
+				if _, err := gitsrc.LookGit(); err != nil {
+					return fmt.Errorf("ADD %s: %w", gitsrc.Redact(src), err)
 				}
 			}
 		}

@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/moby/buildkit/util/archiveutil"
@@ -132,7 +131,15 @@ func Resolve(ctx context.Context, s Spec) (_ *Context, err error) {
 	case s.Dockerfile == Stdin:
 		c.Dockerfile, err = c.stdinDockerfile(s.Stdin)
 	default:
-		c.Dockerfile, err = inside(c.Dir, s.Dockerfile)
+		if c.Dockerfile, err = inside(c.Dir, s.Dockerfile); err == nil {
+			if _, serr := os.Stat(c.Dockerfile); serr != nil {
+				name := s.Dockerfile
+				if name == "" {
+					name = "Dockerfile"
+				}
+				err = fmt.Errorf("no Dockerfile %q in the build context (%s)", name, c.describe(s))
+			}
+		}
 	}
 	return c, err
 }
@@ -276,13 +283,4 @@ func writeLimited(p string, r io.Reader, limit int64) error {
 		os.Remove(p)
 	}
 	return err
-}
-
-// Describe is how errors and progress name a CONTEXT argument: URLs with
-// their password redacted.
-func Describe(s string) string {
-	if strings.Contains(s, "://") || strings.Contains(s, "@") {
-		return gitsrc.Redact(s)
-	}
-	return s
 }

@@ -140,6 +140,16 @@ func Redact(s string) string {
 	return s
 }
 
+// LookGit returns the path of the git binary, or ErrNoGit: a check that
+// can run before a build starts.
+func LookGit() (string, error) {
+	bin, err := exec.LookPath("git")
+	if err != nil {
+		return "", ErrNoGit
+	}
+	return bin, nil
+}
+
 // Options tune Fetch.
 type Options struct {
 	// TempDir is where the checkout is made (it must exist), e.g. the
@@ -190,9 +200,9 @@ func fetch(ctx context.Context, r Ref, o Options) (_ *Checkout, err error) {
 	if err := r.check(); err != nil {
 		return nil, err
 	}
-	bin, err := exec.LookPath("git")
+	bin, err := LookGit()
 	if err != nil {
-		return nil, ErrNoGit
+		return nil, err
 	}
 	tmp, err := os.MkdirTemp(o.TempDir, "git-")
 	if err != nil {
@@ -328,23 +338,28 @@ func execWith(env []string) func(context.Context, *exec.Cmd) error {
 	}
 }
 
-// gitError turns an error of gitutil (which holds git's stderr on several
-// lines) into one line: what was done and git's fatal or error lines.
+// gitError turns an error of gitutil (git's stderr on several lines,
+// then the exit status) into one line: what was done and git's message,
+// at most 512 bytes of it.
 func gitError(what string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	var msgs []string
-	for _, l := range strings.Split(err.Error(), "\n") {
-		l = strings.TrimSpace(l)
-		if strings.HasPrefix(l, "fatal:") || strings.HasPrefix(l, "error:") {
-			msgs = append(msgs, l)
+	msg := err.Error()
+	if _, rest, ok := strings.Cut(msg, "git stderr:\n"); ok {
+		msg = rest
+	}
+	var lines []string
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
 		}
 	}
-	if len(msgs) == 0 {
-		return fmt.Errorf("git %s: %s", what, strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", " "))
+	msg = strings.Join(lines, " ")
+	if len(msg) > 512 {
+		msg = msg[:512] + "..."
 	}
-	return fmt.Errorf("git %s: %s", what, strings.Join(msgs, "; "))
+	return fmt.Errorf("git %s: %s", what, msg)
 }
 
 // setTimes gives every file under root the time t, symlinks included, so

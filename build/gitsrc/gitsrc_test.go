@@ -249,3 +249,32 @@ func TestFetchNoGit(t *testing.T) {
 		t.Fatalf("error %v", err)
 	}
 }
+
+// TestFetchSubmodules checks out a submodule served by the same git
+// server, and skips it with submodules=false.
+func TestFetchSubmodules(t *testing.T) {
+	f := newFixture(t)
+	outer := f.srv.Repo(t, "outer")
+	outer.Commit("base", map[string]string{"top.txt": "top\n"})
+	outer.Git("submodule", "add", "--quiet", f.srv.GitURL+"/repo.git", "mod")
+	outer.Git("commit", "--quiet", "-m", "submodule")
+	outer.Push()
+	for _, tc := range []struct {
+		query string
+		want  bool
+	}{{"", true}, {"?submodules=false", false}} {
+		r, err := Parse(f.srv.GitURL + "/outer.git" + tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		co, err := Fetch(context.Background(), r, Options{TempDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dt, err := os.ReadFile(filepath.Join(co.Dir, "mod", "sub", "a.txt"))
+		if got := err == nil && string(dt) == "a2\n"; got != tc.want {
+			t.Errorf("%q: submodule checked out: %v (%q, %v), want %v", tc.query, got, dt, err, tc.want)
+		}
+		co.Close()
+	}
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -34,26 +33,12 @@ func TestCLISSHAndBuildContextErrors(t *testing.T) {
 	} {
 		args := append([]string{"--root", t.TempDir(), "build"}, tc.args...)
 		cmd := append(args, ctx)
-		out, code := cliEnv(t, []string{"SSH_AUTH_SOCK="}, cmd...)
+		out, code := cliWith(t, nil, []string{"SSH_AUTH_SOCK="}, cmd...)
 		lines := strings.Split(strings.TrimSpace(out), "\n")
 		if code != 2 || len(lines) != 1 || !regexp.MustCompile(tc.want).MatchString(out) {
 			t.Errorf("builder %q: exit %d, output %q; want exit 2 and one line matching %s", tc.args, code, out, tc.want)
 		}
 	}
-}
-
-// cliEnv runs builder as cli does, with env added to the environment.
-func cliEnv(t *testing.T, env []string, args ...string) (string, int) {
-	t.Helper()
-	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return string(out), ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return string(out), 0
 }
 
 // TestCLISSHAndBuildContext builds with --ssh default=KEYFILE and

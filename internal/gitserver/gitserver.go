@@ -7,9 +7,7 @@ package gitserver
 
 import (
 	"bytes"
-	"io"
 	"net"
-	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
 	"os"
@@ -142,20 +140,4 @@ func (s *Server) run(t testing.TB, dir string, args ...string) string {
 		t.Fatalf("git %s: %v: %s", strings.Join(args, " "), err, stderr.String())
 	}
 	return strings.TrimSpace(out.String())
-}
-
-// HTTPFile serves one body with a content type on loopback (for URL
-// contexts), until t ends; it returns the URL.
-func HTTPFile(t testing.TB, path, contentType string, body []byte) string {
-	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != path {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", contentType)
-		_, _ = io.Copy(w, bytes.NewReader(body))
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL + path
 }
