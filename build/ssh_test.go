@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,33 +11,8 @@ import (
 
 	"builder/build/buildtest"
 	"builder/build/sshagent"
+	"builder/internal/gitserver"
 )
-
-// gitRepo makes a bare git repository with one commit holding the file
-// hello (content body) and returns its path.
-func gitRepo(t *testing.T, body string) string {
-	t.Helper()
-	git := buildtest.RequireTool(t, "git")
-	work := t.TempDir()
-	bare := filepath.Join(t.TempDir(), "repo.git")
-	run := func(dir string, args ...string) {
-		t.Helper()
-		cmd := exec.Command(git, args...)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t", "GIT_CONFIG_NOSYSTEM=1", "HOME="+work)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	run(work, "init", "-q", "-b", "main")
-	if err := os.WriteFile(filepath.Join(work, "hello"), []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	run(work, "add", "hello")
-	run(work, "commit", "-q", "-m", "one")
-	run(work, "clone", "-q", "--bare", work, bare)
-	return bare
-}
 
 // TestRunMountSSH runs `ssh -T` and `git clone` over ssh against an sshd
 // on loopback from RUN --mount=type=ssh, once with key files served by
@@ -51,7 +25,11 @@ func gitRepo(t *testing.T, body string) string {
 func TestRunMountSSH(t *testing.T) {
 	key := buildtest.SSHKey(t)
 	port := buildtest.SSHD(t, key)
-	repo := gitRepo(t, "cloned-over-ssh\n")
+	gs := gitserver.Start(t)
+	r := gs.Repo(t, "repo")
+	r.Commit("one", map[string]string{"hello": "cloned-over-ssh\n"})
+	r.Push()
+	repo := filepath.Join(gs.Dir, "repo.git")
 	gitURL := "ssh://root@127.0.0.1:" + strconv.Itoa(port) + repo
 	tools := buildtest.Registry(t) + "/tools:latest"
 	buildtest.Push(t, tools, buildtest.ToolsImage(t, "/usr/bin/ssh", "/usr/bin/git"))

@@ -4,10 +4,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
 	"builder/build/buildtest"
+	"builder/internal/gitserver"
 )
 
 // TestCLISSHAndBuildContextErrors checks that bad --ssh and
@@ -42,7 +44,8 @@ func TestCLISSHAndBuildContextErrors(t *testing.T) {
 }
 
 // TestCLISSHAndBuildContext builds with --ssh default=KEYFILE and
-// --build-context NAME=DIR from the command line.
+// --build-context NAME=DIR from the command line, then builds a Git
+// CONTEXT cloned over ssh (an sshd on loopback) through that agent.
 func TestCLISSHAndBuildContext(t *testing.T) {
 	buildtest.RequireRoot(t)
 	base := buildtest.BusyboxRegistry(t)
@@ -63,6 +66,22 @@ COPY --from=src /hello /hello
 		t.Fatalf("build: exit %d\n%s", code, o)
 	}
 	if dt, err := os.ReadFile(filepath.Join(out, "hello")); err != nil || string(dt) != "from-src\n" {
+		t.Fatalf("/hello = %q, %v", dt, err)
+	}
+
+	// A Git CONTEXT over ssh is cloned through the --ssh default agent.
+	port := buildtest.SSHD(t, key)
+	gs := gitserver.Start(t)
+	r := gs.Repo(t, "app")
+	r.Commit("one", map[string]string{"Dockerfile": "FROM scratch\nCOPY hello /hello\n", "hello": "from-git-over-ssh\n"})
+	r.Push()
+	url := "ssh://root@127.0.0.1:" + strconv.Itoa(port) + filepath.Join(gs.Dir, "app.git")
+	out = filepath.Join(t.TempDir(), "out")
+	o, code = cli(t, "--root", t.TempDir(), "build", "--progress", "plain", "--ssh", "default="+key, "-o", "type=local,dest="+out, url)
+	if code != 0 {
+		t.Fatalf("build of %s: exit %d\n%s", url, code, o)
+	}
+	if dt, err := os.ReadFile(filepath.Join(out, "hello")); err != nil || string(dt) != "from-git-over-ssh\n" {
 		t.Fatalf("/hello = %q, %v", dt, err)
 	}
 }
