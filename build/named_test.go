@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -30,8 +31,8 @@ func namedContexts(t *testing.T, specs ...string) map[string]namedctx.Context {
 
 // TestBuildContexts builds with every --build-context form builder
 // resolves itself: a directory (with its own .dockerignore and a symlink
-// out of it), an image in a registry on loopback and an OCI layout that
-// builder exported, used by FROM, COPY --from and RUN --mount from=; then
+// out of it), an image in a registry on loopback, an OCI layout that
+// builder exported and an http URL (Git contexts: TestRunMountSSH), used by FROM, COPY --from and RUN --mount from=; then
 // replaces a stage by an image context and checks that the stage's
 // instructions did not run.
 func TestBuildContexts(t *testing.T) {
@@ -65,7 +66,8 @@ func TestBuildContexts(t *testing.T) {
 	if out, err := exec.Command("tar", "-xf", archive, "-C", layoutDir).CombinedOutput(); err != nil {
 		t.Fatalf("untar: %v: %s", err, out)
 	}
-	specs := []string{"dirctx=" + dirctx, "imgctx=docker-image://" + imgRef, "layoutctx=oci-layout://" + layoutDir + ":v1"}
+	url := "http://127.0.0.1:" + strconv.Itoa(buildtest.LoopbackServer(t, "from-url\n")) + "/file.txt"
+	specs := []string{"dirctx=" + dirctx, "imgctx=docker-image://" + imgRef, "layoutctx=oci-layout://" + layoutDir + ":v1", "urlctx=" + url}
 
 	res, _ := f.mustBuild(dir, func(o *Options) { o.NamedContexts = namedContexts(t, specs...) })
 	u := unpack(t, res.Image)
@@ -76,6 +78,7 @@ func TestBuildContexts(t *testing.T) {
 		"from-dir-stage": "hello-dir\n",
 		"from-dir-mount": "hello-dir\n",
 		"from-stage":     "from-stage\n",
+		"from-url":       "from-url\n",
 	}
 	for p, w := range want {
 		if got := readFile(t, u.rootfs, p); got != w {
