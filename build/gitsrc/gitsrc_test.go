@@ -25,7 +25,7 @@ func TestParse(t *testing.T) {
 		{"https://h/r.git#:../../etc", Ref{Remote: "https://h/r.git", Subdir: "etc"}, ""}, // BuildKit cleans it to the root
 		{"https://h/r.git#--upload-pack=touch${IFS}/tmp/x", Ref{}, "starts with '-'"},
 		{"https://h/r.git#" + strings.Repeat("a", maxRef+1), Ref{}, "longer than"},
-		{"https://h/r.git?checksum=abc", Ref{}, "not a full commit sha"},
+		{"https://h/r.git?checksum=abc", Ref{}, "not a commit sha"},
 		{"https://h/dir/", Ref{}, "invalid Git source"}, // not .git: an http context, not Git
 		{"file:///etc/repo.git", Ref{}, "invalid Git source"},
 		{"./repo.git", Ref{}, "invalid Git source"},
@@ -68,8 +68,9 @@ func TestRedact(t *testing.T) {
 // commits, a branch, a lightweight and an annotated tag.
 type fixture struct {
 	srv            *gitserver.Server
-	first, second  string // commits
-	branch, tagged string // commits of branch "dev" and tag "v1"
+	first, second  string // commits; "light" is a lightweight tag of second
+	branch, tagged string // commits of branch "dev" and annotated tag "v1"
+	tagObject      string // the annotated tag's own sha
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -81,10 +82,12 @@ func newFixture(t *testing.T) *fixture {
 	f.tagged = f.first
 	f.second = r.Commit("second", map[string]string{"sub/a.txt": "a2\n", "sub/b.txt": "b\n",
 		"out": "->/etc/passwd", "sub/up": "->../../..", "sub/abs": "->/etc", "sub/root": "->/"})
+	r.Git("tag", "light")
 	r.Git("checkout", "--quiet", "-b", "dev")
 	f.branch = r.Commit("dev", map[string]string{"dev.txt": "dev\n"})
 	r.Git("checkout", "--quiet", "main")
 	r.Push()
+	f.tagObject = r.Git("rev-parse", "v1")
 	return f
 }
 
@@ -276,5 +279,61 @@ func TestFetchSubmodules(t *testing.T) {
 			t.Errorf("%q: submodule checked out: %v (%q, %v), want %v", tc.query, got, dt, err, tc.want)
 		}
 		co.Close()
+	}
+}
+
+// TestResolve resolves refs with ls-remote, as BuildKit keys Git sources,
+// and checks them against checksums, without fetching anything.
+func TestResolve(t *testing.T) {
+	f := newFixture(t)
+	repo := f.srv.HTTPURL + "/repo.git"
+	for _, tc := range []struct {
+		frag, want, err string
+	}{
+		{"", f.second, ""},
+		{"#main", f.second, ""},
+		{"#dev", f.branch, ""},
+		{"#refs/heads/dev", f.branch, ""},
+		{"#v1", f.tagged, ""},
+		{"#refs/tags/v1", f.tagged, ""},
+		{"#light", f.second, ""},
+		{"#" + f.first, f.first, ""},
+		{"?ref=v1&checksum=" + f.tagged[:7], f.tagged, ""},
+		{"?ref=v1&checksum=" + f.tagObject, f.tagged, ""},
+		{"?ref=main&checksum=" + f.first, "", "checksum mismatch"},
+		{"#nope", "", `no ref "nope"`},
+	} {
+		t.Run(tc.frag, func(t *testing.T) {
+			r, err := Parse(repo + tc.frag)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmp := t.TempDir()
+			before := f.srv.HTTPFetches()
+			got, err := Resolve(context.Background(), r, Options{TempDir: tmp})
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("Resolve = %s, %v; want error %q", got, err, tc.err)
+				}
+			} else if err != nil || got != tc.want {
+				t.Fatalf("Resolve = %s, %v; want %s", got, err, tc.want)
+			}
+			if n := f.srv.HTTPFetches() - before; n != 0 {
+				t.Errorf("Resolve fetched %d times", n)
+			}
+			if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+				t.Errorf("left %v", ents)
+			}
+		})
+	}
+	// Fetch takes the annotated tag's own sha as a checksum too.
+	r, _ := Parse(repo + "?ref=v1&checksum=" + f.tagObject)
+	co, err := Fetch(context.Background(), r, Options{TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	co.Close()
+	if f.srv.HTTPFetches() == 0 {
+		t.Error("the fetch counter did not count a fetch")
 	}
 }
