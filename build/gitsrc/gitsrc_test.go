@@ -337,3 +337,20 @@ func TestResolve(t *testing.T) {
 		t.Error("the fetch counter did not count a fetch")
 	}
 }
+
+// TestFetchCommitFallback fetches an old commit over protocol v0, where
+// the server refuses a sha it does not advertise: Fetch must fall back to
+// fetching the branches, as BuildKit does.
+func TestFetchCommitFallback(t *testing.T) {
+	f := newFixture(t)
+	env := []string{"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=protocol.version", "GIT_CONFIG_VALUE_0=0"}
+	r, _ := Parse(f.srv.GitURL + "/repo.git#" + f.first)
+	co, err := Fetch(context.Background(), r, Options{TempDir: t.TempDir(), Env: env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer co.Close()
+	if dt, _ := os.ReadFile(filepath.Join(co.Dir, "sub/a.txt")); co.Commit != f.first || string(dt) != "a1\n" {
+		t.Errorf("commit %s, sub/a.txt %q; want %s, a1", co.Commit, dt, f.first)
+	}
+}
