@@ -15,10 +15,12 @@ import (
 )
 
 // addGit executes ADD of a Git repository (src, expanded) to dest, as
-// BuildKit does: the ref is cloned with build/gitsrc into the store's tmp
+// BuildKit does: the ref is resolved to a commit on the remote (git
+// ls-remote), which keys the step, so a cache hit clones nothing; on a
+// miss the commit is cloned with build/gitsrc into the store's tmp
 // directory and its tree (the subdirectory the URL names) copied to dest,
-// without .git unless --keep-git-dir. The cache key is the commit, not the
-// time of the clone; --checksum must be that commit.
+// without .git unless --keep-git-dir. --checksum must match the commit
+// (or the annotated tag).
 func (j *job) addGit(ctx context.Context, st *stageState, step *parser.Step, op *parser.Copy, sp *progress.Step, src, dest, chown, chmod string) (bool, error) {
 	r, err := gitsrc.Parse(src)
 	if err != nil {
@@ -44,20 +46,27 @@ func (j *job) addGit(ctx context.Context, st *stageState, step *parser.Step, op 
 	if err != nil {
 		return false, err
 	}
-	co, err := gitsrc.Fetch(ctx, r, o)
-	done.Close()
+	defer done.Close()
+	commit, err := gitsrc.Resolve(ctx, r, o)
 	if err != nil {
 		return false, err
 	}
-	defer co.Close()
 	pre := cache.Preimage{Parent: string(st.fsKey), Op: "add-git", Args: []string{dest},
 		State:  map[string]string{"chown": chown, "chmod": chmod, "keep-git-dir": strconv.FormatBool(r.KeepGitDir)},
-		Inputs: map[string]string{"git": gitsrc.Redact(r.Remote) + "#" + co.Commit + ":" + r.Subdir}}
+		Inputs: map[string]string{"git": gitsrc.Redact(r.Remote) + "#" + commit + ":" + r.Subdir}}
 	j.addEpoch(&pre)
 	key, preimage := pre.Key()
 	req := copier.Request{Sources: []string{"."}, Dest: dest, Chmod: chmod}
 	call := fsCall{step: step, sp: sp, key: key, preimage: preimage, kind: "copy", createdBy: historyText(step.Original)}
 	return j.fsStep(ctx, st, call, func(mounts []snapshot.Mount) error {
+		co, err := gitsrc.Fetch(ctx, r, o)
+		if err != nil {
+			return err
+		}
+		defer co.Close()
+		if co.Commit != commit {
+			return fmt.Errorf("git source %s: the ref moved from commit %s to %s during the build", r, commit, co.Commit)
+		}
 		cs := copySource{src: copier.Source{Root: co.Dir}}
 		return j.withSource(ctx, cs, mounts, func(src copier.Source, dstRoot string) error {
 			if err := setChown(&req, dstRoot, chown); err != nil {

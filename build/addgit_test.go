@@ -23,12 +23,12 @@ func TestAddGit(t *testing.T) {
 	repo.Git("tag", "v1")
 	repo.Commit("two", map[string]string{"src/main.txt": "v2\n"})
 	repo.Push()
-	url := srv.GitURL + "/app.git"
+	url := srv.HTTPURL + "/app.git"
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "context"), 0o755)
 	df := "ARG BASE\nFROM $BASE\n" +
 		"ADD " + url + "#v1 /tag\n" +
-		"ADD " + srv.HTTPURL + "/app.git#main:src /sub\n" +
+		"ADD " + srv.GitURL + "/app.git#main:src /sub\n" +
 		"ADD --keep-git-dir=true --checksum=" + first + " " + url + "#" + first + " /kept\n" +
 		"ADD --chown=1001:1002 --chmod=0700 " + url + " /owned/\n"
 	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644)
@@ -58,8 +58,13 @@ func TestAddGit(t *testing.T) {
 	if fi, _ := os.Stat(filepath.Join(u.rootfs, "sub/main.txt")); !fi.ModTime().Equal(time.Date(2021, 1, 2, 3, 4, 5, 0, time.UTC)) {
 		t.Errorf("mtime %v, want the commit's", fi.ModTime())
 	}
-	// A rebuild clones again but hits the cache on every step.
+	// A rebuild resolves the refs (ls-remote) but fetches nothing and hits
+	// the cache on every step.
+	fetches := srv.HTTPFetches()
 	res2, log2 := f.mustBuild(dir)
+	if n := srv.HTTPFetches() - fetches; n != 0 || fetches == 0 {
+		t.Errorf("a cached rebuild fetched %d times (the first build %d)", n, fetches)
+	}
 	if res2.Cached != res2.Steps {
 		t.Errorf("rebuild: %d of %d steps cached\n%s\nfirst build:\n%s", res2.Cached, res2.Steps, log2, log)
 	}
@@ -87,9 +92,9 @@ func TestAddGitErrors(t *testing.T) {
 		name, line, want string
 	}{
 		{"checksum mismatch", "ADD --checksum=" + other + " " + url + " /src", `^Dockerfile:3: ADD .*checksum mismatch: .*` + commit + `.*` + other},
-		{"checksum not a commit", "ADD --checksum=sha256:" + strings.Repeat("0", 64) + " " + url + " /src", `not a full commit sha`},
+		{"checksum not a commit", "ADD --checksum=sha256:" + strings.Repeat("0", 64) + " " + url + " /src", `not a commit sha`},
 		{"option injection", "ADD " + url + "#--upload-pack=touch${IFS}/tmp/x /src", `starts with '-'`},
-		{"missing ref", "ADD " + url + "#nope /src", `couldn't find remote ref`},
+		{"missing ref", "ADD " + url + "#nope /src", `no ref "nope"`},
 		{"two sources", "ADD " + url + " f.txt /src/", `one source`},
 		{"no server", "ADD git://127.0.0.1:1/x.git /src", `git source git://127.0.0.1:1/x.git`},
 	} {

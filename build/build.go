@@ -28,20 +28,17 @@ import (
 // Options describe one build, as `builder build` flags give them.
 type Options struct {
 	ContextDir string
-	Dockerfile string // path of the Dockerfile (for <Dockerfile>.dockerignore); default ContextDir/Dockerfile
-	// TemporaryContext says ContextDir was fetched or unpacked for this
-	// build only (stdin, Git, URL): its file hashes are not remembered.
-	TemporaryContext bool
-	Tags             []string          // names to tag the image with in the local store
-	BuildArgs        map[string]string // --build-arg values
-	Labels           map[string]string // --label values, added to the final image
-	Target           string            // --target stage name; default the last stage
-	NoCache          bool              // run every step even if the cache has it
-	Pull             bool              // resolve base images in their registry even if stored locally
-	Network          string            // network mode of RUN: NetworkDefault (also for ""), NetworkNone or NetworkHost
-	Platform         v1.Platform       // target platform; default linux/amd64 (the host's)
-	Epoch            *time.Time        // SOURCE_DATE_EPOCH
-	Progress         *progress.Progress
+	Dockerfile string            // path of the Dockerfile (for <Dockerfile>.dockerignore); default ContextDir/Dockerfile
+	Tags       []string          // names to tag the image with in the local store
+	BuildArgs  map[string]string // --build-arg values
+	Labels     map[string]string // --label values, added to the final image
+	Target     string            // --target stage name; default the last stage
+	NoCache    bool              // run every step even if the cache has it
+	Pull       bool              // resolve base images in their registry even if stored locally
+	Network    string            // network mode of RUN: NetworkDefault (also for ""), NetworkNone or NetworkHost
+	Platform   v1.Platform       // target platform; default linux/amd64 (the host's)
+	Epoch      *time.Time        // SOURCE_DATE_EPOCH
+	Progress   *progress.Progress
 	// ExplainCache prints, for every step that misses the cache, the first
 	// input that differs from the last build of the same Dockerfile step.
 	ExplainCache bool
@@ -75,6 +72,9 @@ type Options struct {
 	// CacheTo are the caches (--cache-to) written after a successful
 	// build; type=inline goes into the image config.
 	CacheTo []cacheio.Spec
+	// TemporaryContext says ContextDir was fetched or unpacked for this
+	// build only (stdin, Git, URL): its file hashes are not remembered.
+	TemporaryContext bool
 }
 
 // Result describes the image a build produced.

@@ -51,8 +51,9 @@ type Ref struct {
 	// Subdir is the directory of the repository the source is, clean and
 	// relative; "" for the root.
 	Subdir string
-	// Checksum is the commit the ref must resolve to ("?checksum=" or
-	// ADD --checksum), "" for any.
+	// Checksum is the commit the ref must resolve to, or the annotated
+	// tag it names, in full or a prefix of at least 7 hex digits, as
+	// BuildKit compares it ("?checksum=" or ADD --checksum); "" for any.
 	Checksum string
 	// KeepGitDir keeps the .git directory in the checkout.
 	KeepGitDir bool
@@ -109,8 +110,8 @@ func (r Ref) check() error {
 			return errors.New("control character in the ref or subdirectory")
 		}
 	}
-	if r.Checksum != "" && !gitutil.IsCommitSHA(r.Checksum) {
-		return fmt.Errorf("checksum %q is not a full commit sha", r.Checksum)
+	if c := r.Checksum; c != "" && (len(c) < 7 || len(c) > 64 || strings.Trim(c, "0123456789abcdef") != "") {
+		return fmt.Errorf("checksum %q is not a commit sha", r.Checksum)
 	}
 	return nil
 }
@@ -226,11 +227,12 @@ func fetch(ctx context.Context, r Ref, o Options) (_ *Checkout, err error) {
 	if _, err := git.Run(ctx, "remote", "add", "origin", r.Remote); err != nil {
 		return nil, gitError("add remote", err)
 	}
-	if co.Commit, err = fetchCommit(ctx, git, r.Ref); err != nil {
+	var object string
+	if co.Commit, object, err = fetchCommit(ctx, git, r.Ref); err != nil {
 		return nil, err
 	}
-	if r.Checksum != "" && r.Checksum != co.Commit {
-		return nil, fmt.Errorf("checksum mismatch: the ref %q is commit %s, the checksum says %s", r.Ref, co.Commit, r.Checksum)
+	if err := r.matches(co.Commit, object); err != nil {
+		return nil, err
 	}
 	if _, err := git.Run(ctx, "checkout", "--quiet", "--detach", co.Commit); err != nil {
 		return nil, gitError("checkout", err)
@@ -269,14 +271,15 @@ func fetch(ctx context.Context, r Ref, o Options) (_ *Checkout, err error) {
 }
 
 // fetchCommit fetches ref from origin, shallow where the server allows it,
-// and returns the commit it names.
-func fetchCommit(ctx context.Context, git *gitutil.GitCLI, ref string) (string, error) {
+// and returns the commit it names and the object fetched (an annotated
+// tag's own sha, else the commit).
+func fetchCommit(ctx context.Context, git *gitutil.GitCLI, ref string) (commit, object string, _ error) {
 	if gitutil.IsCommitSHA(ref) {
 		// A server serves a bare sha only if it allows it; else BuildKit
 		// fetches every branch and tag and looks for the commit there.
 		if _, err := git.Run(ctx, "fetch", "--depth=1", "--no-tags", "origin", ref); err == nil {
 			if _, err := git.Run(ctx, "cat-file", "-e", ref+"^{commit}"); err == nil {
-				return ref, nil
+				return ref, ref, nil
 			}
 		}
 		args := []string{"fetch", "--tags", "--force"}
@@ -284,29 +287,113 @@ func fetchCommit(ctx context.Context, git *gitutil.GitCLI, ref string) (string, 
 			args = append(args, "--unshallow")
 		}
 		if _, err := git.Run(ctx, append(args, "origin", "+refs/heads/*:refs/remotes/origin/*")...); err != nil {
-			return "", gitError("fetch", err)
+			return "", "", gitError("fetch", err)
 		}
 		if _, err := git.Run(ctx, "cat-file", "-e", ref+"^{commit}"); err != nil {
-			return "", fmt.Errorf("commit %s is not in the repository", ref)
+			return "", "", fmt.Errorf("commit %s is not in the repository", ref)
 		}
-		return ref, nil
+		return ref, ref, nil
 	}
 	what := ref
 	if what == "" {
 		what = "HEAD"
 	}
 	if _, err := git.Run(ctx, "fetch", "--depth=1", "--no-tags", "--force", "origin", what); err != nil {
-		return "", gitError("fetch "+strconv.Quote(what), err)
+		return "", "", gitError("fetch "+strconv.Quote(what), err)
 	}
-	out, err := git.Run(ctx, "rev-parse", "--verify", "--end-of-options", "FETCH_HEAD^{commit}")
+	out, err := git.Run(ctx, "rev-parse", "FETCH_HEAD", "FETCH_HEAD^{commit}")
 	if err != nil {
-		return "", gitError("resolve "+strconv.Quote(what), err)
+		return "", "", gitError("resolve "+strconv.Quote(what), err)
 	}
-	commit := strings.TrimSpace(string(out))
-	if !gitutil.IsCommitSHA(commit) {
-		return "", fmt.Errorf("resolve %q: git printed %q", what, commit)
+	shas := strings.Fields(string(out))
+	if len(shas) != 2 || !gitutil.IsCommitSHA(shas[0]) || !gitutil.IsCommitSHA(shas[1]) {
+		return "", "", fmt.Errorf("resolve %q: git printed %q", what, out)
+	}
+	return shas[1], shas[0], nil
+}
+
+// matches checks the resolved commit, and the annotated tag object when
+// the ref is one, against r.Checksum.
+func (r Ref) matches(commit, tag string) error {
+	if r.Checksum == "" || strings.HasPrefix(commit, r.Checksum) || strings.HasPrefix(tag, r.Checksum) {
+		return nil
+	}
+	return fmt.Errorf("checksum mismatch: the ref %q is commit %s, the checksum says %s", r.Ref, commit, r.Checksum)
+}
+
+// Resolve returns the commit r names on the remote without fetching it
+// (git ls-remote), which is how BuildKit keys a Git source: the ref
+// refs/REF, else the branch, else the tag (an annotated tag's commit).
+// A full commit sha is its own answer. The checksum is checked.
+func Resolve(ctx context.Context, r Ref, o Options) (string, error) {
+	commit, err := resolve(ctx, r, o)
+	if err != nil {
+		return "", fmt.Errorf("git source %s: %w", r, err)
 	}
 	return commit, nil
+}
+
+func resolve(ctx context.Context, r Ref, o Options) (string, error) {
+	if err := r.check(); err != nil {
+		return "", err
+	}
+	if gitutil.IsCommitSHA(r.Ref) {
+		return r.Ref, r.matches(r.Ref, "")
+	}
+	bin, err := LookGit()
+	if err != nil {
+		return "", err
+	}
+	// An empty directory, so that no repository's config around the
+	// working directory applies.
+	dir, err := os.MkdirTemp(o.TempDir, "git-ls-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	git := gitutil.NewGitCLI(gitutil.WithGitBinary(bin), gitutil.WithDir(dir), gitutil.WithExec(execWith(o.Env)))
+	ref := r.Ref
+	if ref == "" {
+		out, err := git.Run(ctx, "ls-remote", "--symref", "--", r.Remote, "HEAD")
+		if err != nil {
+			return "", gitError("ls-remote", err)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if target, ok := strings.CutPrefix(l, "ref: "); ok && strings.HasSuffix(target, "\tHEAD") {
+				ref = strings.TrimSuffix(target, "\tHEAD")
+			}
+		}
+		if ref == "" || strings.HasPrefix(ref, "-") {
+			return "", errors.New("the remote has no default branch")
+		}
+	}
+	out, err := git.Run(ctx, "ls-remote", "--", r.Remote, ref, ref+"^{}")
+	if err != nil {
+		return "", gitError("ls-remote", err)
+	}
+	shas := map[string]string{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if sha, name, ok := strings.Cut(l, "\t"); ok {
+			shas[name] = sha
+		}
+	}
+	name := strings.TrimPrefix(ref, "refs/")
+	var commit, object string
+	for _, cand := range []string{"refs/" + name, "refs/heads/" + strings.TrimPrefix(name, "heads/"), "refs/tags/" + strings.TrimPrefix(name, "tags/")} {
+		if commit = shas[cand]; commit != "" {
+			if peeled := shas[cand+"^{}"]; peeled != "" { // an annotated tag
+				commit, object = peeled, commit
+			}
+			break
+		}
+	}
+	if commit == "" {
+		return "", fmt.Errorf("the remote has no ref %q", ref)
+	}
+	if !gitutil.IsCommitSHA(commit) {
+		return "", fmt.Errorf("ls-remote printed %q for %q", commit, ref)
+	}
+	return commit, r.matches(commit, object)
 }
 
 // execWith runs git in a process group of its own, which is killed as a

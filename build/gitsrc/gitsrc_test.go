@@ -25,7 +25,7 @@ func TestParse(t *testing.T) {
 		{"https://h/r.git#:../../etc", Ref{Remote: "https://h/r.git", Subdir: "etc"}, ""}, // BuildKit cleans it to the root
 		{"https://h/r.git#--upload-pack=touch${IFS}/tmp/x", Ref{}, "starts with '-'"},
 		{"https://h/r.git#" + strings.Repeat("a", maxRef+1), Ref{}, "longer than"},
-		{"https://h/r.git?checksum=abc", Ref{}, "not a full commit sha"},
+		{"https://h/r.git?checksum=abc", Ref{}, "not a commit sha"},
 		{"https://h/dir/", Ref{}, "invalid Git source"}, // not .git: an http context, not Git
 		{"file:///etc/repo.git", Ref{}, "invalid Git source"},
 		{"./repo.git", Ref{}, "invalid Git source"},
@@ -68,8 +68,9 @@ func TestRedact(t *testing.T) {
 // commits, a branch, a lightweight and an annotated tag.
 type fixture struct {
 	srv            *gitserver.Server
-	first, second  string // commits
-	branch, tagged string // commits of branch "dev" and tag "v1"
+	first, second  string // commits; "light" is a lightweight tag of second
+	branch, tagged string // commits of branch "dev" and annotated tag "v1"
+	tagObject      string // the annotated tag's own sha
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -81,10 +82,12 @@ func newFixture(t *testing.T) *fixture {
 	f.tagged = f.first
 	f.second = r.Commit("second", map[string]string{"sub/a.txt": "a2\n", "sub/b.txt": "b\n",
 		"out": "->/etc/passwd", "sub/up": "->../../..", "sub/abs": "->/etc", "sub/root": "->/"})
+	r.Git("tag", "light")
 	r.Git("checkout", "--quiet", "-b", "dev")
 	f.branch = r.Commit("dev", map[string]string{"dev.txt": "dev\n"})
 	r.Git("checkout", "--quiet", "main")
 	r.Push()
+	f.tagObject = r.Git("rev-parse", "v1")
 	return f
 }
 
@@ -98,15 +101,19 @@ func TestFetch(t *testing.T) {
 			commit     string
 			files      map[string]string // relative to Dir; "" = must not exist
 			git        bool
+			both       bool // run over git:// too
 		}{
-			{"default branch", "", f.second, map[string]string{"sub/a.txt": "a2\n", "dev.txt": ""}, false},
-			{"branch", "#dev", f.branch, map[string]string{"dev.txt": "dev\n"}, false},
-			{"annotated tag", "#v1", f.tagged, map[string]string{"sub/a.txt": "a1\n", "sub/b.txt": ""}, false},
-			{"full ref", "#refs/heads/main", f.second, map[string]string{"sub/b.txt": "b\n"}, false},
-			{"old commit", "#" + f.first, f.first, map[string]string{"sub/a.txt": "a1\n"}, false},
-			{"subdir", "#main:sub", f.second, map[string]string{"a.txt": "a2\n", "Dockerfile": ""}, false},
-			{"keep git dir", "?ref=v1&keep-git-dir=true", f.tagged, map[string]string{"Dockerfile": "FROM scratch\n"}, true},
+			{"default branch", "", f.second, map[string]string{"sub/a.txt": "a2\n", "dev.txt": ""}, false, true},
+			{"branch", "#dev", f.branch, map[string]string{"dev.txt": "dev\n"}, false, true},
+			{"annotated tag", "#v1", f.tagged, map[string]string{"sub/a.txt": "a1\n", "sub/b.txt": ""}, false, true},
+			{"full ref", "#refs/heads/main", f.second, map[string]string{"sub/b.txt": "b\n"}, false, false},
+			{"old commit", "#" + f.first, f.first, map[string]string{"sub/a.txt": "a1\n"}, false, true},
+			{"subdir", "#main:sub", f.second, map[string]string{"a.txt": "a2\n", "Dockerfile": ""}, false, false},
+			{"keep git dir", "?ref=v1&keep-git-dir=true", f.tagged, map[string]string{"Dockerfile": "FROM scratch\n"}, true, false},
 		} {
+			if strings.HasPrefix(base, "git:") && !tc.both {
+				continue // the transport does not matter to these; HTTP runs them
+			}
 			t.Run(base[:4]+"/"+tc.name, func(t *testing.T) {
 				tmp := t.TempDir()
 				r, err := Parse(base + tc.frag)
@@ -229,10 +236,10 @@ func TestFetchHostile(t *testing.T) {
 }
 
 func TestFetchCanceled(t *testing.T) {
-	f := newFixture(t)
+	srv := gitserver.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	r, _ := Parse(f.srv.GitURL + "/repo.git")
+	r, _ := Parse(srv.GitURL + "/repo.git")
 	tmp := t.TempDir()
 	if _, err := Fetch(ctx, r, Options{TempDir: tmp}); err == nil {
 		t.Fatal("Fetch with a canceled context succeeded")
@@ -276,5 +283,78 @@ func TestFetchSubmodules(t *testing.T) {
 			t.Errorf("%q: submodule checked out: %v (%q, %v), want %v", tc.query, got, dt, err, tc.want)
 		}
 		co.Close()
+	}
+}
+
+// TestResolve resolves refs with ls-remote, as BuildKit keys Git sources,
+// and checks them against checksums, without fetching anything.
+func TestResolve(t *testing.T) {
+	f := newFixture(t)
+	repo := f.srv.HTTPURL + "/repo.git"
+	for _, tc := range []struct {
+		frag, want, err string
+	}{
+		{"", f.second, ""},
+		{"#main", f.second, ""},
+		{"#dev", f.branch, ""},
+		{"#refs/heads/dev", f.branch, ""},
+		{"#v1", f.tagged, ""},
+		{"#refs/tags/v1", f.tagged, ""},
+		{"#light", f.second, ""},
+		{"#" + f.first, f.first, ""},
+		{"?ref=v1&checksum=" + f.tagged[:7], f.tagged, ""},
+		{"?ref=v1&checksum=" + f.tagObject, f.tagged, ""},
+		{"?ref=main&checksum=" + f.first, "", "checksum mismatch"},
+		{"#nope", "", `no ref "nope"`},
+	} {
+		t.Run(tc.frag, func(t *testing.T) {
+			r, err := Parse(repo + tc.frag)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmp := t.TempDir()
+			before := f.srv.HTTPFetches()
+			got, err := Resolve(context.Background(), r, Options{TempDir: tmp})
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("Resolve = %s, %v; want error %q", got, err, tc.err)
+				}
+			} else if err != nil || got != tc.want {
+				t.Fatalf("Resolve = %s, %v; want %s", got, err, tc.want)
+			}
+			if n := f.srv.HTTPFetches() - before; n != 0 {
+				t.Errorf("Resolve fetched %d times", n)
+			}
+			if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
+				t.Errorf("left %v", ents)
+			}
+		})
+	}
+	// Fetch takes the annotated tag's own sha as a checksum too.
+	r, _ := Parse(repo + "?ref=v1&checksum=" + f.tagObject)
+	co, err := Fetch(context.Background(), r, Options{TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	co.Close()
+	if f.srv.HTTPFetches() == 0 {
+		t.Error("the fetch counter did not count a fetch")
+	}
+}
+
+// TestFetchCommitFallback fetches an old commit over protocol v0, where
+// the server refuses a sha it does not advertise: Fetch must fall back to
+// fetching the branches, as BuildKit does.
+func TestFetchCommitFallback(t *testing.T) {
+	f := newFixture(t)
+	env := []string{"GIT_CONFIG_COUNT=1", "GIT_CONFIG_KEY_0=protocol.version", "GIT_CONFIG_VALUE_0=0"}
+	r, _ := Parse(f.srv.GitURL + "/repo.git#" + f.first)
+	co, err := Fetch(context.Background(), r, Options{TempDir: t.TempDir(), Env: env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer co.Close()
+	if dt, _ := os.ReadFile(filepath.Join(co.Dir, "sub/a.txt")); co.Commit != f.first || string(dt) != "a1\n" {
+		t.Errorf("commit %s, sub/a.txt %q; want %s, a1", co.Commit, dt, f.first)
 	}
 }

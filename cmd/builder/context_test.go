@@ -23,13 +23,17 @@ import (
 	"builder/internal/gitserver"
 )
 
-// cliWith runs builder with stdin and extra environment and returns its
-// combined output and exit code.
+// cliWith runs builder with stdin (nil: /dev/null) and extra environment
+// and returns its combined output and exit code.
 func cliWith(t *testing.T, stdin []byte, env []string, args ...string) (string, int) {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
-	cmd.Stdin = bytes.NewReader(stdin)
-	cmd.Env = append(os.Environ(), env...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

@@ -7,7 +7,10 @@ package gitserver
 
 import (
 	"bytes"
+	"compress/gzip"
+	"io"
 	"net"
+	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
 	"os"
@@ -15,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"builder/internal/testenv"
@@ -27,6 +31,29 @@ type Server struct {
 	// GitURL is "git://127.0.0.1:PORT", HTTPURL "http://127.0.0.1:PORT".
 	GitURL, HTTPURL string
 	git             string
+	fetches         atomic.Int64
+}
+
+// HTTPFetches counts the fetches (not the ref listings, such as
+// ls-remote's) served over HTTP so far.
+func (s *Server) HTTPFetches() int64 { return s.fetches.Load() }
+
+// isFetch reports whether an upload-pack request body asks for objects:
+// a protocol v2 fetch command, or a v0 request's wants.
+func isFetch(body []byte, encoding string) bool {
+	if encoding == "gzip" {
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			return false
+		}
+		if body, err = io.ReadAll(zr); err != nil {
+			return false
+		}
+	}
+	if bytes.Contains(body, []byte("command=")) {
+		return bytes.Contains(body, []byte("command=fetch"))
+	}
+	return bytes.Contains(body, []byte("want "))
 }
 
 // Start starts both servers over a new empty directory; they stop, and
@@ -37,7 +64,16 @@ func Start(t testing.TB) *Server {
 	s := &Server{Dir: t.TempDir(), git: git}
 	h := &cgi.Handler{Path: git, Args: []string{"http-backend"}, Dir: s.Dir,
 		Env: []string{"GIT_PROJECT_ROOT=" + s.Dir, "GIT_HTTP_EXPORT_ALL=1", "GIT_CONFIG_NOSYSTEM=1", "HOME=" + s.Dir}}
-	hs := httptest.NewServer(h)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/git-upload-pack") {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if isFetch(body, r.Header.Get("Content-Encoding")) {
+				s.fetches.Add(1)
+			}
+		}
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(hs.Close)
 	s.HTTPURL = hs.URL
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
