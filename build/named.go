@@ -121,7 +121,7 @@ func (j *job) gitOptions(tmp string) (gitsrc.Options, io.Closer, error) {
 	o := gitsrc.Options{TempDir: tmp}
 	a, ok := j.o.SSH[sshagent.DefaultID]
 	if !ok {
-		return o, io.NopCloser(nil), nil
+		return o, noAgent{}, nil
 	}
 	env, done, err := a.GitEnv(tmp)
 	if err != nil {
@@ -130,6 +130,11 @@ func (j *job) gitOptions(tmp string) (gitsrc.Options, io.Closer, error) {
 	o.Env = env
 	return o, done, nil
 }
+
+// noAgent is the Closer of gitOptions without an agent.
+type noAgent struct{}
+
+func (noAgent) Close() error { return nil }
 
 // namedDirFor returns the file tree of the directory-like named context
 // that from names in stage st, if it names one and no earlier stage:
