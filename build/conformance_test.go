@@ -291,12 +291,34 @@ func TestConformance(t *testing.T) {
 	}
 }
 
+// TestConformanceChroot builds the cases about the identity RUN has in
+// chroot isolation too, where the sandbox sets it up without namespaces.
+func TestConformanceChroot(t *testing.T) {
+	buildtest.RequireRoot(t)
+	for _, name := range []string{"user-groups", "user"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			c, err := loadConformanceCase(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.runWith(t, newFixtureWith(t, "naive"), func(o *Options) { o.Isolation = IsolationChroot })
+		})
+	}
+}
+
 // run builds the case in a fresh store and checks what it expects.
-func (c conformanceCase) run(t *testing.T) {
-	f := newFixture(t)
+func (c conformanceCase) run(t *testing.T) { c.runWith(t, newFixture(t)) }
+
+// runWith builds the case in f's store, with mods applied to its options,
+// and checks what it expects.
+func (c conformanceCase) runWith(t *testing.T, f *fixture, mods ...func(*Options)) {
 	dir := c.prepare(t)
 	var logBuf strings.Builder
 	o := c.options(f, dir)
+	for _, m := range mods {
+		m(&o)
+	}
 	o.Progress = progress.New(&logBuf, progress.Plain)
 	res, err := buildFile(context.Background(), f.b, o)
 	log := logBuf.String()
