@@ -163,10 +163,16 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 			sp.Error(se.Step.Err)
 			return nil, se
 		}
+		fsStep := false
 		switch step.Op.(type) {
-		case *parser.Run, *parser.Copy, *parser.Workdir:
+		case *parser.Run, *parser.Copy:
+			fsStep = true
+		case *parser.Workdir:
+			fsStep = st.cfg.Config.WorkingDir != "/" // WORKDIR / creates nothing
+		}
+		if fsStep {
 			ran = ran || !cached
-		default:
+		} else {
 			// A metadata step costs nothing; it counts as cached while
 			// everything before it in the stage came from the cache.
 			cached = !ran
