@@ -1,6 +1,7 @@
 package build
 
 import (
+	"maps"
 	"strings"
 	"testing"
 )
@@ -31,5 +32,16 @@ func TestCheckHostname(t *testing.T) {
 		if err != nil && !strings.Contains(err.Error(), sandboxHostnameArg) {
 			t.Errorf("checkHostname(%q) = %v, does not name the build arg", tt.in, err)
 		}
+	}
+}
+
+// TestProxyEnv checks that a proxy build arg is visible under both
+// spellings, that a spelling given on its own keeps its value, and that
+// other build args are not proxies.
+func TestProxyEnv(t *testing.T) {
+	got := proxyEnv(map[string]string{"http_proxy": "h", "NO_PROXY": "N", "no_proxy": "n", "OTHER": "o"})
+	want := map[string]string{"http_proxy": "h", "HTTP_PROXY": "h", "NO_PROXY": "N", "no_proxy": "n"}
+	if !maps.Equal(got, want) {
+		t.Errorf("proxyEnv = %v, want %v", got, want)
 	}
 }
