@@ -20,7 +20,6 @@ import (
 	"github.com/ulikunitz/xz"
 
 	"builder/build/buildtest"
-	"builder/build/store"
 	"builder/internal/gitserver"
 )
 
@@ -127,11 +126,6 @@ func TestCLIStdinContexts(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Join(root, "tmp")); len(ents) > 0 {
 		t.Errorf("left in the store's tmp: %v", ents)
-	}
-	// Only the directory context has a stat cache; unpacked ones are new
-	// every build.
-	if ents, _ := os.ReadDir(filepath.Join(root, store.ContextStatDir)); len(ents) != 1 {
-		t.Errorf("stat caches: %v, want the directory context's only", ents)
 	}
 }
 
