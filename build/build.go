@@ -64,6 +64,9 @@ type Options struct {
 	// CacheTo are the caches (--cache-to) written after a successful
 	// build; type=inline goes into the image config.
 	CacheTo []cacheio.Spec
+	// TemporaryContext says ContextDir was fetched or unpacked for this
+	// build only (stdin, Git, URL): its file hashes are not remembered.
+	TemporaryContext bool
 }
 
 // Result describes the image a build produced.
@@ -175,14 +178,16 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if err != nil {
 		return nil, fmt.Errorf("load build context: %w", err)
 	}
-	if bctx.Hashes, err = copier.OpenStatCache(filepath.Join(b.root, store.ContextStatDir), bctx.Dir); err != nil {
-		return nil, fmt.Errorf("load build context: %w", err)
-	}
-	defer func() {
-		if err := bctx.Hashes.Save(); err != nil {
-			o.Progress.Printf("WARNING: %v", err)
+	if !o.TemporaryContext {
+		if bctx.Hashes, err = copier.OpenStatCache(filepath.Join(b.root, store.ContextStatDir), bctx.Dir); err != nil {
+			return nil, fmt.Errorf("load build context: %w", err)
 		}
-	}()
+		defer func() {
+			if err := bctx.Hashes.Save(); err != nil {
+				o.Progress.Printf("WARNING: %v", err)
+			}
+		}()
+	}
 	j := &job{b: b, o: o, g: g, bctx: bctx, progress: o.Progress,
 		runSem: make(chan struct{}, runtime.NumCPU())}
 	for _, w := range b.TakeWarnings() {
@@ -225,7 +230,8 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		return nil, err
 	}
 	for k := range o.BuildArgs {
-		if _, ok := j.used.Load(k); !ok && !proxyArgs[k] && k != sandboxHostnameArg {
+		// BUILDKIT_CONTEXT_KEEP_GIT_DIR is read by the CLI for the context.
+		if _, ok := j.used.Load(k); !ok && !proxyArgs[k] && k != sandboxHostnameArg && k != "BUILDKIT_CONTEXT_KEEP_GIT_DIR" {
 			j.progress.Printf("WARNING: build argument %q was not consumed by any ARG", k)
 		}
 	}
