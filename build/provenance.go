@@ -26,7 +26,7 @@ type recorder struct {
 	started time.Time
 	images  []attest.ImageSource
 	http    []attest.HTTPSource
-	git     []attest.GitSource // ADD git and git contexts: none yet (see docs/attestations.md)
+	git     []attest.GitSource // ADD git sources
 	secrets []attest.IDRef
 	ssh     []attest.IDRef
 	network bool
@@ -66,6 +66,16 @@ func (r *recorder) noteHTTP(url, digest string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.http = append(r.http, attest.HTTPSource{URL: url, Digest: digest})
+}
+
+// noteGit records a git repository ADD read and the commit it resolved.
+func (r *recorder) noteGit(url, commit string) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.git = append(r.git, attest.GitSource{URL: url, Commit: commit})
 }
 
 func (r *recorder) noteSecret(id string, required bool) {
