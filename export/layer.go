@@ -58,9 +58,11 @@ func (l *storeLayer) Size() (int64, error) {
 // MediaType returns the layer's media type.
 func (l *storeLayer) MediaType() (types.MediaType, error) { return l.desc.MediaType, nil }
 
-// Compressed opens the stored blob.
+// Compressed opens the stored blob, verified against its digest while it
+// is read (content.Store.OpenVerified): whatever writes it out fails with
+// a *content.CorruptError rather than ship bytes that miss their name.
 func (l *storeLayer) Compressed() (io.ReadCloser, error) {
-	return l.s.Open(l.desc.Digest)
+	return l.s.OpenVerified(l.desc.Digest)
 }
 
 // Uncompressed opens the stored blob and decompresses it. The codec is
@@ -71,9 +73,11 @@ func (l *storeLayer) Uncompressed() (io.ReadCloser, error) {
 }
 
 // OpenUncompressed opens the stored blob d and returns a reader of its
-// uncompressed bytes, as Decompress recognises them. Close the reader.
+// uncompressed bytes, as Decompress recognises them. The blob is verified
+// as it is read (content.Store.OpenVerified), which completes only if the
+// reader reads the compressed stream to its end. Close the reader.
 func OpenUncompressed(s *content.Store, d v1.Hash) (io.ReadCloser, error) {
-	rc, err := s.Open(d)
+	rc, err := s.OpenVerified(d)
 	if err != nil {
 		return nil, err
 	}

@@ -218,6 +218,6 @@ type storeBlob struct {
 func (b *storeBlob) Digest() (v1.Hash, error)            { return b.d.Digest, nil }
 func (b *storeBlob) Size() (int64, error)                { return b.d.Size, nil }
 func (b *storeBlob) MediaType() (types.MediaType, error) { return b.d.MediaType, nil }
-func (b *storeBlob) Compressed() (io.ReadCloser, error)  { return b.s.Open(b.d.Digest) }
+func (b *storeBlob) Compressed() (io.ReadCloser, error)  { return b.s.OpenVerified(b.d.Digest) }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

@@ -395,3 +395,37 @@ func TestPushIgnoresMirrors(t *testing.T) {
 		t.Errorf("the mirror got %d requests from a push", n)
 	}
 }
+
+// TestPushSpacedResets pushes through a proxy that resets every 4th
+// request, whatever it is (HEAD, POST, PATCH, PUT, token or manifest):
+// every one of them is retried, and the registry ends up with the image.
+func TestPushSpacedResets(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	for _, f := range []faultproxy.Fault{faultproxy.Reset, faultproxy.Status500, faultproxy.Status503} {
+		t.Run(f.String(), func(t *testing.T) {
+			img, err := random.Image(256<<10, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := img.Digest()
+			px := faultproxy.Start(t, reg.Addr, faultproxy.Rule{Match: faultproxy.Any, Key: faultproxy.All, Then: f, Every: 4})
+			ref := px.Addr + "/spaced/" + f.String() + ":1"
+			res, err := Push(context.Background(), registry.New(registry.Options{Backoff: fastBackoff()}), img, []string{ref}, Options{})
+			if err != nil {
+				t.Fatalf("push with every 4th request failing: %v", err)
+			}
+			if res[0].Digest != want {
+				t.Errorf("pushed %s, want %s", res[0].Digest, want)
+			}
+			if px.Injected(f) < 3 {
+				t.Errorf("only %d faults injected", px.Injected(f))
+			}
+			r, _ := name.ParseReference(reg.Addr+"/spaced/"+f.String()+":1", name.Insecure)
+			if got, err := remote.Image(r); err != nil {
+				t.Fatal(err)
+			} else if d, _ := got.Digest(); d != want {
+				t.Errorf("registry has %s, want %s", d, want)
+			}
+		})
+	}
+}

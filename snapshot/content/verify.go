@@ -1,0 +1,141 @@
+package content
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// ErrCorrupt is a stored blob whose bytes no longer hash to its name (a bad
+// disk, a bug, a half-restored backup). Errors wrapping it are
+// *CorruptError.
+var ErrCorrupt = errors.New("blob in the store is corrupt")
+
+// CorruptError names a stored blob that failed verification and what its
+// bytes hash to. Its message points at `builder check --repair`.
+type CorruptError struct {
+	Digest  v1.Hash // the blob's name
+	Got     v1.Hash // what its bytes hash to; zero when the size was wrong
+	Size    int64   // bytes read
+	Removed bool    // the corrupt file was removed from the store
+}
+
+func (e *CorruptError) Error() string {
+	what := fmt.Sprintf("its %d bytes hash to %s", e.Size, e.Got)
+	if e.Got == (v1.Hash{}) {
+		what = fmt.Sprintf("it has %d bytes, not the size its descriptor gives", e.Size)
+	}
+	msg := fmt.Sprintf("blob %s in the store is corrupt: %s", e.Digest, what)
+	if e.Removed {
+		msg += "; it was removed, so the next build fetches or rebuilds it"
+	}
+	return msg + "; run `builder check --repair`"
+}
+
+// Is makes errors.Is(err, ErrCorrupt) hold.
+func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
+
+// OpenVerified opens blob d for reading and checks its bytes against d as
+// they stream: one sha256 pass over what the caller reads anyway. The
+// check completes when the blob's last byte has been read (its size is
+// taken when it is opened, so a caller that reads exactly size bytes
+// never needs to see io.EOF); a mismatch is reported then, by the Read
+// that returns the last bytes, as a *CorruptError, and the corrupt file
+// is removed from the store (only the file that was opened: a repaired
+// blob renamed into its place meanwhile is left alone), so that the next
+// build fetches or rebuilds it. Callers must treat the bytes already
+// read as garbage once an error comes. A missing blob gives an error
+// wrapping ErrNotFound.
+func (s *Store) OpenVerified(d v1.Hash) (io.ReadCloser, error) {
+	rc, err := s.Open(d)
+	if err != nil {
+		return nil, err
+	}
+	f := rc.(*os.File)
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open blob %s: %w", d, err)
+	}
+	return &verifier{s: s, f: f, d: d, size: fi.Size(), h: sha256.New()}, nil
+}
+
+// verifier is the reader OpenVerified returns.
+type verifier struct {
+	s    *Store
+	f    *os.File
+	d    v1.Hash
+	size int64
+	n    int64
+	h    hash.Hash
+	err  error // sticky: the verdict, once reached
+	done bool
+}
+
+func (v *verifier) Read(p []byte) (int, error) {
+	if v.done {
+		if v.err != nil {
+			return 0, v.err
+		}
+		return 0, io.EOF
+	}
+	if rest := v.size + 1 - v.n; int64(len(p)) > rest {
+		p = p[:rest] // one byte more than the size shows a grown file
+	}
+	n, err := v.f.Read(p)
+	v.h.Write(p[:n])
+	v.n += int64(n)
+	if err != nil && err != io.EOF {
+		return n, fmt.Errorf("read blob %s: %w", v.d, err)
+	}
+	if v.n >= v.size || err == io.EOF {
+		v.done = true
+		v.err = v.verdict()
+		if v.err != nil {
+			return n, v.err
+		}
+	}
+	return n, err
+}
+
+// verdict compares what was read with the blob's name and removes the file
+// if it does not match.
+func (v *verifier) verdict() error {
+	got := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(v.h.Sum(nil))}
+	if v.n == v.size && got == v.d {
+		return nil
+	}
+	e := &CorruptError{Digest: v.d, Got: got, Size: v.n}
+	e.Removed = v.s.removeCorrupt(v.f, v.d)
+	return e
+}
+
+// removeCorrupt deletes blob d's file if it is still the inode open as f
+// and reports whether it did.
+func (s *Store) removeCorrupt(f *os.File, d v1.Hash) bool {
+	if !sameFile(int(f.Fd()), s.Path(d)) {
+		return false
+	}
+	return os.Remove(s.Path(d)) == nil
+}
+
+func (v *verifier) Close() error { return v.f.Close() }
+
+// Verify reads blob d whole and reports whether its bytes hash to d: nil,
+// a *CorruptError (the file is then removed as OpenVerified says), or the
+// error that kept it from being read.
+func (s *Store) Verify(d v1.Hash) error {
+	rc, err := s.OpenVerified(d)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = io.Copy(io.Discard, rc)
+	return err
+}
