@@ -2,6 +2,7 @@ package export
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -43,8 +44,16 @@ func unpackRootfs(ctx context.Context, dir string, img v1.Image) error {
 			return err
 		}
 		d, _ := l.Digest()
-		rc, err := l.Uncompressed()
+		// Decompressed here rather than by l.Uncompressed, whose codec
+		// would report a checksum error where the verifying reader of
+		// the compressed blob has the cause.
+		crc, err := l.Compressed()
 		if err != nil {
+			return fmt.Errorf("layer %s: %w", d, err)
+		}
+		rc, err := Decompress(crc)
+		if err != nil {
+			crc.Close()
 			return fmt.Errorf("layer %s: %w", d, err)
 		}
 		_, err = archive.Apply(dir, content.ContextReader(ctx, rc))
@@ -55,6 +64,15 @@ func unpackRootfs(ctx context.Context, dir string, img v1.Image) error {
 		}
 		rc.Close()
 		if err != nil {
+			// A corrupt blob often breaks decompression or the tar
+			// before its end is read, or the verdict came with bytes
+			// that decoded to garbage: the verdict is the error that
+			// matters.
+			if serr := sourceError(rc); errors.Is(serr, content.ErrCorrupt) {
+				err = serr
+			} else if verr := verifyLayer(ctx, l, nil); errors.Is(verr, content.ErrCorrupt) {
+				err = verr
+			}
 			return fmt.Errorf("layer %s: %w", d, err)
 		}
 	}
@@ -99,16 +117,21 @@ func VerifyLayers(ctx context.Context, img v1.Image) error {
 	}
 	buf := make([]byte, 256<<10)
 	for _, l := range layers {
-		d, _ := l.Digest()
-		rc, err := l.Compressed()
-		if err != nil {
-			return fmt.Errorf("layer %s: %w", d, err)
-		}
-		_, err = io.CopyBuffer(io.Discard, content.ContextReader(ctx, rc), buf)
-		rc.Close()
-		if err != nil {
+		if err := verifyLayer(ctx, l, buf); err != nil {
+			d, _ := l.Digest()
 			return fmt.Errorf("layer %s: %w", d, err)
 		}
 	}
 	return nil
+}
+
+// verifyLayer reads l's compressed bytes once, with buf if not nil.
+func verifyLayer(ctx context.Context, l v1.Layer, buf []byte) error {
+	rc, err := l.Compressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = io.CopyBuffer(io.Discard, content.ContextReader(ctx, rc), buf)
+	return err
 }

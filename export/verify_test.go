@@ -3,6 +3,7 @@ package export
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -55,27 +56,31 @@ func TestOutputsRefuseCorruptBlob(t *testing.T) {
 		}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := openStore(t)
-			img, _ := loadFixture(t, s, content.Gzip, content.Uncompressed)
-			layers, _ := img.Layers()
-			bad, _ := layers[1].Digest() // uncompressed: no gzip CRC to catch it
-			flipBit(t, s, bad)
-			dir := t.TempDir()
-			err := tt.write(context.Background(), img, dir)
-			var ce *content.CorruptError
-			if !errors.As(err, &ce) || ce.Digest != bad {
-				t.Fatalf("err = %v, want a CorruptError for %s", err, bad)
-			}
-			if msg := err.Error(); !strings.Contains(msg, "builder check") || strings.Contains(msg, "\n") {
-				t.Errorf("message %q: want one line pointing at builder check", msg)
-			}
-			if left, _ := os.ReadDir(dir); len(left) != 0 {
-				t.Errorf("output left behind: %v", left)
-			}
-			if s.Has(bad) {
-				t.Error("the corrupt blob is still in the store")
-			}
-		})
+		// Layer 1 is uncompressed: no gzip checksum catches the flipped
+		// bit. Layer 2 is gzip: decompression may fail before the end.
+		for _, which := range []int{1, 2} {
+			t.Run(fmt.Sprintf("%s/%d", tt.name, which), func(t *testing.T) {
+				s := openStore(t)
+				img, _ := loadFixture(t, s, content.Gzip, content.Uncompressed, content.Gzip)
+				layers, _ := img.Layers()
+				bad, _ := layers[which].Digest()
+				flipBit(t, s, bad)
+				dir := t.TempDir()
+				err := tt.write(context.Background(), img, dir)
+				var ce *content.CorruptError
+				if !errors.As(err, &ce) || ce.Digest != bad {
+					t.Fatalf("err = %v, want a CorruptError for %s", err, bad)
+				}
+				if msg := err.Error(); !strings.Contains(msg, "builder check") || strings.Contains(msg, "\n") {
+					t.Errorf("message %q: want one line pointing at builder check", msg)
+				}
+				if left, _ := os.ReadDir(dir); len(left) != 0 {
+					t.Errorf("output left behind: %v", left)
+				}
+				if s.Has(bad) {
+					t.Error("the corrupt blob is still in the store")
+				}
+			})
+		}
 	}
 }

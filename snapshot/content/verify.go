@@ -63,19 +63,31 @@ func (s *Store) OpenVerified(d v1.Hash) (io.ReadCloser, error) {
 		f.Close()
 		return nil, fmt.Errorf("open blob %s: %w", d, err)
 	}
-	return &verifier{s: s, f: f, d: d, size: fi.Size(), h: sha256.New()}, nil
+	return &verifier{s: s, f: f, d: d, size: fi.Size(), h: sha256.New(), remove: true}, nil
+}
+
+// openChecked is OpenVerified without the removal of a corrupt blob, for
+// readers that must only read (ReadBlob, which `builder check` uses).
+func (s *Store) openChecked(d v1.Hash) (io.ReadCloser, error) {
+	rc, err := s.OpenVerified(d)
+	if err != nil {
+		return nil, err
+	}
+	rc.(*verifier).remove = false
+	return rc, nil
 }
 
 // verifier is the reader OpenVerified returns.
 type verifier struct {
-	s    *Store
-	f    *os.File
-	d    v1.Hash
-	size int64
-	n    int64
-	h    hash.Hash
-	err  error // sticky: the verdict, once reached
-	done bool
+	s      *Store
+	f      *os.File
+	d      v1.Hash
+	size   int64
+	n      int64
+	h      hash.Hash
+	err    error // sticky: the verdict, once reached
+	done   bool
+	remove bool // remove the blob if it is corrupt
 }
 
 func (v *verifier) Read(p []byte) (int, error) {
@@ -112,7 +124,9 @@ func (v *verifier) verdict() error {
 		return nil
 	}
 	e := &CorruptError{Digest: v.d, Got: got, Size: v.n}
-	e.Removed = v.s.removeCorrupt(v.f, v.d)
+	if v.remove {
+		e.Removed = v.s.removeCorrupt(v.f, v.d)
+	}
 	return e
 }
 
