@@ -494,14 +494,13 @@ func (c *Client) write(ctx context.Context, todo map[name.Reference]remote.Tagga
 		if err := g.Wait(); err != nil {
 			return err
 		}
-		opts := c.options(ctx, w.repo.RegistryStr())
 		for _, d := range w.order {
-			if err := remote.Put(w.repo.Digest(d.String()), w.children[d], opts...); err != nil {
+			if err := c.PutManifest(ctx, w.repo.Digest(d.String()), w.children[d]); err != nil {
 				return err
 			}
 		}
 		for _, r := range w.manifests {
-			if err := remote.Put(r, todo[r], opts...); err != nil {
+			if err := c.PutManifest(ctx, r, todo[r]); err != nil {
 				return err
 			}
 		}
@@ -516,4 +515,34 @@ func nameOptions(repo name.Repository) []name.Option {
 		opts = append(opts, name.Insecure)
 	}
 	return opts
+}
+
+// WriteBlobs uploads blobs to repo as MultiWrite uploads an image's (each
+// skipped when the repository has it, each request retried, a broken
+// session restarted), Jobs at a time, and writes no manifest.
+func (c *Client) WriteBlobs(ctx context.Context, repo name.Repository, blobs []partial.CompressedLayer) error {
+	up, err := c.newUploader(ctx, repo, nil, nil)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.jobs)
+	for _, l := range blobs {
+		d, err := l.Digest()
+		if err != nil {
+			return err
+		}
+		size, err := l.Size()
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return up.upload(gctx, blob{digest: d, size: size, open: l.Compressed}, "") })
+	}
+	return g.Wait()
+}
+
+// PutManifest writes the manifest of t under ref, retried like every
+// request; the blobs it names must be in the repository already.
+func (c *Client) PutManifest(ctx context.Context, ref name.Reference, t remote.Taggable) error {
+	return remote.Put(ref, t, c.options(ctx, ref.Context().RegistryStr())...)
 }
