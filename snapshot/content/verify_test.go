@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -16,7 +17,15 @@ import (
 // disk or a restore damages them: each damaged one fails with a
 // *CorruptError naming it, on the read of its last bytes, and is removed.
 func TestOpenVerified(t *testing.T) {
-	data := bytes.Repeat([]byte("builder verifies every blob it ships\n"), 3000)
+	// A small blob is hashed in line, a large one in a goroutine.
+	for _, reps := range []int{3000, 60000} {
+		t.Run(fmt.Sprint(reps*37), func(t *testing.T) {
+			testOpenVerified(t, bytes.Repeat([]byte("builder verifies every blob it ships\n"), reps))
+		})
+	}
+}
+
+func testOpenVerified(t *testing.T, data []byte) {
 	tests := []struct {
 		name   string
 		damage func(b []byte) []byte
@@ -59,7 +68,7 @@ func TestOpenVerified(t *testing.T) {
 				if err := s.Verify(d); err != nil {
 					t.Errorf("Verify: %v", err)
 				}
-				if _, err := s.ReadBlob(d, 1<<20); err != nil {
+				if _, err := s.ReadBlob(d, 8<<20); err != nil {
 					t.Errorf("ReadBlob: %v", err)
 				}
 				return
