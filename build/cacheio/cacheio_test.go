@@ -103,6 +103,7 @@ func TestDecodeRejects(t *testing.T) {
 			c.Mounts = []Mount{{DiffID: hash("x"), Digest: hash("y"), MediaType: content.MediaTypeLayerGzip}}
 		},
 		"negative len": func(c *Config) { c.Records[0].Size = -1 },
+		"used key":     func(c *Config) { c.Used = map[cache.Key]time.Time{"../../etc": {}} },
 	} {
 		c := Config{Version: FormatVersion, Records: []cache.Record{good}}
 		mod(&c)

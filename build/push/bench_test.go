@@ -25,7 +25,7 @@ import (
 // benchImage writes an image of layers layers of size bytes of random data
 // each (uncompressed tar layers, so the figures measure transfer, not
 // gzip) into a store under dir and returns it, backed by the store.
-func benchImage(b *testing.B, dir string, layers int, size int64) v1.Image {
+func benchImage(b testing.TB, dir string, layers int, size int64) v1.Image {
 	b.Helper()
 	ctx := context.Background()
 	s, err := content.Open(dir)

@@ -9,7 +9,9 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +23,7 @@ import (
 	"builder/build/push/registrytest"
 	"builder/build/registry"
 	"builder/internal/testenv"
+	"builder/snapshot/content"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -427,5 +430,36 @@ func TestPushSpacedResets(t *testing.T) {
 				t.Errorf("registry has %s, want %s", d, want)
 			}
 		})
+	}
+}
+
+// TestPushCorruptBlob pushes an image one of whose layer blobs was damaged
+// in the store: the push fails naming the blob and builder check, and the
+// broken upload is not retried.
+func TestPushCorruptBlob(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	dir := t.TempDir()
+	img := benchImage(t, dir, 2, 256<<10)
+	m, _ := img.Manifest()
+	bad := m.Layers[1].Digest
+	p := filepath.Join(dir, "blobs", "sha256", bad.Hex)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 1
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	_, err = Push(context.Background(), registry.New(registry.Options{Transport: rec, Backoff: fastBackoff()}), img, []string{reg.Addr + "/corrupt:1"}, Options{})
+	if !errors.Is(err, content.ErrCorrupt) || !strings.Contains(err.Error(), bad.String()) || !strings.Contains(err.Error(), "builder check") {
+		t.Fatalf("err = %v, want a corrupt-blob error naming %s", err, bad)
+	}
+	if n := rec.count("PATCH", "/blobs/uploads/"); n > 3 {
+		t.Errorf("%d blob bodies sent for a config and 2 layers: the corrupt one was retried", n)
+	}
+	if n := rec.count("PUT", "/manifests/"); n != 0 {
+		t.Errorf("a manifest was written")
 	}
 }
