@@ -168,9 +168,10 @@ func exportMerged(ctx context.Context, spec Spec, cfg Config, s *content.Store, 
 		if err != nil {
 			return v1.Hash{}, err
 		}
-		wait := mergeSettle + rand.N(mergeSettle+1)
-		if err := sleep(ctx, wait); err != nil {
-			return v1.Hash{}, err
+		select {
+		case <-ctx.Done():
+			return v1.Hash{}, ctx.Err()
+		case <-time.After(mergeSettle + rand.N(mergeSettle+1)):
 		}
 		now, err := readCurrent(ctx, rc, ref)
 		if err != nil {
@@ -271,16 +272,4 @@ func putCache(ctx context.Context, rc *registry.Client, ref name.Reference, cfg 
 		return v1.Hash{}, err
 	}
 	return img.Digest()
-}
-
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -390,15 +390,10 @@ func blobsOf(t remote.Taggable, add func(blob), manifest func(v1.Hash, remote.Ta
 			if mt, err := l.MediaType(); err == nil && !mt.IsDistributable() {
 				continue
 			}
-			d, err := l.Digest()
+			b, err := blobOf(l)
 			if err != nil {
 				return err
 			}
-			size, err := l.Size()
-			if err != nil {
-				return err
-			}
-			b := blob{digest: d, size: size, open: l.Compressed}
 			if ml, ok := l.(*remote.MountableLayer); ok && ml.Reference.Context().RegistryStr() != "" {
 				b.from = ml.Reference.Context().RepositoryStr()
 			}
@@ -528,17 +523,26 @@ func (c *Client) WriteBlobs(ctx context.Context, repo name.Repository, blobs []p
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.jobs)
 	for _, l := range blobs {
-		d, err := l.Digest()
+		b, err := blobOf(l)
 		if err != nil {
 			return err
 		}
-		size, err := l.Size()
-		if err != nil {
-			return err
-		}
-		g.Go(func() error { return up.upload(gctx, blob{digest: d, size: size, open: l.Compressed}, "") })
+		g.Go(func() error { return up.upload(gctx, b, "") })
 	}
 	return g.Wait()
+}
+
+// blobOf describes l for an upload.
+func blobOf(l partial.CompressedLayer) (blob, error) {
+	d, err := l.Digest()
+	if err != nil {
+		return blob{}, err
+	}
+	size, err := l.Size()
+	if err != nil {
+		return blob{}, err
+	}
+	return blob{digest: d, size: size, open: l.Compressed}, nil
 }
 
 // PutManifest writes the manifest of t under ref, retried like every

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"archive/tar"
 	"bytes"
-	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,36 +11,6 @@ import (
 
 	"builder/build/buildtest"
 )
-
-// archiveManifest reads the image manifest of an OCI archive.
-func archiveManifest(t *testing.T, path string) v1.Manifest {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string][]byte{}
-	tr := tar.NewReader(bytes.NewReader(data))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[h.Name], _ = io.ReadAll(tr)
-	}
-	var idx v1.IndexManifest
-	if err := json.Unmarshal(files["index.json"], &idx); err != nil || len(idx.Manifests) != 1 {
-		t.Fatalf("index.json: %v", err)
-	}
-	var m v1.Manifest
-	if err := json.Unmarshal(files["blobs/sha256/"+idx.Manifests[0].Digest.Hex], &m); err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
 
 // flipStoreBit inverts one bit in the middle of blob d of the store at
 // root, in place.
@@ -82,7 +49,11 @@ func TestCLICorruptBlob(t *testing.T) {
 		t.Fatalf("build: exit %d\n%s", code, out)
 	}
 	want, _ := os.ReadFile(ref)
-	m := archiveManifest(t, ref)
+	img, _ := readOCIArchive(t, ref)
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(m.Layers) != 2 {
 		t.Fatalf("%d layers, want the base's and the RUN's", len(m.Layers))
 	}
