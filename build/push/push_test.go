@@ -284,15 +284,22 @@ func TestPushFaults(t *testing.T) {
 				faultproxy.Rule{Match: faultproxy.BlobCommits, Key: faultproxy.ByDigest, Faults: tt.commits, Then: tt.then},
 				faultproxy.Rule{Match: faultproxy.ManifestPuts, Faults: []faultproxy.Fault{faultproxy.Status503}})
 			ref := fmt.Sprintf("%s/faults:%d", px.Addr, i)
+			start := time.Now()
 			_, err = Push(context.Background(), registry.New(registry.Options{Backoff: fastBackoff()}), img, []string{ref}, Options{})
 			if tt.wantErr != "" {
 				if err == nil {
 					t.Fatal("push succeeded through endless faults")
 				}
 				msg := err.Error()
-				t.Logf("error: %s", msg)
-				if !strings.HasPrefix(msg, "push "+ref+": ") || !strings.Contains(msg, tt.wantErr) || strings.Contains(msg, "\n") {
-					t.Errorf("error = %q\nwant one line naming %s with %q", msg, ref, tt.wantErr)
+				t.Logf("error after %v: %s", time.Since(start), msg)
+				// One line naming the reference, the registry, the blob
+				// and the tries.
+				if !strings.HasPrefix(msg, "push "+ref+": upload blob sha256:") || !strings.Contains(msg, " to "+px.Addr+"/faults: giving up after 4 tries: ") ||
+					!strings.Contains(msg, tt.wantErr) || strings.Contains(msg, "\n") {
+					t.Errorf("error = %q\nwant one line naming %s, the blob and the tries, with %q", msg, ref, tt.wantErr)
+				}
+				if d := time.Since(start); d > 20*time.Second {
+					t.Errorf("gave up after %v: not bounded by the backoff", d)
 				}
 				return
 			}
