@@ -500,6 +500,9 @@ func (c *Client) write(ctx context.Context, todo map[name.Reference]remote.Tagga
 			}
 		}
 	}
+	if updates != nil {
+		updates <- v1.Update{Total: total, Complete: total} // never skipped
+	}
 	return nil
 }
 
