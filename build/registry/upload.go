@@ -469,6 +469,12 @@ func (c *Client) write(ctx context.Context, todo map[name.Reference]remote.Tagga
 		}
 	}
 	for _, w := range work {
+		if c.haveManifests(ctx, w.manifests, todo) {
+			for _, b := range w.blobs {
+				progress(b.size)
+			}
+			continue
+		}
 		var from []name.Repository
 		for _, b := range w.blobs {
 			if b.from != "" {
@@ -504,6 +510,27 @@ func (c *Client) write(ctx context.Context, todo map[name.Reference]remote.Tagga
 		updates <- v1.Update{Total: total, Complete: total} // never skipped
 	}
 	return nil
+}
+
+// haveManifests reports whether the registry already serves every one of
+// refs with the digest todo gives it (a repeated push then sends nothing).
+// Any doubt, a failed HEAD included, is a no.
+func (c *Client) haveManifests(ctx context.Context, refs []name.Reference, todo map[name.Reference]remote.Taggable) bool {
+	for _, r := range refs {
+		t, ok := todo[r].(interface{ Digest() (v1.Hash, error) })
+		if !ok {
+			return false
+		}
+		want, err := t.Digest()
+		if err != nil {
+			return false
+		}
+		desc, err := remote.Head(r, c.options(ctx, r.Context().RegistryStr())...)
+		if err != nil || desc.Digest != want {
+			return false
+		}
+	}
+	return true
 }
 
 // nameOptions parses names of repo's registry the way repo was parsed.
