@@ -15,6 +15,7 @@ import (
 	"builder/build/cache"
 	"builder/build/copier"
 	"builder/build/fetch"
+	"builder/build/gitsrc"
 	"builder/build/progress"
 	"builder/build/sandbox"
 	"builder/parser"
@@ -29,8 +30,8 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 		return false, fmt.Errorf("RUN --device: %w", errNotSupported)
 	}
 	insecure := op.Security == "insecure"
-	if insecure && !j.allowed(EntitlementSecurityInsecure) {
-		return false, fmt.Errorf("RUN --security=insecure needs the %s entitlement: add --allow %[1]s", EntitlementSecurityInsecure)
+	if err := j.checkEntitlements(op); err != nil {
+		return false, err
 	}
 	argv, script, err := runArgv(st, op)
 	if err != nil {
@@ -229,14 +230,14 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 	if err != nil {
 		return false, err
 	}
-	if op.KeepGitDir {
-		return false, fmt.Errorf("ADD --keep-git-dir: %w", errNotSupported)
-	}
 	var local, urls []string
 	for _, s := range srcs {
 		switch {
-		case op.Add && fetch.IsGit(s):
-			return false, fmt.Errorf("ADD %s: Git sources are %w", s, errNotSupported)
+		case op.Add && gitsrc.IsGit(s):
+			if len(srcs) != 1 {
+				return false, fmt.Errorf("ADD of a Git repository takes one source, not %d", len(srcs))
+			}
+			return j.addGit(ctx, st, step, op, sp, s, containerPath(st.cfg.Config.WorkingDir, dest), chown, chmod)
 		case fetch.IsHTTP(s):
 			if !op.Add {
 				return false, fmt.Errorf("source can't be a URL for COPY")
@@ -290,12 +291,8 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 			return err
 		}
 		return j.withSource(ctx, cs, mounts, func(src copier.Source, dstRoot string) error {
-			if chown != "" {
-				owner, err := copier.ResolveOwner(dstRoot, chown)
-				if err != nil {
-					return err
-				}
-				req.Chown = owner
+			if err := setChown(&req, dstRoot, chown); err != nil {
+				return err
 			}
 			if len(local) > 0 {
 				if err := copier.Copy(ctx, src, dstRoot, req); err != nil {
@@ -336,6 +333,20 @@ func copyHistory(op *parser.Copy, srcs []string, dest, chown, chmod string) stri
 	return strings.Join(append(parts, dest), " ")
 }
 
+// setChown sets req.Chown from a --chown value ("" for none), names
+// resolved in the destination root's /etc/passwd and /etc/group.
+func setChown(req *copier.Request, dstRoot, chown string) error {
+	if chown == "" {
+		return nil
+	}
+	owner, err := copier.ResolveOwner(dstRoot, chown)
+	if err != nil {
+		return err
+	}
+	req.Chown = owner
+	return nil
+}
+
 func instrName(op *parser.Copy) string {
 	if op.Add {
 		return "ADD"
@@ -368,6 +379,12 @@ func (j *job) copySource(ctx context.Context, st *stageState, ex *expander, op *
 	from, err := ex.word(op.From)
 	if err != nil {
 		return copySource{}, err
+	}
+	if bc, ok, err := j.namedDirFor(ctx, st, from); ok || err != nil {
+		if err != nil {
+			return copySource{}, err
+		}
+		return copySource{src: bc.Source()}, nil
 	}
 	layers, err := j.resolveFrom(ctx, st, from)
 	if err != nil {
