@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -97,11 +98,15 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(rest) == 0 || rest[0] == "help" || rest[0] == "--help" || rest[0] == "-h" {
-		printUsage()
-		if len(rest) == 0 {
-			return usagef("no command given")
+	if len(rest) == 0 {
+		printUsage(os.Stderr)
+		return usagef("no command given")
+	}
+	if rest[0] == "help" {
+		if len(rest) > 1 { // builder help COMMAND is builder COMMAND --help
+			return run(ctx, []string{rest[1], "--help"})
 		}
+		printUsage(os.Stdout)
 		return nil
 	}
 	for _, c := range commands {
@@ -132,14 +137,17 @@ func needsNamespace(args []string) bool {
 	return true
 }
 
-func printUsage() {
-	fmt.Fprintln(os.Stderr, "Usage: builder [--root DIR] COMMAND [OPTIONS]\n\nCommands:")
+// printUsage writes the list of commands: to stdout when asked for with
+// --help, to stderr after a usage error.
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "Usage: builder [--root DIR] COMMAND [OPTIONS]\n\nCommands:")
 	for _, c := range commands {
 		if !c.hidden {
-			fmt.Fprintf(os.Stderr, "  %-10s %s\n", c.name, c.summary)
+			fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 		}
 	}
-	fmt.Fprintln(os.Stderr, "\nRun 'builder COMMAND --help' for a command's options.")
+	fmt.Fprintln(w, "\nGlobal options: --root DIR (env BUILDER_ROOT), --version, -h/--help.")
+	fmt.Fprintln(w, "Run 'builder COMMAND --help' for a command's options.")
 }
 
 func contains(list []string, s string) bool {
