@@ -13,7 +13,7 @@ import (
 // them in one table keeps them consistent and easy to review.
 var examples = map[string][]string{
 	"images":  {"builder images", "builder images -q"},
-	"rmi":     {"builder rmi app:1", "builder rmi app:1 app:2"},
+	"rmi":     {"builder rmi app:1", "builder rmi app:1 app:2", "builder rmi -f 3f2a9c1b0d4e"},
 	"diff":    {"builder diff app:1 app:2", "builder diff app:1 oci-archive:app.tar", "builder diff docker://registry.example.com/app:1 app:1"},
 	"check":   {"builder check", "builder --root /srv/builder check"},
 	"du":      {"builder du"},

@@ -76,11 +76,34 @@ func main() {
 	os.Exit(exitCode(err))
 }
 
+// exitStatus is an error with an exit code of its own, for commands whose
+// codes say more than failed or not (diff: 1 differ, 2 error). A nil err
+// prints nothing.
+type exitStatus struct {
+	code int
+	err  error
+}
+
+func (e *exitStatus) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+// Unwrap returns the error the status is for.
+func (e *exitStatus) Unwrap() error { return e.err }
+
 // exitCode prints err and maps it to the process exit code: 0 success,
-// 1 the build (or command) failed, 2 the command line was wrong, 130 interrupted.
+// 1 the build (or command) failed, 2 the command line was wrong, 130
+// interrupted, or the code of an exitStatus.
 func exitCode(err error) int {
 	if err == nil {
 		return 0
+	}
+	var es *exitStatus
+	if errors.As(err, &es) && es.err == nil {
+		return es.code
 	}
 	fmt.Fprintln(os.Stderr, "ERROR:", errorText(err))
 	var ue *usageError
@@ -89,6 +112,8 @@ func exitCode(err error) int {
 		return 2
 	case errors.Is(err, context.Canceled):
 		return 130
+	case es != nil:
+		return es.code
 	}
 	return 1
 }

@@ -33,16 +33,22 @@ func (g *globals) openStore() (*content.Store, *export.Index, error) {
 	return s, idx, nil
 }
 
-// lookupImage finds a local image by name.
-func lookupImage(s *content.Store, idx *export.Index, ref string) (v1.Image, error) {
-	desc, err := idx.Lookup(ref)
+// resolveImage finds a local image by name or image ID.
+func resolveImage(idx *export.Index, ref string) (export.Resolved, error) {
+	r, err := idx.Resolve(ref)
 	if errors.Is(err, export.ErrNotFound) {
-		return nil, fmt.Errorf("image %s is not in the local store (see 'builder images')", ref)
+		return r, fmt.Errorf("image %s is not in the local store (see 'builder images')", ref)
 	}
+	return r, err
+}
+
+// lookupImage finds a local image by name or image ID.
+func lookupImage(s *content.Store, idx *export.Index, ref string) (v1.Image, error) {
+	r, err := resolveImage(idx, ref)
 	if err != nil {
 		return nil, err
 	}
-	return export.LoadImage(s, desc.Digest)
+	return export.LoadImage(s, r.Desc.Digest)
 }
 
 // commandProgress shows a pull's or push's progress on stderr: a live view
@@ -98,13 +104,20 @@ func runPush(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	img, err := lookupImage(s, idx, fs.Arg(0))
+	r, err := resolveImage(idx, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	img, err := export.LoadImage(s, r.Desc.Digest)
 	if err != nil {
 		return err
 	}
 	dest := fs.Arg(0)
-	if fs.NArg() == 2 {
+	switch {
+	case fs.NArg() == 2:
 		dest = fs.Arg(1)
+	case r.ByID:
+		return usagef("builder push %s: an image ID names no repository; give the REF to push to", fs.Arg(0))
 	}
 	rc, err := g.registryClient(insecure)
 	if err != nil {

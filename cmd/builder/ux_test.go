@@ -250,7 +250,7 @@ func TestCLIInspectHistoryTag(t *testing.T) {
 	if out, code := cli(t, "--root", root, "tag", "app:1", "app:stable", "example.com/team/app:2"); code != 0 {
 		t.Fatalf("tag: exit %d\n%s", code, out)
 	}
-	images := stdout(t, "--root", root, "images", "-q")
+	images := stdout(t, "--root", root, "images", "--format", "{{.Name}}")
 	for _, n := range []string{"docker.io/library/app:1", "docker.io/library/app:stable", "example.com/team/app:2"} {
 		if !strings.Contains(images, n+"\n") {
 			t.Errorf("images lacks %s:\n%s", n, images)
