@@ -175,7 +175,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 			return err
 		}
 	}
-	o.Progress.Printf("image %s%s", res.ManifestDigest, imageSize(res.Image))
+	o.Progress.Printf("image %s%s", ex.Digest, imageSize(ex.Image))
 	for _, t := range res.Tags {
 		o.Progress.Printf("naming to %s", t)
 	}

@@ -194,10 +194,11 @@ func TestCLIInspectHistoryTag(t *testing.T) {
 		t.Errorf("--progress=fancy: exit %d, want 2\n%s", code, out)
 	}
 
-	var info imageInfo
-	if err := json.Unmarshal([]byte(stdout(t, "--root", root, "inspect", "app:1")), &info); err != nil {
-		t.Fatalf("inspect is not JSON: %v", err)
+	var infos []imageInfo
+	if err := json.Unmarshal([]byte(stdout(t, "--root", root, "inspect", "app:1")), &infos); err != nil || len(infos) != 1 {
+		t.Fatalf("inspect is not a JSON array of one image: %v", err)
 	}
+	info := infos[0]
 	if info.Name != "app:1" || !strings.HasPrefix(info.Digest, "sha256:") || info.OS != "linux" {
 		t.Errorf("inspect: name %q digest %q os %q", info.Name, info.Digest, info.OS)
 	}
