@@ -50,7 +50,7 @@ func TestCLIStoreCommands(t *testing.T) {
 	if ls := stdout(t, "--root", root, "images", "--format", "{{.Name}}"); strings.Contains(ls, "app:two") {
 		t.Errorf("app:two still listed after rmi:\n%s", ls)
 	}
-	if out, code := cli(t, "--root", root, "rmi", "app:two"); code != 1 || !strings.Contains(out, "not found") {
+	if out, code := cli(t, "--root", root, "rmi", "app:two"); code != 1 || !strings.Contains(out, "not in the local store") {
 		t.Errorf("rmi of a removed image: exit %d\n%s", code, out)
 	}
 	if got := stdout(t, "--root", root, "prune", "--all"); !strings.Contains(got, "Total reclaimed space:") {

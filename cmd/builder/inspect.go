@@ -23,7 +23,7 @@ import (
 // then the manifest digest, and each layer with its size and the history
 // entry (the build step) that made it.
 type imageInfo struct {
-	ID           string          `json:"Id"` // the config digest
+	Id           string          `json:"Id"` // the config digest, docker's spelling for templates
 	RepoTags     []string        `json:"RepoTags"`
 	RepoDigests  []string        `json:"RepoDigests"`
 	Name         string          `json:"Name"`
@@ -80,7 +80,7 @@ func inspectImage(ref string, img v1.Image, names []string) (*imageInfo, error) 
 	if err != nil {
 		return nil, fmt.Errorf("inspect %s: %w", ref, err)
 	}
-	info := &imageInfo{ID: m.Config.Digest.String(), RepoTags: []string{}, RepoDigests: []string{},
+	info := &imageInfo{Id: m.Config.Digest.String(), RepoTags: []string{}, RepoDigests: []string{},
 		Name: ref, Digest: digest.String(), MediaType: string(mt), Size: size + m.Config.Size,
 		Architecture: cf.Architecture, OS: cf.OS, Config: cf.Config, History: cf.History,
 		ConfigDigest: m.Config.Digest.String(), RootFS: rootFS{Type: cf.RootFS.Type, Layers: []string{}}}
