@@ -36,16 +36,70 @@ var archiveTime = time.Unix(0, 0)
 // ref.name "latest". An empty refName adds no annotations. The same image
 // and refName always give the same bytes.
 func WriteOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName string) error {
-	if err := writeOCIArchive(ctx, w, img, refName); err != nil {
+	return WriteOCIArchiveImages(ctx, w, []NamedImage{{Image: img, RefName: refName}})
+}
+
+// NamedImage is one index.json entry of an OCI archive: an image and the
+// name its annotations carry (see WriteOCIArchive).
+type NamedImage struct {
+	Image   v1.Image
+	RefName string
+}
+
+// WriteOCIArchiveImages writes several images into one OCI archive, as
+// WriteOCIArchive writes one: index.json has an entry per NamedImage, in
+// order (an image named twice has two entries), and each blob is written
+// once. The same images and names always give the same bytes.
+func WriteOCIArchiveImages(ctx context.Context, w io.Writer, images []NamedImage) error {
+	if err := writeOCIArchive(ctx, w, images); err != nil {
 		return fmt.Errorf("write oci archive: %w", err)
 	}
 	return nil
 }
 
-func writeOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName string) error {
-	desc, err := imageDescriptor(img, refName)
+func writeOCIArchive(ctx context.Context, w io.Writer, images []NamedImage) error {
+	var descs []v1.Descriptor
+	for _, ni := range images {
+		desc, err := imageDescriptor(ni.Image, ni.RefName)
+		if err != nil {
+			return err
+		}
+		descs = append(descs, desc)
+	}
+	index, err := json.Marshal(v1.IndexManifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIImageIndex,
+		Manifests:     descs,
+	})
 	if err != nil {
+		return fmt.Errorf("encode index: %w", err)
+	}
+	tw := tar.NewWriter(content.ContextWriter(ctx, w))
+	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: archiveTime}); err != nil {
+			return err
+		}
+	}
+	if err := writeEntry(tw, "oci-layout", bytes.NewReader([]byte(`{"imageLayoutVersion":"1.0.0"}`)), 30); err != nil {
 		return err
+	}
+	seen := map[v1.Hash]bool{}
+	for i, ni := range images {
+		if err := writeImageBlobs(ctx, tw, ni.Image, descs[i].Digest, seen); err != nil {
+			return err
+		}
+	}
+	if err := writeEntry(tw, "index.json", bytes.NewReader(index), int64(len(index))); err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// writeImageBlobs writes the config, layers and manifest of img (manifest
+// digest d) that seen does not hold yet, and adds them to seen.
+func writeImageBlobs(ctx context.Context, tw *tar.Writer, img v1.Image, d v1.Hash, seen map[v1.Hash]bool) error {
+	if seen[d] {
+		return nil
 	}
 	m, err := img.Manifest()
 	if err != nil {
@@ -66,54 +120,33 @@ func writeOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName str
 	if len(layers) != len(m.Layers) {
 		return fmt.Errorf("%d layers but %d in the manifest", len(layers), len(m.Layers))
 	}
-	index, err := json.Marshal(v1.IndexManifest{
-		SchemaVersion: 2,
-		MediaType:     types.OCIImageIndex,
-		Manifests:     []v1.Descriptor{desc},
-	})
-	if err != nil {
-		return fmt.Errorf("encode index: %w", err)
-	}
-
-	tw := tar.NewWriter(content.ContextWriter(ctx, w))
-	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: archiveTime}); err != nil {
+	if !seen[m.Config.Digest] {
+		seen[m.Config.Digest] = true
+		if err := writeEntry(tw, blobName(m.Config.Digest), bytes.NewReader(rawConfig), int64(len(rawConfig))); err != nil {
 			return err
 		}
 	}
-	if err := writeEntry(tw, "oci-layout", bytes.NewReader([]byte(`{"imageLayoutVersion":"1.0.0"}`)), 30); err != nil {
-		return err
-	}
-	if err := writeEntry(tw, blobName(m.Config.Digest), bytes.NewReader(rawConfig), int64(len(rawConfig))); err != nil {
-		return err
-	}
-	seen := map[v1.Hash]bool{m.Config.Digest: true}
 	for i, l := range layers {
-		d := m.Layers[i]
-		if seen[d.Digest] {
+		ld := m.Layers[i]
+		if seen[ld.Digest] {
 			continue
 		}
-		seen[d.Digest] = true
+		seen[ld.Digest] = true
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		rc, err := l.Compressed()
 		if err != nil {
-			return fmt.Errorf("layer %s: %w", d.Digest, err)
+			return fmt.Errorf("layer %s: %w", ld.Digest, err)
 		}
-		err = writeEntry(tw, blobName(d.Digest), rc, d.Size)
+		err = writeEntry(tw, blobName(ld.Digest), rc, ld.Size)
 		rc.Close()
 		if err != nil {
-			return fmt.Errorf("layer %s: %w", d.Digest, err)
+			return fmt.Errorf("layer %s: %w", ld.Digest, err)
 		}
 	}
-	if err := writeEntry(tw, blobName(desc.Digest), bytes.NewReader(rawManifest), int64(len(rawManifest))); err != nil {
-		return err
-	}
-	if err := writeEntry(tw, "index.json", bytes.NewReader(index), int64(len(index))); err != nil {
-		return err
-	}
-	return tw.Close()
+	seen[d] = true
+	return writeEntry(tw, blobName(d), bytes.NewReader(rawManifest), int64(len(rawManifest)))
 }
 
 // imageDescriptor describes img for an index, with the ref name annotations.

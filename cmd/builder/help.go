@@ -20,7 +20,7 @@ var examples = map[string][]string{
 	"prune":   {"builder prune", "builder prune --all", "builder prune --filter until=24h --keep-storage 10GB"},
 	"push":    {"builder push app:1", "builder push app:1 registry.example.com/team/app:1"},
 	"pull":    {"builder pull busybox", "builder pull --platform linux/arm64 registry.example.com/base@sha256:…"},
-	"save":    {"builder save -o app.tar app:1", "builder save --format oci -o app.tar app:1 app:2"},
+	"save":    {"builder save -o app.tar app:1", "builder save --format oci-archive -o app.tar app:1 app:2", "builder save -o all.tar $(builder images -q)"},
 	"load":    {"builder load -i app.tar", "builder load < app.tar"},
 	"login":   {"builder login registry.example.com", "echo \"$TOKEN\" | builder login -u ci --password-stdin registry.example.com"},
 	"logout":  {"builder logout registry.example.com"},
