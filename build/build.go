@@ -207,7 +207,13 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	defer cancel()
 	// Start every stage the target needs at once, so independent stages run
 	// in parallel; each waits for the stages it reads from.
-	for _, i := range j.neededStages(target) {
+	needed := j.neededStages(target)
+	steps := 0
+	for _, i := range needed {
+		steps += len(g.Stages[i].Steps) + 1 // FROM and the steps
+	}
+	j.progress.Expect(steps)
+	for _, i := range needed {
 		j.start(ctx, cancel, i)
 	}
 	st, err := j.wait(ctx, target)

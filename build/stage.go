@@ -2,6 +2,8 @@ package build
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -141,6 +143,7 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 		st.cfg.Config.OnBuild = nil
 		steps = append(pre, steps...)
 		total += len(pre)
+		j.progress.Expect(len(pre))
 	}
 	ran := false // whether a filesystem step of this stage had to run
 	for n, step := range steps {
@@ -168,8 +171,9 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 			ran = ran || !cached
 		default:
 			// A metadata step costs nothing; it counts as cached while
-			// everything before it in the stage came from the cache.
-			cached = !ran
+			// everything before it in the stage came from the cache and
+			// the last build of this step left the same state.
+			cached = j.metaCached(st, step) && !ran
 		}
 		j.countStep(cached)
 		if cached {
@@ -179,6 +183,31 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 		}
 	}
 	return st, nil
+}
+
+// metaCached reports whether a metadata step (ARG, ENV, SHELL, LABEL…)
+// leaves the stage as the last build of the same Dockerfile step left it:
+// the same filesystem, config (history aside) and args. It records the
+// state, as a hash in the explain index, for the next build; on a first
+// build nothing is recorded and the step is not cached.
+func (j *job) metaCached(st *stageState, step *parser.Step) bool {
+	h := sha256.New()
+	cfg, err := json.Marshal(st.cfg.Config)
+	if err != nil {
+		return false
+	}
+	fmt.Fprintf(h, "builder.meta.v1\x00%s\x00%s\x00", st.fsKey, cfg)
+	for _, k := range st.args.Keys() {
+		v, _ := st.args.Get(k)
+		fmt.Fprintf(h, "%q=%q\x00", k, v)
+	}
+	key := cache.Key("sha256:" + hex.EncodeToString(h.Sum(nil)))
+	id := j.stepID(st, step, "meta")
+	if prev, ok := j.b.cache.LastStep(id); ok && prev.Key == key && prev.Text == step.Original {
+		return true
+	}
+	j.b.cache.SaveStep(id, cache.Step{Key: key, Text: step.Original})
+	return false
 }
 
 // fromBase makes the starting state of a stage from its FROM line.

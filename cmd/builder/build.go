@@ -34,7 +34,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringArrayVar(&labels, "label", nil, "set a label on the image (KEY=VALUE)")
 	fs.StringVar(&target, "target", "", "build this stage and the stages it needs")
 	fs.BoolVar(&noCache, "no-cache", false, "do not use the cache")
-	explainCache := fs.Bool("explain-cache", false, "say for every cache miss which input changed since the last build of that step (also with --progress=plain)")
+	explainCache := fs.Bool("explain-cache", false, "say for every cache miss which input changed since the last build of that step (the default with --progress=plain)")
 	fs.BoolVar(&pull, "pull", false, "resolve base images in their registry even if stored locally")
 	fs.StringVar(&network, "network", "default", "network mode of RUN: default (a private network whose outbound traffic goes through pasta or slirp4netns; the host's loopback is unreachable), none, or host (also allows RUN --network=host)")
 	fs.StringVar(&platform, "platform", "", "target platform (only the host's, linux/"+hostArch()+", is supported)")
@@ -137,7 +137,8 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		mode = progress.Quiet
 	}
 	o.Progress = progress.New(os.Stderr, mode)
-	o.ExplainCache = *explainCache || progFlag == "plain"
+	// --progress=plain explains misses unless --explain-cache=false says not to.
+	o.ExplainCache = *explainCache || (progFlag == "plain" && !fs.Changed("explain-cache"))
 	defer o.Progress.Close()
 	rc, err := g.registryClient(insecure)
 	if err != nil {
