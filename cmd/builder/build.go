@@ -149,13 +149,14 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	start := time.Now()
-	graph, err := build.ReadDockerfile(o.DockerfilePath())
+	dfPath := o.DockerfilePath()
+	graph, src, err := build.ReadDockerfileSource(dfPath)
 	if err != nil {
-		return err
+		return withSource(err, filepath.Base(dfPath), src)
 	}
 	res, err := b.Build(ctx, graph, o)
 	if err != nil {
-		return err
+		return withSource(err, filepath.Base(dfPath), src)
 	}
 	exp := output.New(output.Config{Store: b.Store(), Index: b.Index(), Registry: b.Registry(),
 		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress)})

@@ -105,6 +105,9 @@ func exitCode(err error) int {
 	if errors.As(err, &es) && es.err == nil {
 		return es.code
 	}
+	if sn := snippet(err); sn != "" {
+		fmt.Fprintln(os.Stderr, sn)
+	}
 	fmt.Fprintln(os.Stderr, "ERROR:", errorText(err))
 	var ue *usageError
 	switch {

@@ -51,6 +51,13 @@ func TestCLIProgressRoughEdges(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "cache miss") {
 		t.Fatalf("failing build: exit %d, want 1 with a cache-miss note\n%s", code, out)
 	}
+	if !strings.Contains(out, "Dockerfile:2\n--------------------\n 1 |     FROM "+base+"\n 2 | >>> RUN echo from-the-command; exit 4\n--------------------\nERROR: Dockerfile:2: ") {
+		t.Errorf("no buildx-style snippet before the error:\n%s", out)
+	}
+	parseErr := writeCase(t, "FROM "+base+"\nFROBNICATE\nRUN true\n", map[string]string{})
+	if out, code := cli(t, "--root", root, "build", parseErr); code != 1 || !strings.Contains(out, " 2 | >>> FROBNICATE\n 3 |     RUN true\n") {
+		t.Errorf("a parse error: exit %d, no snippet:\n%s", code, out)
+	}
 	_, report, _ := strings.Cut(out, "ERROR:")
 	if !strings.Contains(report, "from-the-command") || strings.Contains(report, "cache miss") {
 		t.Errorf("the error report's output lines are not the command's alone:\n%s", report)
