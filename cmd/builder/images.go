@@ -216,6 +216,7 @@ func writeImages(w io.Writer, rows []imageRow, quiet bool, format string, digest
 		return nil
 	case format == "json":
 		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
 		for _, r := range rows {
 			if err := enc.Encode(r); err != nil {
 				return err

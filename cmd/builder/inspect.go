@@ -32,7 +32,7 @@ type imageInfo struct {
 	Size         int64           `json:"Size"` // manifest, config and layer blobs
 	Created      *time.Time      `json:"Created,omitempty"`
 	Architecture string          `json:"Architecture"`
-	OS           string          `json:"Os"`
+	Os           string          `json:"Os"`
 	Config       v1.Config       `json:"Config"`
 	Layers       []layerInfo     `json:"Layers"`
 	History      []v1.History    `json:"History"`
@@ -82,17 +82,19 @@ func inspectImage(ref string, img v1.Image, names []string) (*imageInfo, error) 
 	}
 	info := &imageInfo{Id: m.Config.Digest.String(), RepoTags: []string{}, RepoDigests: []string{},
 		Name: ref, Digest: digest.String(), MediaType: string(mt), Size: size + m.Config.Size,
-		Architecture: cf.Architecture, OS: cf.OS, Config: cf.Config, History: cf.History,
+		Architecture: cf.Architecture, Os: cf.OS, Config: cf.Config, History: cf.History,
 		ConfigDigest: m.Config.Digest.String(), RootFS: rootFS{Type: cf.RootFS.Type, Layers: []string{}}}
 	for _, d := range cf.RootFS.DiffIDs {
 		info.RootFS.Layers = append(info.RootFS.Layers, d.String())
 	}
+	// Docker spells both lists familiarly: app:1, not docker.io/library/app:1.
 	for _, n := range names {
 		if r, err := name.ParseReference(n); err == nil {
-			if _, ok := r.(name.Tag); ok {
-				info.RepoTags = append(info.RepoTags, n)
+			repo := familiarRepo(r.Context())
+			if t, ok := r.(name.Tag); ok {
+				info.RepoTags = append(info.RepoTags, repo+":"+t.TagStr())
 			}
-			if rd := r.Context().Name() + "@" + digest.String(); !slices.Contains(info.RepoDigests, rd) {
+			if rd := repo + "@" + digest.String(); !slices.Contains(info.RepoDigests, rd) {
 				info.RepoDigests = append(info.RepoDigests, rd)
 			}
 		}
@@ -166,6 +168,7 @@ func runInspect(ctx context.Context, g *globals, args []string) error {
 	}
 	if tmpl == nil {
 		enc := json.NewEncoder(os.Stdout)
+		enc.SetEscapeHTML(false)
 		enc.SetIndent("", "  ")
 		return enc.Encode(infos)
 	}

@@ -199,8 +199,8 @@ func TestCLIInspectHistoryTag(t *testing.T) {
 		t.Fatalf("inspect is not a JSON array of one image: %v", err)
 	}
 	info := infos[0]
-	if info.Name != "app:1" || !strings.HasPrefix(info.Digest, "sha256:") || info.OS != "linux" {
-		t.Errorf("inspect: name %q digest %q os %q", info.Name, info.Digest, info.OS)
+	if info.Name != "app:1" || !strings.HasPrefix(info.Digest, "sha256:") || info.Os != "linux" {
+		t.Errorf("inspect: name %q digest %q os %q", info.Name, info.Digest, info.Os)
 	}
 	if strings.Join(info.Config.Cmd, " ") != "cat /hi.txt" || !contains(info.Config.Env, "GREETING=hello") {
 		t.Errorf("inspect config: cmd %q env %q", info.Config.Cmd, info.Config.Env)
