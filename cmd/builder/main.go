@@ -55,6 +55,7 @@ var commands = []command{
 	{name: "tag", summary: "Give a local image another name", run: runTag},
 	{name: "completion", summary: "Print a shell completion script (bash, zsh, fish)", run: runCompletion},
 	{name: "docs", summary: "Print the command-line reference in Markdown", run: runDocs, hidden: true},
+	{name: "__complete-images", summary: "Print local image names for the completion scripts", run: runCompleteImages, hidden: true},
 	{name: "version", summary: "Print the version", run: runVersion},
 }
 
@@ -159,7 +160,7 @@ func needsNamespace(args []string) bool {
 		return false
 	}
 	switch rest[0] {
-	case "help", "-h", "--help", "version", "completion", "docs", "login", "logout":
+	case "help", "-h", "--help", "version", "completion", "docs", "login", "logout", "__complete-images":
 		return false
 	}
 	return true
