@@ -38,10 +38,7 @@ func TestCLIOneBuildOneImage(t *testing.T) {
 			if tc.push {
 				tag = reg + "/" + tag
 			}
-			output := tc.output
-			if strings.Contains(output, "%s") {
-				output = strings.Replace(output, "%s", filepath.Join(dir, "out.tar"), 1)
-			}
+			output := strings.Replace(tc.output, "%s", filepath.Join(dir, "out.tar"), 1)
 			args := []string{"--root", root, "build", "--progress=plain", "-t", tag, "-o", output,
 				"--iidfile", filepath.Join(dir, "iid"), "--metadata-file", filepath.Join(dir, "meta.json"), ctx}
 			if i%2 == 1 {

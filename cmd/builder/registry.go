@@ -42,15 +42,6 @@ func resolveImage(idx *export.Index, ref string) (export.Resolved, error) {
 	return r, err
 }
 
-// lookupImage finds a local image by name or image ID.
-func lookupImage(s *content.Store, idx *export.Index, ref string) (v1.Image, error) {
-	r, err := resolveImage(idx, ref)
-	if err != nil {
-		return nil, err
-	}
-	return export.LoadImage(s, r.Desc.Digest)
-}
-
 // commandProgress shows a pull's or push's progress on stderr: a live view
 // of bytes and rates on a terminal, plain lines otherwise, nothing if quiet.
 // Close it when the command ends.
