@@ -2,6 +2,7 @@ package progress
 
 import (
 	"errors"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -11,12 +12,28 @@ import (
 	"builder/build/progress/progresstest"
 )
 
+// ttyProgress is a Progress drawing a live view on a pseudo-terminal of
+// cols×rows that redraws at the times sent on ticks; out gives all that
+// was written once tty is closed.
+type ttyProgress struct {
+	*Progress
+	r     *ttyRenderer
+	tty   *os.File
+	out   <-chan []byte
+	ticks chan time.Time
+}
+
+func newTTYProgress(t *testing.T, cols, rows int) *ttyProgress {
+	tty, out := progresstest.OpenPTY(t, cols, rows)
+	tp := &ttyProgress{Progress: &Progress{}, tty: tty, out: out, ticks: make(chan time.Time)}
+	tp.r = newTTYRendererTicks(tp.Progress, tty, tp.ticks)
+	tp.Progress.r = tp.r
+	return tp
+}
+
 func TestTTYNarrowAndFast(t *testing.T) {
-	tty, out := progresstest.OpenPTY(t, 30, 8)
-	ticks := make(chan time.Time)
-	p := &Progress{}
-	r := newTTYRendererTicks(p, tty, ticks)
-	p.r = r
+	tp := newTTYProgress(t, 30, 8)
+	p, r, ticks, tty, out := tp.Progress, tp.r, tp.ticks, tp.tty, tp.out
 	var steps []*Step
 	for i := 0; i < 12; i++ {
 		steps = append(steps, p.Step("[stage-0 "+strconv.Itoa(i+1)+"/12] RUN a command longer than the terminal"))
@@ -46,10 +63,8 @@ func TestTTYNarrowAndFast(t *testing.T) {
 // keep their whole text on a narrow terminal; they wrap instead.
 func TestTTYSummaryNotCut(t *testing.T) {
 	for _, width := range []int{80, 40} {
-		tty, out := progresstest.OpenPTY(t, width, 10)
-		ticks := make(chan time.Time)
-		p := &Progress{}
-		p.r = newTTYRendererTicks(p, tty, ticks)
+		tp := newTTYProgress(t, width, 10)
+		p, tty, out := tp.Progress, tp.tty, tp.out
 		s := p.Step("[stage-0 2/2] RUN true")
 		s.Done()
 		msg := "image sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef, 3 layers, 1.2MiB"
@@ -67,11 +82,8 @@ func TestTTYSummaryNotCut(t *testing.T) {
 // TestTTYTotalFromGraph: the header's denominator is the number of steps
 // the build announced, not the number started so far.
 func TestTTYTotalFromGraph(t *testing.T) {
-	tty, out := progresstest.OpenPTY(t, 80, 10)
-	ticks := make(chan time.Time)
-	p := &Progress{}
-	r := newTTYRendererTicks(p, tty, ticks)
-	p.r = r
+	tp := newTTYProgress(t, 80, 10)
+	p, r, ticks, tty, out := tp.Progress, tp.r, tp.ticks, tp.tty, tp.out
 	p.Expect(5)
 	s := p.Step("[stage-0 1/5] FROM scratch")
 	ticks <- r.begin.Add(ttyRefresh)
