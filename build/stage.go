@@ -146,6 +146,20 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 		j.progress.Expect(len(pre))
 	}
 	ran := false // whether a filesystem step of this stage had to run
+	hit := false // whether one came from the cache
+	// Metadata steps (ENV, ARG, LABEL…) cost nothing: one counts as cached
+	// when nothing before it in the stage ran and either the last build of
+	// the step left the same state, or a filesystem step of the stage came
+	// from the cache. Without either it waits for the next filesystem step
+	// of the stage: cached if that one is, as with an imported cache.
+	var waiting []*progress.Step
+	settle := func(cached bool) {
+		for _, sp := range waiting {
+			j.finishStep(sp, cached)
+		}
+		waiting = nil
+	}
+	defer settle(false)
 	for n, step := range steps {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -163,33 +177,43 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 					se.Output = sp.Tail()
 				}
 			}
+			settle(false) // the metadata steps before it did their part
 			sp.Error(se.Step.Err)
 			return nil, se
 		}
 		switch step.Op.(type) {
 		case *parser.Run, *parser.Copy, *parser.Workdir:
 			ran = ran || !cached
+			hit = hit || cached
+			settle(cached && !ran)
 		default:
-			// A metadata step costs nothing; it counts as cached while
-			// everything before it in the stage came from the cache and
-			// the last build of this step left the same state.
-			cached = j.metaCached(st, step) && !ran
+			same := j.metaCached(st, step) // records the state either way
+			if !ran && !same && !hit {
+				waiting = append(waiting, sp)
+				continue
+			}
+			cached = !ran
 		}
-		j.countStep(cached)
-		if cached {
-			sp.Cached()
-		} else {
-			sp.Done()
-		}
+		j.finishStep(sp, cached)
 	}
 	return st, nil
+}
+
+// finishStep counts a step and ends its progress as cached or done.
+func (j *job) finishStep(sp *progress.Step, cached bool) {
+	j.countStep(cached)
+	if cached {
+		sp.Cached()
+	} else {
+		sp.Done()
+	}
 }
 
 // metaCached reports whether a metadata step (ARG, ENV, SHELL, LABEL…)
 // leaves the stage as the last build of the same Dockerfile step left it:
 // the same filesystem, config (history aside) and args. It records the
 // state, as a hash in the explain index, for the next build; on a first
-// build nothing is recorded and the step is not cached.
+// build there is no record and it reports false.
 func (j *job) metaCached(st *stageState, step *parser.Step) bool {
 	h := sha256.New()
 	cfg, err := json.Marshal(st.cfg.Config)
