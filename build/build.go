@@ -13,12 +13,15 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/buildkit/util/suggest"
 
 	"builder/build/cacheio"
 	"builder/build/copier"
+	"builder/build/namedctx"
 	"builder/build/progress"
 	"builder/build/sandbox/cgroup"
 	"builder/build/secrets"
+	"builder/build/sshagent"
 	"builder/build/store"
 	"builder/parser"
 )
@@ -43,6 +46,13 @@ type Options struct {
 	// Secrets are the --secret values RUN --mount=type=secret reads, by id.
 	// Their values never reach a layer, the config, history or a cache key.
 	Secrets map[string]secrets.Source
+	// SSH are the --ssh agents RUN --mount=type=ssh forwards, by id. Only
+	// the ids reach a cache key; sockets and keys never reach the image.
+	SSH map[string]*sshagent.Agent
+	// NamedContexts are the --build-context values by namedctx key: each
+	// replaces the stage or image of its name for FROM, COPY --from and
+	// RUN --mount from=.
+	NamedContexts map[string]namedctx.Context
 	// Allow lists the entitlements granted (--allow): EntitlementNetworkHost
 	// permits RUN --network=host, EntitlementSecurityInsecure RUN
 	// --security=insecure.
@@ -63,6 +73,9 @@ type Options struct {
 	// CacheTo are the caches (--cache-to) written after a successful
 	// build; type=inline goes into the image config.
 	CacheTo []cacheio.Spec
+	// TemporaryContext says ContextDir was fetched or unpacked for this
+	// build only (stdin, Git, URL): its file hashes are not remembered.
+	TemporaryContext bool
 }
 
 // Result describes the image a build produced.
@@ -105,6 +118,7 @@ type job struct {
 	cio      *cacheState // --cache-from/--cache-to state; nil without them
 	imagesMu sync.Mutex
 	images   map[imageKey]*baseImage // images resolved so far; see image
+	nctx     namedState              // named contexts resolved so far
 }
 
 type stageFuture struct {
@@ -176,20 +190,26 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if err := g.LintError(); err != nil { // # check=error=true
 		return nil, err
 	}
+	if err := checkHostname(o.BuildArgs[sandboxHostnameArg]); err != nil {
+		return nil, err
+	}
 	bctx, err := copier.LoadContext(o.ContextDir, o.Dockerfile)
 	if err != nil {
 		return nil, fmt.Errorf("load build context: %w", err)
 	}
-	if bctx.Hashes, err = copier.OpenStatCache(filepath.Join(b.root, store.ContextStatDir), bctx.Dir); err != nil {
-		return nil, fmt.Errorf("load build context: %w", err)
-	}
-	defer func() {
-		if err := bctx.Hashes.Save(); err != nil {
-			o.Progress.Printf("WARNING: %v", err)
+	if !o.TemporaryContext {
+		if bctx.Hashes, err = copier.OpenStatCache(filepath.Join(b.root, store.ContextStatDir), bctx.Dir); err != nil {
+			return nil, fmt.Errorf("load build context: %w", err)
 		}
-	}()
+		defer func() {
+			if err := bctx.Hashes.Save(); err != nil {
+				o.Progress.Printf("WARNING: %v", err)
+			}
+		}()
+	}
 	j := &job{b: b, o: o, g: g, bctx: bctx, progress: o.Progress,
 		runSem: make(chan struct{}, runtime.NumCPU())}
+	defer j.cleanupNamed()
 	for _, w := range b.TakeWarnings() {
 		j.progress.Printf("WARNING: %s", w)
 	}
@@ -203,9 +223,13 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if o.Target != "" {
 		s, ok := g.StageByName(o.Target)
 		if !ok {
-			return nil, fmt.Errorf("target stage %q not found; stages: %s", o.Target, stageNames(g))
+			return nil, targetError(g, o.Target)
 		}
 		target = s.Index
+	}
+	needed := j.neededStages(target)
+	if err := j.preflight(needed); err != nil {
+		return nil, err
 	}
 	j.stages = make([]*stageFuture, len(g.Stages))
 	for i := range j.stages {
@@ -216,7 +240,6 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	defer cancel()
 	// Start every stage the target needs at once, so independent stages run
 	// in parallel; each waits for the stages it reads from.
-	needed := j.neededStages(target)
 	steps := 0
 	for _, i := range needed {
 		steps += len(g.Stages[i].Steps) + 1 // FROM and the steps
@@ -236,7 +259,8 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		return nil, err
 	}
 	for k := range o.BuildArgs {
-		if _, ok := j.used.Load(k); !ok && !proxyArgs[k] {
+		// BUILDKIT_CONTEXT_KEEP_GIT_DIR is read by the CLI for the context.
+		if _, ok := j.used.Load(k); !ok && !proxyArgs[k] && k != sandboxHostnameArg && k != "BUILDKIT_CONTEXT_KEEP_GIT_DIR" {
 			j.progress.Printf("WARNING: build argument %q was not consumed by any ARG", k)
 		}
 	}
@@ -251,6 +275,23 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	unlock() // automatic GC needs the store to itself
 	j.autoGC(ctx, res.ManifestDigest)
 	return res, nil
+}
+
+// targetError is the error for a --target that names no stage: with
+// "did you mean" for a near miss (case-insensitive, as BuildKit), else the
+// list of stages.
+func targetError(g *parser.Graph, target string) error {
+	err := fmt.Errorf("target stage %q could not be found", target)
+	var names []string
+	for _, s := range g.Stages {
+		if s.Name != "" {
+			names = append(names, s.Name)
+		}
+	}
+	if ok, werr := suggest.WrapErrorMaybe(err, target, names, true); ok {
+		return werr
+	}
+	return fmt.Errorf("%w; stages: %s", err, stageNames(g))
 }
 
 func stageNames(g *parser.Graph) string {
@@ -275,6 +316,15 @@ func (j *job) evalMetaArgs() error {
 		plat += "/" + p.Variant
 	}
 	hostPlat := "linux/" + runtime.GOARCH
+	// TARGETSTAGE names the stage being built, as BuildKit: --target, else
+	// the last stage's name, else "default".
+	m.Set("TARGETSTAGE", j.o.Target)
+	if j.o.Target == "" {
+		m.Set("TARGETSTAGE", "default")
+		if last := j.g.Stages[len(j.g.Stages)-1]; last.Name != "" {
+			m.Set("TARGETSTAGE", last.Name)
+		}
+	}
 	for k, v := range map[string]string{
 		"TARGETPLATFORM": plat, "TARGETOS": p.OS, "TARGETARCH": p.Architecture, "TARGETVARIANT": p.Variant,
 		"BUILDPLATFORM": hostPlat, "BUILDOS": "linux", "BUILDARCH": runtime.GOARCH, "BUILDVARIANT": "",
@@ -298,14 +348,18 @@ func (j *job) evalMetaArgs() error {
 // limits of one value and of all global ARGs together.
 func (j *job) evalMetaArg(m *vars, a *parser.Arg) error {
 	for _, kv := range a.Pairs {
-		val, err := j.argValue(kv, m, nil)
+		val, ok, err := j.argValue(kv, m, nil)
 		if err != nil {
 			return err
 		}
 		if err := checkValue("ARG", kv.Key, val); err != nil {
 			return err
 		}
-		m.Set(kv.Key, val)
+		if ok {
+			m.Set(kv.Key, val)
+		} else {
+			m.Declare(kv.Key)
+		}
 	}
 	if envSize(m) > MaxEnvSize {
 		return &LimitError{What: "the global ARGs", Limit: MaxEnvSize}
@@ -316,17 +370,19 @@ func (j *job) evalMetaArg(m *vars, a *parser.Arg) error {
 // argValue gives an ARG its value: the --build-arg if given, else its default
 // expanded against what is in scope, else (for an ARG inside a stage) the
 // global value of the same name, which includes the automatic platform args.
-// A global ARG without a value keeps what scope already holds for it.
-func (j *job) argValue(kv parser.ArgPair, scope *vars, env []string) (string, error) {
+// A global ARG without a value keeps what scope already holds for it. ok is
+// false when none of these gives a value: the ARG is declared but unset.
+func (j *job) argValue(kv parser.ArgPair, scope *vars, env []string) (v string, ok bool, err error) {
 	if v, ok := j.o.BuildArgs[kv.Key]; ok {
 		j.used.Store(kv.Key, true)
-		return v, nil
+		return v, true, nil
 	}
 	if kv.Value != nil {
-		return newExpander(j.g.Escape, env, scope).word(*kv.Value)
+		v, err := newExpander(j.g.Escape, env, scope).word(*kv.Value)
+		return v, true, err
 	}
-	v, _ := j.meta.Get(kv.Key)
-	return v, nil
+	v, ok = j.meta.Get(kv.Key)
+	return v, ok, nil
 }
 
 // neededStages lists the stages the target depends on (itself included),
@@ -341,6 +397,9 @@ func (j *job) neededStages(target int) []int {
 		}
 		seen[i] = true
 		s := j.g.Stages[i]
+		if _, ok := j.named(s.Name); ok && s.Name != "" {
+			return // a named context replaces the stage
+		}
 		refs := []string{s.Base}
 		for _, step := range s.Steps {
 			switch op := step.Op.(type) {
@@ -442,6 +501,14 @@ func (j *job) resolveFrom(ctx context.Context, st *stageState, from string) ([]l
 			return nil, err
 		}
 		return append([]layerRef{}, other.layers...), nil
+	}
+	if c, ok := j.named(from); ok {
+		pos := j.g.Stages[st.index]
+		ns, err := j.namedStageState(ctx, c, j.o.Platform, &parser.Step{Pos: pos.Pos, Original: pos.Original})
+		if err != nil {
+			return nil, err
+		}
+		return append([]layerRef{}, ns.layers...), nil
 	}
 	img, err := j.image(ctx, from, j.o.Platform)
 	if err != nil {

@@ -80,7 +80,7 @@ func (s *stageState) runEnv(extra map[string]string) []string {
 	env := append([]string(nil), s.cfg.Config.Env...)
 	have := envVars(env)
 	for _, k := range s.args.keys {
-		if _, ok := have.Get(k); !ok {
+		if _, ok := have.Get(k); !ok && !s.args.unset[k] {
 			env = append(env, k+"="+s.args.vals[k])
 		}
 	}
@@ -118,7 +118,16 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 		return fmt.Sprintf("[%s %d/%d] %s", name, n, total, oneLine(text))
 	}
 	fromStep := j.progress.Step(header(1, s.Original))
-	st, err := j.fromBase(ctx, s)
+	nc, override := j.named(s.Name)
+	override = override && s.Name != ""
+	var st *stageState
+	var err error
+	if override {
+		// The named context is the stage: its instructions do not run.
+		st, err = j.namedStageState(ctx, nc, j.o.Platform, &parser.Step{Pos: s.Pos, Original: s.Original})
+	} else {
+		st, err = j.fromBase(ctx, s)
+	}
 	if err != nil {
 		err = newStepError(s.Pos, s.Original, err)
 		fromStep.Error(err)
@@ -129,6 +138,9 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 	st.index = i
 	st.escape = j.g.Escape
 	st.measureConfig()
+	if override {
+		return st, nil
+	}
 
 	steps := s.Steps
 	if triggers := st.cfg.Config.OnBuild; len(triggers) > 0 {
@@ -181,12 +193,18 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 			sp.Error(se.Step.Err)
 			return nil, se
 		}
+		fsStep := false
 		switch step.Op.(type) {
-		case *parser.Run, *parser.Copy, *parser.Workdir:
+		case *parser.Run, *parser.Copy:
+			fsStep = true
+		case *parser.Workdir:
+			fsStep = st.cfg.Config.WorkingDir != "/" // WORKDIR / creates nothing
+		}
+		if fsStep {
 			ran = ran || !cached
 			hit = hit || cached
 			settle(cached && !ran)
-		default:
+		} else {
 			same := j.metaCached(st, step) // records the state either way
 			if !ran && !same && !hit {
 				waiting = append(waiting, sp)
@@ -264,13 +282,10 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 		platform = *p
 	}
 	if strings.EqualFold(base, "scratch") {
-		st := &stageState{args: newVars(), fsKey: cache.Key("scratch")}
-		st.cfg.OS = platform.OS
-		st.cfg.Architecture = platform.Architecture
-		st.cfg.Variant = platform.Variant
-		st.cfg.Config.Env = []string{"PATH=" + defaultPath}
-		st.created = time.Unix(0, 0).UTC()
-		return st, nil
+		return scratchState(platform), nil
+	}
+	if c, ok := j.named(base); ok {
+		return j.namedStageState(ctx, c, platform, &parser.Step{Pos: s.Pos, Original: s.Original})
 	}
 	img, err := j.image(ctx, base, platform)
 	if err != nil {
@@ -283,6 +298,17 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 			s.Pos, base, img.config.OS+"/"+img.config.Architecture, platform.OS+"/"+platform.Architecture)
 	}
 	return stateFromImage(img)
+}
+
+// scratchState is the state of FROM scratch: no layers, Docker's PATH.
+func scratchState(platform v1.Platform) *stageState {
+	st := &stageState{args: newVars(), fsKey: cache.Key("scratch")}
+	st.cfg.OS = platform.OS
+	st.cfg.Architecture = platform.Architecture
+	st.cfg.Variant = platform.Variant
+	st.cfg.Config.Env = []string{"PATH=" + defaultPath}
+	st.created = time.Unix(0, 0).UTC()
+	return st
 }
 
 // stageHint adds "did you mean <stage>?" to the error of an image that could
@@ -353,6 +379,10 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 		}
 		c.WorkingDir = path.Clean(p)
 		st.growConfig(jsonLen(c.WorkingDir))
+		if c.WorkingDir == "/" { // nothing to create: no layer, as in BuildKit
+			j.metaHistory(st, "WORKDIR /")
+			return false, nil
+		}
 		return j.mkdirWorkdir(ctx, st, step, sp)
 	case *parser.Env:
 		pairs, err := ex.pairs(op.Pairs)
@@ -376,19 +406,29 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 		}
 		j.metaHistory(st, "ENV "+joinPairs(pairs))
 	case *parser.Arg:
+		var commits []string
 		for _, kv := range op.Pairs {
-			v, err := j.argValue(kv, st.args, c.Env)
+			v, ok, err := j.argValue(kv, st.args, c.Env)
 			if err != nil {
 				return false, err
 			}
 			if err := checkValue("ARG", kv.Key, v); err != nil {
 				return false, err
 			}
-			st.args.Set(kv.Key, v)
+			commit := kv.Key
+			if ok {
+				st.args.Set(kv.Key, v)
+				commit += "=" + v
+			} else {
+				st.args.Declare(kv.Key)
+			}
+			commits = append(commits, commit)
 		}
 		if err := st.checkEnv(); err != nil {
 			return false, err
 		}
+		// BuildKit records every ARG of a stage, with the value it took.
+		j.metaHistory(st, "ARG "+strings.Join(commits, " "))
 	case *parser.Label:
 		pairs, err := ex.pairs(op.Pairs)
 		if err != nil {
@@ -409,7 +449,7 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 		}
 		j.metaHistory(st, "LABEL "+joinPairs(pairs))
 	case *parser.Expose:
-		ports, err := ex.words(op.Ports)
+		ports, err := ex.fields(op.Ports)
 		if err != nil {
 			return false, err
 		}
@@ -532,7 +572,7 @@ func joinPairs(pairs []parser.KeyValue) string {
 	return strings.Join(out, " ")
 }
 
-// historyText is the created_by text of a step: its source text on one line.
+// historyText is a step's source text on one line.
 func historyText(original string) string {
 	return strings.Join(strings.Fields(original), " ")
 }

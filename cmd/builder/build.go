@@ -16,8 +16,10 @@ import (
 
 	"builder/build"
 	"builder/build/cacheio"
+	"builder/build/namedctx"
 	"builder/build/progress"
 	"builder/build/secrets"
+	"builder/build/sshagent"
 	"builder/export/output"
 )
 
@@ -29,7 +31,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		noCache, pull, quiet                               bool
 	)
 	fs.StringArrayVarP(&tags, "tag", "t", nil, "name and optionally a tag (name:tag); may be repeated")
-	fs.StringVarP(&file, "file", "f", "", "Dockerfile path (default CONTEXT/Dockerfile)")
+	fs.StringVarP(&file, "file", "f", "", "Dockerfile path (default CONTEXT/Dockerfile; - for stdin; inside the context for a remote or stdin CONTEXT)")
 	fs.StringArrayVar(&buildArgs, "build-arg", nil, "set a build-time variable (KEY=VALUE, or KEY to take it from the environment)")
 	fs.StringArrayVar(&labels, "label", nil, "set a label on the image (KEY=VALUE)")
 	fs.StringVar(&target, "target", "", "build this stage and the stages it needs")
@@ -40,8 +42,10 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringVar(&platform, "platform", "", "target platform (only the host's, linux/"+hostArch()+", is supported)")
 	fs.StringArrayVarP(&outputs, "output", "o", nil, "output: type=image|registry|oci|docker|local|tar[,dest=PATH][,name=REF][,compression=gzip|zstd|uncompressed]..., or - for a tar on stdout")
 	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
-	var secrets, allow []string
+	var secrets, allow, sshSpecs, namedContexts []string
 	fs.StringArrayVar(&secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
+	fs.StringArrayVar(&sshSpecs, "ssh", nil, "SSH agent for RUN --mount=type=ssh: default or ID (the agent at $SSH_AUTH_SOCK), ID=SOCKET, or ID=KEYFILE[,KEYFILE...]; may be repeated")
+	fs.StringArrayVar(&namedContexts, "build-context", nil, "additional build context NAME=VALUE for FROM, COPY --from and RUN --mount from=: a directory, docker-image://REF, oci-layout://PATH[:TAG][@DIGEST], or a git or https URL; may be repeated")
 	fs.StringArrayVar(&allow, "allow", nil, "extra privilege to allow, comma-separated, may be repeated: network.host (for RUN --network=host), security.insecure (for RUN --security=insecure)")
 	var isolation, memory string
 	var cpus float64
@@ -61,7 +65,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringArrayVar(&cacheFromFlags, "cache-from", nil, "import a shared cache: type=registry,ref=REF, type=local,src=DIR, or REF (a cache or an image built with an inline cache); may be repeated")
 	fs.StringArrayVar(&cacheToFlags, "cache-to", nil, "export the cache: type=registry,ref=REF or type=local,dest=DIR [,mode=min|max][,compression=gzip|zstd|uncompressed][,cache-mounts=true], or type=inline")
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: builder build [OPTIONS] CONTEXT\n\nExamples:\n  builder build -t app .\n  builder build -t app -o type=oci,dest=app.tar .\n\nOptions:\n%s", fs.FlagUsages())
+		fmt.Fprintf(os.Stderr, "Usage: builder build [OPTIONS] CONTEXT\n\nCONTEXT is a directory, - (a tar archive or a Dockerfile on stdin), a Git URL\n(https://host/repo.git#ref:subdir, git://..., git@host:repo.git#ref) or an http(s) URL\nof a tarball or a Dockerfile.\n\nExamples:\n  builder build -t app .\n  builder build -t app -o type=oci,dest=app.tar .\n\nOptions:\n%s", fs.FlagUsages())
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -74,11 +78,8 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	}
 	o := build.Options{ContextDir: fs.Arg(0), Tags: tags, Target: target, NoCache: noCache, Pull: pull,
 		Network: network, BuildArgs: map[string]string{}, Labels: map[string]string{}}
-	if file != "" {
-		o.Dockerfile = file
-	}
-	if st, err := os.Stat(o.ContextDir); err != nil || !st.IsDir() {
-		return usagef("build context %q is not a directory", o.ContextDir)
+	if err := checkContextArg(o.ContextDir); err != nil {
+		return err
 	}
 	for _, a := range buildArgs {
 		k, v, ok := strings.Cut(a, "=")
@@ -107,6 +108,12 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	}
 	o.Epoch = epoch
 	if err := secretOptions(&o, secrets, allow); err != nil {
+		return err
+	}
+	if err := sshOptions(&o, sshSpecs); err != nil {
+		return err
+	}
+	if err := namedContextOptions(&o, namedContexts); err != nil {
 		return err
 	}
 	if err := cacheOptions(&o, cacheFromFlags, cacheToFlags); err != nil {
@@ -149,6 +156,11 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	start := time.Now()
+	bctx, err := resolveContext(ctx, g, &o, file)
+	if err != nil {
+		return err
+	}
+	defer bctx.Close()
 	dfPath := o.DockerfilePath()
 	graph, src, err := build.ReadDockerfileSource(dfPath)
 	if err != nil {
@@ -236,6 +248,43 @@ func secretOptions(o *build.Options, specs, allow []string) error {
 	var err error
 	if o.Allow, err = build.ParseAllow(allow); err != nil {
 		return usagef("%w", err)
+	}
+	return nil
+}
+
+// sshOptions puts the --ssh agents into o: sockets are checked and key
+// files read now, so a bad one fails before the build starts.
+func sshOptions(o *build.Options, specs []string) error {
+	for _, s := range specs {
+		id, a, err := sshagent.Parse(s, os.Getenv)
+		if err != nil {
+			return usagef("%w", err)
+		}
+		if _, dup := o.SSH[id]; dup {
+			return usagef("--ssh %s: id given twice", id)
+		}
+		if o.SSH == nil {
+			o.SSH = map[string]*sshagent.Agent{}
+		}
+		o.SSH[id] = a
+	}
+	return nil
+}
+
+// namedContextOptions puts the --build-context values into o.
+func namedContextOptions(o *build.Options, specs []string) error {
+	for _, s := range specs {
+		c, err := namedctx.Parse(s)
+		if err != nil {
+			return usagef("%w", err)
+		}
+		if _, dup := o.NamedContexts[c.Key]; dup {
+			return usagef("--build-context %s: name given twice", c.Name)
+		}
+		if o.NamedContexts == nil {
+			o.NamedContexts = map[string]namedctx.Context{}
+		}
+		o.NamedContexts[c.Key] = c
 	}
 	return nil
 }
