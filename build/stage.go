@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"path"
 	"sort"
 	"strconv"
@@ -35,6 +36,7 @@ type stageState struct {
 	cfg     v1.ConfigFile
 	layers  []layerRef
 	fsKey   cache.Key // cache key of the filesystem state
+	metaKey cache.Key // the metadata steps so far, chained (metaCached)
 	created time.Time // creation time of the newest layer, for metadata-only history
 	args    *vars     // build args declared in this stage
 	cmdSet  bool      // CMD given in this stage (ENTRYPOINT then keeps it)
@@ -229,21 +231,24 @@ func (j *job) finishStep(sp *progress.Step, cached bool) {
 
 // metaCached reports whether a metadata step (ARG, ENV, SHELL, LABEL…)
 // leaves the stage as the last build of the same Dockerfile step left it:
-// the same filesystem, config (history aside) and args. It records the
+// the same filesystem state, the same metadata steps since, and args. It records the
 // state, as a hash in the explain index, for the next build; on a first
 // build there is no record and it reports false.
 func (j *job) metaCached(st *stageState, step *parser.Step) bool {
+	// The state is chained from the filesystem state, the metadata steps
+	// before and this one's text, and the args; hashed as streamed, without
+	// copies, as ENV and ARG values may be large.
 	h := sha256.New()
-	cfg, err := json.Marshal(st.cfg.Config)
-	if err != nil {
-		return false
-	}
-	fmt.Fprintf(h, "builder.meta.v1\x00%s\x00%s\x00", st.fsKey, cfg)
+	io.WriteString(h, "builder.meta.v1\x00"+string(st.fsKey)+"\x00"+string(st.metaKey)+"\x00")
+	io.WriteString(h, step.Original)
 	for _, k := range st.args.Keys() {
 		v, _ := st.args.Get(k)
-		fmt.Fprintf(h, "%q=%q\x00", k, v)
+		fmt.Fprintf(h, "\x00%d:%d:", len(k), len(v))
+		io.WriteString(h, k)
+		io.WriteString(h, v)
 	}
 	key := cache.Key("sha256:" + hex.EncodeToString(h.Sum(nil)))
+	st.metaKey = key
 	id := j.stepID(st, step, "meta")
 	if prev, ok := j.b.cache.LastStep(id); ok && prev.Key == key && prev.Text == step.Original {
 		return true
