@@ -137,11 +137,20 @@ type stageFuture struct {
 // name by its base name. The file is read as copier.ReadDockerfile says:
 // resolved inside its own directory, and only if it is a regular file.
 func ReadDockerfile(path string) (*parser.Graph, error) {
+	g, _, err := ReadDockerfileSource(path)
+	return g, err
+}
+
+// ReadDockerfileSource is ReadDockerfile that also returns the Dockerfile's
+// text, for error reports that quote it; the text comes back with a parse
+// error too (nil if the file could not be read).
+func ReadDockerfileSource(path string) (*parser.Graph, []byte, error) {
 	dt, err := copier.ReadDockerfile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read Dockerfile: %w", err)
+		return nil, nil, fmt.Errorf("read Dockerfile: %w", err)
 	}
-	return parser.Parse(filepath.Base(path), bytes.NewReader(dt))
+	g, err := parser.Parse(filepath.Base(path), bytes.NewReader(dt))
+	return g, dt, err
 }
 
 // DockerfilePath returns the path of the Dockerfile o names: Dockerfile,
@@ -236,6 +245,11 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	defer cancel()
 	// Start every stage the target needs at once, so independent stages run
 	// in parallel; each waits for the stages it reads from.
+	steps := 0
+	for _, i := range needed {
+		steps += len(g.Stages[i].Steps) + 1 // FROM and the steps
+	}
+	j.progress.Expect(steps)
 	for _, i := range needed {
 		j.start(ctx, cancel, i)
 	}

@@ -36,7 +36,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringArrayVar(&labels, "label", nil, "set a label on the image (KEY=VALUE)")
 	fs.StringVar(&target, "target", "", "build this stage and the stages it needs")
 	fs.BoolVar(&noCache, "no-cache", false, "do not use the cache")
-	explainCache := fs.Bool("explain-cache", false, "say for every cache miss which input changed since the last build of that step (also with --progress=plain)")
+	explainCache := fs.Bool("explain-cache", false, "say for every cache miss which input changed since the last build of that step (the default with --progress=plain)")
 	fs.BoolVar(&pull, "pull", false, "resolve base images in their registry even if stored locally")
 	fs.StringVar(&network, "network", "default", "network mode of RUN: default (a private network whose outbound traffic goes through pasta or slirp4netns; the host's loopback is unreachable), none, or host (also allows RUN --network=host)")
 	fs.StringVar(&platform, "platform", "", "target platform (only the host's, linux/"+hostArch()+", is supported)")
@@ -154,7 +154,8 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	}
 	o.Progress = progress.New(os.Stderr, mode)
 	build.Version = version
-	o.ExplainCache = *explainCache || progFlag == "plain"
+	// --progress=plain explains misses unless --explain-cache=false says not to.
+	o.ExplainCache = *explainCache || (progFlag == "plain" && !fs.Changed("explain-cache"))
 	defer o.Progress.Close()
 	rc, err := g.registryClient(insecure)
 	if err != nil {
@@ -170,13 +171,14 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	defer bctx.Close()
-	graph, err := build.ReadDockerfile(o.DockerfilePath())
+	dfPath := o.DockerfilePath()
+	graph, src, err := build.ReadDockerfileSource(dfPath)
 	if err != nil {
-		return err
+		return withSource(err, filepath.Base(dfPath), src)
 	}
 	res, err := b.Build(ctx, graph, o)
 	if err != nil {
-		return err
+		return withSource(err, filepath.Base(dfPath), src)
 	}
 	atts, err := plan.attestations(ctx, b, o, res)
 	if err != nil {
@@ -208,7 +210,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 			return err
 		}
 	}
-	o.Progress.Printf("image %s%s", res.ManifestDigest, imageSize(res.Image))
+	o.Progress.Printf("image %s%s", ex.Digest, imageSize(ex.Image))
 	for _, t := range res.Tags {
 		o.Progress.Printf("naming to %s", t)
 	}
