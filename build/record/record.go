@@ -276,6 +276,21 @@ func (w *Writer) flush() {
 	}
 }
 
+// SetInputs notes the digests of the Dockerfile and the context once they
+// are known (a remote context is fetched first).
+func (w *Writer) SetInputs(dockerfile, context string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.finished {
+		return nil
+	}
+	w.rec.Dockerfile, w.rec.Context = dockerfile, context
+	if err := writeRecord(w.dir, w.rec); err != nil {
+		return fmt.Errorf("build record: %w", err)
+	}
+	return nil
+}
+
 // Result is how a build ended.
 type Result struct {
 	Err         error // nil for success
