@@ -609,7 +609,8 @@ type Collected struct {
 // newest l.Count records taking at most l.Bytes stay), unreadable records
 // and the temporary directories of killed writers. Records of running
 // builds are never removed. With all set it removes every record that is
-// not running. Collect is idempotent.
+// not running. Running records count towards the limits. Collect is
+// idempotent.
 func Collect(root string, l Limits, all bool) (Collected, error) {
 	l = l.WithDefaults()
 	dir := filepath.Join(root, Dir)
@@ -653,6 +654,7 @@ func Collect(root string, l Limits, all bool) (Collected, error) {
 	full := all // once a record does not fit, no older one is kept
 	for _, r := range recs {
 		if r.State == Running {
+			kept++
 			bytes += r.Size
 			continue
 		}

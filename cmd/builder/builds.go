@@ -84,6 +84,7 @@ func runBuildsLs(_ context.Context, g *globals, args []string) error {
 		return nil
 	case *format == "json":
 		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
 		for _, r := range recs {
 			if err := enc.Encode(newBuildRow(r, true, now)); err != nil {
 				return err
@@ -182,6 +183,7 @@ func runBuildsInspect(_ context.Context, g *globals, args []string) error {
 	}
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "    ")
+	enc.SetEscapeHTML(false)
 	return enc.Encode(recs)
 }
 

@@ -61,6 +61,10 @@ func parseGlobals(args []string) (*globals, []string, error) {
 // client its builds use (nil for commands that reach no registry).
 func (g *globals) open(rc *registry.Client) (*build.Builder, error) {
 	cfg := build.Config{Root: g.root, Snapshotter: g.snapshotter, Registry: rc}
+	var err error
+	if cfg.Records, err = recordLimits(); err != nil {
+		return nil, err
+	}
 	if g.gcKeep != "" {
 		n, err := parseSize(g.gcKeep)
 		if err != nil {
