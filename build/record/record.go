@@ -296,7 +296,7 @@ type Result struct {
 	Err         error // nil for success
 	Interrupted bool  // Err is the build being cancelled
 	Image       string
-	Tags        []string
+	Tags        []string // the names given, if not those the build was started with
 	Outputs     []string
 }
 
@@ -324,7 +324,10 @@ func (w *Writer) Finish(res Result) error {
 	default:
 		r.State, r.Error = Failed, res.Err.Error()
 	}
-	r.Image, r.Tags, r.Outputs = res.Image, res.Tags, res.Outputs
+	r.Image, r.Outputs = res.Image, res.Outputs
+	if len(res.Tags) > 0 {
+		r.Tags = res.Tags
+	}
 	if err := writeRecord(w.dir, r); err != nil {
 		return fmt.Errorf("build record: %w", err)
 	}

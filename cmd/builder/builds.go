@@ -21,6 +21,7 @@ import (
 	"builder/build"
 	"builder/build/progress"
 	"builder/build/record"
+	"builder/imageref"
 )
 
 func runBuilds(ctx context.Context, g *globals, args []string) error {
@@ -341,6 +342,12 @@ func startRecord(b *build.Builder, root string, o *build.Options, args []string)
 	}
 	rec := record.Record{Command: append([]string{"builder", "build"}, redactArgs(args, b.Redact)...),
 		ContextSource: redactURL(o.ContextDir)}
+	for _, t := range o.Tags {
+		if n, err := imageref.Normalize(t); err == nil {
+			t = n
+		}
+		rec.Tags = append(rec.Tags, t)
+	}
 	w, err := record.Start(root, rec, l)
 	if err != nil {
 		o.Progress.Printf("WARNING: %v", err)
