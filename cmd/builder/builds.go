@@ -24,26 +24,40 @@ import (
 	"builder/imageref"
 )
 
+// buildsCommands are the subcommands of builder builds, in help order.
+var buildsCommands = []struct {
+	name string
+	run  func(context.Context, *globals, []string) error
+}{
+	{"ls", runBuildsLs}, {"inspect", runBuildsInspect}, {"logs", runBuildsLogs},
+	{"rm", runBuildsRm}, {"prune", runBuildsPrune}, {"export", runBuildsExport},
+}
+
 func runBuilds(ctx context.Context, g *globals, args []string) error {
-	sub := map[string]func(context.Context, *globals, []string) error{
-		"ls": runBuildsLs, "inspect": runBuildsInspect, "logs": runBuildsLogs,
-		"rm": runBuildsRm, "prune": runBuildsPrune, "export": runBuildsExport,
-	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(os.Stderr, "Usage: builder builds COMMAND\n\nThe records of past builds (see docs/records.md):\n"+
 			"  ls                 list them, newest first\n  inspect ID...      show records as JSON\n"+
 			"  logs ID            replay a build's plain progress\n  rm ID...           remove records\n"+
-			"  prune              remove records beyond the limits\n  export ID -o FILE  write a Chrome trace\n")
+			"  prune              remove records beyond the limits\n  export ID -o FILE  write a Chrome trace\n"+
+			"\nIDs may be shortened to any unique prefix. --no-record or BUILDER_NO_RECORD=1 on a build\n"+
+			"keeps none; BUILDER_RECORDS_KEEP and BUILDER_RECORDS_KEEP_STORAGE bound what GC keeps.\n")
 		if len(args) == 0 {
 			return usagef("builder builds needs a command")
 		}
+		for _, c := range buildsCommands {
+			fmt.Fprintln(os.Stderr)
+			if err := c.run(ctx, g, []string{"--help"}); err != nil {
+				return err
+			}
+		}
 		return nil
 	}
-	run, ok := sub[args[0]]
-	if !ok {
-		return usagef("unknown command \"builds %s\" (see 'builder builds --help')", args[0])
+	for _, c := range buildsCommands {
+		if c.name == args[0] {
+			return c.run(ctx, g, args[1:])
+		}
 	}
-	return run(ctx, g, args[1:])
+	return usagef("unknown command \"builds %s\" (see 'builder builds --help')", args[0])
 }
 
 // buildRow is a record as builds ls shows it and --format sees it.
@@ -93,19 +107,14 @@ func runBuildsLs(_ context.Context, g *globals, args []string) error {
 		}
 		return nil
 	case *format != "":
-		t, err := template.New("format").Funcs(template.FuncMap{"json": func(v any) (string, error) {
-			b, err := json.Marshal(v)
-			return string(b), err
-		}}).Parse(*format)
+		t, err := buildsTemplate(*format)
 		if err != nil {
-			return usagef("--format: %w", err)
+			return err
 		}
 		for _, r := range recs {
-			var b strings.Builder
-			if err := t.Execute(&b, newBuildRow(r, *noTrunc, now)); err != nil {
-				return fmt.Errorf("format: %w", err)
+			if err := printTemplate(w, t, newBuildRow(r, *noTrunc, now)); err != nil {
+				return err
 			}
-			fmt.Fprintln(w, strings.TrimSuffix(b.String(), "\n"))
 		}
 		return nil
 	}
@@ -125,6 +134,28 @@ func newBuildRow(r *record.Record, noTrunc bool, now time.Time) buildRow {
 	}
 	return buildRow{ID: shortBuildID(r.ID, noTrunc), Name: name, State: r.State, Started: age(now.Sub(r.Start)), Start: r.Start,
 		Duration: fmt.Sprintf("%.1fs", r.Duration().Seconds()), Steps: len(r.Steps), Cached: r.Cached(), Image: r.Image, Error: r.Error}
+}
+
+// buildsTemplate parses a --format Go template; json is among its functions.
+func buildsTemplate(format string) (*template.Template, error) {
+	t, err := template.New("format").Funcs(template.FuncMap{"json": func(v any) (string, error) {
+		b, err := json.Marshal(v)
+		return string(b), err
+	}}).Parse(format)
+	if err != nil {
+		return nil, usagef("--format: %w", err)
+	}
+	return t, nil
+}
+
+// printTemplate prints v through t as one line.
+func printTemplate(w io.Writer, t *template.Template, v any) error {
+	var b strings.Builder
+	if err := t.Execute(&b, v); err != nil {
+		return fmt.Errorf("format: %w", err)
+	}
+	_, err := fmt.Fprintln(w, strings.TrimSuffix(b.String(), "\n"))
+	return err
 }
 
 // shortBuildID is the first 12 digits of a build ID, as ls shows it.
@@ -166,19 +197,14 @@ func runBuildsInspect(_ context.Context, g *globals, args []string) error {
 		return err
 	}
 	if *format != "" && *format != "json" {
-		t, err := template.New("format").Funcs(template.FuncMap{"json": func(v any) (string, error) {
-			b, err := json.Marshal(v)
-			return string(b), err
-		}}).Parse(*format)
+		t, err := buildsTemplate(*format)
 		if err != nil {
-			return usagef("--format: %w", err)
+			return err
 		}
 		for _, r := range recs {
-			var b strings.Builder
-			if err := t.Execute(&b, r); err != nil {
-				return fmt.Errorf("format: %w", err)
+			if err := printTemplate(os.Stdout, t, r); err != nil {
+				return err
 			}
-			fmt.Println(strings.TrimSuffix(b.String(), "\n"))
 		}
 		return nil
 	}
