@@ -154,6 +154,16 @@ func TestCLIBuildRecords(t *testing.T) {
 	if got := stdoutOf(t, nil, "--root", root, "builds", "ls", "-q"); got != "" {
 		t.Errorf("after rm: %q", got)
 	}
+	// Automatic GC after each build applies the limits too, even with
+	// cache GC off; the running build's own record counts and stays.
+	for range 2 {
+		if out, code := cliWith(t, nil, []string{"BUILDER_RECORDS_KEEP=1"}, "--root", root, "build", "--gc-keep-storage", "0", "--build-arg", "TOKEN=x", good); code != 0 {
+			t.Fatalf("build: exit %d\n%s", code, out)
+		}
+	}
+	if got := strings.Fields(stdoutOf(t, nil, "--root", root, "builds", "ls", "-q")); len(got) != 1 {
+		t.Errorf("after two builds with BUILDER_RECORDS_KEEP=1: %q, want one record", got)
+	}
 }
 
 // columnGapsRe is tabwriter's runs of spaces, whose width follows the masked columns.
