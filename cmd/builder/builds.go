@@ -17,6 +17,7 @@ import (
 	"text/tabwriter"
 	"text/template"
 	"time"
+	"unicode"
 
 	"builder/build"
 	"builder/build/progress"
@@ -131,6 +132,9 @@ func newBuildRow(r *record.Record, noTrunc bool, now time.Time) buildRow {
 	name := r.ContextSource
 	if len(r.Tags) > 0 {
 		name = r.Tags[0]
+	}
+	if strings.ContainsFunc(name, unicode.IsControl) {
+		name = strconv.Quote(name) // a context path or URL must not drive the terminal
 	}
 	return buildRow{ID: shortBuildID(r.ID, noTrunc), Name: name, State: r.State, Started: age(now.Sub(r.Start)), Start: r.Start,
 		Duration: fmt.Sprintf("%.1fs", r.Duration().Seconds()), Steps: len(r.Steps), Cached: r.Cached(), Image: r.Image, Error: r.Error}

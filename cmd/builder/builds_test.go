@@ -243,3 +243,23 @@ func TestCLIBuildRecordSignals(t *testing.T) {
 		})
 	}
 }
+
+// A context path with control characters is quoted in builds ls, and a
+// --build-arg value or URL password never reaches the recorded command line.
+func TestBuildRowAndRedaction(t *testing.T) {
+	row := newBuildRow(&record.Record{ID: strings.Repeat("a", 32), ContextSource: "/tmp/x\x1b[2J\nfake"}, false, time.Now())
+	if strings.ContainsAny(row.Name, "\x1b\n") || row.ID != "aaaaaaaaaaaa" {
+		t.Errorf("row %+v", row)
+	}
+	redact := func(v string) string { return "value " + strings.Repeat("0", len(v)%3) }
+	got := strings.Join(redactArgs([]string{"--build-arg", "A=pw1", "--build-arg=B=pw2", "--build-arg", "C",
+		"https://user:pw3@example.com/r.git#main", "--label", "x=pw4"}, redact), " ")
+	for _, secret := range []string{"pw1", "pw2", "pw3"} {
+		if strings.Contains(got, secret) {
+			t.Errorf("redacted command line %q holds %s", got, secret)
+		}
+	}
+	if !strings.Contains(got, "A=<value") || !strings.Contains(got, " C ") || !strings.Contains(got, "user:xxxxx@example.com") || !strings.Contains(got, "x=pw4") {
+		t.Errorf("redacted command line %q", got)
+	}
+}
