@@ -18,17 +18,18 @@ import (
 	"builder/build/cacheio"
 	"builder/build/namedctx"
 	"builder/build/progress"
+	"builder/build/record"
 	"builder/build/secrets"
 	"builder/build/sshagent"
 	"builder/export/output"
 )
 
-func runBuild(ctx context.Context, g *globals, args []string) error {
+func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 	fs := newFlagSet("build", g)
 	var (
 		tags, buildArgs, outputs, insecure, labels         []string
 		file, target, network, progFlag, iidfile, platform string
-		noCache, pull, quiet                               bool
+		noCache, pull, quiet, noRecord                     bool
 	)
 	fs.StringArrayVarP(&tags, "tag", "t", nil, "name and optionally a tag (name:tag); may be repeated")
 	fs.StringVarP(&file, "file", "f", "", "Dockerfile path (default CONTEXT/Dockerfile; - for stdin; inside the context for a remote or stdin CONTEXT)")
@@ -56,6 +57,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.Int64Var(&pidsLimit, "pids-limit", 0, "limit on the processes and threads of each RUN, with cgroups")
 	fs.StringVar(&progFlag, "progress", "auto", "progress output: auto (tty on a terminal, else plain), tty, plain, rawjson or quiet")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "print only the image ID")
+	fs.BoolVar(&noRecord, "no-record", false, "keep no record of this build (env BUILDER_NO_RECORD=1; see 'builder builds')")
 	fs.StringVar(&iidfile, "iidfile", "", "write the image ID (manifest digest) to this file")
 	var pushTags bool
 	var metadataFile string
@@ -166,12 +168,25 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	start := time.Now()
+	var rw *record.Writer
+	var ex *output.Result
+	if !noRecord && !recordOff() {
+		rw = startRecord(b, g.root, &o, args)
+	}
+	if rw != nil {
+		defer func() { finishRecord(ctx, rw, o.Progress, ex, outputs, err) }()
+	}
 	bctx, err := resolveContext(ctx, g, &o, file)
 	if err != nil {
 		return err
 	}
 	defer bctx.Close()
 	dfPath := o.DockerfilePath()
+	if rw != nil {
+		if err := rw.SetInputs(fileDigest(dfPath), contextDigest(o.ContextDir)); err != nil {
+			o.Progress.Printf("WARNING: %v", err)
+		}
+	}
 	graph, src, err := build.ReadDockerfileSource(dfPath)
 	if err != nil {
 		return withSource(err, filepath.Base(dfPath), src)
@@ -187,7 +202,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	exp := output.New(output.Config{Store: b.Store(), Index: b.Index(), Registry: b.Registry(),
 		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress),
 		Attest: atts})
-	ex, err := exp.Export(ctx, outs, res.Image, res.Tags)
+	ex, err = exp.Export(ctx, outs, res.Image, res.Tags)
 	if errors.Is(err, output.ErrNoName) {
 		return usagef("%w", err)
 	}
@@ -219,6 +234,20 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		fmt.Println(ex.Digest)
 	}
 	return nil
+}
+
+// finishRecord ends a build's record with its result or error; a record
+// that cannot be written costs a warning, not the build.
+func finishRecord(ctx context.Context, rw *record.Writer, p *progress.Progress, ex *output.Result, outputs []string, err error) {
+	res := record.Result{Err: err, Outputs: outputs}
+	if err != nil {
+		res.Interrupted = errors.Is(err, context.Canceled) || ctx.Err() != nil
+	} else if ex != nil {
+		res.Image, res.Tags = ex.Digest.String(), ex.Names
+	}
+	if ferr := rw.Finish(res); ferr != nil {
+		p.Printf("WARNING: %v", ferr)
+	}
 }
 
 // imageSize describes an image's layer count and stored size (config and

@@ -74,6 +74,10 @@ func parseGlobals(args []string) (*globals, []string, error) {
 // client its builds use (nil for commands that reach no registry).
 func (g *globals) open(rc *registry.Client) (*build.Builder, error) {
 	cfg := build.Config{Root: g.root, Snapshotter: g.snapshotter, Registry: rc}
+	var err error
+	if cfg.Records, err = recordLimits(); err != nil {
+		return nil, err
+	}
 	if g.gcKeep != "" {
 		n, err := parseSize(g.gcKeep)
 		if err != nil {
@@ -108,6 +112,12 @@ var globalsUsed = map[string][]string{
 	"load":              {"root"},
 	"completion":        {"root"},
 	"__complete-images": {"root"},
+	"builds ls":         {"root"},
+	"builds inspect":    {"root"},
+	"builds logs":       {"root"},
+	"builds rm":         {"root"},
+	"builds prune":      {"root"},
+	"builds export":     {"root"},
 }
 
 // newFlagSet makes a command's flag set with the global flags on it,

@@ -38,6 +38,7 @@ type command struct {
 
 var commands = []command{
 	{name: "build", summary: "Build an image from a Dockerfile", run: runBuild},
+	{name: "builds", summary: "List, inspect, replay and export the records of past builds", run: runBuilds},
 	{name: "images", aliases: []string{"ls"}, summary: "List images in the local store", run: runImages},
 	{name: "diff", summary: "Explain how two images differ (exit 1 if they do)", run: runDiff},
 	{name: "check", summary: "Verify the store: blob digests, cache records, tagged images", run: runCheck},

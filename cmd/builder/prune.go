@@ -60,6 +60,9 @@ func runPrune(ctx context.Context, g *globals, args []string) error {
 
 func printPrune(rep store.PruneReport) {
 	fmt.Printf("removed %d cache records, %d blobs, %d snapshots, %d cache mounts\n", rep.Records, rep.Blobs, rep.Snapshots, rep.CacheMounts)
+	if rep.BuildRecords > 0 {
+		fmt.Printf("removed %d build records beyond the limits\n", rep.BuildRecords)
+	}
 	fmt.Printf("Total reclaimed space: %s\n", humanSize(rep.Reclaimed))
 }
 
