@@ -1,8 +1,9 @@
 // Package progress renders the events of a build: steps started, finished,
 // served from the cache or failed, the lines of output they print, transfers
 // of blobs and images, and messages outside any step. It draws them in one
-// of four modes: buildx's plain format, a live view redrawn on a terminal,
-// one JSON object per event (rawjson), or nothing. It knows nothing of how a
+// of five modes: buildx's plain format, a live view redrawn on a terminal,
+// buildx's rawjson (BuildKit SolveStatus objects), builder's own event
+// stream (one JSON object per event), or nothing. It knows nothing of how a
 // build runs; package build emits the events and cmd/builder picks the mode.
 package progress
 
@@ -23,20 +24,22 @@ import (
 type Mode string
 
 // The modes. Plain is buildx's plain format, for logs; TTY is a live view
-// redrawn in place on a terminal; JSON prints one JSON object per event
-// (--progress=rawjson); Quiet prints nothing.
+// redrawn in place on a terminal; RawJSON prints buildx's rawjson, one
+// BuildKit SolveStatus per line; JSON prints builder's own events, one JSON
+// object per event; Quiet prints nothing.
 const (
-	Plain Mode = "plain"
-	TTY   Mode = "tty"
-	JSON  Mode = "rawjson"
-	Quiet Mode = "quiet"
+	Plain   Mode = "plain"
+	TTY     Mode = "tty"
+	RawJSON Mode = "rawjson"
+	JSON    Mode = "json"
+	Quiet   Mode = "quiet"
 )
 
-// ParseMode reads a --progress value: auto, tty, plain, rawjson or quiet.
-// Auto becomes TTY when out is a terminal and Plain otherwise.
+// ParseMode reads a --progress value: auto, tty, plain, rawjson, json or
+// quiet. Auto becomes TTY when out is a terminal and Plain otherwise.
 func ParseMode(s string, out *os.File) (Mode, error) {
 	switch m := Mode(s); m {
-	case Plain, TTY, JSON, Quiet:
+	case Plain, TTY, RawJSON, JSON, Quiet:
 		return m, nil
 	case "auto", "":
 		if out != nil && term.IsTerminal(int(out.Fd())) {
@@ -44,7 +47,7 @@ func ParseMode(s string, out *os.File) (Mode, error) {
 		}
 		return Plain, nil
 	}
-	return "", fmt.Errorf("unknown progress mode %q: use auto, tty, plain, rawjson or quiet", s)
+	return "", fmt.Errorf("unknown progress mode %q: use auto, tty, plain, rawjson, json or quiet", s)
 }
 
 // Progress reports the steps of a build. It is safe for concurrent use by
@@ -83,6 +86,8 @@ func New(w io.Writer, mode Mode) *Progress {
 		p.r = quietRenderer{}
 	case JSON:
 		p.r = &jsonRenderer{enc: json.NewEncoder(w)}
+	case RawJSON:
+		p.r = newRawJSONRenderer(json.NewEncoder(w))
 	case TTY:
 		p.r = newTTYRenderer(p, w)
 	default:
@@ -254,7 +259,7 @@ func (quietRenderer) close(time.Time)                  {}
 func (quietRenderer) transferStart(*Transfer)          {}
 func (quietRenderer) transferEnd(*Transfer, time.Time) {}
 
-// jsonEvent is one line of rawjson progress.
+// jsonEvent is one line of builder's own JSON progress (--progress=json).
 type jsonEvent struct {
 	Step     int      `json:"step"`
 	Name     string   `json:"name,omitempty"`

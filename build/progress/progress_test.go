@@ -101,7 +101,8 @@ func TestParseMode(t *testing.T) {
 		{"", Plain, false},
 		{"plain", Plain, false},
 		{"tty", TTY, false},
-		{"rawjson", JSON, false},
+		{"rawjson", RawJSON, false},
+		{"json", JSON, false},
 		{"quiet", Quiet, false},
 		{"fancy", "", true},
 	} {

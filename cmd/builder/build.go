@@ -50,7 +50,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringVarP(&memory, "memory", "m", "", "memory limit of each RUN's processes (e.g. 512m, 2g), with cgroups")
 	fs.Float64Var(&cpus, "cpus", 0, "CPU limit of each RUN's processes, in CPUs (e.g. 1.5), with cgroups")
 	fs.Int64Var(&pidsLimit, "pids-limit", 0, "limit on the processes and threads of each RUN, with cgroups")
-	fs.StringVar(&progFlag, "progress", "auto", "progress output: auto (tty on a terminal, else plain), tty, plain, rawjson or quiet")
+	fs.StringVar(&progFlag, "progress", "auto", "progress output: auto (tty on a terminal, else plain), tty, plain, rawjson (buildx's: BuildKit SolveStatus JSON lines), json (builder's own events) or quiet (env BUILDKIT_PROGRESS)")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "print only the image ID")
 	fs.StringVar(&iidfile, "iidfile", "", "write the image ID (manifest digest) to this file")
 	var pushTags bool
@@ -128,6 +128,9 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 			return usagef("--push needs at least one -t tag")
 		}
 		outs = append(outs, output.Spec{Type: "registry", Push: true, Tar: true})
+	}
+	if v := os.Getenv("BUILDKIT_PROGRESS"); v != "" && !fs.Changed("progress") {
+		progFlag = v
 	}
 	mode, err := progress.ParseMode(progFlag, os.Stderr)
 	if err != nil {
