@@ -17,6 +17,7 @@ import (
 	"builder/build/cacheio"
 	"builder/build/copier"
 	"builder/build/progress"
+	"builder/build/sandbox"
 	"builder/build/sandbox/cgroup"
 	"builder/build/secrets"
 	"builder/build/store"
@@ -33,6 +34,7 @@ type Options struct {
 	Target     string            // --target stage name; default the last stage
 	NoCache    bool              // run every step even if the cache has it
 	Pull       bool              // resolve base images in their registry even if stored locally
+	NoPull     bool              // never contact a registry for a base image (--pull=never): a missing one is an error
 	Network    string            // network mode of RUN: NetworkDefault (also for ""), NetworkNone or NetworkHost
 	Platform   v1.Platform       // target platform; default linux/amd64 (the host's)
 	Epoch      *time.Time        // SOURCE_DATE_EPOCH
@@ -63,6 +65,19 @@ type Options struct {
 	// CacheTo are the caches (--cache-to) written after a successful
 	// build; type=inline goes into the image config.
 	CacheTo []cacheio.Spec
+	// ExtraHosts are added to every RUN's /etc/hosts (--add-host).
+	ExtraHosts []sandbox.HostEntry
+	// Ulimits are every RUN's resource limits (--ulimit).
+	Ulimits []sandbox.Rlimit
+	// ShmSize is the size of every RUN's /dev/shm in bytes (--shm-size);
+	// 0 means sandbox.DefaultShmSize.
+	ShmSize int64
+	// Annotations are the --annotation values by level; a single-platform
+	// build writes the manifest ones and refuses the others.
+	Annotations Annotations
+	// NoCacheFilter names stages (by name or index) whose steps ignore
+	// the cache (--no-cache-filter); their results are still recorded.
+	NoCacheFilter []string
 }
 
 // Result describes the image a build produced.
@@ -167,6 +182,9 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if err := g.LintError(); err != nil { // # check=error=true
 		return nil, err
 	}
+	if err := o.Annotations.singlePlatform(); err != nil {
+		return nil, err
+	}
 	bctx, err := copier.LoadContext(o.ContextDir, o.Dockerfile)
 	if err != nil {
 		return nil, fmt.Errorf("load build context: %w", err)
@@ -197,6 +215,16 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 			return nil, fmt.Errorf("target stage %q not found; stages: %s", o.Target, stageNames(g))
 		}
 		target = s.Index
+	}
+	var stageIDs []string
+	for _, s := range g.Stages {
+		stageIDs = append(stageIDs, strconv.Itoa(s.Index))
+		if s.Name != "" {
+			stageIDs = append(stageIDs, s.Name)
+		}
+	}
+	if err := checkNoCacheFilter(o, stageIDs); err != nil {
+		return nil, err
 	}
 	j.stages = make([]*stageFuture, len(g.Stages))
 	for i := range j.stages {

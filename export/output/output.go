@@ -39,6 +39,9 @@ type Result struct {
 	MediaType string  // manifest media type
 	Size      int64   // manifest size
 	Names     []string
+	// BuildRef identifies the build, for buildx.build.ref in the
+	// metadata file; empty leaves the key out.
+	BuildRef string
 }
 
 // Config is what an Exporter writes with.
