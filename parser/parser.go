@@ -107,6 +107,8 @@ func (p *parseState) parse(dt []byte) (*Graph, error) {
 				Platform: c.Platform,
 				Pos:      p.nodePos(n),
 				Original: c.SourceCode,
+
+				Description: c.DocComment,
 			}
 			p.g.Stages = append(p.g.Stages, s)
 			seen = append(seen, seenInstruction{node: n, stage: s})
@@ -145,6 +147,7 @@ func (p *parseState) parse(dt []byte) (*Graph, error) {
 		return nil, err
 	}
 	p.lintGraph(seen)
+	p.lintStages(seen)
 	sort.SliceStable(p.g.Warnings, func(i, j int) bool {
 		return p.g.Warnings[i].Pos.Line < p.g.Warnings[j].Pos.Line
 	})

@@ -149,6 +149,9 @@ type Stage struct {
 	// Original is the FROM instruction text.
 	Original string
 	Steps    []*Step
+	// Description is the "# NAME text" comment right above the FROM, for
+	// --call targets.
+	Description string `json:"-"`
 }
 
 // StageByName finds a stage by its name (case-insensitively) or by its
@@ -311,6 +314,9 @@ type Arg struct{ Pairs []ArgPair }
 type ArgPair struct {
 	Key   string
 	Value *string
+	// Description is the "# KEY text" comment right above the ARG, for
+	// --call outline; it is in no cache key.
+	Description string `json:"-"`
 }
 
 // Expose is EXPOSE; Ports are sorted as BuildKit does.
