@@ -13,6 +13,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/buildkit/frontend/dockerfile/linter"
 
 	"builder/build/cacheio"
 	"builder/build/copier"
@@ -75,6 +76,10 @@ type Options struct {
 	// Annotations are the --annotation values by level; a single-platform
 	// build writes the manifest ones and refuses the others.
 	Annotations Annotations
+	// StrictSyntax refuses a # syntax= frontend other than
+	// docker/dockerfile:1 instead of building the file as a plain
+	// Dockerfile with a warning ($BUILDER_STRICT_SYNTAX=1).
+	StrictSyntax bool
 	// NoCacheFilter names stages (by name or index) whose steps ignore
 	// the cache (--no-cache-filter); their results are still recorded.
 	NoCacheFilter []string
@@ -176,9 +181,14 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if o.Progress == nil {
 		o.Progress = progress.New(nil, progress.Quiet)
 	}
-	for _, w := range g.Warnings {
-		o.Progress.Printf("WARNING: %s: %s", w.Pos, w.Message)
+	warning, err := checkSyntax(g, o.StrictSyntax)
+	if err != nil {
+		return nil, err
 	}
+	if warning != "" {
+		o.Progress.Printf("WARNING: %s", warning)
+	}
+	defer printLintSummary(o.Progress, g.Warnings)
 	if err := g.LintError(); err != nil { // # check=error=true
 		return nil, err
 	}
@@ -264,6 +274,22 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	unlock() // automatic GC needs the store to itself
 	j.autoGC(ctx, res.ManifestDigest)
 	return res, nil
+}
+
+// printLintSummary prints the build checks' warnings after a build, as
+// buildx does: a count, then one line per warning with its rule and line.
+func printLintSummary(p *progress.Progress, ws []parser.Warning) {
+	if len(ws) == 0 {
+		return
+	}
+	plural := "s"
+	if len(ws) == 1 {
+		plural = ""
+	}
+	p.Printf("%d warning%s found (use builder build --check to see them with their source):", len(ws), plural)
+	for _, w := range ws {
+		p.Printf(" - %s", linter.LintFormatShort(w.Rule, w.Message, w.Pos.Line))
+	}
 }
 
 func stageNames(g *parser.Graph) string {

@@ -92,11 +92,16 @@ type Graph struct {
 	Stages    []*Stage
 	// Escape is the escape token, '\\' or '`' (# escape= directive).
 	Escape rune
-	// Syntax is the value of the # syntax= directive, or "".
-	Syntax string
+	// Syntax is the value of the # syntax= directive, or "", and
+	// SyntaxLine its line.
+	Syntax     string
+	SyntaxLine int
 	// Warnings are lint-style findings BuildKit would report, ordered by
 	// line. They stop a build only when ErrorOnWarnings is set.
 	Warnings []Warning
+	// Source is the Dockerfile as read, for printing warnings with their
+	// lines (--check).
+	Source []byte `json:"-"`
 	// ErrorOnWarnings is set by "# check=error=true": a build must then
 	// fail when there are Warnings (see LintError).
 	ErrorOnWarnings bool

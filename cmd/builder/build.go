@@ -46,6 +46,8 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringVar(&shmSize, "shm-size", "", "size of every RUN's /dev/shm (default 64m)")
 	fs.StringArrayVar(&annotations, "annotation", nil, "add an annotation to the image manifest, [TYPE[PLATFORMS]:]KEY=VALUE with TYPE manifest (the default), manifest-descriptor, index or index-descriptor; may be repeated")
 	fs.StringArrayVar(&noCacheFilter, "no-cache-filter", nil, "do not use the cache for the steps of this stage (name or index); may be repeated")
+	callFlag := fs.String("call", "build", "instead of building, print: check (the build checks' warnings; exit 1 if any), outline (the target's build args, secrets and ssh ids) or targets (the stages); add ,format=json for JSON")
+	checkFlag := fs.Bool("check", false, "shorthand for --call check")
 	fs.Bool("load", false, "load the image into the local store (always done: accepted for buildx compatibility)")
 	fs.StringVar(&network, "network", "default", "network mode of RUN: default (a private network whose outbound traffic goes through pasta or slirp4netns; the host's loopback is unreachable), none, or host (also allows RUN --network=host)")
 	fs.StringVar(&platform, "platform", "", "target platform (only the host's, linux/"+hostArch()+", is supported)")
@@ -82,6 +84,10 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	}
 	if fs.NArg() != 1 {
 		return usagef("builder build needs exactly one CONTEXT argument (see 'builder build --help')")
+	}
+	call, err := parseCall(*callFlag, *checkFlag)
+	if err != nil {
+		return err
 	}
 	o := build.Options{ContextDir: fs.Arg(0), Tags: tags, Target: target, NoCache: noCache,
 		Network: network, BuildArgs: map[string]string{}, Labels: map[string]string{}, NoCacheFilter: noCacheFilter}
@@ -124,6 +130,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	o.NAT = os.Getenv("BUILDER_NAT")
+	o.StrictSyntax = os.Getenv("BUILDER_STRICT_SYNTAX") == "1"
 	epoch, err := sourceDateEpoch(o.BuildArgs)
 	if err != nil {
 		return usagef("%w", err)
@@ -165,16 +172,19 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	o.Progress = progress.New(os.Stderr, mode)
 	o.ExplainCache = *explainCache || progFlag == "plain"
 	defer o.Progress.Close()
+	start := time.Now()
+	graph, err := build.ReadDockerfile(o.DockerfilePath())
+	if err != nil {
+		return err
+	}
+	if call.name != "" {
+		return runCall(os.Stdout, call, graph, o)
+	}
 	rc, err := g.registryClient(insecure)
 	if err != nil {
 		return err
 	}
 	b, err := g.open(rc)
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	graph, err := build.ReadDockerfile(o.DockerfilePath())
 	if err != nil {
 		return err
 	}
