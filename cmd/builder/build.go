@@ -76,11 +76,18 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: builder build [OPTIONS] CONTEXT\n\nExamples:\n  builder build -t app .\n  builder build -t app -o type=oci,dest=app.tar .\n\nOptions:\n%s", fs.FlagUsages())
 	}
+	addBuildxFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil
 		}
+		if strings.HasPrefix(err.Error(), "unknown ") {
+			return flagError(err)
+		}
 		return usagef("%w", err)
+	}
+	if err := checkBuildxFlags(fs); err != nil {
+		return err
 	}
 	if fs.NArg() != 1 {
 		return usagef("builder build needs exactly one CONTEXT argument (see 'builder build --help')")
