@@ -63,9 +63,12 @@ func runCall(w io.Writer, r callRequest, g *parser.Graph, o build.Options) error
 	switch r.name {
 	case "check":
 		if r.json {
-			return printJSON(w, checkJSON(g))
+			if err := printJSON(w, checkJSON(g)); err != nil {
+				return err
+			}
+		} else {
+			printCheck(w, g)
 		}
-		printCheck(w, g)
 		if len(g.Warnings) > 0 {
 			return errCheckWarnings
 		}
