@@ -184,3 +184,32 @@ func TestCLIBuildxFlags(t *testing.T) {
 		t.Errorf("--pull=never without the image: exit %d\n%s", code, out)
 	}
 }
+
+// TestCLISyntaxAndWarnings builds a Dockerfile whose # syntax= names a
+// frontend builder cannot run: it builds with a warning, or fails at line 1
+// under BUILDER_STRICT_SYNTAX=1 before anything runs. The build checks'
+// warnings are summarised after the build, as buildx does, without failing
+// it; # check=error=true fails it.
+func TestCLISyntaxAndWarnings(t *testing.T) {
+	buildtest.RequireRoot(t)
+	root := t.TempDir()
+	ctx := writeCase(t, "# syntax=example.com/my/frontend:2\nFROM scratch as Final\nCOPY a.txt /a.txt\nCMD run\n", map[string]string{"a.txt": "a\n"})
+	out, code := cli(t, "--root", root, "build", "--progress=plain", ctx)
+	if code != 0 || !strings.Contains(out, "WARNING: Dockerfile:1: # syntax=example.com/my/frontend:2: frontend not supported, building as a plain Dockerfile") ||
+		!strings.Contains(out, "3 warnings found") || !strings.Contains(out, " - FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 2)") ||
+		!strings.Contains(out, " - JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior related to OS signals (line 4)") {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
+	cmd := exec.Command(binary, "--root", root, "build", "--progress=plain", ctx)
+	cmd.Env = append(os.Environ(), "BUILDER_STRICT_SYNTAX=1")
+	b, _ := cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(b), "ERROR: Dockerfile:1: # syntax=example.com/my/frontend:2: unsupported # syntax= frontend") ||
+		strings.Contains(string(b), "COPY a.txt") {
+		t.Errorf("strict: exit %d:\n%s", cmd.ProcessState.ExitCode(), b)
+	}
+	strict := writeCase(t, "# check=error=true\nFROM scratch as final\nCOPY a.txt /a.txt\n", map[string]string{"a.txt": "a\n"})
+	if out, code := cli(t, "--root", root, "build", "--progress=plain", strict); code != 1 ||
+		!strings.Contains(out, "lint violation found for rules: FromAsCasing") {
+		t.Errorf("check=error=true: exit %d:\n%s", code, out)
+	}
+}
