@@ -5,12 +5,11 @@ import (
 	"slices"
 	"strings"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/frontend/dockerfile/linter"
 	bkparser "github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
 	"github.com/moby/buildkit/util/suggest"
-
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // builtinArgs are the platform args every FROM may use without an ARG.

@@ -66,8 +66,8 @@ type vertexWarning struct {
 // same step of the same Dockerfile has the same digest in every build.
 type rawJSONRenderer struct {
 	enc    *json.Encoder
-	names  map[string]int     // vertexes so far by name
-	steps  map[*Step]string   // digest of each step
+	names  map[string]int   // vertexes so far by name
+	steps  map[*Step]string // digest of each step
 	moving map[*Transfer]string
 }
 
