@@ -218,13 +218,9 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if err := j.setupIsolation(ctx); err != nil {
 		return nil, err
 	}
-	target := len(g.Stages) - 1
-	if o.Target != "" {
-		s, ok := g.StageByName(o.Target)
-		if !ok {
-			return nil, fmt.Errorf("target stage %q not found; stages: %s", o.Target, stageNames(g))
-		}
-		target = s.Index
+	target, err := targetStage(g, o.Target)
+	if err != nil {
+		return nil, err
 	}
 	var stageIDs []string
 	for _, s := range g.Stages {
@@ -290,6 +286,19 @@ func printLintSummary(p *progress.Progress, ws []parser.Warning) {
 	for _, w := range ws {
 		p.Printf(" - %s", linter.LintFormatShort(w.Rule, w.Message, w.Pos.Line))
 	}
+}
+
+// targetStage returns the index of the stage --target names, by default
+// the last.
+func targetStage(g *parser.Graph, name string) (int, error) {
+	if name == "" {
+		return len(g.Stages) - 1, nil
+	}
+	s, ok := g.StageByName(name)
+	if !ok {
+		return 0, fmt.Errorf("target stage %q not found; stages: %s", name, stageNames(g))
+	}
+	return s.Index, nil
 }
 
 func stageNames(g *parser.Graph) string {

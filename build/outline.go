@@ -1,7 +1,6 @@
 package build
 
 import (
-	"fmt"
 	"path"
 	"runtime"
 	"sort"
@@ -71,13 +70,9 @@ func OutlineOf(g *parser.Graph, o Options) (*Outline, error) {
 	if err := j.evalMetaArgs(); err != nil {
 		return nil, err
 	}
-	target := len(g.Stages) - 1
-	if o.Target != "" {
-		s, ok := g.StageByName(o.Target)
-		if !ok {
-			return nil, fmt.Errorf("target stage %q not found; stages: %s", o.Target, stageNames(g))
-		}
-		target = s.Index
+	target, err := targetStage(g, o.Target)
+	if err != nil {
+		return nil, err
 	}
 	ts := g.Stages[target]
 	out := &Outline{Name: ts.Name, Description: ts.Description}
