@@ -105,7 +105,7 @@ func ParseUlimit(s string) (sandbox.Rlimit, error) {
 	if err != nil {
 		return sandbox.Rlimit{}, fmt.Errorf("--ulimit %q: %w", s, err)
 	}
-	return sandbox.Rlimit{Resource: r.Type, Soft: r.Soft, Hard: r.Hard}, nil
+	return sandbox.Rlimit{Name: u.Name, Resource: r.Type, Soft: r.Soft, Hard: r.Hard}, nil
 }
 
 // ParseShmSize reads a --shm-size value, a size such as 64m or 1g

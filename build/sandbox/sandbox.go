@@ -75,6 +75,7 @@ type HostEntry struct {
 // Rlimit is one resource limit of the command (setrlimit(2)): Resource is
 // a unix.RLIMIT_* constant.
 type Rlimit struct {
+	Name     string `json:"name"` // e.g. "nofile", for errors
 	Resource int    `json:"resource"`
 	Soft     uint64 `json:"soft"`
 	Hard     uint64 `json:"hard"`

@@ -288,7 +288,7 @@ func (s *sandbox) start() (int, error) {
 	// the soft RLIMIT_NOFILE Go raised at startup.
 	for _, l := range cfg.Rlimits {
 		if err := syscall.Setrlimit(l.Resource, &syscall.Rlimit{Cur: l.Soft, Max: l.Hard}); err != nil {
-			return 0, fmt.Errorf("set resource limit %d to %d:%d: %w", l.Resource, l.Soft, l.Hard, err)
+			return 0, fmt.Errorf("set ulimit %s=%d:%d: %w", l.Name, int64(l.Soft), int64(l.Hard), err)
 		}
 	}
 	// The command leads a session and a process group of its own, apart

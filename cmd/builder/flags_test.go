@@ -179,6 +179,15 @@ func TestCLIBuildxFlags(t *testing.T) {
 		t.Errorf("FROM vertex %+v", v)
 	}
 
+	// A limit the kernel refuses fails the RUN with the limit's name; a
+	// --no-cache-filter that names no stage fails before any step.
+	if out, code := build(root, "--no-cache", "--ulimit", "nofile=4294967296", ctx); code != 1 || !strings.Contains(out, "set ulimit nofile=4294967296:4294967296") {
+		t.Errorf("--ulimit nofile=4294967296: exit %d\n%s", code, out)
+	}
+	if out, code := build(root, "--no-cache-filter", "nosuch", ctx); code != 1 || !strings.Contains(out, `--no-cache-filter "nosuch" names no stage; stages: 0, base, 1, other, 2`) {
+		t.Errorf("--no-cache-filter nosuch: exit %d\n%s", code, out)
+	}
+
 	// --pull=never on a store without the base image.
 	if out, code := build(t.TempDir(), "--pull=never", ctx); code != 1 || !strings.Contains(out, "--pull=never") {
 		t.Errorf("--pull=never without the image: exit %d\n%s", code, out)
