@@ -284,7 +284,7 @@ func printLintSummary(p *progress.Progress, ws []parser.Warning) {
 	}
 	p.Printf("%d warning%s found (use builder build --check to see them with their source):", len(ws), plural)
 	for _, w := range ws {
-		p.Printf(" - %s", linter.LintFormatShort(w.Rule, w.Message, w.Pos.Line))
+		p.Warning(linter.LintFormatShort(w.Rule, w.Message, w.Pos.Line), w.URL)
 	}
 }
 

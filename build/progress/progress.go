@@ -103,6 +103,25 @@ func (p *Progress) Printf(format string, args ...any) {
 	p.r.message(time.Now(), fmt.Sprintf(format, args...))
 }
 
+// Warning shows one build-check warning: short is its one-line text
+// ("Rule: message (line N)"), url its documentation. The text views print
+// it as " - short" under a count the caller prints, as buildx lists them;
+// rawjson sends it as a SolveStatus warning.
+func (p *Progress) Warning(short, url string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w, ok := p.r.(warner); ok {
+		w.warning(time.Now(), short, url)
+		return
+	}
+	p.r.message(time.Now(), " - "+short)
+}
+
+// warner is a renderer with a form of its own for warnings.
+type warner interface {
+	warning(now time.Time, short, url string)
+}
+
 // Line prints s as a line that belongs to no step; it fits the
 // func(string) progress callbacks of pull and push.
 func (p *Progress) Line(s string) { p.Printf("%s", s) }

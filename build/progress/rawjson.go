@@ -96,6 +96,10 @@ func (r *rawJSONRenderer) message(now time.Time, text string) {
 	r.emit(s)
 }
 
+func (r *rawJSONRenderer) warning(_ time.Time, short, url string) {
+	r.emit(solveStatus{Warnings: []*vertexWarning{{Level: 1, Short: []byte(short), URL: url}}})
+}
+
 func (r *rawJSONRenderer) start(s *Step) {
 	d := r.digest(s.name)
 	r.steps[s] = d

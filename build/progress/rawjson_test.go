@@ -19,6 +19,7 @@ func TestRawJSON(t *testing.T) {
 		s.Done()
 		p.Step("[2/3] COPY a b").Cached()
 		p.Step("[3/3] RUN false").Error(errors.New("exit code 1"))
+		p.Warning("FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 2)", "https://docs.docker.com/go/dockerfile/rule/from-as-casing/")
 		tr := p.Transfer("pull sha256:0123456789ab", 100)
 		tr.Add(100)
 		tr.Done(nil)
@@ -61,7 +62,9 @@ func TestRawJSON(t *testing.T) {
 			}
 		}
 	}
-	if len(g.Warnings) != 1 || string(g.Warnings[0].Short) != "Dockerfile:1: something" {
+	if len(g.Warnings) != 2 || string(g.Warnings[0].Short) != "Dockerfile:1: something" ||
+		string(g.Warnings[1].Short) != "FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 2)" ||
+		g.Warnings[1].URL != "https://docs.docker.com/go/dockerfile/rule/from-as-casing/" {
 		t.Errorf("warnings %+v", g.Warnings)
 	}
 	// The same steps get the same digests in another run.
