@@ -2,9 +2,11 @@ package parser
 
 import (
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/frontend/dockerfile/linter"
 	bkparser "github.com/moby/buildkit/frontend/dockerfile/parser"
@@ -45,6 +47,7 @@ func (p *parseState) lintStages(seen []seenInstruction) {
 		}
 	}
 	metaEnv := shell.EnvsFromSlice(envPairs(meta))
+	defaults := p.metaDefaults(lex)
 	states := map[*Stage]*stageLint{}
 	var cur *stageLint
 	for _, s := range seen {
@@ -60,6 +63,11 @@ func (p *parseState) lintStages(seen []seenInstruction) {
 			}
 			states[s.stage] = cur
 			p.lintFrom(lint, lex, metaEnv, meta, s.stage, loc)
+			if base, _, err := lex.ProcessWord(s.stage.Base, defaults); err == nil {
+				if _, err := name.ParseReference(base); err != nil {
+					lint.Run(&linter.RuleInvalidDefaultArgInFrom, loc, linter.RuleInvalidDefaultArgInFrom.Format(s.stage.Base))
+				}
+			}
 			continue
 		}
 		switch op := s.step.Op.(type) {
@@ -94,6 +102,26 @@ func (p *parseState) lintStages(seen []seenInstruction) {
 			}
 		}
 	}
+}
+
+// metaDefaults evaluates the global ARGs as if no --build-arg were given,
+// for InvalidDefaultArgInFrom; an ARG without a default stays unset.
+func (p *parseState) metaDefaults(lex *shell.Lex) shell.EnvGetter {
+	env := []string{"TARGETPLATFORM=linux/" + runtime.GOARCH, "TARGETOS=linux", "TARGETARCH=" + runtime.GOARCH,
+		"BUILDPLATFORM=linux/" + runtime.GOARCH, "BUILDOS=linux", "BUILDARCH=" + runtime.GOARCH}
+	for _, a := range p.g.MetaArgs {
+		for _, kv := range a.Pairs {
+			if kv.Value == nil {
+				continue
+			}
+			v, _, err := lex.ProcessWord(*kv.Value, shell.EnvsFromSlice(env))
+			if err != nil {
+				continue
+			}
+			env = append(env, kv.Key+"="+v)
+		}
+	}
+	return shell.EnvsFromSlice(env)
 }
 
 // lintFrom checks a FROM's base name and --platform.
