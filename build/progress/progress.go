@@ -141,11 +141,15 @@ func (p *Progress) Close() {
 }
 
 // Step starts a numbered step and shows its header.
-func (p *Progress) Step(header string) *Step {
+func (p *Progress) Step(header string) *Step { return p.StepAfter(nil, header) }
+
+// StepAfter starts a step that works on the result of after (nil: none),
+// which rawjson names as the vertex's input.
+func (p *Progress) StepAfter(after *Step, header string) *Step {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.next++
-	s := &Step{p: p, n: p.next, name: header, start: time.Now()}
+	s := &Step{p: p, n: p.next, name: header, start: time.Now(), after: after}
 	p.r.start(s)
 	return s
 }
@@ -168,6 +172,7 @@ type Step struct {
 	n     int
 	name  string
 	start time.Time
+	after *Step // the step whose result this one works on, or nil
 	buf   []byte
 	tail  []string // last lines of output, for error reports
 

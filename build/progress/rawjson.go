@@ -67,7 +67,7 @@ type vertexWarning struct {
 type rawJSONRenderer struct {
 	enc    *json.Encoder
 	names  map[string]int   // vertexes so far by name
-	steps  map[*Step]string // digest of each step
+	steps  map[*Step]string // digest of each step (kept: later steps name it as input)
 	moving map[*Transfer]string
 }
 
@@ -103,7 +103,15 @@ func (r *rawJSONRenderer) warning(_ time.Time, short, url string) {
 func (r *rawJSONRenderer) start(s *Step) {
 	d := r.digest(s.name)
 	r.steps[s] = d
-	r.emit(solveStatus{Vertexes: []*vertex{{Digest: d, Name: s.name, Started: utc(s.start)}}})
+	r.emit(solveStatus{Vertexes: []*vertex{{Digest: d, Inputs: r.inputs(s), Name: s.name, Started: utc(s.start)}}})
+}
+
+// inputs lists the digest of the step s comes after, if any.
+func (r *rawJSONRenderer) inputs(s *Step) []string {
+	if d, ok := r.steps[s.after]; ok && s.after != nil {
+		return []string{d}
+	}
+	return nil
 }
 
 func (r *rawJSONRenderer) line(s *Step, now time.Time, text string) {
@@ -111,14 +119,13 @@ func (r *rawJSONRenderer) line(s *Step, now time.Time, text string) {
 }
 
 func (r *rawJSONRenderer) end(s *Step, now time.Time) {
-	v := &vertex{Digest: r.steps[s], Name: s.name, Started: utc(s.start), Completed: utc(now)}
+	v := &vertex{Digest: r.steps[s], Inputs: r.inputs(s), Name: s.name, Started: utc(s.start), Completed: utc(now)}
 	switch s.state {
 	case stepCached:
 		v.Cached = true
 	case stepError:
 		v.Error = s.err
 	}
-	delete(r.steps, s)
 	r.emit(solveStatus{Vertexes: []*vertex{v}})
 }
 

@@ -17,7 +17,7 @@ func TestRawJSON(t *testing.T) {
 		s := p.Step("[1/3] RUN echo hi")
 		s.Write([]byte("hi\npartial"))
 		s.Done()
-		p.Step("[2/3] COPY a b").Cached()
+		p.StepAfter(s, "[2/3] COPY a b").Cached()
 		p.Step("[3/3] RUN false").Error(errors.New("exit code 1"))
 		p.Warning("FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 2)", "https://docs.docker.com/go/dockerfile/rule/from-as-casing/")
 		tr := p.Transfer("pull sha256:0123456789ab", 100)
@@ -61,6 +61,9 @@ func TestRawJSON(t *testing.T) {
 				t.Errorf("vertex %q status %+v", c.name, s)
 			}
 		}
+	}
+	if c, r := g.ByName("[2/3] COPY a b"), g.ByName("[1/3] RUN echo hi"); c == nil || r == nil || len(c.Inputs) != 1 || c.Inputs[0] != r.Digest {
+		t.Errorf("the COPY's inputs are not the RUN before it")
 	}
 	if len(g.Warnings) != 2 || string(g.Warnings[0].Short) != "Dockerfile:1: something" ||
 		string(g.Warnings[1].Short) != "FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 2)" ||

@@ -137,6 +137,9 @@ func TestCLIBuildxFlags(t *testing.T) {
 	if run == nil || run.Completed == nil || run.Cached || run.Error != "" {
 		t.Fatalf("rawjson: no completed vertex for the last RUN: %+v", g.Order)
 	}
+	if cp := g.Find("COPY --from=other"); cp == nil || len(run.Inputs) != 1 || run.Inputs[0] != cp.Digest {
+		t.Errorf("rawjson: the last RUN's inputs %v are not the COPY before it", run.Inputs)
+	}
 	if logs := g.Logs[run.Digest]; !strings.Contains(logs, "final\n") || !strings.Contains(logs, "to-stderr\n") {
 		t.Errorf("rawjson logs of the last RUN: %q", logs)
 	}
