@@ -18,10 +18,12 @@ import (
 
 	"builder/build/cacheio"
 	"builder/build/copier"
+	"builder/build/namedctx"
 	"builder/build/progress"
 	"builder/build/sandbox"
 	"builder/build/sandbox/cgroup"
 	"builder/build/secrets"
+	"builder/build/sshagent"
 	"builder/build/store"
 	"builder/parser"
 )
@@ -47,6 +49,13 @@ type Options struct {
 	// Secrets are the --secret values RUN --mount=type=secret reads, by id.
 	// Their values never reach a layer, the config, history or a cache key.
 	Secrets map[string]secrets.Source
+	// SSH are the --ssh agents RUN --mount=type=ssh forwards, by id. Only
+	// the ids reach a cache key; sockets and keys never reach the image.
+	SSH map[string]*sshagent.Agent
+	// NamedContexts are the --build-context values by namedctx key: each
+	// replaces the stage or image of its name for FROM, COPY --from and
+	// RUN --mount from=.
+	NamedContexts map[string]namedctx.Context
 	// Allow lists the entitlements granted (--allow): EntitlementNetworkHost
 	// permits RUN --network=host, EntitlementSecurityInsecure RUN
 	// --security=insecure.
@@ -129,6 +138,7 @@ type job struct {
 	cio      *cacheState // --cache-from/--cache-to state; nil without them
 	imagesMu sync.Mutex
 	images   map[imageKey]*baseImage // images resolved so far; see image
+	nctx     namedState              // named contexts resolved so far
 }
 
 type stageFuture struct {
@@ -218,6 +228,7 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	}
 	j := &job{b: b, o: o, g: g, bctx: bctx, progress: o.Progress,
 		runSem: make(chan struct{}, runtime.NumCPU())}
+	defer j.cleanupNamed()
 	for _, w := range b.TakeWarnings() {
 		j.progress.Printf("WARNING: %s", w)
 	}
@@ -241,6 +252,10 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if err := checkNoCacheFilter(o, stageIDs); err != nil {
 		return nil, err
 	}
+	needed := j.neededStages(target)
+	if err := j.preflight(needed); err != nil {
+		return nil, err
+	}
 	j.stages = make([]*stageFuture, len(g.Stages))
 	for i := range j.stages {
 		j.stages[i] = &stageFuture{done: make(chan struct{})}
@@ -250,7 +265,7 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	defer cancel()
 	// Start every stage the target needs at once, so independent stages run
 	// in parallel; each waits for the stages it reads from.
-	for _, i := range j.neededStages(target) {
+	for _, i := range needed {
 		j.start(ctx, cancel, i)
 	}
 	st, err := j.wait(ctx, target)
@@ -431,6 +446,9 @@ func (j *job) neededStages(target int) []int {
 		}
 		seen[i] = true
 		s := j.g.Stages[i]
+		if _, ok := j.named(s.Name); ok && s.Name != "" {
+			return // a named context replaces the stage
+		}
 		refs := []string{s.Base}
 		for _, step := range s.Steps {
 			switch op := step.Op.(type) {
@@ -532,6 +550,14 @@ func (j *job) resolveFrom(ctx context.Context, st *stageState, from string) ([]l
 			return nil, err
 		}
 		return append([]layerRef{}, other.layers...), nil
+	}
+	if c, ok := j.named(from); ok {
+		pos := j.g.Stages[st.index]
+		ns, err := j.namedStageState(ctx, c, j.o.Platform, &parser.Step{Pos: pos.Pos, Original: pos.Original})
+		if err != nil {
+			return nil, err
+		}
+		return append([]layerRef{}, ns.layers...), nil
 	}
 	img, err := j.image(ctx, from, j.o.Platform)
 	if err != nil {
