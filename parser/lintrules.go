@@ -104,8 +104,14 @@ func (p *parseState) lintStages(seen []seenInstruction) {
 	}
 }
 
+// maxLintArg bounds the value of one global ARG that metaDefaults keeps:
+// an image reference is far shorter, and ARGs that double each other
+// (a1=$a0$a0, a2=$a1$a1, ...) must not grow without bound while linting.
+const maxLintArg = 4096
+
 // metaDefaults evaluates the global ARGs as if no --build-arg were given,
-// for InvalidDefaultArgInFrom; an ARG without a default stays unset.
+// for InvalidDefaultArgInFrom; an ARG without a default, or whose value
+// grows past maxLintArg, stays unset.
 func (p *parseState) metaDefaults(lex *shell.Lex) shell.EnvGetter {
 	env := []string{"TARGETPLATFORM=linux/" + runtime.GOARCH, "TARGETOS=linux", "TARGETARCH=" + runtime.GOARCH,
 		"BUILDPLATFORM=linux/" + runtime.GOARCH, "BUILDOS=linux", "BUILDARCH=" + runtime.GOARCH}
@@ -115,7 +121,7 @@ func (p *parseState) metaDefaults(lex *shell.Lex) shell.EnvGetter {
 				continue
 			}
 			v, _, err := lex.ProcessWord(*kv.Value, shell.EnvsFromSlice(env))
-			if err != nil {
+			if err != nil || len(v) > maxLintArg {
 				continue
 			}
 			env = append(env, kv.Key+"="+v)
