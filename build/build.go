@@ -16,6 +16,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/linter"
 	"github.com/moby/buildkit/util/suggest"
 
+	"builder/build/attest"
 	"builder/build/cacheio"
 	"builder/build/copier"
 	"builder/build/namedctx"
@@ -105,6 +106,9 @@ type Result struct {
 	Image          v1.Image
 	Tags           []string
 	Steps, Cached  int
+	// Record is what the build's provenance names: its sources, steps and
+	// times.
+	Record *attest.Record
 }
 
 // proxyArgs are the build args Docker accepts without an ARG line. They are
@@ -139,6 +143,7 @@ type job struct {
 	imagesMu sync.Mutex
 	images   map[imageKey]*baseImage // images resolved so far; see image
 	nctx     namedState              // named contexts resolved so far
+	rec      *recorder               // what provenance will name
 }
 
 type stageFuture struct {
@@ -227,7 +232,7 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		}()
 	}
 	j := &job{b: b, o: o, g: g, bctx: bctx, progress: o.Progress,
-		runSem: make(chan struct{}, runtime.NumCPU())}
+		runSem: make(chan struct{}, runtime.NumCPU()), rec: newRecorder()}
 	defer j.cleanupNamed()
 	for _, w := range b.TakeWarnings() {
 		j.progress.Printf("WARNING: %s", w)
@@ -292,6 +297,8 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		return nil, err
 	}
 	res.Steps, res.Cached = j.steps, j.cached
+	dockerfile, _ := copier.ReadDockerfile(o.Dockerfile) // parsed already: provenance only shows it
+	res.Record = j.record(dockerfile, target)
 	unlock() // automatic GC needs the store to itself
 	j.autoGC(ctx, res.ManifestDigest)
 	return res, nil

@@ -42,6 +42,9 @@ type stageState struct {
 	// healthStart is HEALTHCHECK --start-interval, which v1.HealthConfig
 	// lacks; commitImage writes it into the config.
 	healthStart time.Duration
+	// fromStage is 1 + the index of the earlier stage FROM built on, 0
+	// when FROM named an image or scratch.
+	fromStage int
 	// cfgSize is the running size of cfg as JSON: measured when the stage
 	// starts, then grown by every step (see checkConfig).
 	cfgSize int
@@ -134,6 +137,7 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 	fromStep.Done()
 	st.name = name
 	st.index = i
+	j.rec.noteStep(st, s.Pos, s.Original, st.fromStage-1)
 	st.escape = j.g.Escape
 	st.measureConfig()
 	if override {
@@ -192,6 +196,7 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 			cached = !ran
 		}
 		j.countStep(cached)
+		j.rec.noteStep(st, step.Pos, step.Original, -1)
 		if cached {
 			sp.Cached()
 		} else {
@@ -215,7 +220,9 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 		if err != nil {
 			return nil, err
 		}
-		return parent.clone(), nil
+		c := parent.clone()
+		c.fromStage = d.Index + 1
+		return c, nil
 	}
 	platform := j.o.Platform
 	if s.Platform != "" {

@@ -76,6 +76,11 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringVar(&metadataFile, "metadata-file", "", "write the image's digests and names as JSON to this file")
 	var cacheFromFlags, cacheToFlags []string
 	fs.StringArrayVar(&cacheFromFlags, "cache-from", nil, "import a shared cache: type=registry,ref=REF, type=local,src=DIR, or REF (a cache or an image built with an inline cache); may be repeated")
+	var af attestFlags
+	fs.StringVar(&af.provenance, "provenance", "", "attach SLSA v1 provenance: true (mode=min), false, or mode=min|max[,builder-id=ID]; by default mode=min when pushing (not with BUILDX_NO_DEFAULT_ATTESTATIONS=1)")
+	fs.StringVar(&af.sbom, "sbom", "", "attach SPDX SBOMs made by a scanner image with BuildKit's protocol: true (docker/buildkit-syft-scanner:stable-1), false, or generator=IMAGE")
+	fs.StringArrayVar(&af.attest, "attest", nil, "attestation: type=provenance[,mode=min|max][,builder-id=ID][,disabled=true] or type=sbom[,generator=IMAGE][,disabled=true]; may be repeated")
+	fs.StringVar(&af.store, "attest-store", "both", "where attestations go: index (an attestation manifest in an image index, as BuildKit), referrers (OCI 1.1 referrers of the image only) or both")
 	fs.StringArrayVar(&cacheToFlags, "cache-to", nil, "export the cache: type=registry,ref=REF or type=local,dest=DIR [,mode=min|max][,compression=gzip|zstd|uncompressed][,cache-mounts=true], or type=inline")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: builder build [OPTIONS] CONTEXT\n\nCONTEXT is a directory, - (a tar archive or a Dockerfile on stdin), a Git URL\n(https://host/repo.git#ref:subdir, git://..., git@host:repo.git#ref) or an http(s) URL\nof a tarball or a Dockerfile.\n\nExamples:\n  builder build -t app .\n  builder build -t app -o type=oci,dest=app.tar .\n\nOptions:\n%s", fs.FlagUsages())
@@ -173,6 +178,10 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		}
 		outs = append(outs, output.Spec{Type: "registry", Push: true, Tar: true})
 	}
+	plan, err := parseAttest(af, pushes(outs))
+	if err != nil {
+		return err
+	}
 	if v := os.Getenv("BUILDKIT_PROGRESS"); v != "" && !fs.Changed("progress") {
 		progFlag = v
 	}
@@ -184,6 +193,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		mode = progress.Quiet
 	}
 	o.Progress = progress.New(os.Stderr, mode)
+	build.Version = version
 	o.ExplainCache = *explainCache || progFlag == "plain"
 	defer o.Progress.Close()
 	rc, err := g.registryClient(insecure)
@@ -211,14 +221,25 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
+	atts, err := plan.attestations(ctx, b, o, res)
+	if err != nil {
+		return err
+	}
 	exp := output.New(output.Config{Store: b.Store(), Index: b.Index(), Registry: b.Registry(),
-		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress)})
+		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress),
+		Attest: atts})
 	ex, err := exp.Export(ctx, outs, res.Image, res.Tags)
 	if errors.Is(err, output.ErrNoName) {
 		return usagef("%w", err)
 	}
 	if err != nil {
 		return err
+	}
+	if !hasImageOutput(outs) {
+		// The build tagged the image in the store: its attestations go there too.
+		if err := exp.AttachToStore(ctx, res.Image, res.Tags); err != nil {
+			return err
+		}
 	}
 	if iidfile != "" {
 		if err := output.WriteIDFile(iidfile, ex); err != nil {
