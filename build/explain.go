@@ -63,7 +63,10 @@ func (j *job) explain(ctx context.Context, sp *progress.Step, st *stageState, st
 		}
 		if j.o.ExplainCache {
 			reason := "--no-cache is set"
-			if !j.o.NoCache {
+			if j.noCacheStage(st.index) {
+				reason = "--no-cache-filter names this stage"
+			}
+			if !j.o.NoCache && !j.noCacheStage(st.index) {
 				var p *cache.Step
 				if havePrev {
 					p = &prev

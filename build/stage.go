@@ -178,11 +178,13 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 		waiting = nil
 	}
 	defer settle(false)
+	prev := fromStep
 	for n, step := range steps {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		sp := j.progress.Step(header(n+2, step.Original))
+		sp := j.progress.StepAfter(prev, header(n+2, step.Original))
+		prev = sp
 		cached, err := j.dispatch(ctx, st, step, sp)
 		if err == nil {
 			err = st.checkConfig()

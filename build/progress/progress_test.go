@@ -101,7 +101,8 @@ func TestParseMode(t *testing.T) {
 		{"", Plain, false},
 		{"plain", Plain, false},
 		{"tty", Plain, false}, // escape codes would garble the pipe
-		{"rawjson", JSON, false},
+		{"rawjson", RawJSON, false},
+		{"json", JSON, false},
 		{"quiet", Quiet, false},
 		{"fancy", "", true},
 	} {

@@ -171,11 +171,11 @@ func TestCLIInspectHistoryTag(t *testing.T) {
 	root := t.TempDir()
 	ctx := writeCase(t, "FROM "+base+"\nCOPY hi.txt /hi.txt\nENV GREETING=hello\nRUN echo made > /made\nCMD [\"cat\", \"/hi.txt\"]\n",
 		map[string]string{"hi.txt": "hi\n"})
-	out, code := cli(t, "--root", root, "build", "--progress=rawjson", "-t", "app:1", ctx)
+	out, code := cli(t, "--root", root, "build", "--progress=json", "-t", "app:1", ctx)
 	if code != 0 {
 		t.Fatalf("build: exit %d\n%s", code, out)
 	}
-	// rawjson: every line is an event; the five steps start and finish.
+	// json: every line is an event; the five steps start and finish.
 	status := map[string]int{}
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		var ev struct {
@@ -183,12 +183,12 @@ func TestCLIInspectHistoryTag(t *testing.T) {
 			Status string
 		}
 		if err := json.Unmarshal([]byte(l), &ev); err != nil {
-			t.Fatalf("--progress=rawjson printed a line that is not JSON: %q", l)
+			t.Fatalf("--progress=json printed a line that is not JSON: %q", l)
 		}
 		status[ev.Status]++
 	}
 	if status["started"] != 5 || status["done"] != 5 || status["info"] == 0 {
-		t.Errorf("rawjson events by status: %v", status)
+		t.Errorf("json events by status: %v", status)
 	}
 	if out, code := cli(t, "--root", root, "build", "--progress=fancy", ctx); code != 2 {
 		t.Errorf("--progress=fancy: exit %d, want 2\n%s", code, out)

@@ -41,6 +41,9 @@ type Result struct {
 	Size      int64   // manifest size
 	Names     []string
 	Image     v1.Image // the image written
+	// BuildRef identifies the build, for buildx.build.ref in the
+	// metadata file; empty leaves the key out.
+	BuildRef string
 }
 
 // Config is what an Exporter writes with.
