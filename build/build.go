@@ -15,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/util/suggest"
 
+	"builder/build/attest"
 	"builder/build/cacheio"
 	"builder/build/copier"
 	"builder/build/namedctx"
@@ -85,6 +86,9 @@ type Result struct {
 	Image          v1.Image
 	Tags           []string
 	Steps, Cached  int
+	// Record is what the build's provenance names: its sources, steps and
+	// times.
+	Record *attest.Record
 }
 
 // proxyArgs are the build args Docker accepts without an ARG line. They are
@@ -119,6 +123,7 @@ type job struct {
 	imagesMu sync.Mutex
 	images   map[imageKey]*baseImage // images resolved so far; see image
 	nctx     namedState              // named contexts resolved so far
+	rec      *recorder               // what provenance will name
 }
 
 type stageFuture struct {
@@ -132,11 +137,20 @@ type stageFuture struct {
 // name by its base name. The file is read as copier.ReadDockerfile says:
 // resolved inside its own directory, and only if it is a regular file.
 func ReadDockerfile(path string) (*parser.Graph, error) {
+	g, _, err := ReadDockerfileSource(path)
+	return g, err
+}
+
+// ReadDockerfileSource is ReadDockerfile that also returns the Dockerfile's
+// text, for error reports that quote it; the text comes back with a parse
+// error too (nil if the file could not be read).
+func ReadDockerfileSource(path string) (*parser.Graph, []byte, error) {
 	dt, err := copier.ReadDockerfile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read Dockerfile: %w", err)
+		return nil, nil, fmt.Errorf("read Dockerfile: %w", err)
 	}
-	return parser.Parse(filepath.Base(path), bytes.NewReader(dt))
+	g, err := parser.Parse(filepath.Base(path), bytes.NewReader(dt))
+	return g, dt, err
 }
 
 // DockerfilePath returns the path of the Dockerfile o names: Dockerfile,
@@ -199,7 +213,7 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		}()
 	}
 	j := &job{b: b, o: o, g: g, bctx: bctx, progress: o.Progress,
-		runSem: make(chan struct{}, runtime.NumCPU())}
+		runSem: make(chan struct{}, runtime.NumCPU()), rec: newRecorder()}
 	defer j.cleanupNamed()
 	for _, w := range b.TakeWarnings() {
 		j.progress.Printf("WARNING: %s", w)
@@ -231,6 +245,11 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	defer cancel()
 	// Start every stage the target needs at once, so independent stages run
 	// in parallel; each waits for the stages it reads from.
+	steps := 0
+	for _, i := range needed {
+		steps += len(g.Stages[i].Steps) + 1 // FROM and the steps
+	}
+	j.progress.Expect(steps)
 	for _, i := range needed {
 		j.start(ctx, cancel, i)
 	}
@@ -258,6 +277,8 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		return nil, err
 	}
 	res.Steps, res.Cached = j.steps, j.cached
+	dockerfile, _ := copier.ReadDockerfile(o.Dockerfile) // parsed already: provenance only shows it
+	res.Record = j.record(dockerfile, target)
 	unlock() // automatic GC needs the store to itself
 	j.autoGC(ctx, res.ManifestDigest)
 	return res, nil
