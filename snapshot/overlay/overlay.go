@@ -50,7 +50,8 @@ var userOptions = []string{"userxattr", "index=off", "redirect_dir=nofollow", "m
 
 // New opens (creating if needed) an overlay snapshot root at root, cleans up
 // what killed processes left there, and probes with a real mount in a
-// private namespace that overlayfs works on root's file system. It returns
+// private namespace that overlayfs works on root's file system (once per
+// boot, file system and user namespace: see ProbeFile). It returns
 // an error when it does not; callers may then fall back to the naive
 // snapshotter.
 func New(root string) (*Snapshotter, error) {
@@ -58,7 +59,7 @@ func New(root string) (*Snapshotter, error) {
 	if err != nil {
 		return nil, err
 	}
-	extra, xattr, err := probe(st)
+	extra, xattr, err := cachedProbe(root, st)
 	if err != nil {
 		return nil, fmt.Errorf("overlayfs unusable on %s: %w", root, err)
 	}

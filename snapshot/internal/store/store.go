@@ -10,6 +10,7 @@
 //	active/<kid>/      active snapshot: meta.json (key, parent, ancestors),
 //	                   fs/ and whatever the snapshotter adds (overlay: work/)
 //	tmp/               trash-* directories being deleted, probe-* directories
+//	probe.json         overlay only: its remembered probe (overlay.ProbeFile)
 //
 // Ids are the first 16 hex digits of a SHA-256 of the kind and name, short so
 // that an overlay lowerdir list of many layers stays well under a page.
