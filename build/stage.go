@@ -222,6 +222,7 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 		st.cfg.Architecture = platform.Architecture
 		st.cfg.Variant = platform.Variant
 		st.cfg.Config.Env = []string{"PATH=" + defaultPath}
+		st.cfg.Config.WorkingDir = "/" // as BuildKit's empty image
 		st.created = time.Unix(0, 0).UTC()
 		return st, nil
 	}
