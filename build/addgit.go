@@ -42,10 +42,16 @@ func (j *job) addGit(ctx context.Context, st *stageState, step *parser.Step, op 
 		return false, err
 	}
 	defer os.RemoveAll(tmp)
-	commit, err := gitsrc.Resolve(ctx, r, gitsrc.Options{TempDir: tmp})
+	o, done, err := j.gitOptions(tmp)
 	if err != nil {
 		return false, err
 	}
+	defer done.Close()
+	commit, err := gitsrc.Resolve(ctx, r, o)
+	if err != nil {
+		return false, err
+	}
+	j.rec.noteGit(gitsrc.Redact(r.Remote), commit)
 	pre := cache.Preimage{Parent: string(st.fsKey), Op: "add-git", Args: []string{dest},
 		State:  map[string]string{"chown": chown, "chmod": chmod, "keep-git-dir": strconv.FormatBool(r.KeepGitDir)},
 		Inputs: map[string]string{"git": gitsrc.Redact(r.Remote) + "#" + commit + ":" + r.Subdir}}
@@ -54,7 +60,7 @@ func (j *job) addGit(ctx context.Context, st *stageState, step *parser.Step, op 
 	req := copier.Request{Sources: []string{"."}, Dest: dest, Chmod: chmod}
 	call := fsCall{step: step, sp: sp, key: key, preimage: preimage, kind: "copy", createdBy: historyText(step.Original)}
 	return j.fsStep(ctx, st, call, func(mounts []snapshot.Mount) error {
-		co, err := gitsrc.Fetch(ctx, r, gitsrc.Options{TempDir: tmp})
+		co, err := gitsrc.Fetch(ctx, r, o)
 		if err != nil {
 			return err
 		}

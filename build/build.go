@@ -15,11 +15,14 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/util/suggest"
 
+	"builder/build/attest"
 	"builder/build/cacheio"
 	"builder/build/copier"
+	"builder/build/namedctx"
 	"builder/build/progress"
 	"builder/build/sandbox/cgroup"
 	"builder/build/secrets"
+	"builder/build/sshagent"
 	"builder/build/store"
 	"builder/parser"
 )
@@ -44,6 +47,13 @@ type Options struct {
 	// Secrets are the --secret values RUN --mount=type=secret reads, by id.
 	// Their values never reach a layer, the config, history or a cache key.
 	Secrets map[string]secrets.Source
+	// SSH are the --ssh agents RUN --mount=type=ssh forwards, by id. Only
+	// the ids reach a cache key; sockets and keys never reach the image.
+	SSH map[string]*sshagent.Agent
+	// NamedContexts are the --build-context values by namedctx key: each
+	// replaces the stage or image of its name for FROM, COPY --from and
+	// RUN --mount from=.
+	NamedContexts map[string]namedctx.Context
 	// Allow lists the entitlements granted (--allow): EntitlementNetworkHost
 	// permits RUN --network=host, EntitlementSecurityInsecure RUN
 	// --security=insecure.
@@ -76,6 +86,9 @@ type Result struct {
 	Image          v1.Image
 	Tags           []string
 	Steps, Cached  int
+	// Record is what the build's provenance names: its sources, steps and
+	// times.
+	Record *attest.Record
 }
 
 // proxyArgs are the build args Docker accepts without an ARG line. They are
@@ -109,6 +122,8 @@ type job struct {
 	cio      *cacheState // --cache-from/--cache-to state; nil without them
 	imagesMu sync.Mutex
 	images   map[imageKey]*baseImage // images resolved so far; see image
+	nctx     namedState              // named contexts resolved so far
+	rec      *recorder               // what provenance will name
 }
 
 type stageFuture struct {
@@ -189,7 +204,8 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		}()
 	}
 	j := &job{b: b, o: o, g: g, bctx: bctx, progress: o.Progress,
-		runSem: make(chan struct{}, runtime.NumCPU())}
+		runSem: make(chan struct{}, runtime.NumCPU()), rec: newRecorder()}
+	defer j.cleanupNamed()
 	for _, w := range b.TakeWarnings() {
 		j.progress.Printf("WARNING: %s", w)
 	}
@@ -207,6 +223,10 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		}
 		target = s.Index
 	}
+	needed := j.neededStages(target)
+	if err := j.preflight(needed); err != nil {
+		return nil, err
+	}
 	j.stages = make([]*stageFuture, len(g.Stages))
 	for i := range j.stages {
 		j.stages[i] = &stageFuture{done: make(chan struct{})}
@@ -216,7 +236,7 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	defer cancel()
 	// Start every stage the target needs at once, so independent stages run
 	// in parallel; each waits for the stages it reads from.
-	for _, i := range j.neededStages(target) {
+	for _, i := range needed {
 		j.start(ctx, cancel, i)
 	}
 	st, err := j.wait(ctx, target)
@@ -243,6 +263,8 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		return nil, err
 	}
 	res.Steps, res.Cached = j.steps, j.cached
+	dockerfile, _ := copier.ReadDockerfile(o.Dockerfile) // parsed already: provenance only shows it
+	res.Record = j.record(dockerfile, target)
 	unlock() // automatic GC needs the store to itself
 	j.autoGC(ctx, res.ManifestDigest)
 	return res, nil
@@ -368,6 +390,9 @@ func (j *job) neededStages(target int) []int {
 		}
 		seen[i] = true
 		s := j.g.Stages[i]
+		if _, ok := j.named(s.Name); ok && s.Name != "" {
+			return // a named context replaces the stage
+		}
 		refs := []string{s.Base}
 		for _, step := range s.Steps {
 			switch op := step.Op.(type) {
@@ -469,6 +494,14 @@ func (j *job) resolveFrom(ctx context.Context, st *stageState, from string) ([]l
 			return nil, err
 		}
 		return append([]layerRef{}, other.layers...), nil
+	}
+	if c, ok := j.named(from); ok {
+		pos := j.g.Stages[st.index]
+		ns, err := j.namedStageState(ctx, c, j.o.Platform, &parser.Step{Pos: pos.Pos, Original: pos.Original})
+		if err != nil {
+			return nil, err
+		}
+		return append([]layerRef{}, ns.layers...), nil
 	}
 	img, err := j.image(ctx, from, j.o.Platform)
 	if err != nil {

@@ -42,6 +42,9 @@ type stageState struct {
 	// healthStart is HEALTHCHECK --start-interval, which v1.HealthConfig
 	// lacks; commitImage writes it into the config.
 	healthStart time.Duration
+	// fromStage is 1 + the index of the earlier stage FROM built on, 0
+	// when FROM named an image or scratch.
+	fromStage int
 	// cfgSize is the running size of cfg as JSON: measured when the stage
 	// starts, then grown by every step (see checkConfig).
 	cfgSize int
@@ -116,7 +119,16 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 		return fmt.Sprintf("[%s %d/%d] %s", name, n, total, oneLine(text))
 	}
 	fromStep := j.progress.Step(header(1, s.Original))
-	st, err := j.fromBase(ctx, s)
+	nc, override := j.named(s.Name)
+	override = override && s.Name != ""
+	var st *stageState
+	var err error
+	if override {
+		// The named context is the stage: its instructions do not run.
+		st, err = j.namedStageState(ctx, nc, j.o.Platform, &parser.Step{Pos: s.Pos, Original: s.Original})
+	} else {
+		st, err = j.fromBase(ctx, s)
+	}
 	if err != nil {
 		err = newStepError(s.Pos, s.Original, err)
 		fromStep.Error(err)
@@ -125,8 +137,12 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 	fromStep.Done()
 	st.name = name
 	st.index = i
+	j.rec.noteStep(st, s.Pos, s.Original, st.fromStage-1)
 	st.escape = j.g.Escape
 	st.measureConfig()
+	if override {
+		return st, nil
+	}
 
 	steps := s.Steps
 	if triggers := st.cfg.Config.OnBuild; len(triggers) > 0 {
@@ -178,6 +194,7 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 			cached = !ran
 		}
 		j.countStep(cached)
+		j.rec.noteStep(st, step.Pos, step.Original, -1)
 		if cached {
 			sp.Cached()
 		} else {
@@ -201,7 +218,9 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 		if err != nil {
 			return nil, err
 		}
-		return parent.clone(), nil
+		c := parent.clone()
+		c.fromStage = d.Index + 1
+		return c, nil
 	}
 	platform := j.o.Platform
 	if s.Platform != "" {
@@ -217,14 +236,10 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 		platform = *p
 	}
 	if strings.EqualFold(base, "scratch") {
-		st := &stageState{args: newVars(), fsKey: cache.Key("scratch")}
-		st.cfg.OS = platform.OS
-		st.cfg.Architecture = platform.Architecture
-		st.cfg.Variant = platform.Variant
-		st.cfg.Config.Env = []string{"PATH=" + defaultPath}
-		st.cfg.Config.WorkingDir = "/" // as BuildKit's empty image
-		st.created = time.Unix(0, 0).UTC()
-		return st, nil
+		return scratchState(platform), nil
+	}
+	if c, ok := j.named(base); ok {
+		return j.namedStageState(ctx, c, platform, &parser.Step{Pos: s.Pos, Original: s.Original})
 	}
 	img, err := j.image(ctx, base, platform)
 	if err != nil {
@@ -237,6 +252,18 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 			s.Pos, base, img.config.OS+"/"+img.config.Architecture, platform.OS+"/"+platform.Architecture)
 	}
 	return stateFromImage(img)
+}
+
+// scratchState is the state of FROM scratch: no layers, Docker's PATH.
+func scratchState(platform v1.Platform) *stageState {
+	st := &stageState{args: newVars(), fsKey: cache.Key("scratch")}
+	st.cfg.OS = platform.OS
+	st.cfg.Architecture = platform.Architecture
+	st.cfg.Variant = platform.Variant
+	st.cfg.Config.Env = []string{"PATH=" + defaultPath}
+	st.cfg.Config.WorkingDir = "/" // as BuildKit's empty image
+	st.created = time.Unix(0, 0).UTC()
+	return st
 }
 
 // stageHint adds "did you mean <stage>?" to the error of an image that could

@@ -47,6 +47,49 @@ func writeOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName str
 	if err != nil {
 		return err
 	}
+	index, err := json.Marshal(v1.IndexManifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIImageIndex,
+		Manifests:     []v1.Descriptor{desc},
+	})
+	if err != nil {
+		return fmt.Errorf("encode index: %w", err)
+	}
+	tw, err := startOCIArchive(ctx, w)
+	if err != nil {
+		return err
+	}
+	if err := writeImageBlobs(ctx, tw, img, map[v1.Hash]bool{}); err != nil {
+		return err
+	}
+	if err := writeEntry(tw, "index.json", bytes.NewReader(index), int64(len(index))); err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// startOCIArchive starts the tar of an OCI layout: the blob directories
+// and oci-layout.
+func startOCIArchive(ctx context.Context, w io.Writer) (*tar.Writer, error) {
+	tw := tar.NewWriter(content.ContextWriter(ctx, w))
+	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: archiveTime}); err != nil {
+			return nil, err
+		}
+	}
+	if err := writeEntry(tw, "oci-layout", bytes.NewReader([]byte(`{"imageLayoutVersion":"1.0.0"}`)), 30); err != nil {
+		return nil, err
+	}
+	return tw, nil
+}
+
+// writeImageBlobs writes the config, the layers (streamed) and the
+// manifest of img, skipping blobs in seen and adding those it writes.
+func writeImageBlobs(ctx context.Context, tw *tar.Writer, img v1.Image, seen map[v1.Hash]bool) error {
+	digest, err := img.Digest()
+	if err != nil {
+		return fmt.Errorf("digest: %w", err)
+	}
 	m, err := img.Manifest()
 	if err != nil {
 		return fmt.Errorf("manifest: %w", err)
@@ -66,28 +109,12 @@ func writeOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName str
 	if len(layers) != len(m.Layers) {
 		return fmt.Errorf("%d layers but %d in the manifest", len(layers), len(m.Layers))
 	}
-	index, err := json.Marshal(v1.IndexManifest{
-		SchemaVersion: 2,
-		MediaType:     types.OCIImageIndex,
-		Manifests:     []v1.Descriptor{desc},
-	})
-	if err != nil {
-		return fmt.Errorf("encode index: %w", err)
-	}
-
-	tw := tar.NewWriter(content.ContextWriter(ctx, w))
-	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: archiveTime}); err != nil {
+	if !seen[m.Config.Digest] {
+		seen[m.Config.Digest] = true
+		if err := writeEntry(tw, blobName(m.Config.Digest), bytes.NewReader(rawConfig), int64(len(rawConfig))); err != nil {
 			return err
 		}
 	}
-	if err := writeEntry(tw, "oci-layout", bytes.NewReader([]byte(`{"imageLayoutVersion":"1.0.0"}`)), 30); err != nil {
-		return err
-	}
-	if err := writeEntry(tw, blobName(m.Config.Digest), bytes.NewReader(rawConfig), int64(len(rawConfig))); err != nil {
-		return err
-	}
-	seen := map[v1.Hash]bool{m.Config.Digest: true}
 	for i, l := range layers {
 		d := m.Layers[i]
 		if seen[d.Digest] {
@@ -107,8 +134,67 @@ func writeOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName str
 			return fmt.Errorf("layer %s: %w", d.Digest, err)
 		}
 	}
-	if err := writeEntry(tw, blobName(desc.Digest), bytes.NewReader(rawManifest), int64(len(rawManifest))); err != nil {
+	if seen[digest] {
+		return nil
+	}
+	seen[digest] = true
+	return writeEntry(tw, blobName(digest), bytes.NewReader(rawManifest), int64(len(rawManifest)))
+}
+
+// WriteOCIIndexArchive writes idx, an index of images (one level), to w
+// as a tar of an OCI image layout. index.json names idx itself, annotated
+// from refName as in WriteOCIArchive; with flatten it lists idx's
+// manifests instead, the first annotated from refName, for indexes whose
+// entries are an image and its OCI 1.1 referrers.
+func WriteOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, refName string, flatten bool) error {
+	if err := writeOCIIndexArchive(ctx, w, idx, refName, flatten); err != nil {
+		return fmt.Errorf("write oci archive: %w", err)
+	}
+	return nil
+}
+
+func writeOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, refName string, flatten bool) error {
+	im, err := idx.IndexManifest()
+	if err != nil {
 		return err
+	}
+	raw, err := idx.RawManifest()
+	if err != nil {
+		return err
+	}
+	tw, err := startOCIArchive(ctx, w)
+	if err != nil {
+		return err
+	}
+	seen := map[v1.Hash]bool{}
+	for _, d := range im.Manifests {
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			return fmt.Errorf("index entry %s: %w", d.Digest, err)
+		}
+		if err := writeImageBlobs(ctx, tw, img, seen); err != nil {
+			return err
+		}
+	}
+	var top []v1.Descriptor
+	if flatten {
+		top = append(top, im.Manifests...)
+		if len(top) > 0 {
+			top[0].Annotations = refAnnotations(refName)
+		}
+	} else {
+		d, size, err := v1.SHA256(bytes.NewReader(raw))
+		if err != nil {
+			return err
+		}
+		if err := writeEntry(tw, blobName(d), bytes.NewReader(raw), size); err != nil {
+			return err
+		}
+		top = []v1.Descriptor{{MediaType: im.MediaType, Digest: d, Size: size, Annotations: refAnnotations(refName)}}
+	}
+	index, err := json.Marshal(v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: top})
+	if err != nil {
+		return fmt.Errorf("encode index: %w", err)
 	}
 	if err := writeEntry(tw, "index.json", bytes.NewReader(index), int64(len(index))); err != nil {
 		return err
@@ -194,8 +280,14 @@ func WriteDockerArchive(ctx context.Context, w io.Writer, img v1.Image, tags []s
 // if needed. With a refName the image is annotated as in WriteOCIArchive
 // and replaces any image of the layout with the same name annotations;
 // without, it is appended. Blobs the layout already has are not rewritten.
+// Layer blobs are verified (VerifyLayers) before anything is written.
 func WriteOCIDir(ctx context.Context, dir string, img v1.Image, refName string) error {
 	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("write oci dir: %w", err)
+	}
+	// go-containerregistry writes a blob straight under its final name, so
+	// a corrupt one must be caught before it starts.
+	if err := VerifyLayers(ctx, img); err != nil {
 		return fmt.Errorf("write oci dir: %w", err)
 	}
 	p, err := layout.FromPath(dir)

@@ -16,8 +16,10 @@ import (
 
 	"builder/build"
 	"builder/build/cacheio"
+	"builder/build/namedctx"
 	"builder/build/progress"
 	"builder/build/secrets"
+	"builder/build/sshagent"
 	"builder/export/output"
 )
 
@@ -40,8 +42,10 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringVar(&platform, "platform", "", "target platform (only the host's, linux/"+hostArch()+", is supported)")
 	fs.StringArrayVarP(&outputs, "output", "o", nil, "output: type=image|registry|oci|docker|local|tar[,dest=PATH][,name=REF][,compression=gzip|zstd|uncompressed]..., or - for a tar on stdout")
 	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
-	var secrets, allow []string
+	var secrets, allow, sshSpecs, namedContexts []string
 	fs.StringArrayVar(&secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
+	fs.StringArrayVar(&sshSpecs, "ssh", nil, "SSH agent for RUN --mount=type=ssh: default or ID (the agent at $SSH_AUTH_SOCK), ID=SOCKET, or ID=KEYFILE[,KEYFILE...]; may be repeated")
+	fs.StringArrayVar(&namedContexts, "build-context", nil, "additional build context NAME=VALUE for FROM, COPY --from and RUN --mount from=: a directory, docker-image://REF, oci-layout://PATH[:TAG][@DIGEST], or a git or https URL; may be repeated")
 	fs.StringArrayVar(&allow, "allow", nil, "extra privilege to allow, comma-separated, may be repeated: network.host (for RUN --network=host), security.insecure (for RUN --security=insecure)")
 	var isolation, memory string
 	var cpus float64
@@ -59,6 +63,11 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringVar(&metadataFile, "metadata-file", "", "write the image's digests and names as JSON to this file")
 	var cacheFromFlags, cacheToFlags []string
 	fs.StringArrayVar(&cacheFromFlags, "cache-from", nil, "import a shared cache: type=registry,ref=REF, type=local,src=DIR, or REF (a cache or an image built with an inline cache); may be repeated")
+	var af attestFlags
+	fs.StringVar(&af.provenance, "provenance", "", "attach SLSA v1 provenance: true (mode=min), false, or mode=min|max[,builder-id=ID]; by default mode=min when pushing (not with BUILDX_NO_DEFAULT_ATTESTATIONS=1)")
+	fs.StringVar(&af.sbom, "sbom", "", "attach SPDX SBOMs made by a scanner image with BuildKit's protocol: true (docker/buildkit-syft-scanner:stable-1), false, or generator=IMAGE")
+	fs.StringArrayVar(&af.attest, "attest", nil, "attestation: type=provenance[,mode=min|max][,builder-id=ID][,disabled=true] or type=sbom[,generator=IMAGE][,disabled=true]; may be repeated")
+	fs.StringVar(&af.store, "attest-store", "both", "where attestations go: index (an attestation manifest in an image index, as BuildKit), referrers (OCI 1.1 referrers of the image only) or both")
 	fs.StringArrayVar(&cacheToFlags, "cache-to", nil, "export the cache: type=registry,ref=REF or type=local,dest=DIR [,mode=min|max][,compression=gzip|zstd|uncompressed][,cache-mounts=true], or type=inline")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: builder build [OPTIONS] CONTEXT\n\nCONTEXT is a directory, - (a tar archive or a Dockerfile on stdin), a Git URL\n(https://host/repo.git#ref:subdir, git://..., git@host:repo.git#ref) or an http(s) URL\nof a tarball or a Dockerfile.\n\nExamples:\n  builder build -t app .\n  builder build -t app -o type=oci,dest=app.tar .\n\nOptions:\n%s", fs.FlagUsages())
@@ -106,6 +115,12 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	if err := secretOptions(&o, secrets, allow); err != nil {
 		return err
 	}
+	if err := sshOptions(&o, sshSpecs); err != nil {
+		return err
+	}
+	if err := namedContextOptions(&o, namedContexts); err != nil {
+		return err
+	}
 	if err := cacheOptions(&o, cacheFromFlags, cacheToFlags); err != nil {
 		return err
 	}
@@ -126,6 +141,10 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		}
 		outs = append(outs, output.Spec{Type: "registry", Push: true, Tar: true})
 	}
+	plan, err := parseAttest(af, pushes(outs))
+	if err != nil {
+		return err
+	}
 	mode, err := progress.ParseMode(progFlag, os.Stderr)
 	if err != nil {
 		return usagef("--progress: %w", err)
@@ -134,6 +153,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		mode = progress.Quiet
 	}
 	o.Progress = progress.New(os.Stderr, mode)
+	build.Version = version
 	o.ExplainCache = *explainCache || progFlag == "plain"
 	defer o.Progress.Close()
 	rc, err := g.registryClient(insecure)
@@ -158,14 +178,25 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
+	atts, err := plan.attestations(ctx, b, o, res)
+	if err != nil {
+		return err
+	}
 	exp := output.New(output.Config{Store: b.Store(), Index: b.Index(), Registry: b.Registry(),
-		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress)})
+		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress),
+		Attest: atts})
 	ex, err := exp.Export(ctx, outs, res.Image, res.Tags)
 	if errors.Is(err, output.ErrNoName) {
 		return usagef("%w", err)
 	}
 	if err != nil {
 		return err
+	}
+	if !hasImageOutput(outs) {
+		// The build tagged the image in the store: its attestations go there too.
+		if err := exp.AttachToStore(ctx, res.Image, res.Tags); err != nil {
+			return err
+		}
 	}
 	if iidfile != "" {
 		if err := output.WriteIDFile(iidfile, ex); err != nil {
@@ -236,6 +267,43 @@ func secretOptions(o *build.Options, specs, allow []string) error {
 	var err error
 	if o.Allow, err = build.ParseAllow(allow); err != nil {
 		return usagef("%w", err)
+	}
+	return nil
+}
+
+// sshOptions puts the --ssh agents into o: sockets are checked and key
+// files read now, so a bad one fails before the build starts.
+func sshOptions(o *build.Options, specs []string) error {
+	for _, s := range specs {
+		id, a, err := sshagent.Parse(s, os.Getenv)
+		if err != nil {
+			return usagef("%w", err)
+		}
+		if _, dup := o.SSH[id]; dup {
+			return usagef("--ssh %s: id given twice", id)
+		}
+		if o.SSH == nil {
+			o.SSH = map[string]*sshagent.Agent{}
+		}
+		o.SSH[id] = a
+	}
+	return nil
+}
+
+// namedContextOptions puts the --build-context values into o.
+func namedContextOptions(o *build.Options, specs []string) error {
+	for _, s := range specs {
+		c, err := namedctx.Parse(s)
+		if err != nil {
+			return usagef("%w", err)
+		}
+		if _, dup := o.NamedContexts[c.Key]; dup {
+			return usagef("--build-context %s: name given twice", c.Name)
+		}
+		if o.NamedContexts == nil {
+			o.NamedContexts = map[string]namedctx.Context{}
+		}
+		o.NamedContexts[c.Key] = c
 	}
 	return nil
 }

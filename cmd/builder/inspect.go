@@ -10,6 +10,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"builder/build/registry"
@@ -102,6 +103,7 @@ func runInspect(ctx context.Context, g *globals, args []string) error {
 	format := fs.StringP("format", "f", "json", "output format: json, or a Go template applied to the image (e.g. '{{.Config.Cmd}}')")
 	var insecure []string
 	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
+	attestations := fs.Bool("attestations", false, "show the image's attestations (in-toto statements: provenance, SBOMs) instead")
 	usage := "builder inspect [OPTIONS] IMAGE\n\n" +
 		"Show a local image, or with docker://REF one in a registry: manifest digest,\n" +
 		"config, layers with their sizes and the step (history entry) that made each.\n\n" +
@@ -110,7 +112,8 @@ func runInspect(ctx context.Context, g *globals, args []string) error {
 		"  builder inspect docker://registry.example.com/app:1\n" +
 		"  builder inspect --format '{{.Digest}}' app\n" +
 		"  builder inspect -f '{{range .Layers}}{{.Size}} {{.CreatedBy}}{{\"\\n\"}}{{end}}' app\n" +
-		"  builder inspect -f '{{json .Config.Env}}' app"
+		"  builder inspect -f '{{json .Config.Env}}' app\n" +
+		"  builder inspect --attestations -f '{{json .Provenance}}' app"
 	if help, err := parseCommand(fs, usage, args); help || err != nil {
 		return err
 	}
@@ -130,6 +133,13 @@ func runInspect(ctx context.Context, g *globals, args []string) error {
 			return usagef("--format: %w", err)
 		}
 		tmpl = t
+	}
+	if *attestations {
+		ai, err := g.inspectAttestations(ctx, fs.Arg(0), insecure)
+		if err != nil {
+			return err
+		}
+		return printInspect(os.Stdout, ai, tmpl)
 	}
 	var info *imageInfo
 	var err error
@@ -160,19 +170,29 @@ func (g *globals) inspectStored(name string) (*imageInfo, error) {
 // inspectRemote describes the image a registry holds under ref, for the
 // host's platform, reading manifest and config only.
 func (g *globals) inspectRemote(ctx context.Context, ref string, insecure []string) (*imageInfo, error) {
-	rc, err := g.registryClient(insecure)
+	_, _, img, err := g.remoteImage(ctx, ref, insecure)
 	if err != nil {
 		return nil, err
 	}
+	return inspectImage("docker://"+ref, img)
+}
+
+// remoteImage opens the host platform's image of ref in its registry,
+// reading manifest and config only.
+func (g *globals) remoteImage(ctx context.Context, ref string, insecure []string) (*registry.Client, name.Reference, v1.Image, error) {
+	rc, err := g.registryClient(insecure)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	r, err := rc.ParseReference(ref)
 	if err != nil {
-		return nil, usagef("docker://%s: %w", ref, err)
+		return nil, nil, nil, usagef("docker://%s: %w", ref, err)
 	}
 	img, err := rc.Image(ctx, r, v1.Platform{OS: "linux", Architecture: hostArch()})
 	if err != nil {
-		return nil, &remoteError{ref: ref, err: err}
+		return nil, nil, nil, &remoteError{ref: ref, err: err}
 	}
-	return inspectImage("docker://"+ref, img)
+	return rc, r, img, nil
 }
 
 // remoteError is a failed read of an image in a registry: one line naming
@@ -190,7 +210,7 @@ func (e *remoteError) Unwrap() error { return e.err }
 
 // printInspect writes info as indented JSON, or through tmpl followed by
 // a newline.
-func printInspect(w io.Writer, info *imageInfo, tmpl *template.Template) error {
+func printInspect(w io.Writer, info any, tmpl *template.Template) error {
 	if tmpl == nil {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")

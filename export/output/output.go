@@ -10,6 +10,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"builder/build/attest"
 	"builder/build/push"
 	"builder/build/registry"
 	"builder/export"
@@ -54,6 +55,10 @@ type Config struct {
 	Progress func(string)
 	// Meter counts push bytes; nil shows none.
 	Meter registry.MeterFunc
+	// Attest, if it has predicates, attaches attestations to every image
+	// written to the store, an OCI archive or a registry (a docker
+	// archive cannot carry them).
+	Attest *Attestations
 }
 
 // Exporter writes one build's image to its outputs. Converted variants of
@@ -143,7 +148,14 @@ func (e *Exporter) write(ctx context.Context, s Spec, img v1.Image, tags []strin
 	if err != nil {
 		return nil, err
 	}
-	if err := e.writeImage(ctx, s, img, names); err != nil {
+	var att *attest.Bundle
+	var desc v1.Descriptor
+	if (e.c.Attest.index() || e.c.Attest.referrers()) && s.Type != "docker" {
+		if att, desc, err = e.bundle(img, names); err != nil {
+			return nil, err
+		}
+	}
+	if err := e.writeImage(ctx, s, img, names, att, desc); err != nil {
 		return nil, err
 	}
 	if s.Push {
@@ -156,17 +168,31 @@ func (e *Exporter) write(ctx context.Context, s Spec, img v1.Image, tags []strin
 		if _, err := push.Push(ctx, e.c.Registry, img, names, push.Options{Progress: e.c.Progress, Meter: e.c.Meter}); err != nil {
 			return nil, err
 		}
+		if att != nil {
+			idx, err := e.pushAttestations(ctx, img, desc, att, names)
+			if err != nil {
+				return nil, err
+			}
+			if idx != nil {
+				// The names now point at the index, as with BuildKit.
+				return describeIndex(idx, img, names)
+			}
+		}
 	}
 	return describe(img, names)
 }
 
-// writeImage tags img or writes it to an archive, as s.Type says; a
-// registry output only checks that it has a name, as the push follows.
-func (e *Exporter) writeImage(ctx context.Context, s Spec, img v1.Image, names []string) error {
+// writeImage tags img or writes it to an archive, as s.Type says, with
+// its attestation manifest att (nil for none) about desc; a registry
+// output only checks that it has a name, as the push follows.
+func (e *Exporter) writeImage(ctx context.Context, s Spec, img v1.Image, names []string, att *attest.Bundle, desc v1.Descriptor) error {
 	var err error
 	switch s.Type {
 	case "image":
-		return e.tagAll(img, names)
+		if err := e.tagAll(img, names); err != nil || att == nil {
+			return err
+		}
+		return e.storeAttestations(ctx, att)
 	case "registry":
 		if len(names) == 0 {
 			return fmt.Errorf("output type registry %w", ErrNoName)
@@ -176,9 +202,16 @@ func (e *Exporter) writeImage(ctx context.Context, s Spec, img v1.Image, names [
 		if len(names) > 0 {
 			refName = names[0]
 		}
-		if !s.Tar {
+		switch {
+		case att != nil && !s.Tar:
+			err = errors.New("attestations in an OCI layout directory are not supported: use tar=true, or --provenance=false --sbom=false")
+		case att != nil:
+			err = e.writeDest(s.Dest, func(w io.Writer) error {
+				return writeOCIAttested(ctx, w, img, desc, att, refName, e.c.Attest.index())
+			})
+		case !s.Tar:
 			err = export.WriteOCIDir(ctx, s.Dest, img, refName)
-		} else {
+		default:
 			err = e.writeDest(s.Dest, func(w io.Writer) error { return export.WriteOCIArchive(ctx, w, img, refName) })
 		}
 		if err != nil {
