@@ -13,6 +13,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/buildkit/frontend/dockerfile/linter"
 	"github.com/moby/buildkit/util/suggest"
 
 	"builder/build/attest"
@@ -20,6 +21,7 @@ import (
 	"builder/build/copier"
 	"builder/build/namedctx"
 	"builder/build/progress"
+	"builder/build/sandbox"
 	"builder/build/sandbox/cgroup"
 	"builder/build/secrets"
 	"builder/build/sshagent"
@@ -37,6 +39,7 @@ type Options struct {
 	Target     string            // --target stage name; default the last stage
 	NoCache    bool              // run every step even if the cache has it
 	Pull       bool              // resolve base images in their registry even if stored locally
+	NoPull     bool              // never contact a registry for a base image (--pull=never): a missing one is an error
 	Network    string            // network mode of RUN: NetworkDefault (also for ""), NetworkNone or NetworkHost
 	Platform   v1.Platform       // target platform; default linux/amd64 (the host's)
 	Epoch      *time.Time        // SOURCE_DATE_EPOCH
@@ -74,6 +77,23 @@ type Options struct {
 	// CacheTo are the caches (--cache-to) written after a successful
 	// build; type=inline goes into the image config.
 	CacheTo []cacheio.Spec
+	// ExtraHosts are added to every RUN's /etc/hosts (--add-host).
+	ExtraHosts []sandbox.HostEntry
+	// Ulimits are every RUN's resource limits (--ulimit).
+	Ulimits []sandbox.Rlimit
+	// ShmSize is the size of every RUN's /dev/shm in bytes (--shm-size);
+	// 0 means sandbox.DefaultShmSize.
+	ShmSize int64
+	// Annotations are the --annotation values by level; a single-platform
+	// build writes the manifest ones and refuses the others.
+	Annotations Annotations
+	// StrictSyntax refuses a # syntax= frontend other than
+	// docker/dockerfile:1 instead of building the file as a plain
+	// Dockerfile with a warning ($BUILDER_STRICT_SYNTAX=1).
+	StrictSyntax bool
+	// NoCacheFilter names stages (by name or index) whose steps ignore
+	// the cache (--no-cache-filter); their results are still recorded.
+	NoCacheFilter []string
 	// TemporaryContext says ContextDir was fetched or unpacked for this
 	// build only (stdin, Git, URL): its file hashes are not remembered.
 	TemporaryContext bool
@@ -137,11 +157,20 @@ type stageFuture struct {
 // name by its base name. The file is read as copier.ReadDockerfile says:
 // resolved inside its own directory, and only if it is a regular file.
 func ReadDockerfile(path string) (*parser.Graph, error) {
+	g, _, err := ReadDockerfileSource(path)
+	return g, err
+}
+
+// ReadDockerfileSource is ReadDockerfile that also returns the Dockerfile's
+// text, for error reports that quote it; the text comes back with a parse
+// error too (nil if the file could not be read).
+func ReadDockerfileSource(path string) (*parser.Graph, []byte, error) {
 	dt, err := copier.ReadDockerfile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read Dockerfile: %w", err)
+		return nil, nil, fmt.Errorf("read Dockerfile: %w", err)
 	}
-	return parser.Parse(filepath.Base(path), bytes.NewReader(dt))
+	g, err := parser.Parse(filepath.Base(path), bytes.NewReader(dt))
+	return g, dt, err
 }
 
 // DockerfilePath returns the path of the Dockerfile o names: Dockerfile,
@@ -180,10 +209,18 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if o.Progress == nil {
 		o.Progress = progress.New(nil, progress.Quiet)
 	}
-	for _, w := range g.Warnings {
-		o.Progress.Printf("WARNING: %s: %s", w.Pos, w.Message)
+	warning, err := checkSyntax(g, o.StrictSyntax)
+	if err != nil {
+		return nil, err
 	}
+	if warning != "" {
+		o.Progress.Printf("WARNING: %s", warning)
+	}
+	defer printLintSummary(o.Progress, g.Warnings)
 	if err := g.LintError(); err != nil { // # check=error=true
+		return nil, err
+	}
+	if err := o.Annotations.singlePlatform(); err != nil {
 		return nil, err
 	}
 	if err := checkHostname(o.BuildArgs[sandboxHostnameArg]); err != nil {
@@ -215,13 +252,19 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if err := j.setupIsolation(ctx); err != nil {
 		return nil, err
 	}
-	target := len(g.Stages) - 1
-	if o.Target != "" {
-		s, ok := g.StageByName(o.Target)
-		if !ok {
-			return nil, targetError(g, o.Target)
+	target, err := targetStage(g, o.Target)
+	if err != nil {
+		return nil, err
+	}
+	var stageIDs []string
+	for _, s := range g.Stages {
+		stageIDs = append(stageIDs, strconv.Itoa(s.Index))
+		if s.Name != "" {
+			stageIDs = append(stageIDs, s.Name)
 		}
-		target = s.Index
+	}
+	if err := checkNoCacheFilter(o, stageIDs); err != nil {
+		return nil, err
 	}
 	needed := j.neededStages(target)
 	if err := j.preflight(needed); err != nil {
@@ -236,6 +279,11 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	defer cancel()
 	// Start every stage the target needs at once, so independent stages run
 	// in parallel; each waits for the stages it reads from.
+	steps := 0
+	for _, i := range needed {
+		steps += len(g.Stages[i].Steps) + 1 // FROM and the steps
+	}
+	j.progress.Expect(steps)
 	for _, i := range needed {
 		j.start(ctx, cancel, i)
 	}
@@ -268,6 +316,35 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	unlock() // automatic GC needs the store to itself
 	j.autoGC(ctx, res.ManifestDigest)
 	return res, nil
+}
+
+// printLintSummary prints the build checks' warnings after a build, as
+// buildx does: a count, then one line per warning with its rule and line.
+func printLintSummary(p *progress.Progress, ws []parser.Warning) {
+	if len(ws) == 0 {
+		return
+	}
+	plural := "s"
+	if len(ws) == 1 {
+		plural = ""
+	}
+	p.Printf("%d warning%s found (use builder build --check to see them with their source):", len(ws), plural)
+	for _, w := range ws {
+		p.Warning(linter.LintFormatShort(w.Rule, w.Message, w.Pos.Line), w.URL)
+	}
+}
+
+// targetStage returns the index of the stage --target names, by default
+// the last.
+func targetStage(g *parser.Graph, name string) (int, error) {
+	if name == "" {
+		return len(g.Stages) - 1, nil
+	}
+	s, ok := g.StageByName(name)
+	if !ok {
+		return 0, targetError(g, name)
+	}
+	return s.Index, nil
 }
 
 // targetError is the error for a --target that names no stage: with

@@ -11,6 +11,7 @@ import (
 	"builder/build/cachemount"
 	"builder/build/internal/flight"
 	"builder/build/pull"
+	"builder/build/record"
 	"builder/build/registry"
 	"builder/build/store"
 	"builder/export"
@@ -38,6 +39,8 @@ type Config struct {
 	// records used recently, so that a concurrent build's fresh result
 	// survives until it is exported. 0 means 10 minutes; negative, none.
 	GCGrace time.Duration
+	// Records bounds the build records GC keeps (see package record).
+	Records record.Limits
 }
 
 // Builder builds images into one store. Several builds may run on one
@@ -91,7 +94,7 @@ func New(cfg Config) (*Builder, error) {
 	if rc == nil {
 		rc = registry.New(registry.Options{})
 	}
-	maint, err := store.New(store.Config{Root: cfg.Root, Blobs: st, Index: idx, Snapshotter: sn, Cache: storeCache{c},
+	maint, err := store.New(store.Config{Root: cfg.Root, Blobs: st, Index: idx, Snapshotter: sn, Cache: storeCache{c}, Records: cfg.Records,
 		KeepStorage: cfg.GCKeepStorage, Grace: cfg.GCGrace})
 	if err != nil {
 		return nil, err
@@ -114,6 +117,11 @@ func (b *Builder) TakeWarnings() []string {
 
 // Store returns the content store.
 func (b *Builder) Store() *content.Store { return b.store }
+
+// Redact shows a value that must not be stored in the clear (a build-arg
+// value) as the first hex digits of its HMAC under the store's key, as
+// cache-miss explanations do: equal values read equal within one store.
+func (b *Builder) Redact(v string) string { return b.cache.Redact(v) }
 
 // Maintenance returns the store's upkeep: prune, rmi, du and check, under
 // the same store lock this Builder's builds take.

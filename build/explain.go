@@ -3,7 +3,6 @@ package build
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io/fs"
 	"path"
 	"path/filepath"
@@ -64,7 +63,10 @@ func (j *job) explain(ctx context.Context, sp *progress.Step, st *stageState, st
 		}
 		if j.o.ExplainCache {
 			reason := "--no-cache is set"
-			if !j.o.NoCache {
+			if j.noCacheStage(st.index) {
+				reason = "--no-cache-filter names this stage"
+			}
+			if !j.o.NoCache && !j.noCacheStage(st.index) {
 				var p *cache.Step
 				if havePrev {
 					p = &prev
@@ -74,7 +76,7 @@ func (j *job) explain(ctx context.Context, sp *progress.Step, st *stageState, st
 			}
 			line := "cache miss: " + reason
 			if sp != nil {
-				fmt.Fprintln(sp, line)
+				sp.Note(line)
 			} else {
 				j.progress.Printf("%s: %s", historyText(step.Original), line)
 			}

@@ -104,6 +104,9 @@ func (j *job) resolveOnce(ctx context.Context, ref string, platform v1.Platform)
 			}
 		}
 	}
+	if j.o.NoPull {
+		return nil, fmt.Errorf("image %s (%s) is not in the local store, and --pull=never forbids pulling it", ref, platformString(platform))
+	}
 	var progress func(string)
 	var meter registry.MeterFunc
 	if j.progress != nil {
@@ -244,6 +247,9 @@ func (j *job) commitImage(ctx context.Context, st *stageState) (*Result, error) 
 	}
 	m := v1.Manifest{SchemaVersion: 2, MediaType: types.OCIManifestSchema1,
 		Config: v1.Descriptor{MediaType: types.OCIConfigJSON, Digest: cfgDigest, Size: cfgSize}}
+	if len(j.o.Annotations.Manifest) > 0 {
+		m.Annotations = j.o.Annotations.Manifest
+	}
 	for _, l := range st.layers {
 		m.Layers = append(m.Layers, v1.Descriptor{MediaType: ociLayerType(l.MediaType), Digest: l.Digest, Size: l.Size})
 	}

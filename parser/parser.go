@@ -83,7 +83,7 @@ func (p *parseState) parse(dt []byte) (*Graph, error) {
 		return nil, p.sourceError(err)
 	}
 	p.escape = res.EscapeToken
-	p.g = &Graph{File: p.file, Escape: res.EscapeToken, Syntax: hdr.syntax}
+	p.g = &Graph{File: p.file, Escape: res.EscapeToken, Syntax: hdr.syntax, SyntaxLine: hdr.syntaxLine, Source: dt}
 	p.lint = p.newLinter(hdr.check)
 
 	for _, w := range res.Warnings {
@@ -107,6 +107,8 @@ func (p *parseState) parse(dt []byte) (*Graph, error) {
 				Platform: c.Platform,
 				Pos:      p.nodePos(n),
 				Original: c.SourceCode,
+
+				Description: c.DocComment,
 			}
 			p.g.Stages = append(p.g.Stages, s)
 			seen = append(seen, seenInstruction{node: n, stage: s})
@@ -145,6 +147,7 @@ func (p *parseState) parse(dt []byte) (*Graph, error) {
 		return nil, err
 	}
 	p.lintGraph(seen)
+	p.lintStages(seen)
 	sort.SliceStable(p.g.Warnings, func(i, j int) bool {
 		return p.g.Warnings[i].Pos.Line < p.g.Warnings[j].Pos.Line
 	})
@@ -197,9 +200,10 @@ func ParseOnbuild(expr string, pos Pos) (*Step, error) {
 
 // header is what the parser directives at the top of the file say.
 type header struct {
-	escape rune
-	syntax string
-	check  string
+	escape     rune
+	syntax     string
+	syntaxLine int
+	check      string
 }
 
 // scanDirectives reads the parser directives the way BuildKit's parser does
@@ -226,7 +230,7 @@ func (p *parseState) scanDirectives() (header, error) {
 			}
 			h.escape = rune(d.Value[0])
 		case "syntax":
-			h.syntax = d.Value
+			h.syntax, h.syntaxLine = d.Value, i+1
 		case "check":
 			h.check, _, _ = strings.Cut(d.Value, " ")
 		}

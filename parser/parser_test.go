@@ -450,3 +450,21 @@ func TestLintError(t *testing.T) {
 		}
 	}
 }
+
+// TestLintArgBomb parses global ARGs that double each other: the lint
+// rules that evaluate ARG defaults must not expand them without bound.
+func TestLintArgBomb(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("ARG a0=0123456789abcdef\n")
+	for i := 1; i <= 40; i++ {
+		fmt.Fprintf(&b, "ARG a%d=${a%d}${a%d}\n", i, i-1, i-1)
+	}
+	b.WriteString("FROM busybox:$a40\n")
+	start := time.Now()
+	if _, err := Parse("Dockerfile", strings.NewReader(b.String())); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("parse took %v", d)
+	}
+}

@@ -92,11 +92,16 @@ type Graph struct {
 	Stages    []*Stage
 	// Escape is the escape token, '\\' or '`' (# escape= directive).
 	Escape rune
-	// Syntax is the value of the # syntax= directive, or "".
-	Syntax string
+	// Syntax is the value of the # syntax= directive, or "", and
+	// SyntaxLine its line.
+	Syntax     string
+	SyntaxLine int
 	// Warnings are lint-style findings BuildKit would report, ordered by
 	// line. They stop a build only when ErrorOnWarnings is set.
 	Warnings []Warning
+	// Source is the Dockerfile as read, for printing warnings with their
+	// lines (--check).
+	Source []byte `json:"-"`
 	// ErrorOnWarnings is set by "# check=error=true": a build must then
 	// fail when there are Warnings (see LintError).
 	ErrorOnWarnings bool
@@ -149,6 +154,9 @@ type Stage struct {
 	// Original is the FROM instruction text.
 	Original string
 	Steps    []*Step
+	// Description is the "# NAME text" comment right above the FROM, for
+	// --call targets.
+	Description string `json:"-"`
 }
 
 // StageByName finds a stage by its name (case-insensitively) or by its
@@ -311,6 +319,9 @@ type Arg struct{ Pairs []ArgPair }
 type ArgPair struct {
 	Key   string
 	Value *string
+	// Description is the "# KEY text" comment right above the ARG, for
+	// --call outline; it is in no cache key.
+	Description string `json:"-"`
 }
 
 // Expose is EXPOSE; Ports are sorted as BuildKit does.

@@ -1,8 +1,9 @@
 // Package progress renders the events of a build: steps started, finished,
 // served from the cache or failed, the lines of output they print, transfers
 // of blobs and images, and messages outside any step. It draws them in one
-// of four modes: buildx's plain format, a live view redrawn on a terminal,
-// one JSON object per event (rawjson), or nothing. It knows nothing of how a
+// of five modes: buildx's plain format, a live view redrawn on a terminal,
+// buildx's rawjson (BuildKit SolveStatus objects), builder's own event
+// stream (one JSON object per event), or nothing. It knows nothing of how a
 // build runs; package build emits the events and cmd/builder picks the mode.
 package progress
 
@@ -23,38 +24,42 @@ import (
 type Mode string
 
 // The modes. Plain is buildx's plain format, for logs; TTY is a live view
-// redrawn in place on a terminal; JSON prints one JSON object per event
-// (--progress=rawjson); Quiet prints nothing.
+// redrawn in place on a terminal; RawJSON prints buildx's rawjson, one
+// BuildKit SolveStatus per line; JSON prints builder's own events, one JSON
+// object per event; Quiet prints nothing.
 const (
-	Plain Mode = "plain"
-	TTY   Mode = "tty"
-	JSON  Mode = "rawjson"
-	Quiet Mode = "quiet"
+	Plain   Mode = "plain"
+	TTY     Mode = "tty"
+	RawJSON Mode = "rawjson"
+	JSON    Mode = "json"
+	Quiet   Mode = "quiet"
 )
 
-// ParseMode reads a --progress value: auto, tty, plain, rawjson or quiet.
-// Auto becomes TTY when out is a terminal and Plain otherwise.
+// ParseMode reads a --progress value: auto, tty, plain, rawjson, json or
+// quiet. Auto becomes TTY when out is a terminal and Plain otherwise; so
+// does tty, as a live view's escape codes only garble a pipe or a file.
 func ParseMode(s string, out *os.File) (Mode, error) {
 	switch m := Mode(s); m {
-	case Plain, TTY, JSON, Quiet:
+	case Plain, RawJSON, JSON, Quiet:
 		return m, nil
-	case "auto", "":
+	case TTY, "auto", "":
 		if out != nil && term.IsTerminal(int(out.Fd())) {
 			return TTY, nil
 		}
 		return Plain, nil
 	}
-	return "", fmt.Errorf("unknown progress mode %q: use auto, tty, plain, rawjson or quiet", s)
+	return "", fmt.Errorf("unknown progress mode %q: use auto, tty, plain, rawjson, json or quiet", s)
 }
 
 // Progress reports the steps of a build. It is safe for concurrent use by
 // parallel stages. A Progress in tty mode redraws the terminal from a
 // goroutine until Close; Close is idempotent and needed in every mode.
 type Progress struct {
-	mu     sync.Mutex
-	r      renderer
-	next   int
-	closed bool
+	mu       sync.Mutex
+	r        renderer
+	next     int
+	expected int // steps the build announced with Expect
+	closed   bool
 }
 
 // renderer draws progress events; its methods are called with Progress.mu held.
@@ -83,6 +88,8 @@ func New(w io.Writer, mode Mode) *Progress {
 		p.r = quietRenderer{}
 	case JSON:
 		p.r = &jsonRenderer{enc: json.NewEncoder(w)}
+	case RawJSON:
+		p.r = newRawJSONRenderer(json.NewEncoder(w))
 	case TTY:
 		p.r = newTTYRenderer(p, w)
 	default:
@@ -96,6 +103,25 @@ func (p *Progress) Printf(format string, args ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.r.message(time.Now(), fmt.Sprintf(format, args...))
+}
+
+// Warning shows one build-check warning: short is its one-line text
+// ("Rule: message (line N)"), url its documentation. The text views print
+// it as " - short" under a count the caller prints, as buildx lists them;
+// rawjson sends it as a SolveStatus warning.
+func (p *Progress) Warning(short, url string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w, ok := p.r.(warner); ok {
+		w.warning(time.Now(), short, url)
+		return
+	}
+	p.r.message(time.Now(), " - "+short)
+}
+
+// warner is a renderer with a form of its own for warnings.
+type warner interface {
+	warning(now time.Time, short, url string)
 }
 
 // Line prints s as a line that belongs to no step; it fits the
@@ -116,12 +142,25 @@ func (p *Progress) Close() {
 	r.close(time.Now()) // takes the lock itself: it may wait for the redraw goroutine
 }
 
+// Expect announces n more steps the build will run, so that a live view
+// shows the total from the start rather than counting steps as they begin.
+// More steps than expected may start; the total then grows.
+func (p *Progress) Expect(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.expected += n
+}
+
 // Step starts a numbered step and shows its header.
-func (p *Progress) Step(header string) *Step {
+func (p *Progress) Step(header string) *Step { return p.StepAfter(nil, header) }
+
+// StepAfter starts a step that works on the result of after (nil: none),
+// which rawjson names as the vertex's input.
+func (p *Progress) StepAfter(after *Step, header string) *Step {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.next++
-	s := &Step{p: p, n: p.next, name: header, start: time.Now()}
+	s := &Step{p: p, n: p.next, name: header, start: time.Now(), after: after}
 	p.r.start(s)
 	return s
 }
@@ -144,6 +183,7 @@ type Step struct {
 	n     int
 	name  string
 	start time.Time
+	after *Step // the step whose result this one works on, or nil
 	buf   []byte
 	tail  []string // last lines of output, for error reports
 
@@ -178,6 +218,17 @@ func (s *Step) line(l string) {
 		s.tail = s.tail[len(s.tail)-tailLines:]
 	}
 	s.p.r.line(s, time.Now(), l)
+}
+
+// Note shows a line of the builder's own about the step (why it missed
+// the cache) among its output. Unlike output it is not kept for Tail, so
+// an error report never passes it off as the command's.
+func (s *Step) Note(text string) {
+	s.p.mu.Lock()
+	defer s.p.mu.Unlock()
+	for _, l := range strings.Split(text, "\n") {
+		s.p.r.line(s, time.Now(), l)
+	}
 }
 
 func (s *Step) flush() {
@@ -254,7 +305,7 @@ func (quietRenderer) close(time.Time)                  {}
 func (quietRenderer) transferStart(*Transfer)          {}
 func (quietRenderer) transferEnd(*Transfer, time.Time) {}
 
-// jsonEvent is one line of rawjson progress.
+// jsonEvent is one line of builder's own JSON progress (--progress=json).
 type jsonEvent struct {
 	Step     int      `json:"step"`
 	Name     string   `json:"name,omitempty"`

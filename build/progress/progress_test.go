@@ -100,8 +100,9 @@ func TestParseMode(t *testing.T) {
 		{"auto", Plain, false}, // a pipe is no terminal
 		{"", Plain, false},
 		{"plain", Plain, false},
-		{"tty", TTY, false},
-		{"rawjson", JSON, false},
+		{"tty", Plain, false}, // escape codes would garble the pipe
+		{"rawjson", RawJSON, false},
+		{"json", JSON, false},
 		{"quiet", Quiet, false},
 		{"fancy", "", true},
 	} {

@@ -33,7 +33,7 @@ func TestTransfers(t *testing.T) {
 			t.Errorf("plain output:\n%s", out.String())
 		}
 	})
-	t.Run("rawjson", func(t *testing.T) {
+	t.Run("json", func(t *testing.T) {
 		var out bytes.Buffer
 		p := New(&out, JSON)
 		tr := p.Transfer("pull sha256:0123456789ab", 100)

@@ -86,8 +86,12 @@ func (s *sandbox) mountDev() error {
 	if err := os.Mkdir(shm, 0o1777); err != nil {
 		return fmt.Errorf("create /dev/shm: %w", err)
 	}
+	size := s.cfg.ShmSize
+	if size <= 0 { // size=0 would mean no limit at all
+		size = DefaultShmSize
+	}
 	if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC,
-		"mode=1777,size=65536k"); err != nil {
+		fmt.Sprintf("mode=1777,size=%d", size)); err != nil {
 		return fmt.Errorf("mount tmpfs on /dev/shm: %w", err)
 	}
 	for _, l := range [][2]string{

@@ -69,6 +69,10 @@ type initConfig struct {
 	// (see IsolationChroot); Root is one bind mount whose source is used
 	// as the root directory itself.
 	Chroot bool `json:"chroot,omitempty"`
+	// Rlimits are set before the command starts (Spec.Rlimits).
+	Rlimits []Rlimit `json:"rlimits,omitempty"`
+	// ShmSize is the size of /dev/shm in bytes.
+	ShmSize int64 `json:"shmSize"`
 	// NAT is the NAT of a private network; the builder starts it.
 	NAT nat.NAT `json:"-"`
 	// Cgroups are the run's cgroup directories, which the init joins

@@ -62,6 +62,25 @@ import (
 // DefaultPath is the PATH a command gets when Spec.Env has none, as in Docker.
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+// DefaultShmSize is the size of /dev/shm when Spec.ShmSize is 0, as in
+// Docker.
+const DefaultShmSize = 64 << 20
+
+// HostEntry is one line of /etc/hosts: a name and its address.
+type HostEntry struct {
+	Host string
+	IP   string
+}
+
+// Rlimit is one resource limit of the command (setrlimit(2)): Resource is
+// a unix.RLIMIT_* constant.
+type Rlimit struct {
+	Name     string `json:"name"` // e.g. "nofile", for errors
+	Resource int    `json:"resource"`
+	Soft     uint64 `json:"soft"`
+	Hard     uint64 `json:"hard"`
+}
+
 // DefaultHostname is the hostname a command sees when Spec.Hostname is empty.
 const DefaultHostname = "builder"
 
@@ -103,6 +122,16 @@ type Spec struct {
 	// Hosts is the content of /etc/hosts during the run; nil means a
 	// localhost file naming Hostname.
 	Hosts []byte
+	// ExtraHosts are added to /etc/hosts after Hosts (--add-host), one
+	// line each, in order.
+	ExtraHosts []HostEntry
+	// Rlimits are set on the command's process (--ulimit), by the init
+	// right before it starts the command; raising a hard limit needs
+	// CAP_SYS_RESOURCE.
+	Rlimits []Rlimit
+	// ShmSize is the size of the /dev/shm tmpfs in bytes; 0 means
+	// DefaultShmSize.
+	ShmSize int64
 	// ResolvConf is the content of /etc/resolv.conf during the run; nil
 	// means the host's /etc/resolv.conf, or for a private network one that
 	// names the NAT's DNS forwarder (with the host's search and options).
@@ -383,6 +412,19 @@ func newConfig(spec Spec) (*initConfig, error) {
 	if hosts == nil {
 		hosts = fmt.Appendf(nil, "127.0.0.1\tlocalhost %s\n::1\tlocalhost ip6-localhost ip6-loopback\n", hostname)
 	}
+	for _, h := range spec.ExtraHosts {
+		if strings.ContainsAny(h.Host+h.IP, " \t\r\n#") || h.Host == "" || h.IP == "" {
+			return nil, fmt.Errorf("sandbox: invalid hosts entry %q %q", h.Host, h.IP)
+		}
+		hosts = fmt.Appendf(hosts[:len(hosts):len(hosts)], "%s\t%s\n", h.IP, h.Host)
+	}
+	shm := spec.ShmSize
+	if shm == 0 {
+		shm = DefaultShmSize
+	}
+	if shm < 0 {
+		return nil, fmt.Errorf("sandbox: negative /dev/shm size %d", shm)
+	}
 	resolv := spec.ResolvConf
 	if resolv == nil {
 		b, err := os.ReadFile("/etc/resolv.conf")
@@ -413,6 +455,8 @@ func newConfig(spec Spec) (*initConfig, error) {
 		Mounts:     sortMounts(spec.Mounts),
 		Insecure:   spec.Insecure,
 		Chroot:     chroot,
+		Rlimits:    spec.Rlimits,
+		ShmSize:    shm,
 
 		noPIDNamespace: spec.noPIDNamespace,
 	}, nil

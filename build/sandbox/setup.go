@@ -283,6 +283,14 @@ func (s *sandbox) start() (int, error) {
 		return 0, fmt.Errorf("enter working directory %s: outside the root filesystem", cfg.Cwd)
 	}
 	unix.Umask(0o022)
+	// Resource limits are per process and inherited across fork and exec.
+	// syscall.Setrlimit (not unix's) also stops ForkExec from restoring
+	// the soft RLIMIT_NOFILE Go raised at startup.
+	for _, l := range cfg.Rlimits {
+		if err := syscall.Setrlimit(l.Resource, &syscall.Rlimit{Cur: l.Soft, Max: l.Hard}); err != nil {
+			return 0, fmt.Errorf("set ulimit %s=%d:%d: %w", l.Name, int64(l.Soft), int64(l.Hard), err)
+		}
+	}
 	// The command leads a session and a process group of its own, apart
 	// from the init's, so that kill(0) and job control reach its
 	// processes only.

@@ -82,6 +82,12 @@ type AutoGCReport struct {
 // caller must not hold the store lock. AutoGC is idempotent.
 func (s *Store) AutoGC(ctx context.Context, keep ...v1.Hash) (AutoGCReport, error) {
 	rep := AutoGCReport{KeepStorage: s.keep}
+	// Build records are bounded by their own limits, whatever the cache's.
+	c, err := s.collectRecords()
+	if err != nil {
+		return rep, err
+	}
+	rep.BuildRecords = c.Records
 	if s.keep <= 0 {
 		return rep, nil
 	}
@@ -112,6 +118,7 @@ func (s *Store) AutoGC(ctx context.Context, keep ...v1.Hash) (AutoGCReport, erro
 		if rep.PruneReport, err = s.pruneGraph(ctx, g, PruneOptions{KeepStorage: s.keep, Keep: keep, Grace: s.grace}); err != nil {
 			return rep, err
 		}
+		rep.BuildRecords = c.Records
 	}
 	st := gcState{Checked: time.Now(), Total: rep.Total - rep.Reclaimed, Blobs: blobs}
 	if st.Total < 0 {

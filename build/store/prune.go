@@ -11,6 +11,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"builder/build/record"
 	"builder/imageref"
 	"builder/internal/atomicfile"
 )
@@ -30,6 +31,7 @@ type PruneOptions struct {
 // PruneReport says what Prune removed.
 type PruneReport struct {
 	Records, Blobs, Snapshots, CacheMounts int
+	BuildRecords                           int   // build records beyond the limits (see package record)
 	Reclaimed                              int64 // bytes of blobs, snapshots and cache mounts removed
 }
 
@@ -48,23 +50,46 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (PruneReport, error) 
 		return PruneReport{}, err
 	}
 	defer unlock()
-	return s.prune(ctx, o)
+	rep, err := s.prune(ctx, o)
+	if err != nil {
+		return rep, err
+	}
+	c, err := s.collectRecords()
+	rep.BuildRecords, rep.Reclaimed = c.Records, rep.Reclaimed+c.Bytes
+	return rep, err
+}
+
+// collectRecords removes the build records beyond the store's limits.
+func (s *Store) collectRecords() (record.Collected, error) {
+	c, err := record.Collect(s.root, s.records, false)
+	if err != nil {
+		return c, fmt.Errorf("collect build records: %w", err)
+	}
+	return c, nil
 }
 
 // RemoveImage untags name and then prunes what nothing references any
 // more (cache records keep their layers).
 func (s *Store) RemoveImage(ctx context.Context, name string) (PruneReport, error) {
+	return s.RemoveNames(ctx, []string{name})
+}
+
+// RemoveNames untags every name, then prunes once what nothing references
+// any more. Names untagged before an unknown one stay untagged.
+func (s *Store) RemoveNames(ctx context.Context, names []string) (PruneReport, error) {
 	unlock, err := s.lock(ctx, true)
 	if err != nil {
 		return PruneReport{}, err
 	}
 	defer unlock()
-	full, err := imageref.Normalize(name)
-	if err != nil {
-		return PruneReport{}, err
-	}
-	if err := s.index.Untag(full); err != nil {
-		return PruneReport{}, err
+	for _, name := range names {
+		full, err := imageref.Normalize(name)
+		if err != nil {
+			return PruneReport{}, err
+		}
+		if err := s.index.Untag(full); err != nil {
+			return PruneReport{}, err
+		}
 	}
 	return s.prune(ctx, PruneOptions{})
 }

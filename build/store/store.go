@@ -18,6 +18,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"builder/build/record"
 	"builder/export"
 	"builder/snapshot"
 	"builder/snapshot/content"
@@ -88,6 +89,9 @@ type Config struct {
 	// used recently, so that a concurrent build's fresh result survives
 	// until it is exported. 0 means 10 minutes; negative, none.
 	Grace time.Duration
+	// Records bounds the build records (see package record) that Prune
+	// and AutoGC keep; zero fields take record's defaults.
+	Records record.Limits
 }
 
 // Store maintains one store. It holds no open files between calls, and
@@ -100,6 +104,7 @@ type Store struct {
 	cache       Cache
 	keep        int64 // automatic GC limit in bytes; 0 for off
 	grace       time.Duration
+	records     record.Limits
 }
 
 // New makes the Store for the pieces in cfg. It only fails when it cannot
@@ -113,5 +118,5 @@ func New(cfg Config) (*Store, error) {
 		}
 	}
 	return &Store{root: cfg.Root, blobs: cfg.Blobs, index: cfg.Index, snapshotter: cfg.Snapshotter, cache: cfg.Cache,
-		keep: max(keep, 0), grace: cmp.Or(cfg.Grace, autoGCGrace)}, nil
+		keep: max(keep, 0), grace: cmp.Or(cfg.Grace, autoGCGrace), records: cfg.Records}, nil
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"os"
@@ -18,17 +20,18 @@ import (
 	"builder/build/cacheio"
 	"builder/build/namedctx"
 	"builder/build/progress"
+	"builder/build/record"
 	"builder/build/secrets"
 	"builder/build/sshagent"
 	"builder/export/output"
 )
 
-func runBuild(ctx context.Context, g *globals, args []string) error {
+func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 	fs := newFlagSet("build", g)
 	var (
 		tags, buildArgs, outputs, insecure, labels         []string
 		file, target, network, progFlag, iidfile, platform string
-		noCache, pull, quiet                               bool
+		noCache, quiet, noRecord                           bool
 	)
 	fs.StringArrayVarP(&tags, "tag", "t", nil, "name and optionally a tag (name:tag); may be repeated")
 	fs.StringVarP(&file, "file", "f", "", "Dockerfile path (default CONTEXT/Dockerfile; - for stdin; inside the context for a remote or stdin CONTEXT)")
@@ -36,8 +39,19 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringArrayVar(&labels, "label", nil, "set a label on the image (KEY=VALUE)")
 	fs.StringVar(&target, "target", "", "build this stage and the stages it needs")
 	fs.BoolVar(&noCache, "no-cache", false, "do not use the cache")
-	explainCache := fs.Bool("explain-cache", false, "say for every cache miss which input changed since the last build of that step (also with --progress=plain)")
-	fs.BoolVar(&pull, "pull", false, "resolve base images in their registry even if stored locally")
+	explainCache := fs.Bool("explain-cache", false, "say for every cache miss which input changed since the last build of that step (the default with --progress=plain)")
+	pullFlag := fs.String("pull", "missing", "when to pull base images: always (also bare --pull, true), missing (false: only those not in the local store), never (fail when one is missing)")
+	fs.Lookup("pull").NoOptDefVal = "always"
+	var addHosts, ulimits, annotations, noCacheFilter []string
+	var shmSize string
+	fs.StringArrayVar(&addHosts, "add-host", nil, "add HOST:IP to every RUN's /etc/hosts (IP host-gateway: the host, with --network host); may be repeated")
+	fs.StringArrayVar(&ulimits, "ulimit", nil, "resource limit of every RUN's processes, NAME=SOFT[:HARD] (e.g. nofile=1024:2048); may be repeated")
+	fs.StringVar(&shmSize, "shm-size", "", "size of every RUN's /dev/shm (default 64m)")
+	fs.StringArrayVar(&annotations, "annotation", nil, "add an annotation to the image manifest, [TYPE[PLATFORMS]:]KEY=VALUE with TYPE manifest (the default), manifest-descriptor, index or index-descriptor; may be repeated")
+	fs.StringArrayVar(&noCacheFilter, "no-cache-filter", nil, "do not use the cache for the steps of this stage (name or index); may be repeated")
+	callFlag := fs.String("call", "build", "instead of building, print: check (the build checks' warnings; exit 1 if any), outline (the target's build args, secrets and ssh ids) or targets (the stages); add ,format=json for JSON")
+	checkFlag := fs.Bool("check", false, "shorthand for --call check")
+	fs.Bool("load", false, "load the image into the local store (always done: accepted for buildx compatibility)")
 	fs.StringVar(&network, "network", "default", "network mode of RUN: default (a private network whose outbound traffic goes through pasta or slirp4netns; the host's loopback is unreachable), none, or host (also allows RUN --network=host)")
 	fs.StringVar(&platform, "platform", "", "target platform (only the host's, linux/"+hostArch()+", is supported)")
 	fs.StringArrayVarP(&outputs, "output", "o", nil, "output: type=image|registry|oci|docker|local|tar[,dest=PATH][,name=REF][,compression=gzip|zstd|uncompressed]..., or - for a tar on stdout")
@@ -54,8 +68,9 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringVarP(&memory, "memory", "m", "", "memory limit of each RUN's processes (e.g. 512m, 2g), with cgroups")
 	fs.Float64Var(&cpus, "cpus", 0, "CPU limit of each RUN's processes, in CPUs (e.g. 1.5), with cgroups")
 	fs.Int64Var(&pidsLimit, "pids-limit", 0, "limit on the processes and threads of each RUN, with cgroups")
-	fs.StringVar(&progFlag, "progress", "auto", "progress output: auto (tty on a terminal, else plain), tty, plain, rawjson or quiet")
+	fs.StringVar(&progFlag, "progress", "auto", "progress output: auto (tty on a terminal, else plain), tty, plain, rawjson (buildx's: BuildKit SolveStatus JSON lines), json (builder's own events) or quiet (env BUILDKIT_PROGRESS)")
 	fs.BoolVarP(&quiet, "quiet", "q", false, "print only the image ID")
+	fs.BoolVar(&noRecord, "no-record", false, "keep no record of this build (env BUILDER_NO_RECORD=1; see 'builder builds')")
 	fs.StringVar(&iidfile, "iidfile", "", "write the image ID (manifest digest) to this file")
 	var pushTags bool
 	var metadataFile string
@@ -72,17 +87,37 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: builder build [OPTIONS] CONTEXT\n\nCONTEXT is a directory, - (a tar archive or a Dockerfile on stdin), a Git URL\n(https://host/repo.git#ref:subdir, git://..., git@host:repo.git#ref) or an http(s) URL\nof a tarball or a Dockerfile.\n\nExamples:\n  builder build -t app .\n  builder build -t app -o type=oci,dest=app.tar .\n\nOptions:\n%s", fs.FlagUsages())
 	}
+	addBuildxFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil
 		}
+		if strings.HasPrefix(err.Error(), "unknown ") {
+			return flagError(err)
+		}
 		return usagef("%w", err)
+	}
+	if err := checkBuildxFlags(fs); err != nil {
+		return err
 	}
 	if fs.NArg() != 1 {
 		return usagef("builder build needs exactly one CONTEXT argument (see 'builder build --help')")
 	}
-	o := build.Options{ContextDir: fs.Arg(0), Tags: tags, Target: target, NoCache: noCache, Pull: pull,
-		Network: network, BuildArgs: map[string]string{}, Labels: map[string]string{}}
+	call, err := parseCall(*callFlag, *checkFlag)
+	if err != nil {
+		return err
+	}
+	o := build.Options{ContextDir: fs.Arg(0), Tags: tags, Target: target, NoCache: noCache,
+		Network: network, BuildArgs: map[string]string{}, Labels: map[string]string{}, NoCacheFilter: noCacheFilter}
+	switch *pullFlag {
+	case "always", "true", "newer":
+		o.Pull = true
+	case "missing", "false":
+	case "never":
+		o.NoPull = true
+	default:
+		return usagef("--pull=%s: use always, missing or never", *pullFlag)
+	}
 	if err := checkContextArg(o.ContextDir); err != nil {
 		return err
 	}
@@ -106,7 +141,11 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	if network != build.NetworkDefault && network != build.NetworkNone && network != build.NetworkHost {
 		return usagef("--network %q: use default, none or host", network)
 	}
+	if err := runOptions(&o, addHosts, ulimits, shmSize, annotations); err != nil {
+		return err
+	}
 	o.NAT = os.Getenv("BUILDER_NAT")
+	o.StrictSyntax = os.Getenv("BUILDER_STRICT_SYNTAX") == "1"
 	epoch, err := sourceDateEpoch(o.BuildArgs)
 	if err != nil {
 		return usagef("%w", err)
@@ -145,6 +184,9 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
+	if v := os.Getenv("BUILDKIT_PROGRESS"); v != "" && !fs.Changed("progress") {
+		progFlag = v
+	}
 	mode, err := progress.ParseMode(progFlag, os.Stderr)
 	if err != nil {
 		return usagef("--progress: %w", err)
@@ -154,7 +196,8 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	}
 	o.Progress = progress.New(os.Stderr, mode)
 	build.Version = version
-	o.ExplainCache = *explainCache || progFlag == "plain"
+	// --progress=plain explains misses unless --explain-cache=false says not to.
+	o.ExplainCache = *explainCache || (progFlag == "plain" && !fs.Changed("explain-cache"))
 	defer o.Progress.Close()
 	rc, err := g.registryClient(insecure)
 	if err != nil {
@@ -165,18 +208,35 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	start := time.Now()
+	var rw *record.Writer
+	var ex *output.Result
+	if !noRecord && !recordOff() {
+		rw = startRecord(b, g.root, &o, args)
+	}
+	if rw != nil {
+		defer func() { finishRecord(ctx, rw, o.Progress, ex, outputs, err) }()
+	}
 	bctx, err := resolveContext(ctx, g, &o, file)
 	if err != nil {
 		return err
 	}
 	defer bctx.Close()
-	graph, err := build.ReadDockerfile(o.DockerfilePath())
+	dfPath := o.DockerfilePath()
+	if rw != nil {
+		if err := rw.SetInputs(fileDigest(dfPath), contextDigest(o.ContextDir)); err != nil {
+			o.Progress.Printf("WARNING: %v", err)
+		}
+	}
+	graph, src, err := build.ReadDockerfileSource(dfPath)
 	if err != nil {
-		return err
+		return withSource(err, filepath.Base(dfPath), src)
+	}
+	if call.name != "" {
+		return runCall(os.Stdout, call, graph, o)
 	}
 	res, err := b.Build(ctx, graph, o)
 	if err != nil {
-		return err
+		return withSource(err, filepath.Base(dfPath), src)
 	}
 	atts, err := plan.attestations(ctx, b, o, res)
 	if err != nil {
@@ -185,7 +245,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	exp := output.New(output.Config{Store: b.Store(), Index: b.Index(), Registry: b.Registry(),
 		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress),
 		Attest: atts})
-	ex, err := exp.Export(ctx, outs, res.Image, res.Tags)
+	ex, err = exp.Export(ctx, outs, res.Image, res.Tags)
 	if errors.Is(err, output.ErrNoName) {
 		return usagef("%w", err)
 	}
@@ -204,11 +264,12 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		}
 	}
 	if metadataFile != "" {
+		ex.BuildRef = buildRef()
 		if err := output.WriteMetadata(metadataFile, ex); err != nil {
 			return err
 		}
 	}
-	o.Progress.Printf("image %s%s", res.ManifestDigest, imageSize(res.Image))
+	o.Progress.Printf("image %s%s", ex.Digest, imageSize(ex.Image))
 	for _, t := range res.Tags {
 		o.Progress.Printf("naming to %s", t)
 	}
@@ -217,6 +278,29 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		fmt.Println(ex.Digest)
 	}
 	return nil
+}
+
+// finishRecord ends a build's record with its result or error; a record
+// that cannot be written costs a warning, not the build.
+func finishRecord(ctx context.Context, rw *record.Writer, p *progress.Progress, ex *output.Result, outputs []string, err error) {
+	res := record.Result{Err: err, Outputs: outputs}
+	if err != nil {
+		res.Interrupted = errors.Is(err, context.Canceled) || ctx.Err() != nil
+	} else if ex != nil {
+		res.Image, res.Tags = ex.Digest.String(), ex.Names
+	}
+	if ferr := rw.Finish(res); ferr != nil {
+		p.Printf("WARNING: %v", ferr)
+	}
+}
+
+// buildRef returns a new build reference in buildx's BUILDER/NODE/REF form
+// for the metadata file: builder runs no builder instances, so BUILDER and
+// NODE are "builder" and "local", and REF is random.
+func buildRef() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "builder/local/" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
 }
 
 // imageSize describes an image's layer count and stored size (config and
@@ -336,6 +420,39 @@ func isolationOptions(ctx context.Context, o *build.Options, g *globals, isolati
 		return usagef("--cpus and --pids-limit must not be negative")
 	}
 	o.Limits.CPUs, o.Limits.Pids = cpus, pids
+	return nil
+}
+
+// runOptions puts --add-host, --ulimit, --shm-size and --annotation into o;
+// --network must be in o already (host-gateway depends on it).
+func runOptions(o *build.Options, addHosts, ulimits []string, shmSize string, annotations []string) error {
+	for _, h := range addHosts {
+		e, err := build.ParseAddHost(h, o.Network)
+		if err != nil {
+			return usagef("%w", err)
+		}
+		o.ExtraHosts = append(o.ExtraHosts, e)
+	}
+	for _, u := range ulimits {
+		l, err := build.ParseUlimit(u)
+		if err != nil {
+			return usagef("%w", err)
+		}
+		o.Ulimits = append(o.Ulimits, l)
+	}
+	if shmSize != "" {
+		n, err := build.ParseShmSize(shmSize)
+		if err != nil {
+			return usagef("%w", err)
+		}
+		o.ShmSize = n
+	}
+	host := v1.Platform{OS: "linux", Architecture: hostArch()}
+	for _, a := range annotations {
+		if err := o.Annotations.ParseAnnotation(a, host); err != nil {
+			return usagef("%w", err)
+		}
+	}
 	return nil
 }
 

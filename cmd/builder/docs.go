@@ -56,7 +56,7 @@ type flagDoc struct {
 	short, long, usage string
 }
 
-var flagLine = regexp.MustCompile(`^\s+(?:-(\w), )?--([\w-]+)(?:\[=[^\]]*\])?(?: \w+)?\s{2,}(.*)$`)
+var flagLine = regexp.MustCompile(`^\s+(?:-(\w), )?--([\w-]+)(?:\[=[^\]]*\])?(?: \w+)?(?:\[=[^\]]*\])?\s{2,}(.*)$`)
 
 // helpFlags reads the options out of a command's help text.
 func helpFlags(help string) []flagDoc {
@@ -100,6 +100,9 @@ func writeCLIReference(ctx context.Context, w io.Writer) error {
 		}
 		if help != "" {
 			fmt.Fprintf(&b, "\n```text\n%s```\n", help)
+		}
+		if c.name == "build" {
+			b.WriteString(buildxFlagTable(helpFlags(help)))
 		}
 	}
 	_, err := io.WriteString(w, b.String())

@@ -63,14 +63,11 @@ func (g *globals) inspectAttestations(ctx context.Context, ref string, insecure 
 	if err != nil {
 		return nil, err
 	}
-	img, err := lookupImage(s, idx, ref)
+	r, err := resolveImage(idx, ref)
 	if err != nil {
 		return nil, err
 	}
-	d, err := img.Digest()
-	if err != nil {
-		return nil, err
-	}
+	d := r.Desc.Digest
 	ai := &attestationsInfo{Name: ref, Digest: d.String(), Statements: []*attest.Statement{}}
 	descs, err := idx.Attestations(d)
 	if err != nil {

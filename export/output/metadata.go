@@ -33,6 +33,9 @@ func WriteMetadata(path string, r *Result) error {
 	if len(r.Names) > 0 {
 		m["image.name"] = strings.Join(r.Names, ",")
 	}
+	if r.BuildRef != "" {
+		m["buildx.build.ref"] = r.BuildRef
+	}
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err

@@ -40,6 +40,10 @@ type Result struct {
 	MediaType string  // manifest media type
 	Size      int64   // manifest size
 	Names     []string
+	Image     v1.Image // the image written
+	// BuildRef identifies the build, for buildx.build.ref in the
+	// metadata file; empty leaves the key out.
+	BuildRef string
 }
 
 // Config is what an Exporter writes with.
@@ -81,9 +85,12 @@ func New(c Config) *Exporter {
 }
 
 // Export writes img to every spec in order; names are the build's tags,
-// which name the image where a spec has no name=. It returns what the
-// first spec that makes an image (image, registry, oci, docker) exported,
-// or, when none does, img itself under names.
+// which name the image where a spec has no name=. One build makes one
+// image: the first spec that makes an image (image, registry, oci, docker)
+// decides its compression and media types, and the local store's names
+// are pointed at that image once every spec is written; Export returns it
+// (img itself under names when no spec makes an image). Later specs that
+// convert otherwise write their own variant.
 func (e *Exporter) Export(ctx context.Context, specs []Spec, img v1.Image, names []string) (*Result, error) {
 	var first *Result
 	for _, s := range specs {
@@ -97,6 +104,9 @@ func (e *Exporter) Export(ctx context.Context, specs []Spec, img v1.Image, names
 	}
 	if first == nil {
 		return describe(img, names)
+	}
+	if err := e.tagAll(first.Image, names); err != nil {
+		return nil, err
 	}
 	return first, nil
 }
@@ -286,5 +296,5 @@ func describe(img v1.Image, names []string) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Digest: d, Config: cfg, MediaType: string(mt), Size: size, Names: names}, nil
+	return &Result{Digest: d, Config: cfg, MediaType: string(mt), Size: size, Names: names, Image: img}, nil
 }
