@@ -239,6 +239,15 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 	if err != nil {
 		return false, err
 	}
+	if op.Checksum != "" {
+		// BuildKit's checks, in its order and words.
+		if len(srcs) != 1 {
+			return false, fmt.Errorf("checksum can't be specified for multiple sources")
+		}
+		if !fetch.IsHTTP(srcs[0]) && !gitsrc.IsGit(srcs[0]) {
+			return false, fmt.Errorf("checksum requires HTTP(S) or Git sources")
+		}
+	}
 	var local, urls []string
 	for _, s := range srcs {
 		switch {
@@ -255,9 +264,6 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 		default:
 			local = append(local, s)
 		}
-	}
-	if op.Checksum != "" && len(urls) == 0 {
-		return false, fmt.Errorf("checksum can't be specified for non-HTTP(S) sources")
 	}
 	createdBy := copyHistory(op, srcs, dest, chown, chmod)
 	dest = containerPath(st.cfg.Config.WorkingDir, dest)

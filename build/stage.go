@@ -314,13 +314,15 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 	return stateFromImage(img)
 }
 
-// scratchState is the state of FROM scratch: no layers, Docker's PATH.
+// scratchState is the state of FROM scratch: no layers, Docker's PATH,
+// WorkingDir / (as BuildKit's empty image).
 func scratchState(platform v1.Platform) *stageState {
 	st := &stageState{args: newVars(), fsKey: cache.Key("scratch")}
 	st.cfg.OS = platform.OS
 	st.cfg.Architecture = platform.Architecture
 	st.cfg.Variant = platform.Variant
 	st.cfg.Config.Env = []string{"PATH=" + defaultPath}
+	st.cfg.Config.WorkingDir = "/" // as BuildKit's empty image
 	st.created = time.Unix(0, 0).UTC()
 	return st
 }
