@@ -11,12 +11,16 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync/atomic"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"builder/build/cache"
 	"builder/build/copier"
 	"builder/build/fetch"
 	"builder/build/progress"
 	"builder/build/sandbox"
+	"builder/export"
 	"builder/parser"
 	"builder/snapshot"
 	"builder/snapshot/archive"
@@ -34,6 +38,9 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	}
 	argv, script, err := runArgv(st, op)
 	if err != nil {
+		return false, err
+	}
+	if err := j.checkRunPlatform(st); err != nil {
 		return false, err
 	}
 	network, sandboxNet, nat, err := j.runNetworkMode(op)
@@ -57,6 +64,8 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	envJSON, _ := json.Marshal(st.runEnv(nil))
 	pre := cache.Preimage{Parent: string(st.fsKey), Op: "run", Args: argv, State: map[string]string{
 		"env": string(envJSON), "user": c.User, "workdir": c.WorkingDir, "network": network,
+		// The platform whose programs run: a foreign one runs emulated.
+		"platform": export.PlatformString(v1.Platform{OS: st.cfg.OS, Architecture: st.cfg.Architecture, Variant: st.cfg.Variant}),
 	}}
 	if len(mounts) > 0 {
 		pre.State["mounts"] = mountsKey(mounts)
@@ -118,22 +127,36 @@ func (j *job) fsStep(ctx context.Context, st *stageState, c fsCall, change func(
 		j.applyRecord(st, rec, createdBy)
 		return true, nil
 	}
-	parent, err := j.ensureChain(ctx, st.layers)
+	// Jobs of other platforms may reach the same key at the same time
+	// (a FROM --platform=$BUILDPLATFORM stage): the step runs once and
+	// the others take its record as a cache hit.
+	var ran atomic.Bool
+	rec, err := j.b.steps.Do(ctx, key, func(ctx context.Context) (cache.Record, error) {
+		if rec, hit := j.lookup(key); hit {
+			return rec, nil
+		}
+		ran.Store(true)
+		parent, err := j.ensureChain(ctx, st.layers)
+		if err != nil {
+			return cache.Record{}, err
+		}
+		active := activeKey(c.kind)
+		root, err := j.b.snapshotter.Prepare(ctx, active, parent)
+		if err != nil {
+			return cache.Record{}, fmt.Errorf("prepare snapshot: %w", err)
+		}
+		defer j.b.snapshotter.Remove(context.WithoutCancel(ctx), active)
+		if err := change(root); err != nil {
+			return cache.Record{}, err
+		}
+		return j.commitLayer(ctx, active, parent, key, preimage)
+	})
 	if err != nil {
 		return false, err
 	}
-	active := activeKey(c.kind)
-	root, err := j.b.snapshotter.Prepare(ctx, active, parent)
-	if err != nil {
-		return false, fmt.Errorf("prepare snapshot: %w", err)
-	}
-	defer j.b.snapshotter.Remove(context.WithoutCancel(ctx), active)
-	if err := change(root); err != nil {
-		return false, err
-	}
-	rec, err = j.commitLayer(ctx, active, parent, key, preimage)
-	if err != nil {
-		return false, err
+	if !ran.Load() {
+		j.applyRecord(st, rec, createdBy)
+		return true, nil
 	}
 	j.applyRecord(st, rec, createdBy)
 	return false, nil

@@ -113,7 +113,7 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 	}
 	total := len(s.Steps) + 1
 	header := func(n int, text string) string {
-		return fmt.Sprintf("[%s %d/%d] %s", name, n, total, oneLine(text))
+		return fmt.Sprintf("[%s%s %d/%d] %s", j.label, name, n, total, oneLine(text))
 	}
 	fromStep := j.progress.Step(header(1, s.Original))
 	st, err := j.fromBase(ctx, s)

@@ -47,9 +47,50 @@ func writeOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName str
 	if err != nil {
 		return err
 	}
+	return writeOCITar(ctx, w, desc, func(tw *tar.Writer, seen map[v1.Hash]bool) error {
+		return writeImageBlobs(ctx, tw, img, seen)
+	})
+}
+
+// writeOCITar writes an OCI layout tar whose index.json holds top alone:
+// the directories, oci-layout, the blobs blobs writes, then index.json.
+func writeOCITar(ctx context.Context, w io.Writer, top v1.Descriptor, blobs func(*tar.Writer, map[v1.Hash]bool) error) error {
+	index, err := json.Marshal(v1.IndexManifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIImageIndex,
+		Manifests:     []v1.Descriptor{top},
+	})
+	if err != nil {
+		return fmt.Errorf("encode index: %w", err)
+	}
+	tw := tar.NewWriter(content.ContextWriter(ctx, w))
+	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: archiveTime}); err != nil {
+			return err
+		}
+	}
+	if err := writeEntry(tw, "oci-layout", bytes.NewReader([]byte(`{"imageLayoutVersion":"1.0.0"}`)), 30); err != nil {
+		return err
+	}
+	if err := blobs(tw, map[v1.Hash]bool{}); err != nil {
+		return err
+	}
+	if err := writeEntry(tw, "index.json", bytes.NewReader(index), int64(len(index))); err != nil {
+		return err
+	}
+	return tw.Close()
+}
+
+// writeImageBlobs writes img's config, layers and manifest as blobs/
+// entries, each blob not in seen once, and adds them to seen.
+func writeImageBlobs(ctx context.Context, tw *tar.Writer, img v1.Image, seen map[v1.Hash]bool) error {
 	m, err := img.Manifest()
 	if err != nil {
 		return fmt.Errorf("manifest: %w", err)
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return fmt.Errorf("digest: %w", err)
 	}
 	rawManifest, err := img.RawManifest()
 	if err != nil {
@@ -66,28 +107,12 @@ func writeOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName str
 	if len(layers) != len(m.Layers) {
 		return fmt.Errorf("%d layers but %d in the manifest", len(layers), len(m.Layers))
 	}
-	index, err := json.Marshal(v1.IndexManifest{
-		SchemaVersion: 2,
-		MediaType:     types.OCIImageIndex,
-		Manifests:     []v1.Descriptor{desc},
-	})
-	if err != nil {
-		return fmt.Errorf("encode index: %w", err)
-	}
-
-	tw := tar.NewWriter(content.ContextWriter(ctx, w))
-	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: archiveTime}); err != nil {
+	if !seen[m.Config.Digest] {
+		seen[m.Config.Digest] = true
+		if err := writeEntry(tw, blobName(m.Config.Digest), bytes.NewReader(rawConfig), int64(len(rawConfig))); err != nil {
 			return err
 		}
 	}
-	if err := writeEntry(tw, "oci-layout", bytes.NewReader([]byte(`{"imageLayoutVersion":"1.0.0"}`)), 30); err != nil {
-		return err
-	}
-	if err := writeEntry(tw, blobName(m.Config.Digest), bytes.NewReader(rawConfig), int64(len(rawConfig))); err != nil {
-		return err
-	}
-	seen := map[v1.Hash]bool{m.Config.Digest: true}
 	for i, l := range layers {
 		d := m.Layers[i]
 		if seen[d.Digest] {
@@ -107,13 +132,11 @@ func writeOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName str
 			return fmt.Errorf("layer %s: %w", d.Digest, err)
 		}
 	}
-	if err := writeEntry(tw, blobName(desc.Digest), bytes.NewReader(rawManifest), int64(len(rawManifest))); err != nil {
-		return err
+	if seen[digest] {
+		return nil
 	}
-	if err := writeEntry(tw, "index.json", bytes.NewReader(index), int64(len(index))); err != nil {
-		return err
-	}
-	return tw.Close()
+	seen[digest] = true
+	return writeEntry(tw, blobName(digest), bytes.NewReader(rawManifest), int64(len(rawManifest)))
 }
 
 // imageDescriptor describes img for an index, with the ref name annotations.

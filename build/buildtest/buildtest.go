@@ -94,6 +94,14 @@ func BusyboxLayer(t testing.TB) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return busyboxLayer(t, bb)
+}
+
+// busyboxLayer is BusyboxLayer with the busybox binary bb, of any
+// architecture; the applet links are the host busybox's (same version).
+func busyboxLayer(t testing.TB, bb []byte) []byte {
+	t.Helper()
+	RequireTool(t, BusyboxPath)
 	list, err := exec.Command(BusyboxPath, "--list").Output()
 	if err != nil {
 		t.Fatalf("busybox --list: %v", err)
@@ -131,7 +139,12 @@ func BusyboxLayer(t testing.TB) []byte {
 // and CMD ["sh"].
 func BusyboxImage(t testing.TB) v1.Image {
 	t.Helper()
-	data := BusyboxLayer(t)
+	return busyboxImage(t, BusyboxLayer(t))
+}
+
+// busyboxImage is the linux/amd64 image of a busybox layer tar.
+func busyboxImage(t testing.TB, data []byte) v1.Image {
+	t.Helper()
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(data)), nil
 	}, tarball.WithMediaType(types.OCILayer))

@@ -18,6 +18,7 @@ import (
 	"builder/build/cacheio"
 	"builder/build/progress"
 	"builder/build/secrets"
+	"builder/export"
 	"builder/export/output"
 )
 
@@ -37,7 +38,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	explainCache := fs.Bool("explain-cache", false, "say for every cache miss which input changed since the last build of that step (also with --progress=plain)")
 	fs.BoolVar(&pull, "pull", false, "resolve base images in their registry even if stored locally")
 	fs.StringVar(&network, "network", "default", "network mode of RUN: default (a private network whose outbound traffic goes through pasta or slirp4netns; the host's loopback is unreachable), none, or host (also allows RUN --network=host)")
-	fs.StringVar(&platform, "platform", "", "target platform (only the host's, linux/"+hostArch()+", is supported)")
+	fs.StringVar(&platform, "platform", "", "target platforms, comma-separated (e.g. linux/amd64,linux/arm64; default linux/"+hostArch()+"): more than one builds an index; foreign RUN steps need QEMU emulation (see 'builder emulators')")
 	fs.StringArrayVarP(&outputs, "output", "o", nil, "output: type=image|registry|oci|docker|local|tar[,dest=PATH][,name=REF][,compression=gzip|zstd|uncompressed]..., or - for a tar on stdout")
 	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
 	var secrets, allow []string
@@ -94,9 +95,14 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		k, v, _ := strings.Cut(l, "=")
 		o.Labels[k] = v
 	}
-	if platform != "" && platform != "linux/"+hostArch() {
-		return usagef("--platform %s: only linux/%s can be built on this machine", platform, hostArch())
+	if platform != "" {
+		ps, err := build.ParsePlatforms(platform)
+		if err != nil {
+			return usagef("--platform: %w", err)
+		}
+		o.Platform, o.Platforms = ps[0], ps
 	}
+	o.BinfmtDir = os.Getenv("BUILDER_BINFMT_MISC")
 	if network != build.NetworkDefault && network != build.NetworkNone && network != build.NetworkHost {
 		return usagef("--network %q: use default, none or host", network)
 	}
@@ -158,7 +164,12 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	}
 	exp := output.New(output.Config{Store: b.Store(), Index: b.Index(), Registry: b.Registry(),
 		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress)})
-	ex, err := exp.Export(ctx, outs, res.Image, res.Tags)
+	var ex *output.Result
+	if res.Index != nil {
+		ex, err = exp.ExportPlatforms(ctx, outs, res.Images, res.Tags)
+	} else {
+		ex, err = exp.Export(ctx, outs, res.Image, res.Tags)
+	}
 	if errors.Is(err, output.ErrNoName) {
 		return usagef("%w", err)
 	}
@@ -175,7 +186,15 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 			return err
 		}
 	}
-	o.Progress.Printf("image %s%s", res.ManifestDigest, imageSize(res.Image))
+	if res.Index != nil {
+		for _, pi := range res.Images {
+			d, _ := pi.Image.Digest()
+			o.Progress.Printf("image %s %s%s", export.PlatformString(pi.Platform), d, imageSize(pi.Image))
+		}
+		o.Progress.Printf("index %s of %d platforms", res.ManifestDigest, len(res.Images))
+	} else {
+		o.Progress.Printf("image %s%s", res.ManifestDigest, imageSize(res.Image))
+	}
 	for _, t := range res.Tags {
 		o.Progress.Printf("naming to %s", t)
 	}

@@ -10,7 +10,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"builder/build/push"
 	"builder/build/registry"
 	"builder/export"
 	"builder/internal/atomicfile"
@@ -127,10 +126,7 @@ func (e *Exporter) write(ctx context.Context, s Spec, img v1.Image, tags []strin
 		e.c.Progress(fmt.Sprintf("exported the root filesystem to %s", s.Dest))
 		return nil, nil
 	case "tar":
-		if err := os.MkdirAll(e.c.Scratch, 0o700); err != nil {
-			return nil, fmt.Errorf("export tar: %w", err)
-		}
-		err := e.writeDest(s.Dest, func(w io.Writer) error {
+		err := e.writeScratchDest(s.Dest, func(w io.Writer) error {
 			return export.WriteRootfsTar(ctx, w, img, e.c.Scratch)
 		})
 		if err != nil {
@@ -147,13 +143,7 @@ func (e *Exporter) write(ctx context.Context, s Spec, img v1.Image, tags []strin
 		return nil, err
 	}
 	if s.Push {
-		if len(names) == 0 {
-			return nil, fmt.Errorf("push %w", ErrNoName)
-		}
-		if e.c.Registry == nil {
-			return nil, errors.New("push: no registry client")
-		}
-		if _, err := push.Push(ctx, e.c.Registry, img, names, push.Options{Progress: e.c.Progress, Meter: e.c.Meter}); err != nil {
+		if err := e.push(ctx, img, names); err != nil {
 			return nil, err
 		}
 	}
@@ -225,6 +215,15 @@ func (e *Exporter) writeDest(dest string, fn func(io.Writer) error) error {
 		return err
 	}
 	return atomicfile.Write(abs, 0o644, fn)
+}
+
+// writeScratchDest is writeDest for a writer that needs the scratch
+// directory, which it creates.
+func (e *Exporter) writeScratchDest(dest string, fn func(io.Writer) error) error {
+	if err := os.MkdirAll(e.c.Scratch, 0o700); err != nil {
+		return err
+	}
+	return e.writeDest(dest, fn)
 }
 
 // DestName names a destination for messages: "stdout" for "-".
