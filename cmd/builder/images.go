@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"text/tabwriter"
 
 	"builder/export"
@@ -42,9 +43,9 @@ func runImages(ctx context.Context, g *globals, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tDIGEST\tSIZE")
+	fmt.Fprintln(tw, "NAME\tDIGEST\tSIZE\tPLATFORM")
 	for _, e := range entries {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Name, e.Digest, humanSize(e.Size))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Name, e.Digest, humanSize(e.Size), strings.Join(e.Platforms, ","))
 	}
 	return tw.Flush()
 }

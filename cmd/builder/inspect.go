@@ -13,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"builder/build/registry"
+	"builder/export"
 )
 
 // imageInfo is what `builder inspect` shows of an image: its manifest
@@ -32,6 +33,10 @@ type imageInfo struct {
 	ConfigDigest string          `json:"ConfigDigest"`
 	RootFS       v1.RootFS       `json:"RootFS"`
 	Annotations  json.RawMessage `json:"Annotations,omitempty"`
+	// Index and Platforms describe a multi-platform image, whose host
+	// platform's image (else the first) the other fields show.
+	Index     string   `json:"Index,omitempty"`
+	Platforms []string `json:"Platforms,omitempty"`
 }
 
 // layerInfo is one layer of an image and the step that made it.
@@ -150,11 +155,27 @@ func (g *globals) inspectStored(name string) (*imageInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	img, err := lookupImage(s, idx, name)
+	img, ix, err := lookupImageIndex(s, idx, name)
 	if err != nil {
 		return nil, err
 	}
-	return inspectImage(name, img)
+	info, err := inspectImage(name, img)
+	if err != nil || ix == nil {
+		return info, err
+	}
+	d, err := ix.Digest()
+	if err != nil {
+		return nil, err
+	}
+	images, err := export.IndexImages(ix)
+	if err != nil {
+		return nil, err
+	}
+	info.Index = d.String()
+	for _, pi := range images {
+		info.Platforms = append(info.Platforms, export.PlatformString(pi.Platform))
+	}
+	return info, nil
 }
 
 // inspectRemote describes the image a registry holds under ref, for the

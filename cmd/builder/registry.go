@@ -33,16 +33,39 @@ func (g *globals) openStore() (*content.Store, *export.Index, error) {
 	return s, idx, nil
 }
 
-// lookupImage finds a local image by name.
+// lookupImage finds a local image by name; for a multi-platform image,
+// the host platform's (else the first), as docker picks.
 func lookupImage(s *content.Store, idx *export.Index, ref string) (v1.Image, error) {
+	img, _, err := lookupImageIndex(s, idx, ref)
+	return img, err
+}
+
+// lookupImageIndex finds a local image by name, and when the name is a
+// multi-platform image also its index (else nil).
+func lookupImageIndex(s *content.Store, idx *export.Index, ref string) (v1.Image, v1.ImageIndex, error) {
 	desc, err := idx.Lookup(ref)
 	if errors.Is(err, export.ErrNotFound) {
-		return nil, fmt.Errorf("image %s is not in the local store (see 'builder images')", ref)
+		return nil, nil, fmt.Errorf("image %s is not in the local store (see 'builder images')", ref)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return export.LoadImage(s, desc.Digest)
+	if !desc.MediaType.IsIndex() {
+		img, err := export.LoadImage(s, desc.Digest)
+		return img, nil, err
+	}
+	ix, err := export.LoadIndex(s, desc.Digest)
+	if err != nil {
+		return nil, nil, err
+	}
+	images, err := export.IndexImages(ix)
+	if err != nil {
+		return nil, nil, fmt.Errorf("image %s: %w", ref, err)
+	}
+	if len(images) == 0 {
+		return nil, nil, fmt.Errorf("image %s: its index lists no image", ref)
+	}
+	return images[export.HostImage(images)].Image, ix, nil
 }
 
 // commandProgress shows a pull's or push's progress on stderr: a live view
@@ -98,9 +121,13 @@ func runPush(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	img, err := lookupImage(s, idx, fs.Arg(0))
+	img, ix, err := lookupImageIndex(s, idx, fs.Arg(0))
 	if err != nil {
 		return err
+	}
+	var what push.Artifact = img
+	if ix != nil { // a multi-platform image goes whole
+		what = ix
 	}
 	dest := fs.Arg(0)
 	if fs.NArg() == 2 {
@@ -113,7 +140,7 @@ func runPush(ctx context.Context, g *globals, args []string) error {
 	prog := commandProgress(quiet)
 	defer prog.Close()
 	opts := push.Options{Progress: prog.Line, Meter: meter(prog)}
-	res, err := push.Push(ctx, rc, img, []string{dest}, opts)
+	res, err := push.Push(ctx, rc, what, []string{dest}, opts)
 	if err != nil {
 		return err
 	}
