@@ -204,11 +204,11 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 		if err != nil {
 			return nil, err
 		}
-		p, err := v1.ParsePlatform(ps)
-		if err != nil || p.OS == "" || p.Architecture == "" {
-			return nil, fmt.Errorf("invalid platform %q in FROM --platform", ps)
+		p, err := parsePlatform(ps)
+		if err != nil {
+			return nil, fmt.Errorf("invalid platform in FROM --platform: %w", err)
 		}
-		platform = *p
+		platform = p
 	}
 	if strings.EqualFold(base, "scratch") {
 		st := &stageState{args: newVars(), fsKey: cache.Key("scratch")}

@@ -193,6 +193,9 @@ var ErrNoEmulator = errors.New("no emulator")
 // p. Its error wraps ErrNoEmulator and says what to install.
 func Find(hs []Handler, p v1.Platform) (Handler, error) {
 	plat := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		plat += "/" + p.Variant
+	}
 	if p.OS != "linux" {
 		return Handler{}, fmt.Errorf("%w for %s: only linux programs can run", ErrNoEmulator, plat)
 	}
