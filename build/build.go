@@ -305,6 +305,9 @@ func targetPlatforms(o Options) ([]v1.Platform, error) {
 			out = append(out, p)
 		}
 	}
+	if len(out) > MaxPlatforms {
+		return nil, fmt.Errorf("%d platforms: at most %d can be built at once", len(out), MaxPlatforms)
+	}
 	return out, nil
 }
 

@@ -38,11 +38,18 @@ func ParsePlatforms(s string) ([]v1.Platform, error) {
 	if len(out) == 0 {
 		return nil, fmt.Errorf("no platform in %q", s)
 	}
+	if len(out) > MaxPlatforms {
+		return nil, fmt.Errorf("%d platforms: at most %d can be built at once", len(out), MaxPlatforms)
+	}
 	return out, nil
 }
 
 // maxPlatformLen bounds one platform string; real ones are short.
 const maxPlatformLen = 64
+
+// MaxPlatforms bounds the platforms of one build, each of which is a
+// build of its own running in parallel.
+const MaxPlatforms = 16
 
 func parsePlatform(s string) (v1.Platform, error) {
 	if len(s) > maxPlatformLen {

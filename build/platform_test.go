@@ -2,6 +2,7 @@ package build
 
 import (
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -34,6 +35,8 @@ func TestParsePlatforms(t *testing.T) {
 		{in: "../../etc/passwd", err: "want os/arch"},
 		{in: "linux/$(id)", err: "letters and digits"},
 		{in: "linux/" + strings.Repeat("a", 100), err: "longer than"},
+		{in: strings.Repeat("linux/amd64,linux/arm64,", 5) + "linux/riscv64", want: "linux/amd64,linux/arm64,linux/riscv64"},
+		{in: manyPlatforms(MaxPlatforms + 1), err: "at most 16"},
 	} {
 		ps, err := ParsePlatforms(tc.in)
 		if tc.err != "" {
@@ -50,6 +53,15 @@ func TestParsePlatforms(t *testing.T) {
 			t.Errorf("%q = %v, %v; want %s", tc.in, got, err, tc.want)
 		}
 	}
+}
+
+// manyPlatforms lists n distinct platforms.
+func manyPlatforms(n int) string {
+	var ps []string
+	for i := 0; i < n; i++ {
+		ps = append(ps, "linux/arch"+strconv.Itoa(i))
+	}
+	return strings.Join(ps, ",")
 }
 
 // TestPlatformArgs builds testdata/builds/platform-args for two

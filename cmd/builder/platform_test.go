@@ -196,6 +196,12 @@ func TestCLIMultiPlatformEmulated(t *testing.T) {
 	if o, code := cli(t, "--root", root, "inspect", ref); code != 0 || !strings.Contains(o, "linux/arm64") {
 		t.Errorf("inspect: exit %d\n%s", code, o)
 	}
+	// diff compares per platform: the stored index and the OCI archive's
+	// hold the same images.
+	o, code = cli(t, "--root", root, "diff", "--platform", "linux/amd64,linux/arm64", ref, "oci-archive:"+ociTar)
+	if code != 0 || !strings.Contains(o, "== linux/amd64") || !strings.Contains(o, "== linux/arm64") {
+		t.Errorf("diff: exit %d\n%s", code, o)
+	}
 }
 
 // tarFiles returns the regular files of a tar by name.

@@ -105,7 +105,7 @@ func Open(ctx context.Context, ref string, o OpenOptions) (*Source, error) {
 		desc, err := o.Index.Lookup(ref)
 		switch {
 		case err == nil:
-			img, err := export.LoadImage(o.Store, desc.Digest)
+			img, err := storeImage(o.Store, desc, platform(o))
 			if err != nil {
 				return nil, fmt.Errorf("open %s: %w", ref, err)
 			}
@@ -115,6 +115,27 @@ func Open(ctx context.Context, ref string, o OpenOptions) (*Source, error) {
 		}
 	}
 	return openRemote(ctx, ref, ref, o)
+}
+
+// storeImage loads the stored image desc names; for a multi-platform
+// image, the one for want.
+func storeImage(s *content.Store, desc v1.Descriptor, want v1.Platform) (v1.Image, error) {
+	if !desc.MediaType.IsIndex() {
+		return export.LoadImage(s, desc.Digest)
+	}
+	idx, err := export.LoadIndex(s, desc.Digest)
+	if err != nil {
+		return nil, err
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	d, err := pick(im.Manifests, want)
+	if err != nil {
+		return nil, err
+	}
+	return idx.Image(d.Digest)
 }
 
 func openRemote(ctx context.Context, display, ref string, o OpenOptions) (*Source, error) {
