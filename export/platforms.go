@@ -7,13 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"runtime"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/match"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
@@ -204,17 +204,18 @@ func indexDescriptor(idx v1.ImageIndex, refName string) (v1.Descriptor, error) {
 // WriteOCIArchive), and blobs/ holds the index, every platform's manifest,
 // config and layers, each once.
 func WriteOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, refName string) error {
-	if err := writeOCIIndexArchive(ctx, w, idx, refName); err != nil {
+	top, err := indexDescriptor(idx, refName)
+	if err == nil {
+		err = writeIndexTar(ctx, w, idx, top)
+	}
+	if err != nil {
 		return fmt.Errorf("write oci archive: %w", err)
 	}
 	return nil
 }
 
-func writeOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, refName string) error {
-	top, err := indexDescriptor(idx, refName)
-	if err != nil {
-		return err
-	}
+// writeIndexTar writes the OCI layout tar of idx, top naming it.
+func writeIndexTar(ctx context.Context, w io.Writer, idx v1.ImageIndex, top v1.Descriptor) error {
 	images, err := indexChildren(idx)
 	if err != nil {
 		return err
@@ -257,28 +258,11 @@ func indexChildren(idx v1.ImageIndex) ([]v1.Image, error) {
 // adds an image: named by refName (replacing what had that name), or
 // appended.
 func WriteOCIIndexDir(ctx context.Context, dir string, idx v1.ImageIndex, refName string) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("write oci dir: %w", err)
-	}
-	p, err := layout.FromPath(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		p, err = layout.Write(dir, empty.Index)
-	}
-	if err != nil {
-		return fmt.Errorf("write oci dir: %w", err)
-	}
-	if ann := refAnnotations(refName); ann != nil {
-		err = p.ReplaceIndex(idx, func(d v1.Descriptor) bool {
-			return d.Annotations[AnnotationRefName] == ann[AnnotationRefName] &&
-				d.Annotations[AnnotationContainerdName] == ann[AnnotationContainerdName]
-		}, layout.WithAnnotations(ann))
-	} else {
-		err = p.AppendIndex(idx)
-	}
-	if err != nil {
-		return fmt.Errorf("write oci dir: %w", err)
-	}
-	return nil
+	return addToOCIDir(ctx, dir, refName,
+		func(p layout.Path, m match.Matcher, opts ...layout.Option) error {
+			return p.ReplaceIndex(idx, m, opts...)
+		},
+		func(p layout.Path) error { return p.AppendIndex(idx) })
 }
 
 // WriteDockerIndexArchive writes the images of a multi-platform build in

@@ -139,7 +139,7 @@ func (e *Exporter) write(ctx context.Context, s Spec, img v1.Image, tags []strin
 	if err != nil {
 		return nil, err
 	}
-	if err := e.writeImage(ctx, s, img, names); err != nil {
+	if err := e.writeImage(s, imageArtifact(ctx, img), names); err != nil {
 		return nil, err
 	}
 	if s.Push {
@@ -150,13 +150,37 @@ func (e *Exporter) write(ctx context.Context, s Spec, img v1.Image, tags []strin
 	return describe(img, names)
 }
 
-// writeImage tags img or writes it to an archive, as s.Type says; a
+// artifact is what an image output writes, an image or a multi-platform
+// index, through the writers of its kind.
+type artifact struct {
+	ociWhat, dockerWhat string                  // what the progress lines name
+	store               func() (v1.Hash, error) // puts it in the store; the digest to tag
+	ociDir              func(dir, refName string) error
+	ociTar              func(w io.Writer, refName string) error
+	docker              func(w io.Writer, names []string) error
+}
+
+// imageArtifact writes img, which the store already holds.
+func imageArtifact(ctx context.Context, img v1.Image) artifact {
+	return artifact{ociWhat: "image", dockerWhat: "image",
+		store:  img.Digest,
+		ociDir: func(dir, ref string) error { return export.WriteOCIDir(ctx, dir, img, ref) },
+		ociTar: func(w io.Writer, ref string) error { return export.WriteOCIArchive(ctx, w, img, ref) },
+		docker: func(w io.Writer, names []string) error { return export.WriteDockerArchive(ctx, w, img, names) },
+	}
+}
+
+// writeImage tags a or writes it to an archive, as s.Type says; a
 // registry output only checks that it has a name, as the push follows.
-func (e *Exporter) writeImage(ctx context.Context, s Spec, img v1.Image, names []string) error {
+func (e *Exporter) writeImage(s Spec, a artifact, names []string) error {
 	var err error
 	switch s.Type {
 	case "image":
-		return e.tagAll(img, names)
+		d, err := a.store()
+		if err != nil {
+			return err
+		}
+		return e.tagAll(d, names)
 	case "registry":
 		if len(names) == 0 {
 			return fmt.Errorf("output type registry %w", ErrNoName)
@@ -167,30 +191,27 @@ func (e *Exporter) writeImage(ctx context.Context, s Spec, img v1.Image, names [
 			refName = names[0]
 		}
 		if !s.Tar {
-			err = export.WriteOCIDir(ctx, s.Dest, img, refName)
+			err = a.ociDir(s.Dest, refName)
 		} else {
-			err = e.writeDest(s.Dest, func(w io.Writer) error { return export.WriteOCIArchive(ctx, w, img, refName) })
+			err = e.writeDest(s.Dest, func(w io.Writer) error { return a.ociTar(w, refName) })
 		}
 		if err != nil {
 			return fmt.Errorf("export oci to %s: %w", s.Dest, err)
 		}
-		e.c.Progress(fmt.Sprintf("exported oci image to %s", DestName(s.Dest)))
+		e.c.Progress(fmt.Sprintf("exported oci %s to %s", a.ociWhat, DestName(s.Dest)))
 	case "docker":
-		err = e.writeDest(s.Dest, func(w io.Writer) error { return export.WriteDockerArchive(ctx, w, img, names) })
+		err = e.writeDest(s.Dest, func(w io.Writer) error { return a.docker(w, names) })
 		if err != nil {
 			return fmt.Errorf("export docker to %s: %w", s.Dest, err)
 		}
-		e.c.Progress(fmt.Sprintf("exported docker image to %s", DestName(s.Dest)))
+		e.c.Progress(fmt.Sprintf("exported docker %s to %s", a.dockerWhat, DestName(s.Dest)))
 	}
 	return nil
 }
 
-// tagAll points names at img in the local store's index.
-func (e *Exporter) tagAll(img v1.Image, names []string) error {
-	d, err := img.Digest()
-	if err != nil {
-		return err
-	}
+// tagAll points names at the manifest or index d in the local store's
+// index.
+func (e *Exporter) tagAll(d v1.Hash, names []string) error {
 	for _, n := range names {
 		if err := e.c.Index.Tag(n, v1.Descriptor{Digest: d}); err != nil {
 			return err

@@ -78,7 +78,7 @@ func (e *Exporter) writePlatforms(ctx context.Context, s Spec, images []export.P
 	if err != nil {
 		return nil, err
 	}
-	if err := e.writeIndex(ctx, s, idx, conv, names); err != nil {
+	if err := e.writeImage(s, indexArtifact(ctx, e.c, idx, conv), names); err != nil {
 		return nil, err
 	}
 	if s.Push {
@@ -89,46 +89,15 @@ func (e *Exporter) writePlatforms(ctx context.Context, s Spec, images []export.P
 	return describeIndex(idx, names)
 }
 
-// writeIndex tags idx or writes it to an archive, as s.Type says.
-func (e *Exporter) writeIndex(ctx context.Context, s Spec, idx v1.ImageIndex, images []export.PlatformImage, names []string) error {
-	var err error
-	switch s.Type {
-	case "image":
-		d, err := export.WriteIndex(ctx, e.c.Store, idx)
-		if err != nil {
-			return err
-		}
-		for _, n := range names {
-			if err := e.c.Index.Tag(n, v1.Descriptor{Digest: d}); err != nil {
-				return err
-			}
-		}
-	case "registry":
-		if len(names) == 0 {
-			return fmt.Errorf("output type registry %w", ErrNoName)
-		}
-	case "oci":
-		refName := "latest"
-		if len(names) > 0 {
-			refName = names[0]
-		}
-		if !s.Tar {
-			err = export.WriteOCIIndexDir(ctx, s.Dest, idx, refName)
-		} else {
-			err = e.writeDest(s.Dest, func(w io.Writer) error { return export.WriteOCIIndexArchive(ctx, w, idx, refName) })
-		}
-		if err != nil {
-			return fmt.Errorf("export oci to %s: %w", s.Dest, err)
-		}
-		e.c.Progress(fmt.Sprintf("exported oci image index to %s", DestName(s.Dest)))
-	case "docker":
-		err = e.writeDest(s.Dest, func(w io.Writer) error { return export.WriteDockerIndexArchive(ctx, w, images, names) })
-		if err != nil {
-			return fmt.Errorf("export docker to %s: %w", s.Dest, err)
-		}
-		e.c.Progress(fmt.Sprintf("exported docker images of %d platforms to %s", len(images), DestName(s.Dest)))
+// indexArtifact writes idx, whose images are images, storing it in c's
+// store when tagged.
+func indexArtifact(ctx context.Context, c Config, idx v1.ImageIndex, images []export.PlatformImage) artifact {
+	return artifact{ociWhat: "image index", dockerWhat: fmt.Sprintf("images of %d platforms", len(images)),
+		store:  func() (v1.Hash, error) { return export.WriteIndex(ctx, c.Store, idx) },
+		ociDir: func(dir, ref string) error { return export.WriteOCIIndexDir(ctx, dir, idx, ref) },
+		ociTar: func(w io.Writer, ref string) error { return export.WriteOCIIndexArchive(ctx, w, idx, ref) },
+		docker: func(w io.Writer, names []string) error { return export.WriteDockerIndexArchive(ctx, w, images, names) },
 	}
-	return nil
 }
 
 // push sends an image or an index to names.
