@@ -89,8 +89,10 @@ func (j *job) resolveOnce(ctx context.Context, ref string, platform v1.Platform)
 	if !j.o.Pull {
 		if desc, err := b.index.Lookup(ref); err == nil && b.store.Has(desc.Digest) {
 			// A stored image made for another platform is pulled again
-			// for the one asked for (FROM --platform).
-			if img, err := b.loadBase(desc.Digest); err == nil && samePlatform(img.config, platform) {
+			// for the one asked for (FROM --platform); of a stored
+			// multi-platform image, the platform's manifest is used.
+			d := b.storedManifest(desc, platform)
+			if img, err := b.loadBase(d); err == nil && samePlatform(img.config, platform) {
 				return img, nil
 			}
 		}

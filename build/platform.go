@@ -236,3 +236,27 @@ func commitIndex(ctx context.Context, jobs []*job, states []*stageState) (*Resul
 	}
 	return &Result{ManifestDigest: d, Index: idx, Images: images, Tags: tags}, nil
 }
+
+// storedManifest returns the manifest of a stored image for platform p:
+// desc's own, or for an index (a multi-platform build's) the manifest
+// listed for p, else desc's digest (which then fails to load as an image).
+func (b *Builder) storedManifest(desc v1.Descriptor, p v1.Platform) v1.Hash {
+	if !desc.MediaType.IsIndex() {
+		return desc.Digest
+	}
+	idx, err := export.LoadIndex(b.store, desc.Digest)
+	if err != nil {
+		return desc.Digest
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return desc.Digest
+	}
+	want := export.PlatformString(NormalizePlatform(p))
+	for _, d := range im.Manifests {
+		if d.Platform != nil && export.PlatformString(NormalizePlatform(*d.Platform)) == want {
+			return d.Digest
+		}
+	}
+	return desc.Digest
+}

@@ -196,6 +196,21 @@ func TestCLIMultiPlatformEmulated(t *testing.T) {
 	if o, code := cli(t, "--root", root, "inspect", ref); code != 0 || !strings.Contains(o, "linux/arm64") {
 		t.Errorf("inspect: exit %d\n%s", code, o)
 	}
+	// A later build takes each platform's image out of the stored index
+	// (a name no registry has).
+	if o, code := cli(t, "--root", root, "tag", ref, "localonly/multi:1"); code != 0 {
+		t.Fatalf("tag: %s", o)
+	}
+	next := writeCase(t, "FROM localonly/multi:1\nRUN cp /arch /was\n", map[string]string{})
+	nextOut := t.TempDir()
+	if o, code := cli(t, "--root", root, "build", "--platform", "linux/amd64,linux/arm64", "-o", "type=local,dest="+nextOut, next); code != 0 {
+		t.Fatalf("build FROM the stored index: exit %d\n%s", code, o)
+	}
+	for arch, m := range want {
+		if b, err := os.ReadFile(filepath.Join(nextOut, "linux_"+arch, "was")); err != nil || string(b) != m {
+			t.Errorf("FROM stored index, linux_%s/was = %q, %v; want %q", arch, b, err, m)
+		}
+	}
 	// diff compares per platform: the stored index and the OCI archive's
 	// hold the same images.
 	o, code = cli(t, "--root", root, "diff", "--platform", "linux/amd64,linux/arm64", ref, "oci-archive:"+ociTar)
