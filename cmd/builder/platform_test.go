@@ -289,10 +289,27 @@ COPY --from=build /out /shared /ran-on /
 	ctxDir := writeCase(t, df, map[string]string{})
 	env := []string{"BUILDER_BINFMT_MISC=" + fakeBinfmt(t, nil)}
 	root, local, cacheDir := t.TempDir(), t.TempDir(), t.TempDir()
+	dockerTypes := filepath.Join(t.TempDir(), "list.tar")
 	o, code := cliEnv(t, env, "--root", root, "build", "--progress", "plain", "--platform", "linux/arm64,linux/amd64",
-		"--cache-to", "type=local,dest="+cacheDir+",mode=max", "-o", "type=local,dest="+local, ctxDir)
+		"--cache-to", "type=local,dest="+cacheDir+",mode=max", "-o", "type=local,dest="+local,
+		"-o", "type=oci,dest="+dockerTypes+",oci-mediatypes=false", ctxDir)
 	if code != 0 {
 		t.Fatalf("build: exit %d\n%s", code, o)
+	}
+	// oci-mediatypes=false makes a Docker manifest list of Docker manifests.
+	files := tarFiles(t, dockerTypes)
+	var top v1.IndexManifest
+	if err := json.Unmarshal([]byte(files["index.json"]), &top); err != nil || len(top.Manifests) != 1 || top.Manifests[0].MediaType != types.DockerManifestList {
+		t.Fatalf("index.json %s (%v)", files["index.json"], err)
+	}
+	var list v1.IndexManifest
+	if err := json.Unmarshal([]byte(files["blobs/sha256/"+top.Manifests[0].Digest.Hex]), &list); err != nil || len(list.Manifests) != 2 {
+		t.Fatalf("manifest list: %v", err)
+	}
+	for _, d := range list.Manifests {
+		if d.MediaType != types.DockerManifestSchema2 {
+			t.Errorf("list entry %s is %s", d.Digest, d.MediaType)
+		}
 	}
 	if strings.Contains(o, "emulating") {
 		t.Errorf("a step was emulated:\n%s", o)
