@@ -382,6 +382,17 @@ func TestCLIMissingEmulator(t *testing.T) {
 	if o, code := cliEnv(t, env, "--root", t.TempDir(), "build", "--platform", "linux/amd64", ctxDir); code != 0 {
 		t.Errorf("native build: exit %d\n%s", code, o)
 	}
+	// A single-platform base of another platform than asked for is used
+	// with a warning, but its RUN still needs its emulator: the RUN fails
+	// rather than run arm64 programs unnoticed.
+	armOnly := buildtest.Registry(t) + "/busybox:arm64only"
+	buildtest.Push(t, armOnly, buildtest.PlatformBusyboxImage(t, "arm64"))
+	wrong := writeCase(t, "FROM "+armOnly+"\nRUN uname -m\n", map[string]string{})
+	o, code := cliEnv(t, env, "--root", t.TempDir(), "build", "--progress", "plain", "--platform", "linux/amd64", wrong)
+	if code == 0 || !strings.Contains(o, "InvalidBaseImagePlatform") || !strings.Contains(o, "Dockerfile:2: RUN uname -m") ||
+		!strings.Contains(o, "no emulator for linux/arm64") || !strings.Contains(o, "qemu-user-static") {
+		t.Errorf("foreign single-platform base: exit %d\n%s", code, o)
+	}
 }
 
 // TestCLISinglePlatformUnchanged: one platform gives a plain manifest,
