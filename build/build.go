@@ -229,8 +229,11 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		return nil, err
 	}
 	jobs[0].startCache(ctx)
-	for _, j := range jobs[1:] {
+	for _, j := range jobs {
 		j.cio = jobs[0].cio
+		if j.cio != nil {
+			j.cio.platforms = append(j.cio.platforms, j.label)
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -270,7 +273,8 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if err != nil {
 		return nil, err
 	}
-	// The jobs share one cache state, which holds every platform's records.
+	// The jobs share one cache state: the export holds every platform's
+	// records.
 	if err := jobs[0].exportCaches(ctx, target); err != nil {
 		return nil, err
 	}

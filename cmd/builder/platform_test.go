@@ -291,7 +291,7 @@ COPY --from=build /out /shared /ran-on /
 	root, local, cacheDir := t.TempDir(), t.TempDir(), t.TempDir()
 	dockerTypes := filepath.Join(t.TempDir(), "list.tar")
 	o, code := cliEnv(t, env, "--root", root, "build", "--progress", "plain", "--platform", "linux/arm64,linux/amd64",
-		"--cache-to", "type=local,dest="+cacheDir+",mode=max", "-o", "type=local,dest="+local,
+		"--cache-to", "type=local,dest="+cacheDir+",mode=max", "--cache-to", "type=inline", "-o", "type=local,dest="+local,
 		"-o", "type=oci,dest="+dockerTypes+",oci-mediatypes=false", ctxDir)
 	if code != 0 {
 		t.Fatalf("build: exit %d\n%s", code, o)
@@ -309,6 +309,16 @@ COPY --from=build /out /shared /ran-on /
 	for _, d := range list.Manifests {
 		if d.MediaType != types.DockerManifestSchema2 {
 			t.Errorf("list entry %s is %s", d.Digest, d.MediaType)
+		}
+		// Each platform's inline cache holds its own final stage's record
+		// (the COPY), not the other platform's.
+		var m v1.Manifest
+		json.Unmarshal([]byte(files["blobs/sha256/"+d.Digest.Hex]), &m)
+		var cfg struct {
+			Cache struct{ Records []json.RawMessage } `json:"builder.cache.v1"`
+		}
+		if err := json.Unmarshal([]byte(files["blobs/sha256/"+m.Config.Digest.Hex]), &cfg); err != nil || len(cfg.Cache.Records) != 1 {
+			t.Errorf("%s: inline cache records %d (%v)", d.Platform.Architecture, len(cfg.Cache.Records), err)
 		}
 	}
 	if strings.Contains(o, "emulating") {
