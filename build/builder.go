@@ -49,8 +49,8 @@ type Builder struct {
 	maint       *store.Store
 	cacheMounts *cachemount.Dirs // RUN --mount=type=cache directories
 
-	pulls flight.Group[imageKey, *baseImage]    // one pull per image at a time
-	steps flight.Group[cache.Key, cache.Record] // one run per step key at a time, across a build's platforms
+	pulls flight.Group[imageKey, *baseImage] // one pull per image at a time
+	steps sharedSteps                        // one run per step key at a time, across a build's platforms
 
 	warnMu   sync.Mutex
 	warnings []string // not yet shown; see TakeWarnings

@@ -5,13 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path"
 	"strconv"
 	"strings"
-	"sync/atomic"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -103,6 +103,10 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	})
 }
 
+// errHit is a shared step's run that found the record in the cache
+// (another job committed it between the lookup and the run).
+var errHit = errors.New("cache hit")
+
 // fsCall is a filesystem step whose cache key is known.
 type fsCall struct {
 	step            *parser.Step
@@ -130,12 +134,10 @@ func (j *job) fsStep(ctx context.Context, st *stageState, c fsCall, change func(
 	// Jobs of other platforms may reach the same key at the same time
 	// (a FROM --platform=$BUILDPLATFORM stage): the step runs once and
 	// the others take its record as a cache hit.
-	var ran atomic.Bool
-	rec, err := j.b.steps.Do(ctx, key, func(ctx context.Context) (cache.Record, error) {
+	rec, ran, err := j.b.steps.do(ctx, key, func() (cache.Record, error) {
 		if rec, hit := j.lookup(key); hit {
-			return rec, nil
+			return rec, errHit
 		}
-		ran.Store(true)
 		parent, err := j.ensureChain(ctx, st.layers)
 		if err != nil {
 			return cache.Record{}, err
@@ -151,15 +153,14 @@ func (j *job) fsStep(ctx context.Context, st *stageState, c fsCall, change func(
 		}
 		return j.commitLayer(ctx, active, parent, key, preimage)
 	})
+	if errors.Is(err, errHit) { // committed meanwhile by another job
+		ran, err = false, nil
+	}
 	if err != nil {
 		return false, err
 	}
-	if !ran.Load() {
-		j.applyRecord(st, rec, createdBy)
-		return true, nil
-	}
 	j.applyRecord(st, rec, createdBy)
-	return false, nil
+	return !ran, nil
 }
 
 // runArgsPrefix is BuildKit's "|N K=V" history prefix naming the build args
