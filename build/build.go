@@ -13,6 +13,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/buildkit/util/suggest"
 
 	"builder/build/cacheio"
 	"builder/build/copier"
@@ -71,6 +72,9 @@ type Options struct {
 	// CacheTo are the caches (--cache-to) written after a successful
 	// build; type=inline goes into the image config.
 	CacheTo []cacheio.Spec
+	// TemporaryContext says ContextDir was fetched or unpacked for this
+	// build only (stdin, Git, URL): its file hashes are not remembered.
+	TemporaryContext bool
 }
 
 // Result describes the image a build produced: one image, or for several
@@ -183,18 +187,23 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if err := g.LintError(); err != nil { // # check=error=true
 		return nil, err
 	}
+	if err := checkHostname(o.BuildArgs[sandboxHostnameArg]); err != nil {
+		return nil, err
+	}
 	bctx, err := copier.LoadContext(o.ContextDir, o.Dockerfile)
 	if err != nil {
 		return nil, fmt.Errorf("load build context: %w", err)
 	}
-	if bctx.Hashes, err = copier.OpenStatCache(filepath.Join(b.root, store.ContextStatDir), bctx.Dir); err != nil {
-		return nil, fmt.Errorf("load build context: %w", err)
-	}
-	defer func() {
-		if err := bctx.Hashes.Save(); err != nil {
-			o.Progress.Printf("WARNING: %v", err)
+	if !o.TemporaryContext {
+		if bctx.Hashes, err = copier.OpenStatCache(filepath.Join(b.root, store.ContextStatDir), bctx.Dir); err != nil {
+			return nil, fmt.Errorf("load build context: %w", err)
 		}
-	}()
+		defer func() {
+			if err := bctx.Hashes.Save(); err != nil {
+				o.Progress.Printf("WARNING: %v", err)
+			}
+		}()
+	}
 	for _, w := range b.TakeWarnings() {
 		o.Progress.Printf("WARNING: %s", w)
 	}
@@ -221,7 +230,7 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if o.Target != "" {
 		s, ok := g.StageByName(o.Target)
 		if !ok {
-			return nil, fmt.Errorf("target stage %q not found; stages: %s", o.Target, stageNames(g))
+			return nil, targetError(g, o.Target)
 		}
 		target = s.Index
 	}
@@ -260,7 +269,8 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 			_, ok := j.used.Load(k)
 			used = used || ok
 		}
-		if !used && !proxyArgs[k] {
+		// BUILDKIT_CONTEXT_KEEP_GIT_DIR is read by the CLI for the context.
+		if !used && !proxyArgs[k] && k != sandboxHostnameArg && k != "BUILDKIT_CONTEXT_KEEP_GIT_DIR" {
 			o.Progress.Printf("WARNING: build argument %q was not consumed by any ARG", k)
 		}
 	}
@@ -358,6 +368,23 @@ func firstError(errs []error) error {
 	return nil
 }
 
+// targetError is the error for a --target that names no stage: with
+// "did you mean" for a near miss (case-insensitive, as BuildKit), else the
+// list of stages.
+func targetError(g *parser.Graph, target string) error {
+	err := fmt.Errorf("target stage %q could not be found", target)
+	var names []string
+	for _, s := range g.Stages {
+		if s.Name != "" {
+			names = append(names, s.Name)
+		}
+	}
+	if ok, werr := suggest.WrapErrorMaybe(err, target, names, true); ok {
+		return werr
+	}
+	return fmt.Errorf("%w; stages: %s", err, stageNames(g))
+}
+
 func stageNames(g *parser.Graph) string {
 	var names []string
 	for _, s := range g.Stages {
@@ -380,6 +407,15 @@ func (j *job) evalMetaArgs() error {
 		plat += "/" + p.Variant
 	}
 	hostPlat := "linux/" + runtime.GOARCH
+	// TARGETSTAGE names the stage being built, as BuildKit: --target, else
+	// the last stage's name, else "default".
+	m.Set("TARGETSTAGE", j.o.Target)
+	if j.o.Target == "" {
+		m.Set("TARGETSTAGE", "default")
+		if last := j.g.Stages[len(j.g.Stages)-1]; last.Name != "" {
+			m.Set("TARGETSTAGE", last.Name)
+		}
+	}
 	for k, v := range map[string]string{
 		"TARGETPLATFORM": plat, "TARGETOS": p.OS, "TARGETARCH": p.Architecture, "TARGETVARIANT": p.Variant,
 		"BUILDPLATFORM": hostPlat, "BUILDOS": "linux", "BUILDARCH": runtime.GOARCH, "BUILDVARIANT": "",
@@ -403,14 +439,18 @@ func (j *job) evalMetaArgs() error {
 // limits of one value and of all global ARGs together.
 func (j *job) evalMetaArg(m *vars, a *parser.Arg) error {
 	for _, kv := range a.Pairs {
-		val, err := j.argValue(kv, m, nil)
+		val, ok, err := j.argValue(kv, m, nil)
 		if err != nil {
 			return err
 		}
 		if err := checkValue("ARG", kv.Key, val); err != nil {
 			return err
 		}
-		m.Set(kv.Key, val)
+		if ok {
+			m.Set(kv.Key, val)
+		} else {
+			m.Declare(kv.Key)
+		}
 	}
 	if envSize(m) > MaxEnvSize {
 		return &LimitError{What: "the global ARGs", Limit: MaxEnvSize}
@@ -421,17 +461,19 @@ func (j *job) evalMetaArg(m *vars, a *parser.Arg) error {
 // argValue gives an ARG its value: the --build-arg if given, else its default
 // expanded against what is in scope, else (for an ARG inside a stage) the
 // global value of the same name, which includes the automatic platform args.
-// A global ARG without a value keeps what scope already holds for it.
-func (j *job) argValue(kv parser.ArgPair, scope *vars, env []string) (string, error) {
+// A global ARG without a value keeps what scope already holds for it. ok is
+// false when none of these gives a value: the ARG is declared but unset.
+func (j *job) argValue(kv parser.ArgPair, scope *vars, env []string) (v string, ok bool, err error) {
 	if v, ok := j.o.BuildArgs[kv.Key]; ok {
 		j.used.Store(kv.Key, true)
-		return v, nil
+		return v, true, nil
 	}
 	if kv.Value != nil {
-		return newExpander(j.g.Escape, env, scope).word(*kv.Value)
+		v, err := newExpander(j.g.Escape, env, scope).word(*kv.Value)
+		return v, true, err
 	}
-	v, _ := j.meta.Get(kv.Key)
-	return v, nil
+	v, ok = j.meta.Get(kv.Key)
+	return v, ok, nil
 }
 
 // neededStages lists the stages the target depends on (itself included),

@@ -141,10 +141,10 @@ func (j *job) lookupImported(key cache.Key) (cache.Record, bool) {
 		cs.pending[r.Digest] = append(cs.pending[r.Digest], r)
 	}
 	cs.mu.Unlock()
-	if !ok {
+	if !ok || r.Empty { // Empty: see usable
 		return cache.Record{}, false
 	}
-	if r.Empty || j.b.store.Has(r.Digest) {
+	if j.b.store.Has(r.Digest) {
 		_ = j.b.cache.Put(r) // best effort: the next build then hits locally
 	}
 	return r, true

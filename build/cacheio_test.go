@@ -15,7 +15,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"builder/build/buildtest"
 	"builder/build/cacheio"
@@ -93,6 +95,13 @@ func TestCacheRoundTrip(t *testing.T) {
 			ref := r.Addr + "/cache/app:buildcache"
 			return "type=registry,ref=" + ref + ",mode=max", "type=registry,ref=" + ref
 		}},
+		{"ggcr-registry-pinned", func(t *testing.T) (string, string) {
+			// --cache-from names the cache by digest (and a tag that
+			// does not exist, which a digest overrides); the digest is
+			// known once store A has exported.
+			ref := buildtest.Registry(t) + "/cache/app:buildcache"
+			return "type=registry,ref=" + ref + ",mode=max", "pin:" + ref
+		}},
 		{"local", func(t *testing.T) (string, string) {
 			dir := filepath.Join(t.TempDir(), "cache")
 			return "type=local,dest=" + dir + ",mode=max", "type=local,src=" + dir
@@ -104,6 +113,9 @@ func TestCacheRoundTrip(t *testing.T) {
 			resA, logA := a.mustBuild(copyCase(t, "builds/cacheio-multi"), cacheTo(t, to))
 			if !strings.Contains(logA, "exporting cache to ") {
 				t.Errorf("no export line in the log:\n%s", logA)
+			}
+			if ref, ok := strings.CutPrefix(from, "pin:"); ok {
+				from = "type=registry,ref=" + pinnedRef(t, ref)
 			}
 			b := newFixture(t)
 			resB, logB := b.mustBuild(copyCase(t, "builds/cacheio-multi"), cacheFrom(t, from))
@@ -125,6 +137,21 @@ func TestCacheRoundTrip(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pinnedRef returns "repo:no-such-tag@digest" for the manifest that ref, on
+// a plain HTTP registry, names now.
+func pinnedRef(t testing.TB, ref string) string {
+	t.Helper()
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Head(r)
+	if err != nil {
+		t.Fatalf("head %s: %v", ref, err)
+	}
+	return r.Context().Name() + ":no-such-tag@" + desc.Digest.String()
 }
 
 // startRegistry starts Debian's docker-registry with htpasswd auth.

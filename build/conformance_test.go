@@ -176,7 +176,7 @@ func (c conformanceCase) options(f *fixture, dir string) Options {
 		}
 		o.BuildArgs["BASE"] = "conformance-" + c.Base
 	}
-	host, _, _ := strings.Cut(f.base, "/")
+	expand := c.placeholders(f)
 	for k, v := range c.BuildArgs {
 		if v == nil {
 			if ev, ok := os.LookupEnv(k); ok { // as the CLI does for --build-arg K
@@ -184,11 +184,12 @@ func (c conformanceCase) options(f *fixture, dir string) Options {
 			}
 			continue
 		}
-		s := strings.NewReplacer("{{base}}", f.base, "{{registry}}", host).Replace(*v)
-		if strings.Contains(s, "{{multi}}") {
-			s = strings.ReplaceAll(s, "{{multi}}", pushMultiPlatform(f))
+		o.BuildArgs[k] = expand(*v)
+	}
+	if dt, err := os.ReadFile(o.Dockerfile); err == nil && strings.Contains(string(dt), "{{") {
+		if err := os.WriteFile(o.Dockerfile, []byte(expand(string(dt))), 0o644); err != nil {
+			f.t.Fatal(err)
 		}
-		o.BuildArgs[k] = s
 	}
 	if c.Platform != "" {
 		p, err := v1.ParsePlatform(c.Platform)
@@ -207,6 +208,38 @@ func (c conformanceCase) options(f *fixture, dir string) Options {
 		}
 	}
 	return o
+}
+
+// placeholders returns the function that replaces the placeholders of
+// build-arg values and Dockerfiles: {{base}} (the busybox reference),
+// {{registry}} (its host:port), {{baseDigest}} (busybox pinned by its
+// manifest digest, "host/busybox@sha256:…"), {{digest}} (that digest alone),
+// {{baseRepo}} (the reference
+// without tag) and {{multi}} (see pushMultiPlatform).
+func (c conformanceCase) placeholders(f *fixture) func(string) string {
+	host, _, _ := strings.Cut(f.base, "/")
+	repo := f.base
+	if i := strings.LastIndex(repo, ":"); i > len(host) {
+		repo = repo[:i]
+	}
+	return func(s string) string {
+		if strings.Contains(s, "{{baseDigest}}") || strings.Contains(s, "{{digest}}") {
+			r, err := name.ParseReference(f.base, name.Insecure)
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			desc, err := remote.Head(r)
+			if err != nil {
+				f.t.Fatalf("head %s: %v", f.base, err)
+			}
+			s = strings.ReplaceAll(s, "{{baseDigest}}", repo+"@"+desc.Digest.String())
+			s = strings.ReplaceAll(s, "{{digest}}", desc.Digest.String())
+		}
+		if strings.Contains(s, "{{multi}}") {
+			s = strings.ReplaceAll(s, "{{multi}}", pushMultiPlatform(f))
+		}
+		return strings.NewReplacer("{{base}}", f.base, "{{registry}}", host, "{{baseRepo}}", repo).Replace(s)
+	}
 }
 
 // pushMultiPlatform pushes an index of busybox for linux/amd64 and
@@ -258,12 +291,34 @@ func TestConformance(t *testing.T) {
 	}
 }
 
+// TestConformanceChroot builds the cases about the identity RUN has in
+// chroot isolation too, where the sandbox sets it up without namespaces.
+func TestConformanceChroot(t *testing.T) {
+	buildtest.RequireRoot(t)
+	for _, name := range []string{"user-groups", "user"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			c, err := loadConformanceCase(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.runWith(t, newFixtureWith(t, "naive"), func(o *Options) { o.Isolation = IsolationChroot })
+		})
+	}
+}
+
 // run builds the case in a fresh store and checks what it expects.
-func (c conformanceCase) run(t *testing.T) {
-	f := newFixture(t)
+func (c conformanceCase) run(t *testing.T) { c.runWith(t, newFixture(t)) }
+
+// runWith builds the case in f's store, with mods applied to its options,
+// and checks what it expects.
+func (c conformanceCase) runWith(t *testing.T, f *fixture, mods ...func(*Options)) {
 	dir := c.prepare(t)
 	var logBuf strings.Builder
 	o := c.options(f, dir)
+	for _, m := range mods {
+		m(&o)
+	}
 	o.Progress = progress.New(&logBuf, progress.Plain)
 	res, err := buildFile(context.Background(), f.b, o)
 	log := logBuf.String()

@@ -15,6 +15,10 @@ import (
 type vars struct {
 	keys []string
 	vals map[string]string
+	// unset are the keys declared without a value (an ARG with no default
+	// and no --build-arg): listed in keys, but not set, so a RUN does not
+	// see them and ${k-default} takes the default, as in BuildKit.
+	unset map[string]bool
 }
 
 func newVars() *vars { return &vars{vals: map[string]string{}} }
@@ -24,9 +28,27 @@ func (v *vars) Set(k, val string) {
 		v.keys = append(v.keys, k)
 	}
 	v.vals[k] = val
+	delete(v.unset, k)
 }
 
-func (v *vars) Get(k string) (string, bool) { val, ok := v.vals[k]; return val, ok }
+// Declare adds k without a value, unless it has one.
+func (v *vars) Declare(k string) {
+	if _, ok := v.vals[k]; ok {
+		return
+	}
+	v.Set(k, "")
+	if v.unset == nil {
+		v.unset = map[string]bool{}
+	}
+	v.unset[k] = true
+}
+
+// Get returns the value of k; ok is false for a key never set or only
+// declared.
+func (v *vars) Get(k string) (string, bool) {
+	val, ok := v.vals[k]
+	return val, ok && !v.unset[k]
+}
 
 func (v *vars) Keys() []string { return append([]string(nil), v.keys...) }
 
@@ -63,7 +85,9 @@ type expander struct {
 func newExpander(escape rune, env []string, args *vars) *expander {
 	all := newVars()
 	for _, k := range args.keys {
-		all.Set(k, args.vals[k])
+		if !args.unset[k] {
+			all.Set(k, args.vals[k])
+		}
 	}
 	e := envVars(env)
 	for _, k := range e.keys {
@@ -91,6 +115,25 @@ func expandBounded(lex *shell.Lex, w string, env *vars) (string, error) {
 		return "", &LimitError{What: fmt.Sprintf("%.60q", w), Limit: MaxWordExpansion}
 	}
 	return out, err
+}
+
+// fields expands each word and splits the results at unquoted blanks, as
+// BuildKit does for EXPOSE: "$PORTS" with PORTS="80 53/udp" is two ports.
+// The same MaxWordExpansion limit as word applies to each word.
+func (e *expander) fields(ws []string) ([]string, error) {
+	var out []string
+	for _, w := range ws {
+		b := &budgetEnv{vars: e.env, left: MaxWordExpansion, wordLen: len(w), replace: mayReplace(w)}
+		fs, err := e.lex.ProcessWords(w, b)
+		if b.over {
+			return nil, &LimitError{What: fmt.Sprintf("%.60q", w), Limit: MaxWordExpansion}
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, fs...)
+	}
+	return out, nil
 }
 
 func (e *expander) words(ws []string) ([]string, error) {

@@ -111,8 +111,12 @@ func (j *job) resolveOnce(ctx context.Context, ref string, platform v1.Platform)
 	if err != nil {
 		return nil, err
 	}
-	if err := b.tag(ref, dgst); err != nil {
-		return nil, err
+	// A pinned reference ("name@sha256:…") names no tag to point at the
+	// image; pulling it again finds its blobs in the store.
+	if !strings.Contains(ref, "@") {
+		if err := b.tag(ref, dgst); err != nil {
+			return nil, err
+		}
 	}
 	return img, nil
 }

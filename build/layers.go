@@ -19,10 +19,6 @@ import (
 	"builder/snapshot/content"
 )
 
-// emptyTarDiffID is the diff ID of a tar with no entries: a step whose diff
-// is this changed nothing and adds no layer, as BuildKit does.
-var emptyTarDiffID = v1.Hash{Algorithm: "sha256", Hex: "5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"}
-
 // ensureChain makes sure a committed snapshot holds the given layers and
 // returns its name ("" for no layers). Missing snapshots are unpacked from
 // the layer blobs in the store (a --cache-from hit's blob is fetched first),
@@ -113,15 +109,13 @@ func (j *job) commitLayer(ctx context.Context, active, parent string, key cache.
 	if err != nil {
 		return cache.Record{}, fmt.Errorf("write layer: %w", err)
 	}
+	// A step that changed nothing still gets its (empty) layer, as in
+	// BuildKit: the history and the diff IDs line up one to one.
 	rec := cache.Record{Key: key, DiffID: info.DiffID, Digest: info.Digest, Size: info.Size, MediaType: info.MediaType,
 		Created: time.Now().UTC(), Preimage: json.RawMessage(pre)}
-	if info.DiffID == emptyTarDiffID {
-		rec = cache.Record{Key: key, Empty: true, Created: rec.Created, Preimage: rec.Preimage}
-	} else {
-		name := snapshot.NextChainID(parent, info.DiffID)
-		if err := j.b.snapshotter.Commit(ctx, name, active); err != nil {
-			return cache.Record{}, fmt.Errorf("commit snapshot: %w", err)
-		}
+	name := snapshot.NextChainID(parent, info.DiffID)
+	if err := j.b.snapshotter.Commit(ctx, name, active); err != nil {
+		return cache.Record{}, fmt.Errorf("commit snapshot: %w", err)
 	}
 	if err := j.b.cache.Put(rec); err != nil {
 		return cache.Record{}, err
@@ -129,9 +123,11 @@ func (j *job) commitLayer(ctx context.Context, active, parent string, key cache.
 	return rec, nil
 }
 
-// usable reports whether a cache record's data is still in the store.
+// usable reports whether a cache record's data is still in the store. An
+// Empty record (no layer for a step that changed nothing, written by
+// builders before every step got its layer) is not: the step runs again.
 func (b *Builder) usable(r cache.Record) bool {
-	return r.Empty || b.store.Has(r.Digest)
+	return !r.Empty && b.store.Has(r.Digest)
 }
 
 // applyRecord adds a step's cached or fresh result to the stage state.

@@ -18,6 +18,7 @@ import (
 	"builder/build/cache"
 	"builder/build/copier"
 	"builder/build/fetch"
+	"builder/build/gitsrc"
 	"builder/build/progress"
 	"builder/build/sandbox"
 	"builder/export"
@@ -51,13 +52,7 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	if err != nil {
 		return false, err
 	}
-	proxies := map[string]string{}
-	for k, v := range j.o.BuildArgs {
-		if proxyArgs[k] {
-			proxies[k] = v
-		}
-	}
-	env := st.runEnv(proxies)
+	env := st.runEnv(proxyEnv(j.o.BuildArgs))
 	c := st.cfg.Config
 	// Proxy args stay out of the cache key, as in Docker: they may hold
 	// credentials, and cache records are stored and exported.
@@ -75,6 +70,10 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	}
 	if insecure {
 		pre.State["security"] = "insecure"
+	}
+	hostname := j.o.BuildArgs[sandboxHostnameArg] // checked by Build
+	if hostname != "" {
+		pre.State["hostname"] = hostname
 	}
 	j.addEpoch(&pre)
 	key, preimage := pre.Key()
@@ -98,7 +97,7 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 				runEnv = setEnv(runEnv, k, v)
 			}
 			return sandbox.Run(ctx, j.sandboxSpec(sandbox.Spec{Root: root, Args: argv, Env: runEnv, Cwd: cwd, User: c.User,
-				Network: sandboxNet, NAT: nat, Stdout: sp, Stderr: sp, Mounts: extra, Insecure: insecure}))
+				Hostname: hostname, Network: sandboxNet, NAT: nat, Stdout: sp, Stderr: sp, Mounts: extra, Insecure: insecure}))
 		})
 	})
 }
@@ -106,6 +105,49 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 // errHit is a shared step's run that found the record in the cache
 // (another job committed it between the lookup and the run).
 var errHit = errors.New("cache hit")
+
+// sandboxHostnameArg is the build arg that sets the hostname RUN sees
+// (and names in /etc/hosts), as in BuildKit.
+const sandboxHostnameArg = "BUILDKIT_SANDBOX_HOSTNAME"
+
+// checkHostname accepts a BUILDKIT_SANDBOX_HOSTNAME value: at most 64
+// bytes (the kernel's limit) of letters, digits, '-', '_' and '.', so that
+// it cannot add lines or names to /etc/hosts.
+func checkHostname(h string) error {
+	ok := len(h) <= 64
+	for _, c := range h {
+		ok = ok && (c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.')
+	}
+	if !ok {
+		return fmt.Errorf("build arg %s=%.70q: not a hostname (at most 64 letters, digits, '-', '_' or '.')", sandboxHostnameArg, h)
+	}
+	return nil
+}
+
+// proxyEnv returns the proxy build args a RUN sees. As in BuildKit, a
+// proxy given in one spelling (http_proxy) is also set in the other
+// (HTTP_PROXY) unless that one is given too.
+func proxyEnv(buildArgs map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range buildArgs {
+		if proxyArgs[k] {
+			out[k] = v
+		}
+	}
+	for k, v := range buildArgs {
+		if !proxyArgs[k] {
+			continue
+		}
+		other := strings.ToLower(k)
+		if other == k {
+			other = strings.ToUpper(k)
+		}
+		if _, ok := out[other]; !ok {
+			out[other] = v
+		}
+	}
+	return out
+}
 
 // fsCall is a filesystem step whose cache key is known.
 type fsCall struct {
@@ -212,14 +254,14 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 	if err != nil {
 		return false, err
 	}
-	if op.KeepGitDir {
-		return false, fmt.Errorf("ADD --keep-git-dir: %w", errNotSupported)
-	}
 	var local, urls []string
 	for _, s := range srcs {
 		switch {
-		case op.Add && fetch.IsGit(s):
-			return false, fmt.Errorf("ADD %s: Git sources are %w", s, errNotSupported)
+		case op.Add && gitsrc.IsGit(s):
+			if len(srcs) != 1 {
+				return false, fmt.Errorf("ADD of a Git repository takes one source, not %d", len(srcs))
+			}
+			return j.addGit(ctx, st, step, op, sp, s, containerPath(st.cfg.Config.WorkingDir, dest), chown, chmod)
 		case fetch.IsHTTP(s):
 			if !op.Add {
 				return false, fmt.Errorf("source can't be a URL for COPY")
@@ -232,6 +274,7 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 	if op.Checksum != "" && len(urls) == 0 {
 		return false, fmt.Errorf("checksum can't be specified for non-HTTP(S) sources")
 	}
+	createdBy := copyHistory(op, srcs, dest, chown, chmod)
 	dest = containerPath(st.cfg.Config.WorkingDir, dest)
 	inline, err := j.inlineSources(ctx, ex, op, urls)
 	if err != nil {
@@ -244,8 +287,10 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 			return false, err
 		}
 	}
+	// ADD --unpack=false copies archives as they are.
+	unpack := op.Add && (op.Unpack == nil || *op.Unpack)
 	req := copier.Request{Sources: local, Dest: dest, Chmod: chmod, Excludes: op.Excludes, Parents: op.Parents,
-		Add: op.Add, Extract: extractArchive}
+		Add: unpack, Extract: extractArchive}
 	var sum string
 	if len(local) > 0 {
 		if sum, err = j.sourceSum(ctx, cs, req); err != nil {
@@ -259,21 +304,19 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 	if len(inline.files) > 0 {
 		pre.Inputs["inline"] = inline.key()
 	}
+	if op.Unpack != nil {
+		pre.State["unpack"] = strconv.FormatBool(*op.Unpack)
+	}
 	j.addEpoch(&pre)
 	key, preimage := pre.Key()
-	createdBy := historyText(step.Original)
 	call := fsCall{step: step, sp: sp, key: key, preimage: preimage, files: j.contextFiles(cs, req), kind: "copy", createdBy: createdBy}
 	return j.fsStep(ctx, st, call, func(mounts []snapshot.Mount) error {
 		if err := inline.materialize(ctx); err != nil {
 			return err
 		}
 		return j.withSource(ctx, cs, mounts, func(src copier.Source, dstRoot string) error {
-			if chown != "" {
-				owner, err := copier.ResolveOwner(dstRoot, chown)
-				if err != nil {
-					return err
-				}
-				req.Chown = owner
+			if err := setChown(&req, dstRoot, chown); err != nil {
+				return err
 			}
 			if len(local) > 0 {
 				if err := copier.Copy(ctx, src, dstRoot, req); err != nil {
@@ -290,6 +333,42 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 			return nil
 		})
 	})
+}
+
+// copyHistory is the created_by of a COPY or ADD as BuildKit writes it:
+// the instruction, --parents, --chown and --chmod, the expanded sources,
+// the heredoc sources as "<<NAME" and the destination as written (not
+// joined with WORKDIR). Other flags, --from among them, are left out.
+func copyHistory(op *parser.Copy, srcs []string, dest, chown, chmod string) string {
+	parts := []string{instrName(op)}
+	if op.Parents {
+		parts = append(parts, "--parents")
+	}
+	if chown != "" {
+		parts = append(parts, "--chown="+chown)
+	}
+	if chmod != "" {
+		parts = append(parts, "--chmod="+chmod)
+	}
+	parts = append(parts, srcs...)
+	for _, h := range op.Heredocs {
+		parts = append(parts, "<<"+h.Name)
+	}
+	return strings.Join(append(parts, dest), " ")
+}
+
+// setChown sets req.Chown from a --chown value ("" for none), names
+// resolved in the destination root's /etc/passwd and /etc/group.
+func setChown(req *copier.Request, dstRoot, chown string) error {
+	if chown == "" {
+		return nil
+	}
+	owner, err := copier.ResolveOwner(dstRoot, chown)
+	if err != nil {
+		return err
+	}
+	req.Chown = owner
+	return nil
 }
 
 func instrName(op *parser.Copy) string {

@@ -136,27 +136,31 @@ func TestAddURLErrors(t *testing.T) {
 	}{
 		{"404", "ADD " + url + "/missing.txt /x", `^Dockerfile:3: .*` + regexp.QuoteMeta(url+"/missing.txt") + `.*404`},
 		{"bad-checksum", "ADD --checksum=sha256:" + hex.EncodeToString(make([]byte, 32)) + " " + url + "/f.txt /x", `digest mismatch`},
-		{"git", "ADD https://example.invalid/repo.git /src", `Git sources are not supported yet`},
-		{"keep-git-dir", "ADD --keep-git-dir=true https://example.invalid/repo.git /src", `not supported yet`},
 		{"copy-url", "COPY " + url + "/f.txt /x", `can't be a URL for COPY`},
 		{"checksum-local", "ADD --checksum=sha256:" + hex.EncodeToString(make([]byte, 32)) + " f.txt /x", `checksum`},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			os.Mkdir(filepath.Join(dir, "context"), 0o755)
-			os.WriteFile(filepath.Join(dir, "context", "f.txt"), []byte("x"), 0o644)
-			os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("ARG BASE\nFROM $BASE\n"+tc.line+"\n"), 0o644)
-			_, log, err := f.build(dir)
-			if err == nil {
-				t.Fatalf("build succeeded:\n%s", log)
-			}
-			if !regexp.MustCompile(tc.want).MatchString(err.Error()) {
-				t.Errorf("error %q does not match %q", err, tc.want)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { f.failLine(t, tc.line, tc.want) })
 	}
 	// Nothing is left in the store's tmp directory.
 	if ents, _ := os.ReadDir(filepath.Join(f.root, "tmp")); len(ents) > 0 {
 		t.Errorf("left in tmp: %v", ents)
+	}
+}
+
+// failLine builds "FROM $BASE" and line (Dockerfile line 3) on a context
+// holding f.txt, and checks that the build fails with an error matching
+// the regular expression want.
+func (f *fixture) failLine(t *testing.T, line, want string) {
+	t.Helper()
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "context"), 0o755)
+	os.WriteFile(filepath.Join(dir, "context", "f.txt"), []byte("x"), 0o644)
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("ARG BASE\nFROM $BASE\n"+line+"\n"), 0o644)
+	_, log, err := f.build(dir)
+	if err == nil {
+		t.Fatalf("build succeeded:\n%s", log)
+	}
+	if !regexp.MustCompile(want).MatchString(err.Error()) {
+		t.Errorf("error %q does not match %q", err, want)
 	}
 }

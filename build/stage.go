@@ -78,7 +78,7 @@ func (s *stageState) runEnv(extra map[string]string) []string {
 	env := append([]string(nil), s.cfg.Config.Env...)
 	have := envVars(env)
 	for _, k := range s.args.keys {
-		if _, ok := have.Get(k); !ok {
+		if _, ok := have.Get(k); !ok && !s.args.unset[k] {
 			env = append(env, k+"="+s.args.vals[k])
 		}
 	}
@@ -163,10 +163,16 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 			sp.Error(se.Step.Err)
 			return nil, se
 		}
+		fsStep := false
 		switch step.Op.(type) {
-		case *parser.Run, *parser.Copy, *parser.Workdir:
+		case *parser.Run, *parser.Copy:
+			fsStep = true
+		case *parser.Workdir:
+			fsStep = st.cfg.Config.WorkingDir != "/" // WORKDIR / creates nothing
+		}
+		if fsStep {
 			ran = ran || !cached
-		default:
+		} else {
 			// A metadata step costs nothing; it counts as cached while
 			// everything before it in the stage came from the cache.
 			cached = !ran
@@ -300,6 +306,10 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 		}
 		c.WorkingDir = path.Clean(p)
 		st.growConfig(jsonLen(c.WorkingDir))
+		if c.WorkingDir == "/" { // nothing to create: no layer, as in BuildKit
+			j.metaHistory(st, "WORKDIR /")
+			return false, nil
+		}
 		return j.mkdirWorkdir(ctx, st, step, sp)
 	case *parser.Env:
 		pairs, err := ex.pairs(op.Pairs)
@@ -323,19 +333,29 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 		}
 		j.metaHistory(st, "ENV "+joinPairs(pairs))
 	case *parser.Arg:
+		var commits []string
 		for _, kv := range op.Pairs {
-			v, err := j.argValue(kv, st.args, c.Env)
+			v, ok, err := j.argValue(kv, st.args, c.Env)
 			if err != nil {
 				return false, err
 			}
 			if err := checkValue("ARG", kv.Key, v); err != nil {
 				return false, err
 			}
-			st.args.Set(kv.Key, v)
+			commit := kv.Key
+			if ok {
+				st.args.Set(kv.Key, v)
+				commit += "=" + v
+			} else {
+				st.args.Declare(kv.Key)
+			}
+			commits = append(commits, commit)
 		}
 		if err := st.checkEnv(); err != nil {
 			return false, err
 		}
+		// BuildKit records every ARG of a stage, with the value it took.
+		j.metaHistory(st, "ARG "+strings.Join(commits, " "))
 	case *parser.Label:
 		pairs, err := ex.pairs(op.Pairs)
 		if err != nil {
@@ -356,7 +376,7 @@ func (j *job) dispatch(ctx context.Context, st *stageState, step *parser.Step, s
 		}
 		j.metaHistory(st, "LABEL "+joinPairs(pairs))
 	case *parser.Expose:
-		ports, err := ex.words(op.Ports)
+		ports, err := ex.fields(op.Ports)
 		if err != nil {
 			return false, err
 		}
@@ -479,7 +499,7 @@ func joinPairs(pairs []parser.KeyValue) string {
 	return strings.Join(out, " ")
 }
 
-// historyText is the created_by text of a step: its source text on one line.
+// historyText is a step's source text on one line.
 func historyText(original string) string {
 	return strings.Join(strings.Fields(original), " ")
 }

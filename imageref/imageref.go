@@ -14,8 +14,9 @@ import (
 // Normalize returns the full form of an image reference the way Docker
 // reads it: "app" is "docker.io/library/app:latest", "ghcr.io/o/app" is
 // "ghcr.io/o/app:latest", and a digest reference keeps its digest
-// ("app@sha256:…" is "docker.io/library/app@sha256:…"). Docker Hub is
-// spelled docker.io, not index.docker.io.
+// ("app@sha256:…" is "docker.io/library/app@sha256:…"). A reference with
+// both ("app:1.0@sha256:…") names the image by its digest, as in Docker:
+// the tag is dropped. Docker Hub is spelled docker.io, not index.docker.io.
 func Normalize(ref string) (string, error) {
 	r, err := name.ParseReference(ref)
 	if err != nil {

@@ -18,6 +18,11 @@ func TestNormalize(t *testing.T) {
 		{"localhost:5000/app:x", "localhost:5000/app:x"},
 		{"127.0.0.1:5000/a/b/c", "127.0.0.1:5000/a/b/c:latest"},
 		{"app@sha256:" + hex64, "docker.io/library/app@sha256:" + hex64},
+		// name:tag@digest resolves by the digest, as in Docker.
+		{"app:1.0@sha256:" + hex64, "docker.io/library/app@sha256:" + hex64},
+		{"localhost:5000/a/b:x@sha256:" + hex64, "localhost:5000/a/b@sha256:" + hex64},
+		{"app@sha256:abc", ""},
+		{"app@md5:" + hex64, ""},
 		{"UPPER", ""},
 		{"app:", ""},
 	}

@@ -8,7 +8,8 @@ import (
 )
 
 // Record is what the cache keeps for a step: its key and the layer it
-// produced, or none if Empty. Preimage is the key's preimage, kept so a
+// produced. Empty marks a record of an older builder that gave a step that
+// changed nothing no layer; such a record is never used. Preimage is the key's preimage, kept so a
 // later miss can be explained.
 //
 // The local store and the exported cache format (package cacheio) write
@@ -18,7 +19,7 @@ import (
 // doc).
 type Record struct {
 	Key       Key             `json:"key,omitempty"`
-	Empty     bool            `json:"empty,omitempty"` // the step changed nothing: no layer
+	Empty     bool            `json:"empty,omitempty"` // legacy: no layer, never used
 	DiffID    v1.Hash         `json:"diffID,omitzero"` // zero (and left out) for an empty record
 	Digest    v1.Hash         `json:"digest,omitzero"`
 	Size      int64           `json:"size,omitempty"`

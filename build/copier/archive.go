@@ -37,9 +37,10 @@ var magics = []struct {
 	{zstded, []byte{0x28, 0xb5, 0x2f, 0xfd}},
 }
 
-// decompress returns the decompressed content of r, detecting the format
-// from the first bytes. The caller closes the result.
-func decompress(r io.Reader) (io.ReadCloser, error) {
+// Decompress returns the decompressed content of r (gzip, bzip2, xz,
+// zstd or none), detecting the format from the first bytes. The caller
+// closes the result.
+func Decompress(r io.Reader) (io.ReadCloser, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	head, err := br.Peek(6)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -81,7 +82,7 @@ func decompress(r io.Reader) (io.ReadCloser, error) {
 // stream decompresses and its first tar header parses. It reads from the
 // current offset and leaves the offset anywhere.
 func isArchive(f *os.File) bool {
-	r, err := decompress(f)
+	r, err := Decompress(f)
 	if err != nil {
 		return false
 	}
@@ -121,7 +122,7 @@ func (w *writer) extract(it item, destRel string) (bool, error) {
 		return false, err
 	}
 	defer d.Close()
-	r, err := decompress(f)
+	r, err := Decompress(f)
 	if err != nil {
 		return false, fmt.Errorf("add %s: %w", it.name, err)
 	}

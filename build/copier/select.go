@@ -87,17 +87,37 @@ func selectSources(ctx context.Context, sr *root, src Source, req Request) (*sel
 			sel.items = append(sel.items, it)
 		}
 	}
-	if len(sel.items) == 0 {
-		return nil, &NotFoundError{Source: strings.Join(req.Sources, " "), Detail: "no file matches"}
-	}
+	// No items: every source was a wildcard that matched nothing (a named
+	// source that is missing is an error above), which BuildKit's
+	// AllowEmptyWildcard makes a copy of nothing.
 	if len(sel.items) > 1 && !destIsDirSyntax(req.Dest) {
 		for _, it := range sel.items {
-			if !it.isDir() {
-				return nil, fmt.Errorf("copy to %s: When using COPY with more than one source file, the destination must be a directory and end with a /", req.Dest)
+			if it.isDir() {
+				continue
 			}
+			// ADD extracts each archive into the destination directory,
+			// so several archives need no trailing slash.
+			if req.Add && s.isArchive(it) {
+				continue
+			}
+			return nil, fmt.Errorf("copy to %s: When using COPY with more than one source file, the destination must be a directory and end with a /", req.Dest)
 		}
 	}
 	return sel, nil
+}
+
+// isArchive reports whether the item is a regular file holding a tar
+// archive, which ADD extracts.
+func (s *selector) isArchive(it item) bool {
+	if it.st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return false
+	}
+	f, err := openBeneath(s.root.fd(), it.rel, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return isArchive(f)
 }
 
 // destIsDirSyntax reports whether the destination as written names a

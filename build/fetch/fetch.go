@@ -1,8 +1,8 @@
 // Package fetch downloads the http(s) sources of ADD as BuildKit does:
-// it recognises URL and Git sources, names a downloaded file, checks an
-// ADD --checksum value and streams a download into a file while hashing
-// it, verifying the checksum and taking the file's mtime from the
-// Last-Modified header. It keeps no state: the caller says where each
+// it recognises URL sources (Git sources are build/gitsrc's), names a
+// downloaded file, checks an ADD --checksum value and streams a download
+// into a file while hashing it, verifying the checksum and taking the
+// file's mtime from the Last-Modified header. It keeps no state: the caller says where each
 // file goes and which HTTP client fetches it.
 package fetch
 
@@ -20,22 +20,6 @@ import (
 	"path"
 	"strings"
 )
-
-// IsGit reports whether an ADD source is a Git repository, which
-// BuildKit clones.
-func IsGit(s string) bool {
-	if strings.HasPrefix(s, "git@") || strings.HasPrefix(s, "git://") || strings.HasPrefix(s, "ssh://") {
-		return true
-	}
-	if !IsHTTP(s) {
-		return false
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return false
-	}
-	return strings.HasSuffix(u.Path, ".git")
-}
 
 // IsHTTP reports whether an ADD source is an http(s) URL.
 func IsHTTP(s string) bool {

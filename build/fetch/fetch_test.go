@@ -33,9 +33,6 @@ func TestSources(t *testing.T) {
 		if got := IsHTTP(tc.src); got != tc.http {
 			t.Errorf("IsHTTP(%q) = %v", tc.src, got)
 		}
-		if got := IsGit(tc.src); got != tc.git {
-			t.Errorf("IsGit(%q) = %v", tc.src, got)
-		}
 		if tc.http {
 			if got := FileName(tc.src); got != tc.name {
 				t.Errorf("FileName(%q) = %q, want %q", tc.src, got, tc.name)

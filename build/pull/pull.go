@@ -206,7 +206,11 @@ func (p *puller) pull(ctx context.Context, full, via string) (v1.Hash, error) {
 	if _, _, err := p.s.WriteBlob(ctx, bytes.NewReader(m.raw), m.digest); err != nil {
 		return v1.Hash{}, fmt.Errorf("store manifest: %w", err)
 	}
-	p.progress("pulled %s@%s%s", full, m.digest, via)
+	if strings.Contains(full, "@"+m.digest.String()) {
+		p.progress("pulled %s%s", full, via)
+	} else {
+		p.progress("pulled %s@%s%s", full, m.digest, via)
+	}
 	return m.digest, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -25,6 +26,18 @@ type execUser struct {
 // otherwise are the groups that list the user's name. Missing files count as
 // empty.
 func resolveUser(spec, passwdPath, groupPath string) (execUser, error) {
+	u, err := resolveIDs(spec, passwdPath, groupPath)
+	// As BuildKit (containerd's ensureAdditionalGids), the primary group
+	// is also the first supplementary group.
+	if err == nil && !slices.Contains(u.Groups, u.GID) {
+		u.Groups = append([]uint32{u.GID}, u.Groups...)
+	}
+	return u, err
+}
+
+// resolveIDs is resolveUser without the primary group among the
+// supplementary ones.
+func resolveIDs(spec, passwdPath, groupPath string) (execUser, error) {
 	userArg, groupArg, _ := strings.Cut(spec, ":")
 	u := execUser{Home: "/"}
 

@@ -30,7 +30,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		noCache, pull, quiet                               bool
 	)
 	fs.StringArrayVarP(&tags, "tag", "t", nil, "name and optionally a tag (name:tag); may be repeated")
-	fs.StringVarP(&file, "file", "f", "", "Dockerfile path (default CONTEXT/Dockerfile)")
+	fs.StringVarP(&file, "file", "f", "", "Dockerfile path (default CONTEXT/Dockerfile; - for stdin; inside the context for a remote or stdin CONTEXT)")
 	fs.StringArrayVar(&buildArgs, "build-arg", nil, "set a build-time variable (KEY=VALUE, or KEY to take it from the environment)")
 	fs.StringArrayVar(&labels, "label", nil, "set a label on the image (KEY=VALUE)")
 	fs.StringVar(&target, "target", "", "build this stage and the stages it needs")
@@ -62,7 +62,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringArrayVar(&cacheFromFlags, "cache-from", nil, "import a shared cache: type=registry,ref=REF, type=local,src=DIR, or REF (a cache or an image built with an inline cache); may be repeated")
 	fs.StringArrayVar(&cacheToFlags, "cache-to", nil, "export the cache: type=registry,ref=REF or type=local,dest=DIR [,mode=min|max][,compression=gzip|zstd|uncompressed][,cache-mounts=true], or type=inline")
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: builder build [OPTIONS] CONTEXT\n\nExamples:\n  builder build -t app .\n  builder build -t app -o type=oci,dest=app.tar .\n\nOptions:\n%s", fs.FlagUsages())
+		fmt.Fprintf(os.Stderr, "Usage: builder build [OPTIONS] CONTEXT\n\nCONTEXT is a directory, - (a tar archive or a Dockerfile on stdin), a Git URL\n(https://host/repo.git#ref:subdir, git://..., git@host:repo.git#ref) or an http(s) URL\nof a tarball or a Dockerfile.\n\nExamples:\n  builder build -t app .\n  builder build -t app -o type=oci,dest=app.tar .\n\nOptions:\n%s", fs.FlagUsages())
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -75,11 +75,8 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	}
 	o := build.Options{ContextDir: fs.Arg(0), Tags: tags, Target: target, NoCache: noCache, Pull: pull,
 		Network: network, BuildArgs: map[string]string{}, Labels: map[string]string{}}
-	if file != "" {
-		o.Dockerfile = file
-	}
-	if st, err := os.Stat(o.ContextDir); err != nil || !st.IsDir() {
-		return usagef("build context %q is not a directory", o.ContextDir)
+	if err := checkContextArg(o.ContextDir); err != nil {
+		return err
 	}
 	for _, a := range buildArgs {
 		k, v, ok := strings.Cut(a, "=")
@@ -154,6 +151,11 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	start := time.Now()
+	bctx, err := resolveContext(ctx, g, &o, file)
+	if err != nil {
+		return err
+	}
+	defer bctx.Close()
 	graph, err := build.ReadDockerfile(o.DockerfilePath())
 	if err != nil {
 		return err

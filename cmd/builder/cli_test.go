@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 // cli runs builder with args and returns its combined output and exit code.
 func cli(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	return cliEnv(t, nil, args...)
+	return cliWith(t, nil, nil, args...)
 }
 
 // writeCase writes a Dockerfile (and files) into a new context directory.

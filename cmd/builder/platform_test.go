@@ -2,7 +2,6 @@ package main
 
 import (
 	"archive/tar"
-	"bytes"
 	"encoding/json"
 	"io"
 	"os"
@@ -18,22 +17,6 @@ import (
 	"builder/build/buildtest"
 	"builder/internal/testenv"
 )
-
-// cliEnv is cli with extra environment variables.
-func cliEnv(t *testing.T, env []string, args ...string) (string, int) {
-	t.Helper()
-	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return out.String(), ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), 0
-}
 
 // fakeBinfmt makes a private binfmt_misc look-alike holding handlers
 // (file name → the kernel's text), so a test can take emulators away from
@@ -290,7 +273,7 @@ COPY --from=build /out /shared /ran-on /
 	env := []string{"BUILDER_BINFMT_MISC=" + fakeBinfmt(t, nil)}
 	root, local, cacheDir := t.TempDir(), t.TempDir(), t.TempDir()
 	dockerTypes := filepath.Join(t.TempDir(), "list.tar")
-	o, code := cliEnv(t, env, "--root", root, "build", "--progress", "plain", "--platform", "linux/arm64,linux/amd64",
+	o, code := cliWith(t, nil, env, "--root", root, "build", "--progress", "plain", "--platform", "linux/arm64,linux/amd64",
 		"--cache-to", "type=local,dest="+cacheDir+",mode=max", "--cache-to", "type=inline", "-o", "type=local,dest="+local,
 		"-o", "type=oci,dest="+dockerTypes+",oci-mediatypes=false", ctxDir)
 	if code != 0 {
@@ -341,7 +324,7 @@ COPY --from=build /out /shared /ran-on /
 		t.Errorf("the target-independent step ran twice: %q", shared)
 	}
 	// A fresh store builds both platforms from the exported cache alone.
-	o, code = cliEnv(t, env, "--root", t.TempDir(), "build", "--progress", "plain", "--platform", "linux/arm64,linux/amd64",
+	o, code = cliWith(t, nil, env, "--root", t.TempDir(), "build", "--progress", "plain", "--platform", "linux/arm64,linux/amd64",
 		"--cache-from", "type=local,src="+cacheDir, ctxDir)
 	if code != 0 {
 		t.Fatalf("build from cache: exit %d\n%s", code, o)
@@ -373,7 +356,7 @@ func TestCLIMissingEmulator(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := []string{"BUILDER_BINFMT_MISC=" + fakeBinfmt(t, tc.handlers)}
-			o, code := cliEnv(t, env, "--root", t.TempDir(), "build", "--progress", "plain", "--platform", "linux/amd64,linux/arm64", ctxDir)
+			o, code := cliWith(t, nil, env, "--root", t.TempDir(), "build", "--progress", "plain", "--platform", "linux/amd64,linux/arm64", ctxDir)
 			if code == 0 {
 				t.Fatalf("built without an emulator:\n%s", o)
 			}
@@ -389,7 +372,7 @@ func TestCLIMissingEmulator(t *testing.T) {
 	}
 	// The same Dockerfile for the host's platform alone needs no emulator.
 	env := []string{"BUILDER_BINFMT_MISC=" + fakeBinfmt(t, nil)}
-	if o, code := cliEnv(t, env, "--root", t.TempDir(), "build", "--platform", "linux/amd64", ctxDir); code != 0 {
+	if o, code := cliWith(t, nil, env, "--root", t.TempDir(), "build", "--platform", "linux/amd64", ctxDir); code != 0 {
 		t.Errorf("native build: exit %d\n%s", code, o)
 	}
 	// A single-platform base of another platform than asked for is used
@@ -398,7 +381,7 @@ func TestCLIMissingEmulator(t *testing.T) {
 	armOnly := buildtest.Registry(t) + "/busybox:arm64only"
 	buildtest.Push(t, armOnly, buildtest.PlatformBusyboxImage(t, "arm64"))
 	wrong := writeCase(t, "FROM "+armOnly+"\nRUN uname -m\n", map[string]string{})
-	o, code := cliEnv(t, env, "--root", t.TempDir(), "build", "--progress", "plain", "--platform", "linux/amd64", wrong)
+	o, code := cliWith(t, nil, env, "--root", t.TempDir(), "build", "--progress", "plain", "--platform", "linux/amd64", wrong)
 	if code == 0 || !strings.Contains(o, "InvalidBaseImagePlatform") || !strings.Contains(o, "Dockerfile:2: RUN uname -m") ||
 		!strings.Contains(o, "no emulator for linux/arm64") || !strings.Contains(o, "qemu-user-static") {
 		t.Errorf("foreign single-platform base: exit %d\n%s", code, o)
@@ -421,7 +404,7 @@ func TestCLISinglePlatformUnchanged(t *testing.T) {
 	const want = "sha256:29fb8173f988d730c75ec1e55e29eb46bbd7934f511426f796093273cacaf0fd"
 	env := []string{"SOURCE_DATE_EPOCH=1700000000"}
 	for _, args := range [][]string{nil, {"--platform", "linux/amd64"}, {"--platform", "linux/x86_64,linux/amd64"}} {
-		o, code := cliEnv(t, env, append(append([]string{"--root", t.TempDir(), "build", "-q"}, args...), dir)...)
+		o, code := cliWith(t, nil, env, append(append([]string{"--root", t.TempDir(), "build", "-q"}, args...), dir)...)
 		if code != 0 || strings.TrimSpace(o) != want {
 			t.Errorf("build %v: exit %d, %q; want %s", args, code, o, want)
 		}

@@ -148,6 +148,14 @@ func TestCLIRegistryRoundTrip(t *testing.T) {
 	if out, _ := cli(t, "--root", empty, "images"); !strings.Contains(out, refC) {
 		t.Errorf("pulled image not listed:\n%s", out)
 	}
+	// Pinned: name@digest, and name:tag@digest resolves by the digest
+	// (this tag does not exist).
+	repoC := strings.TrimSuffix(refC, ":2")
+	for _, pinned := range []string{repoC + "@" + digest, repoC + ":no-such-tag@" + digest} {
+		if out, code := cli(t, "--root", t.TempDir(), "pull", pinned); code != 0 || !strings.Contains(out, digest) || strings.Contains(out, digest+"@") {
+			t.Errorf("pull %s: exit %d\n%s", pinned, code, out)
+		}
+	}
 
 	// Errors: unknown tag, unknown host, unknown local image.
 	out, code = cli(t, "--root", empty, "pull", strings.TrimSuffix(refA, ":1")+":nope")

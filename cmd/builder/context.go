@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"builder/build"
+	"builder/build/buildctx"
+	"builder/build/store"
+)
+
+// checkContextArg fails early, as a usage error, for a CONTEXT argument
+// that is a local path but not a directory.
+func checkContextArg(arg string) error {
+	if arg == buildctx.Stdin || buildctx.IsRemote(arg) {
+		return nil
+	}
+	if st, err := os.Stat(arg); err != nil || !st.IsDir() {
+		return usagef("build context %q is not a directory (or -, a Git URL or an http(s) URL)", arg)
+	}
+	return nil
+}
+
+// resolveContext fetches or unpacks the context of o (stdin, Git, URL)
+// and the Dockerfile file names (-f, "-" for stdin) into the store's
+// tmp directory, and points o at them. The caller closes the result.
+func resolveContext(ctx context.Context, g *globals, o *build.Options, file string) (*buildctx.Context, error) {
+	tmp := filepath.Join(g.root, store.TempDir)
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return nil, err
+	}
+	keep, _ := strconv.ParseBool(o.BuildArgs["BUILDKIT_CONTEXT_KEEP_GIT_DIR"])
+	c, err := buildctx.Resolve(ctx, buildctx.Spec{Context: o.ContextDir, Dockerfile: file, Stdin: os.Stdin,
+		TempDir: tmp, KeepGitDir: keep})
+	if err != nil {
+		return nil, err
+	}
+	o.ContextDir, o.Dockerfile, o.TemporaryContext = c.Dir, c.Dockerfile, c.Temporary
+	if c.Source != "" {
+		o.Progress.Printf("context: %s", c.Source)
+	}
+	return c, nil
+}
