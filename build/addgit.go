@@ -42,7 +42,12 @@ func (j *job) addGit(ctx context.Context, st *stageState, step *parser.Step, op 
 		return false, err
 	}
 	defer os.RemoveAll(tmp)
-	commit, err := gitsrc.Resolve(ctx, r, gitsrc.Options{TempDir: tmp})
+	o, done, err := j.gitOptions(tmp)
+	if err != nil {
+		return false, err
+	}
+	defer done.Close()
+	commit, err := gitsrc.Resolve(ctx, r, o)
 	if err != nil {
 		return false, err
 	}
@@ -54,7 +59,7 @@ func (j *job) addGit(ctx context.Context, st *stageState, step *parser.Step, op 
 	req := copier.Request{Sources: []string{"."}, Dest: dest, Chmod: chmod}
 	call := fsCall{step: step, sp: sp, key: key, preimage: preimage, kind: "copy", createdBy: historyText(step.Original)}
 	return j.fsStep(ctx, st, call, func(mounts []snapshot.Mount) error {
-		co, err := gitsrc.Fetch(ctx, r, gitsrc.Options{TempDir: tmp})
+		co, err := gitsrc.Fetch(ctx, r, o)
 		if err != nil {
 			return err
 		}

@@ -17,9 +17,11 @@ import (
 
 	"builder/build/cacheio"
 	"builder/build/copier"
+	"builder/build/namedctx"
 	"builder/build/progress"
 	"builder/build/sandbox/cgroup"
 	"builder/build/secrets"
+	"builder/build/sshagent"
 	"builder/build/store"
 	"builder/export"
 	"builder/parser"
@@ -52,6 +54,13 @@ type Options struct {
 	// Secrets are the --secret values RUN --mount=type=secret reads, by id.
 	// Their values never reach a layer, the config, history or a cache key.
 	Secrets map[string]secrets.Source
+	// SSH are the --ssh agents RUN --mount=type=ssh forwards, by id. Only
+	// the ids reach a cache key; sockets and keys never reach the image.
+	SSH map[string]*sshagent.Agent
+	// NamedContexts are the --build-context values by namedctx key: each
+	// replaces the stage or image of its name for FROM, COPY --from and
+	// RUN --mount from=.
+	NamedContexts map[string]namedctx.Context
 	// Allow lists the entitlements granted (--allow): EntitlementNetworkHost
 	// permits RUN --network=host, EntitlementSecurityInsecure RUN
 	// --security=insecure.
@@ -124,6 +133,7 @@ type job struct {
 	cio      *cacheState // --cache-from/--cache-to state; nil without them
 	imagesMu sync.Mutex
 	images   map[imageKey]*baseImage // images resolved so far; see image
+	nctx     namedState              // named contexts resolved so far
 }
 
 type stageFuture struct {
@@ -215,6 +225,7 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		jo := o
 		jo.Platform = p
 		j := &job{b: b, o: jo, g: g, bctx: bctx, progress: o.Progress, runSem: runSem}
+		defer j.cleanupNamed()
 		if len(platforms) > 1 {
 			j.label = export.PlatformString(p) + " "
 		}
@@ -233,6 +244,11 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 			return nil, targetError(g, o.Target)
 		}
 		target = s.Index
+	}
+	for _, j := range jobs {
+		if err := j.preflight(j.neededStages(target)); err != nil {
+			return nil, err
+		}
 	}
 	if err := checkEmulation(o.Progress, jobs, target); err != nil {
 		return nil, err
@@ -488,6 +504,9 @@ func (j *job) neededStages(target int) []int {
 		}
 		seen[i] = true
 		s := j.g.Stages[i]
+		if _, ok := j.named(s.Name); ok && s.Name != "" {
+			return // a named context replaces the stage
+		}
 		refs := []string{s.Base}
 		for _, step := range s.Steps {
 			switch op := step.Op.(type) {
@@ -589,6 +608,14 @@ func (j *job) resolveFrom(ctx context.Context, st *stageState, from string) ([]l
 			return nil, err
 		}
 		return append([]layerRef{}, other.layers...), nil
+	}
+	if c, ok := j.named(from); ok {
+		pos := j.g.Stages[st.index]
+		ns, err := j.namedStageState(ctx, c, j.o.Platform, &parser.Step{Pos: pos.Pos, Original: pos.Original})
+		if err != nil {
+			return nil, err
+		}
+		return append([]layerRef{}, ns.layers...), nil
 	}
 	img, err := j.image(ctx, from, j.o.Platform)
 	if err != nil {

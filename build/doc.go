@@ -17,8 +17,10 @@
 // would mean passing the job around through interfaces only this package
 // implements. Everything that does not need the job lives in a package of
 // its own that does not import build: the step cache (build/cache),
-// --secret values (build/secrets), cache mount directories
-// (build/cachemount), ADD downloads (build/fetch), the registry client
+// --secret values (build/secrets), --ssh agents (build/sshagent),
+// --build-context values and OCI layout import (build/namedctx), cache
+// mount directories (build/cachemount), ADD downloads (build/fetch), the
+// registry client
 // (build/registry), store upkeep (build/store), progress rendering
 // (build/progress), the sandbox and the copier.
 package build

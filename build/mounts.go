@@ -18,6 +18,7 @@ import (
 	"builder/build/copier"
 	"builder/build/sandbox"
 	"builder/build/secrets"
+	"builder/build/sshagent"
 	"builder/build/store"
 	"builder/parser"
 	"builder/snapshot"
@@ -35,11 +36,18 @@ type runMount struct {
 	// bind with from= (an empty stage has no layers).
 	layers  []layerRef
 	hasFrom bool
+	// dir is the directory a bind reads when it is not a stage or image:
+	// the build context, or a directory-like named context.
+	dir *copier.Context
 	// input identifies what a bind reads, for the cache key: the chain ID
 	// of the stage or image, or the checksum of the context path.
 	input    string
 	secretID string
 	cacheID  string
+	// sshID is the agent an ssh mount forwards; sshEnv marks the mount
+	// SSH_AUTH_SOCK points at.
+	sshID  string
+	sshEnv bool
 }
 
 // runMounts parses and resolves the --mount flags of a RUN. Bind sources
@@ -51,6 +59,11 @@ func (j *job) runMounts(ctx context.Context, st *stageState, op *parser.Run) ([]
 		wd = "/"
 	}
 	var out []*runMount
+	nSSH := 0
+	sshEnv := false
+	if _, ok := envVars(st.cfg.Config.Env).Get("SSH_AUTH_SOCK"); ok {
+		sshEnv = true // the image's own value wins, as in BuildKit
+	}
 	for _, raw := range op.Mounts {
 		m, err := parser.ParseMount(raw.Spec, ex.word)
 		if err != nil {
@@ -67,7 +80,19 @@ func (j *job) runMounts(ctx context.Context, st *stageState, op *parser.Run) ([]
 		rm.source = strings.TrimPrefix(path.Clean("/"+m.Source), "/")
 		switch m.Type {
 		case "ssh":
-			return nil, fmt.Errorf("RUN --mount=type=ssh: %w", errNotSupported)
+			if m.Source != "" {
+				return nil, fmt.Errorf("RUN --mount=type=ssh: ssh does not support source")
+			}
+			rm.sshID = sshMountID(m)
+			if rm.target == "" {
+				rm.target = "/run/buildkit/ssh_agent." + strconv.Itoa(nSSH)
+			}
+			nSSH++
+			if _, ok := j.o.SSH[rm.sshID]; ok && !sshEnv {
+				rm.sshEnv, sshEnv = true, true
+			} else if !ok && m.Required {
+				return nil, missingSSH(rm.sshID)
+			}
 		case "bind":
 			if err := j.resolveBind(ctx, st, rm); err != nil {
 				return nil, err
@@ -93,15 +118,9 @@ func (j *job) runMounts(ctx context.Context, st *stageState, op *parser.Run) ([]
 			}
 		case "tmpfs":
 		case "secret":
-			id := m.ID
-			if m.Source != "" {
-				id = m.Source
-			}
+			id := secretMountID(m)
 			if id == "" {
-				if m.Target == "" {
-					return nil, fmt.Errorf("RUN --mount=type=secret: one of id, source or target is required")
-				}
-				id = path.Base(rm.target)
+				return nil, fmt.Errorf("RUN --mount=type=secret: one of id, source or target is required")
 			}
 			rm.secretID = id
 			if m.Env == "" && rm.target == "" {
@@ -124,8 +143,16 @@ func (j *job) runMounts(ctx context.Context, st *stageState, op *parser.Run) ([]
 // its content.
 func (j *job) resolveBind(ctx context.Context, st *stageState, rm *runMount) error {
 	from := rm.m.From
-	if from == "" {
-		src := j.bctx.Source()
+	rm.dir = j.bctx
+	bc, named, err := j.namedDirFor(ctx, st, from)
+	if err != nil {
+		return err
+	}
+	if named {
+		rm.dir = bc
+	}
+	if from == "" || named {
+		src := rm.dir.Source()
 		sum, err := copier.Checksum(ctx, src, copier.Request{Sources: []string{"/" + rm.source}, Dest: "/"})
 		if err != nil {
 			return fmt.Errorf("mount context path /%s: %w", rm.source, err)
@@ -177,6 +204,8 @@ func mountsKey(ms []*runMount) string {
 			k.ID, k.Sharing = rm.cacheID, m.Sharing
 		case "secret":
 			k.ID, k.Env, k.Required = rm.secretID, m.Env, m.Required
+		case "ssh":
+			k.ID, k.Required = rm.sshID, m.Required
 		}
 		out = append(out, k)
 	}
@@ -241,7 +270,7 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 			}
 			if !ok {
 				if m.Required {
-					return fmt.Errorf("secret %s: not found", rm.secretID)
+					return missingSecret(rm.secretID)
 				}
 				continue
 			}
@@ -251,6 +280,21 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 			if rm.target != "" {
 				secretFiles = append(secretFiles, secretFile{rm, val})
 				needScratch = true
+			}
+		case "ssh":
+			a, ok := j.o.SSH[rm.sshID]
+			if !ok {
+				continue // not required: BuildKit skips the mount
+			}
+			srv, sock, err := j.listenSSH(a, rm)
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(filepath.Dir(sock))
+			defer srv.Close()
+			extra = append(extra, sandbox.Mount{Type: "bind", Root: filepath.Dir(sock), Source: filepath.Base(sock), Target: rm.target})
+			if rm.sshEnv {
+				env = append(env, "SSH_AUTH_SOCK="+rm.target)
 			}
 		case "bind":
 			switch {
@@ -274,7 +318,7 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 					sets = append(sets, view)
 					binds = append(binds, pending{rm: rm, set: len(sets) - 1})
 				}
-			case j.bctx.Ignore != nil:
+			case rm.dir.Ignore != nil:
 				// Bind a copy without the .dockerignore'd files, which a
 				// RUN must not see.
 				dir, err := j.tempDir("context-")
@@ -282,18 +326,18 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 					return err
 				}
 				defer os.RemoveAll(dir)
-				if err := copier.Copy(ctx, j.bctx.Source(), dir, copier.Request{Sources: []string{"/" + rm.source}, Dest: "/" + ctxCopyName + "/"}); err != nil {
+				if err := copier.Copy(ctx, rm.dir.Source(), dir, copier.Request{Sources: []string{"/" + rm.source}, Dest: "/" + ctxCopyName + "/"}); err != nil {
 					return fmt.Errorf("mount context path /%s: %w", rm.source, err)
 				}
 				root := filepath.Join(dir, ctxCopyName)
-				if isFileInRoot(j.bctx.Dir, rm.source) {
+				if isFileInRoot(rm.dir.Dir, rm.source) {
 					rm.source = path.Base(rm.source)
 				} else {
 					rm.source = ""
 				}
 				binds = append(binds, pending{rm: rm, set: -1, dir: root})
 			default:
-				binds = append(binds, pending{rm: rm, set: -1, dir: j.bctx.Dir})
+				binds = append(binds, pending{rm: rm, set: -1, dir: rm.dir.Dir})
 			}
 			if !m.ReadOnly {
 				needScratch = true
@@ -359,6 +403,43 @@ func (j *job) withRunMounts(ctx context.Context, ms []*runMount, script *inlineS
 		return setup(nil)
 	}
 	return snapshot.WithMounts(ctx, sets, setup)
+}
+
+// missingSSH is the error of a required ssh mount whose id no --ssh gave.
+func missingSSH(id string) error {
+	flag := "--ssh " + id
+	if id == sshagent.DefaultID {
+		flag = "--ssh default"
+	}
+	return fmt.Errorf("RUN --mount=type=ssh,id=%s is required but no agent was given for it: add %s (the agent at $SSH_AUTH_SOCK) or %s=KEYFILE", id, flag, id)
+}
+
+// listenSSH serves agent a for the ssh mount rm on a new socket in a
+// private directory of its own, owned and moded as the mount asks
+// (default root, 0600). The caller closes the server, then removes the
+// directory.
+func (j *job) listenSSH(a *sshagent.Agent, rm *runMount) (io.Closer, string, error) {
+	dir, err := j.tempDir("ssh-")
+	if err != nil {
+		return nil, "", err
+	}
+	uid, gid, mode := 0, 0, os.FileMode(0o600)
+	if rm.m.UID != nil {
+		uid = int(*rm.m.UID)
+	}
+	if rm.m.GID != nil {
+		gid = int(*rm.m.GID)
+	}
+	if rm.m.Mode != nil {
+		mode = os.FileMode(*rm.m.Mode) & os.ModePerm
+	}
+	sock := filepath.Join(dir, "agent.sock")
+	srv, err := a.Listen(sock, uid, gid, mode)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, "", fmt.Errorf("mount ssh agent %s: %w", rm.sshID, err)
+	}
+	return srv, sock, nil
 }
 
 // ctxCopyName is the directory a filtered copy of the context goes into.

@@ -115,7 +115,8 @@ func TestRunMountErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, dockerfile, want string
 	}{
-		{"ssh", "RUN --mount=type=ssh true", `^Dockerfile:3: RUN --mount=type=ssh true: .*ssh.*not supported yet`},
+		{"ssh-required", "RUN --mount=type=ssh,required true", `^Dockerfile:3: RUN --mount=type=ssh,required true: .*id=default is required but no agent was given`},
+		{"ssh-source", "RUN --mount=type=ssh,source=x true", `^Dockerfile:3: .*ssh does not support source`},
 		{"required-secret", "RUN --mount=type=secret,id=nope,required true", `^Dockerfile:3: .*secret nope: not found`},
 		{"missing-bind-source", "RUN --mount=source=nope,target=/x true", `^Dockerfile:3: .*nope`},
 		{"insecure", "RUN --security=insecure true", `^Dockerfile:3: .*security.insecure`},

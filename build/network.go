@@ -75,9 +75,8 @@ func (j *job) runNetworkMode(op *parser.Run) (mode string, network string, n nat
 	}
 	switch mode {
 	case NetworkHost:
-		if op.Network == NetworkHost && j.o.Network != NetworkHost && !j.allowed(EntitlementNetworkHost) {
-			return "", "", n, fmt.Errorf("RUN --network=host needs the %s entitlement: add --allow %[1]s (the build's network is %q)",
-				EntitlementNetworkHost, j.o.Network)
+		if err := j.checkEntitlements(op); err != nil {
+			return "", "", n, err
 		}
 		return mode, "host", n, nil
 	case NetworkNone:

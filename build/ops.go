@@ -34,8 +34,8 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 		return false, fmt.Errorf("RUN --device: %w", errNotSupported)
 	}
 	insecure := op.Security == "insecure"
-	if insecure && !j.allowed(EntitlementSecurityInsecure) {
-		return false, fmt.Errorf("RUN --security=insecure needs the %s entitlement: add --allow %[1]s", EntitlementSecurityInsecure)
+	if err := j.checkEntitlements(op); err != nil {
+		return false, err
 	}
 	argv, script, err := runArgv(st, op)
 	if err != nil {
@@ -403,6 +403,12 @@ func (j *job) copySource(ctx context.Context, st *stageState, ex *expander, op *
 	from, err := ex.word(op.From)
 	if err != nil {
 		return copySource{}, err
+	}
+	if bc, ok, err := j.namedDirFor(ctx, st, from); ok || err != nil {
+		if err != nil {
+			return copySource{}, err
+		}
+		return copySource{src: bc.Source()}, nil
 	}
 	layers, err := j.resolveFrom(ctx, st, from)
 	if err != nil {

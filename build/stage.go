@@ -116,7 +116,16 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 		return fmt.Sprintf("[%s%s %d/%d] %s", j.label, name, n, total, oneLine(text))
 	}
 	fromStep := j.progress.Step(header(1, s.Original))
-	st, err := j.fromBase(ctx, s)
+	nc, override := j.named(s.Name)
+	override = override && s.Name != ""
+	var st *stageState
+	var err error
+	if override {
+		// The named context is the stage: its instructions do not run.
+		st, err = j.namedStageState(ctx, nc, j.o.Platform, &parser.Step{Pos: s.Pos, Original: s.Original})
+	} else {
+		st, err = j.fromBase(ctx, s)
+	}
 	if err != nil {
 		err = newStepError(s.Pos, s.Original, err)
 		fromStep.Error(err)
@@ -127,6 +136,9 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 	st.index = i
 	st.escape = j.g.Escape
 	st.measureConfig()
+	if override {
+		return st, nil
+	}
 
 	steps := s.Steps
 	if triggers := st.cfg.Config.OnBuild; len(triggers) > 0 {
@@ -217,13 +229,10 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 		platform = p
 	}
 	if strings.EqualFold(base, "scratch") {
-		st := &stageState{args: newVars(), fsKey: cache.Key("scratch")}
-		st.cfg.OS = platform.OS
-		st.cfg.Architecture = platform.Architecture
-		st.cfg.Variant = platform.Variant
-		st.cfg.Config.Env = []string{"PATH=" + defaultPath}
-		st.created = time.Unix(0, 0).UTC()
-		return st, nil
+		return scratchState(platform), nil
+	}
+	if c, ok := j.named(base); ok {
+		return j.namedStageState(ctx, c, platform, &parser.Step{Pos: s.Pos, Original: s.Original})
 	}
 	img, err := j.image(ctx, base, platform)
 	if err != nil {
@@ -236,6 +245,17 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 			s.Pos, base, img.config.OS+"/"+img.config.Architecture, platform.OS+"/"+platform.Architecture)
 	}
 	return stateFromImage(img)
+}
+
+// scratchState is the state of FROM scratch: no layers, Docker's PATH.
+func scratchState(platform v1.Platform) *stageState {
+	st := &stageState{args: newVars(), fsKey: cache.Key("scratch")}
+	st.cfg.OS = platform.OS
+	st.cfg.Architecture = platform.Architecture
+	st.cfg.Variant = platform.Variant
+	st.cfg.Config.Env = []string{"PATH=" + defaultPath}
+	st.created = time.Unix(0, 0).UTC()
+	return st
 }
 
 // stageHint adds "did you mean <stage>?" to the error of an image that could

@@ -145,14 +145,20 @@ func BusyboxImage(t testing.TB) v1.Image {
 // busyboxImage is the linux/amd64 image of a busybox layer tar.
 func busyboxImage(t testing.TB, data []byte) v1.Image {
 	t.Helper()
+	created := v1.Time{Time: time.Unix(1700000000, 0).UTC()}
+	return OneLayerImage(t, LayerFromTar(t, data), v1.History{CreatedBy: "buildtest busybox", Created: created}, created, "sh")
+}
+
+// LayerFromTar returns an OCI layer (gzip) of the uncompressed tar data.
+func LayerFromTar(t testing.TB, data []byte) v1.Layer {
+	t.Helper()
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(data)), nil
 	}, tarball.WithMediaType(types.OCILayer))
 	if err != nil {
 		t.Fatal(err)
 	}
-	created := v1.Time{Time: time.Unix(1700000000, 0).UTC()}
-	return OneLayerImage(t, layer, v1.History{CreatedBy: "buildtest busybox", Created: created}, created, "sh")
+	return layer
 }
 
 // OneLayerImage returns a linux/amd64 OCI image of layer, with history

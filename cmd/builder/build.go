@@ -16,8 +16,10 @@ import (
 
 	"builder/build"
 	"builder/build/cacheio"
+	"builder/build/namedctx"
 	"builder/build/progress"
 	"builder/build/secrets"
+	"builder/build/sshagent"
 	"builder/export"
 	"builder/export/output"
 )
@@ -41,8 +43,10 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringVar(&platform, "platform", "", "target platforms, comma-separated (e.g. linux/amd64,linux/arm64; default linux/"+hostArch()+"): more than one builds an index; foreign RUN steps need QEMU emulation (see 'builder emulators')")
 	fs.StringArrayVarP(&outputs, "output", "o", nil, "output: type=image|registry|oci|docker|local|tar[,dest=PATH][,name=REF][,compression=gzip|zstd|uncompressed]..., or - for a tar on stdout")
 	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
-	var secrets, allow []string
+	var secrets, allow, sshSpecs, namedContexts []string
 	fs.StringArrayVar(&secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR")
+	fs.StringArrayVar(&sshSpecs, "ssh", nil, "SSH agent for RUN --mount=type=ssh: default or ID (the agent at $SSH_AUTH_SOCK), ID=SOCKET, or ID=KEYFILE[,KEYFILE...]; may be repeated")
+	fs.StringArrayVar(&namedContexts, "build-context", nil, "additional build context NAME=VALUE for FROM, COPY --from and RUN --mount from=: a directory, docker-image://REF, oci-layout://PATH[:TAG][@DIGEST], or a git or https URL; may be repeated")
 	fs.StringArrayVar(&allow, "allow", nil, "extra privilege to allow, comma-separated, may be repeated: network.host (for RUN --network=host), security.insecure (for RUN --security=insecure)")
 	var isolation, memory string
 	var cpus float64
@@ -110,6 +114,12 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	}
 	o.Epoch = epoch
 	if err := secretOptions(&o, secrets, allow); err != nil {
+		return err
+	}
+	if err := sshOptions(&o, sshSpecs); err != nil {
+		return err
+	}
+	if err := namedContextOptions(&o, namedContexts); err != nil {
 		return err
 	}
 	if err := cacheOptions(&o, cacheFromFlags, cacheToFlags); err != nil {
@@ -255,6 +265,43 @@ func secretOptions(o *build.Options, specs, allow []string) error {
 	var err error
 	if o.Allow, err = build.ParseAllow(allow); err != nil {
 		return usagef("%w", err)
+	}
+	return nil
+}
+
+// sshOptions puts the --ssh agents into o: sockets are checked and key
+// files read now, so a bad one fails before the build starts.
+func sshOptions(o *build.Options, specs []string) error {
+	for _, s := range specs {
+		id, a, err := sshagent.Parse(s, os.Getenv)
+		if err != nil {
+			return usagef("%w", err)
+		}
+		if _, dup := o.SSH[id]; dup {
+			return usagef("--ssh %s: id given twice", id)
+		}
+		if o.SSH == nil {
+			o.SSH = map[string]*sshagent.Agent{}
+		}
+		o.SSH[id] = a
+	}
+	return nil
+}
+
+// namedContextOptions puts the --build-context values into o.
+func namedContextOptions(o *build.Options, specs []string) error {
+	for _, s := range specs {
+		c, err := namedctx.Parse(s)
+		if err != nil {
+			return usagef("%w", err)
+		}
+		if _, dup := o.NamedContexts[c.Key]; dup {
+			return usagef("--build-context %s: name given twice", c.Name)
+		}
+		if o.NamedContexts == nil {
+			o.NamedContexts = map[string]namedctx.Context{}
+		}
+		o.NamedContexts[c.Key] = c
 	}
 	return nil
 }

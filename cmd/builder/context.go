@@ -8,6 +8,8 @@ import (
 
 	"builder/build"
 	"builder/build/buildctx"
+	"builder/build/gitsrc"
+	"builder/build/sshagent"
 	"builder/build/store"
 )
 
@@ -32,8 +34,17 @@ func resolveContext(ctx context.Context, g *globals, o *build.Options, file stri
 		return nil, err
 	}
 	keep, _ := strconv.ParseBool(o.BuildArgs["BUILDKIT_CONTEXT_KEEP_GIT_DIR"])
-	c, err := buildctx.Resolve(ctx, buildctx.Spec{Context: o.ContextDir, Dockerfile: file, Stdin: os.Stdin,
-		TempDir: tmp, KeepGitDir: keep})
+	spec := buildctx.Spec{Context: o.ContextDir, Dockerfile: file, Stdin: os.Stdin, TempDir: tmp, KeepGitDir: keep}
+	if a, ok := o.SSH[sshagent.DefaultID]; ok && gitsrc.IsGit(o.ContextDir) {
+		// A Git context over ssh uses the build's default agent, as in BuildKit.
+		env, done, err := a.GitEnv(tmp)
+		if err != nil {
+			return nil, err
+		}
+		defer done.Close()
+		spec.Git.Env = env
+	}
+	c, err := buildctx.Resolve(ctx, spec)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,4 @@
+ARG BASE
+FROM $BASE
+ARG WHAT
+RUN echo from-$WHAT > /marker
