@@ -27,7 +27,7 @@ test-short:
 
 # Benchmarks print their figures; nothing is asserted.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./snapshot/content/ ./build/sandbox/
+	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./snapshot/content/ ./build/sandbox/ ./export/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./build/ ./build/push/
 
 # Fuzzes the layer extractor (needs root) and the Dockerfile parser for

@@ -1,6 +1,7 @@
 package build
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -9,11 +10,14 @@ import (
 	"builder/build/cache"
 	"builder/build/cachemount"
 	"builder/build/internal/flight"
+	"builder/build/pull"
 	"builder/build/registry"
 	"builder/build/store"
 	"builder/export"
 	"builder/snapshot"
 	"builder/snapshot/content"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // Config places the store and chooses the snapshotter.
@@ -115,6 +119,18 @@ func (b *Builder) Store() *content.Store { return b.store }
 // Maintenance returns the store's upkeep: prune, rmi, du and check, under
 // the same store lock this Builder's builds take.
 func (b *Builder) Maintenance() *store.Store { return b.maint }
+
+// Refetch pulls the image ref names again, pinned to manifest (an image
+// or an index the store holds), fetching the blobs the store lacks from
+// its registry: the store.Fetcher of `builder check --repair`.
+func (b *Builder) Refetch(ctx context.Context, ref string, manifest v1.Hash) error {
+	r, err := b.registry.ParseReference(ref)
+	if err != nil {
+		return err
+	}
+	_, err = pull.Pull(ctx, b.registry, b.store, r.Context().Digest(manifest.String()).String(), pull.Options{})
+	return err
+}
 
 // Index returns the image tag index.
 func (b *Builder) Index() *export.Index { return b.index }

@@ -86,6 +86,7 @@ func (j *job) image(ctx context.Context, ref string, platform v1.Platform) (*bas
 // resolveOnce is one resolution of resolveImage, which shares it.
 func (j *job) resolveOnce(ctx context.Context, ref string, platform v1.Platform) (*baseImage, error) {
 	b := j.b
+	pullRef := ref
 	if !j.o.Pull {
 		if desc, err := b.index.Lookup(ref); err == nil && b.store.Has(desc.Digest) {
 			// A stored image made for another platform is pulled again
@@ -93,7 +94,14 @@ func (j *job) resolveOnce(ctx context.Context, ref string, platform v1.Platform)
 			// multi-platform image, the platform's manifest is used.
 			d := b.storedManifest(desc, platform)
 			if img, err := b.loadBase(d); err == nil && samePlatform(img.config, platform) {
-				return img, nil
+				if b.hasLayers(img) {
+					return img, nil
+				}
+				// A layer blob is gone (removed as corrupt, say): fetch
+				// the same image again, by digest, for the missing blobs.
+				if r, err := b.registry.ParseReference(ref); err == nil {
+					pullRef = r.Context().Digest(d.String()).String()
+				}
 			}
 		}
 	}
@@ -103,7 +111,7 @@ func (j *job) resolveOnce(ctx context.Context, ref string, platform v1.Platform)
 		progress = j.progress.Line
 		meter = func(label string, size int64) registry.Meter { return j.progress.Transfer(label, size) }
 	}
-	dgst, err := pull.Pull(ctx, b.registry, b.store, ref, pull.Options{Platform: platform, Progress: progress, Meter: meter})
+	dgst, err := pull.Pull(ctx, b.registry, b.store, pullRef, pull.Options{Platform: platform, Progress: progress, Meter: meter})
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +127,16 @@ func (j *job) resolveOnce(ctx context.Context, ref string, platform v1.Platform)
 		}
 	}
 	return img, nil
+}
+
+// hasLayers reports whether every layer blob of img is in the store.
+func (b *Builder) hasLayers(img *baseImage) bool {
+	for _, l := range img.layers {
+		if !b.store.Has(l.Digest) {
+			return false
+		}
+	}
+	return true
 }
 
 // samePlatform reports whether an image config is for platform p, comparing

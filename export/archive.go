@@ -218,7 +218,13 @@ func WriteDockerArchive(ctx context.Context, w io.Writer, img v1.Image, tags []s
 // if needed. With a refName the image is annotated as in WriteOCIArchive
 // and replaces any image of the layout with the same name annotations;
 // without, it is appended. Blobs the layout already has are not rewritten.
+// Layer blobs are verified (VerifyLayers) before anything is written.
 func WriteOCIDir(ctx context.Context, dir string, img v1.Image, refName string) error {
+	// go-containerregistry writes a blob straight under its final name, so
+	// a corrupt one must be caught before it starts.
+	if err := VerifyLayers(ctx, img); err != nil {
+		return fmt.Errorf("write oci dir: %w", err)
+	}
 	return addToOCIDir(ctx, dir, refName,
 		func(p layout.Path, m match.Matcher, opts ...layout.Option) error {
 			return p.ReplaceImage(img, m, opts...)

@@ -192,12 +192,23 @@ func TestWriteAndLoadImage(t *testing.T) {
 	if err := os.Truncate(s.Path(ld), 3); err != nil {
 		t.Fatal(err)
 	}
-	if got := readAll(t, layers[1].Compressed); len(got) != 3 {
-		t.Errorf("layer read %d bytes, not from the (truncated) store blob", len(got))
+	// It is verified as it is read: the truncated blob is refused and
+	// removed.
+	rc, err := layers[1].Compressed()
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Idempotent, and it does not repair what is there (blobs are trusted).
+	_, err = io.ReadAll(rc)
+	rc.Close()
+	if !errors.Is(err, content.ErrCorrupt) || s.Has(ld) {
+		t.Errorf("reading the truncated store blob: %v (still stored: %v)", err, s.Has(ld))
+	}
+	// Idempotent, and it stores again what is missing.
 	if d2, err := WriteImage(context.Background(), s, src); err != nil || d2 != d {
 		t.Errorf("second WriteImage = %s, %v", d2, err)
+	}
+	if err := s.Verify(ld); err != nil {
+		t.Errorf("the layer after the second WriteImage: %v", err)
 	}
 
 	fixtureDigest := fixtureImage(t, s, content.Gzip)

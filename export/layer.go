@@ -58,9 +58,11 @@ func (l *storeLayer) Size() (int64, error) {
 // MediaType returns the layer's media type.
 func (l *storeLayer) MediaType() (types.MediaType, error) { return l.desc.MediaType, nil }
 
-// Compressed opens the stored blob.
+// Compressed opens the stored blob, verified against its digest while it
+// is read (content.Store.OpenVerified): whatever writes it out fails with
+// a *content.CorruptError rather than ship bytes that miss their name.
 func (l *storeLayer) Compressed() (io.ReadCloser, error) {
-	return l.s.Open(l.desc.Digest)
+	return l.s.OpenVerified(l.desc.Digest)
 }
 
 // Uncompressed opens the stored blob and decompresses it. The codec is
@@ -71,9 +73,11 @@ func (l *storeLayer) Uncompressed() (io.ReadCloser, error) {
 }
 
 // OpenUncompressed opens the stored blob d and returns a reader of its
-// uncompressed bytes, as Decompress recognises them. Close the reader.
+// uncompressed bytes, as Decompress recognises them. The blob is verified
+// as it is read (content.Store.OpenVerified), which completes only if the
+// reader reads the compressed stream to its end. Close the reader.
 func OpenUncompressed(s *content.Store, d v1.Hash) (io.ReadCloser, error) {
-	rc, err := s.Open(d)
+	rc, err := s.OpenVerified(d)
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +98,8 @@ var (
 // gzip, zstd or not compressed at all (decided by its first bytes). Closing
 // the result closes rc and releases the decoder.
 func Decompress(rc io.ReadCloser) (io.ReadCloser, error) {
-	br := bufio.NewReaderSize(rc, 64<<10)
+	src := &sourceReader{r: rc}
+	br := bufio.NewReaderSize(src, 64<<10)
 	head, err := br.Peek(4)
 	if err != nil && err != io.EOF {
 		return nil, fmt.Errorf("detect compression: %w", err)
@@ -105,7 +110,7 @@ func Decompress(rc io.ReadCloser) (io.ReadCloser, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open gzip: %w", err)
 		}
-		return &readCloser{Reader: zr, close: func() error {
+		return &readCloser{Reader: &decoded{r: zr, src: src}, src: src, close: func() error {
 			zerr := zr.Close()
 			if err := rc.Close(); err != nil {
 				return err
@@ -117,18 +122,59 @@ func Decompress(rc io.ReadCloser) (io.ReadCloser, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open zstd: %w", err)
 		}
-		return &readCloser{Reader: zr, close: func() error {
+		return &readCloser{Reader: &decoded{r: zr, src: src}, src: src, close: func() error {
 			zr.Close()
 			return rc.Close()
 		}}, nil
 	default:
-		return &readCloser{Reader: br, close: rc.Close}, nil
+		return &readCloser{Reader: br, src: src, close: rc.Close}, nil
 	}
+}
+
+// sourceReader keeps the first error of the compressed stream.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+// decoded reads a decompressor. When it fails after its source did (a
+// verifying reader found the blob corrupt, say), the source's error is the
+// one reported: a checksum error of the codec would hide the cause.
+type decoded struct {
+	r   io.Reader
+	src *sourceReader
+}
+
+func (d *decoded) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if err != nil && err != io.EOF && d.src.err != nil {
+		err = d.src.err
+	}
+	return n, err
 }
 
 type readCloser struct {
 	io.Reader
+	src   *sourceReader
 	close func() error
+}
+
+// sourceError returns the first error reading the compressed stream under
+// rc, a reader from Decompress, had; a codec fed corrupt bytes may decode
+// garbage without an error of its own.
+func sourceError(rc io.Reader) error {
+	if r, ok := rc.(*readCloser); ok {
+		return r.src.err
+	}
+	return nil
 }
 
 func (r *readCloser) Close() error { return r.close() }

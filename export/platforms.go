@@ -258,6 +258,15 @@ func indexChildren(idx v1.ImageIndex) ([]v1.Image, error) {
 // adds an image: named by refName (replacing what had that name), or
 // appended.
 func WriteOCIIndexDir(ctx context.Context, dir string, idx v1.ImageIndex, refName string) error {
+	images, err := indexChildren(idx)
+	if err != nil {
+		return fmt.Errorf("write oci dir: %w", err)
+	}
+	for _, img := range images { // as WriteOCIDir, before anything is written
+		if err := VerifyLayers(ctx, img); err != nil {
+			return fmt.Errorf("write oci dir: %w", err)
+		}
+	}
 	return addToOCIDir(ctx, dir, refName,
 		func(p layout.Path, m match.Matcher, opts ...layout.Option) error {
 			return p.ReplaceIndex(idx, m, opts...)

@@ -2,6 +2,7 @@ package export
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,10 +17,15 @@ import (
 // UnpackRootfs writes the root filesystem of img into dir, creating dir if
 // needed: every layer in order, applied with archive.Apply, so whiteouts
 // delete what lower layers (or dir itself) hold and nothing is written
-// outside dir. Layers are streamed. On error dir holds a partial tree.
+// outside dir. Layers are streamed. Every layer blob is verified against
+// its digest (VerifyLayers) before anything is written, so a corrupt blob
+// leaves dir untouched; on any other error dir holds a partial tree.
 // Ownership, devices and some xattrs need root. Unpacking the same image
 // into the same directory again gives the same tree.
 func UnpackRootfs(ctx context.Context, dir string, img v1.Image) error {
+	if err := VerifyLayers(ctx, img); err != nil {
+		return fmt.Errorf("unpack rootfs: %w", err)
+	}
 	if err := unpackRootfs(ctx, dir, img); err != nil {
 		return fmt.Errorf("unpack rootfs: %w", err)
 	}
@@ -39,13 +45,35 @@ func unpackRootfs(ctx context.Context, dir string, img v1.Image) error {
 			return err
 		}
 		d, _ := l.Digest()
-		rc, err := l.Uncompressed()
+		// Decompressed here rather than by l.Uncompressed, whose codec
+		// would report a checksum error where the verifying reader of
+		// the compressed blob has the cause.
+		crc, err := l.Compressed()
 		if err != nil {
 			return fmt.Errorf("layer %s: %w", d, err)
 		}
+		rc, err := Decompress(crc)
+		if err != nil {
+			crc.Close()
+			return fmt.Errorf("layer %s: %w", d, err)
+		}
 		_, err = archive.Apply(dir, content.ContextReader(ctx, rc))
+		if err == nil {
+			// Read what follows the tar's end so that a verifying
+			// reader sees the whole blob.
+			_, err = io.Copy(io.Discard, content.ContextReader(ctx, rc))
+		}
 		rc.Close()
 		if err != nil {
+			// A corrupt blob often breaks decompression or the tar
+			// before its end is read, or the verdict came with bytes
+			// that decoded to garbage: the verdict is the error that
+			// matters.
+			if serr := sourceError(rc); errors.Is(serr, content.ErrCorrupt) {
+				err = serr
+			} else if verr := verifyLayer(ctx, l, nil); errors.Is(verr, content.ErrCorrupt) {
+				err = verr
+			}
 			return fmt.Errorf("layer %s: %w", d, err)
 		}
 	}
@@ -97,4 +125,35 @@ func writeTreeTar(ctx context.Context, w io.Writer, scratch string, fill func(di
 		return fmt.Errorf("write rootfs tar: %w", err)
 	}
 	return nil
+}
+
+// VerifyLayers reads every layer blob of img once, so that layers backed by
+// the store (NewLayer) check their bytes against their digests, and
+// returns the first failure, a *content.CorruptError for a corrupt blob.
+// It writes nothing; it is the pass an output that cannot be undone (a
+// directory) makes before it starts.
+func VerifyLayers(ctx context.Context, img v1.Image) error {
+	layers, err := img.Layers()
+	if err != nil {
+		return fmt.Errorf("layers: %w", err)
+	}
+	buf := make([]byte, 256<<10)
+	for _, l := range layers {
+		if err := verifyLayer(ctx, l, buf); err != nil {
+			d, _ := l.Digest()
+			return fmt.Errorf("layer %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// verifyLayer reads l's compressed bytes once, with buf if not nil.
+func verifyLayer(ctx context.Context, l v1.Layer, buf []byte) error {
+	rc, err := l.Compressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, err = io.CopyBuffer(io.Discard, content.ContextReader(ctx, rc), buf)
+	return err
 }

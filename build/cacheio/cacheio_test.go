@@ -36,7 +36,17 @@ func TestParse(t *testing.T) {
 	}{
 		{in: "type=registry,ref=r/x:c", export: true, want: Spec{Type: TypeRegistry, Ref: "r/x:c", Mode: ModeMin}},
 		{in: "type=registry,ref=r/x:c,mode=max,compression=zstd,cache-mounts=true", export: true,
-			want: Spec{Type: TypeRegistry, Ref: "r/x:c", Mode: ModeMax, Compression: "zstd", CacheMounts: true}},
+			want: Spec{Type: TypeRegistry, Ref: "r/x:c", Mode: ModeMax, Compression: "zstd", CacheMounts: true, Merge: true}},
+		{in: "type=registry,ref=r/x:c,mode=max,merge=false", export: true, want: Spec{Type: TypeRegistry, Ref: "r/x:c", Mode: ModeMax}},
+		{in: "type=registry,ref=r/x:c,merge=true,max-records=50,max-size=1GiB", export: true,
+			want: Spec{Type: TypeRegistry, Ref: "r/x:c", Mode: ModeMin, Merge: true, MaxRecords: 50, MaxSize: 1 << 30}},
+		{in: "type=registry,ref=x,max-records=5", export: true, err: "need merge=true or mode=max"},
+		{in: "type=registry,ref=x,mode=max,max-records=0", export: true, err: "max-records \"0\""},
+		{in: "type=registry,ref=x,mode=max,max-records=-1", export: true, err: "max-records"},
+		{in: "type=registry,ref=x,mode=max,max-size=lots", export: true, err: "max-size \"lots\""},
+		{in: "type=registry,ref=x,merge=maybe", export: true, err: "merge \"maybe\""},
+		{in: "type=local,dest=d,merge=true", export: true, err: "are for type=registry"},
+		{in: "type=registry,ref=x,merge=true", err: "merge= is for --cache-to"},
 		{in: "ref=r/x:c", export: true, want: Spec{Type: TypeRegistry, Ref: "r/x:c", Mode: ModeMin}},
 		{in: "type=local,dest=/tmp/c,mode=max", export: true, want: Spec{Type: TypeLocal, Dir: "/tmp/c", Tag: DefaultTag, Mode: ModeMax}},
 		{in: "type=local,dest=d,tag=v2", export: true, want: Spec{Type: TypeLocal, Dir: "d", Tag: "v2", Mode: ModeMin}},
@@ -93,6 +103,7 @@ func TestDecodeRejects(t *testing.T) {
 			c.Mounts = []Mount{{DiffID: hash("x"), Digest: hash("y"), MediaType: content.MediaTypeLayerGzip}}
 		},
 		"negative len": func(c *Config) { c.Records[0].Size = -1 },
+		"used key":     func(c *Config) { c.Used = map[cache.Key]time.Time{"../../etc": {}} },
 	} {
 		c := Config{Version: FormatVersion, Records: []cache.Record{good}}
 		mod(&c)

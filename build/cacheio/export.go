@@ -25,13 +25,22 @@ import (
 
 // Export writes cfg, and the blobs it names (read from s, where they must
 // be), to the registry or layout directory spec names, and returns the
-// digest of the cache manifest. With spec.Compression set, layers in
+// digest of the cache manifest. With spec.Merge a registry export merges
+// cfg with the cache the reference holds (exportMerged) instead of
+// replacing it. With spec.Compression set, layers in
 // another compression are recompressed first (into s); their records then
 // name the new blobs. Blobs go first and the manifest last. Exporting the
 // same cache again is idempotent. A registry cache is written through rc
 // (its credentials, TLS settings and retries; never to a mirror); rc may
 // be nil for a local cache. Errors are *Error.
 func Export(ctx context.Context, spec Spec, cfg Config, s *content.Store, rc *registry.Client) (v1.Hash, error) {
+	if spec.Type == TypeRegistry && spec.Merge {
+		d, err := exportMerged(ctx, spec, cfg, s, rc)
+		if err != nil {
+			return v1.Hash{}, &Error{Op: "export", Spec: spec, Err: err}
+		}
+		return d, nil
+	}
 	img, err := cacheImage(ctx, spec, cfg, s)
 	if err != nil {
 		return v1.Hash{}, &Error{Op: "export", Spec: spec, Err: err}
@@ -91,19 +100,26 @@ func cacheImage(ctx context.Context, spec Spec, cfg Config, s *content.Store) (v
 			return nil, err
 		}
 	}
-	cfgRaw, err := Encode(cfg)
-	if err != nil {
-		return nil, err
-	}
-	layers := cfg.descriptors()
-	for _, l := range layers {
+	for _, l := range cfg.descriptors() {
 		if !s.Has(l.Digest) {
 			return nil, fmt.Errorf("blob %s is not in the store", l.Digest)
 		}
 	}
+	img, _, err := artifact(cfg, s)
+	return img, err
+}
+
+// artifact makes the cache artifact of cfg, its layers read from s (nil
+// when only the manifest is wanted), and returns its config blob too.
+func artifact(cfg Config, s *content.Store) (v1.Image, []byte, error) {
+	cfgRaw, err := Encode(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	layers := cfg.descriptors()
 	cfgDigest, cfgSize, err := v1.SHA256(bytesReader(cfgRaw))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	m := v1.Manifest{SchemaVersion: 2, MediaType: types.OCIManifestSchema1, ArtifactType: ArtifactType,
 		Config: v1.Descriptor{MediaType: ConfigMediaType, Digest: cfgDigest, Size: cfgSize}, Layers: layers}
@@ -112,13 +128,14 @@ func cacheImage(ctx context.Context, spec Spec, cfg Config, s *content.Store) (v
 	}
 	raw, err := json.Marshal(m)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	core := &imageCore{s: s, config: cfgRaw, manifest: raw, layers: map[v1.Hash]v1.Descriptor{}}
 	for _, l := range layers {
 		core.layers[l.Digest] = l
 	}
-	return partial.CompressedToImage(core)
+	img, err := partial.CompressedToImage(core)
+	return img, cfgRaw, err
 }
 
 // recompress rewrites every layer cfg names into the given compression,
@@ -218,6 +235,6 @@ type storeBlob struct {
 func (b *storeBlob) Digest() (v1.Hash, error)            { return b.d.Digest, nil }
 func (b *storeBlob) Size() (int64, error)                { return b.d.Size, nil }
 func (b *storeBlob) MediaType() (types.MediaType, error) { return b.d.MediaType, nil }
-func (b *storeBlob) Compressed() (io.ReadCloser, error)  { return b.s.Open(b.d.Digest) }
+func (b *storeBlob) Compressed() (io.ReadCloser, error)  { return b.s.OpenVerified(b.d.Digest) }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

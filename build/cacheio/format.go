@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -57,6 +58,10 @@ type Config struct {
 	// source's chain ID and the request, hashed): with them, a build
 	// keys such a COPY without fetching and unpacking the source.
 	Sums map[string]string `json:"sums,omitempty"`
+	// Used is when each record was last used (hit or written) by any
+	// writer of a merged registry cache, which evicts the least recently
+	// used records first. Caches that are not merged leave it out.
+	Used map[cache.Key]time.Time `json:"used,omitempty"`
 }
 
 // Encode returns the canonical JSON of c, with Version set.
@@ -123,6 +128,11 @@ func (c Config) validate() error {
 		}
 		if d, ok := strings.CutPrefix(sum, "sha256:"); !ok || len(d) != 64 || !isHex(d) {
 			return bad("sum %s: %q is not a sha256 digest", k, sum)
+		}
+	}
+	for k := range c.Used {
+		if !k.Valid() {
+			return bad("last use of %q: not a hex sha256 key", k)
 		}
 	}
 	for i, m := range c.Mounts {
@@ -212,7 +222,7 @@ func (c Config) checkLayers(layers []v1.Descriptor) error {
 // out) added as the top-level field InlineField. rawConfig must be a JSON
 // object without that field; the rest of it is kept byte for byte.
 func AddInline(rawConfig []byte, c Config) ([]byte, error) {
-	c.Mounts = nil
+	c.Mounts, c.Used = nil, nil
 	dt, err := Encode(c)
 	if err != nil {
 		return nil, err

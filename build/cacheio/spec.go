@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/docker/go-units"
 )
 
 // Cache types of a Spec.
@@ -39,6 +41,15 @@ type Spec struct {
 	// CacheMounts exports the contents of RUN --mount=type=cache
 	// directories too. Export only.
 	CacheMounts bool
+	// Merge makes a registry export merge its records with those the
+	// reference holds instead of replacing them (see Export); merge=
+	// sets it, and it defaults to true with mode=max. Export only.
+	Merge bool
+	// MaxRecords and MaxSize bound a merged cache: at most that many
+	// records and bytes of record layers, evicting the least recently
+	// used records across every writer. 0 means no bound. Export only.
+	MaxRecords int
+	MaxSize    int64
 }
 
 // String names where the cache lives, for progress lines.
@@ -53,7 +64,8 @@ func (s Spec) String() string {
 }
 
 // ParseExport parses a --cache-to value the way buildx does:
-// "type=registry,ref=REF[,mode=min|max][,compression=gzip|zstd|uncompressed][,cache-mounts=true]",
+// "type=registry,ref=REF[,mode=min|max][,compression=gzip|zstd|uncompressed][,cache-mounts=true]
+// [,merge=true|false][,max-records=N][,max-size=SIZE]",
 // "type=local,dest=DIR[,tag=T][,mode=…]" or "type=inline".
 func ParseExport(v string) (Spec, error) {
 	s, err := parse(v, true)
@@ -89,6 +101,7 @@ func parse(v string, export bool) (Spec, error) {
 		return Spec{}, err
 	}
 	s := Spec{Type: TypeRegistry}
+	mergeSet := false
 	for _, f := range fields {
 		k, val, ok := strings.Cut(f, "=")
 		if !ok {
@@ -132,6 +145,27 @@ func parse(v string, export bool) (Spec, error) {
 				return Spec{}, fmt.Errorf("cache-mounts %q: use true or false", val)
 			}
 			s.CacheMounts = b
+		case "merge":
+			exportOnly = true
+			b, err := strconv.ParseBool(val)
+			if err != nil {
+				return Spec{}, fmt.Errorf("merge %q: use true or false", val)
+			}
+			s.Merge, mergeSet = b, true
+		case "max-records":
+			exportOnly = true
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 1 {
+				return Spec{}, fmt.Errorf("max-records %q: use a positive number", val)
+			}
+			s.MaxRecords = n
+		case "max-size":
+			exportOnly = true
+			n, err := units.RAMInBytes(val)
+			if err != nil || n < 1 {
+				return Spec{}, fmt.Errorf("max-size %q: use a size such as 2GiB or 500MB", val)
+			}
+			s.MaxSize = n
 		case "ignore-error", "oci-mediatypes", "image-manifest", "compression-level", "force-compression":
 			// buildx options whose behaviour is builder's default (or
 			// that change nothing here): accepted so scripts keep working.
@@ -152,6 +186,9 @@ func parse(v string, export bool) (Spec, error) {
 			return Spec{}, fmt.Errorf("type=registry takes ref=, not dest=, src= or tag=")
 		}
 	case TypeLocal:
+		if s.Merge || s.MaxRecords > 0 || s.MaxSize > 0 {
+			return Spec{}, fmt.Errorf("merge=, max-records= and max-size= are for type=registry")
+		}
 		if s.Dir == "" {
 			if export {
 				return Spec{}, fmt.Errorf("type=local needs dest=")
@@ -176,6 +213,12 @@ func parse(v string, export bool) (Spec, error) {
 	}
 	if export && s.Mode == "" {
 		s.Mode = ModeMin
+	}
+	if s.Type == TypeRegistry && export && !mergeSet {
+		s.Merge = s.Mode == ModeMax
+	}
+	if !s.Merge && (s.MaxRecords > 0 || s.MaxSize > 0) {
+		return Spec{}, fmt.Errorf("max-records= and max-size= bound a merged cache; they need merge=true or mode=max")
 	}
 	return s, nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"builder/build/pull"
+	"builder/build/pull/faultproxy"
 	"builder/build/push/registrytest"
 	"builder/build/registry"
 	"builder/export"
@@ -24,7 +25,7 @@ import (
 // benchImage writes an image of layers layers of size bytes of random data
 // each (uncompressed tar layers, so the figures measure transfer, not
 // gzip) into a store under dir and returns it, backed by the store.
-func benchImage(b *testing.B, dir string, layers int, size int64) v1.Image {
+func benchImage(b testing.TB, dir string, layers int, size int64) v1.Image {
 	b.Helper()
 	ctx := context.Background()
 	s, err := content.Open(dir)
@@ -89,7 +90,9 @@ func BenchmarkRegistryThroughput(b *testing.B) {
 	}
 	mb := float64(total) / 1e6
 	ctx := context.Background()
-	var pushS, repushS, pullS float64
+	// The same push through a proxy that resets every 8th request.
+	px := faultproxy.Start(b, reg.Addr, faultproxy.Rule{Match: faultproxy.Any, Key: faultproxy.All, Then: faultproxy.Reset, Every: 8})
+	var pushS, repushS, pullS, faultS float64
 	uploads := 0 // blob upload requests of the second pushes
 	b.ResetTimer()
 	for i := range b.N {
@@ -99,6 +102,12 @@ func BenchmarkRegistryThroughput(b *testing.B) {
 			b.Fatal(err)
 		}
 		pushS += time.Since(start).Seconds()
+
+		start = time.Now()
+		if _, err := Push(ctx, registry.New(registry.Options{}), img, []string{fmt.Sprintf("%s/bench/faults%d:1", px.Addr, i)}, Options{}); err != nil {
+			b.Fatal(err)
+		}
+		faultS += time.Since(start).Seconds()
 
 		rec := &recorder{}
 		start = time.Now()
@@ -122,11 +131,12 @@ func BenchmarkRegistryThroughput(b *testing.B) {
 	}
 	n := float64(b.N)
 	b.ReportMetric(mb*n/pushS, "push-MB/s")
+	b.ReportMetric(mb*n/faultS, "push-resets-MB/s")
 	b.ReportMetric(mb*n/pullS, "pull-MB/s")
 	b.ReportMetric(repushS/n, "repush-s")
 	b.ReportMetric(float64(uploads)/n, "repush-uploads")
-	b.Logf("%.0f MB in %d layers: push %.1f MB/s, second push %.3f s with %d blob uploads, pull %.1f MB/s",
-		mb, layers, mb*n/pushS, repushS/n, uploads, mb*n/pullS)
+	b.Logf("%.0f MB in %d layers: push %.1f MB/s (%.1f MB/s with every 8th request reset, %d resets), second push %.3f s with %d blob uploads, pull %.1f MB/s",
+		mb, layers, mb*n/pushS, mb*n/faultS, px.Injected(faultproxy.Reset), repushS/n, uploads, mb*n/pullS)
 }
 
 // imageBytes is the size of img's blobs: config and layers.

@@ -9,7 +9,9 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +23,7 @@ import (
 	"builder/build/push/registrytest"
 	"builder/build/registry"
 	"builder/internal/testenv"
+	"builder/snapshot/content"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -281,15 +284,22 @@ func TestPushFaults(t *testing.T) {
 				faultproxy.Rule{Match: faultproxy.BlobCommits, Key: faultproxy.ByDigest, Faults: tt.commits, Then: tt.then},
 				faultproxy.Rule{Match: faultproxy.ManifestPuts, Faults: []faultproxy.Fault{faultproxy.Status503}})
 			ref := fmt.Sprintf("%s/faults:%d", px.Addr, i)
+			start := time.Now()
 			_, err = Push(context.Background(), registry.New(registry.Options{Backoff: fastBackoff()}), img, []string{ref}, Options{})
 			if tt.wantErr != "" {
 				if err == nil {
 					t.Fatal("push succeeded through endless faults")
 				}
 				msg := err.Error()
-				t.Logf("error: %s", msg)
-				if !strings.HasPrefix(msg, "push "+ref+": ") || !strings.Contains(msg, tt.wantErr) || strings.Contains(msg, "\n") {
-					t.Errorf("error = %q\nwant one line naming %s with %q", msg, ref, tt.wantErr)
+				t.Logf("error after %v: %s", time.Since(start), msg)
+				// One line naming the reference, the registry, the blob
+				// and the tries.
+				if !strings.HasPrefix(msg, "push "+ref+": upload blob sha256:") || !strings.Contains(msg, " to "+px.Addr+"/faults: giving up after 4 tries: ") ||
+					!strings.Contains(msg, tt.wantErr) || strings.Contains(msg, "\n") {
+					t.Errorf("error = %q\nwant one line naming %s, the blob and the tries, with %q", msg, ref, tt.wantErr)
+				}
+				if d := time.Since(start); d > 20*time.Second {
+					t.Errorf("gave up after %v: not bounded by the backoff", d)
 				}
 				return
 			}
@@ -393,5 +403,70 @@ func TestPushIgnoresMirrors(t *testing.T) {
 	}
 	if n := mirrorRequests.Load(); n != 0 {
 		t.Errorf("the mirror got %d requests from a push", n)
+	}
+}
+
+// TestPushSpacedResets pushes through a proxy that resets every 4th
+// request, whatever it is (HEAD, POST, PATCH, PUT, token or manifest):
+// every one of them is retried, and the registry ends up with the image.
+func TestPushSpacedResets(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	for _, f := range []faultproxy.Fault{faultproxy.Reset, faultproxy.Status500, faultproxy.Status503} {
+		t.Run(f.String(), func(t *testing.T) {
+			img, err := random.Image(256<<10, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := img.Digest()
+			px := faultproxy.Start(t, reg.Addr, faultproxy.Rule{Match: faultproxy.Any, Key: faultproxy.All, Then: f, Every: 4})
+			ref := px.Addr + "/spaced/" + f.String() + ":1"
+			res, err := Push(context.Background(), registry.New(registry.Options{Backoff: fastBackoff()}), img, []string{ref}, Options{})
+			if err != nil {
+				t.Fatalf("push with every 4th request failing: %v", err)
+			}
+			if res[0].Digest != want {
+				t.Errorf("pushed %s, want %s", res[0].Digest, want)
+			}
+			if px.Injected(f) < 3 {
+				t.Errorf("only %d faults injected", px.Injected(f))
+			}
+			r, _ := name.ParseReference(reg.Addr+"/spaced/"+f.String()+":1", name.Insecure)
+			if got, err := remote.Image(r); err != nil {
+				t.Fatal(err)
+			} else if d, _ := got.Digest(); d != want {
+				t.Errorf("registry has %s, want %s", d, want)
+			}
+		})
+	}
+}
+
+// TestPushCorruptBlob pushes an image one of whose layer blobs was damaged
+// in the store: the push fails naming the blob and builder check, and the
+// broken upload is not retried.
+func TestPushCorruptBlob(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.Options{})
+	dir := t.TempDir()
+	img := benchImage(t, dir, 2, 256<<10)
+	m, _ := img.Manifest()
+	bad := m.Layers[1].Digest
+	p := filepath.Join(dir, "blobs", "sha256", bad.Hex)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 1
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	_, err = Push(context.Background(), registry.New(registry.Options{Transport: rec, Backoff: fastBackoff()}), img, []string{reg.Addr + "/corrupt:1"}, Options{})
+	if !errors.Is(err, content.ErrCorrupt) || !strings.Contains(err.Error(), bad.String()) || !strings.Contains(err.Error(), "builder check") {
+		t.Fatalf("err = %v, want a corrupt-blob error naming %s", err, bad)
+	}
+	if n := rec.count("PATCH", "/blobs/uploads/"); n > 3 {
+		t.Errorf("%d blob bodies sent for a config and 2 layers: the corrupt one was retried", n)
+	}
+	if n := rec.count("PUT", "/manifests/"); n != 0 {
+		t.Errorf("a manifest was written")
 	}
 }

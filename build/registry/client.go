@@ -213,32 +213,37 @@ func (c *Client) Image(ctx context.Context, ref name.Reference, platform v1.Plat
 }
 
 // Write uploads img under ref (never to a mirror): blobs the registry
-// lacks first, the manifest last. Progress updates go to updates if it is
-// not nil; Write closes it.
+// lacks first, the manifest last. Every request is retried on transient
+// failures, and a blob upload that breaks restarts its upload session (see
+// MultiWrite). Progress updates go to updates if it is not nil; Write
+// closes it.
 func (c *Client) Write(ctx context.Context, ref name.Reference, img v1.Image, updates chan<- v1.Update) error {
-	var extra []remote.Option
-	if updates != nil {
-		extra = append(extra, remote.WithProgress(updates))
-	}
-	return remote.Write(ref, img, c.options(ctx, ref.Context().RegistryStr(), extra...)...)
+	return c.MultiWrite(ctx, map[name.Reference]remote.Taggable{ref: img}, updates)
 }
 
 // MultiWrite uploads several images or indexes to references of one
-// registry (never a mirror), sharing the blobs they have in common.
-// Progress updates go to updates if it is not nil; MultiWrite closes it.
+// registry (never a mirror), sharing the blobs they have in common. Blobs
+// go up Jobs at a time: each is skipped if the repository has it (HEAD),
+// mounted when it is a remote.MountableLayer of the same registry and the
+// registry allows, else sent in an upload session (POST, PATCH, PUT). A
+// request that fails transiently is retried as Backoff says; a failure
+// while the body goes up or is committed restarts the blob's session,
+// Backoff.Steps sessions at most, and the error after the last names the
+// repository, the blob and the tries (*UploadError). Manifests go last,
+// children before the indexes that list them. Progress updates go to
+// updates if it is not nil; MultiWrite closes it.
 func (c *Client) MultiWrite(ctx context.Context, todo map[name.Reference]remote.Taggable, updates chan<- v1.Update) error {
 	registry := ""
 	for r := range todo {
 		if registry != "" && r.Context().RegistryStr() != registry {
+			if updates != nil {
+				close(updates)
+			}
 			return fmt.Errorf("write to %s and %s at once: one registry at a time", registry, r.Context().RegistryStr())
 		}
 		registry = r.Context().RegistryStr()
 	}
-	var extra []remote.Option
-	if updates != nil {
-		extra = append(extra, remote.WithProgress(updates))
-	}
-	return remote.MultiWrite(todo, c.options(ctx, registry, extra...)...)
+	return c.write(ctx, todo, updates)
 }
 
 // CheckLogin checks user and password against reg the way docker login

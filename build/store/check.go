@@ -35,12 +35,17 @@ func (s *Store) Check(ctx context.Context) ([]Problem, error) {
 		return nil, err
 	}
 	defer unlock()
+	return s.check(ctx)
+}
+
+// check is Check under a lock the caller holds.
+func (s *Store) check(ctx context.Context) ([]Problem, error) {
 	var probs []Problem
 	add := func(obj string, err error) { probs = append(probs, Problem{Object: obj, Err: err}) }
 	if err := s.checkBlobs(ctx, add); err != nil {
 		return nil, err
 	}
-	err = s.cache.Walk(func(r Record) error {
+	err := s.cache.Walk(func(r Record) error {
 		obj := "cache record " + r.Key
 		switch {
 		case r.Err != nil:
@@ -145,9 +150,16 @@ func (s *Store) markManifest(d v1.Hash, mark, image func(v1.Hash), bad func(erro
 	}
 	for _, l := range append([]v1.Descriptor{*probe.Config}, probe.Layers...) {
 		if !s.blobs.Has(l.Digest) {
-			bad(fmt.Errorf("blob %s of manifest %s is missing", l.Digest, d))
+			bad(&missingError{Blob: l.Digest, Manifest: d})
 			continue
 		}
 		mark(l.Digest)
 	}
+}
+
+// missingError is a blob an image manifest names that is not stored.
+type missingError struct{ Blob, Manifest v1.Hash }
+
+func (e *missingError) Error() string {
+	return fmt.Sprintf("blob %s of manifest %s is missing", e.Blob, e.Manifest)
 }

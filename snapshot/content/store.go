@@ -296,10 +296,12 @@ func (s *Store) Open(d v1.Hash) (io.ReadCloser, error) {
 	return f, nil
 }
 
-// ReadBlob reads the whole of blob d into memory. It is meant for small
-// blobs (manifests, configs); it refuses blobs larger than limit bytes.
+// ReadBlob reads the whole of blob d into memory and verifies it: a
+// corrupt blob gives a *CorruptError but, unlike OpenVerified, stays where
+// it is, so that ReadBlob only ever reads. It is meant for small blobs
+// (manifests, configs); it refuses blobs larger than limit bytes.
 func (s *Store) ReadBlob(d v1.Hash, limit int64) ([]byte, error) {
-	rc, err := s.Open(d)
+	rc, err := s.openChecked(d)
 	if err != nil {
 		return nil, err
 	}

@@ -62,6 +62,9 @@ type Rule struct {
 	// Then is the fault of requests past the schedule; Pass by default, so
 	// the schedule is bounded.
 	Then Fault
+	// Every, if above 1, spaces Then out: of the requests past the
+	// schedule only every Every-th (per key) gets it, the others pass.
+	Every int
 }
 
 // Proxy is a running fault-injecting proxy.
@@ -152,6 +155,8 @@ func (p *Proxy) fault(r *http.Request) Fault {
 		f := rule.Then
 		if k < len(rule.Faults) {
 			f = rule.Faults[k]
+		} else if rule.Every > 1 && (k-len(rule.Faults)+1)%rule.Every != 0 {
+			f = Pass
 		}
 		if f != Pass {
 			p.injected[f]++
@@ -260,6 +265,10 @@ func ByDigest(r *http.Request) string {
 	}
 	return r.URL.Path
 }
+
+// All keys every request alike, so that a rule's schedule counts all the
+// requests it matches together.
+func All(*http.Request) string { return "" }
 
 // Any matches every request.
 func Any(*http.Request) bool { return true }
