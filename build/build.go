@@ -15,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/util/suggest"
 
+	"builder/build/attest"
 	"builder/build/cacheio"
 	"builder/build/copier"
 	"builder/build/namedctx"
@@ -94,8 +95,13 @@ type Result struct {
 	Image          v1.Image
 	// Index and Images are set for a multi-platform build only: Image is
 	// then nil and ManifestDigest is the index's.
-	Index         v1.ImageIndex
-	Images        []export.PlatformImage
+	Index  v1.ImageIndex
+	Images []export.PlatformImage
+	// Record is what the build's provenance names: its sources, steps and
+	// times; nil for several platforms, where Records has each platform's
+	// in the order of Images.
+	Record        *attest.Record
+	Records       []*attest.Record
 	Tags          []string
 	Steps, Cached int
 }
@@ -134,6 +140,7 @@ type job struct {
 	imagesMu sync.Mutex
 	images   map[imageKey]*baseImage // images resolved so far; see image
 	nctx     namedState              // named contexts resolved so far
+	rec      *recorder               // what provenance will name
 }
 
 type stageFuture struct {
@@ -147,11 +154,20 @@ type stageFuture struct {
 // name by its base name. The file is read as copier.ReadDockerfile says:
 // resolved inside its own directory, and only if it is a regular file.
 func ReadDockerfile(path string) (*parser.Graph, error) {
+	g, _, err := ReadDockerfileSource(path)
+	return g, err
+}
+
+// ReadDockerfileSource is ReadDockerfile that also returns the Dockerfile's
+// text, for error reports that quote it; the text comes back with a parse
+// error too (nil if the file could not be read).
+func ReadDockerfileSource(path string) (*parser.Graph, []byte, error) {
 	dt, err := copier.ReadDockerfile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read Dockerfile: %w", err)
+		return nil, nil, fmt.Errorf("read Dockerfile: %w", err)
 	}
-	return parser.Parse(filepath.Base(path), bytes.NewReader(dt))
+	g, err := parser.Parse(filepath.Base(path), bytes.NewReader(dt))
+	return g, dt, err
 }
 
 // DockerfilePath returns the path of the Dockerfile o names: Dockerfile,
@@ -224,7 +240,7 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	for i, p := range platforms {
 		jo := o
 		jo.Platform = p
-		j := &job{b: b, o: jo, g: g, bctx: bctx, progress: o.Progress, runSem: runSem}
+		j := &job{b: b, o: jo, g: g, bctx: bctx, progress: o.Progress, runSem: runSem, rec: newRecorder()}
 		defer j.cleanupNamed()
 		if len(platforms) > 1 {
 			j.label = export.PlatformString(p) + " "
@@ -304,9 +320,14 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if err := jobs[0].exportCaches(ctx, target); err != nil {
 		return nil, err
 	}
+	dockerfile, _ := copier.ReadDockerfile(o.Dockerfile) // parsed already: provenance only shows it
 	for _, j := range jobs {
 		res.Steps += j.steps
 		res.Cached += j.cached
+		res.Records = append(res.Records, j.record(dockerfile, target))
+	}
+	if len(jobs) == 1 {
+		res.Record, res.Records = res.Records[0], nil
 	}
 	unlock() // automatic GC needs the store to itself
 	jobs[0].autoGC(ctx, res.ManifestDigest)
@@ -352,7 +373,13 @@ func (j *job) runStages(ctx context.Context, target int) (*stageState, error) {
 	defer cancel()
 	// Start every stage the target needs at once, so independent stages run
 	// in parallel; each waits for the stages it reads from.
-	for _, i := range j.neededStages(target) {
+	needed := j.neededStages(target)
+	steps := 0
+	for _, i := range needed {
+		steps += len(j.g.Stages[i].Steps) + 1 // FROM and the steps
+	}
+	j.progress.Expect(steps)
+	for _, i := range needed {
 		j.start(ctx, cancel, i)
 	}
 	st, err := j.wait(ctx, target)

@@ -3,7 +3,6 @@ package build
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io/fs"
 	"path"
 	"path/filepath"
@@ -74,7 +73,7 @@ func (j *job) explain(ctx context.Context, sp *progress.Step, st *stageState, st
 			}
 			line := "cache miss: " + reason
 			if sp != nil {
-				fmt.Fprintln(sp, line)
+				sp.Note(line)
 			} else {
 				j.progress.Printf("%s: %s", historyText(step.Original), line)
 			}

@@ -71,6 +71,7 @@ func (j *job) image(ctx context.Context, ref string, platform v1.Platform) (*bas
 	if err != nil {
 		return nil, err
 	}
+	j.rec.noteImage(norm, platform, img.manifestDigest)
 	j.imagesMu.Lock()
 	defer j.imagesMu.Unlock()
 	if first, ok := j.images[key]; ok {

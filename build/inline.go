@@ -1,6 +1,7 @@
 package build
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -26,6 +27,7 @@ type inlineFile struct {
 	checksum string // ADD --checksum, "" for none
 	key      string // what identifies the file for the cache key
 	path     string // host file once written or downloaded
+	digest   string // "algo:hex" of a downloaded URL's content
 }
 
 // inlineSet holds the inline sources of one step, each in its own
@@ -84,6 +86,11 @@ func (j *job) inlineSources(ctx context.Context, ex *expander, op *parser.Copy, 
 		if err := s.download(ctx, len(s.files)-1); err != nil {
 			s.cleanup()
 			return nil, err
+		}
+	}
+	for _, f := range s.files {
+		if f.url != "" {
+			j.rec.noteHTTP(f.url, cmp.Or(f.checksum, f.digest))
 		}
 	}
 	return s, nil
@@ -175,6 +182,7 @@ func (s *inlineSet) download(ctx context.Context, i int) error {
 		return err
 	}
 	f.path = p
+	f.digest = res.Digest
 	if f.checksum == "" {
 		f.key = "url " + strconv.Quote(f.name) + " " + res.Digest + " " + strconv.Quote(res.LastModified)
 	}

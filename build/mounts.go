@@ -123,6 +123,7 @@ func (j *job) runMounts(ctx context.Context, st *stageState, op *parser.Run) ([]
 				return nil, fmt.Errorf("RUN --mount=type=secret: one of id, source or target is required")
 			}
 			rm.secretID = id
+			j.rec.noteSecret(id, m.Required)
 			if m.Env == "" && rm.target == "" {
 				rm.target = "/run/secrets/" + path.Base(id)
 			}

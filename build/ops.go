@@ -48,6 +48,9 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	if err != nil {
 		return false, err
 	}
+	if network != NetworkNone {
+		j.rec.noteNetwork()
+	}
 	mounts, err := j.runMounts(ctx, st, op)
 	if err != nil {
 		return false, err

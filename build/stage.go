@@ -2,9 +2,12 @@ package build
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"path"
 	"sort"
 	"strconv"
@@ -33,6 +36,7 @@ type stageState struct {
 	cfg     v1.ConfigFile
 	layers  []layerRef
 	fsKey   cache.Key // cache key of the filesystem state
+	metaKey cache.Key // the metadata steps so far, chained (metaCached)
 	created time.Time // creation time of the newest layer, for metadata-only history
 	args    *vars     // build args declared in this stage
 	cmdSet  bool      // CMD given in this stage (ENTRYPOINT then keeps it)
@@ -42,6 +46,9 @@ type stageState struct {
 	// healthStart is HEALTHCHECK --start-interval, which v1.HealthConfig
 	// lacks; commitImage writes it into the config.
 	healthStart time.Duration
+	// fromStage is 1 + the index of the earlier stage FROM built on, 0
+	// when FROM named an image or scratch.
+	fromStage int
 	// cfgSize is the running size of cfg as JSON: measured when the stage
 	// starts, then grown by every step (see checkConfig).
 	cfgSize int
@@ -134,6 +141,7 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 	fromStep.Done()
 	st.name = name
 	st.index = i
+	j.rec.noteStep(st, s.Pos, s.Original, st.fromStage-1)
 	st.escape = j.g.Escape
 	st.measureConfig()
 	if override {
@@ -153,8 +161,23 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 		st.cfg.Config.OnBuild = nil
 		steps = append(pre, steps...)
 		total += len(pre)
+		j.progress.Expect(len(pre))
 	}
 	ran := false // whether a filesystem step of this stage had to run
+	hit := false // whether one came from the cache
+	// Metadata steps (ENV, ARG, LABEL…) cost nothing: one counts as cached
+	// when nothing before it in the stage ran and either the last build of
+	// the step left the same state, or a filesystem step of the stage came
+	// from the cache. Without either it waits for the next filesystem step
+	// of the stage: cached if that one is, as with an imported cache.
+	var waiting []*progress.Step
+	settle := func(cached bool) {
+		for _, sp := range waiting {
+			j.finishStep(sp, cached)
+		}
+		waiting = nil
+	}
+	defer settle(false)
 	for n, step := range steps {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -172,9 +195,11 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 					se.Output = sp.Tail()
 				}
 			}
+			settle(false) // the metadata steps before it did their part
 			sp.Error(se.Step.Err)
 			return nil, se
 		}
+		j.rec.noteStep(st, step.Pos, step.Original, -1)
 		fsStep := false
 		switch step.Op.(type) {
 		case *parser.Run, *parser.Copy:
@@ -184,19 +209,57 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 		}
 		if fsStep {
 			ran = ran || !cached
+			hit = hit || cached
+			settle(cached && !ran)
 		} else {
-			// A metadata step costs nothing; it counts as cached while
-			// everything before it in the stage came from the cache.
+			same := j.metaCached(st, step) // records the state either way
+			if !ran && !same && !hit {
+				waiting = append(waiting, sp)
+				continue
+			}
 			cached = !ran
 		}
-		j.countStep(cached)
-		if cached {
-			sp.Cached()
-		} else {
-			sp.Done()
-		}
+		j.finishStep(sp, cached)
 	}
 	return st, nil
+}
+
+// finishStep counts a step and ends its progress as cached or done.
+func (j *job) finishStep(sp *progress.Step, cached bool) {
+	j.countStep(cached)
+	if cached {
+		sp.Cached()
+	} else {
+		sp.Done()
+	}
+}
+
+// metaCached reports whether a metadata step (ARG, ENV, SHELL, LABEL…)
+// leaves the stage as the last build of the same Dockerfile step left it:
+// the same filesystem state, the same metadata steps since, and args. It records the
+// state, as a hash in the explain index, for the next build; on a first
+// build there is no record and it reports false.
+func (j *job) metaCached(st *stageState, step *parser.Step) bool {
+	// The state is chained from the filesystem state, the metadata steps
+	// before and this one's text, and the args; hashed as streamed, without
+	// copies, as ENV and ARG values may be large.
+	h := sha256.New()
+	io.WriteString(h, "builder.meta.v1\x00"+string(st.fsKey)+"\x00"+string(st.metaKey)+"\x00")
+	io.WriteString(h, step.Original)
+	for _, k := range st.args.Keys() {
+		v, _ := st.args.Get(k)
+		fmt.Fprintf(h, "\x00%d:%d:", len(k), len(v))
+		io.WriteString(h, k)
+		io.WriteString(h, v)
+	}
+	key := cache.Key("sha256:" + hex.EncodeToString(h.Sum(nil)))
+	st.metaKey = key
+	id := j.stepID(st, step, "meta")
+	if prev, ok := j.b.cache.LastStep(id); ok && prev.Key == key && prev.Text == step.Original {
+		return true
+	}
+	j.b.cache.SaveStep(id, cache.Step{Key: key, Text: step.Original})
+	return false
 }
 
 // fromBase makes the starting state of a stage from its FROM line.
@@ -213,7 +276,9 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 		if err != nil {
 			return nil, err
 		}
-		return parent.clone(), nil
+		c := parent.clone()
+		c.fromStage = d.Index + 1
+		return c, nil
 	}
 	platform := j.o.Platform
 	if s.Platform != "" {

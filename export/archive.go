@@ -37,44 +37,53 @@ var archiveTime = time.Unix(0, 0)
 // ref.name "latest". An empty refName adds no annotations. The same image
 // and refName always give the same bytes.
 func WriteOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName string) error {
-	if err := writeOCIArchive(ctx, w, img, refName); err != nil {
+	return WriteOCIArchiveImages(ctx, w, []NamedImage{{Image: img, RefName: refName}})
+}
+
+// NamedImage is one index.json entry of an OCI archive: an image and the
+// name its annotations carry (see WriteOCIArchive).
+type NamedImage struct {
+	Image   v1.Image
+	RefName string
+}
+
+// WriteOCIArchiveImages writes several images into one OCI archive, as
+// WriteOCIArchive writes one: index.json has an entry per NamedImage, in
+// order (an image named twice has two entries), and each blob is written
+// once. The same images and names always give the same bytes.
+func WriteOCIArchiveImages(ctx context.Context, w io.Writer, images []NamedImage) error {
+	if err := writeOCIArchive(ctx, w, images); err != nil {
 		return fmt.Errorf("write oci archive: %w", err)
 	}
 	return nil
 }
 
-func writeOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName string) error {
-	desc, err := imageDescriptor(img, refName)
-	if err != nil {
-		return err
+func writeOCIArchive(ctx context.Context, w io.Writer, images []NamedImage) error {
+	var descs []v1.Descriptor
+	for _, ni := range images {
+		desc, err := imageDescriptor(ni.Image, ni.RefName)
+		if err != nil {
+			return err
+		}
+		descs = append(descs, desc)
 	}
-	return writeOCITar(ctx, w, desc, func(tw *tar.Writer, seen map[v1.Hash]bool) error {
-		return writeImageBlobs(ctx, tw, img, seen)
-	})
-}
-
-// writeOCITar writes an OCI layout tar whose index.json holds top alone:
-// the directories, oci-layout, the blobs blobs writes, then index.json.
-func writeOCITar(ctx context.Context, w io.Writer, top v1.Descriptor, blobs func(*tar.Writer, map[v1.Hash]bool) error) error {
 	index, err := json.Marshal(v1.IndexManifest{
 		SchemaVersion: 2,
 		MediaType:     types.OCIImageIndex,
-		Manifests:     []v1.Descriptor{top},
+		Manifests:     descs,
 	})
 	if err != nil {
 		return fmt.Errorf("encode index: %w", err)
 	}
-	tw := tar.NewWriter(content.ContextWriter(ctx, w))
-	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: archiveTime}); err != nil {
+	tw, err := startOCIArchive(ctx, w)
+	if err != nil {
+		return err
+	}
+	seen := map[v1.Hash]bool{}
+	for i, ni := range images {
+		if err := writeImageBlobs(ctx, tw, ni.Image, descs[i].Digest, seen); err != nil {
 			return err
 		}
-	}
-	if err := writeEntry(tw, "oci-layout", bytes.NewReader([]byte(`{"imageLayoutVersion":"1.0.0"}`)), 30); err != nil {
-		return err
-	}
-	if err := blobs(tw, map[v1.Hash]bool{}); err != nil {
-		return err
 	}
 	if err := writeEntry(tw, "index.json", bytes.NewReader(index), int64(len(index))); err != nil {
 		return err
@@ -82,16 +91,30 @@ func writeOCITar(ctx context.Context, w io.Writer, top v1.Descriptor, blobs func
 	return tw.Close()
 }
 
-// writeImageBlobs writes img's config, layers and manifest as blobs/
-// entries, each blob not in seen once, and adds them to seen.
-func writeImageBlobs(ctx context.Context, tw *tar.Writer, img v1.Image, seen map[v1.Hash]bool) error {
+// startOCIArchive starts the tar of an OCI layout: the blob directories
+// and oci-layout.
+func startOCIArchive(ctx context.Context, w io.Writer) (*tar.Writer, error) {
+	tw := tar.NewWriter(content.ContextWriter(ctx, w))
+	for _, dir := range []string{"blobs/", "blobs/sha256/"} {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir, Mode: 0o755, ModTime: archiveTime}); err != nil {
+			return nil, err
+		}
+	}
+	if err := writeEntry(tw, "oci-layout", bytes.NewReader([]byte(`{"imageLayoutVersion":"1.0.0"}`)), 30); err != nil {
+		return nil, err
+	}
+	return tw, nil
+}
+
+// writeImageBlobs writes the config, layers and manifest of img (manifest
+// digest d) that seen does not hold yet, and adds them to seen.
+func writeImageBlobs(ctx context.Context, tw *tar.Writer, img v1.Image, d v1.Hash, seen map[v1.Hash]bool) error {
+	if seen[d] {
+		return nil
+	}
 	m, err := img.Manifest()
 	if err != nil {
 		return fmt.Errorf("manifest: %w", err)
-	}
-	digest, err := img.Digest()
-	if err != nil {
-		return fmt.Errorf("digest: %w", err)
 	}
 	rawManifest, err := img.RawManifest()
 	if err != nil {
@@ -115,29 +138,87 @@ func writeImageBlobs(ctx context.Context, tw *tar.Writer, img v1.Image, seen map
 		}
 	}
 	for i, l := range layers {
-		d := m.Layers[i]
-		if seen[d.Digest] {
+		ld := m.Layers[i]
+		if seen[ld.Digest] {
 			continue
 		}
-		seen[d.Digest] = true
+		seen[ld.Digest] = true
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		rc, err := l.Compressed()
 		if err != nil {
-			return fmt.Errorf("layer %s: %w", d.Digest, err)
+			return fmt.Errorf("layer %s: %w", ld.Digest, err)
 		}
-		err = writeEntry(tw, blobName(d.Digest), rc, d.Size)
+		err = writeEntry(tw, blobName(ld.Digest), rc, ld.Size)
 		rc.Close()
 		if err != nil {
-			return fmt.Errorf("layer %s: %w", d.Digest, err)
+			return fmt.Errorf("layer %s: %w", ld.Digest, err)
 		}
 	}
-	if seen[digest] {
-		return nil
+	seen[d] = true
+	return writeEntry(tw, blobName(d), bytes.NewReader(rawManifest), int64(len(rawManifest)))
+}
+
+// WriteOCIIndexArchive writes idx, an index of images (one level), to w
+// as a tar of an OCI image layout. index.json names idx itself, annotated
+// from refName as in WriteOCIArchive; with flatten it lists idx's
+// manifests instead, the first annotated from refName, for indexes whose
+// entries are an image and its OCI 1.1 referrers.
+func WriteOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, refName string, flatten bool) error {
+	if err := writeOCIIndexArchive(ctx, w, idx, refName, flatten); err != nil {
+		return fmt.Errorf("write oci archive: %w", err)
 	}
-	seen[digest] = true
-	return writeEntry(tw, blobName(digest), bytes.NewReader(rawManifest), int64(len(rawManifest)))
+	return nil
+}
+
+func writeOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, refName string, flatten bool) error {
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return err
+	}
+	raw, err := idx.RawManifest()
+	if err != nil {
+		return err
+	}
+	tw, err := startOCIArchive(ctx, w)
+	if err != nil {
+		return err
+	}
+	seen := map[v1.Hash]bool{}
+	for _, d := range im.Manifests {
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			return fmt.Errorf("index entry %s: %w", d.Digest, err)
+		}
+		if err := writeImageBlobs(ctx, tw, img, d.Digest, seen); err != nil {
+			return err
+		}
+	}
+	var top []v1.Descriptor
+	if flatten {
+		top = append(top, im.Manifests...)
+		if len(top) > 0 {
+			top[0].Annotations = refAnnotations(refName)
+		}
+	} else {
+		d, size, err := v1.SHA256(bytes.NewReader(raw))
+		if err != nil {
+			return err
+		}
+		if err := writeEntry(tw, blobName(d), bytes.NewReader(raw), size); err != nil {
+			return err
+		}
+		top = []v1.Descriptor{{MediaType: im.MediaType, Digest: d, Size: size, Annotations: refAnnotations(refName)}}
+	}
+	index, err := json.Marshal(v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: top})
+	if err != nil {
+		return fmt.Errorf("encode index: %w", err)
+	}
+	if err := writeEntry(tw, "index.json", bytes.NewReader(index), int64(len(index))); err != nil {
+		return err
+	}
+	return tw.Close()
 }
 
 // imageDescriptor describes img for an index, with the ref name annotations.
@@ -218,7 +299,6 @@ func WriteDockerArchive(ctx context.Context, w io.Writer, img v1.Image, tags []s
 // if needed. With a refName the image is annotated as in WriteOCIArchive
 // and replaces any image of the layout with the same name annotations;
 // without, it is appended. Blobs the layout already has are not rewritten.
-// Layer blobs are verified (VerifyLayers) before anything is written.
 func WriteOCIDir(ctx context.Context, dir string, img v1.Image, refName string) error {
 	// go-containerregistry writes a blob straight under its final name, so
 	// a corrupt one must be caught before it starts.

@@ -50,11 +50,13 @@ type Index struct {
 
 // Entry is one tag of the index.
 type Entry struct {
-	Name      string          // full normalized name, e.g. docker.io/library/app:latest
-	Digest    v1.Hash         // manifest digest
-	MediaType types.MediaType // manifest media type
-	Size      int64           // manifest + config + layer blob bytes
-	Created   time.Time       // the image config's created time; zero if unknown
+	Name      string            // full normalized name, e.g. docker.io/library/app:latest
+	Digest    v1.Hash           // manifest digest
+	MediaType types.MediaType   // manifest media type
+	ID        v1.Hash           // the image ID: config digest (see ImageID); an index's digest
+	Size      int64             // manifest + config + layer blob bytes
+	Created   time.Time         // the image config's created time; zero if unknown
+	Labels    map[string]string // the image config's labels
 	// Platforms are the image's platform, or an index's platforms in
 	// order ("linux/amd64"); empty if unknown.
 	Platforms []string
@@ -280,6 +282,7 @@ func (x *Index) List() ([]Entry, error) {
 // created time of an image manifest or index in the store to e; for an
 // index, each blob of its images counts once.
 func (x *Index) describe(e *Entry) {
+	e.ID = e.Digest
 	raw, err := x.s.ReadBlob(e.Digest, maxManifestSize)
 	if err != nil {
 		return
@@ -288,10 +291,14 @@ func (x *Index) describe(e *Entry) {
 		x.describeIndex(e, raw)
 		return
 	}
+	if m, err := v1.ParseManifest(bytes.NewReader(raw)); err == nil && m.Config.Digest != (v1.Hash{}) {
+		e.ID = m.Config.Digest
+	}
 	size, cfg := x.manifestSize(raw, map[v1.Hash]bool{})
 	e.Size += size
 	if cfg != nil {
 		e.Created = cfg.Created.Time
+		e.Labels = cfg.Config.Labels
 		if cfg.OS != "" {
 			e.Platforms = []string{PlatformString(v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant})}
 		}
@@ -346,4 +353,76 @@ func (x *Index) manifestSize(raw []byte, seen map[v1.Hash]bool) (int64, *v1.Conf
 		return size, nil
 	}
 	return size, cfg
+}
+
+// Annotations of an attestation manifest entry (as BuildKit's attestation
+// storage writes them in an image index).
+const (
+	AnnotationReferenceType   = "vnd.docker.reference.type"
+	AnnotationReferenceDigest = "vnd.docker.reference.digest"
+	referenceTypeAttestation  = "attestation-manifest"
+)
+
+// isAttestation reports whether an index entry is an attestation manifest.
+func isAttestation(d v1.Descriptor) bool {
+	return d.Annotations[AnnotationReferenceType] == referenceTypeAttestation
+}
+
+// Attach records desc, an attestation manifest in the store annotated with
+// AnnotationReferenceType and AnnotationReferenceDigest, as an untagged
+// entry of the index, so that GC keeps it while a tag names the image it
+// is about. It replaces the entry of an earlier attestation manifest for
+// the same image and drops those of images no tag names any more. Attach
+// is idempotent.
+func (x *Index) Attach(desc v1.Descriptor) error {
+	if !isAttestation(desc) || desc.Annotations[AnnotationReferenceDigest] == "" {
+		return fmt.Errorf("attach %s: not an attestation manifest descriptor", desc.Digest)
+	}
+	err := x.update(func(im *v1.IndexManifest) error {
+		tagged := map[string]bool{}
+		for _, d := range im.Manifests {
+			if refName(d) != "" {
+				tagged[d.Digest.String()] = true
+			}
+		}
+		im.Manifests = slices.DeleteFunc(im.Manifests, func(d v1.Descriptor) bool {
+			if !isAttestation(d) || refName(d) != "" {
+				return false
+			}
+			ref := d.Annotations[AnnotationReferenceDigest]
+			return ref == desc.Annotations[AnnotationReferenceDigest] || !tagged[ref]
+		})
+		im.Manifests = append(im.Manifests, desc)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("attach %s: %w", desc.Digest, err)
+	}
+	return nil
+}
+
+// Attestations returns the attestation manifest entries of the index
+// that are about the manifest d, or about any tagged image when d is zero.
+func (x *Index) Attestations(d v1.Hash) ([]v1.Descriptor, error) {
+	im, err := x.read()
+	if err != nil {
+		return nil, err
+	}
+	tagged := map[string]bool{}
+	for _, m := range im.Manifests {
+		if refName(m) != "" {
+			tagged[m.Digest.String()] = true
+		}
+	}
+	var out []v1.Descriptor
+	for _, m := range im.Manifests {
+		ref := m.Annotations[AnnotationReferenceDigest]
+		if !isAttestation(m) || refName(m) != "" || !tagged[ref] {
+			continue
+		}
+		if d == (v1.Hash{}) || ref == d.String() {
+			out = append(out, m)
+		}
+	}
+	return out, nil
 }

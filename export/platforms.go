@@ -1,7 +1,6 @@
 package export
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -179,59 +178,6 @@ func (x *storeIndex) RawManifest() ([]byte, error)              { return x.raw, 
 func (x *storeIndex) Image(h v1.Hash) (v1.Image, error)         { return LoadImage(x.s, h) }
 func (x *storeIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) {
 	return LoadIndex(x.s, h)
-}
-
-// indexDescriptor describes idx for an archive's index.json.
-func indexDescriptor(idx v1.ImageIndex, refName string) (v1.Descriptor, error) {
-	d, err := idx.Digest()
-	if err != nil {
-		return v1.Descriptor{}, err
-	}
-	size, err := idx.Size()
-	if err != nil {
-		return v1.Descriptor{}, err
-	}
-	mt, err := idx.MediaType()
-	if err != nil {
-		return v1.Descriptor{}, err
-	}
-	return v1.Descriptor{MediaType: mt, Digest: d, Size: size, Annotations: refAnnotations(refName)}, nil
-}
-
-// WriteOCIIndexArchive writes idx to w as a tar of an OCI image layout,
-// as BuildKit's oci exporter writes a multi-platform result: index.json
-// has one descriptor, the index (named from refName as in
-// WriteOCIArchive), and blobs/ holds the index, every platform's manifest,
-// config and layers, each once.
-func WriteOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, refName string) error {
-	top, err := indexDescriptor(idx, refName)
-	if err == nil {
-		err = writeIndexTar(ctx, w, idx, top)
-	}
-	if err != nil {
-		return fmt.Errorf("write oci archive: %w", err)
-	}
-	return nil
-}
-
-// writeIndexTar writes the OCI layout tar of idx, top naming it.
-func writeIndexTar(ctx context.Context, w io.Writer, idx v1.ImageIndex, top v1.Descriptor) error {
-	images, err := indexChildren(idx)
-	if err != nil {
-		return err
-	}
-	raw, err := idx.RawManifest()
-	if err != nil {
-		return err
-	}
-	return writeOCITar(ctx, w, top, func(tw *tar.Writer, seen map[v1.Hash]bool) error {
-		for _, img := range images {
-			if err := writeImageBlobs(ctx, tw, img, seen); err != nil {
-				return err
-			}
-		}
-		return writeEntry(tw, blobName(top.Digest), bytes.NewReader(raw), int64(len(raw)))
-	})
 }
 
 // indexChildren loads every manifest of idx, which must all be images.

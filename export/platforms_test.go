@@ -170,11 +170,11 @@ func TestWriteOCIIndexArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := WriteOCIIndexArchive(context.Background(), &buf, idx, "app:1"); err != nil {
+	if err := WriteOCIIndexArchive(context.Background(), &buf, idx, "app:1", false); err != nil {
 		t.Fatal(err)
 	}
 	var again bytes.Buffer
-	if err := WriteOCIIndexArchive(context.Background(), &again, idx, "app:1"); err != nil || !bytes.Equal(buf.Bytes(), again.Bytes()) {
+	if err := WriteOCIIndexArchive(context.Background(), &again, idx, "app:1", false); err != nil || !bytes.Equal(buf.Bytes(), again.Bytes()) {
 		t.Errorf("not deterministic: %v", err)
 	}
 	dir := t.TempDir()

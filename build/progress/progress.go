@@ -33,12 +33,13 @@ const (
 )
 
 // ParseMode reads a --progress value: auto, tty, plain, rawjson or quiet.
-// Auto becomes TTY when out is a terminal and Plain otherwise.
+// Auto becomes TTY when out is a terminal and Plain otherwise; so does
+// tty, as a live view's escape codes only garble a pipe or a file.
 func ParseMode(s string, out *os.File) (Mode, error) {
 	switch m := Mode(s); m {
-	case Plain, TTY, JSON, Quiet:
+	case Plain, JSON, Quiet:
 		return m, nil
-	case "auto", "":
+	case TTY, "auto", "":
 		if out != nil && term.IsTerminal(int(out.Fd())) {
 			return TTY, nil
 		}
@@ -51,10 +52,11 @@ func ParseMode(s string, out *os.File) (Mode, error) {
 // parallel stages. A Progress in tty mode redraws the terminal from a
 // goroutine until Close; Close is idempotent and needed in every mode.
 type Progress struct {
-	mu     sync.Mutex
-	r      renderer
-	next   int
-	closed bool
+	mu       sync.Mutex
+	r        renderer
+	next     int
+	expected int // steps the build announced with Expect
+	closed   bool
 }
 
 // renderer draws progress events; its methods are called with Progress.mu held.
@@ -114,6 +116,15 @@ func (p *Progress) Close() {
 	r := p.r
 	p.mu.Unlock()
 	r.close(time.Now()) // takes the lock itself: it may wait for the redraw goroutine
+}
+
+// Expect announces n more steps the build will run, so that a live view
+// shows the total from the start rather than counting steps as they begin.
+// More steps than expected may start; the total then grows.
+func (p *Progress) Expect(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.expected += n
 }
 
 // Step starts a numbered step and shows its header.
@@ -178,6 +189,17 @@ func (s *Step) line(l string) {
 		s.tail = s.tail[len(s.tail)-tailLines:]
 	}
 	s.p.r.line(s, time.Now(), l)
+}
+
+// Note shows a line of the builder's own about the step (why it missed
+// the cache) among its output. Unlike output it is not kept for Tail, so
+// an error report never passes it off as the command's.
+func (s *Step) Note(text string) {
+	s.p.mu.Lock()
+	defer s.p.mu.Unlock()
+	for _, l := range strings.Split(text, "\n") {
+		s.p.r.line(s, time.Now(), l)
+	}
 }
 
 func (s *Step) flush() {

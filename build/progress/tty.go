@@ -3,6 +3,7 @@ package progress
 import (
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 	"time"
@@ -184,8 +185,13 @@ func (r *ttyRenderer) redraw(now time.Time, msgs []string) {
 		r.stepLines(r.live[0], now, width, put)
 		r.live = r.live[1:]
 	}
+	// Messages (the build summary among them) go above the view for good:
+	// cut to the width they would lose what matters at their end, so they
+	// are folded onto as many lines as they need.
 	for _, m := range msgs {
-		put(m)
+		for _, l := range fold(fit(m, math.MaxInt), width-1) {
+			put(l)
+		}
 	}
 	var view []string
 	add := func(s string) { view = append(view, s) }
@@ -196,7 +202,7 @@ func (r *ttyRenderer) redraw(now time.Time, msgs []string) {
 			status = "Stopped"
 		}
 	}
-	add(fmt.Sprintf("[+] %s %.1fs (%d/%d)", status, now.Sub(r.begin).Seconds(), r.ended, r.total))
+	add(fmt.Sprintf("[+] %s %.1fs (%d/%d)", status, now.Sub(r.begin).Seconds(), r.ended, max(r.total, r.p.expected)))
 	for _, s := range r.live {
 		r.stepLines(s, now, width, add)
 	}
@@ -252,6 +258,20 @@ func (r *ttyRenderer) stepLines(s *Step, now time.Time, width int, emit func(str
 		msg, _, _ := strings.Cut(s.err, "\n")
 		emit("  ERROR: " + msg)
 	}
+}
+
+// fold splits s into pieces of at most width runes.
+func fold(s string, width int) []string {
+	r := []rune(s)
+	if width < 1 || len(r) <= width {
+		return []string{s}
+	}
+	var out []string
+	for len(r) > width {
+		out = append(out, string(r[:width]))
+		r = r[width:]
+	}
+	return append(out, string(r))
 }
 
 // fit makes s safe to print on one terminal line of the given width: control

@@ -205,6 +205,13 @@ func (c *Client) Get(ctx context.Context, ref name.Reference) (*remote.Descripto
 	return p.Get(ctx, ref)
 }
 
+// Referrers lists the manifests whose subject is d, through the
+// registry's referrers API or, where it has none, the sha256-<hex> tag
+// index (OCI 1.1's fallback).
+func (c *Client) Referrers(ctx context.Context, d name.Digest) (v1.ImageIndex, error) {
+	return remote.Referrers(d, c.options(ctx, d.Context().RegistryStr())...)
+}
+
 // Image returns the image ref names, picking platform out of an index.
 // Manifest and config are read at once, layers only when opened; mirrors
 // do not apply (the caller asked for this registry).

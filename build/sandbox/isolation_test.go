@@ -302,6 +302,19 @@ func TestLimits(t *testing.T) {
 					t.Errorf("error %q does not say out of memory and the limit", err)
 				}
 			}},
+		// --pids-limit N counts the command's processes, not the init's.
+		{"pids limit 1 runs a shell", cgroup.Limits{Pids: 1}, `echo ok`,
+			func(t *testing.T, out string, err error) {
+				if err != nil || out != "ok\n" {
+					t.Fatalf("err = %v, output %q", err, out)
+				}
+			}},
+		{"pids limit 4 runs a shell and three children", cgroup.Limits{Pids: 4}, `sleep 302.5 & sleep 302.5 & sleep 302.5 & echo ok`,
+			func(t *testing.T, out string, err error) {
+				if err != nil || out != "ok\n" {
+					t.Fatalf("err = %v, output %q", err, out)
+				}
+			}},
 		{"within limits", cgroup.Limits{Memory: 64 << 20, CPUs: 0.5, Pids: 50}, `dd if=/dev/zero of=/dev/null bs=1M count=4 2>/dev/null && echo ok`,
 			func(t *testing.T, out string, err error) {
 				if err != nil || out != "ok\n" {

@@ -52,6 +52,13 @@ func (s *Store) scan(ctx context.Context, keep []v1.Hash) (*graph, error) {
 	for _, e := range entries {
 		roots = append(roots, e.Digest)
 	}
+	atts, err := s.index.Attestations(v1.Hash{}) // those of tagged images
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range atts {
+		roots = append(roots, a.Digest)
+	}
 	for _, root := range roots {
 		s.imageBlobs(root, func(d v1.Hash) { g.pinned[d] = true }, func(m v1.Hash) {
 			for _, c := range s.imageChain(m) {

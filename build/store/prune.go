@@ -54,17 +54,25 @@ func (s *Store) Prune(ctx context.Context, o PruneOptions) (PruneReport, error) 
 // RemoveImage untags name and then prunes what nothing references any
 // more (cache records keep their layers).
 func (s *Store) RemoveImage(ctx context.Context, name string) (PruneReport, error) {
+	return s.RemoveNames(ctx, []string{name})
+}
+
+// RemoveNames untags every name, then prunes once what nothing references
+// any more. Names untagged before an unknown one stay untagged.
+func (s *Store) RemoveNames(ctx context.Context, names []string) (PruneReport, error) {
 	unlock, err := s.lock(ctx, true)
 	if err != nil {
 		return PruneReport{}, err
 	}
 	defer unlock()
-	full, err := imageref.Normalize(name)
-	if err != nil {
-		return PruneReport{}, err
-	}
-	if err := s.index.Untag(full); err != nil {
-		return PruneReport{}, err
+	for _, name := range names {
+		full, err := imageref.Normalize(name)
+		if err != nil {
+			return PruneReport{}, err
+		}
+		if err := s.index.Untag(full); err != nil {
+			return PruneReport{}, err
+		}
 	}
 	return s.prune(ctx, PruneOptions{})
 }

@@ -37,7 +37,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringArrayVar(&labels, "label", nil, "set a label on the image (KEY=VALUE)")
 	fs.StringVar(&target, "target", "", "build this stage and the stages it needs")
 	fs.BoolVar(&noCache, "no-cache", false, "do not use the cache")
-	explainCache := fs.Bool("explain-cache", false, "say for every cache miss which input changed since the last build of that step (also with --progress=plain)")
+	explainCache := fs.Bool("explain-cache", false, "say for every cache miss which input changed since the last build of that step (the default with --progress=plain)")
 	fs.BoolVar(&pull, "pull", false, "resolve base images in their registry even if stored locally")
 	fs.StringVar(&network, "network", "default", "network mode of RUN: default (a private network whose outbound traffic goes through pasta or slirp4netns; the host's loopback is unreachable), none, or host (also allows RUN --network=host)")
 	fs.StringVar(&platform, "platform", "", "target platforms, comma-separated (e.g. linux/amd64,linux/arm64; default linux/"+hostArch()+"): more than one builds an index; foreign RUN steps need QEMU emulation (see 'builder emulators')")
@@ -64,6 +64,11 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	fs.StringVar(&metadataFile, "metadata-file", "", "write the image's digests and names as JSON to this file")
 	var cacheFromFlags, cacheToFlags []string
 	fs.StringArrayVar(&cacheFromFlags, "cache-from", nil, "import a shared cache: type=registry,ref=REF, type=local,src=DIR, or REF (a cache or an image built with an inline cache); may be repeated")
+	var af attestFlags
+	fs.StringVar(&af.provenance, "provenance", "", "attach SLSA v1 provenance: true (mode=min), false, or mode=min|max[,builder-id=ID]; by default mode=min when pushing (not with BUILDX_NO_DEFAULT_ATTESTATIONS=1)")
+	fs.StringVar(&af.sbom, "sbom", "", "attach SPDX SBOMs made by a scanner image with BuildKit's protocol: true (docker/buildkit-syft-scanner:stable-1), false, or generator=IMAGE")
+	fs.StringArrayVar(&af.attest, "attest", nil, "attestation: type=provenance[,mode=min|max][,builder-id=ID][,disabled=true] or type=sbom[,generator=IMAGE][,disabled=true]; may be repeated")
+	fs.StringVar(&af.store, "attest-store", "both", "where attestations go: index (an attestation manifest in an image index, as BuildKit), referrers (OCI 1.1 referrers of the image only) or both")
 	fs.StringArrayVar(&cacheToFlags, "cache-to", nil, "export the cache: type=registry,ref=REF or type=local,dest=DIR [,mode=min|max][,compression=gzip|zstd|uncompressed][,cache-mounts=true], or type=inline")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: builder build [OPTIONS] CONTEXT\n\nCONTEXT is a directory, - (a tar archive or a Dockerfile on stdin), a Git URL\n(https://host/repo.git#ref:subdir, git://..., git@host:repo.git#ref) or an http(s) URL\nof a tarball or a Dockerfile.\n\nExamples:\n  builder build -t app .\n  builder build -t app -o type=oci,dest=app.tar .\n\nOptions:\n%s", fs.FlagUsages())
@@ -142,6 +147,10 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		}
 		outs = append(outs, output.Spec{Type: "registry", Push: true, Tar: true})
 	}
+	plan, err := parseAttest(af, pushes(outs))
+	if err != nil {
+		return err
+	}
 	mode, err := progress.ParseMode(progFlag, os.Stderr)
 	if err != nil {
 		return usagef("--progress: %w", err)
@@ -150,7 +159,9 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		mode = progress.Quiet
 	}
 	o.Progress = progress.New(os.Stderr, mode)
-	o.ExplainCache = *explainCache || progFlag == "plain"
+	build.Version = version
+	// --progress=plain explains misses unless --explain-cache=false says not to.
+	o.ExplainCache = *explainCache || (progFlag == "plain" && !fs.Changed("explain-cache"))
 	defer o.Progress.Close()
 	rc, err := g.registryClient(insecure)
 	if err != nil {
@@ -166,16 +177,24 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	defer bctx.Close()
-	graph, err := build.ReadDockerfile(o.DockerfilePath())
+	dfPath := o.DockerfilePath()
+	graph, src, err := build.ReadDockerfileSource(dfPath)
 	if err != nil {
-		return err
+		return withSource(err, filepath.Base(dfPath), src)
 	}
 	res, err := b.Build(ctx, graph, o)
 	if err != nil {
-		return err
+		return withSource(err, filepath.Base(dfPath), src)
+	}
+	var atts *output.Attestations
+	if res.Index == nil { // TODO(issue 17): one attestation manifest per platform
+		if atts, err = plan.attestations(ctx, b, o, res); err != nil {
+			return err
+		}
 	}
 	exp := output.New(output.Config{Store: b.Store(), Index: b.Index(), Registry: b.Registry(),
-		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress)})
+		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress),
+		Attest: atts})
 	var ex *output.Result
 	if res.Index != nil {
 		ex, err = exp.ExportPlatforms(ctx, outs, res.Images, res.Tags)
@@ -187,6 +206,12 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 	}
 	if err != nil {
 		return err
+	}
+	if !hasImageOutput(outs) && res.Index == nil {
+		// The build tagged the image in the store: its attestations go there too.
+		if err := exp.AttachToStore(ctx, res.Image, res.Tags); err != nil {
+			return err
+		}
 	}
 	if iidfile != "" {
 		if err := output.WriteIDFile(iidfile, ex); err != nil {
@@ -205,7 +230,7 @@ func runBuild(ctx context.Context, g *globals, args []string) error {
 		}
 		o.Progress.Printf("index %s of %d platforms", res.ManifestDigest, len(res.Images))
 	} else {
-		o.Progress.Printf("image %s%s", res.ManifestDigest, imageSize(res.Image))
+		o.Progress.Printf("image %s%s", ex.Digest, imageSize(ex.Image))
 	}
 	for _, t := range res.Tags {
 		o.Progress.Printf("naming to %s", t)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -77,8 +78,8 @@ func TestCLIBuildImagesAndErrors(t *testing.T) {
 	if code != 0 || strings.Count(out, "CACHED") != 2 {
 		t.Errorf("rebuild: exit %d, want every step CACHED\n%s", code, out)
 	}
-	out, _ = cli(t, "--root", root, "images")
-	if !strings.Contains(out, "docker.io/library/app:latest") || !strings.Contains(out, "sha256:") {
+	out, _ = cli(t, "--root", root, "images", "--digests")
+	if !regexp.MustCompile(`(?m)^app\s+latest\s+sha256:[0-9a-f]{64}\s+[0-9a-f]{12}\s`).MatchString(out) {
 		t.Errorf("images does not list app with its digest:\n%s", out)
 	}
 

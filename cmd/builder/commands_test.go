@@ -23,8 +23,9 @@ func TestCLIStoreCommands(t *testing.T) {
 		}
 	}
 	// Like docker, the pulled base image is tagged in the store too.
-	if ls := stdout(t, "--root", root, "ls", "-q"); ls != base+"\ndocker.io/library/app:one\ndocker.io/library/app:two\n" {
-		t.Errorf("ls -q = %q", ls)
+	// Newest first.
+	if ls := stdout(t, "--root", root, "ls", "--format", "{{.Name}}"); ls != "docker.io/library/app:two\ndocker.io/library/app:one\n"+base+"\n" {
+		t.Errorf("ls --format {{.Name}} = %q", ls)
 	}
 
 	if out, code := cli(t, "--root", root, "diff", "app:one", "app:one"); code != 0 {
@@ -46,10 +47,10 @@ func TestCLIStoreCommands(t *testing.T) {
 	if got := stdout(t, "--root", root, "rmi", "app:two"); !strings.Contains(got, "Untagged: app:two") {
 		t.Errorf("rmi: %q", got)
 	}
-	if ls := stdout(t, "--root", root, "images", "-q"); strings.Contains(ls, "app:two") {
+	if ls := stdout(t, "--root", root, "images", "--format", "{{.Name}}"); strings.Contains(ls, "app:two") {
 		t.Errorf("app:two still listed after rmi:\n%s", ls)
 	}
-	if out, code := cli(t, "--root", root, "rmi", "app:two"); code != 1 || !strings.Contains(out, "not found") {
+	if out, code := cli(t, "--root", root, "rmi", "app:two"); code != 1 || !strings.Contains(out, "not in the local store") {
 		t.Errorf("rmi of a removed image: exit %d\n%s", code, out)
 	}
 	if got := stdout(t, "--root", root, "prune", "--all"); !strings.Contains(got, "Total reclaimed space:") {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 
@@ -14,44 +13,57 @@ import (
 	"builder/snapshot/content"
 )
 
-// errImagesDiffer makes `builder diff` exit 1 when the images differ.
-var errImagesDiffer = errors.New("images differ")
-
+// runDiff exits 0 when the images are the same, 1 when they differ (the
+// report says how) and 2 on any error, as cmp and diff do.
 func runDiff(ctx context.Context, g *globals, args []string) error {
+	differ, err := diffImages(ctx, g, args)
+	switch {
+	case err != nil:
+		return &exitStatus{code: 2, err: err}
+	case differ:
+		return &exitStatus{code: 1}
+	}
+	return nil
+}
+
+// diffImages compares the two images args name and writes the report; it
+// returns whether they differ.
+func diffImages(ctx context.Context, g *globals, args []string) (bool, error) {
 	fs := newFlagSet("diff", g)
 	var insecure []string
 	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
 	platforms := fs.String("platform", "", "platforms to compare out of multi-platform images, comma-separated (default linux/"+hostArch()+"); each is compared on its own")
 	if help, err := parseCommand(fs, "builder diff [OPTIONS] IMAGE_A IMAGE_B\n\n"+
 		"Explain how two images differ: config fields, then layer by layer, file by file.\n"+
-		"IMAGE is a local store name, oci-archive:FILE, docker-archive:FILE, FILE.tar, oci:DIR,\n"+
-		"or a registry reference (docker://REF forces the registry).\n"+
-		"Exit status: 0 identical, 1 different.", args); help || err != nil {
-		return err
+		"IMAGE is a local store name or image ID, oci-archive:FILE, docker-archive:FILE,\n"+
+		"FILE.tar, oci:DIR, or docker://REF for a registry (a name the store lacks is an\n"+
+		"error, never looked up in a registry).\n"+
+		"Exit status: 0 identical, 1 different, 2 error.", args); help || err != nil {
+		return false, err
 	}
 	if fs.NArg() != 2 {
-		return usagef("builder diff needs two images (see 'builder diff --help')")
+		return false, usagef("builder diff needs two images (see 'builder diff --help')")
 	}
 	rc, err := g.registryClient(insecure)
 	if err != nil {
-		return err
+		return false, err
 	}
 	o := imagediff.OpenOptions{Remote: rc}
 	if st, err := os.Stat(g.root); err == nil && st.IsDir() {
 		s, err := content.Open(g.root)
 		if err != nil {
-			return err
+			return false, err
 		}
 		idx, err := export.OpenIndex(g.root)
 		if err != nil {
-			return err
+			return false, err
 		}
 		o.Store, o.Index = s, idx
 	}
 	ps := []v1.Platform{{OS: "linux", Architecture: hostArch()}}
 	if *platforms != "" {
 		if ps, err = build.ParsePlatforms(*platforms); err != nil {
-			return usagef("--platform: %w", err)
+			return false, usagef("--platform: %w", err)
 		}
 	}
 	identical := true
@@ -62,14 +74,11 @@ func runDiff(ctx context.Context, g *globals, args []string) error {
 		o.Platform = &p
 		same, err := diffPlatform(ctx, fs.Arg(0), fs.Arg(1), o)
 		if err != nil {
-			return err
+			return false, err
 		}
 		identical = identical && same
 	}
-	if !identical {
-		return errImagesDiffer
-	}
-	return nil
+	return !identical, nil
 }
 
 // diffPlatform writes how images a and b differ for the platform o

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/spf13/pflag"
 
@@ -46,13 +49,23 @@ func addGlobalFlags(fs *pflag.FlagSet, g *globals) {
 }
 
 // parseGlobals reads the store flags that stand before the command name.
+// -h and --help there stand for the help command, --version for version.
 func parseGlobals(args []string) (*globals, []string, error) {
 	g := &globals{root: defaultRoot(), gcKeep: os.Getenv("BUILDER_GC_KEEP_STORAGE")}
 	fs := pflag.NewFlagSet("builder", pflag.ContinueOnError)
 	fs.SetInterspersed(false)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	addGlobalFlags(fs, g)
-	if err := fs.Parse(args); err != nil {
+	showVersion := fs.Bool("version", false, "print the version")
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, pflag.ErrHelp):
+		return g, []string{"help"}, nil
+	case err != nil:
 		return nil, nil, usagef("%w", err)
+	case *showVersion:
+		return g, []string{"version"}, nil
 	}
 	return g, fs.Args(), nil
 }
@@ -74,9 +87,39 @@ func (g *globals) open(rc *registry.Client) (*build.Builder, error) {
 	return build.New(cfg)
 }
 
-// newFlagSet makes a command's flag set with the global flags on it.
+// globalsUsed lists the global flags each command acts on; the others are
+// accepted (a global flag may stand after any command name) but left out
+// of the command's help. A command not listed uses none.
+var globalsUsed = map[string][]string{
+	"build":             {"root", "snapshotter", "registry-config", "gc-keep-storage"},
+	"check":             {"root", "snapshotter"},
+	"du":                {"root", "snapshotter"},
+	"prune":             {"root", "snapshotter"},
+	"rmi":               {"root", "snapshotter"},
+	"diff":              {"root", "registry-config"},
+	"inspect":           {"root", "registry-config"},
+	"push":              {"root", "registry-config"},
+	"pull":              {"root", "registry-config"},
+	"login":             {"registry-config"},
+	"images":            {"root"},
+	"history":           {"root"},
+	"tag":               {"root"},
+	"save":              {"root"},
+	"load":              {"root"},
+	"completion":        {"root"},
+	"__complete-images": {"root"},
+}
+
+// newFlagSet makes a command's flag set with the global flags on it,
+// hiding from its help those the command does not use.
 func newFlagSet(name string, g *globals) *pflag.FlagSet {
 	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	addGlobalFlags(fs, g)
+	used := globalsUsed[name]
+	fs.VisitAll(func(f *pflag.Flag) {
+		if !slices.Contains(used, f.Name) {
+			f.Hidden = true
+		}
+	})
 	return fs
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -55,6 +56,7 @@ var commands = []command{
 	{name: "emulators", summary: "List the platforms RUN can run (--install registers QEMU's)", run: runEmulators},
 	{name: "completion", summary: "Print a shell completion script (bash, zsh, fish)", run: runCompletion},
 	{name: "docs", summary: "Print the command-line reference in Markdown", run: runDocs, hidden: true},
+	{name: "__complete-images", summary: "Print local image names for the completion scripts", run: runCompleteImages, hidden: true},
 	{name: "version", summary: "Print the version", run: runVersion},
 }
 
@@ -76,11 +78,37 @@ func main() {
 	os.Exit(exitCode(err))
 }
 
+// exitStatus is an error with an exit code of its own, for commands whose
+// codes say more than failed or not (diff: 1 differ, 2 error). A nil err
+// prints nothing.
+type exitStatus struct {
+	code int
+	err  error
+}
+
+func (e *exitStatus) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+// Unwrap returns the error the status is for.
+func (e *exitStatus) Unwrap() error { return e.err }
+
 // exitCode prints err and maps it to the process exit code: 0 success,
-// 1 the build (or command) failed, 2 the command line was wrong, 130 interrupted.
+// 1 the build (or command) failed, 2 the command line was wrong, 130
+// interrupted, or the code of an exitStatus.
 func exitCode(err error) int {
 	if err == nil {
 		return 0
+	}
+	var es *exitStatus
+	if errors.As(err, &es) && es.err == nil {
+		return es.code
+	}
+	if sn := snippet(err); sn != "" {
+		fmt.Fprintln(os.Stderr, sn)
 	}
 	fmt.Fprintln(os.Stderr, "ERROR:", errorText(err))
 	var ue *usageError
@@ -89,6 +117,8 @@ func exitCode(err error) int {
 		return 2
 	case errors.Is(err, context.Canceled):
 		return 130
+	case es != nil:
+		return es.code
 	}
 	return 1
 }
@@ -98,11 +128,15 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(rest) == 0 || rest[0] == "help" || rest[0] == "--help" || rest[0] == "-h" {
-		printUsage()
-		if len(rest) == 0 {
-			return usagef("no command given")
+	if len(rest) == 0 {
+		printUsage(os.Stderr)
+		return usagef("no command given")
+	}
+	if rest[0] == "help" {
+		if len(rest) > 1 { // builder help COMMAND is builder COMMAND --help
+			return run(ctx, []string{rest[1], "--help"})
 		}
+		printUsage(os.Stdout)
 		return nil
 	}
 	for _, c := range commands {
@@ -128,20 +162,23 @@ func needsNamespace(args []string) bool {
 		return false
 	}
 	switch rest[0] {
-	case "help", "-h", "--help", "version", "completion", "docs", "login", "logout", "emulators":
+	case "help", "-h", "--help", "version", "completion", "docs", "login", "logout", "emulators", "__complete-images":
 		return false
 	}
 	return true
 }
 
-func printUsage() {
-	fmt.Fprintln(os.Stderr, "Usage: builder [--root DIR] COMMAND [OPTIONS]\n\nCommands:")
+// printUsage writes the list of commands: to stdout when asked for with
+// --help, to stderr after a usage error.
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "Usage: builder [--root DIR] COMMAND [OPTIONS]\n\nCommands:")
 	for _, c := range commands {
 		if !c.hidden {
-			fmt.Fprintf(os.Stderr, "  %-10s %s\n", c.name, c.summary)
+			fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 		}
 	}
-	fmt.Fprintln(os.Stderr, "\nRun 'builder COMMAND --help' for a command's options.")
+	fmt.Fprintln(w, "\nGlobal options: --root DIR (env BUILDER_ROOT), --version, -h/--help.")
+	fmt.Fprintln(w, "Run 'builder COMMAND --help' for a command's options.")
 }
 
 func contains(list []string, s string) bool {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/csv"
 	"io"
 	"os"
 	"path/filepath"
@@ -36,17 +35,9 @@ func parseOutput(s string) (output.Spec, error) {
 	if !strings.Contains(s, "=") {
 		return output.Spec{Type: "local", Dest: s}, nil
 	}
-	fields, err := csv.NewReader(strings.NewReader(s)).Read()
+	attrs, err := csvAttrs(s)
 	if err != nil {
 		return output.Spec{}, usagef("invalid output %q: %w", s, err)
-	}
-	attrs := map[string]string{}
-	for _, f := range fields {
-		k, v, ok := strings.Cut(f, "=")
-		if !ok {
-			return output.Spec{}, usagef("invalid output %q: %q is not KEY=VALUE", s, f)
-		}
-		attrs[strings.ToLower(strings.TrimSpace(k))] = v
 	}
 	o := output.Spec{Type: attrs["type"], Dest: attrs["dest"], Tar: true}
 	delete(attrs, "type")

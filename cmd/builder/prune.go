@@ -19,6 +19,7 @@ func runPrune(ctx context.Context, g *globals, args []string) error {
 	)
 	fs.BoolVarP(&all, "all", "a", false, "remove all build cache (cache records and cache mounts), not only unreferenced data")
 	fs.StringVar(&keep, "keep-storage", "", "then remove least recently used cache until the store is at most SIZE (e.g. 10GB, 512MiB)")
+	fs.BoolP("force", "f", false, "do not ask for confirmation (prune never asks; accepted as docker's is)")
 	fs.StringArrayVar(&filters, "filter", nil, "until=DURATION: remove cache unused for longer than DURATION (e.g. 24h)")
 	if help, err := parseCommand(fs, "builder prune [OPTIONS]\n\nRemove unreferenced blobs and snapshots, leftovers of killed builds, and build cache\nas the options ask. Tagged images are kept.", args); help || err != nil {
 		return err

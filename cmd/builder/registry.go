@@ -33,39 +33,39 @@ func (g *globals) openStore() (*content.Store, *export.Index, error) {
 	return s, idx, nil
 }
 
-// lookupImage finds a local image by name; for a multi-platform image,
-// the host platform's (else the first), as docker picks.
-func lookupImage(s *content.Store, idx *export.Index, ref string) (v1.Image, error) {
-	img, _, err := lookupImageIndex(s, idx, ref)
-	return img, err
+// resolveImage finds a local image by name or image ID.
+func resolveImage(idx *export.Index, ref string) (export.Resolved, error) {
+	r, err := idx.Resolve(ref)
+	if errors.Is(err, export.ErrNotFound) {
+		return r, fmt.Errorf("image %s is not in the local store (see 'builder images')", ref)
+	}
+	return r, err
 }
 
-// lookupImageIndex finds a local image by name, and when the name is a
-// multi-platform image also its index (else nil).
-func lookupImageIndex(s *content.Store, idx *export.Index, ref string) (v1.Image, v1.ImageIndex, error) {
-	desc, err := idx.Lookup(ref)
-	if errors.Is(err, export.ErrNotFound) {
-		return nil, nil, fmt.Errorf("image %s is not in the local store (see 'builder images')", ref)
-	}
+// lookupImageIndex finds a local image by name or image ID; for a
+// multi-platform image, the host platform's image (else the first), as
+// docker picks, and its index (else nil).
+func lookupImageIndex(s *content.Store, idx *export.Index, ref string) (export.Resolved, v1.Image, v1.ImageIndex, error) {
+	r, err := resolveImage(idx, ref)
 	if err != nil {
-		return nil, nil, err
+		return r, nil, nil, err
 	}
-	if !desc.MediaType.IsIndex() {
-		img, err := export.LoadImage(s, desc.Digest)
-		return img, nil, err
+	if !r.Desc.MediaType.IsIndex() {
+		img, err := export.LoadImage(s, r.Desc.Digest)
+		return r, img, nil, err
 	}
-	ix, err := export.LoadIndex(s, desc.Digest)
+	ix, err := export.LoadIndex(s, r.Desc.Digest)
 	if err != nil {
-		return nil, nil, err
+		return r, nil, nil, err
 	}
 	images, err := export.IndexImages(ix)
 	if err != nil {
-		return nil, nil, fmt.Errorf("image %s: %w", ref, err)
+		return r, nil, nil, fmt.Errorf("image %s: %w", ref, err)
 	}
 	if len(images) == 0 {
-		return nil, nil, fmt.Errorf("image %s: its index lists no image", ref)
+		return r, nil, nil, fmt.Errorf("image %s: its index lists no image", ref)
 	}
-	return images[export.HostImage(images)].Image, ix, nil
+	return r, images[export.HostImage(images)].Image, ix, nil
 }
 
 // commandProgress shows a pull's or push's progress on stderr: a live view
@@ -121,7 +121,7 @@ func runPush(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	img, ix, err := lookupImageIndex(s, idx, fs.Arg(0))
+	r, img, ix, err := lookupImageIndex(s, idx, fs.Arg(0))
 	if err != nil {
 		return err
 	}
@@ -130,8 +130,11 @@ func runPush(ctx context.Context, g *globals, args []string) error {
 		what = ix
 	}
 	dest := fs.Arg(0)
-	if fs.NArg() == 2 {
+	switch {
+	case fs.NArg() == 2:
 		dest = fs.Arg(1)
+	case r.ByID:
+		return usagef("builder push %s: an image ID names no repository; give the REF to push to", fs.Arg(0))
 	}
 	rc, err := g.registryClient(insecure)
 	if err != nil {
@@ -195,18 +198,24 @@ func runSave(ctx context.Context, g *globals, args []string) error {
 	fs := newFlagSet("save", g)
 	var out, format string
 	fs.StringVarP(&out, "output", "o", "", "write to this file (default stdout, if it is not a terminal)")
-	fs.StringVar(&format, "format", "docker", "archive format: docker (docker load) or oci (OCI image layout tar)")
-	if help, err := parseCommand(fs, "builder save [OPTIONS] NAME...", args); help || err != nil {
+	fs.StringVar(&format, "format", "docker-archive", "archive format: docker-archive (docker load; also: docker) or oci-archive (an OCI image layout tar; also: oci)")
+	usage := "builder save [OPTIONS] IMAGE...\n\n" +
+		"Write local images (names or image IDs) to one archive. A docker archive lists\n" +
+		"each image once with its names as RepoTags; an OCI archive has an index.json\n" +
+		"entry per name, annotated with it (an image ID gives an entry without a name)."
+	if help, err := parseCommand(fs, usage, args); help || err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
-		return usagef("builder save needs at least one NAME")
+		return usagef("builder save needs at least one IMAGE")
 	}
-	if format != "docker" && format != "oci" {
-		return usagef("--format %q: use docker or oci", format)
-	}
-	if format == "oci" && fs.NArg() != 1 {
-		return usagef("--format oci saves one image; name one")
+	switch format {
+	case "docker", "docker-archive":
+		format = "docker"
+	case "oci", "oci-archive":
+		format = "oci"
+	default:
+		return usagef("--format %q: use docker-archive or oci-archive", format)
 	}
 	if out == "" {
 		out = "-"
@@ -218,27 +227,35 @@ func runSave(ctx context.Context, g *globals, args []string) error {
 	// One archive entry per image, in the order first named, its tags in
 	// the order given, so the same command writes the same bytes.
 	var images []export.DockerImage
+	var named []export.NamedImage
 	byDigest := map[v1.Hash]int{}
 	for _, n := range fs.Args() {
-		img, err := lookupImage(s, idx, n)
+		r, err := resolveImage(idx, n)
 		if err != nil {
 			return err
 		}
-		d, err := img.Digest()
+		img, err := export.LoadImage(s, r.Desc.Digest)
 		if err != nil {
 			return err
 		}
-		i, ok := byDigest[d]
+		refName := n
+		if r.ByID {
+			refName = ""
+		}
+		named = append(named, export.NamedImage{Image: img, RefName: refName})
+		i, ok := byDigest[r.Desc.Digest]
 		if !ok {
 			i = len(images)
-			byDigest[d] = i
+			byDigest[r.Desc.Digest] = i
 			images = append(images, export.DockerImage{Image: img})
 		}
-		images[i].Tags = append(images[i].Tags, n)
+		if refName != "" {
+			images[i].Tags = append(images[i].Tags, refName)
+		}
 	}
 	err = writeDest(out, func(w io.Writer) error {
 		if format == "oci" {
-			return export.WriteOCIArchive(ctx, w, images[0].Image, fs.Arg(0))
+			return export.WriteOCIArchiveImages(ctx, w, named)
 		}
 		return export.WriteDockerArchiveImages(ctx, w, images)
 	})

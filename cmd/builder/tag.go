@@ -2,18 +2,15 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
-	"builder/export"
 	"builder/imageref"
 )
 
 func runTag(ctx context.Context, g *globals, args []string) error {
 	fs := newFlagSet("tag", g)
 	usage := "builder tag SOURCE TARGET [TARGET...]\n\n" +
-		"Give a local image more names. SOURCE is a name or NAME@DIGEST of an image in\n" +
-		"the store; each TARGET is a new name:tag. Tagging a name that exists moves it.\n\n" +
+		"Give a local image more names. SOURCE is a name, NAME@DIGEST or image ID of an\n" +
+		"image in the store; each TARGET is a new name:tag. Tagging a name that exists moves it.\n\n" +
 		"Examples:\n" +
 		"  builder tag app registry.example.com/team/app:1.0\n" +
 		"  builder tag app:latest app:stable app:2026-01"
@@ -27,13 +24,11 @@ func runTag(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	desc, err := idx.Lookup(fs.Arg(0))
-	if errors.Is(err, export.ErrNotFound) {
-		return fmt.Errorf("image %s is not in the local store (see 'builder images')", fs.Arg(0))
-	}
+	r, err := resolveImage(idx, fs.Arg(0))
 	if err != nil {
 		return err
 	}
+	desc := r.Desc
 	desc.Annotations = nil
 	for _, dst := range fs.Args()[1:] {
 		if _, err := imageref.Normalize(dst); err != nil {

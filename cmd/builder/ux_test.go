@@ -194,12 +194,13 @@ func TestCLIInspectHistoryTag(t *testing.T) {
 		t.Errorf("--progress=fancy: exit %d, want 2\n%s", code, out)
 	}
 
-	var info imageInfo
-	if err := json.Unmarshal([]byte(stdout(t, "--root", root, "inspect", "app:1")), &info); err != nil {
-		t.Fatalf("inspect is not JSON: %v", err)
+	var infos []imageInfo
+	if err := json.Unmarshal([]byte(stdout(t, "--root", root, "inspect", "app:1")), &infos); err != nil || len(infos) != 1 {
+		t.Fatalf("inspect is not a JSON array of one image: %v", err)
 	}
-	if info.Name != "app:1" || !strings.HasPrefix(info.Digest, "sha256:") || info.OS != "linux" {
-		t.Errorf("inspect: name %q digest %q os %q", info.Name, info.Digest, info.OS)
+	info := infos[0]
+	if info.Name != "app:1" || !strings.HasPrefix(info.Digest, "sha256:") || info.Os != "linux" {
+		t.Errorf("inspect: name %q digest %q os %q", info.Name, info.Digest, info.Os)
 	}
 	if strings.Join(info.Config.Cmd, " ") != "cat /hi.txt" || !contains(info.Config.Env, "GREETING=hello") {
 		t.Errorf("inspect config: cmd %q env %q", info.Config.Cmd, info.Config.Env)
@@ -250,7 +251,7 @@ func TestCLIInspectHistoryTag(t *testing.T) {
 	if out, code := cli(t, "--root", root, "tag", "app:1", "app:stable", "example.com/team/app:2"); code != 0 {
 		t.Fatalf("tag: exit %d\n%s", code, out)
 	}
-	images := stdout(t, "--root", root, "images", "-q")
+	images := stdout(t, "--root", root, "images", "--format", "{{.Name}}")
 	for _, n := range []string{"docker.io/library/app:1", "docker.io/library/app:stable", "example.com/team/app:2"} {
 		if !strings.Contains(images, n+"\n") {
 			t.Errorf("images lacks %s:\n%s", n, images)

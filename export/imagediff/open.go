@@ -30,6 +30,10 @@ const (
 	maxConfigSize   = content.MaxConfigSize // the limit the builder writes with
 )
 
+// ErrNotLocal is a plain name that the local store does not hold: Open
+// never falls back to a registry for one (docker://REF reaches it).
+var ErrNotLocal = errors.New("not in the local store")
+
 // OpenOptions say where Open looks for an image.
 type OpenOptions struct {
 	// Store and Index are the local store; names found in Index are read
@@ -80,7 +84,7 @@ func (s *Source) Close() error {
 //	oci:DIR              an OCI image layout directory
 //	docker://REF         a registry reference
 //	FILE.tar             an archive file (OCI layout or docker save), never a name
-//	NAME                 a local store name, else a registry reference
+//	NAME or ID           a local store name or image ID, never a registry
 //
 // Nothing is read beyond manifests and configs until layers are opened.
 func Open(ctx context.Context, ref string, o OpenOptions) (*Source, error) {
@@ -101,20 +105,21 @@ func Open(ctx context.Context, ref string, o OpenOptions) (*Source, error) {
 	if strings.HasSuffix(ref, ".tar") {
 		return openArchive(ref, ref, o)
 	}
-	if o.Index != nil && o.Store != nil {
-		desc, err := o.Index.Lookup(ref)
-		switch {
-		case err == nil:
-			img, err := storeImage(o.Store, desc, platform(o))
-			if err != nil {
-				return nil, fmt.Errorf("open %s: %w", ref, err)
-			}
-			return &Source{Name: ref, Image: img}, nil
-		case !errors.Is(err, export.ErrNotFound):
-			return nil, fmt.Errorf("open %s: %w", ref, err)
-		}
+	if o.Index == nil || o.Store == nil {
+		return nil, fmt.Errorf("open %s: %w (there is no local store; write docker://%s for a registry)", ref, ErrNotLocal, ref)
 	}
-	return openRemote(ctx, ref, ref, o)
+	r, err := o.Index.Resolve(ref)
+	if errors.Is(err, export.ErrNotFound) {
+		return nil, fmt.Errorf("open %s: %w (write docker://%s for a registry)", ref, ErrNotLocal, ref)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", ref, err)
+	}
+	img, err := storeImage(o.Store, r.Desc, platform(o))
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", ref, err)
+	}
+	return &Source{Name: ref, Image: img}, nil
 }
 
 // storeImage loads the stored image desc names; for a multi-platform

@@ -10,6 +10,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"builder/build/attest"
 	"builder/build/registry"
 	"builder/export"
 	"builder/internal/atomicfile"
@@ -38,6 +39,7 @@ type Result struct {
 	MediaType string  // manifest media type
 	Size      int64   // manifest size
 	Names     []string
+	Image     v1.Image // the image written
 }
 
 // Config is what an Exporter writes with.
@@ -53,6 +55,10 @@ type Config struct {
 	Progress func(string)
 	// Meter counts push bytes; nil shows none.
 	Meter registry.MeterFunc
+	// Attest, if it has predicates, attaches attestations to every image
+	// written to the store, an OCI archive or a registry (a docker
+	// archive cannot carry them).
+	Attest *Attestations
 }
 
 // Exporter writes one build's image to its outputs. Converted variants of
@@ -75,9 +81,12 @@ func New(c Config) *Exporter {
 }
 
 // Export writes img to every spec in order; names are the build's tags,
-// which name the image where a spec has no name=. It returns what the
-// first spec that makes an image (image, registry, oci, docker) exported,
-// or, when none does, img itself under names.
+// which name the image where a spec has no name=. One build makes one
+// image: the first spec that makes an image (image, registry, oci, docker)
+// decides its compression and media types, and the local store's names
+// are pointed at that image once every spec is written; Export returns it
+// (img itself under names when no spec makes an image). Later specs that
+// convert otherwise write their own variant.
 func (e *Exporter) Export(ctx context.Context, specs []Spec, img v1.Image, names []string) (*Result, error) {
 	var first *Result
 	for _, s := range specs {
@@ -91,6 +100,13 @@ func (e *Exporter) Export(ctx context.Context, specs []Spec, img v1.Image, names
 	}
 	if first == nil {
 		return describe(img, names)
+	}
+	d, err := first.Image.Digest()
+	if err != nil {
+		return nil, err
+	}
+	if err := e.tagAll(d, names); err != nil {
+		return nil, err
 	}
 	return first, nil
 }
@@ -139,12 +155,33 @@ func (e *Exporter) write(ctx context.Context, s Spec, img v1.Image, tags []strin
 	if err != nil {
 		return nil, err
 	}
-	if err := e.writeImage(s, imageArtifact(ctx, img), names); err != nil {
+	var att *attest.Bundle
+	var desc v1.Descriptor
+	if (e.c.Attest.index() || e.c.Attest.referrers()) && s.Type != "docker" {
+		if att, desc, err = e.bundle(img, names); err != nil {
+			return nil, err
+		}
+	}
+	a := imageArtifact(ctx, img)
+	if att != nil {
+		a = e.attestedArtifact(ctx, a, img, desc, att)
+	}
+	if err := e.writeImage(s, a, names); err != nil {
 		return nil, err
 	}
 	if s.Push {
 		if err := e.push(ctx, img, names); err != nil {
 			return nil, err
+		}
+		if att != nil {
+			idx, err := e.pushAttestations(ctx, img, desc, att, names)
+			if err != nil {
+				return nil, err
+			}
+			if idx != nil {
+				// The names now point at the index, as with BuildKit.
+				return describeAttestedIndex(idx, img, names)
+			}
 		}
 	}
 	return describe(img, names)
@@ -158,6 +195,9 @@ type artifact struct {
 	ociDir              func(dir, refName string) error
 	ociTar              func(w io.Writer, refName string) error
 	docker              func(w io.Writer, names []string) error
+	// attach, if set, stores what goes with it in the store (its
+	// attestations) once it is tagged.
+	attach func() error
 }
 
 // imageArtifact writes img, which the store already holds.
@@ -180,7 +220,10 @@ func (e *Exporter) writeImage(s Spec, a artifact, names []string) error {
 		if err != nil {
 			return err
 		}
-		return e.tagAll(d, names)
+		if err := e.tagAll(d, names); err != nil || a.attach == nil {
+			return err
+		}
+		return a.attach()
 	case "registry":
 		if len(names) == 0 {
 			return fmt.Errorf("output type registry %w", ErrNoName)
@@ -273,5 +316,5 @@ func describe(img v1.Image, names []string) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Result{Digest: d, Config: cfg, MediaType: string(mt), Size: size, Names: names}, nil
+	return &Result{Digest: d, Config: cfg, MediaType: string(mt), Size: size, Names: names, Image: img}, nil
 }

@@ -38,8 +38,47 @@ func Join(dirs []string) error {
 		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte("0"), 0); err != nil {
 			return fmt.Errorf("join cgroup: %w", err)
 		}
+		if err := exemptPids(dir); err != nil {
+			return fmt.Errorf("join cgroup: %w", err)
+		}
 	}
 	return nil
+}
+
+// write sets a cgroup file.
+func write(dir, file, val string) error {
+	if err := os.WriteFile(filepath.Join(dir, file), []byte(val), 0); err != nil {
+		return fmt.Errorf("set cgroup %s: %w", file, err)
+	}
+	return nil
+}
+
+// initPidsReserve is how many more threads than it has when it joins the
+// sandbox's init (a Go program) may start later: the runtime adds threads
+// for blocking system calls and signals, and a refused thread kills it.
+const initPidsReserve = 2
+
+// exemptPids raises the pids limit of dir, if it has one, by the tasks the
+// caller (the init) has there now and initPidsReserve, so that --pids-limit
+// N leaves N to the command, as docker's --pids-limit does.
+func exemptPids(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "pids.max"))
+	if err != nil {
+		return nil // no pids controller here
+	}
+	limit, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return nil // "max": no limit
+	}
+	b, err = os.ReadFile(filepath.Join(dir, "pids.current"))
+	if err != nil {
+		return err
+	}
+	cur, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return fmt.Errorf("read pids.current: %w", err)
+	}
+	return write(dir, "pids.max", strconv.FormatInt(limit+cur+initPidsReserve, 10))
 }
 
 // Create creates a fresh cgroup for one run in every hierarchy that
@@ -89,12 +128,6 @@ func Create(sup Support, l Limits, devices bool) (*Group, error) {
 			}
 			devDirs = append(devDirs, dir)
 		}
-	}
-	write := func(dir, file, val string) error {
-		if err := os.WriteFile(filepath.Join(dir, file), []byte(val), 0); err != nil {
-			return fmt.Errorf("set cgroup %s: %w", file, err)
-		}
-		return nil
 	}
 	var err error
 	if dir, ok := dirOf["memory"]; ok {

@@ -1,0 +1,151 @@
+package build
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// DefaultSBOMGenerator is BuildKit's default SBOM scanner image.
+const DefaultSBOMGenerator = "docker/buildkit-syft-scanner:stable-1"
+
+// The paths of BuildKit's SBOM scanner protocol
+// (docs/attestations/sbom-protocol.md in moby/buildkit).
+const (
+	scanSource = "/run/src/core/sbom"
+	scanOut    = "/run/out"
+	// MaxSBOMSize bounds one SPDX document a scanner writes.
+	MaxSBOMSize = 64 << 20
+)
+
+// ScanSBOM runs the SBOM generator image (pulled and cached like any base)
+// on img's root filesystem with BuildKit's scanner protocol and returns
+// the SPDX JSON documents it wrote, by file name. The scan is a build of
+// its own: the generator's ENTRYPOINT and CMD run in the sandbox without
+// network, img's filesystem bound read-only at $BUILDKIT_SCAN_SOURCE
+// (/run/src/core/sbom), a tmpfs at /tmp, and $BUILDKIT_SCAN_DESTINATION
+// (/run/out) in the generator's filesystem, whose layer is read back. Like
+// any step it is cached: the same generator on the same image scans once.
+// o gives the isolation, limits and progress; its Dockerfile, args and
+// outputs do not apply.
+func (b *Builder) ScanSBOM(ctx context.Context, img v1.Image, generator string, o Options) (map[string][]byte, error) {
+	if generator == "" {
+		generator = DefaultSBOMGenerator
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return nil, err
+	}
+	// The scan binds img by a name only this scan uses.
+	target := "builder-sbom-scan.invalid/target:" + d.Hex[:32]
+	if err := b.tag(target, d); err != nil {
+		return nil, fmt.Errorf("sbom: %w", err)
+	}
+	defer b.index.Untag(target)
+	if o.Platform.OS == "" {
+		o.Platform = v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	}
+	scan := &job{b: b, o: o, progress: o.Progress}
+	gen, err := scan.resolveImage(ctx, generator, o.Platform)
+	if err != nil {
+		return nil, fmt.Errorf("sbom generator %s: %w", generator, err)
+	}
+	args := append(append([]string{}, gen.config.Config.Entrypoint...), gen.config.Config.Cmd...)
+	if len(args) == 0 {
+		return nil, fmt.Errorf("sbom generator %s has neither ENTRYPOINT nor CMD", generator)
+	}
+	argv, err := json.Marshal(args)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := scan.tempDir("sbom-")
+	if err != nil {
+		return nil, fmt.Errorf("sbom: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	workdir := ""
+	if wd := gen.config.Config.WorkingDir; wd != "" {
+		workdir = "WORKDIR " + wd + "\n"
+	}
+	// exec-form RUN: the arguments are the generator's, unexpanded.
+	dockerfile := "FROM " + generator + "\n" +
+		"WORKDIR " + scanOut + "\n" + workdir +
+		"ENV BUILDKIT_SCAN_DESTINATION=" + scanOut + " BUILDKIT_SCAN_SOURCE=" + scanSource + "\n" +
+		"RUN --network=none --mount=type=bind,from=" + target + ",target=" + scanSource +
+		" --mount=type=tmpfs,target=/tmp " + string(argv) + "\n"
+	df := filepath.Join(dir, "Dockerfile")
+	if err := os.WriteFile(df, []byte(dockerfile), 0o600); err != nil {
+		return nil, fmt.Errorf("sbom: %w", err)
+	}
+	g, err := ReadDockerfile(df)
+	if err != nil {
+		return nil, fmt.Errorf("sbom: %w", err)
+	}
+	so := Options{ContextDir: dir, Dockerfile: df, Network: NetworkNone, Platform: o.Platform, Progress: o.Progress,
+		Isolation: o.Isolation, Limits: o.Limits, NAT: o.NAT, Epoch: o.Epoch, Pull: o.Pull}
+	res, err := b.Build(ctx, g, so)
+	if err != nil {
+		return nil, fmt.Errorf("sbom generator %s: %w", generator, err)
+	}
+	docs, err := readScanOutput(res.Image)
+	if err != nil {
+		return nil, fmt.Errorf("sbom generator %s: %w", generator, err)
+	}
+	if len(docs) == 0 {
+		return nil, fmt.Errorf("sbom generator %s wrote no %s/*.spdx.json", generator, scanOut)
+	}
+	return docs, nil
+}
+
+// readScanOutput reads the *.spdx.json files directly in /run/out from
+// the last layer of the scan's image (the one its RUN made).
+func readScanOutput(img v1.Image) (map[string][]byte, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, err
+	}
+	if len(layers) == 0 {
+		return nil, errors.New("the scan made no layer")
+	}
+	rc, err := layers[len(layers)-1].Uncompressed()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	out := map[string][]byte{}
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		name := path.Clean("/" + h.Name)
+		if h.Typeflag != tar.TypeReg || path.Dir(name) != scanOut || !strings.HasSuffix(name, ".spdx.json") {
+			continue
+		}
+		if h.Size > MaxSBOMSize {
+			return nil, fmt.Errorf("%s: %d bytes, more than %d", name, h.Size, MaxSBOMSize)
+		}
+		b, err := io.ReadAll(io.LimitReader(tr, MaxSBOMSize))
+		if err != nil {
+			return nil, err
+		}
+		if !json.Valid(b) {
+			return nil, fmt.Errorf("%s is not JSON", name)
+		}
+		out[path.Base(name)] = b
+	}
+}

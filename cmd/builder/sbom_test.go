@@ -1,0 +1,167 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"builder/build/buildtest"
+	"builder/internal/testenv"
+)
+
+// scanScript is the scanner image's entrypoint: BuildKit's SBOM scanner
+// protocol around syft, as docker/buildkit-syft-scanner does it.
+const scanScript = `set -e
+out="$BUILDKIT_SCAN_DESTINATION/$(basename "$BUILDKIT_SCAN_SOURCE").spdx.json"
+HOME=/tmp SYFT_CHECK_FOR_APP_UPDATE=false /bin/syft scan -q "dir:$BUILDKIT_SCAN_SOURCE" -o "spdx-json=$out"
+`
+
+// TestCLISBOM builds a scanner image from syft (built from the Go module
+// proxy by .ci/run; BUILDER_TEST_SYFT names it) and a small entrypoint
+// following BuildKit's scanner protocol, then builds with --sbom
+// generator=that image: the SBOM of a Debian image lists its dpkg
+// packages, the SBOM of an image holding a Go binary (builder itself)
+// lists the binary's modules. Each is an in-toto SPDX statement of the
+// stored image.
+func TestCLISBOM(t *testing.T) {
+	buildtest.RequireRoot(t)
+	syft := os.Getenv("BUILDER_TEST_SYFT")
+	if syft == "" {
+		if testenv.Required() {
+			t.Fatal("BUILDER_TEST_SYFT is not set (.ci/run builds syft from the Go module proxy)")
+		}
+		testenv.Skip(t, "BUILDER_TEST_SYFT is not set")
+	}
+	syftBin, err := os.ReadFile(syft)
+	if err != nil {
+		t.Fatal(err)
+	}
+	busybox, err := os.ReadFile(buildtest.BusyboxPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	scanner := writeCase(t, "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n"+
+		"COPY syft /bin/syft\nCOPY scan.sh /scan.sh\nENTRYPOINT [\"/bin/sh\", \"/scan.sh\"]\n",
+		map[string]string{"busybox": string(busybox), "syft": string(syftBin), "scan.sh": scanScript})
+	if out, code := cli(t, "--root", root, "build", "-q", "-t", "sbom/scanner:1", scanner); code != 0 {
+		t.Fatalf("build the scanner: exit %d\n%s", code, out)
+	}
+
+	reg := buildtest.Registry(t)
+	debian := reg + "/debian:bookworm"
+	buildtest.Push(t, debian, buildtest.DebianImage(t))
+	self, err := os.ReadFile(binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, dockerfile string
+		files            map[string]string
+		want             []string // package names the SBOM lists
+	}{
+		{"debian", "FROM " + debian + "\nRUN echo scanned > /scanned\n", map[string]string{}, []string{"dpkg", "base-files"}},
+		{"go-binary", "FROM scratch\nCOPY builder /usr/local/bin/builder\n", map[string]string{"builder": string(self)},
+			[]string{"github.com/google/go-containerregistry", "github.com/spf13/pflag"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref := "sbom/" + tc.name + ":1"
+			ctxDir := writeCase(t, tc.dockerfile, tc.files)
+			if out, code := cli(t, "--root", root, "build", "-t", ref, "--sbom", "generator=sbom/scanner:1", ctxDir); code != 0 {
+				t.Fatalf("build --sbom: exit %d\n%s", code, out)
+			}
+			out, code := cli(t, "--root", root, "inspect", "--attestations", ref)
+			if code != 0 {
+				t.Fatalf("inspect --attestations: exit %d\n%s", code, out)
+			}
+			var info struct {
+				SBOM []struct {
+					SPDXVersion string `json:"spdxVersion"`
+					Packages    []struct{ Name string }
+				}
+				Statements []struct {
+					PredicateType string `json:"predicateType"`
+					Subject       []struct{ Name string }
+				}
+			}
+			if err := json.Unmarshal([]byte(out), &info); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if len(info.SBOM) != 1 || !strings.HasPrefix(info.SBOM[0].SPDXVersion, "SPDX-") {
+				t.Fatalf("SBOMs: %s", out)
+			}
+			if s := info.Statements[0]; s.PredicateType != "https://spdx.dev/Document" || !strings.Contains(s.Subject[0].Name, "sbom/"+tc.name+"@1") {
+				t.Errorf("statement %+v", s)
+			}
+			names := map[string]bool{}
+			for _, p := range info.SBOM[0].Packages {
+				names[p.Name] = true
+			}
+			for _, w := range tc.want {
+				if !names[w] {
+					t.Errorf("the SBOM does not list %s (%d packages)", w, len(names))
+				}
+			}
+		})
+	}
+	if m := buildtest.Mounts(t, root); len(m) > 0 {
+		t.Errorf("mounts left: %q", m)
+	}
+}
+
+// TestCLISBOMProtocol runs scanner images made of busybox scripts: the
+// scanned filesystem is read-only and the scanner has no network; a
+// scanner that writes no SBOM, or one that is not JSON, fails the build
+// with one line naming the generator; files outside the output directory
+// are not taken.
+func TestCLISBOMProtocol(t *testing.T) {
+	buildtest.RequireRoot(t)
+	busybox, err := os.ReadFile(buildtest.BusyboxPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	port := buildtest.LoopbackServer(t, "reachable")
+	scanner := func(name, script string) string {
+		ref := "sbom/" + name + ":1"
+		dir := writeCase(t, "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n"+
+			"COPY scan.sh /scan.sh\nENTRYPOINT [\"/bin/sh\", \"/scan.sh\"]\n",
+			map[string]string{"busybox": string(busybox), "scan.sh": script})
+		if out, code := cli(t, "--root", root, "build", "-q", "-t", ref, dir); code != 0 {
+			t.Fatalf("build scanner %s: exit %d\n%s", name, code, out)
+		}
+		return ref
+	}
+	probe := scanner("probe", `n=$(basename "$BUILDKIT_SCAN_SOURCE")
+if touch "$BUILDKIT_SCAN_SOURCE/x" 2>/dev/null; then ro=no; else ro=yes; fi
+if wget -q -T 2 -O - http://127.0.0.1:`+strconv.Itoa(port)+`/ >/dev/null 2>&1; then net=yes; else net=no; fi
+echo '{"decoy":true}' > /tmp/decoy.spdx.json
+mkdir -p "$BUILDKIT_SCAN_DESTINATION/sub" && echo '{}' > "$BUILDKIT_SCAN_DESTINATION/sub/nested.spdx.json"
+echo "{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"$n\",\"comment\":\"ro=$ro net=$net files=$(ls $BUILDKIT_SCAN_SOURCE | tr '\n' ,)\"}" > "$BUILDKIT_SCAN_DESTINATION/$n.spdx.json"
+`)
+	app := writeCase(t, "FROM scratch\nCOPY hello /hello\n", map[string]string{"hello": "hi"})
+	if out, code := cli(t, "--root", root, "build", "-t", "sbom/app:1", "--sbom", "generator="+probe, app); code != 0 {
+		t.Fatalf("build --sbom: exit %d\n%s", code, out)
+	}
+	out, code := cli(t, "--root", root, "inspect", "--attestations", "-f", "{{json .SBOM}}", "sbom/app:1")
+	if code != 0 || !strings.Contains(out, `"comment":"ro=yes net=no files=hello,"`) || !strings.Contains(out, `"name":"sbom"`) ||
+		strings.Contains(out, "decoy") || strings.Count(out, "spdxVersion") != 1 {
+		t.Errorf("SBOM of the probe: exit %d\n%s", code, out)
+	}
+	for _, tc := range []struct{ name, script, want string }{
+		{"silent", "true\n", "wrote no /run/out/*.spdx.json"},
+		{"garbage", `echo 'not json' > "$BUILDKIT_SCAN_DESTINATION/sbom.spdx.json"` + "\n", "is not JSON"},
+		{"failing", "exit 3\n", "exit code: 3"},
+	} {
+		ref := scanner(tc.name, tc.script)
+		out, code := cli(t, "--root", root, "build", "-t", "sbom/app:2", "--sbom", "generator="+ref, app)
+		if code != 1 || !strings.Contains(out, "sbom generator "+ref) || !strings.Contains(out, tc.want) {
+			t.Errorf("scanner %s: exit %d, want 1 naming the generator and %q:\n%s", tc.name, code, tc.want, out)
+		}
+	}
+	if m := buildtest.Mounts(t, root); len(m) > 0 {
+		t.Errorf("mounts left: %q", m)
+	}
+}

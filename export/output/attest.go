@@ -1,0 +1,243 @@
+package output
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"builder/build/attest"
+	"builder/export"
+)
+
+// Where attestation manifests are stored (--attest-store).
+const (
+	StoreIndex     = "index"     // in an image index next to the image, as BuildKit does
+	StoreReferrers = "referrers" // as OCI 1.1 referrers of the image manifest only
+	StoreBoth      = "both"
+)
+
+// Attestations are the predicates every image an Exporter writes carries,
+// each wrapped in an in-toto statement about that image (its digest
+// depends on the output's conversion options), and where they go.
+type Attestations struct {
+	Predicates []Predicate
+	Store      string // StoreIndex, StoreReferrers or StoreBoth; "" is both
+}
+
+// Predicate is one attestation's predicate type and JSON body.
+type Predicate struct {
+	Type string
+	Body json.RawMessage
+}
+
+func (a *Attestations) index() bool {
+	return a != nil && len(a.Predicates) > 0 && a.Store != StoreReferrers
+}
+
+func (a *Attestations) referrers() bool {
+	return a != nil && len(a.Predicates) > 0 && a.Store != StoreIndex
+}
+
+// bundle makes the attestation manifest of img, named by names.
+func (e *Exporter) bundle(img v1.Image, names []string) (*attest.Bundle, v1.Descriptor, error) {
+	desc, err := subjectDescriptor(img)
+	if err != nil {
+		return nil, desc, err
+	}
+	subjects, err := attest.Subjects(names, *desc.Platform, desc.Digest)
+	if err != nil {
+		return nil, desc, err
+	}
+	var stmts []*attest.Statement
+	for _, p := range e.c.Attest.Predicates {
+		s, err := attest.NewStatement(p.Type, subjects, p.Body)
+		if err != nil {
+			return nil, desc, err
+		}
+		stmts = append(stmts, s)
+	}
+	b, err := attest.NewBundle(desc, stmts, e.c.Attest.referrers())
+	return b, desc, err
+}
+
+// subjectDescriptor describes img as an index entry, with its platform.
+func subjectDescriptor(img v1.Image) (v1.Descriptor, error) {
+	d, err := img.Digest()
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	size, err := img.Size()
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	p := v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
+	return v1.Descriptor{MediaType: mt, Digest: d, Size: size, Platform: &p}, nil
+}
+
+// withAttestations returns the image index that carries img and its
+// attestation manifest b (BuildKit's layout: the image, then the
+// attestation manifest with platform unknown/unknown).
+func withAttestations(img v1.Image, desc v1.Descriptor, b *attest.Bundle) (v1.ImageIndex, error) {
+	att, err := b.Image()
+	if err != nil {
+		return nil, err
+	}
+	return mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+		mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{MediaType: desc.MediaType, Platform: desc.Platform}},
+		mutate.IndexAddendum{Add: att, Descriptor: b.Descriptor},
+	), nil
+}
+
+// storeAttestations writes b's blobs and manifest into the local store
+// and records it in the index next to the image it is about.
+func (e *Exporter) storeAttestations(ctx context.Context, b *attest.Bundle) error {
+	for d, raw := range b.Blobs {
+		if _, _, err := e.c.Store.WriteBlob(ctx, bytes.NewReader(raw), d); err != nil {
+			return fmt.Errorf("store attestations: %w", err)
+		}
+	}
+	if _, _, err := e.c.Store.WriteBlob(ctx, bytes.NewReader(b.Manifest), b.Descriptor.Digest); err != nil {
+		return fmt.Errorf("store attestations: %w", err)
+	}
+	return e.c.Index.Attach(b.Descriptor)
+}
+
+// pushAttestations pushes what the image's names need besides the image
+// itself: with an index store, the index of the image and b under every
+// name (instead of the bare image, which push then skips); with a
+// referrers store, b by digest to each repository, whose subject makes the
+// registry (or, without the referrers API, the sha256-<hex> tag index
+// go-containerregistry maintains) list it as a referrer of the image.
+//
+// It returns the index pushed, or nil when the names still point at the
+// image.
+func (e *Exporter) pushAttestations(ctx context.Context, img v1.Image, desc v1.Descriptor, b *attest.Bundle, names []string) (v1.ImageIndex, error) {
+	todo := map[string]map[name.Reference]remote.Taggable{} // by registry
+	var idx v1.ImageIndex
+	if e.c.Attest.index() {
+		var err error
+		if idx, err = withAttestations(img, desc, b); err != nil {
+			return nil, err
+		}
+	}
+	att, err := b.Image()
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		r, err := e.c.Registry.ParseReference(n)
+		if err != nil {
+			return nil, fmt.Errorf("push %s: %w", n, err)
+		}
+		reg := r.Context().RegistryStr()
+		if todo[reg] == nil {
+			todo[reg] = map[name.Reference]remote.Taggable{}
+		}
+		if idx != nil {
+			todo[reg][r] = idx
+		} else {
+			todo[reg][r.Context().Digest(b.Descriptor.Digest.String())] = att
+		}
+	}
+	e.c.Progress(fmt.Sprintf("pushing attestation manifest %s (%s)", b.Descriptor.Digest, e.c.Attest.storeName()))
+	for _, t := range todo {
+		if err := e.c.Registry.MultiWrite(ctx, t, nil); err != nil {
+			return nil, fmt.Errorf("push attestations of %s: %w", names[0], err)
+		}
+	}
+	return idx, nil
+}
+
+// describeAttestedIndex fills a Result for an index of img and its attestations:
+// the index's digest, media type and size, img's config.
+func describeAttestedIndex(idx v1.ImageIndex, img v1.Image, names []string) (*Result, error) {
+	r, err := describe(img, names)
+	if err != nil {
+		return nil, err
+	}
+	if r.Digest, err = idx.Digest(); err != nil {
+		return nil, err
+	}
+	raw, err := idx.RawManifest()
+	if err != nil {
+		return nil, err
+	}
+	r.MediaType, r.Size = string(types.OCIImageIndex), int64(len(raw))
+	return r, nil
+}
+
+func (a *Attestations) storeName() string {
+	if a.Store == "" {
+		return StoreBoth
+	}
+	return a.Store
+}
+
+// writeOCIAttested writes img and its attestations to an OCI layout
+// archive: with an index store, index.json names the image index holding
+// both; with referrers only, index.json lists the image (named) and its
+// attestation manifest, as the OCI image layout lists referrers.
+func writeOCIAttested(ctx context.Context, w io.Writer, img v1.Image, desc v1.Descriptor, b *attest.Bundle, refName string, index bool) error {
+	if index {
+		idx, err := withAttestations(img, desc, b)
+		if err != nil {
+			return err
+		}
+		return export.WriteOCIIndexArchive(ctx, w, idx, refName, false)
+	}
+	att, err := b.Image()
+	if err != nil {
+		return err
+	}
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+		mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{MediaType: desc.MediaType, Platform: desc.Platform}},
+		mutate.IndexAddendum{Add: att, Descriptor: b.Descriptor},
+	)
+	return export.WriteOCIIndexArchive(ctx, w, idx, refName, true)
+}
+
+// AttachToStore stores the attestations of img (as built, unconverted),
+// named by names, in the local store next to it; without attestations it
+// does nothing.
+func (e *Exporter) AttachToStore(ctx context.Context, img v1.Image, names []string) error {
+	if !e.c.Attest.index() && !e.c.Attest.referrers() {
+		return nil
+	}
+	b, _, err := e.bundle(img, names)
+	if err != nil {
+		return err
+	}
+	return e.storeAttestations(ctx, b)
+}
+
+// attestedArtifact is a, the image img, with its attestation manifest b
+// about desc: the store attaches it, an OCI archive holds it, and an OCI
+// layout directory, which cannot, is refused.
+func (e *Exporter) attestedArtifact(ctx context.Context, a artifact, img v1.Image, desc v1.Descriptor, b *attest.Bundle) artifact {
+	a.attach = func() error { return e.storeAttestations(ctx, b) }
+	a.ociDir = func(string, string) error {
+		return errors.New("attestations in an OCI layout directory are not supported: use tar=true, or --provenance=false --sbom=false")
+	}
+	a.ociTar = func(w io.Writer, ref string) error {
+		return writeOCIAttested(ctx, w, img, desc, b, ref, e.c.Attest.index())
+	}
+	return a
+}
