@@ -173,7 +173,7 @@ func TestCLIMultiPlatformEmulated(t *testing.T) {
 
 	// The store: the tag names the index; inspect and images show both
 	// platforms.
-	if o, code := cli(t, "--root", root, "images"); code != 0 || !strings.Contains(o, "linux/amd64,linux/arm64") {
+	if o, code := cli(t, "--root", root, "images", "--format", "{{.Name}} {{.Platforms}}"); code != 0 || !strings.Contains(o, "linux/amd64,linux/arm64") {
 		t.Errorf("images: exit %d\n%s", code, o)
 	}
 	if o, code := cli(t, "--root", root, "inspect", ref); code != 0 || !strings.Contains(o, "linux/arm64") {
