@@ -467,12 +467,13 @@ func runOptions(o *build.Options, addHosts, ulimits []string, shmSize string, an
 		}
 		o.ShmSize = n
 	}
+	// Validated here so a bad value is a usage error; the build parses
+	// them again per platform.
 	host := v1.Platform{OS: "linux", Architecture: hostArch()}
-	for _, a := range annotations {
-		if err := o.Annotations.ParseAnnotation(a, host); err != nil {
-			return usagef("%w", err)
-		}
+	if _, err := build.ParseAnnotations(annotations, host); err != nil {
+		return usagef("%w", err)
 	}
+	o.AnnotationSpecs = annotations
 	return nil
 }
 
