@@ -28,6 +28,11 @@ func TestCLICall(t *testing.T) {
 		{"lint", []string{"--call", "outline", "--target", "base"}, 0, "", []string{"TARGET: base", "API_TOKEN"}},
 		{"clean", []string{"--check"}, 0, "", []string{"Check complete, no warnings found."}},
 		{"skip", []string{"--check"}, 0, "", []string{"Check complete, no warnings found."}},
+		// CopyIgnoredFile: the context's .dockerignore, as BuildKit reads it.
+		{"ignored", []string{"--check"}, 1, "check.golden", nil},
+		{"ignored-all", []string{"--check"}, 1, "check.golden", nil},
+		{"ignored-negated", []string{"--check"}, 0, "", []string{"Check complete, no warnings found."}},
+		{"ignored", []string{"--call", "check,format=json"}, 1, "", []string{`"ruleName": "CopyIgnoredFile"`, `"detail": "Attempting to Add file \"build.log\" that is excluded by .dockerignore"`}},
 		{"lint", []string{"--check", "--call", "outline"}, 2, "", []string{"--check is --call check"}},
 		{"lint", []string{"--call", "explain"}, 2, "", []string{"--call explain: use build, check, outline or targets"}},
 	} {
