@@ -103,3 +103,32 @@ func TestCLIBuildxFlagTable(t *testing.T) {
 		})
 	}
 }
+
+// TestCLICheckIgnoreOutsideContext: a .dockerignore that is a symlink out
+// of the context is not read by --check (nor by a build): CopyIgnoredFile
+// sees no patterns, so a file outside cannot steer the checks.
+func TestCLICheckIgnoreOutsideContext(t *testing.T) {
+	dir := t.TempDir()
+	outside := filepath.Join(dir, "outside")
+	if err := os.WriteFile(outside, []byte("secrets\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, relative := range []bool{false, true} {
+		ctx := writeCase(t, "FROM scratch\nCOPY secrets/x /x\n", map[string]string{})
+		target := outside
+		if relative {
+			rel, err := filepath.Rel(ctx, outside)
+			if err != nil {
+				t.Fatal(err)
+			}
+			target = rel
+		}
+		if err := os.Symlink(target, filepath.Join(ctx, ".dockerignore")); err != nil {
+			t.Fatal(err)
+		}
+		out, code := cli(t, "--root", t.TempDir(), "build", "--check", ctx)
+		if code != 0 || !strings.Contains(out, "Check complete, no warnings found.") {
+			t.Errorf(".dockerignore -> %s: exit %d:\n%s", target, code, out)
+		}
+	}
+}
