@@ -190,6 +190,17 @@ func ReadDockerfileSource(path string) (*parser.Graph, []byte, error) {
 	return g, dt, err
 }
 
+// LintContext runs the build checks that need the build context of o
+// (CopyIgnoredFile, against its .dockerignore) on g, adding to
+// g.Warnings, as Build does before it starts; --check calls it alone.
+func LintContext(g *parser.Graph, o Options) error {
+	bctx, err := copier.LoadContext(o.ContextDir, o.Dockerfile)
+	if err != nil {
+		return fmt.Errorf("load build context: %w", err)
+	}
+	return g.LintIgnored(bctx.Ignore)
+}
+
 // DockerfilePath returns the path of the Dockerfile o names: Dockerfile,
 // or by default the file Dockerfile in ContextDir (default ".").
 func (o Options) DockerfilePath() string {
@@ -234,6 +245,13 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if warning != "" {
 		o.Progress.Printf("WARNING: %s", warning)
 	}
+	bctx, err := copier.LoadContext(o.ContextDir, o.Dockerfile)
+	if err != nil {
+		return nil, fmt.Errorf("load build context: %w", err)
+	}
+	if err := g.LintIgnored(bctx.Ignore); err != nil {
+		return nil, err
+	}
 	defer printLintSummary(o.Progress, g.Warnings)
 	if err := g.LintError(); err != nil { // # check=error=true
 		return nil, err
@@ -243,10 +261,6 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	}
 	if err := checkHostname(o.BuildArgs[sandboxHostnameArg]); err != nil {
 		return nil, err
-	}
-	bctx, err := copier.LoadContext(o.ContextDir, o.Dockerfile)
-	if err != nil {
-		return nil, fmt.Errorf("load build context: %w", err)
 	}
 	if !o.TemporaryContext {
 		if bctx.Hashes, err = copier.OpenStatCache(filepath.Join(b.root, store.ContextStatDir), bctx.Dir); err != nil {

@@ -237,6 +237,11 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 	if err != nil {
 		return withSource(err, filepath.Base(dfPath), src)
 	}
+	if call.name == "check" {
+		if err := build.LintContext(graph, o); err != nil {
+			return err
+		}
+	}
 	if call.name != "" {
 		return runCall(os.Stdout, call, graph, o)
 	}
