@@ -97,6 +97,9 @@ type Options struct {
 	// TemporaryContext says ContextDir was fetched or unpacked for this
 	// build only (stdin, Git, URL): its file hashes are not remembered.
 	TemporaryContext bool
+	// GitContext is the repository and commit of a Git context, which
+	// provenance names as its configSource; nil for other contexts.
+	GitContext *attest.GitSource
 }
 
 // Result describes the image a build produced.

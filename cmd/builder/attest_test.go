@@ -18,6 +18,7 @@ import (
 	"builder/build/attest"
 	"builder/build/buildtest"
 	"builder/build/push/registrytest"
+	"builder/internal/gitserver"
 	"builder/internal/testenv"
 )
 
@@ -405,4 +406,57 @@ func ociArchiveIndex(t *testing.T, path string) *v1.IndexManifest {
 		t.Fatalf("image index: %v", err)
 	}
 	return &idx
+}
+
+// TestCLIProvenanceGitContext: the provenance of a build whose context is
+// a Git URL names the repository and the commit its ref resolved to as the
+// configSource, a resolved dependency and the vcs metadata, as BuildKit
+// does, with the URL's credentials masked everywhere.
+func TestCLIProvenanceGitContext(t *testing.T) {
+	buildtest.RequireRoot(t)
+	base := buildtest.BusyboxRegistry(t)
+	srv := gitserver.Start(t)
+	repo := srv.Repo(t, "ctx")
+	first := repo.Commit("one", map[string]string{"Dockerfile": "ARG BASE\nFROM $BASE\nCOPY f.txt /\n", "f.txt": "v1\n"})
+	repo.Git("tag", "v1")
+	repo.Commit("two", map[string]string{"f.txt": "v2\n"})
+	repo.Push()
+	const token = "ghp-context-token"
+	u := strings.Replace(srv.HTTPURL, "http://", "http://user:"+token+"@", 1) + "/ctx.git#v1"
+	root := t.TempDir()
+	if out, code := cli(t, "--root", root, "build", "-t", "attest/git:1", "--provenance", "mode=max",
+		"--build-arg", "BASE="+base, u); code != 0 {
+		t.Fatalf("build: exit %d\n%s", code, out)
+	}
+	out, code := cli(t, "--root", root, "inspect", "--attestations", "-f", "{{json .Provenance}}", "attest/git:1")
+	if code != 0 {
+		t.Fatalf("inspect --attestations: exit %d\n%s", code, out)
+	}
+	if strings.Contains(out, token) || strings.Contains(out, "user:") {
+		t.Errorf("provenance shows the context URL's credentials:\n%s", out)
+	}
+	var p attest.Provenance
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	want := strings.Replace(srv.HTTPURL, "http://", "http://xxxxx:xxxxx@", 1) + "/ctx.git#v1"
+	cs := p.BuildDefinition.ExternalParameters.ConfigSource
+	if cs.URI != want || cs.Digest["sha1"] != first || cs.Path != "Dockerfile" {
+		t.Errorf("configSource = %+v, want %s at sha1 %s, path Dockerfile", cs, want, first)
+	}
+	found := false
+	for _, d := range p.BuildDefinition.ResolvedDependencies {
+		found = found || (d.URI == want && d.Digest["sha1"] == first)
+	}
+	if !found {
+		t.Errorf("resolvedDependencies %+v lack the context %s", p.BuildDefinition.ResolvedDependencies, want)
+	}
+	md := p.RunDetails.Metadata
+	if vcs := md.BuildKit.VCS; vcs["source"] != want || vcs["revision"] != first {
+		t.Errorf("vcs = %v, want source %s revision %s", vcs, want, first)
+	}
+	if !md.Completeness.ResolvedDependencies || p.BuildDefinition.ExternalParameters.Request.Locals != nil {
+		t.Errorf("a Git context's dependencies are complete and no local is named: %+v, locals %+v",
+			md.Completeness, p.BuildDefinition.ExternalParameters.Request.Locals)
+	}
 }
