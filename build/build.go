@@ -112,6 +112,9 @@ type Result struct {
 	// Record is what the build's provenance names: its sources, steps and
 	// times.
 	Record *attest.Record
+	// SBOMContext is true when the SBOM scan is to include the context
+	// (BUILDKIT_SBOM_SCAN_CONTEXT, see ScanSBOM).
+	SBOMContext bool
 }
 
 // proxyArgs are the build args Docker accepts without an ARG line. They are
@@ -302,7 +305,7 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	}
 	for k := range o.BuildArgs {
 		// BUILDKIT_CONTEXT_KEEP_GIT_DIR is read by the CLI for the context.
-		if _, ok := j.used.Load(k); !ok && !proxyArgs[k] && k != sandboxHostnameArg && k != "BUILDKIT_CONTEXT_KEEP_GIT_DIR" {
+		if _, ok := j.used.Load(k); !ok && !proxyArgs[k] && k != sandboxHostnameArg && k != "BUILDKIT_CONTEXT_KEEP_GIT_DIR" && k != sbomScanContextArg {
 			j.progress.Printf("WARNING: build argument %q was not consumed by any ARG", k)
 		}
 	}
@@ -314,6 +317,7 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		return nil, err
 	}
 	res.Steps, res.Cached = j.steps, j.cached
+	res.SBOMContext = j.sbomScanContext(st)
 	dockerfile, _ := copier.ReadDockerfile(o.Dockerfile) // parsed already: provenance only shows it
 	res.Record = j.record(dockerfile, target)
 	unlock() // automatic GC needs the store to itself

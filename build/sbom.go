@@ -11,6 +11,8 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -24,9 +26,37 @@ const DefaultSBOMGenerator = "docker/buildkit-syft-scanner:stable-1"
 const (
 	scanSource = "/run/src/core/sbom"
 	scanOut    = "/run/out"
+	scanExtras = "/run/src/extras"
 	// MaxSBOMSize bounds one SPDX document a scanner writes.
 	MaxSBOMSize = 64 << 20
+	// sbomScanContextArg asks for the context to be scanned too.
+	sbomScanContextArg = "BUILDKIT_SBOM_SCAN_CONTEXT"
 )
+
+// sbomScanContext reports whether the SBOM scan includes the context, as
+// BuildKit decides it: BUILDKIT_SBOM_SCAN_CONTEXT given as a build arg, a
+// global ARG or an ARG of the target stage st (the latest wins) is true,
+// or a comma-separated list naming st.
+func (j *job) sbomScanContext(st *stageState) bool {
+	v, ok := j.o.BuildArgs[sbomScanContextArg]
+	if j.meta != nil {
+		if mv, mok := j.meta.Get(sbomScanContextArg); mok {
+			v, ok = mv, true
+		}
+	}
+	if st.args != nil {
+		if sv, sok := st.args.Get(sbomScanContextArg); sok {
+			v, ok = sv, true
+		}
+	}
+	if !ok {
+		return false
+	}
+	if b, err := strconv.ParseBool(v); err == nil {
+		return b
+	}
+	return slices.Contains(strings.Split(v, ","), st.name)
+}
 
 // ScanSBOM runs the SBOM generator image (pulled and cached like any base)
 // on img's root filesystem with BuildKit's scanner protocol and returns
@@ -36,9 +66,12 @@ const (
 // (/run/src/core/sbom), a tmpfs at /tmp, and $BUILDKIT_SCAN_DESTINATION
 // (/run/out) in the generator's filesystem, whose layer is read back. Like
 // any step it is cached: the same generator on the same image scans once.
-// o gives the isolation, limits and progress; its Dockerfile, args and
-// outputs do not apply.
-func (b *Builder) ScanSBOM(ctx context.Context, img v1.Image, generator string, o Options) (map[string][]byte, error) {
+// With scanContext, o's context directory (its .dockerignore applied) is
+// bound read-only at /run/src/extras/sbom-context too, and
+// $BUILDKIT_SCAN_SOURCE_EXTRAS names /run/src/extras, as in BuildKit.
+// o gives the isolation, limits, progress and context; its Dockerfile,
+// args and outputs do not apply.
+func (b *Builder) ScanSBOM(ctx context.Context, img v1.Image, generator string, scanContext bool, o Options) (map[string][]byte, error) {
 	if generator == "" {
 		generator = DefaultSBOMGenerator
 	}
@@ -77,11 +110,17 @@ func (b *Builder) ScanSBOM(ctx context.Context, img v1.Image, generator string, 
 	if wd := gen.config.Config.WorkingDir; wd != "" {
 		workdir = "WORKDIR " + wd + "\n"
 	}
+	env, mounts, contextDir := "", "", dir
+	if scanContext {
+		env = " BUILDKIT_SCAN_SOURCE_EXTRAS=" + scanExtras
+		mounts = " --mount=type=bind,target=" + scanExtras + "/sbom-context"
+		contextDir = o.ContextDir
+	}
 	// exec-form RUN: the arguments are the generator's, unexpanded.
 	dockerfile := "FROM " + generator + "\n" +
 		"WORKDIR " + scanOut + "\n" + workdir +
-		"ENV BUILDKIT_SCAN_DESTINATION=" + scanOut + " BUILDKIT_SCAN_SOURCE=" + scanSource + "\n" +
-		"RUN --network=none --mount=type=bind,from=" + target + ",target=" + scanSource +
+		"ENV BUILDKIT_SCAN_DESTINATION=" + scanOut + " BUILDKIT_SCAN_SOURCE=" + scanSource + env + "\n" +
+		"RUN --network=none --mount=type=bind,from=" + target + ",target=" + scanSource + mounts +
 		" --mount=type=tmpfs,target=/tmp " + string(argv) + "\n"
 	df := filepath.Join(dir, "Dockerfile")
 	if err := os.WriteFile(df, []byte(dockerfile), 0o600); err != nil {
@@ -91,7 +130,7 @@ func (b *Builder) ScanSBOM(ctx context.Context, img v1.Image, generator string, 
 	if err != nil {
 		return nil, fmt.Errorf("sbom: %w", err)
 	}
-	so := Options{ContextDir: dir, Dockerfile: df, Network: NetworkNone, Platform: o.Platform, Progress: o.Progress,
+	so := Options{ContextDir: contextDir, Dockerfile: df, Network: NetworkNone, Platform: o.Platform, Progress: o.Progress,
 		Isolation: o.Isolation, Limits: o.Limits, NAT: o.NAT, Epoch: o.Epoch, Pull: o.Pull}
 	res, err := b.Build(ctx, g, so)
 	if err != nil {

@@ -150,6 +150,40 @@ echo "{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"$n\",\"comment\":\"ro=$ro net=$ne
 		strings.Contains(out, "decoy") || strings.Count(out, "spdxVersion") != 1 {
 		t.Errorf("SBOM of the probe: exit %d\n%s", code, out)
 	}
+	// The context, as BuildKit's BUILDKIT_SBOM_SCAN_CONTEXT asks: a build
+	// arg, an ARG of the target stage, or a list naming it; read-only at
+	// $BUILDKIT_SCAN_SOURCE_EXTRAS/sbom-context, .dockerignore applied.
+	extras := scanner("extras", `e="$BUILDKIT_SCAN_SOURCE_EXTRAS"
+if touch "$e/sbom-context/x" 2>/dev/null; then ro=no; else ro=yes; fi
+echo "{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"extras\",\"comment\":\"extras=$e ro=$ro ctx=$(ls $e/sbom-context 2>/dev/null | tr '\n' ,)\"}" > "$BUILDKIT_SCAN_DESTINATION/extras.spdx.json"
+`)
+	for _, tc := range []struct {
+		name, dockerfile string
+		args             []string
+		want             string
+	}{
+		{"none", "FROM scratch\nCOPY hello /hello\n", nil, `"comment":"extras= ro=yes ctx="`},
+		{"build-arg", "FROM scratch\nCOPY hello /hello\n", []string{"--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=true"},
+			`"comment":"extras=/run/src/extras ro=yes ctx=Dockerfile,hello,"`},
+		{"stage-arg", "FROM scratch AS app\nARG BUILDKIT_SBOM_SCAN_CONTEXT=true\nCOPY hello /hello\n", nil,
+			`"comment":"extras=/run/src/extras ro=yes ctx=Dockerfile,hello,"`},
+		{"stage-list", "FROM scratch AS app\nCOPY hello /hello\n", []string{"--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=other,app"},
+			`"comment":"extras=/run/src/extras ro=yes ctx=Dockerfile,hello,"`},
+		{"other-stage", "FROM scratch AS app\nCOPY hello /hello\n", []string{"--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=other"},
+			`"comment":"extras= ro=yes ctx="`},
+	} {
+		t.Run("context-"+tc.name, func(t *testing.T) {
+			dir := writeCase(t, tc.dockerfile, map[string]string{"hello": "hi", "secret.txt": "no", ".dockerignore": "secret.txt\n"})
+			args := append([]string{"--root", root, "build", "-t", "sbom/ctx:1", "--sbom", "generator=" + extras}, tc.args...)
+			if out, code := cli(t, append(args, dir)...); code != 0 || strings.Contains(out, "not consumed") {
+				t.Fatalf("build --sbom: exit %d\n%s", code, out)
+			}
+			out, code := cli(t, "--root", root, "inspect", "--attestations", "-f", "{{json .SBOM}}", "sbom/ctx:1")
+			if code != 0 || !strings.Contains(out, tc.want) {
+				t.Errorf("SBOM: exit %d, want %s\n%s", code, tc.want, out)
+			}
+		})
+	}
 	for _, tc := range []struct{ name, script, want string }{
 		{"silent", "true\n", "wrote no /run/out/*.spdx.json"},
 		{"garbage", `echo 'not json' > "$BUILDKIT_SCAN_DESTINATION/sbom.spdx.json"` + "\n", "is not JSON"},
