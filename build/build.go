@@ -115,6 +115,10 @@ type Result struct {
 	// SBOMContext is true when the SBOM scan is to include the context
 	// (BUILDKIT_SBOM_SCAN_CONTEXT, see ScanSBOM).
 	SBOMContext bool
+	// SBOMStages are the images of the stages the target reads that ask
+	// to be scanned too (BUILDKIT_SBOM_SCAN_STAGE), by stage name; they
+	// are in the store, untagged.
+	SBOMStages map[string]v1.Image
 }
 
 // proxyArgs are the build args Docker accepts without an ARG line. They are
@@ -305,11 +309,11 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	}
 	for k := range o.BuildArgs {
 		// BUILDKIT_CONTEXT_KEEP_GIT_DIR is read by the CLI for the context.
-		if _, ok := j.used.Load(k); !ok && !proxyArgs[k] && k != sandboxHostnameArg && k != "BUILDKIT_CONTEXT_KEEP_GIT_DIR" && k != sbomScanContextArg {
+		if _, ok := j.used.Load(k); !ok && !proxyArgs[k] && k != sandboxHostnameArg && k != "BUILDKIT_CONTEXT_KEEP_GIT_DIR" && k != sbomScanContextArg && k != sbomScanStageArg {
 			j.progress.Printf("WARNING: build argument %q was not consumed by any ARG", k)
 		}
 	}
-	res, err := j.commitImage(ctx, st)
+	res, err := j.commitImage(ctx, st, o.Tags)
 	if err != nil {
 		return nil, err
 	}
@@ -318,6 +322,9 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	}
 	res.Steps, res.Cached = j.steps, j.cached
 	res.SBOMContext = j.sbomScanContext(st)
+	if res.SBOMStages, err = j.sbomScanStages(ctx, needed, target); err != nil {
+		return nil, err
+	}
 	dockerfile, _ := copier.ReadDockerfile(o.Dockerfile) // parsed already: provenance only shows it
 	res.Record = j.record(dockerfile, target)
 	unlock() // automatic GC needs the store to itself

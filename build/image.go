@@ -204,7 +204,7 @@ func ociLayerType(mt string) types.MediaType {
 
 // commitImage writes the final stage's config and manifest into the store
 // and tags the image.
-func (j *job) commitImage(ctx context.Context, st *stageState) (*Result, error) {
+func (j *job) commitImage(ctx context.Context, st *stageState, tagAs []string) (*Result, error) {
 	cfg := st.cfg
 	for _, k := range sortedKeys(j.o.Labels) {
 		if cfg.Config.Labels == nil {
@@ -262,7 +262,7 @@ func (j *job) commitImage(ctx context.Context, st *stageState) (*Result, error) 
 		return nil, fmt.Errorf("write manifest: %w", err)
 	}
 	var tags []string
-	for _, t := range j.o.Tags {
+	for _, t := range tagAs {
 		norm, err := imageref.Normalize(t)
 		if err != nil {
 			return nil, err
