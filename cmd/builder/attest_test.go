@@ -460,3 +460,67 @@ func TestCLIProvenanceGitContext(t *testing.T) {
 			md.Completeness, p.BuildDefinition.ExternalParameters.Request.Locals)
 	}
 }
+
+// TestCLIPushAttestations: `builder push` of a stored image pushes the
+// attestations the store keeps next to it, as the build stored them: an
+// index of the image and its attestation manifest (index, both), a
+// referrer of the image (referrers, both), nothing more without any.
+func TestCLIPushAttestations(t *testing.T) {
+	buildtest.RequireRoot(t)
+	base := buildtest.BusyboxRegistry(t)
+	reg := buildtest.Registry(t)
+	root := t.TempDir()
+	for _, tc := range []struct {
+		store            string
+		index, referrers bool
+	}{
+		{"index", true, false},
+		{"referrers", false, true},
+		{"both", true, true},
+		{"none", false, false},
+	} {
+		t.Run(tc.store, func(t *testing.T) {
+			// One image per case: attestations are about an image manifest.
+			ctxDir := writeCase(t, "ARG BASE\nFROM $BASE\nRUN echo "+tc.store+" > /p\n", map[string]string{})
+			local := "attest/push-" + tc.store + ":1"
+			args := []string{"--root", root, "build", "-q", "-t", local, "--build-arg", "BASE=" + base}
+			if tc.store != "none" {
+				args = append(args, "--provenance", "mode=max", "--attest-store", tc.store)
+			}
+			if out, code := cli(t, append(args, ctxDir)...); code != 0 {
+				t.Fatalf("build: exit %d\n%s", code, out)
+			}
+			ref := reg + "/pushed-" + tc.store + ":1"
+			out, code := cli(t, "--root", root, "push", "-q", local, ref)
+			if code != 0 {
+				t.Fatalf("push: exit %d\n%s", code, out)
+			}
+			r, _ := name.ParseReference(ref, name.Insecure)
+			desc, err := remote.Get(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.TrimSpace(out); got != desc.Digest.String() {
+				t.Errorf("push printed %q, the tag names %s", got, desc.Digest)
+			}
+			if desc.MediaType.IsIndex() != tc.index {
+				t.Fatalf("pushed %s, want an index: %v", desc.MediaType, tc.index)
+			}
+			img := desc.Digest
+			if tc.index {
+				var im *v1.IndexManifest
+				img, im = pushedIndex(t, ref)
+				if p := indexProvenance(t, ref, im, img); !strings.Contains(string(p), `"build-arg:BASE"`) {
+					t.Errorf("index provenance: %s", p)
+				}
+			}
+			if tc.referrers {
+				if p := referredProvenance(t, ref, img); !strings.Contains(string(p), `"build-arg:BASE"`) {
+					t.Errorf("referred provenance: %s", p)
+				}
+			} else if n := len(referrers(t, r.Context().Digest(img.String()))); n != 0 {
+				t.Errorf("%d referrers of %s, want none", n, img)
+			}
+		})
+	}
+}
