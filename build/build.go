@@ -26,6 +26,7 @@ import (
 	"builder/build/secrets"
 	"builder/build/sshagent"
 	"builder/build/store"
+	"builder/export"
 	"builder/parser"
 )
 
@@ -41,9 +42,16 @@ type Options struct {
 	Pull       bool              // resolve base images in their registry even if stored locally
 	NoPull     bool              // never contact a registry for a base image (--pull=never): a missing one is an error
 	Network    string            // network mode of RUN: NetworkDefault (also for ""), NetworkNone or NetworkHost
-	Platform   v1.Platform       // target platform; default linux/amd64 (the host's)
-	Epoch      *time.Time        // SOURCE_DATE_EPOCH
-	Progress   *progress.Progress
+	Platform   v1.Platform       // target platform; default the host's (linux/GOARCH)
+	// Platforms are the target platforms of a multi-platform build: each
+	// is built as its own graph (steps of equal keys shared), in parallel,
+	// and the result is an index. Empty means Platform alone.
+	Platforms []v1.Platform
+	// BinfmtDir is where binfmt_misc is read to find emulators for RUN
+	// steps of foreign platforms; default binfmt.Dir.
+	BinfmtDir string
+	Epoch     *time.Time // SOURCE_DATE_EPOCH
+	Progress  *progress.Progress
 	// ExplainCache prints, for every step that misses the cache, the first
 	// input that differs from the last build of the same Dockerfile step.
 	ExplainCache bool
@@ -102,22 +110,29 @@ type Options struct {
 	GitContext *attest.GitSource
 }
 
-// Result describes the image a build produced.
+// Result describes the image a build produced: one image, or for several
+// platforms an index of one image per platform.
 type Result struct {
-	ManifestDigest v1.Hash
-	ConfigDigest   v1.Hash
+	ManifestDigest v1.Hash // the image's, or the index's
+	ConfigDigest   v1.Hash // zero for an index
 	Image          v1.Image
-	Tags           []string
-	Steps, Cached  int
+	// Index and Images are set for a multi-platform build only: Image is
+	// then nil and ManifestDigest is the index's.
+	Index  v1.ImageIndex
+	Images []export.PlatformImage
 	// Record is what the build's provenance names: its sources, steps and
-	// times.
-	Record *attest.Record
+	// times; nil for several platforms, where Records has each platform's
+	// in the order of Images.
+	Record        *attest.Record
+	Records       []*attest.Record
+	Tags          []string
+	Steps, Cached int
 	// SBOMContext is true when the SBOM scan is to include the context
-	// (BUILDKIT_SBOM_SCAN_CONTEXT, see ScanSBOM).
+	// (BUILDKIT_SBOM_SCAN_CONTEXT, see ScanSBOM); single-platform only.
 	SBOMContext bool
 	// SBOMStages are the images of the stages the target reads that ask
 	// to be scanned too (BUILDKIT_SBOM_SCAN_STAGE), by stage name; they
-	// are in the store, untagged.
+	// are in the store, untagged. Single-platform only.
 	SBOMStages map[string]v1.Image
 }
 
@@ -149,6 +164,8 @@ type job struct {
 	net      *runNetwork // the default network's NAT, set up by the first RUN that uses it
 	netErr   error
 	firstErr error       // the first failure, which cancels the other stages
+	label    string      // "os/arch " before step names in a multi-platform build
+	emu      *emulators  // binfmt_misc handlers, shared by the build's jobs
 	cio      *cacheState // --cache-from/--cache-to state; nil without them
 	imagesMu sync.Mutex
 	images   map[imageKey]*baseImage // images resolved so far; see image
@@ -183,6 +200,17 @@ func ReadDockerfileSource(path string) (*parser.Graph, []byte, error) {
 	return g, dt, err
 }
 
+// LintContext runs the build checks that need the build context of o
+// (CopyIgnoredFile, against its .dockerignore) on g, adding to
+// g.Warnings, as Build does before it starts; --check calls it alone.
+func LintContext(g *parser.Graph, o Options) error {
+	bctx, err := copier.LoadContext(o.ContextDir, o.Dockerfile)
+	if err != nil {
+		return fmt.Errorf("load build context: %w", err)
+	}
+	return g.LintIgnored(bctx.Ignore)
+}
+
 // DockerfilePath returns the path of the Dockerfile o names: Dockerfile,
 // or by default the file Dockerfile in ContextDir (default ".").
 func (o Options) DockerfilePath() string {
@@ -213,8 +241,9 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if o.Network == "" {
 		o.Network = NetworkDefault
 	}
-	if o.Platform.OS == "" {
-		o.Platform = v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	platforms, err := targetPlatforms(o)
+	if err != nil {
+		return nil, err
 	}
 	if o.Progress == nil {
 		o.Progress = progress.New(nil, progress.Quiet)
@@ -226,6 +255,13 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if warning != "" {
 		o.Progress.Printf("WARNING: %s", warning)
 	}
+	bctx, err := copier.LoadContext(o.ContextDir, o.Dockerfile)
+	if err != nil {
+		return nil, fmt.Errorf("load build context: %w", err)
+	}
+	if err := g.LintIgnored(bctx.Ignore); err != nil {
+		return nil, err
+	}
 	defer printLintSummary(o.Progress, g.Warnings)
 	if err := g.LintError(); err != nil { // # check=error=true
 		return nil, err
@@ -235,10 +271,6 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	}
 	if err := checkHostname(o.BuildArgs[sandboxHostnameArg]); err != nil {
 		return nil, err
-	}
-	bctx, err := copier.LoadContext(o.ContextDir, o.Dockerfile)
-	if err != nil {
-		return nil, fmt.Errorf("load build context: %w", err)
 	}
 	if !o.TemporaryContext {
 		if bctx.Hashes, err = copier.OpenStatCache(filepath.Join(b.root, store.ContextStatDir), bctx.Dir); err != nil {
@@ -250,17 +282,28 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 			}
 		}()
 	}
-	j := &job{b: b, o: o, g: g, bctx: bctx, progress: o.Progress,
-		runSem: make(chan struct{}, runtime.NumCPU()), rec: newRecorder()}
-	defer j.cleanupNamed()
 	for _, w := range b.TakeWarnings() {
-		j.progress.Printf("WARNING: %s", w)
+		o.Progress.Printf("WARNING: %s", w)
 	}
-	if err := j.evalMetaArgs(); err != nil {
-		return nil, err
-	}
-	if err := j.setupIsolation(ctx); err != nil {
-		return nil, err
+	// One job per platform; they share the context, the RUN slots and the
+	// cache state, and the Builder runs each step key once at a time.
+	runSem := make(chan struct{}, runtime.NumCPU())
+	jobs := make([]*job, len(platforms))
+	for i, p := range platforms {
+		jo := o
+		jo.Platform = p
+		j := &job{b: b, o: jo, g: g, bctx: bctx, progress: o.Progress, runSem: runSem, rec: newRecorder()}
+		defer j.cleanupNamed()
+		if len(platforms) > 1 {
+			j.label = export.PlatformString(p) + " "
+		}
+		if err := j.evalMetaArgs(); err != nil {
+			return nil, err
+		}
+		if err := j.setupIsolation(ctx); err != nil {
+			return nil, err
+		}
+		jobs[i] = j
 	}
 	target, err := targetStage(g, o.Target)
 	if err != nil {
@@ -276,22 +319,126 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if err := checkNoCacheFilter(o, stageIDs); err != nil {
 		return nil, err
 	}
-	needed := j.neededStages(target)
-	if err := j.preflight(needed); err != nil {
+	for _, j := range jobs {
+		if err := j.preflight(j.neededStages(target)); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkEmulation(o.Progress, jobs, target); err != nil {
 		return nil, err
 	}
-	j.stages = make([]*stageFuture, len(g.Stages))
+	jobs[0].startCache(ctx)
+	for _, j := range jobs {
+		j.cio = jobs[0].cio
+		if j.cio != nil {
+			j.cio.platforms = append(j.cio.platforms, j.label)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	states := make([]*stageState, len(jobs))
+	errs := make([]error, len(jobs))
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			states[i], errs[i] = j.runStages(ctx, target)
+			if errs[i] != nil {
+				cancel() // one platform's failure ends the build
+			}
+		}()
+	}
+	wg.Wait()
+	if err := firstError(errs); err != nil {
+		return nil, err
+	}
+	for k := range o.BuildArgs {
+		used := false
+		for _, j := range jobs {
+			_, ok := j.used.Load(k)
+			used = used || ok
+		}
+		// BUILDKIT_CONTEXT_KEEP_GIT_DIR is read by the CLI for the context.
+		if !used && !proxyArgs[k] && k != sandboxHostnameArg && k != "BUILDKIT_CONTEXT_KEEP_GIT_DIR" && k != sbomScanContextArg && k != sbomScanStageArg {
+			o.Progress.Printf("WARNING: build argument %q was not consumed by any ARG", k)
+		}
+	}
+	var res *Result
+	if len(jobs) == 1 {
+		res, err = jobs[0].commitImage(ctx, states[0], true)
+		if err == nil {
+			res.SBOMContext = jobs[0].sbomScanContext(states[0])
+			res.SBOMStages, err = jobs[0].sbomScanStages(ctx, jobs[0].neededStages(target), target)
+		}
+	} else {
+		res, err = commitIndex(ctx, jobs, states)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// The jobs share one cache state: the export holds every platform's
+	// records.
+	if err := jobs[0].exportCaches(ctx, target); err != nil {
+		return nil, err
+	}
+	dockerfile, _ := copier.ReadDockerfile(o.Dockerfile) // parsed already: provenance only shows it
+	for _, j := range jobs {
+		res.Steps += j.steps
+		res.Cached += j.cached
+		res.Records = append(res.Records, j.record(dockerfile, target))
+	}
+	if len(jobs) == 1 {
+		res.Record, res.Records = res.Records[0], nil
+	}
+	unlock() // automatic GC needs the store to itself
+	jobs[0].autoGC(ctx, res.ManifestDigest)
+	return res, nil
+}
+
+// targetPlatforms returns the platforms o asks for, normalized, each once;
+// by default the host's.
+func targetPlatforms(o Options) ([]v1.Platform, error) {
+	ps := o.Platforms
+	if len(ps) == 0 {
+		ps = []v1.Platform{o.Platform}
+	}
+	var out []v1.Platform
+	seen := map[string]bool{}
+	for _, p := range ps {
+		if p.OS == "" && p.Architecture == "" {
+			p = v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+		}
+		p = NormalizePlatform(p)
+		if p.OS == "" || p.Architecture == "" {
+			return nil, fmt.Errorf("platform %q needs an OS and an architecture", export.PlatformString(p))
+		}
+		if !seen[export.PlatformString(p)] {
+			seen[export.PlatformString(p)] = true
+			out = append(out, p)
+		}
+	}
+	if len(out) > MaxPlatforms {
+		return nil, fmt.Errorf("%d platforms: at most %d can be built at once", len(out), MaxPlatforms)
+	}
+	return out, nil
+}
+
+// runStages runs the stages the target needs, independent ones in
+// parallel, and returns the target's final state or the first failure.
+func (j *job) runStages(ctx context.Context, target int) (*stageState, error) {
+	j.stages = make([]*stageFuture, len(j.g.Stages))
 	for i := range j.stages {
 		j.stages[i] = &stageFuture{done: make(chan struct{})}
 	}
-	j.startCache(ctx)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// Start every stage the target needs at once, so independent stages run
 	// in parallel; each waits for the stages it reads from.
+	needed := j.neededStages(target)
 	steps := 0
 	for _, i := range needed {
-		steps += len(g.Stages[i].Steps) + 1 // FROM and the steps
+		steps += len(j.g.Stages[i].Steps) + 1 // FROM and the steps
 	}
 	j.progress.Expect(steps)
 	for _, i := range needed {
@@ -307,29 +454,23 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		}
 		return nil, err
 	}
-	for k := range o.BuildArgs {
-		// BUILDKIT_CONTEXT_KEEP_GIT_DIR is read by the CLI for the context.
-		if _, ok := j.used.Load(k); !ok && !proxyArgs[k] && k != sandboxHostnameArg && k != "BUILDKIT_CONTEXT_KEEP_GIT_DIR" && k != sbomScanContextArg && k != sbomScanStageArg {
-			j.progress.Printf("WARNING: build argument %q was not consumed by any ARG", k)
+	return st, nil
+}
+
+// firstError returns the first error of errs that is not a cancellation
+// another failure caused, else the first error.
+func firstError(errs []error) error {
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
 		}
 	}
-	res, err := j.commitImage(ctx, st, o.Tags)
-	if err != nil {
-		return nil, err
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
 	}
-	if err := j.exportCaches(ctx, target); err != nil {
-		return nil, err
-	}
-	res.Steps, res.Cached = j.steps, j.cached
-	res.SBOMContext = j.sbomScanContext(st)
-	if res.SBOMStages, err = j.sbomScanStages(ctx, needed, target); err != nil {
-		return nil, err
-	}
-	dockerfile, _ := copier.ReadDockerfile(o.Dockerfile) // parsed already: provenance only shows it
-	res.Record = j.record(dockerfile, target)
-	unlock() // automatic GC needs the store to itself
-	j.autoGC(ctx, res.ManifestDigest)
-	return res, nil
+	return nil
 }
 
 // printLintSummary prints the build checks' warnings after a build, as

@@ -57,6 +57,7 @@ type Builder struct {
 	cacheMounts *cachemount.Dirs // RUN --mount=type=cache directories
 
 	pulls flight.Group[imageKey, *baseImage] // one pull per image at a time
+	steps sharedSteps                        // one run per step key at a time, across a build's platforms
 
 	warnMu   sync.Mutex
 	warnings []string // not yet shown; see TakeWarnings

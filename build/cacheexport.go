@@ -21,7 +21,8 @@ func (j *job) noteRecord(st *stageState, r cache.Record) {
 		return
 	}
 	j.cio.mu.Lock()
-	j.cio.stages[st.index] = append(j.cio.stages[st.index], r)
+	slot := stageSlot{platform: j.label, index: st.index}
+	j.cio.stages[slot] = append(j.cio.stages[slot], r)
 	j.cio.mu.Unlock()
 }
 
@@ -42,8 +43,9 @@ func (j *job) stageParent(i int) (int, bool) {
 // cacheRecords lists the records an export of mode carries, each key once.
 // min: the steps of the final image, that is of the target stage and the
 // stages it is FROM-built on, oldest first. max: those, then every other
-// stage's, by stage index.
-func (j *job) cacheRecords(target int, mode string) []cache.Record {
+// stage's, by stage index. Only j's platform's records unless all, which
+// takes every platform's of a multi-platform build, platform by platform.
+func (j *job) cacheRecords(target int, mode string, all bool) []cache.Record {
 	var chain []int
 	for i, ok := target, true; ok; i, ok = j.stageParent(i) {
 		chain = append([]int{i}, chain...)
@@ -61,13 +63,19 @@ func (j *job) cacheRecords(target int, mode string) []cache.Record {
 	}
 	j.cio.mu.Lock()
 	defer j.cio.mu.Unlock()
+	platforms := []string{j.label}
+	if all {
+		platforms = j.cio.platforms
+	}
 	var out []cache.Record
 	seen := map[cache.Key]bool{}
-	for _, i := range chain {
-		for _, r := range j.cio.stages[i] {
-			if !seen[r.Key] {
-				seen[r.Key] = true
-				out = append(out, r)
+	for _, p := range platforms {
+		for _, i := range chain {
+			for _, r := range j.cio.stages[stageSlot{platform: p, index: i}] {
+				if !seen[r.Key] {
+					seen[r.Key] = true
+					out = append(out, r)
+				}
 			}
 		}
 	}
@@ -96,7 +104,7 @@ func (j *job) inlineCache(cfgJSON []byte, target int) ([]byte, error) {
 	if !inline || j.cio == nil {
 		return cfgJSON, nil
 	}
-	return cacheio.AddInline(cfgJSON, j.cacheConfig(j.cacheRecords(target, cacheio.ModeMin)))
+	return cacheio.AddInline(cfgJSON, j.cacheConfig(j.cacheRecords(target, cacheio.ModeMin, false)))
 }
 
 // exportCaches writes the --cache-to caches other than inline (which
@@ -120,7 +128,7 @@ func (j *job) exportCaches(ctx context.Context, target int) error {
 }
 
 func (j *job) exportCache(ctx context.Context, spec cacheio.Spec, target int) (string, error) {
-	recs := j.cacheRecords(target, spec.Mode)
+	recs := j.cacheRecords(target, spec.Mode, true)
 	for _, r := range recs {
 		if r.Empty {
 			continue

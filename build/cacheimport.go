@@ -22,18 +22,26 @@ import (
 type cacheState struct {
 	imports []*cacheio.Cache
 
-	mu       sync.Mutex
-	records  map[cache.Key]cache.Record      // first import that has a key wins
-	digests  map[v1.Hash]*cacheio.Cache      // where each imported blob comes from
-	mounts   map[string]importedMount        // imported cache mounts by id
-	restored map[string]bool                 // cache mounts this build restored or found full
-	fetches  flight.Group[v1.Hash, struct{}] // one fetch per blob at a time
-	stages   map[int][]cache.Record          // records each stage applied, in order
-	mountIDs map[string]*runMount            // cache mounts the build's RUNs name
-	pending  map[v1.Hash][]cache.Record      // imported records to keep locally once their blob is here
-	sums     map[string]string               // imported COPY source checksums by memo key
-	usedSums map[string]string               // the checksums this build's COPY steps used, for --cache-to
-	progress func(format string, a ...any)   // build log
+	mu        sync.Mutex
+	records   map[cache.Key]cache.Record      // first import that has a key wins
+	digests   map[v1.Hash]*cacheio.Cache      // where each imported blob comes from
+	mounts    map[string]importedMount        // imported cache mounts by id
+	restored  map[string]bool                 // cache mounts this build restored or found full
+	fetches   flight.Group[v1.Hash, struct{}] // one fetch per blob at a time
+	stages    map[stageSlot][]cache.Record    // records each stage of each platform applied, in order
+	platforms []string                        // the build's platforms' job labels, in order
+	mountIDs  map[string]*runMount            // cache mounts the build's RUNs name
+	pending   map[v1.Hash][]cache.Record      // imported records to keep locally once their blob is here
+	sums      map[string]string               // imported COPY source checksums by memo key
+	usedSums  map[string]string               // the checksums this build's COPY steps used, for --cache-to
+	progress  func(format string, a ...any)   // build log
+}
+
+// stageSlot is one stage of one platform's job (its label; "" for a
+// single-platform build).
+type stageSlot struct {
+	platform string
+	index    int
 }
 
 type importedMount struct {
@@ -50,7 +58,7 @@ func (j *job) startCache(ctx context.Context) {
 	}
 	cs := &cacheState{records: map[cache.Key]cache.Record{}, digests: map[v1.Hash]*cacheio.Cache{},
 		mounts: map[string]importedMount{}, restored: map[string]bool{},
-		stages: map[int][]cache.Record{}, mountIDs: map[string]*runMount{}, pending: map[v1.Hash][]cache.Record{},
+		stages: map[stageSlot][]cache.Record{}, mountIDs: map[string]*runMount{}, pending: map[v1.Hash][]cache.Record{},
 		sums: map[string]string{}, usedSums: map[string]string{},
 		progress: j.progress.Printf}
 	for _, spec := range j.o.CacheFrom {

@@ -50,8 +50,10 @@ type conformanceCase struct {
 	BuildArgs map[string]*string `json:"buildArgs"`
 	// Env is set in the process environment during the build; a case with
 	// Env does not run in parallel.
-	Env     map[string]string `json:"env"`
-	Target  string            `json:"target"`
+	Env    map[string]string `json:"env"`
+	Target string            `json:"target"`
+	// Labels are --label values.
+	Labels  map[string]string `json:"labels"`
 	Network string            `json:"network"`
 	// Allow are the entitlements granted (--allow).
 	Allow []string `json:"allow"`
@@ -163,7 +165,8 @@ func (c conformanceCase) prepare(t testing.TB) string {
 func (c conformanceCase) options(f *fixture, dir string) Options {
 	f.t.Helper()
 	o := Options{ContextDir: filepath.Join(dir, "context"), Dockerfile: filepath.Join(dir, c.Dockerfile),
-		BuildArgs: map[string]string{"BASE": f.base}, Target: c.Target, Network: c.Network, Allow: c.Allow}
+		BuildArgs: map[string]string{"BASE": f.base}, Target: c.Target, Network: c.Network, Allow: c.Allow,
+		Labels: c.Labels}
 	if c.Base != "" {
 		bc, err := loadConformanceCase(c.Base)
 		if err != nil {

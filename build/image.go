@@ -91,15 +91,17 @@ func (j *job) resolveOnce(ctx context.Context, ref string, platform v1.Platform)
 	if !j.o.Pull {
 		if desc, err := b.index.Lookup(ref); err == nil && b.store.Has(desc.Digest) {
 			// A stored image made for another platform is pulled again
-			// for the one asked for (FROM --platform).
-			if img, err := b.loadBase(desc.Digest); err == nil && samePlatform(img.config, platform) {
+			// for the one asked for (FROM --platform); of a stored
+			// multi-platform image, the platform's manifest is used.
+			d := b.storedManifest(desc, platform)
+			if img, err := b.loadBase(d); err == nil && samePlatform(img.config, platform) {
 				if b.hasLayers(img) {
 					return img, nil
 				}
 				// A layer blob is gone (removed as corrupt, say): fetch
 				// the same image again, by digest, for the missing blobs.
 				if r, err := b.registry.ParseReference(ref); err == nil {
-					pullRef = r.Context().Digest(desc.Digest.String()).String()
+					pullRef = r.Context().Digest(d.String()).String()
 				}
 			}
 		}
@@ -188,6 +190,23 @@ func (b *Builder) tag(ref string, manifestDigest v1.Hash) error {
 	return b.index.Tag(ref, v1.Descriptor{Digest: manifestDigest})
 }
 
+// tagAll points every tag at the manifest or index d and returns the tags
+// normalized.
+func (b *Builder) tagAll(tags []string, d v1.Hash) ([]string, error) {
+	var out []string
+	for _, t := range tags {
+		norm, err := imageref.Normalize(t)
+		if err != nil {
+			return nil, err
+		}
+		if err := b.tag(norm, d); err != nil {
+			return nil, fmt.Errorf("tag %s: %w", t, err)
+		}
+		out = append(out, norm)
+	}
+	return out, nil
+}
+
 // ociLayerType maps a layer media type to its OCI equivalent; the bytes
 // are the same.
 func ociLayerType(mt string) types.MediaType {
@@ -203,8 +222,8 @@ func ociLayerType(mt string) types.MediaType {
 }
 
 // commitImage writes the final stage's config and manifest into the store
-// and tags the image.
-func (j *job) commitImage(ctx context.Context, st *stageState, tagAs []string) (*Result, error) {
+// and, if tag, tags the image.
+func (j *job) commitImage(ctx context.Context, st *stageState, tag bool) (*Result, error) {
 	cfg := st.cfg
 	for _, k := range sortedKeys(j.o.Labels) {
 		if cfg.Config.Labels == nil {
@@ -262,15 +281,10 @@ func (j *job) commitImage(ctx context.Context, st *stageState, tagAs []string) (
 		return nil, fmt.Errorf("write manifest: %w", err)
 	}
 	var tags []string
-	for _, t := range tagAs {
-		norm, err := imageref.Normalize(t)
-		if err != nil {
+	if tag {
+		if tags, err = j.b.tagAll(j.o.Tags, mDigest); err != nil {
 			return nil, err
 		}
-		if err := j.b.tag(norm, mDigest); err != nil {
-			return nil, fmt.Errorf("tag %s: %w", t, err)
-		}
-		tags = append(tags, norm)
 	}
 	img, err := export.LoadImage(j.b.store, mDigest)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,12 +13,15 @@ import (
 	"strconv"
 	"strings"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"builder/build/cache"
 	"builder/build/copier"
 	"builder/build/fetch"
 	"builder/build/gitsrc"
 	"builder/build/progress"
 	"builder/build/sandbox"
+	"builder/export"
 	"builder/parser"
 	"builder/snapshot"
 	"builder/snapshot/archive"
@@ -35,6 +39,9 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	}
 	argv, script, err := runArgv(st, op)
 	if err != nil {
+		return false, err
+	}
+	if err := j.checkRunPlatform(st); err != nil {
 		return false, err
 	}
 	network, sandboxNet, nat, err := j.runNetworkMode(op)
@@ -55,6 +62,8 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	envJSON, _ := json.Marshal(st.runEnv(nil))
 	pre := cache.Preimage{Parent: string(st.fsKey), Op: "run", Args: argv, State: map[string]string{
 		"env": string(envJSON), "user": c.User, "workdir": c.WorkingDir, "network": network,
+		// The platform whose programs run: a foreign one runs emulated.
+		"platform": export.PlatformString(v1.Platform{OS: st.cfg.OS, Architecture: st.cfg.Architecture, Variant: st.cfg.Variant}),
 	}}
 	if len(mounts) > 0 {
 		pre.State["mounts"] = mountsKey(mounts)
@@ -97,6 +106,10 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 		})
 	})
 }
+
+// errHit is a shared step's run that found the record in the cache
+// (another job committed it between the lookup and the run).
+var errHit = errors.New("cache hit")
 
 // sandboxHostnameArg is the build arg that sets the hostname RUN sees
 // (and names in /etc/hosts), as in BuildKit.
@@ -169,25 +182,36 @@ func (j *job) fsStep(ctx context.Context, st *stageState, c fsCall, change func(
 		j.applyRecord(st, rec, createdBy)
 		return true, nil
 	}
-	parent, err := j.ensureChain(ctx, st.layers)
-	if err != nil {
-		return false, err
+	// Jobs of other platforms may reach the same key at the same time
+	// (a FROM --platform=$BUILDPLATFORM stage): the step runs once and
+	// the others take its record as a cache hit.
+	rec, ran, err := j.b.steps.do(ctx, key, func() (cache.Record, error) {
+		if rec, hit := j.lookup(key); hit {
+			return rec, errHit
+		}
+		parent, err := j.ensureChain(ctx, st.layers)
+		if err != nil {
+			return cache.Record{}, err
+		}
+		active := activeKey(c.kind)
+		root, err := j.b.snapshotter.Prepare(ctx, active, parent)
+		if err != nil {
+			return cache.Record{}, fmt.Errorf("prepare snapshot: %w", err)
+		}
+		defer j.b.snapshotter.Remove(context.WithoutCancel(ctx), active)
+		if err := change(root); err != nil {
+			return cache.Record{}, err
+		}
+		return j.commitLayer(ctx, active, parent, key, preimage)
+	})
+	if errors.Is(err, errHit) { // committed meanwhile by another job
+		ran, err = false, nil
 	}
-	active := activeKey(c.kind)
-	root, err := j.b.snapshotter.Prepare(ctx, active, parent)
-	if err != nil {
-		return false, fmt.Errorf("prepare snapshot: %w", err)
-	}
-	defer j.b.snapshotter.Remove(context.WithoutCancel(ctx), active)
-	if err := change(root); err != nil {
-		return false, err
-	}
-	rec, err = j.commitLayer(ctx, active, parent, key, preimage)
 	if err != nil {
 		return false, err
 	}
 	j.applyRecord(st, rec, createdBy)
-	return false, nil
+	return !ran, nil
 }
 
 // runArgsPrefix is BuildKit's "|N K=V" history prefix naming the build args
@@ -239,6 +263,15 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 	if err != nil {
 		return false, err
 	}
+	if op.Checksum != "" {
+		// BuildKit's checks, in its order and words.
+		if len(srcs) != 1 {
+			return false, fmt.Errorf("checksum can't be specified for multiple sources")
+		}
+		if !fetch.IsHTTP(srcs[0]) && !gitsrc.IsGit(srcs[0]) {
+			return false, fmt.Errorf("checksum requires HTTP(S) or Git sources")
+		}
+	}
 	var local, urls []string
 	for _, s := range srcs {
 		switch {
@@ -255,9 +288,6 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 		default:
 			local = append(local, s)
 		}
-	}
-	if op.Checksum != "" && len(urls) == 0 {
-		return false, fmt.Errorf("checksum can't be specified for non-HTTP(S) sources")
 	}
 	createdBy := copyHistory(op, srcs, dest, chown, chmod)
 	dest = containerPath(st.cfg.Config.WorkingDir, dest)

@@ -52,7 +52,7 @@ func (j *job) sbomScanStages(ctx context.Context, needed []int, target int) (map
 		if !j.sbomEnabled(sbomScanStageArg, st) {
 			continue
 		}
-		res, err := j.commitImage(ctx, st, nil)
+		res, err := j.commitImage(ctx, st, false)
 		if err != nil {
 			return nil, fmt.Errorf("sbom: stage %s: %w", st.name, err)
 		}

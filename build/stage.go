@@ -120,7 +120,7 @@ func (j *job) execStage(ctx context.Context, i int) (*stageState, error) {
 	}
 	total := len(s.Steps) + 1
 	header := func(n int, text string) string {
-		return fmt.Sprintf("[%s %d/%d] %s", name, n, total, oneLine(text))
+		return fmt.Sprintf("[%s%s %d/%d] %s", j.label, name, n, total, oneLine(text))
 	}
 	fromStep := j.progress.Step(header(1, s.Original))
 	nc, override := j.named(s.Name)
@@ -289,11 +289,11 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 		if err != nil {
 			return nil, err
 		}
-		p, err := v1.ParsePlatform(ps)
-		if err != nil || p.OS == "" || p.Architecture == "" {
-			return nil, fmt.Errorf("invalid platform %q in FROM --platform", ps)
+		p, err := parsePlatform(ps)
+		if err != nil {
+			return nil, fmt.Errorf("invalid platform in FROM --platform: %w", err)
 		}
-		platform = *p
+		platform = p
 	}
 	if strings.EqualFold(base, "scratch") {
 		return scratchState(platform), nil
@@ -314,13 +314,15 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 	return stateFromImage(img)
 }
 
-// scratchState is the state of FROM scratch: no layers, Docker's PATH.
+// scratchState is the state of FROM scratch: no layers, Docker's PATH,
+// WorkingDir / (as BuildKit's empty image).
 func scratchState(platform v1.Platform) *stageState {
 	st := &stageState{args: newVars(), fsKey: cache.Key("scratch")}
 	st.cfg.OS = platform.OS
 	st.cfg.Architecture = platform.Architecture
 	st.cfg.Variant = platform.Variant
 	st.cfg.Config.Env = []string{"PATH=" + defaultPath}
+	st.cfg.Config.WorkingDir = "/" // as BuildKit's empty image
 	st.created = time.Unix(0, 0).UTC()
 	return st
 }

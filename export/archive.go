@@ -17,6 +17,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/match"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"builder/imageref"
@@ -299,6 +300,22 @@ func WriteDockerArchive(ctx context.Context, w io.Writer, img v1.Image, tags []s
 // and replaces any image of the layout with the same name annotations;
 // without, it is appended. Blobs the layout already has are not rewritten.
 func WriteOCIDir(ctx context.Context, dir string, img v1.Image, refName string) error {
+	// go-containerregistry writes a blob straight under its final name, so
+	// a corrupt one must be caught before it starts.
+	if err := VerifyLayers(ctx, img); err != nil {
+		return fmt.Errorf("write oci dir: %w", err)
+	}
+	return addToOCIDir(ctx, dir, refName,
+		func(p layout.Path, m match.Matcher, opts ...layout.Option) error {
+			return p.ReplaceImage(img, m, opts...)
+		},
+		func(p layout.Path) error { return p.AppendImage(img) })
+}
+
+// addToOCIDir opens the OCI image layout at dir, creating it if needed,
+// and adds an image or an index to it: with refName's annotations through
+// replace (which drops what had the same names), without through add.
+func addToOCIDir(ctx context.Context, dir, refName string, replace func(layout.Path, match.Matcher, ...layout.Option) error, add func(layout.Path) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("write oci dir: %w", err)
 	}
@@ -309,15 +326,13 @@ func WriteOCIDir(ctx context.Context, dir string, img v1.Image, refName string) 
 	if err != nil {
 		return fmt.Errorf("write oci dir: %w", err)
 	}
-	var opts []layout.Option
 	if ann := refAnnotations(refName); ann != nil {
-		opts = append(opts, layout.WithAnnotations(ann))
-		err = p.ReplaceImage(img, func(d v1.Descriptor) bool {
+		err = replace(p, func(d v1.Descriptor) bool {
 			return d.Annotations[AnnotationRefName] == ann[AnnotationRefName] &&
 				d.Annotations[AnnotationContainerdName] == ann[AnnotationContainerdName]
-		}, opts...)
+		}, layout.WithAnnotations(ann))
 	} else {
-		err = p.AppendImage(img)
+		err = add(p)
 	}
 	if err != nil {
 		return fmt.Errorf("write oci dir: %w", err)

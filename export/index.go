@@ -53,10 +53,13 @@ type Entry struct {
 	Name      string            // full normalized name, e.g. docker.io/library/app:latest
 	Digest    v1.Hash           // manifest digest
 	MediaType types.MediaType   // manifest media type
-	ID        v1.Hash           // the image ID: config digest (see ImageID)
+	ID        v1.Hash           // the image ID: config digest (see ImageID); an index's digest
 	Size      int64             // manifest + config + layer blob bytes
 	Created   time.Time         // the image config's created time; zero if unknown
 	Labels    map[string]string // the image config's labels
+	// Platforms are the image's platform, or an index's platforms in
+	// order ("linux/amd64"); empty if unknown.
+	Platforms []string
 }
 
 // OpenIndex returns the index of the store at root (opening the store with
@@ -275,32 +278,81 @@ func (x *Index) List() ([]Entry, error) {
 	return out, nil
 }
 
-// describe adds the config and layer sizes and the created time of an image
-// manifest in the store to e.
+// describe adds the config and layer sizes, the platforms and the
+// created time of an image manifest or index in the store to e; for an
+// index, each blob of its images counts once.
 func (x *Index) describe(e *Entry) {
 	e.ID = e.Digest
 	raw, err := x.s.ReadBlob(e.Digest, maxManifestSize)
 	if err != nil {
 		return
 	}
-	m, err := v1.ParseManifest(bytes.NewReader(raw))
-	if err != nil || m.Config.Digest == (v1.Hash{}) {
+	if mt, err := manifestMediaType(raw); err == nil && mt.IsIndex() {
+		x.describeIndex(e, raw)
 		return
 	}
-	e.ID = m.Config.Digest
-	size := m.Config.Size
-	for _, l := range m.Layers {
-		size += l.Size
+	if m, err := v1.ParseManifest(bytes.NewReader(raw)); err == nil && m.Config.Digest != (v1.Hash{}) {
+		e.ID = m.Config.Digest
 	}
+	size, cfg := x.manifestSize(raw, map[v1.Hash]bool{})
 	e.Size += size
-	rawConfig, err := x.s.ReadBlob(m.Config.Digest, maxConfigSize)
+	if cfg != nil {
+		e.Created = cfg.Created.Time
+		e.Labels = cfg.Config.Labels
+		if cfg.OS != "" {
+			e.Platforms = []string{PlatformString(v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant})}
+		}
+	}
+}
+
+// describeIndex is describe for an index: its manifests' sizes and
+// platforms, and the newest created time.
+func (x *Index) describeIndex(e *Entry, raw []byte) {
+	im, err := v1.ParseIndexManifest(bytes.NewReader(raw))
 	if err != nil {
 		return
 	}
-	if cfg, err := v1.ParseConfigFile(bytes.NewReader(rawConfig)); err == nil {
-		e.Created = cfg.Created.Time
-		e.Labels = cfg.Config.Labels
+	seen := map[v1.Hash]bool{}
+	for _, d := range im.Manifests {
+		if d.Platform != nil && d.Platform.OS != "unknown" {
+			e.Platforms = append(e.Platforms, PlatformString(*d.Platform))
+		}
+		child, err := x.s.ReadBlob(d.Digest, maxManifestSize)
+		if err != nil || seen[d.Digest] {
+			continue
+		}
+		seen[d.Digest] = true
+		size, cfg := x.manifestSize(child, seen)
+		e.Size += int64(len(child)) + size
+		if cfg != nil && cfg.Created.After(e.Created) {
+			e.Created = cfg.Created.Time
+		}
 	}
+}
+
+// manifestSize returns the bytes of the config and layers of an image
+// manifest not in seen (adding them), and its config if readable.
+func (x *Index) manifestSize(raw []byte, seen map[v1.Hash]bool) (int64, *v1.ConfigFile) {
+	m, err := v1.ParseManifest(bytes.NewReader(raw))
+	if err != nil || m.Config.Digest == (v1.Hash{}) {
+		return 0, nil
+	}
+	var size int64
+	for _, l := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+		if !seen[l.Digest] {
+			seen[l.Digest] = true
+			size += l.Size
+		}
+	}
+	rawConfig, err := x.s.ReadBlob(m.Config.Digest, maxConfigSize)
+	if err != nil {
+		return size, nil
+	}
+	cfg, err := v1.ParseConfigFile(bytes.NewReader(rawConfig))
+	if err != nil {
+		return size, nil
+	}
+	return size, cfg
 }
 
 // Annotations of an attestation manifest entry (as BuildKit's attestation

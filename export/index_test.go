@@ -80,8 +80,8 @@ func TestIndex(t *testing.T) {
 	}
 	id := m.Config.Digest
 	want := []Entry{
-		{Name: "docker.io/library/app:latest", Digest: d, MediaType: types.OCIManifestSchema1, ID: id, Size: wantSize, Created: created},
-		{Name: "ghcr.io/o/app:v1", Digest: d, MediaType: types.OCIManifestSchema1, ID: id, Size: wantSize, Created: created},
+		{Name: "docker.io/library/app:latest", Digest: d, MediaType: types.OCIManifestSchema1, ID: id, Size: wantSize, Created: created, Platforms: []string{"linux/amd64"}},
+		{Name: "ghcr.io/o/app:v1", Digest: d, MediaType: types.OCIManifestSchema1, ID: id, Size: wantSize, Created: created, Platforms: []string{"linux/amd64"}},
 	}
 	if fmt.Sprint(entries) != fmt.Sprint(want) {
 		t.Errorf("List = %+v\nwant %+v", entries, want)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"builder/snapshot/archive"
 	"builder/snapshot/content"
@@ -86,7 +87,28 @@ func unpackRootfs(ctx context.Context, dir string, img v1.Image) error {
 // with archive.Writer: parents before children, names sorted, hard links
 // kept, headers normalized. The scratch directory is removed on every path,
 // cancellation included.
-func WriteRootfsTar(ctx context.Context, w io.Writer, img v1.Image, scratch string) (err error) {
+func WriteRootfsTar(ctx context.Context, w io.Writer, img v1.Image, scratch string) error {
+	return writeTreeTar(ctx, w, scratch, func(dir string) error { return unpackRootfs(ctx, dir, img) })
+}
+
+// WritePlatformsRootfsTar writes the root filesystems of a multi-platform
+// build to w as one tar, each under its platform's directory (PlatformDir:
+// linux_amd64/, linux_arm64/), as BuildKit's tar exporter does, and as
+// WriteRootfsTar writes one.
+func WritePlatformsRootfsTar(ctx context.Context, w io.Writer, images []PlatformImage, scratch string) error {
+	return writeTreeTar(ctx, w, scratch, func(dir string) error {
+		for _, pi := range images {
+			if err := unpackRootfs(ctx, filepath.Join(dir, PlatformDir(pi.Platform)), pi.Image); err != nil {
+				return fmt.Errorf("%s: %w", PlatformString(pi.Platform), err)
+			}
+		}
+		return nil
+	})
+}
+
+// writeTreeTar lets fill write a tree into a fresh directory under
+// scratch and archives it to w; the directory is removed on every path.
+func writeTreeTar(ctx context.Context, w io.Writer, scratch string, fill func(dir string) error) (err error) {
 	dir, err := os.MkdirTemp(scratch, "rootfs-")
 	if err != nil {
 		return fmt.Errorf("write rootfs tar: %w", err)
@@ -96,7 +118,7 @@ func WriteRootfsTar(ctx context.Context, w io.Writer, img v1.Image, scratch stri
 			err = fmt.Errorf("write rootfs tar: remove scratch: %w", rerr)
 		}
 	}()
-	if err := unpackRootfs(ctx, dir, img); err != nil {
+	if err := fill(dir); err != nil {
 		return fmt.Errorf("write rootfs tar: %w", err)
 	}
 	if err := archive.WriteTree(ctx, content.ContextWriter(ctx, w), dir); err != nil {

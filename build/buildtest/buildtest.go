@@ -94,6 +94,14 @@ func BusyboxLayer(t testing.TB) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return busyboxLayer(t, bb)
+}
+
+// busyboxLayer is BusyboxLayer with the busybox binary bb, of any
+// architecture; the applet links are the host busybox's (same version).
+func busyboxLayer(t testing.TB, bb []byte) []byte {
+	t.Helper()
+	RequireTool(t, BusyboxPath)
 	list, err := exec.Command(BusyboxPath, "--list").Output()
 	if err != nil {
 		t.Fatalf("busybox --list: %v", err)
@@ -131,9 +139,14 @@ func BusyboxLayer(t testing.TB) []byte {
 // and CMD ["sh"].
 func BusyboxImage(t testing.TB) v1.Image {
 	t.Helper()
-	layer := LayerFromTar(t, BusyboxLayer(t))
+	return busyboxImage(t, BusyboxLayer(t))
+}
+
+// busyboxImage is the linux/amd64 image of a busybox layer tar.
+func busyboxImage(t testing.TB, data []byte) v1.Image {
+	t.Helper()
 	created := v1.Time{Time: time.Unix(1700000000, 0).UTC()}
-	return OneLayerImage(t, layer, v1.History{CreatedBy: "buildtest busybox", Created: created}, created, "sh")
+	return OneLayerImage(t, LayerFromTar(t, data), v1.History{CreatedBy: "buildtest busybox", Created: created}, created, "sh")
 }
 
 // LayerFromTar returns an OCI layer (gzip) of the uncompressed tar data.

@@ -64,7 +64,7 @@ type Result struct {
 // tags of one repository together. Push is idempotent: a second push of the
 // same image uploads nothing but manifests it finds missing. Errors are
 // *Error, naming the first reference that failed.
-func Push(ctx context.Context, c *registry.Client, img v1.Image, refs []string, opts Options) ([]Result, error) {
+func Push(ctx context.Context, c *registry.Client, img Artifact, refs []string, opts Options) ([]Result, error) {
 	if len(refs) == 0 {
 		return nil, nil
 	}
@@ -108,10 +108,12 @@ func Push(ctx context.Context, c *registry.Client, img v1.Image, refs []string, 
 	first := map[string]name.Reference{}
 	var results []Result
 	for _, g := range groups {
-		src := img
+		src := remote.Taggable(img)
 		reg := g.repo.RegistryStr()
 		if from, ok := first[reg]; ok {
-			src = &mountImage{Image: img, from: from}
+			if i, ok := img.(v1.Image); ok {
+				src = &mountImage{Image: i, from: from}
+			}
 		}
 		todo := map[name.Reference]remote.Taggable{}
 		for _, r := range g.refs {
@@ -157,6 +159,13 @@ func Push(ctx context.Context, c *registry.Client, img v1.Image, refs []string, 
 		}
 	}
 	return results, nil
+}
+
+// Artifact is what Push sends: a v1.Image, or a v1.ImageIndex (a
+// multi-platform image) with every manifest it lists.
+type Artifact interface {
+	remote.Taggable
+	Digest() (v1.Hash, error)
 }
 
 // mountImage is an image whose layers name a repository of the target

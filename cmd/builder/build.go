@@ -23,6 +23,7 @@ import (
 	"builder/build/record"
 	"builder/build/secrets"
 	"builder/build/sshagent"
+	"builder/export"
 	"builder/export/output"
 )
 
@@ -53,7 +54,7 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 	checkFlag := fs.Bool("check", false, "shorthand for --call check")
 	fs.Bool("load", false, "load the image into the local store (always done: accepted for buildx compatibility)")
 	fs.StringVar(&network, "network", "default", "network mode of RUN: default (a private network whose outbound traffic goes through pasta or slirp4netns; the host's loopback is unreachable), none, or host (also allows RUN --network=host)")
-	fs.StringVar(&platform, "platform", "", "target platform (only the host's, linux/"+hostArch()+", is supported)")
+	fs.StringVar(&platform, "platform", "", "target platforms, comma-separated (e.g. linux/amd64,linux/arm64; default linux/"+hostArch()+"): more than one builds an index; foreign RUN steps need QEMU emulation (see 'builder emulators')")
 	fs.StringArrayVarP(&outputs, "output", "o", nil, "output: type=image|registry|oci|docker|local|tar[,dest=PATH][,name=REF][,compression=gzip|zstd|uncompressed]..., or - for a tar on stdout")
 	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
 	var secrets, allow, sshSpecs, namedContexts []string
@@ -135,9 +136,14 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 		k, v, _ := strings.Cut(l, "=")
 		o.Labels[k] = v
 	}
-	if platform != "" && platform != "linux/"+hostArch() {
-		return usagef("--platform %s: only linux/%s can be built on this machine", platform, hostArch())
+	if platform != "" {
+		ps, err := build.ParsePlatforms(platform)
+		if err != nil {
+			return usagef("--platform: %w", err)
+		}
+		o.Platform, o.Platforms = ps[0], ps
 	}
+	o.BinfmtDir = os.Getenv("BUILDER_BINFMT_MISC")
 	if network != build.NetworkDefault && network != build.NetworkNone && network != build.NetworkHost {
 		return usagef("--network %q: use default, none or host", network)
 	}
@@ -231,6 +237,11 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 	if err != nil {
 		return withSource(err, filepath.Base(dfPath), src)
 	}
+	if call.name == "check" {
+		if err := build.LintContext(graph, o); err != nil {
+			return err
+		}
+	}
 	if call.name != "" {
 		return runCall(os.Stdout, call, graph, o)
 	}
@@ -238,21 +249,27 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 	if err != nil {
 		return withSource(err, filepath.Base(dfPath), src)
 	}
-	atts, err := plan.attestations(ctx, b, o, res)
-	if err != nil {
-		return err
+	var atts *output.Attestations
+	if res.Index == nil { // TODO(issue 17): one attestation manifest per platform
+		if atts, err = plan.attestations(ctx, b, o, res); err != nil {
+			return err
+		}
 	}
 	exp := output.New(output.Config{Store: b.Store(), Index: b.Index(), Registry: b.Registry(),
 		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress),
 		Attest: atts})
-	ex, err = exp.Export(ctx, outs, res.Image, res.Tags)
+	if res.Index != nil {
+		ex, err = exp.ExportPlatforms(ctx, outs, res.Images, res.Tags)
+	} else {
+		ex, err = exp.Export(ctx, outs, res.Image, res.Tags)
+	}
 	if errors.Is(err, output.ErrNoName) {
 		return usagef("%w", err)
 	}
 	if err != nil {
 		return err
 	}
-	if !hasImageOutput(outs) {
+	if !hasImageOutput(outs) && res.Index == nil {
 		// The build tagged the image in the store: its attestations go there too.
 		if err := exp.AttachToStore(ctx, res.Image, res.Tags); err != nil {
 			return err
@@ -269,7 +286,15 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 			return err
 		}
 	}
-	o.Progress.Printf("image %s%s", ex.Digest, imageSize(ex.Image))
+	if res.Index != nil {
+		for _, pi := range res.Images {
+			d, _ := pi.Image.Digest()
+			o.Progress.Printf("image %s %s%s", export.PlatformString(pi.Platform), d, imageSize(pi.Image))
+		}
+		o.Progress.Printf("index %s of %d platforms", res.ManifestDigest, len(res.Images))
+	} else {
+		o.Progress.Printf("image %s%s", ex.Digest, imageSize(ex.Image))
+	}
 	for _, t := range res.Tags {
 		o.Progress.Printf("naming to %s", t)
 	}

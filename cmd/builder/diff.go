@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"builder/build"
 	"builder/export"
 	"builder/export/imagediff"
 	"builder/snapshot/content"
@@ -29,6 +32,7 @@ func diffImages(ctx context.Context, g *globals, args []string) (bool, error) {
 	fs := newFlagSet("diff", g)
 	var insecure []string
 	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
+	platforms := fs.String("platform", "", "platforms to compare out of multi-platform images, comma-separated (default linux/"+hostArch()+"); each is compared on its own")
 	if help, err := parseCommand(fs, "builder diff [OPTIONS] IMAGE_A IMAGE_B\n\n"+
 		"Explain how two images differ: config fields, then layer by layer, file by file.\n"+
 		"IMAGE is a local store name or image ID, oci-archive:FILE, docker-archive:FILE,\n"+
@@ -56,12 +60,36 @@ func diffImages(ctx context.Context, g *globals, args []string) (bool, error) {
 		}
 		o.Store, o.Index = s, idx
 	}
-	a, err := imagediff.Open(ctx, fs.Arg(0), o)
+	ps := []v1.Platform{{OS: "linux", Architecture: hostArch()}}
+	if *platforms != "" {
+		if ps, err = build.ParsePlatforms(*platforms); err != nil {
+			return false, usagef("--platform: %w", err)
+		}
+	}
+	identical := true
+	for _, p := range ps {
+		if len(ps) > 1 {
+			fmt.Printf("== %s\n", export.PlatformString(p))
+		}
+		o.Platform = &p
+		same, err := diffPlatform(ctx, fs.Arg(0), fs.Arg(1), o)
+		if err != nil {
+			return false, err
+		}
+		identical = identical && same
+	}
+	return !identical, nil
+}
+
+// diffPlatform writes how images a and b differ for the platform o
+// names and reports whether they are identical.
+func diffPlatform(ctx context.Context, refA, refB string, o imagediff.OpenOptions) (bool, error) {
+	a, err := imagediff.Open(ctx, refA, o)
 	if err != nil {
 		return false, err
 	}
 	defer a.Close()
-	b, err := imagediff.Open(ctx, fs.Arg(1), o)
+	b, err := imagediff.Open(ctx, refB, o)
 	if err != nil {
 		return false, err
 	}
@@ -73,5 +101,5 @@ func diffImages(ctx context.Context, g *globals, args []string) (bool, error) {
 	if err := rep.Write(os.Stdout); err != nil {
 		return false, err
 	}
-	return !rep.Identical(), nil
+	return rep.Identical(), nil
 }

@@ -37,8 +37,11 @@ type imageRow struct {
 	CreatedSince string `json:"CreatedSince"`
 	Size         string `json:"Size"`
 	Name         string `json:"Name"` // the full name, docker.io/library/app:1
-	created      time.Time
-	labels       map[string]string
+	// Platforms lists a multi-platform image's platforms, comma-separated
+	// (linux/amd64,linux/arm64); empty for a single image.
+	Platforms string `json:"Platforms,omitempty"`
+	created   time.Time
+	labels    map[string]string
 }
 
 func runImages(ctx context.Context, g *globals, args []string) error {
@@ -90,6 +93,9 @@ func runImages(ctx context.Context, g *globals, args []string) error {
 func newImageRow(e export.Entry, noTrunc bool, now time.Time) imageRow {
 	r := imageRow{ID: e.ID.String(), Digest: e.Digest.String(), Size: humanSize(e.Size), Name: e.Name,
 		created: e.Created, labels: e.Labels}
+	if e.MediaType.IsIndex() {
+		r.Platforms = strings.Join(e.Platforms, ",")
+	}
 	if !noTrunc {
 		r.ID = shortID(r.ID)
 	}

@@ -39,6 +39,10 @@ type imageInfo struct {
 	ConfigDigest string          `json:"ConfigDigest"`
 	RootFS       rootFS          `json:"RootFS"`
 	Annotations  json.RawMessage `json:"Annotations,omitempty"`
+	// Index and Platforms describe a multi-platform image, whose host
+	// platform's image (else the first) the other fields show.
+	Index     string   `json:"Index,omitempty"`
+	Platforms []string `json:"Platforms,omitempty"`
 }
 
 // rootFS is the config's rootfs in docker inspect's spelling.
@@ -223,15 +227,27 @@ func (g *globals) inspectStored(name string) (*imageInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := resolveImage(idx, name)
+	r, img, ix, err := lookupImageIndex(s, idx, name)
 	if err != nil {
 		return nil, err
 	}
-	img, err := export.LoadImage(s, r.Desc.Digest)
+	info, err := inspectImage(name, img, r.Names)
+	if err != nil || ix == nil {
+		return info, err
+	}
+	d, err := ix.Digest()
 	if err != nil {
 		return nil, err
 	}
-	return inspectImage(name, img, r.Names)
+	images, err := export.IndexImages(ix)
+	if err != nil {
+		return nil, err
+	}
+	info.Index = d.String()
+	for _, pi := range images {
+		info.Platforms = append(info.Platforms, export.PlatformString(pi.Platform))
+	}
+	return info, nil
 }
 
 // inspectRemote describes the image a registry holds under ref, for the

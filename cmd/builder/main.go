@@ -54,6 +54,7 @@ var commands = []command{
 	{name: "inspect", summary: "Show an image's config, layers and the steps that made them", run: runInspect},
 	{name: "history", summary: "Show the steps that made an image", run: runHistory},
 	{name: "tag", summary: "Give a local image another name", run: runTag},
+	{name: "emulators", summary: "List the platforms RUN can run (--install registers QEMU's)", run: runEmulators},
 	{name: "completion", summary: "Print a shell completion script (bash, zsh, fish)", run: runCompletion},
 	{name: "docs", summary: "Print the command-line reference in Markdown", run: runDocs, hidden: true},
 	{name: "__complete-images", summary: "Print local image names for the completion scripts", run: runCompleteImages, hidden: true},
@@ -154,14 +155,15 @@ func run(ctx context.Context, args []string) error {
 
 // needsNamespace reports whether the command line names a command that
 // works on the store, which a non-root user runs in a user namespace; the
-// others (help, version, completion, docs, login, logout) run as they are.
+// others (help, version, completion, docs, login, logout, emulators) run
+// as they are.
 func needsNamespace(args []string) bool {
 	_, rest, err := parseGlobals(args)
 	if err != nil || len(rest) == 0 {
 		return false
 	}
 	switch rest[0] {
-	case "help", "-h", "--help", "version", "completion", "docs", "login", "logout", "__complete-images":
+	case "help", "-h", "--help", "version", "completion", "docs", "login", "logout", "emulators", "__complete-images":
 		return false
 	}
 	return true

@@ -42,6 +42,32 @@ func resolveImage(idx *export.Index, ref string) (export.Resolved, error) {
 	return r, err
 }
 
+// lookupImageIndex finds a local image by name or image ID; for a
+// multi-platform image, the host platform's image (else the first), as
+// docker picks, and its index (else nil).
+func lookupImageIndex(s *content.Store, idx *export.Index, ref string) (export.Resolved, v1.Image, v1.ImageIndex, error) {
+	r, err := resolveImage(idx, ref)
+	if err != nil {
+		return r, nil, nil, err
+	}
+	if !r.Desc.MediaType.IsIndex() {
+		img, err := export.LoadImage(s, r.Desc.Digest)
+		return r, img, nil, err
+	}
+	ix, err := export.LoadIndex(s, r.Desc.Digest)
+	if err != nil {
+		return r, nil, nil, err
+	}
+	images, err := export.IndexImages(ix)
+	if err != nil {
+		return r, nil, nil, fmt.Errorf("image %s: %w", ref, err)
+	}
+	if len(images) == 0 {
+		return r, nil, nil, fmt.Errorf("image %s: its index lists no image", ref)
+	}
+	return r, images[export.HostImage(images)].Image, ix, nil
+}
+
 // commandProgress shows a pull's or push's progress on stderr: a live view
 // of bytes and rates on a terminal, plain lines otherwise, nothing if quiet.
 // Close it when the command ends.
@@ -95,13 +121,13 @@ func runPush(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := resolveImage(idx, fs.Arg(0))
+	r, img, ix, err := lookupImageIndex(s, idx, fs.Arg(0))
 	if err != nil {
 		return err
 	}
-	img, err := export.LoadImage(s, r.Desc.Digest)
-	if err != nil {
-		return err
+	var what push.Artifact = img
+	if ix != nil { // a multi-platform image goes whole
+		what = ix
 	}
 	dest := fs.Arg(0)
 	switch {
@@ -117,7 +143,7 @@ func runPush(ctx context.Context, g *globals, args []string) error {
 	prog := commandProgress(quiet)
 	defer prog.Close()
 	opts := push.Options{Progress: prog.Line, Meter: meter(prog)}
-	res, err := push.Push(ctx, rc, img, []string{dest}, opts)
+	res, err := push.Push(ctx, rc, what, []string{dest}, opts)
 	if err != nil {
 		return err
 	}

@@ -115,11 +115,32 @@ func Open(ctx context.Context, ref string, o OpenOptions) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", ref, err)
 	}
-	img, err := export.LoadImage(o.Store, r.Desc.Digest)
+	img, err := storeImage(o.Store, r.Desc, platform(o))
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", ref, err)
 	}
 	return &Source{Name: ref, Image: img}, nil
+}
+
+// storeImage loads the stored image desc names; for a multi-platform
+// image, the one for want.
+func storeImage(s *content.Store, desc v1.Descriptor, want v1.Platform) (v1.Image, error) {
+	if !desc.MediaType.IsIndex() {
+		return export.LoadImage(s, desc.Digest)
+	}
+	idx, err := export.LoadIndex(s, desc.Digest)
+	if err != nil {
+		return nil, err
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	d, err := pick(im.Manifests, want)
+	if err != nil {
+		return nil, err
+	}
+	return idx.Image(d.Digest)
 }
 
 func openRemote(ctx context.Context, display, ref string, o OpenOptions) (*Source, error) {

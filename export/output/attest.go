@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -219,9 +220,9 @@ func (e *Exporter) pushAttestations(ctx context.Context, img v1.Image, desc v1.D
 	return idx, nil
 }
 
-// describeIndex fills a Result for an index of img and its attestations:
+// describeAttestedIndex fills a Result for an index of img and its attestations:
 // the index's digest, media type and size, img's config.
-func describeIndex(idx v1.ImageIndex, img v1.Image, names []string) (*Result, error) {
+func describeAttestedIndex(idx v1.ImageIndex, img v1.Image, names []string) (*Result, error) {
 	r, err := describe(img, names)
 	if err != nil {
 		return nil, err
@@ -279,4 +280,18 @@ func (e *Exporter) AttachToStore(ctx context.Context, img v1.Image, names []stri
 		return err
 	}
 	return e.storeAttestations(ctx, b)
+}
+
+// attestedArtifact is a, the image img, with its attestation manifest b
+// about desc: the store attaches it, an OCI archive holds it, and an OCI
+// layout directory, which cannot, is refused.
+func (e *Exporter) attestedArtifact(ctx context.Context, a artifact, img v1.Image, desc v1.Descriptor, b *attest.Bundle) artifact {
+	a.attach = func() error { return e.storeAttestations(ctx, b) }
+	a.ociDir = func(string, string) error {
+		return errors.New("attestations in an OCI layout directory are not supported: use tar=true, or --provenance=false --sbom=false")
+	}
+	a.ociTar = func(w io.Writer, ref string) error {
+		return writeOCIAttested(ctx, w, img, desc, b, ref, e.c.Attest.index())
+	}
+	return a
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"builder/internal/atomicfile"
 )
 
@@ -24,11 +26,13 @@ func WriteIDFile(path string, r *Result) error {
 // replaced atomically.
 func WriteMetadata(path string, r *Result) error {
 	m := map[string]any{
-		"containerimage.digest":        r.Digest.String(),
-		"containerimage.config.digest": r.Config.String(),
+		"containerimage.digest": r.Digest.String(),
 		"containerimage.descriptor": map[string]any{
 			"mediaType": r.MediaType, "digest": r.Digest.String(), "size": r.Size,
 		},
+	}
+	if r.Config != (v1.Hash{}) { // an index has none
+		m["containerimage.config.digest"] = r.Config.String()
 	}
 	if len(r.Names) > 0 {
 		m["image.name"] = strings.Join(r.Names, ",")

@@ -11,7 +11,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"builder/build/attest"
-	"builder/build/push"
 	"builder/build/registry"
 	"builder/export"
 	"builder/internal/atomicfile"
@@ -105,7 +104,11 @@ func (e *Exporter) Export(ctx context.Context, specs []Spec, img v1.Image, names
 	if first == nil {
 		return describe(img, names)
 	}
-	if err := e.tagAll(first.Image, names); err != nil {
+	d, err := first.Image.Digest()
+	if err != nil {
+		return nil, err
+	}
+	if err := e.tagAll(d, names); err != nil {
 		return nil, err
 	}
 	return first, nil
@@ -142,10 +145,7 @@ func (e *Exporter) write(ctx context.Context, s Spec, img v1.Image, tags []strin
 		e.c.Progress(fmt.Sprintf("exported the root filesystem to %s", s.Dest))
 		return nil, nil
 	case "tar":
-		if err := os.MkdirAll(e.c.Scratch, 0o700); err != nil {
-			return nil, fmt.Errorf("export tar: %w", err)
-		}
-		err := e.writeDest(s.Dest, func(w io.Writer) error {
+		err := e.writeScratchDest(s.Dest, func(w io.Writer) error {
 			return export.WriteRootfsTar(ctx, w, img, e.c.Scratch)
 		})
 		if err != nil {
@@ -165,17 +165,15 @@ func (e *Exporter) write(ctx context.Context, s Spec, img v1.Image, tags []strin
 			return nil, err
 		}
 	}
-	if err := e.writeImage(ctx, s, img, names, att, desc); err != nil {
+	a := imageArtifact(ctx, img)
+	if att != nil {
+		a = e.attestedArtifact(ctx, a, img, desc, att)
+	}
+	if err := e.writeImage(s, a, names); err != nil {
 		return nil, err
 	}
 	if s.Push {
-		if len(names) == 0 {
-			return nil, fmt.Errorf("push %w", ErrNoName)
-		}
-		if e.c.Registry == nil {
-			return nil, errors.New("push: no registry client")
-		}
-		if _, err := push.Push(ctx, e.c.Registry, img, names, push.Options{Progress: e.c.Progress, Meter: e.c.Meter}); err != nil {
+		if err := e.push(ctx, img, names); err != nil {
 			return nil, err
 		}
 		if att != nil {
@@ -185,24 +183,50 @@ func (e *Exporter) write(ctx context.Context, s Spec, img v1.Image, tags []strin
 			}
 			if idx != nil {
 				// The names now point at the index, as with BuildKit.
-				return describeIndex(idx, img, names)
+				return describeAttestedIndex(idx, img, names)
 			}
 		}
 	}
 	return describe(img, names)
 }
 
-// writeImage tags img or writes it to an archive, as s.Type says, with
-// its attestation manifest att (nil for none) about desc; a registry
-// output only checks that it has a name, as the push follows.
-func (e *Exporter) writeImage(ctx context.Context, s Spec, img v1.Image, names []string, att *attest.Bundle, desc v1.Descriptor) error {
+// artifact is what an image output writes, an image or a multi-platform
+// index, through the writers of its kind.
+type artifact struct {
+	ociWhat, dockerWhat string                  // what the progress lines name
+	store               func() (v1.Hash, error) // puts it in the store; the digest to tag
+	ociDir              func(dir, refName string) error
+	ociTar              func(w io.Writer, refName string) error
+	docker              func(w io.Writer, names []string) error
+	// attach, if set, stores what goes with it in the store (its
+	// attestations) once it is tagged.
+	attach func() error
+}
+
+// imageArtifact writes img, which the store already holds.
+func imageArtifact(ctx context.Context, img v1.Image) artifact {
+	return artifact{ociWhat: "image", dockerWhat: "image",
+		store:  img.Digest,
+		ociDir: func(dir, ref string) error { return export.WriteOCIDir(ctx, dir, img, ref) },
+		ociTar: func(w io.Writer, ref string) error { return export.WriteOCIArchive(ctx, w, img, ref) },
+		docker: func(w io.Writer, names []string) error { return export.WriteDockerArchive(ctx, w, img, names) },
+	}
+}
+
+// writeImage tags a or writes it to an archive, as s.Type says; a
+// registry output only checks that it has a name, as the push follows.
+func (e *Exporter) writeImage(s Spec, a artifact, names []string) error {
 	var err error
 	switch s.Type {
 	case "image":
-		if err := e.tagAll(img, names); err != nil || att == nil {
+		d, err := a.store()
+		if err != nil {
 			return err
 		}
-		return e.storeAttestations(ctx, att)
+		if err := e.tagAll(d, names); err != nil || a.attach == nil {
+			return err
+		}
+		return a.attach()
 	case "registry":
 		if len(names) == 0 {
 			return fmt.Errorf("output type registry %w", ErrNoName)
@@ -212,38 +236,28 @@ func (e *Exporter) writeImage(ctx context.Context, s Spec, img v1.Image, names [
 		if len(names) > 0 {
 			refName = names[0]
 		}
-		switch {
-		case att != nil && !s.Tar:
-			err = errors.New("attestations in an OCI layout directory are not supported: use tar=true, or --provenance=false --sbom=false")
-		case att != nil:
-			err = e.writeDest(s.Dest, func(w io.Writer) error {
-				return writeOCIAttested(ctx, w, img, desc, att, refName, e.c.Attest.index())
-			})
-		case !s.Tar:
-			err = export.WriteOCIDir(ctx, s.Dest, img, refName)
-		default:
-			err = e.writeDest(s.Dest, func(w io.Writer) error { return export.WriteOCIArchive(ctx, w, img, refName) })
+		if !s.Tar {
+			err = a.ociDir(s.Dest, refName)
+		} else {
+			err = e.writeDest(s.Dest, func(w io.Writer) error { return a.ociTar(w, refName) })
 		}
 		if err != nil {
 			return fmt.Errorf("export oci to %s: %w", s.Dest, err)
 		}
-		e.c.Progress(fmt.Sprintf("exported oci image to %s", DestName(s.Dest)))
+		e.c.Progress(fmt.Sprintf("exported oci %s to %s", a.ociWhat, DestName(s.Dest)))
 	case "docker":
-		err = e.writeDest(s.Dest, func(w io.Writer) error { return export.WriteDockerArchive(ctx, w, img, names) })
+		err = e.writeDest(s.Dest, func(w io.Writer) error { return a.docker(w, names) })
 		if err != nil {
 			return fmt.Errorf("export docker to %s: %w", s.Dest, err)
 		}
-		e.c.Progress(fmt.Sprintf("exported docker image to %s", DestName(s.Dest)))
+		e.c.Progress(fmt.Sprintf("exported docker %s to %s", a.dockerWhat, DestName(s.Dest)))
 	}
 	return nil
 }
 
-// tagAll points names at img in the local store's index.
-func (e *Exporter) tagAll(img v1.Image, names []string) error {
-	d, err := img.Digest()
-	if err != nil {
-		return err
-	}
+// tagAll points names at the manifest or index d in the local store's
+// index.
+func (e *Exporter) tagAll(d v1.Hash, names []string) error {
 	for _, n := range names {
 		if err := e.c.Index.Tag(n, v1.Descriptor{Digest: d}); err != nil {
 			return err
@@ -268,6 +282,15 @@ func (e *Exporter) writeDest(dest string, fn func(io.Writer) error) error {
 		return err
 	}
 	return atomicfile.Write(abs, 0o644, fn)
+}
+
+// writeScratchDest is writeDest for a writer that needs the scratch
+// directory, which it creates.
+func (e *Exporter) writeScratchDest(dest string, fn func(io.Writer) error) error {
+	if err := os.MkdirAll(e.c.Scratch, 0o700); err != nil {
+		return err
+	}
+	return e.writeDest(dest, fn)
 }
 
 // DestName names a destination for messages: "stdout" for "-".
