@@ -158,7 +158,7 @@ echo "{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"$n\",\"comment\":\"ro=$ro net=$ne
 	extras := scanner("extras", `e="$BUILDKIT_SCAN_SOURCE_EXTRAS"
 ro=yes
 [ -n "$e" ] && for d in "$e"/*; do touch "$d/x" 2>/dev/null && ro=no; done
-echo "{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"extras\",\"comment\":\"extras=$e dirs=$(ls $e 2>/dev/null | tr '\n' ,) ro=$ro ctx=$(ls $e/sbom-context 2>/dev/null | tr '\n' ,) deps=$(ls $e/sbom-deps 2>/dev/null | tr '\n' ,)\"}" > "$BUILDKIT_SCAN_DESTINATION/extras.spdx.json"
+echo "{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"extras\",\"comment\":\"extras=$e dirs=$([ -n "$e" ] && ls $e | tr '\n' ,) ro=$ro ctx=$(ls $e/sbom-context 2>/dev/null | tr '\n' ,) deps=$(ls $e/sbom-deps 2>/dev/null | tr '\n' ,)\"}" > "$BUILDKIT_SCAN_DESTINATION/extras.spdx.json"
 `)
 	const (
 		plain    = "FROM scratch AS app\nCOPY hello /hello\n"
