@@ -105,6 +105,9 @@ type Options struct {
 	// TemporaryContext says ContextDir was fetched or unpacked for this
 	// build only (stdin, Git, URL): its file hashes are not remembered.
 	TemporaryContext bool
+	// GitContext is the repository and commit of a Git context, which
+	// provenance names as its configSource; nil for other contexts.
+	GitContext *attest.GitSource
 }
 
 // Result describes the image a build produced: one image, or for several
@@ -124,6 +127,13 @@ type Result struct {
 	Records       []*attest.Record
 	Tags          []string
 	Steps, Cached int
+	// SBOMContext is true when the SBOM scan is to include the context
+	// (BUILDKIT_SBOM_SCAN_CONTEXT, see ScanSBOM); single-platform only.
+	SBOMContext bool
+	// SBOMStages are the images of the stages the target reads that ask
+	// to be scanned too (BUILDKIT_SBOM_SCAN_STAGE), by stage name; they
+	// are in the store, untagged. Single-platform only.
+	SBOMStages map[string]v1.Image
 }
 
 // proxyArgs are the build args Docker accepts without an ARG line. They are
@@ -350,13 +360,17 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 			used = used || ok
 		}
 		// BUILDKIT_CONTEXT_KEEP_GIT_DIR is read by the CLI for the context.
-		if !used && !proxyArgs[k] && k != sandboxHostnameArg && k != "BUILDKIT_CONTEXT_KEEP_GIT_DIR" {
+		if !used && !proxyArgs[k] && k != sandboxHostnameArg && k != "BUILDKIT_CONTEXT_KEEP_GIT_DIR" && k != sbomScanContextArg && k != sbomScanStageArg {
 			o.Progress.Printf("WARNING: build argument %q was not consumed by any ARG", k)
 		}
 	}
 	var res *Result
 	if len(jobs) == 1 {
 		res, err = jobs[0].commitImage(ctx, states[0], true)
+		if err == nil {
+			res.SBOMContext = jobs[0].sbomScanContext(states[0])
+			res.SBOMStages, err = jobs[0].sbomScanStages(ctx, jobs[0].neededStages(target), target)
+		}
 	} else {
 		res, err = commitIndex(ctx, jobs, states)
 	}

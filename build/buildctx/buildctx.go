@@ -69,8 +69,12 @@ type Context struct {
 	// Source describes a remote context for messages ("" for local):
 	// the URL, passwords redacted, and for Git the commit.
 	Source string
-	tmp    string
-	git    *gitsrc.Checkout
+	// GitURL and GitCommit name a Git context for provenance: the
+	// repository URL (credentials redacted) with its #ref, and the commit
+	// checked out; both "" for other contexts.
+	GitURL, GitCommit string
+	tmp               string
+	git               *gitsrc.Checkout
 }
 
 // Close removes what Resolve fetched or unpacked. It is idempotent.
@@ -230,6 +234,10 @@ func (c *Context) fromGit(ctx context.Context, s Spec) error {
 	}
 	c.Dir = c.git.Dir
 	c.Source = r.String() + " (commit " + c.git.Commit + ")"
+	c.GitURL, c.GitCommit = gitsrc.Redact(r.Remote), c.git.Commit
+	if r.Ref != "" {
+		c.GitURL += "#" + r.Ref
+	}
 	return nil
 }
 
