@@ -108,6 +108,9 @@ type Options struct {
 	// TemporaryContext says ContextDir was fetched or unpacked for this
 	// build only (stdin, Git, URL): its file hashes are not remembered.
 	TemporaryContext bool
+	// GitContext is the repository and commit of a Git context, which
+	// provenance names as its configSource; nil for other contexts.
+	GitContext *attest.GitSource
 }
 
 // Result describes the image a build produced: one image, or for several
@@ -127,6 +130,13 @@ type Result struct {
 	Records       []*attest.Record
 	Tags          []string
 	Steps, Cached int
+	// SBOMContext is true when the SBOM scan is to include the context
+	// (BUILDKIT_SBOM_SCAN_CONTEXT, see ScanSBOM); single-platform only.
+	SBOMContext bool
+	// SBOMStages are the images of the stages the target reads that ask
+	// to be scanned too (BUILDKIT_SBOM_SCAN_STAGE), by stage name; they
+	// are in the store, untagged. Single-platform only.
+	SBOMStages map[string]v1.Image
 }
 
 // proxyArgs are the build args Docker accepts without an ARG line. They are
@@ -193,6 +203,17 @@ func ReadDockerfileSource(path string) (*parser.Graph, []byte, error) {
 	return g, dt, err
 }
 
+// LintContext runs the build checks that need the build context of o
+// (CopyIgnoredFile, against its .dockerignore) on g, adding to
+// g.Warnings, as Build does before it starts; --check calls it alone.
+func LintContext(g *parser.Graph, o Options) error {
+	bctx, err := copier.LoadContext(o.ContextDir, o.Dockerfile)
+	if err != nil {
+		return fmt.Errorf("load build context: %w", err)
+	}
+	return g.LintIgnored(bctx.Ignore)
+}
+
 // DockerfilePath returns the path of the Dockerfile o names: Dockerfile,
 // or by default the file Dockerfile in ContextDir (default ".").
 func (o Options) DockerfilePath() string {
@@ -237,6 +258,13 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if warning != "" {
 		o.Progress.Printf("WARNING: %s", warning)
 	}
+	bctx, err := copier.LoadContext(o.ContextDir, o.Dockerfile)
+	if err != nil {
+		return nil, fmt.Errorf("load build context: %w", err)
+	}
+	if err := g.LintIgnored(bctx.Ignore); err != nil {
+		return nil, err
+	}
 	defer printLintSummary(o.Progress, g.Warnings)
 	if err := g.LintError(); err != nil { // # check=error=true
 		return nil, err
@@ -255,10 +283,6 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	}
 	if err := checkHostname(o.BuildArgs[sandboxHostnameArg]); err != nil {
 		return nil, err
-	}
-	bctx, err := copier.LoadContext(o.ContextDir, o.Dockerfile)
-	if err != nil {
-		return nil, fmt.Errorf("load build context: %w", err)
 	}
 	if !o.TemporaryContext {
 		if bctx.Hashes, err = copier.OpenStatCache(filepath.Join(b.root, store.ContextStatDir), bctx.Dir); err != nil {
@@ -353,13 +377,17 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 			used = used || ok
 		}
 		// BUILDKIT_CONTEXT_KEEP_GIT_DIR is read by the CLI for the context.
-		if !used && !proxyArgs[k] && k != sandboxHostnameArg && k != "BUILDKIT_CONTEXT_KEEP_GIT_DIR" {
+		if !used && !proxyArgs[k] && k != sandboxHostnameArg && k != "BUILDKIT_CONTEXT_KEEP_GIT_DIR" && k != sbomScanContextArg && k != sbomScanStageArg {
 			o.Progress.Printf("WARNING: build argument %q was not consumed by any ARG", k)
 		}
 	}
 	var res *Result
 	if len(jobs) == 1 {
 		res, err = jobs[0].commitImage(ctx, states[0], true)
+		if err == nil {
+			res.SBOMContext = jobs[0].sbomScanContext(states[0])
+			res.SBOMStages, err = jobs[0].sbomScanStages(ctx, jobs[0].neededStages(target), target)
+		}
 	} else {
 		res, err = commitIndex(ctx, jobs, states)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"builder/build/buildtest"
+	"builder/build/namedctx"
 	"builder/build/progress"
 	"builder/build/secrets"
 )
@@ -62,7 +63,11 @@ type conformanceCase struct {
 	// Secrets maps a secret id to {"file": path relative to the case
 	// directory} or {"env": variable}.
 	Secrets map[string]secrets.Source `json:"secrets"`
-	Expect  conformanceExpect         `json:"expect"`
+	// Contexts are --build-context values by name: a value without
+	// "://" is a directory relative to the case directory; placeholders
+	// are expanded.
+	Contexts map[string]string `json:"contexts"`
+	Expect   conformanceExpect `json:"expect"`
 }
 
 // conformanceExpect is what a case's build must produce.
@@ -209,6 +214,20 @@ func (c conformanceCase) options(f *fixture, dir string) Options {
 			}
 			o.Secrets[id] = s
 		}
+	}
+	for n, v := range c.Contexts {
+		v = expand(v)
+		if !strings.Contains(v, "://") {
+			v = filepath.Join(dir, v)
+		}
+		nc, err := namedctx.Parse(n + "=" + v)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if o.NamedContexts == nil {
+			o.NamedContexts = map[string]namedctx.Context{}
+		}
+		o.NamedContexts[nc.Key] = nc
 	}
 	return o
 }

@@ -184,6 +184,9 @@ func (j *job) namedImage(ctx context.Context, c namedctx.Context, platform v1.Pl
 // directory's files (a cached step like any COPY). pos places the step
 // in errors and cache explanations.
 func (j *job) namedStageState(ctx context.Context, c namedctx.Context, platform v1.Platform, pos *parser.Step) (*stageState, error) {
+	if c.Kind == namedctx.Image && c.Ref == "scratch" {
+		return scratchState(platform), nil // as BuildKit: docker-image://scratch is the empty image
+	}
 	if !isDir(c) {
 		img, err := j.namedImage(ctx, c, platform)
 		if err != nil {

@@ -126,6 +126,7 @@ func (j *job) record(dockerfile []byte, target int) *attest.Record {
 		Images:          slices.Clone(r.images),
 		HTTP:            slices.Clone(r.http),
 		Git:             slices.Clone(r.git),
+		Context:         j.o.GitContext,
 		Platform:        j.o.Platform,
 		BuilderPlatform: "linux/" + runtime.GOARCH,
 		BuilderVersion:  Version,
@@ -133,6 +134,9 @@ func (j *job) record(dockerfile []byte, target int) *attest.Record {
 		Started:         r.started,
 		Finished:        time.Now(),
 		Network:         r.network,
+	}
+	if c := j.o.GitContext; c != nil {
+		rec.Git = append([]attest.GitSource{*c}, rec.Git...)
 	}
 	slices.SortStableFunc(rec.Images, func(a, b attest.ImageSource) int { return strings.Compare(a.Ref, b.Ref) })
 	last := map[int]int{} // stage index -> its last step's number

@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -24,34 +27,124 @@ const DefaultSBOMGenerator = "docker/buildkit-syft-scanner:stable-1"
 const (
 	scanSource = "/run/src/core/sbom"
 	scanOut    = "/run/out"
+	scanExtras = "/run/src/extras"
 	// MaxSBOMSize bounds one SPDX document a scanner writes.
 	MaxSBOMSize = 64 << 20
+	// sbomScanContextArg asks for the context to be scanned too.
+	sbomScanContextArg = "BUILDKIT_SBOM_SCAN_CONTEXT"
+	// sbomScanStageArg asks for a stage the target reads to be scanned.
+	sbomScanStageArg = "BUILDKIT_SBOM_SCAN_STAGE"
 )
 
+// sbomScanStages commits, untagged, the stages of needed other than the
+// target whose BUILDKIT_SBOM_SCAN_STAGE enables them, and returns their
+// images by stage name.
+func (j *job) sbomScanStages(ctx context.Context, needed []int, target int) (map[string]v1.Image, error) {
+	var out map[string]v1.Image
+	for _, i := range needed {
+		if i == target {
+			continue
+		}
+		st, err := j.wait(ctx, i)
+		if err != nil {
+			return nil, err
+		}
+		if !j.sbomEnabled(sbomScanStageArg, st) {
+			continue
+		}
+		res, err := j.commitImage(ctx, st, false)
+		if err != nil {
+			return nil, fmt.Errorf("sbom: stage %s: %w", st.name, err)
+		}
+		if out == nil {
+			out = map[string]v1.Image{}
+		}
+		out[st.name] = res.Image
+	}
+	return out, nil
+}
+
+// sbomScanContext reports whether the SBOM scan includes the context:
+// BUILDKIT_SBOM_SCAN_CONTEXT enables it for the target stage st.
+func (j *job) sbomScanContext(st *stageState) bool {
+	return j.sbomEnabled(sbomScanContextArg, st)
+}
+
+// sbomEnabled reports whether the arg k enables a scan for stage st, as
+// BuildKit decides it: k given as a build arg, a global ARG or an ARG of
+// st (the latest wins) is true, or a comma-separated list naming st.
+func (j *job) sbomEnabled(k string, st *stageState) bool {
+	v, ok := j.o.BuildArgs[k]
+	if j.meta != nil {
+		if mv, mok := j.meta.Get(k); mok {
+			v, ok = mv, true
+		}
+	}
+	if st.args != nil {
+		if sv, sok := st.args.Get(k); sok {
+			v, ok = sv, true
+		}
+	}
+	if !ok {
+		return false
+	}
+	if b, err := strconv.ParseBool(v); err == nil {
+		return b
+	}
+	return slices.Contains(strings.Split(v, ","), st.name)
+}
+
 // ScanSBOM runs the SBOM generator image (pulled and cached like any base)
-// on img's root filesystem with BuildKit's scanner protocol and returns
+// on the root filesystem of res's image with BuildKit's scanner protocol and returns
 // the SPDX JSON documents it wrote, by file name. The scan is a build of
 // its own: the generator's ENTRYPOINT and CMD run in the sandbox without
-// network, img's filesystem bound read-only at $BUILDKIT_SCAN_SOURCE
+// network, the image's filesystem bound read-only at $BUILDKIT_SCAN_SOURCE
 // (/run/src/core/sbom), a tmpfs at /tmp, and $BUILDKIT_SCAN_DESTINATION
 // (/run/out) in the generator's filesystem, whose layer is read back. Like
 // any step it is cached: the same generator on the same image scans once.
-// o gives the isolation, limits and progress; its Dockerfile, args and
-// outputs do not apply.
-func (b *Builder) ScanSBOM(ctx context.Context, img v1.Image, generator string, o Options) (map[string][]byte, error) {
+// The extras BuildKit scans are bound read-only under
+// $BUILDKIT_SCAN_SOURCE_EXTRAS (/run/src/extras) as BuildKit binds them:
+// each of res.SBOMStages at sbom-NAME and, with res.SBOMContext, o's
+// context directory (its .dockerignore applied) at sbom-context.
+// o gives the isolation, limits, progress and context; its Dockerfile,
+// args and outputs do not apply.
+func (b *Builder) ScanSBOM(ctx context.Context, res *Result, generator string, o Options) (map[string][]byte, error) {
 	if generator == "" {
 		generator = DefaultSBOMGenerator
 	}
-	d, err := img.Digest()
+	// The scan binds the images by names only this scan uses.
+	bind := func(what string, img v1.Image) (string, error) {
+		d, err := img.Digest()
+		if err != nil {
+			return "", err
+		}
+		ref := "builder-sbom-scan.invalid/" + what + ":" + d.Hex[:32]
+		if err := b.tag(ref, d); err != nil {
+			return "", fmt.Errorf("sbom: %w", err)
+		}
+		return ref, nil
+	}
+	target, err := bind("target", res.Image)
 	if err != nil {
 		return nil, err
 	}
-	// The scan binds img by a name only this scan uses.
-	target := "builder-sbom-scan.invalid/target:" + d.Hex[:32]
-	if err := b.tag(target, d); err != nil {
-		return nil, fmt.Errorf("sbom: %w", err)
-	}
 	defer b.index.Untag(target)
+	env, mounts, contextDir := "", "", ""
+	for _, name := range slices.Sorted(maps.Keys(res.SBOMStages)) {
+		ref, err := bind("stage-"+name, res.SBOMStages[name])
+		if err != nil {
+			return nil, err
+		}
+		defer b.index.Untag(ref)
+		mounts += " --mount=type=bind,from=" + ref + ",target=" + scanExtras + "/sbom-" + name
+	}
+	if res.SBOMContext {
+		mounts += " --mount=type=bind,target=" + scanExtras + "/sbom-context"
+		contextDir = o.ContextDir
+	}
+	if mounts != "" {
+		env = " BUILDKIT_SCAN_SOURCE_EXTRAS=" + scanExtras
+	}
 	if o.Platform.OS == "" {
 		o.Platform = v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	}
@@ -77,11 +170,14 @@ func (b *Builder) ScanSBOM(ctx context.Context, img v1.Image, generator string, 
 	if wd := gen.config.Config.WorkingDir; wd != "" {
 		workdir = "WORKDIR " + wd + "\n"
 	}
+	if contextDir == "" {
+		contextDir = dir
+	}
 	// exec-form RUN: the arguments are the generator's, unexpanded.
 	dockerfile := "FROM " + generator + "\n" +
 		"WORKDIR " + scanOut + "\n" + workdir +
-		"ENV BUILDKIT_SCAN_DESTINATION=" + scanOut + " BUILDKIT_SCAN_SOURCE=" + scanSource + "\n" +
-		"RUN --network=none --mount=type=bind,from=" + target + ",target=" + scanSource +
+		"ENV BUILDKIT_SCAN_DESTINATION=" + scanOut + " BUILDKIT_SCAN_SOURCE=" + scanSource + env + "\n" +
+		"RUN --network=none --mount=type=bind,from=" + target + ",target=" + scanSource + mounts +
 		" --mount=type=tmpfs,target=/tmp " + string(argv) + "\n"
 	df := filepath.Join(dir, "Dockerfile")
 	if err := os.WriteFile(df, []byte(dockerfile), 0o600); err != nil {
@@ -91,13 +187,13 @@ func (b *Builder) ScanSBOM(ctx context.Context, img v1.Image, generator string, 
 	if err != nil {
 		return nil, fmt.Errorf("sbom: %w", err)
 	}
-	so := Options{ContextDir: dir, Dockerfile: df, Network: NetworkNone, Platform: o.Platform, Progress: o.Progress,
+	so := Options{ContextDir: contextDir, Dockerfile: df, Network: NetworkNone, Platform: o.Platform, Progress: o.Progress,
 		Isolation: o.Isolation, Limits: o.Limits, NAT: o.NAT, Epoch: o.Epoch, Pull: o.Pull}
-	res, err := b.Build(ctx, g, so)
+	out, err := b.Build(ctx, g, so)
 	if err != nil {
 		return nil, fmt.Errorf("sbom generator %s: %w", generator, err)
 	}
-	docs, err := readScanOutput(res.Image)
+	docs, err := readScanOutput(out.Image)
 	if err != nil {
 		return nil, fmt.Errorf("sbom generator %s: %w", generator, err)
 	}

@@ -35,8 +35,8 @@ type stageLint struct {
 // lintStages runs the BuildKit rules that BuildKit applies while it
 // converts each stage: UndefinedArgInFrom, RedundantTargetPlatform,
 // FromPlatformFlagConstDisallowed on FROM; JSONArgsRecommended,
-// WorkdirRelativePath, SecretsUsedInArgOrEnv and ExposeProtoCasing on the
-// instructions. What depends on the base image (its SHELL, ENV and
+// WorkdirRelativePath, SecretsUsedInArgOrEnv, ExposeProtoCasing and
+// ExposeInvalidFormat on the instructions. What depends on the base image (its SHELL, ENV and
 // WORKDIR) is taken as unset, as for most images.
 func (p *parseState) lintStages(seen []seenInstruction) {
 	lex := shell.NewLex(p.escape)
@@ -95,9 +95,13 @@ func (p *parseState) lintStages(seen []seenInstruction) {
 				lintSecret(lint, "ENV", kv.Key, loc)
 			}
 		case *Expose:
-			for _, port := range op.Ports {
+			for w := n.Next; w != nil; w = w.Next { // source order, as BuildKit warns
+				port := w.Value
 				if _, proto, ok := strings.Cut(port, "/"); ok && proto != strings.ToLower(proto) {
 					lint.Run(&linter.RuleExposeProtoCasing, loc, linter.RuleExposeProtoCasing.Format(port))
+				}
+				if exposeMapsHost(port) {
+					lint.Run(&linter.RuleExposeInvalidFormat, loc, linter.RuleExposeInvalidFormat.Format(port))
 				}
 			}
 		}
@@ -154,6 +158,15 @@ func (p *parseState) lintFrom(lint *linter.Linter, lex *shell.Lex, metaEnv shell
 		return
 	}
 	lint.Run(&linter.RuleFromPlatformFlagConstDisallowed, loc, linter.RuleFromPlatformFlagConstDisallowed.Format(st.Platform))
+}
+
+// exposeMapsHost reports whether an EXPOSE port names a host IP or host
+// port ("[IP:]HOSTPORT:PORT"), which EXPOSE ignores: the parts before the
+// last two colons are the IP, the one before the last the host port.
+func exposeMapsHost(port string) bool {
+	parts := strings.Split(port, ":")
+	n := len(parts)
+	return n >= 2 && (parts[n-2] != "" || strings.Join(parts[:n-2], "") != "")
 }
 
 // lintSecret warns about an ARG or ENV whose name looks like a secret.

@@ -131,6 +131,12 @@ func (p *parseState) parse(dt []byte) (*Graph, error) {
 			}
 			s := p.g.Stages[len(p.g.Stages)-1]
 			s.Steps = append(s.Steps, step)
+			if _, ok := op.(*Copy); ok {
+				if p.g.stepLint == nil {
+					p.g.stepLint = map[*Step]stepLinter{}
+				}
+				p.g.stepLint[step] = stepLinter{lint: p.lint.WithMergedConfigFromComments(n.PrevComment), loc: n.Location()}
+			}
 			seen = append(seen, seenInstruction{node: n, stage: s, step: step})
 		default:
 			return nil, p.nodeError(n, fmt.Errorf("%T is not a command type", v))

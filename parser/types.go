@@ -105,6 +105,8 @@ type Graph struct {
 	// ErrorOnWarnings is set by "# check=error=true": a build must then
 	// fail when there are Warnings (see LintError).
 	ErrorOnWarnings bool
+	// stepLint keeps each COPY/ADD step's linter for LintIgnored.
+	stepLint map[*Step]stepLinter
 }
 
 // LintError returns BuildKit's "lint violation found for rules: ..." error

@@ -44,3 +44,33 @@ func ReadStatements(raw []byte, blob func(desc v1.Descriptor) ([]byte, error)) (
 	}
 	return out, nil
 }
+
+// LoadBundle reads back the attestation manifest desc describes, and every
+// blob it names, with blob (which bounds what it reads), so that it can
+// be pushed again.
+func LoadBundle(desc v1.Descriptor, blob func(v1.Hash) ([]byte, error)) (*Bundle, error) {
+	raw, err := blob(desc.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("attestation manifest %s: %w", desc.Digest, err)
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("attestation manifest %s: %w", desc.Digest, err)
+	}
+	b := &Bundle{Manifest: raw, Descriptor: desc, Blobs: map[v1.Hash][]byte{}}
+	for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+		if b.Blobs[d.Digest], err = blob(d.Digest); err != nil {
+			return nil, fmt.Errorf("attestation manifest %s: %w", desc.Digest, err)
+		}
+	}
+	return b, nil
+}
+
+// Referrer reports whether the attestation manifest of b is an OCI 1.1
+// referrer (has a subject).
+func (b *Bundle) Referrer() bool {
+	var m struct {
+		Subject *v1.Descriptor `json:"subject"`
+	}
+	return json.Unmarshal(b.Manifest, &m) == nil && m.Subject != nil
+}

@@ -69,8 +69,12 @@ type Context struct {
 	// Source describes a remote context for messages ("" for local):
 	// the URL, passwords redacted, and for Git the commit.
 	Source string
-	tmp    string
-	git    *gitsrc.Checkout
+	// GitURL and GitCommit name a Git context for provenance: the
+	// repository URL (credentials redacted) with its #ref, and the commit
+	// checked out; both "" for other contexts.
+	GitURL, GitCommit string
+	tmp               string
+	git               *gitsrc.Checkout
 }
 
 // Close removes what Resolve fetched or unpacked. It is idempotent.
@@ -160,7 +164,7 @@ func (c *Context) local(s Spec) error {
 	c.Dir = s.Context
 	switch s.Dockerfile {
 	case "":
-		c.Dockerfile = filepath.Join(s.Context, "Dockerfile")
+		c.Dockerfile = defaultDockerfile(s.Context)
 	case Stdin:
 		var err error
 		if c.tmp, err = os.MkdirTemp(s.TempDir, "context-"); err != nil {
@@ -230,6 +234,10 @@ func (c *Context) fromGit(ctx context.Context, s Spec) error {
 	}
 	c.Dir = c.git.Dir
 	c.Source = r.String() + " (commit " + c.git.Commit + ")"
+	c.GitURL, c.GitCommit = gitsrc.Redact(r.Remote), c.git.Commit
+	if r.Ref != "" {
+		c.GitURL += "#" + r.Ref
+	}
 	return nil
 }
 
@@ -256,13 +264,31 @@ func (c *Context) fromURL(ctx context.Context, s Spec) (bool, error) {
 // for "Dockerfile"): absolute paths and symlinks stay in dir.
 func inside(dir, name string) (string, error) {
 	if name == "" {
-		name = "Dockerfile"
+		return defaultDockerfile(dir), nil
 	}
 	p, err := securejoin.SecureJoin(dir, name)
 	if err != nil {
 		return "", fmt.Errorf("-f %s: %w", name, err)
 	}
 	return p, nil
+}
+
+// defaultDockerfile is the Dockerfile of a context when -f is not given:
+// "Dockerfile", or "dockerfile" when only that exists (as docker build and
+// BuildKit fall back).
+func defaultDockerfile(dir string) string {
+	p := filepath.Join(dir, "Dockerfile")
+	if _, err := os.Lstat(p); err != nil {
+		if lower := filepath.Join(dir, "dockerfile"); fileExists(lower) {
+			return lower
+		}
+	}
+	return p
+}
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }
 
 // writeLimited copies r into the new file p, failing if r holds more

@@ -254,7 +254,7 @@ func (w *writer) leaf(n *node) error {
 			return fmt.Errorf("symlink /%s: %w", target, err)
 		}
 	default:
-		if err := unix.Mknodat(parent.fd(), n.name, n.st.Mode&unix.S_IFMT|0o600, int(n.st.Rdev)); err != nil {
+		if err := mknod(parent.fd(), n); err != nil {
 			return fmt.Errorf("mknod /%s: %w", target, err)
 		}
 		if err := unix.Fchownat(parent.fd(), n.name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -357,4 +357,18 @@ func setTimes(f *os.File, st *unix.Stat_t) error {
 		return &os.PathError{Op: "utimes", Path: f.Name(), Err: err}
 	}
 	return nil
+}
+
+// mknod makes the special file n in dir: a device or fifo as it is, a
+// socket as an empty regular file (as BuildKit's file transfer has it; a
+// layer cannot hold a socket).
+func mknod(dir int, n *node) error {
+	if n.st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return unix.Mknodat(dir, n.name, n.st.Mode&unix.S_IFMT|0o600, int(n.st.Rdev))
+	}
+	fd, err := unix.Openat(dir, n.name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
 }

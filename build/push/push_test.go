@@ -420,7 +420,14 @@ func TestPushSpacedResets(t *testing.T) {
 			want, _ := img.Digest()
 			px := faultproxy.Start(t, reg.Addr, faultproxy.Rule{Match: faultproxy.Any, Key: faultproxy.All, Then: f, Every: 4})
 			ref := px.Addr + "/spaced/" + f.String() + ":1"
-			res, err := Push(context.Background(), registry.New(registry.Options{Backoff: fastBackoff()}), img, []string{ref}, Options{})
+			// Uploads run concurrently, so which request of a blob's
+			// session draws the fault is chance: a session fails about one
+			// time in four, and four failed sessions in a row (the default
+			// steps) happened about once in fifty runs. Eight steps make
+			// that vanishingly rare without hiding a push that never retries.
+			bo := fastBackoff()
+			bo.Steps = 8
+			res, err := Push(context.Background(), registry.New(registry.Options{Backoff: bo}), img, []string{ref}, Options{})
 			if err != nil {
 				t.Fatalf("push with every 4th request failing: %v", err)
 			}

@@ -144,7 +144,7 @@ func csvAttrs(s string) (map[string]string, error) {
 func (p *attestPlan) attestations(ctx context.Context, b *build.Builder, o build.Options, res *build.Result) (*output.Attestations, error) {
 	a := &output.Attestations{Store: p.store}
 	if p.sbom {
-		docs, err := b.ScanSBOM(ctx, res.Image, p.generator, o)
+		docs, err := b.ScanSBOM(ctx, res, p.generator, o)
 		if err != nil {
 			return nil, err
 		}

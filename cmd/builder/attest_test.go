@@ -18,6 +18,7 @@ import (
 	"builder/build/attest"
 	"builder/build/buildtest"
 	"builder/build/push/registrytest"
+	"builder/internal/gitserver"
 	"builder/internal/testenv"
 )
 
@@ -405,4 +406,121 @@ func ociArchiveIndex(t *testing.T, path string) *v1.IndexManifest {
 		t.Fatalf("image index: %v", err)
 	}
 	return &idx
+}
+
+// TestCLIProvenanceGitContext: the provenance of a build whose context is
+// a Git URL names the repository and the commit its ref resolved to as the
+// configSource, a resolved dependency and the vcs metadata, as BuildKit
+// does, with the URL's credentials masked everywhere.
+func TestCLIProvenanceGitContext(t *testing.T) {
+	buildtest.RequireRoot(t)
+	base := buildtest.BusyboxRegistry(t)
+	srv := gitserver.Start(t)
+	repo := srv.Repo(t, "ctx")
+	first := repo.Commit("one", map[string]string{"Dockerfile": "ARG BASE\nFROM $BASE\nCOPY f.txt /\n", "f.txt": "v1\n"})
+	repo.Git("tag", "v1")
+	repo.Commit("two", map[string]string{"f.txt": "v2\n"})
+	repo.Push()
+	const token = "ghp-context-token"
+	u := strings.Replace(srv.HTTPURL, "http://", "http://user:"+token+"@", 1) + "/ctx.git#v1"
+	root := t.TempDir()
+	if out, code := cli(t, "--root", root, "build", "-t", "attest/git:1", "--provenance", "mode=max",
+		"--build-arg", "BASE="+base, u); code != 0 {
+		t.Fatalf("build: exit %d\n%s", code, out)
+	}
+	out, code := cli(t, "--root", root, "inspect", "--attestations", "-f", "{{json .Provenance}}", "attest/git:1")
+	if code != 0 {
+		t.Fatalf("inspect --attestations: exit %d\n%s", code, out)
+	}
+	if strings.Contains(out, token) || strings.Contains(out, "user:") {
+		t.Errorf("provenance shows the context URL's credentials:\n%s", out)
+	}
+	var p attest.Provenance
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	want := strings.Replace(srv.HTTPURL, "http://", "http://xxxxx:xxxxx@", 1) + "/ctx.git#v1"
+	cs := p.BuildDefinition.ExternalParameters.ConfigSource
+	if cs.URI != want || cs.Digest["sha1"] != first || cs.Path != "Dockerfile" {
+		t.Errorf("configSource = %+v, want %s at sha1 %s, path Dockerfile", cs, want, first)
+	}
+	found := false
+	for _, d := range p.BuildDefinition.ResolvedDependencies {
+		found = found || (d.URI == want && d.Digest["sha1"] == first)
+	}
+	if !found {
+		t.Errorf("resolvedDependencies %+v lack the context %s", p.BuildDefinition.ResolvedDependencies, want)
+	}
+	md := p.RunDetails.Metadata
+	if vcs := md.BuildKit.VCS; vcs["source"] != want || vcs["revision"] != first {
+		t.Errorf("vcs = %v, want source %s revision %s", vcs, want, first)
+	}
+	if !md.Completeness.ResolvedDependencies || p.BuildDefinition.ExternalParameters.Request.Locals != nil {
+		t.Errorf("a Git context's dependencies are complete and no local is named: %+v, locals %+v",
+			md.Completeness, p.BuildDefinition.ExternalParameters.Request.Locals)
+	}
+}
+
+// TestCLIPushAttestations: `builder push` of a stored image pushes the
+// attestations the store keeps next to it, as the build stored them: an
+// index of the image and its attestation manifest (index, both), a
+// referrer of the image (referrers, both), nothing more without any.
+func TestCLIPushAttestations(t *testing.T) {
+	buildtest.RequireRoot(t)
+	base := buildtest.BusyboxRegistry(t)
+	reg := buildtest.Registry(t)
+	root := t.TempDir()
+	for _, tc := range []struct {
+		store            string
+		index, referrers bool
+	}{
+		{"index", true, false},
+		{"referrers", false, true},
+		{"both", true, true},
+		{"none", false, false},
+	} {
+		t.Run(tc.store, func(t *testing.T) {
+			// One image per case: attestations are about an image manifest.
+			ctxDir := writeCase(t, "ARG BASE\nFROM $BASE\nRUN echo "+tc.store+" > /p\n", map[string]string{})
+			local := "attest/push-" + tc.store + ":1"
+			args := []string{"--root", root, "build", "-q", "-t", local, "--build-arg", "BASE=" + base}
+			if tc.store != "none" {
+				args = append(args, "--provenance", "mode=max", "--attest-store", tc.store)
+			}
+			if out, code := cli(t, append(args, ctxDir)...); code != 0 {
+				t.Fatalf("build: exit %d\n%s", code, out)
+			}
+			ref := reg + "/pushed-" + tc.store + ":1"
+			out, code := cli(t, "--root", root, "push", "-q", local, ref)
+			if code != 0 {
+				t.Fatalf("push: exit %d\n%s", code, out)
+			}
+			r, _ := name.ParseReference(ref, name.Insecure)
+			desc, err := remote.Get(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.TrimSpace(out); got != desc.Digest.String() {
+				t.Errorf("push printed %q, the tag names %s", got, desc.Digest)
+			}
+			if desc.MediaType.IsIndex() != tc.index {
+				t.Fatalf("pushed %s, want an index: %v", desc.MediaType, tc.index)
+			}
+			img := desc.Digest
+			if tc.index {
+				var im *v1.IndexManifest
+				img, im = pushedIndex(t, ref)
+				if p := indexProvenance(t, ref, im, img); !strings.Contains(string(p), `"build-arg:BASE"`) {
+					t.Errorf("index provenance: %s", p)
+				}
+			}
+			if tc.referrers {
+				if p := referredProvenance(t, ref, img); !strings.Contains(string(p), `"build-arg:BASE"`) {
+					t.Errorf("referred provenance: %s", p)
+				}
+			} else if n := len(referrers(t, r.Context().Digest(img.String()))); n != 0 {
+				t.Errorf("%d referrers of %s, want none", n, img)
+			}
+		})
+	}
 }

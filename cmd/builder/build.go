@@ -237,6 +237,11 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 	if err != nil {
 		return withSource(err, filepath.Base(dfPath), src)
 	}
+	if call.name == "check" {
+		if err := build.LintContext(graph, o); err != nil {
+			return err
+		}
+	}
 	if call.name != "" {
 		return runCall(os.Stdout, call, graph, o)
 	}
@@ -245,10 +250,13 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 		return withSource(err, filepath.Base(dfPath), src)
 	}
 	var atts *output.Attestations
-	if res.Index == nil { // TODO(issue 17): one attestation manifest per platform
+	if res.Index == nil {
 		if atts, err = plan.attestations(ctx, b, o, res); err != nil {
 			return err
 		}
+	} else if plan.provenance != nil || plan.sbom {
+		// TODO(issue 17): one attestation manifest per platform.
+		o.Progress.Printf("WARNING: attestations (provenance, SBOM) are not attached to multi-platform builds yet: the index is written without them")
 	}
 	exp := output.New(output.Config{Store: b.Store(), Index: b.Index(), Registry: b.Registry(),
 		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress),

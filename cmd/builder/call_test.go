@@ -28,6 +28,11 @@ func TestCLICall(t *testing.T) {
 		{"lint", []string{"--call", "outline", "--target", "base"}, 0, "", []string{"TARGET: base", "API_TOKEN"}},
 		{"clean", []string{"--check"}, 0, "", []string{"Check complete, no warnings found."}},
 		{"skip", []string{"--check"}, 0, "", []string{"Check complete, no warnings found."}},
+		// CopyIgnoredFile: the context's .dockerignore, as BuildKit reads it.
+		{"ignored", []string{"--check"}, 1, "check.golden", nil},
+		{"ignored-all", []string{"--check"}, 1, "check.golden", nil},
+		{"ignored-negated", []string{"--check"}, 0, "", []string{"Check complete, no warnings found."}},
+		{"ignored", []string{"--call", "check,format=json"}, 1, "", []string{`"ruleName": "CopyIgnoredFile"`, `"detail": "Attempting to Add file \"build.log\" that is excluded by .dockerignore"`}},
 		{"lint", []string{"--check", "--call", "outline"}, 2, "", []string{"--check is --call check"}},
 		{"lint", []string{"--call", "explain"}, 2, "", []string{"--call explain: use build, check, outline or targets"}},
 	} {
@@ -96,5 +101,34 @@ func TestCLIBuildxFlagTable(t *testing.T) {
 				t.Errorf("a usage error is one line:\n%s", out)
 			}
 		})
+	}
+}
+
+// TestCLICheckIgnoreOutsideContext: a .dockerignore that is a symlink out
+// of the context is not read by --check (nor by a build): CopyIgnoredFile
+// sees no patterns, so a file outside cannot steer the checks.
+func TestCLICheckIgnoreOutsideContext(t *testing.T) {
+	dir := t.TempDir()
+	outside := filepath.Join(dir, "outside")
+	if err := os.WriteFile(outside, []byte("secrets\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, relative := range []bool{false, true} {
+		ctx := writeCase(t, "FROM scratch\nCOPY secrets/x /x\n", map[string]string{})
+		target := outside
+		if relative {
+			rel, err := filepath.Rel(ctx, outside)
+			if err != nil {
+				t.Fatal(err)
+			}
+			target = rel
+		}
+		if err := os.Symlink(target, filepath.Join(ctx, ".dockerignore")); err != nil {
+			t.Fatal(err)
+		}
+		out, code := cli(t, "--root", t.TempDir(), "build", "--check", ctx)
+		if code != 0 || !strings.Contains(out, "Check complete, no warnings found.") {
+			t.Errorf(".dockerignore -> %s: exit %d:\n%s", target, code, out)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"builder/build"
+	"builder/build/attest"
 	"builder/build/buildctx"
 	"builder/build/gitsrc"
 	"builder/build/sshagent"
@@ -49,6 +50,9 @@ func resolveContext(ctx context.Context, g *globals, o *build.Options, file stri
 		return nil, err
 	}
 	o.ContextDir, o.Dockerfile, o.TemporaryContext = c.Dir, c.Dockerfile, c.Temporary
+	if c.GitCommit != "" {
+		o.GitContext = &attest.GitSource{URL: c.GitURL, Commit: c.GitCommit}
+	}
 	if c.Source != "" {
 		o.Progress.Printf("context: %s", c.Source)
 	}

@@ -147,6 +147,21 @@ func runPush(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The attestations the store keeps next to the image go along, as
+	// their build stored them; with an index, dest now names it.
+	ai, err := output.PushStored(ctx, output.Config{Store: s, Index: idx, Registry: rc, Progress: prog.Line, Meter: opts.Meter},
+		img, []string{dest})
+	if err != nil {
+		return err
+	}
+	if ai != nil {
+		d, err := ai.Digest()
+		if err != nil {
+			return err
+		}
+		fmt.Println(d)
+		return nil
+	}
 	fmt.Println(res[0].Digest)
 	return nil
 }

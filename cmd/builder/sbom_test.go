@@ -150,6 +150,49 @@ echo "{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"$n\",\"comment\":\"ro=$ro net=$ne
 		strings.Contains(out, "decoy") || strings.Count(out, "spdxVersion") != 1 {
 		t.Errorf("SBOM of the probe: exit %d\n%s", code, out)
 	}
+	// The extras, as BuildKit binds them read-only under
+	// $BUILDKIT_SCAN_SOURCE_EXTRAS: the context (.dockerignore applied)
+	// when BUILDKIT_SBOM_SCAN_CONTEXT asks (a build arg, an ARG of the
+	// target stage, a list naming it), the stages the target reads that
+	// BUILDKIT_SBOM_SCAN_STAGE marks (never the target itself).
+	extras := scanner("extras", `e="$BUILDKIT_SCAN_SOURCE_EXTRAS"
+ro=yes
+[ -n "$e" ] && for d in "$e"/*; do touch "$d/x" 2>/dev/null && ro=no; done
+echo "{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"extras\",\"comment\":\"extras=$e dirs=$([ -n "$e" ] && ls $e | tr '\n' ,) ro=$ro ctx=$(ls $e/sbom-context 2>/dev/null | tr '\n' ,) deps=$(ls $e/sbom-deps 2>/dev/null | tr '\n' ,)\"}" > "$BUILDKIT_SCAN_DESTINATION/extras.spdx.json"
+`)
+	const (
+		plain    = "FROM scratch AS app\nCOPY hello /hello\n"
+		stages   = "FROM scratch AS deps\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nCOPY hello /lib.txt\nFROM scratch AS unread\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nCOPY hello /u\nFROM scratch AS app\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nCOPY --from=deps /lib.txt /lib.txt\n"
+		noneWant = `"comment":"extras= dirs= ro=yes ctx= deps="`
+		ctxWant  = `"comment":"extras=/run/src/extras dirs=sbom-context, ro=yes ctx=Dockerfile,hello, deps="`
+	)
+	for _, tc := range []struct {
+		name, dockerfile string
+		args             []string
+		want             string
+	}{
+		{"none", plain, nil, noneWant},
+		{"context-build-arg", plain, []string{"--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=true"}, ctxWant},
+		{"context-stage-arg", "FROM scratch AS app\nARG BUILDKIT_SBOM_SCAN_CONTEXT=true\nCOPY hello /hello\n", nil, ctxWant},
+		{"context-list", plain, []string{"--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=other,app"}, ctxWant},
+		{"context-other-stage", plain, []string{"--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=other"}, noneWant},
+		{"stage-arg", stages, nil, `"comment":"extras=/run/src/extras dirs=sbom-deps, ro=yes ctx= deps=lib.txt,"`},
+		{"stage-and-context", "FROM scratch AS deps\nCOPY hello /lib.txt\nFROM scratch AS app\nCOPY --from=deps /lib.txt /lib.txt\n",
+			[]string{"--build-arg", "BUILDKIT_SBOM_SCAN_STAGE=deps", "--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=1"},
+			`"comment":"extras=/run/src/extras dirs=sbom-context,sbom-deps, ro=yes ctx=Dockerfile,hello, deps=lib.txt,"`},
+	} {
+		t.Run("extras-"+tc.name, func(t *testing.T) {
+			dir := writeCase(t, tc.dockerfile, map[string]string{"hello": "hi", "secret.txt": "no", ".dockerignore": "secret.txt\n"})
+			args := append([]string{"--root", root, "build", "-t", "sbom/ctx:1", "--sbom", "generator=" + extras}, tc.args...)
+			if out, code := cli(t, append(args, dir)...); code != 0 || strings.Contains(out, "not consumed") {
+				t.Fatalf("build --sbom: exit %d\n%s", code, out)
+			}
+			out, code := cli(t, "--root", root, "inspect", "--attestations", "-f", "{{json .SBOM}}", "sbom/ctx:1")
+			if code != 0 || !strings.Contains(out, tc.want) {
+				t.Errorf("SBOM: exit %d, want %s\n%s", code, tc.want, out)
+			}
+		})
+	}
 	for _, tc := range []struct{ name, script, want string }{
 		{"silent", "true\n", "wrote no /run/out/*.spdx.json"},
 		{"garbage", `echo 'not json' > "$BUILDKIT_SCAN_DESTINATION/sbom.spdx.json"` + "\n", "is not JSON"},

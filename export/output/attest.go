@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -24,6 +25,10 @@ const (
 	StoreIndex     = "index"     // in an image index next to the image, as BuildKit does
 	StoreReferrers = "referrers" // as OCI 1.1 referrers of the image manifest only
 	StoreBoth      = "both"
+	// annotationStore records, on the local store's index entry of an
+	// attestation manifest, the --attest-store it was made for, so that
+	// `builder push` pushes it the same way.
+	annotationStore = "builder.attest-store"
 )
 
 // Attestations are the predicates every image an Exporter writes carries,
@@ -117,7 +122,56 @@ func (e *Exporter) storeAttestations(ctx context.Context, b *attest.Bundle) erro
 	if _, _, err := e.c.Store.WriteBlob(ctx, bytes.NewReader(b.Manifest), b.Descriptor.Digest); err != nil {
 		return fmt.Errorf("store attestations: %w", err)
 	}
-	return e.c.Index.Attach(b.Descriptor)
+	desc := b.Descriptor
+	desc.Annotations = maps.Clone(desc.Annotations)
+	desc.Annotations[annotationStore] = e.c.Attest.storeName()
+	return e.c.Index.Attach(desc)
+}
+
+// PushStored pushes the attestation manifests the local store keeps for
+// img (pushed already under names) as they were stored: in an image index
+// with img that names then point at, as referrers, or both, as the
+// --attest-store of their build said. It returns the index pushed, or nil
+// when names still point at img (no attestations, or referrers only).
+func PushStored(ctx context.Context, c Config, img v1.Image, names []string) (v1.ImageIndex, error) {
+	d, err := img.Digest()
+	if err != nil {
+		return nil, err
+	}
+	descs, err := c.Index.Attestations(d)
+	if err != nil || len(descs) == 0 {
+		return nil, err
+	}
+	desc, err := subjectDescriptor(img)
+	if err != nil {
+		return nil, err
+	}
+	e := New(c)
+	var idx v1.ImageIndex
+	for _, a := range descs {
+		b, err := attest.LoadBundle(a, func(h v1.Hash) ([]byte, error) { return c.Store.ReadBlob(h, attest.MaxStatementSize) })
+		if err != nil {
+			return nil, fmt.Errorf("push attestations of %s: %w", names[0], err)
+		}
+		store := a.Annotations[annotationStore]
+		switch {
+		case store != "":
+		case b.Referrer():
+			store = StoreBoth
+		default:
+			store = StoreIndex
+		}
+		delete(b.Descriptor.Annotations, annotationStore)
+		e.c.Attest = &Attestations{Store: store}
+		i, err := e.pushAttestations(ctx, img, desc, b, names)
+		if err != nil {
+			return nil, err
+		}
+		if i != nil {
+			idx = i
+		}
+	}
+	return idx, nil
 }
 
 // pushAttestations pushes what the image's names need besides the image
@@ -132,7 +186,7 @@ func (e *Exporter) storeAttestations(ctx context.Context, b *attest.Bundle) erro
 func (e *Exporter) pushAttestations(ctx context.Context, img v1.Image, desc v1.Descriptor, b *attest.Bundle, names []string) (v1.ImageIndex, error) {
 	todo := map[string]map[name.Reference]remote.Taggable{} // by registry
 	var idx v1.ImageIndex
-	if e.c.Attest.index() {
+	if e.c.Attest.Store != StoreReferrers {
 		var err error
 		if idx, err = withAttestations(img, desc, b); err != nil {
 			return nil, err
