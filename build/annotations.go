@@ -40,29 +40,44 @@ func (a *Annotations) ParseAnnotation(s string, platform v1.Platform) error {
 	if !ok || k == "" {
 		return fmt.Errorf("--annotation %q: want [TYPE:]KEY=VALUE", s)
 	}
-	if platforms != "" && !platformListed(platforms, platform) {
-		return nil
-	}
+	var maps []*map[string]string
 	for _, t := range strings.Split(types, ",") {
-		var m *map[string]string
 		switch strings.TrimSpace(t) {
 		case "manifest":
-			m = &a.Manifest
+			maps = append(maps, &a.Manifest)
 		case "manifest-descriptor":
-			m = &a.ManifestDescriptor
+			maps = append(maps, &a.ManifestDescriptor)
 		case "index":
-			m = &a.Index
+			maps = append(maps, &a.Index)
 		case "index-descriptor":
-			m = &a.IndexDescriptor
+			maps = append(maps, &a.IndexDescriptor)
 		default:
 			return fmt.Errorf("--annotation %q: unknown type %q: use manifest, manifest-descriptor, index or index-descriptor", s, t)
 		}
+	}
+	if platforms != "" && !platformListed(platforms, platform) {
+		return nil
+	}
+	for _, m := range maps {
 		if *m == nil {
 			*m = map[string]string{}
 		}
 		(*m)[k] = v
 	}
 	return nil
+}
+
+// ParseAnnotations reads every --annotation value for one platform: the
+// annotations of that platform's image. A value that is malformed is an
+// error whatever platform it names.
+func ParseAnnotations(specs []string, platform v1.Platform) (Annotations, error) {
+	var a Annotations
+	for _, s := range specs {
+		if err := a.ParseAnnotation(s, platform); err != nil {
+			return Annotations{}, err
+		}
+	}
+	return a, nil
 }
 
 // platformListed reports whether the comma-separated list names p.

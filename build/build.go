@@ -95,6 +95,9 @@ type Options struct {
 	// Annotations are the --annotation values by level; a single-platform
 	// build writes the manifest ones and refuses the others.
 	Annotations Annotations
+	// AnnotationSpecs are raw --annotation values, parsed per job platform
+	// into Annotations (so TYPE[PLATFORMS]: ones reach only their platforms).
+	AnnotationSpecs []string
 	// StrictSyntax refuses a # syntax= frontend other than
 	// docker/dockerfile:1 instead of building the file as a plain
 	// Dockerfile with a warning ($BUILDER_STRICT_SYNTAX=1).
@@ -269,6 +272,15 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if err := o.Annotations.singlePlatform(); err != nil {
 		return nil, err
 	}
+	for _, p := range platforms {
+		a, err := ParseAnnotations(o.AnnotationSpecs, p)
+		if err != nil {
+			return nil, err
+		}
+		if err := a.singlePlatform(); err != nil {
+			return nil, err
+		}
+	}
 	if err := checkHostname(o.BuildArgs[sandboxHostnameArg]); err != nil {
 		return nil, err
 	}
@@ -292,6 +304,11 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	for i, p := range platforms {
 		jo := o
 		jo.Platform = p
+		if len(o.AnnotationSpecs) > 0 {
+			if jo.Annotations, err = ParseAnnotations(o.AnnotationSpecs, p); err != nil {
+				return nil, err
+			}
+		}
 		j := &job{b: b, o: jo, g: g, bctx: bctx, progress: o.Progress, runSem: runSem, rec: newRecorder()}
 		defer j.cleanupNamed()
 		if len(platforms) > 1 {
