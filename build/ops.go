@@ -186,7 +186,7 @@ func (j *job) fsStep(ctx context.Context, st *stageState, c fsCall, change func(
 	// (a FROM --platform=$BUILDPLATFORM stage): the step runs once and
 	// the others take its record as a cache hit.
 	rec, ran, err := j.b.steps.do(ctx, key, func() (cache.Record, error) {
-		if rec, hit := j.lookup(key); hit {
+		if rec, hit := j.lookup(key); hit && !j.noCacheStage(st.index) {
 			return rec, errHit
 		}
 		parent, err := j.ensureChain(ctx, st.layers)
