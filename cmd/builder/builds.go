@@ -41,7 +41,8 @@ func runBuilds(ctx context.Context, g *globals, args []string) error {
 			"  logs ID            replay a build's plain progress\n  rm ID...           remove records\n"+
 			"  prune              remove records beyond the limits\n  export ID -o FILE  write a Chrome trace\n"+
 			"\nIDs may be shortened to any unique prefix. --no-record or BUILDER_NO_RECORD=1 on a build\n"+
-			"keeps none; BUILDER_RECORDS_KEEP and BUILDER_RECORDS_KEEP_STORAGE bound what GC keeps.\n")
+			"keeps none; BUILDER_RECORDS_KEEP and BUILDER_RECORDS_KEEP_STORAGE bound what GC keeps.\n"+
+			"\nExamples:\n  builder builds ls\n  builder builds logs 3f2a --step 4\n  builder builds export 3f2a -o trace.json\n")
 		if len(args) == 0 {
 			return usagef("builder builds needs a command")
 		}

@@ -79,7 +79,7 @@ func TestCLICompletion(t *testing.T) {
 	}{
 		{"builder ins", 1, []string{"inspect"}},
 		{"builder --root /x hi", 3, []string{"history"}},
-		{"builder build --no-c", 2, []string{"--no-cache"}},
+		{"builder build --no-c", 2, []string{"--no-cache", "--no-cache-filter"}},
 		{"builder inspect --f", 2, []string{"--format"}},
 		{"builder completion f", 2, []string{"fish"}},
 	} {
@@ -140,10 +140,10 @@ source ` + f + "\n"
 			}
 			// fish answers completions non-interactively with complete -C.
 			for line, want := range map[string]string{
-				"builder ins":           "inspect",
-				"builder build --no-c":  "--no-cache",
-				"builder completion z":  "zsh",
-				"builder --root /x his": "history",
+				"builder ins":                "inspect",
+				"builder build --no-cache-f": "--no-cache-filter",
+				"builder completion z":       "zsh",
+				"builder --root /x his":      "history",
 			} {
 				out, err := exec.Command(shell, "--no-config", "-c", "source "+f+"; complete -C '"+line+"'").CombinedOutput()
 				var got []string
