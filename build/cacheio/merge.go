@@ -118,9 +118,10 @@ func Bound(c Config, maxRecords int, maxSize int64) Config {
 }
 
 // Merging registry exports: how many read-merge-write rounds an export
-// makes at most, and how long it waits after writing before it reads the
-// reference back (plus up to as much again at random), so that a writer
-// that read the cache before this one wrote has written by then.
+// makes at most, and the least it waits after writing before it reads the
+// reference back (the wait is at least twice the round's own read-merge-
+// write time, plus up to as much again at random), so that a writer that
+// read the cache before this one wrote has written by then.
 var (
 	mergeRounds = 8
 	mergeSettle = 300 * time.Millisecond
@@ -159,6 +160,7 @@ func exportMerged(ctx context.Context, spec Spec, cfg Config, s *content.Store, 
 		return v1.Hash{}, err
 	}
 	for round := 1; round <= mergeRounds; round++ {
+		start := time.Now()
 		theirs, err := readCurrent(ctx, rc, ref)
 		if err != nil {
 			return v1.Hash{}, err
@@ -168,10 +170,14 @@ func exportMerged(ctx context.Context, spec Spec, cfg Config, s *content.Store, 
 		if err != nil {
 			return v1.Hash{}, err
 		}
+		// A writer that read before this one wrote takes about as long
+		// as this round did to write: on a slow machine or registry the
+		// wait grows with it.
+		wait := max(mergeSettle, 2*time.Since(start))
 		select {
 		case <-ctx.Done():
 			return v1.Hash{}, ctx.Err()
-		case <-time.After(mergeSettle + rand.N(mergeSettle+1)):
+		case <-time.After(wait + rand.N(wait+1)):
 		}
 		now, err := readCurrent(ctx, rc, ref)
 		if err != nil {
