@@ -20,7 +20,7 @@ example: build
 
 # Tests need root (namespaces, mounts), busybox-static, umoci and skopeo: see .ci/run.
 test: build lint
-	$(GO) test -count=1 -timeout 30m $(PKGS)
+	$(GO) test -count=1 -timeout 45m $(PKGS)
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
