@@ -508,8 +508,8 @@ func TestCacheIdenticalImages(t *testing.T) {
 			opts: func(t *testing.T, _ *fixture, _ string) []func(*Options) { return []func(*Options){secretOption(t)} }}}
 	if _, err := os.Stat(conformanceDir); err == nil && !testing.Short() {
 		for _, c := range conformanceCases(t) {
-			if c.Base != "" || len(c.Env) > 0 || len(c.Expect.Error) > 0 {
-				continue // built on another case's image, needs the process env, or fails by design
+			if c.Base != "" || len(c.Env) > 0 || len(c.Contexts) > 0 || len(c.Expect.Error) > 0 {
+				continue // built on another case's image, needs the process env or named contexts, or fails by design
 			}
 			cases = append(cases, identCase{name: "conformance/" + c.Name, sameBase: true,
 				dir: func(t *testing.T) string { return c.prepare(t) },
