@@ -25,6 +25,7 @@ import (
 	"builder/build/namedctx"
 	"builder/build/progress"
 	"builder/build/secrets"
+	"builder/export"
 )
 
 // conformanceDir holds one directory per conformance case; its README.md
@@ -92,6 +93,9 @@ type conformanceExpect struct {
 	NotInImage []string `json:"notInImage"`
 	// Layers is the number of layers the image must have, 0 to not check.
 	Layers int `json:"layers"`
+	// CreatedNotBase asks for a config "created" time other than that of
+	// the base case's image.
+	CreatedNotBase bool `json:"createdNotBase"`
 }
 
 // fileExpect describes one path of the unpacked image.
@@ -185,6 +189,15 @@ func (c conformanceCase) options(f *fixture, dir string) Options {
 		o.BuildArgs["BASE"] = "conformance-" + c.Base
 	}
 	expand := c.placeholders(f)
+	if c.Base != "" {
+		inner, layout := expand, ""
+		expand = func(s string) string {
+			if strings.Contains(s, "{{layout}}") && layout == "" {
+				layout = c.baseLayout(f, dir)
+			}
+			return strings.ReplaceAll(inner(s), "{{layout}}", layout)
+		}
+	}
 	for k, v := range c.BuildArgs {
 		if v == nil {
 			if ev, ok := os.LookupEnv(k); ok { // as the CLI does for --build-arg K
@@ -230,6 +243,38 @@ func (c conformanceCase) options(f *fixture, dir string) Options {
 		o.NamedContexts[nc.Key] = nc
 	}
 	return o
+}
+
+// baseLayout writes the base case's image from f's store into an OCI
+// layout directory under dir, as "-o type=oci,tar=false" writes it, and
+// returns "DIR@sha256:…" (the layout pinned by the image's manifest
+// digest) for the {{layout}} placeholder.
+func (c conformanceCase) baseLayout(f *fixture, dir string) string {
+	f.t.Helper()
+	img := c.baseImage(f)
+	d, err := img.Digest()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	lay := filepath.Join(dir, "base-layout")
+	if err := export.WriteOCIDir(context.Background(), lay, img, "conformance-"+c.Base); err != nil {
+		f.t.Fatalf("write the base case's image as an OCI layout: %v", err)
+	}
+	return lay + "@" + d.String()
+}
+
+// baseImage returns the image of c's base case from f's store.
+func (c conformanceCase) baseImage(f *fixture) v1.Image {
+	f.t.Helper()
+	desc, err := f.b.index.Lookup("conformance-" + c.Base)
+	if err != nil {
+		f.t.Fatalf("base case image: %v", err)
+	}
+	img, err := export.LoadImage(f.b.store, desc.Digest)
+	if err != nil {
+		f.t.Fatalf("base case image: %v", err)
+	}
+	return img
 }
 
 // placeholders returns the function that replaces the placeholders of
@@ -375,6 +420,15 @@ func (c conformanceCase) runWith(t *testing.T, f *fixture, mods ...func(*Options
 		t.Fatal(err)
 	}
 	c.checkConfig(t, cf, raw)
+	if e.CreatedNotBase {
+		bcf, err := c.baseImage(f).ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cf.Created.Equal(bcf.Created.Time) {
+			t.Errorf("created = %s, the base image's time", cf.Created.UTC().Format(time.RFC3339Nano))
+		}
+	}
 	for _, s := range e.NotInImage {
 		if strings.Contains(log, s) {
 			t.Errorf("build log contains %q", s)
