@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"builder/build/attest"
 )
 
 // DefaultSBOMGenerator is BuildKit's default SBOM scanner image.
@@ -71,14 +73,15 @@ func (j *job) sbomScanContext(st *stageState) bool {
 }
 
 // sbomEnabled reports whether the arg k enables a scan for stage st, as
-// BuildKit decides it: k given as a build arg, a global ARG or an ARG of
-// st (the latest wins) is true, or a comma-separated list naming st.
+// BuildKit decides it: the value of k as a global ARG or an ARG of st (the
+// stage's wins), a build arg overriding either, is true or a
+// comma-separated list naming st. A build arg alone, with no such ARG,
+// enables nothing (BuildKit's testSBOMScannerArgs).
 func (j *job) sbomEnabled(k string, st *stageState) bool {
-	v, ok := j.o.BuildArgs[k]
+	var v string
+	var ok bool
 	if j.meta != nil {
-		if mv, mok := j.meta.Get(k); mok {
-			v, ok = mv, true
-		}
+		v, ok = j.meta.Get(k)
 	}
 	if st.args != nil {
 		if sv, sok := st.args.Get(k); sok {
@@ -96,7 +99,8 @@ func (j *job) sbomEnabled(k string, st *stageState) bool {
 
 // ScanSBOM runs the SBOM generator image (pulled and cached like any base)
 // on the root filesystem of res's image with BuildKit's scanner protocol and returns
-// the SPDX JSON documents it wrote, by file name. The scan is a build of
+// the SPDX documents it wrote, by file name: the predicates of the in-toto
+// statements it writes into $BUILDKIT_SCAN_DESTINATION. The scan is a build of
 // its own: the generator's ENTRYPOINT and CMD run in the sandbox without
 // network, the image's filesystem bound read-only at $BUILDKIT_SCAN_SOURCE
 // (/run/src/core/sbom), a tmpfs at /tmp, and $BUILDKIT_SCAN_DESTINATION
@@ -198,13 +202,15 @@ func (b *Builder) ScanSBOM(ctx context.Context, res *Result, generator string, o
 		return nil, fmt.Errorf("sbom generator %s: %w", generator, err)
 	}
 	if len(docs) == 0 {
-		return nil, fmt.Errorf("sbom generator %s wrote no %s/*.spdx.json", generator, scanOut)
+		return nil, fmt.Errorf("sbom generator %s wrote nothing in %s", generator, scanOut)
 	}
 	return docs, nil
 }
 
-// readScanOutput reads the *.spdx.json files directly in /run/out from
-// the last layer of the scan's image (the one its RUN made).
+// readScanOutput reads what the scan wrote directly in /run/out, from the
+// last layer of the scan's image (the one its RUN made), as BuildKit
+// unbundles it: every entry, whatever its name, is one in-toto statement
+// with an SPDX predicate, and the SBOM is that predicate.
 func readScanOutput(img v1.Image) (map[string][]byte, error) {
 	layers, err := img.Layers()
 	if err != nil {
@@ -229,19 +235,39 @@ func readScanOutput(img v1.Image) (map[string][]byte, error) {
 			return nil, err
 		}
 		name := path.Clean("/" + h.Name)
-		if h.Typeflag != tar.TypeReg || path.Dir(name) != scanOut || !strings.HasSuffix(name, ".spdx.json") {
+		if path.Dir(name) != scanOut || strings.HasPrefix(path.Base(name), ".wh.") {
 			continue
+		}
+		if h.Typeflag != tar.TypeReg {
+			return nil, fmt.Errorf("%s is not a regular file (an SBOM scanner writes one in-toto statement per file)", name)
 		}
 		if h.Size > MaxSBOMSize {
 			return nil, fmt.Errorf("%s: %d bytes, more than %d", name, h.Size, MaxSBOMSize)
 		}
-		b, err := io.ReadAll(io.LimitReader(tr, MaxSBOMSize))
+		pred, err := scanStatement(io.LimitReader(tr, MaxSBOMSize))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		if !json.Valid(b) {
-			return nil, fmt.Errorf("%s is not JSON", name)
-		}
-		out[path.Base(name)] = b
+		out[path.Base(name)] = pred
 	}
+}
+
+// scanStatement decodes the one in-toto statement of r and returns its
+// predicate, which must be an SPDX document.
+func scanStatement(r io.Reader) ([]byte, error) {
+	dec := json.NewDecoder(r)
+	var st attest.Statement
+	if err := dec.Decode(&st); err != nil {
+		return nil, fmt.Errorf("decode in-toto statement: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("not a single in-toto statement")
+	}
+	if st.PredicateType != attest.PredicateSPDX {
+		return nil, fmt.Errorf("predicate type %q, want %s", st.PredicateType, attest.PredicateSPDX)
+	}
+	if len(st.Predicate) == 0 || string(st.Predicate) == "null" {
+		return nil, errors.New("in-toto statement has no predicate")
+	}
+	return st.Predicate, nil
 }
