@@ -168,6 +168,9 @@ type job struct {
 	netErr   error
 	firstErr error       // the first failure, which cancels the other stages
 	label    string      // "os/arch " before step names in a multi-platform build
+	// platformGiven is set when the build names its platforms (--platform):
+	// the image then says the target platform whatever its base's is.
+	platformGiven bool
 	emu      *emulators  // binfmt_misc handlers, shared by the build's jobs
 	cio      *cacheState // --cache-from/--cache-to state; nil without them
 	imagesMu sync.Mutex
@@ -309,7 +312,8 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 				return nil, err
 			}
 		}
-		j := &job{b: b, o: jo, g: g, bctx: bctx, progress: o.Progress, runSem: runSem, rec: newRecorder()}
+		j := &job{b: b, o: jo, g: g, bctx: bctx, progress: o.Progress, runSem: runSem, rec: newRecorder(),
+			platformGiven: len(o.Platforms) > 0 || o.Platform.OS != "" || o.Platform.Architecture != ""}
 		defer j.cleanupNamed()
 		if len(platforms) > 1 {
 			j.label = export.PlatformString(p) + " "
