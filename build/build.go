@@ -168,15 +168,15 @@ type job struct {
 	netErr   error
 	firstErr error       // the first failure, which cancels the other stages
 	label    string      // "os/arch " before step names in a multi-platform build
-	// platformGiven is set when the build names its platforms (--platform):
-	// the image then says the target platform whatever its base's is.
-	platformGiven bool
 	emu      *emulators  // binfmt_misc handlers, shared by the build's jobs
 	cio      *cacheState // --cache-from/--cache-to state; nil without them
 	imagesMu sync.Mutex
 	images   map[imageKey]*baseImage // images resolved so far; see image
 	nctx     namedState              // named contexts resolved so far
 	rec      *recorder               // what provenance will name
+	// platformGiven is set when the build names its platforms (--platform):
+	// the image then says the target platform whatever its base's is.
+	platformGiven bool
 }
 
 type stageFuture struct {
