@@ -93,7 +93,7 @@ type Options struct {
 	// 0 means sandbox.DefaultShmSize.
 	ShmSize int64
 	// Annotations are the --annotation values by level; a single-platform
-	// build writes the manifest ones and refuses the others.
+	// build refuses the index ones.
 	Annotations Annotations
 	// AnnotationSpecs are raw --annotation values, parsed per job platform
 	// into Annotations (so TYPE[PLATFORMS]: ones reach only their platforms).
@@ -123,6 +123,13 @@ type Result struct {
 	// then nil and ManifestDigest is the index's.
 	Index  v1.ImageIndex
 	Images []export.PlatformImage
+	// IndexAnnotations go on a multi-platform build's index (--annotation
+	// index:); Images carry their manifest-descriptor ones.
+	IndexAnnotations map[string]string
+	// DescriptorAnnotations go on the entry of the image (one platform:
+	// manifest-descriptor) or the index (several: index-descriptor) in an
+	// OCI layout's index.json.
+	DescriptorAnnotations map[string]string
 	// Record is what the build's provenance names: its sources, steps and
 	// times; nil for several platforms, where Records has each platform's
 	// in the order of Images.
@@ -269,17 +276,24 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if err := g.LintError(); err != nil { // # check=error=true
 		return nil, err
 	}
-	if err := o.Annotations.singlePlatform(); err != nil {
-		return nil, err
+	if len(platforms) == 1 {
+		if err := o.Annotations.singlePlatform(); err != nil {
+			return nil, err
+		}
 	}
 	for _, p := range platforms {
 		a, err := ParseAnnotations(o.AnnotationSpecs, p)
 		if err != nil {
 			return nil, err
 		}
-		if err := a.singlePlatform(); err != nil {
-			return nil, err
+		if len(platforms) == 1 {
+			if err := a.singlePlatform(); err != nil {
+				return nil, err
+			}
 		}
+	}
+	if err := checkAnnotationPlatforms(o.AnnotationSpecs, platforms); err != nil {
+		return nil, err
 	}
 	if err := checkHostname(o.BuildArgs[sandboxHostnameArg]); err != nil {
 		return nil, err
@@ -385,6 +399,7 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if len(jobs) == 1 {
 		res, err = jobs[0].commitImage(ctx, states[0], true)
 		if err == nil {
+			res.DescriptorAnnotations = descriptorAnnotations(jobs[0].o.Annotations.ManifestDescriptor)
 			res.SBOMContext = jobs[0].sbomScanContext(states[0])
 			res.SBOMStages, err = jobs[0].sbomScanStages(ctx, jobs[0].neededStages(target), target)
 		}

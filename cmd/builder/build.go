@@ -260,7 +260,7 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 	}
 	exp := output.New(output.Config{Store: b.Store(), Index: b.Index(), Registry: b.Registry(),
 		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress),
-		Attest: atts})
+		Attest: atts, IndexAnnotations: res.IndexAnnotations, DescriptorAnnotations: res.DescriptorAnnotations})
 	if res.Index != nil {
 		ex, err = exp.ExportPlatforms(ctx, outs, res.Images, res.Tags)
 	} else {
