@@ -272,7 +272,7 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if err := g.LintIgnored(bctx.Ignore); err != nil {
 		return nil, err
 	}
-	defer printLintSummary(o.Progress, g.Warnings)
+	defer func() { printLintSummary(o.Progress, g.Warnings) }() // with the base image checks added later
 	if err := g.LintError(); err != nil { // # check=error=true
 		return nil, err
 	}
@@ -355,6 +355,17 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 			return nil, err
 		}
 	}
+	lintedBases := false
+	if g.ErrorOnWarnings {
+		// # check=error=true: the checks on base images must stop the
+		// build before its first step too, so their configs are resolved
+		// first (a base that fails to resolve fails in its stage).
+		_ = jobs[0].lintBases(ctx, jobs[0].neededStages(target), jobs[0].baseConfig, false)
+		lintedBases = true
+		if err := g.LintError(); err != nil {
+			return nil, err
+		}
+	}
 	if err := checkEmulation(o.Progress, jobs, target); err != nil {
 		return nil, err
 	}
@@ -381,6 +392,15 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		}()
 	}
 	wg.Wait()
+	if !lintedBases {
+		// The checks on base images, on the configs the build resolved;
+		// their warnings are listed after the build, even a failed one.
+		n := len(g.Warnings)
+		for _, j := range jobs {
+			j.lintBaseWarnings(ctx, target)
+		}
+		g.Warnings = dedupeWarnings(g.Warnings, n)
+	}
 	if err := firstError(errs); err != nil {
 		return nil, err
 	}
@@ -519,6 +539,25 @@ func printLintSummary(p *progress.Progress, ws []parser.Warning) {
 	for _, w := range ws {
 		p.Warning(linter.LintFormatShort(w.Rule, w.Message, w.Pos.Line), w.URL)
 	}
+}
+
+// dedupeWarnings drops from ws the repeats of warnings the base image
+// checks added (ws grew from n): each platform's job finds the same
+// UndefinedVar.
+func dedupeWarnings(ws []parser.Warning, n int) []parser.Warning {
+	if len(ws) == n {
+		return ws
+	}
+	seen := map[parser.Warning]bool{}
+	out := ws[:0]
+	for _, w := range ws {
+		if seen[w] && (w.Rule == "UndefinedVar" || w.Rule == "InvalidBaseImagePlatform") {
+			continue
+		}
+		seen[w] = true
+		out = append(out, w)
+	}
+	return out
 }
 
 // targetStage returns the index of the stage --target names, by default

@@ -241,6 +241,9 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 		if err := build.LintContext(graph, o); err != nil {
 			return err
 		}
+		// A base image that cannot be resolved ends the check after the
+		// warnings found so far, as BuildKit's.
+		call.err = withSource(b.LintBases(ctx, graph, o), filepath.Base(dfPath), src)
 	}
 	if call.name != "" {
 		return runCall(os.Stdout, call, graph, o)

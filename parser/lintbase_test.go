@@ -1,0 +1,90 @@
+package parser
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
+)
+
+// TestLintBases runs UndefinedVar and InvalidBaseImagePlatform on the
+// Dockerfiles under testdata/lintbase with the stage bases a build would
+// resolve, and compares the warnings with each case's want.txt.
+func TestLintBases(t *testing.T) {
+	image := func(env ...string) StageBase { return StageBase{Parent: -1, Env: env} }
+	golang := image("PATH=/go/bin:/usr/bin", "GOPATH=/go", "APP_HOME=app")
+	foreign := StageBase{Parent: -1, Env: []string{"PATH=/bin"}, OtherPlatform: true, Name: "foreign",
+		Expected: "linux/amd64", Actual: "linux/s390x"}
+	for _, tc := range []struct {
+		dir       string
+		bases     map[int]StageBase
+		buildArgs map[string]string
+	}{
+		{"env", map[int]StageBase{0: golang}, nil},
+		{"stages", map[int]StageBase{0: image("PATH=/bin"), 1: {Parent: 0}, 2: image(), 3: image("BASE_ONLY=1")}, nil},
+		{"platform", map[int]StageBase{0: foreign, 1: image()}, nil},
+		{"skip", map[int]StageBase{0: foreign}, nil},
+		{"unknown", map[int]StageBase{0: {Parent: -1, Unknown: true}, 1: {Parent: 0}}, nil},
+	} {
+		t.Run(tc.dir, func(t *testing.T) {
+			dir := filepath.Join("testdata", "lintbase", tc.dir)
+			g, err := parseFile(t, filepath.Join(dir, "Dockerfile"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := len(g.Warnings)
+			var stages []int
+			for i := range g.Stages {
+				stages = append(stages, i)
+			}
+			g.LintBases(BaseLint{Stages: stages, Bases: tc.bases, BuildArgs: tc.buildArgs,
+				Global: shell.EnvsFromSlice([]string{"GLOBAL=g", "TARGETARCH=amd64"})})
+			var got []string
+			for _, w := range g.Warnings {
+				if w.Rule == "UndefinedVar" || w.Rule == "InvalidBaseImagePlatform" {
+					got = append(got, w.String())
+				}
+			}
+			if len(g.Warnings)-before != len(got) {
+				t.Errorf("%d warnings before, %d after, %d of the base rules", before, len(g.Warnings), len(got))
+			}
+			want, err := os.ReadFile(filepath.Join(dir, "want.txt"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g, w := strings.Join(got, "\n"), strings.TrimSpace(string(want)); g != w {
+				t.Errorf("warnings:\n%s\nwant (%s/want.txt):\n%s", g, dir, w)
+			}
+		})
+	}
+}
+
+// TestLintBasesBuildArgs: a --build-arg value defines an ARG without
+// default, so what it feeds is defined.
+func TestLintBasesBuildArgs(t *testing.T) {
+	g, err := Parse("Dockerfile", strings.NewReader("FROM base\nARG FROM_CLI\nENV X=$FROM_CLI Y=$NOT_SET\nLABEL x=$X\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.LintBases(BaseLint{Stages: []int{0}, Bases: map[int]StageBase{0: {Parent: -1}}, BuildArgs: map[string]string{"FROM_CLI": "v"}})
+	if len(g.Warnings) != 1 || g.Warnings[0].String() != "Dockerfile:3: UndefinedVar: Usage of undefined variable '$NOT_SET'" {
+		t.Errorf("warnings %v", g.Warnings)
+	}
+}
+
+// TestLintBasesHostile: a stage list or bases that do not match the
+// Dockerfile (a stage missing from Bases, a parent not checked) are
+// skipped, never a panic.
+func TestLintBasesHostile(t *testing.T) {
+	g, err := Parse("Dockerfile", strings.NewReader("FROM a AS one\nENV A=$X\nFROM one\nENV B=$Y\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.LintBases(BaseLint{Stages: []int{1}, Bases: map[int]StageBase{1: {Parent: 0}}})
+	g.LintBases(BaseLint{Stages: []int{0, 1}, Bases: map[int]StageBase{}})
+	if len(g.Warnings) != 0 {
+		t.Errorf("warnings %v", g.Warnings)
+	}
+}
