@@ -136,7 +136,7 @@ func TestCheckAnnotationPlatforms(t *testing.T) {
 		{[]string{"manifest-descriptor[linux/arm]:k=v"}, two, ""},
 		{[]string{"manifest[linux/s390x]:k=v"}, two, "invalid annotation: no platform linux/s390x found in source"},
 		{[]string{"manifest,manifest-descriptor[linux/arm/v6]:k=v"}, two, "no platform linux/arm/v6 found in source"},
-		{[]string{"index[linux/s390x]:k=v"}, two, ""}, // index ones ignore the platform
+		{[]string{"index[linux/s390x]:k=v"}, two, ""},        // index ones ignore the platform
 		{[]string{"manifest[linux/s390x]:k=v"}, two[:1], ""}, // one platform: dropped
 		{[]string{"manifest[linux/amd64,linux/ppc64le]:k=v"}, two, "no platform linux/ppc64le found in source"},
 	} {

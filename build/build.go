@@ -272,7 +272,8 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if err := g.LintIgnored(bctx.Ignore); err != nil {
 		return nil, err
 	}
-	defer func() { printLintSummary(o.Progress, g.Warnings) }() // with the base image checks added later
+	// Late: the base image checks add warnings after the build.
+	defer func() { printLintSummary(o.Progress, g.Warnings) }()
 	if err := g.LintError(); err != nil { // # check=error=true
 		return nil, err
 	}

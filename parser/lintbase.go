@@ -52,7 +52,7 @@ type BaseLint struct {
 // image, as BuildKit's dispatch runs them: InvalidBaseImagePlatform on a
 // FROM whose image is of another platform than the stage's, and
 // UndefinedVar on each variable an instruction expands (ENV, LABEL, COPY,
-// ADD, WORKDIR, USER, VOLUME, STOPSIGNAL, EXPOSE, RUN --mount, ARG
+// ADD, WORKDIR, USER, VOLUME, STOPSIGNAL, RUN --mount, ARG
 // defaults) that is neither in the stage's environment (the base image's
 // Env, or the parent stage's, then ENV and ARG with a value) nor a
 // declared ARG, with BuildKit's "did you mean" suggestion. Warnings are
