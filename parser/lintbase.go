@@ -1,6 +1,7 @@
 package parser
 
 import (
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -59,7 +60,7 @@ type BaseLint struct {
 // added to g.Warnings in line order.
 func (g *Graph) LintBases(in BaseLint) {
 	type state struct {
-		env       []string // KEY=VALUE in order of definition
+		env       *lintEnv
 		buildArgs []string
 	}
 	states := map[int]*state{}
@@ -76,12 +77,16 @@ func (g *Graph) LintBases(in BaseLint) {
 			if ps == nil {
 				continue // unknown parent
 			}
-			st.env = slices.Clone(ps.env)
+			st.env = ps.env.clone()
 			st.buildArgs = slices.Clone(ps.buildArgs)
 		} else {
-			st.env = slices.Clone(base.Env)
-			if _, ok := shell.EnvsFromSlice(st.env).Get("PATH"); !ok {
-				st.env = append(st.env, "PATH="+defaultPath)
+			st.env = &lintEnv{}
+			for _, kv := range base.Env {
+				k, v, _ := strings.Cut(kv, "=")
+				st.env.set(k, v)
+			}
+			if _, ok := st.env.Get("PATH"); !ok {
+				st.env.set("PATH", defaultPath)
 			}
 			if sl, ok := g.stageLint[s]; ok && base.OtherPlatform {
 				sl.lint.Run(&linter.RuleInvalidBaseImagePlatform, sl.loc,
@@ -99,7 +104,7 @@ func (g *Graph) LintBases(in BaseLint) {
 			if err != nil {
 				continue
 			}
-			env := shell.EnvsFromSlice(st.env)
+			env := st.env
 			report := func(unmatched map[string]struct{}) {
 				reportUndefined(sl, st.buildArgs, env, unmatched)
 			}
@@ -127,8 +132,7 @@ func (g *Graph) LintBases(in BaseLint) {
 						}
 					}
 					if val != nil && !nonEnvArgs[kv.Key] {
-						st.env = setEnv(st.env, kv.Key, *val)
-						env = shell.EnvsFromSlice(st.env)
+						st.env.set(kv.Key, *val)
 					}
 					st.buildArgs = append(st.buildArgs, kv.Key)
 				}
@@ -148,7 +152,7 @@ func (g *Graph) LintBases(in BaseLint) {
 			}
 			if e, ok := v.(*instructions.EnvCommand); ok {
 				for _, kv := range e.Env {
-					st.env = setEnv(st.env, kv.Key, kv.Value)
+					st.env.set(kv.Key, kv.Value)
 				}
 			}
 		}
@@ -170,13 +174,36 @@ func reportUndefined(sl stepLinter, buildArgs []string, env shell.EnvGetter, unm
 	}
 }
 
-// setEnv sets key in a KEY=VALUE list, in place if it is there.
-func setEnv(env []string, key, val string) []string {
-	for i, kv := range env {
-		if k, _, _ := strings.Cut(kv, "="); k == key {
-			env[i] = key + "=" + val
-			return env
-		}
+// lintEnv is a stage's environment while LintBases walks it: keys in
+// order of definition, each value cut to maxLintArg bytes (UndefinedVar
+// needs the names; values that double with each ARG or ENV must not grow
+// without bound).
+type lintEnv struct {
+	keys []string
+	vals map[string]string
+}
+
+func (e *lintEnv) Get(k string) (string, bool) {
+	v, ok := e.vals[k]
+	return v, ok
+}
+
+func (e *lintEnv) Keys() []string { return e.keys }
+
+// set defines k, in place if it is defined.
+func (e *lintEnv) set(k, v string) {
+	if len(v) > maxLintArg {
+		v = v[:maxLintArg]
 	}
-	return append(env, key+"="+val)
+	if e.vals == nil {
+		e.vals = map[string]string{}
+	}
+	if _, ok := e.vals[k]; !ok {
+		e.keys = append(e.keys, k)
+	}
+	e.vals[k] = v
+}
+
+func (e *lintEnv) clone() *lintEnv {
+	return &lintEnv{keys: slices.Clone(e.keys), vals: maps.Clone(e.vals)}
 }

@@ -1,6 +1,7 @@
 package parser
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,5 +87,37 @@ func TestLintBasesHostile(t *testing.T) {
 	g.LintBases(BaseLint{Stages: []int{0, 1}, Bases: map[int]StageBase{}})
 	if len(g.Warnings) != 0 {
 		t.Errorf("warnings %v", g.Warnings)
+	}
+}
+
+// TestLintBasesBombs: values that double with each ARG and ENV, and a base
+// image with a huge environment, are walked with bounded values: the
+// check ends, and still finds the one undefined variable.
+func TestLintBasesBombs(t *testing.T) {
+	var df strings.Builder
+	df.WriteString("FROM base\nARG A0=0123456789abcdef\n")
+	for i := 1; i <= 60; i++ {
+		fmt.Fprintf(&df, "ARG A%d=$A%d$A%d\nENV E%d=$A%d$A%d$E%d\n", i, i-1, i-1, i, i, i, i-1)
+	}
+	df.WriteString("LABEL x=$A60$E60$MISSING\n")
+	g, err := Parse("Dockerfile", strings.NewReader(df.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := make([]string, 100000)
+	for i := range env {
+		env[i] = fmt.Sprintf("BASE_%d=%s", i, strings.Repeat("v", 64))
+	}
+	g.LintBases(BaseLint{Stages: []int{0}, Bases: map[int]StageBase{0: {Parent: -1, Env: env}}})
+	var got []string
+	for _, w := range g.Warnings {
+		if w.Rule == "UndefinedVar" {
+			got = append(got, w.String())
+		}
+	}
+	want := fmt.Sprintf("Dockerfile:%d: UndefinedVar: Usage of undefined variable '$MISSING'", 2+2*60+1)
+	// E1's $E0 is the one other undefined name.
+	if len(got) != 2 || got[0] != "Dockerfile:4: UndefinedVar: Usage of undefined variable '$E0' (did you mean $A0?)" || got[1] != want {
+		t.Errorf("warnings %q", got)
 	}
 }

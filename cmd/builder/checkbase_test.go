@@ -175,4 +175,11 @@ func TestCLIBuildBaseWarnings(t *testing.T) {
 		strings.Contains(out, "variable '$SKIPPED") {
 		t.Errorf("exit %d:\n%s", code, out)
 	}
+	// # check=error=true: the base image checks stop the build before its
+	// first step, as the others do.
+	df = "# check=error=true\nFROM " + reg + "/lint/base:1\nRUN true\nLABEL b=$GOPTAH\n"
+	out, code = cli(t, "--root", t.TempDir(), "build", "--progress", "plain", writeCase(t, df, map[string]string{}))
+	if code == 0 || !strings.Contains(out, "lint violation found for rules: UndefinedVar") || strings.Contains(out, "] RUN true") {
+		t.Errorf("check=error=true: exit %d:\n%s", code, out)
+	}
 }
