@@ -99,6 +99,9 @@ func (j *job) lintBases(ctx context.Context, stages []int, resolve configResolve
 // more than resolve does.
 func (j *job) stageBase(ctx context.Context, s *parser.Stage, resolve configResolver) (parser.StageBase, error) {
 	unknown := parser.StageBase{Parent: -1, Unknown: true}
+	if _, ok := j.named(s.Name); ok && s.Name != "" {
+		return unknown, nil // replaced by a --build-context: its steps do not run
+	}
 	base, err := newExpander(j.g.Escape, nil, j.meta).word(s.Base)
 	if err != nil || base == "" {
 		return unknown, nil // the build reports it
