@@ -164,6 +164,31 @@ COPY --from=build /arch /
 		}
 	})
 
+	t.Run("single platform attested", func(t *testing.T) {
+		// With an attestation the image is in an index: its entry there
+		// carries the manifest-descriptor annotations.
+		out := filepath.Join(t.TempDir(), "oci.tar")
+		o, code := build(t, "--platform", "linux/arm64", "-t", "app:1", "--provenance=mode=min", "-o", "type=oci,dest="+out,
+			"--annotation", "manifest-descriptor:org.example.desc=one")
+		if code != 0 {
+			t.Fatalf("build: exit %d\n%s", code, o)
+		}
+		files := tarFiles(t, out)
+		var top, idx v1.IndexManifest
+		if err := json.Unmarshal([]byte(files["index.json"]), &top); err != nil || len(top.Manifests) != 1 || !top.Manifests[0].MediaType.IsIndex() {
+			t.Fatalf("index.json %s (%v)", files["index.json"], err)
+		}
+		if err := json.Unmarshal([]byte(files["blobs/sha256/"+top.Manifests[0].Digest.Hex]), &idx); err != nil || len(idx.Manifests) != 2 {
+			t.Fatalf("index (%v)", err)
+		}
+		if a := idx.Manifests[0].Annotations; a["org.example.desc"] != "one" {
+			t.Errorf("image entry annotations %v", a)
+		}
+		if a := idx.Manifests[1].Annotations; a["org.example.desc"] != "" {
+			t.Errorf("attestation entry annotations %v", a)
+		}
+	})
+
 	for _, tc := range []struct {
 		name string
 		args []string
