@@ -127,6 +127,20 @@ func TestCLICheckBaseImages(t *testing.T) {
 				if !strings.HasPrefix(out, string(want)) {
 					t.Errorf("output:\n%s\nwant (testdata/check/%s/%s):\n%s", out, c.dir, c.golden, want)
 				}
+				// Each warning is BuildKit's, word for word (see the README).
+				bk, err := os.ReadFile(filepath.Join(dir, "buildkit.txt"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				blocks := strings.Split(string(want), "\nWARNING: ")[1:]
+				for _, b := range blocks {
+					if !strings.Contains(string(bk), "WARNING: "+b) {
+						t.Errorf("not in BuildKit's result (testdata/check/%s/buildkit.txt):\nWARNING: %s", c.dir, b)
+					}
+				}
+				if len(blocks) != 3 {
+					t.Errorf("%d warnings in %s", len(blocks), c.golden)
+				}
 			}
 			// Configs only: no layer blob was fetched.
 			filepath.WalkDir(root, func(p string, _ os.DirEntry, _ error) error {
