@@ -121,3 +121,34 @@ func TestLintBasesBombs(t *testing.T) {
 		t.Errorf("warnings %q", got)
 	}
 }
+
+// TestInvalidDefaultArgInFrom: a base name that the global ARGs' defaults
+// turn into something distribution's reference parser refuses is
+// BuildKit's InvalidDefaultArgInFrom, "/app:1" (an ARG without default
+// before a path) included, which go-containerregistry's parser accepts.
+func TestInvalidDefaultArgInFrom(t *testing.T) {
+	for _, tc := range []struct {
+		df   string
+		want bool
+	}{
+		{"ARG REGISTRY\nFROM $REGISTRY/app:1\n", true},
+		{"ARG REGISTRY=registry.example\nFROM $REGISTRY/app:1\n", false},
+		{"ARG TAG\nFROM app:$TAG\n", true},
+		{"ARG TAG=1\nFROM app:$TAG\n", false},
+		{"ARG NAME=Upper\nFROM $NAME\n", true},
+		{"ARG PATH_=a//b\nFROM $PATH_\n", true},
+		{"FROM app@sha256:" + strings.Repeat("a", 64) + "\n", false},
+	} {
+		g, err := Parse("Dockerfile", strings.NewReader(tc.df))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := false
+		for _, w := range g.Warnings {
+			got = got || w.Rule == "InvalidDefaultArgInFrom"
+		}
+		if got != tc.want {
+			t.Errorf("%q: InvalidDefaultArgInFrom %v, want %v (%v)", tc.df, got, tc.want, g.Warnings)
+		}
+	}
+}
