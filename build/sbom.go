@@ -173,11 +173,23 @@ func (b *Builder) ScanSBOM(ctx context.Context, res *Result, generator string, o
 	if contextDir == "" {
 		contextDir = dir
 	}
+	// The generator runs on the scan's platform (the host's by default),
+	// as BuildKit runs it; the image of another platform (one of a
+	// multi-platform build) is read through a stage of its own platform,
+	// which has no RUN and so needs no emulator.
+	from, stages := target, ""
+	if cfg, err := res.Image.ConfigFile(); err == nil && cfg.OS != "" {
+		tp := v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
+		if platformString(tp) != platformString(o.Platform) {
+			stages = "FROM --platform=" + platformString(tp) + " " + target + " AS sbom-target\n"
+			from = "sbom-target"
+		}
+	}
 	// exec-form RUN: the arguments are the generator's, unexpanded.
-	dockerfile := "FROM " + generator + "\n" +
+	dockerfile := stages + "FROM " + generator + "\n" +
 		"WORKDIR " + scanOut + "\n" + workdir +
 		"ENV BUILDKIT_SCAN_DESTINATION=" + scanOut + " BUILDKIT_SCAN_SOURCE=" + scanSource + env + "\n" +
-		"RUN --network=none --mount=type=bind,from=" + target + ",target=" + scanSource + mounts +
+		"RUN --network=none --mount=type=bind,from=" + from + ",target=" + scanSource + mounts +
 		" --mount=type=tmpfs,target=/tmp " + string(argv) + "\n"
 	df := filepath.Join(dir, "Dockerfile")
 	if err := os.WriteFile(df, []byte(dockerfile), 0o600); err != nil {

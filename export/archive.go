@@ -160,11 +160,51 @@ func writeImageBlobs(ctx context.Context, tw *tar.Writer, img v1.Image, d v1.Has
 	return writeEntry(tw, blobName(d), bytes.NewReader(rawManifest), int64(len(rawManifest)))
 }
 
+// writeIndexBlobs writes the blobs of every image idx lists and, with
+// nested set, of the indexes it lists (one level more: a multi-platform
+// index next to its referrers), with their manifests.
+func writeIndexBlobs(ctx context.Context, tw *tar.Writer, idx v1.ImageIndex, im *v1.IndexManifest, nested bool, seen map[v1.Hash]bool) error {
+	for _, d := range im.Manifests {
+		if nested && d.MediaType.IsIndex() {
+			child, err := idx.ImageIndex(d.Digest)
+			if err != nil {
+				return fmt.Errorf("index entry %s: %w", d.Digest, err)
+			}
+			cim, err := child.IndexManifest()
+			if err != nil {
+				return fmt.Errorf("index entry %s: %w", d.Digest, err)
+			}
+			raw, err := child.RawManifest()
+			if err != nil {
+				return fmt.Errorf("index entry %s: %w", d.Digest, err)
+			}
+			if err := writeIndexBlobs(ctx, tw, child, cim, false, seen); err != nil {
+				return err
+			}
+			if !seen[d.Digest] {
+				seen[d.Digest] = true
+				if err := writeEntry(tw, blobName(d.Digest), bytes.NewReader(raw), int64(len(raw))); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			return fmt.Errorf("index entry %s: %w", d.Digest, err)
+		}
+		if err := writeImageBlobs(ctx, tw, img, d.Digest, seen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // WriteOCIIndexArchive writes idx, an index of images (one level), to w
 // as a tar of an OCI image layout. index.json names idx itself, annotated
 // from refName as in WriteOCIArchive; with flatten it lists idx's
 // manifests instead, the first annotated from refName, for indexes whose
-// entries are an image and its OCI 1.1 referrers.
+// entries are an image (or an index of images) and its OCI 1.1 referrers.
 func WriteOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, refName string, flatten bool) error {
 	if err := writeOCIIndexArchive(ctx, w, idx, refName, flatten); err != nil {
 		return fmt.Errorf("write oci archive: %w", err)
@@ -186,14 +226,8 @@ func writeOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, r
 		return err
 	}
 	seen := map[v1.Hash]bool{}
-	for _, d := range im.Manifests {
-		img, err := idx.Image(d.Digest)
-		if err != nil {
-			return fmt.Errorf("index entry %s: %w", d.Digest, err)
-		}
-		if err := writeImageBlobs(ctx, tw, img, d.Digest, seen); err != nil {
-			return err
-		}
+	if err := writeIndexBlobs(ctx, tw, idx, im, flatten, seen); err != nil {
+		return err
 	}
 	var top []v1.Descriptor
 	if flatten {

@@ -251,12 +251,12 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 	}
 	var atts *output.Attestations
 	if res.Index == nil {
-		if atts, err = plan.attestations(ctx, b, o, res); err != nil {
-			return err
-		}
-	} else if plan.provenance != nil || plan.sbom {
-		// TODO(issue 17): one attestation manifest per platform.
-		o.Progress.Printf("WARNING: attestations (provenance, SBOM) are not attached to multi-platform builds yet: the index is written without them")
+		atts, err = plan.attestations(ctx, b, o, res)
+	} else {
+		atts, err = plan.platformAttestations(ctx, b, o, res)
+	}
+	if err != nil {
+		return err
 	}
 	exp := output.New(output.Config{Store: b.Store(), Index: b.Index(), Registry: b.Registry(),
 		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress),
@@ -276,6 +276,16 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 		// The build tagged the image in the store: its attestations go there too.
 		if err := exp.AttachToStore(ctx, res.Image, res.Tags); err != nil {
 			return err
+		}
+	} else if !hasImageOutput(outs) && len(res.Tags) > 0 {
+		// The build tagged the index: with an index store, the tags now
+		// name the index with the attestation manifests in it.
+		r, err := exp.AttachPlatformsToStore(ctx, res.Images, res.Tags)
+		if err != nil {
+			return err
+		}
+		if r != nil && len(outs) == 0 {
+			ex = r
 		}
 	}
 	if iidfile != "" {
