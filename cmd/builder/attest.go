@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"slices"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 
