@@ -321,3 +321,54 @@ func unameMachine() string {
 	}
 	return "x86_64"
 }
+
+// TestCLIDiffAttestations: builder diff ignores attestations unless
+// --attestations asks. Two builds that differ only in a build arg no ARG
+// declares make the same image, whose mode=max provenance differs in that arg: diff
+// says identical (exit 0) without the flag and names the arg with it
+// (exit 1), for images in the store, an OCI archive and a registry; the
+// archive and the push of one build have the same attestations.
+func TestCLIDiffAttestations(t *testing.T) {
+	buildtest.RequireRoot(t)
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	root := t.TempDir()
+	reg := buildtest.Registry(t)
+	ctxDir := writeCase(t, "FROM scratch\nCOPY f /f\n", map[string]string{"f": "x"})
+	archive := filepath.Join(t.TempDir(), "one.tar")
+	for _, v := range []string{"1", "2"} {
+		args := []string{"--root", root, "build", "-t", "diff/app:" + v, "--provenance", "mode=max", "--build-arg", "V=" + v}
+		if v == "1" {
+			args = append(args, "-o", "type=image", "-o", "type=oci,dest="+archive, "-o", "type=registry,name="+reg+"/app:1")
+		}
+		if out, code := cli(t, append(args, ctxDir)...); code != 0 {
+			t.Fatalf("build V=%s: exit %d\n%s", v, code, out)
+		}
+	}
+	const arg = ".predicate.buildDefinition.externalParameters.request.args.build-arg:V: \"1\" → \"2\""
+	for _, tc := range []struct {
+		name string
+		a, b string
+		args []string
+		code int
+		want string
+	}{
+		{"ignored", "oci-archive:" + archive, "diff/app:2", nil, 0, "images are identical ("},
+		{"archive", "oci-archive:" + archive, "diff/app:2", []string{"--attestations"}, 1, arg},
+		{"registry", "docker://" + reg + "/app:1", "diff/app:2", []string{"--attestations"}, 1, arg},
+		{"registry-and-archive", "docker://" + reg + "/app:1", "oci-archive:" + archive, []string{"--attestations"}, 0, "attestations are identical"},
+		// The store keeps one set of attestations per image, the last
+		// build's: both names name it.
+		{"store", "diff/app:1", "diff/app:2", []string{"--attestations"}, 0, "attestations are identical"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append(append([]string{"--root", root, "diff", "--insecure-registry", reg}, tc.args...), tc.a, tc.b)
+			out, code := cli(t, args...)
+			if code != tc.code || !strings.Contains(out, tc.want) {
+				t.Errorf("diff %v: exit %d, want %d and %q\n%s", tc.args, code, tc.code, tc.want, out)
+			}
+			if tc.code == 1 && !strings.Contains(out, "images are identical; their attestations differ") {
+				t.Errorf("the verdict does not say only the attestations differ:\n%s", out)
+			}
+		})
+	}
+}
