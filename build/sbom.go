@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"builder/build/attest"
 )
 
 // DefaultSBOMGenerator is BuildKit's default SBOM scanner image.
@@ -28,8 +30,15 @@ const (
 	scanSource = "/run/src/core/sbom"
 	scanOut    = "/run/out"
 	scanExtras = "/run/src/extras"
-	// MaxSBOMSize bounds one SPDX document a scanner writes.
-	MaxSBOMSize = 64 << 20
+	// MaxSBOMSize bounds one SPDX document a scanner writes; its
+	// statement (the document and the subjects) must stay within
+	// attest.MaxStatementSize to be read back.
+	MaxSBOMSize = attest.MaxStatementSize - 1<<20
+	// MaxSBOMTotal bounds all the documents of one scan together, and
+	// MaxSBOMFiles their number: each is held in memory and becomes a
+	// statement.
+	MaxSBOMTotal = 256 << 20
+	MaxSBOMFiles = 1000
 	// sbomScanContextArg asks for the context to be scanned too.
 	sbomScanContextArg = "BUILDKIT_SBOM_SCAN_CONTEXT"
 	// sbomScanStageArg asks for a stage the target reads to be scanned.
@@ -205,7 +214,7 @@ func (b *Builder) ScanSBOM(ctx context.Context, res *Result, generator string, o
 	if err != nil {
 		return nil, fmt.Errorf("sbom generator %s: %w", generator, err)
 	}
-	docs, err := readScanOutput(out.Image)
+	docs, err := readScanOutput(out.Image, scanLimits{each: MaxSBOMSize, total: MaxSBOMTotal, files: MaxSBOMFiles})
 	if err != nil {
 		return nil, fmt.Errorf("sbom generator %s: %w", generator, err)
 	}
@@ -215,9 +224,18 @@ func (b *Builder) ScanSBOM(ctx context.Context, res *Result, generator string, o
 	return docs, nil
 }
 
+// scanLimits bound what readScanOutput reads: bytes of one document, of
+// all of them, and their number.
+type scanLimits struct {
+	each, total int64
+	files       int
+}
+
 // readScanOutput reads the *.spdx.json files directly in /run/out from
-// the last layer of the scan's image (the one its RUN made).
-func readScanOutput(img v1.Image) (map[string][]byte, error) {
+// the last layer of the scan's image (the one its RUN made), within lim.
+// Only regular files count: symlinks and hard links, wherever they point,
+// are never followed, and nothing outside the layer is read.
+func readScanOutput(img v1.Image, lim scanLimits) (map[string][]byte, error) {
 	layers, err := img.Layers()
 	if err != nil {
 		return nil, err
@@ -231,6 +249,7 @@ func readScanOutput(img v1.Image) (map[string][]byte, error) {
 	}
 	defer rc.Close()
 	out := map[string][]byte{}
+	var total int64
 	tr := tar.NewReader(rc)
 	for {
 		h, err := tr.Next()
@@ -244,10 +263,16 @@ func readScanOutput(img v1.Image) (map[string][]byte, error) {
 		if h.Typeflag != tar.TypeReg || path.Dir(name) != scanOut || !strings.HasSuffix(name, ".spdx.json") {
 			continue
 		}
-		if h.Size > MaxSBOMSize {
-			return nil, fmt.Errorf("%s: %d bytes, more than %d", name, h.Size, MaxSBOMSize)
+		if h.Size > lim.each {
+			return nil, fmt.Errorf("%s: %d bytes, more than %d", name, h.Size, lim.each)
 		}
-		b, err := io.ReadAll(io.LimitReader(tr, MaxSBOMSize))
+		if total += h.Size; total > lim.total {
+			return nil, fmt.Errorf("the documents in %s add up to more than %d bytes", scanOut, lim.total)
+		}
+		if len(out) == lim.files {
+			return nil, fmt.Errorf("more than %d documents in %s", lim.files, scanOut)
+		}
+		b, err := io.ReadAll(io.LimitReader(tr, lim.each))
 		if err != nil {
 			return nil, err
 		}
