@@ -256,9 +256,15 @@ func TestCLIMultiPlatformAttestations(t *testing.T) {
 					t.Errorf("stored attestations of %s: %+v", arch, p)
 				}
 			}
-			// Prune keeps them while the index is tagged.
+			// Prune keeps them while the index is tagged; the store's
+			// commands read an index holding attestation manifests.
 			if out, code := cli(t, "--root", root, "prune", "-a"); code != 0 {
 				t.Fatalf("prune: %s", out)
+			}
+			for _, args := range [][]string{{"check"}, {"du"}, {"images"}, {"inspect", local}, {"history", local}} {
+				if out, code := cli(t, append([]string{"--root", root}, args...)...); code != 0 {
+					t.Errorf("%v: exit %d\n%s", args, code, out)
+				}
 			}
 			ref := buildtest.Registry(t) + "/pushed:" + store
 			if out, code := cli(t, "--root", root, "push", "-q", local, ref); code != 0 {
