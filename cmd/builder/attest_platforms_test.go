@@ -245,11 +245,15 @@ func TestCLIMultiPlatformAttestations(t *testing.T) {
 	for _, store := range []string{"both", "referrers"} {
 		t.Run("store-push-"+store, func(t *testing.T) {
 			local := "attest/multi-" + store + ":1"
-			build(t, "-t", local, "--attest-store", store)
+			built := build(t, "-t", local, "--attest-store", store)
 			out, code := cli(t, "--root", root, "inspect", "--attestations", local)
 			var ai attestationsInfo
 			if code != 0 || json.Unmarshal([]byte(out), &ai) != nil || len(ai.Platforms) != 2 || len(ai.Statements) != 4 {
 				t.Fatalf("inspect --attestations of the stored index: exit %d\n%s", code, out)
+			}
+			// The build names the index the tag names.
+			if !strings.Contains(built, "index "+ai.Digest+" of 2 platforms") {
+				t.Errorf("the build does not name the stored index %s:\n%s", ai.Digest, built)
 			}
 			for _, arch := range []string{"amd64", "arm64"} {
 				if p := ai.Platforms["linux/"+arch]; p == nil || len(p.Statements) != 2 || p.Provenance == nil {

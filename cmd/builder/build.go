@@ -304,7 +304,11 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 			d, _ := pi.Image.Digest()
 			o.Progress.Printf("image %s %s%s", export.PlatformString(pi.Platform), d, imageSize(pi.Image))
 		}
-		o.Progress.Printf("index %s of %d platforms", res.ManifestDigest, len(res.Images))
+		d := res.ManifestDigest
+		if atts != nil && len(atts.Platforms) > 0 && ex != nil {
+			d = ex.Digest // the index that holds or names the attestations
+		}
+		o.Progress.Printf("index %s of %d platforms", d, len(res.Images))
 	} else {
 		o.Progress.Printf("image %s%s", ex.Digest, imageSize(ex.Image))
 	}
