@@ -201,6 +201,10 @@ func pushStored(ctx context.Context, c Config, img v1.Image, parent string, name
 		}
 		store := a.Annotations[annotationStore]
 		switch {
+		case parent != "":
+			// An image of an index: names name the index, never an
+			// index of this image alone.
+			store = StoreReferrers
 		case store != "":
 		case b.Referrer():
 			store = StoreBoth
