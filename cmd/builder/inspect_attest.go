@@ -59,6 +59,11 @@ func (a *attestationsInfo) seen(s *attest.Statement) bool {
 	return false
 }
 
+// maxAttestationManifests bounds the attestation manifests inspect reads
+// about one image (each statement up to attest.MaxStatementSize): a
+// hostile index or registry could list thousands.
+const maxAttestationManifests = 16
+
 // attestedImage is one image of what inspect reads, with the attestation
 // manifests found about it.
 type attestedImage struct {
@@ -82,6 +87,9 @@ func collect(name string, top v1.Hash, images []*attestedImage, manifest func(v1
 	}
 	for _, im := range images {
 		pi := &attestationsInfo{Digest: im.digest.String(), Platform: im.platform, Statements: []*attest.Statement{}}
+		if len(im.manifests) > maxAttestationManifests {
+			return nil, fmt.Errorf("inspect %s: %d attestation manifests about %s, more than %d", name, len(im.manifests), im.digest, maxAttestationManifests)
+		}
 		for _, m := range im.manifests {
 			raw, err := manifest(m)
 			if err != nil {

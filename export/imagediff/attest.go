@@ -43,7 +43,12 @@ func (s *Source) Attestations(ctx context.Context) ([]*attest.Statement, error) 
 	return stmts, nil
 }
 
-// attestedBy collects the attestation manifests about image d listed in
+// maxAttestationManifests bounds the attestation manifests read about one
+// image (each statement up to attest.MaxStatementSize): an image has one
+// per build and store; a hostile index or registry could list thousands.
+const maxAttestationManifests = 16
+
+// attestReader collects the attestation manifests about image d listed in
 // the indexes ims (annotated with d, or artifacts whose subject is d) and
 // reads their statements with manifest and blob, each manifest once.
 type attestReader struct {
@@ -81,6 +86,9 @@ func (r *attestReader) fromIndex(im *v1.IndexManifest, d v1.Hash, referrers bool
 func (r *attestReader) read(m v1.Hash, subject v1.Hash) error {
 	if r.seen[m] {
 		return nil
+	}
+	if len(r.seen) == maxAttestationManifests {
+		return fmt.Errorf("more than %d attestation manifests", maxAttestationManifests)
 	}
 	r.seen[m] = true
 	raw, err := r.manifest(m)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -84,7 +85,8 @@ func TestCompareAttestations(t *testing.T) {
 // image opened out of OCI layouts with attestation manifests in the index
 // (BuildKit's form, one image or several platforms) and beside it as
 // referrers; a docker archive and a layout without any give none; a
-// referrer about another image is not the image's.
+// referrer about another image is not the image's; a layout listing more
+// attestation manifests than an image can have is refused.
 func TestOpenAttestations(t *testing.T) {
 	ctx := context.Background()
 	amd := image(t, "ARCH=amd64", base)
@@ -115,6 +117,10 @@ func TestOpenAttestations(t *testing.T) {
 		return mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex), adds...)
 	}
 	arm64 := v1.Platform{OS: "linux", Architecture: "arm64"}
+	var manyBundles []mutate.IndexAddendum
+	for i := range maxAttestationManifests + 1 {
+		manyBundles = append(manyBundles, addBundle(bundle(amd, strconv.Itoa(i), true)))
+	}
 	platforms := idx(add(amd, host), add(arm, arm64), addBundle(bundle(amd, "amd", false)), addBundle(bundle(arm, "arm", true)))
 	for _, tc := range []struct {
 		name string
@@ -127,6 +133,7 @@ func TestOpenAttestations(t *testing.T) {
 		{"referrer-of-another-image", []mutate.IndexAddendum{add(amd, host), addBundle(bundle(arm, "other", true))}, ""},
 		{"platforms", []mutate.IndexAddendum{{Add: platforms, Descriptor: v1.Descriptor{MediaType: types.OCIImageIndex}}}, "amd"},
 		{"none", []mutate.IndexAddendum{add(amd, host)}, ""},
+		{"too-many", append([]mutate.IndexAddendum{add(amd, host)}, manyBundles...), "error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -141,6 +148,12 @@ func TestOpenAttestations(t *testing.T) {
 				}
 				stmts, err := s.Attestations(ctx)
 				s.Close()
+				if tc.want == "error" {
+					if err == nil || !strings.Contains(err.Error(), "more than 16 attestation manifests") {
+						t.Errorf("%s: %v, want too many attestation manifests", ref, err)
+					}
+					continue
+				}
 				if err != nil {
 					t.Fatal(err)
 				}
