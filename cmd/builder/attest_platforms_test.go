@@ -382,3 +382,52 @@ func TestCLIDiffAttestations(t *testing.T) {
 		})
 	}
 }
+
+// TestCLIInspectAttestationsHostile: a registry listing more attestation
+// referrers of an image than any build makes is refused by inspect
+// --attestations and diff --attestations, not read one 64 MiB statement
+// after another.
+func TestCLIInspectAttestationsHostile(t *testing.T) {
+	buildtest.RequireRoot(t)
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	ref := buildtest.Registry(t) + "/hostile:1"
+	r, _ := name.ParseReference(ref, name.Insecure)
+	img, err := remote.Image(func() name.Reference {
+		b, _ := name.ParseReference(buildtest.BusyboxRegistry(t), name.Insecure)
+		return b
+	}())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(r, img); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := img.Digest()
+	size, _ := img.Size()
+	mt, _ := img.MediaType()
+	for i := range maxAttestationManifests + 1 {
+		s, err := attest.NewStatement(attest.PredicateSLSA1, []attest.Subject{{Name: "x", Digest: attest.DigestSet(d)}},
+			map[string]int{"n": i})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := attest.NewBundle(v1.Descriptor{MediaType: mt, Digest: d, Size: size}, []*attest.Statement{s}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		att, _ := b.Image()
+		if err := remote.Write(r.Context().Digest(b.Descriptor.Digest.String()), att); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := t.TempDir()
+	for _, args := range [][]string{
+		{"inspect", "--attestations", "docker://" + ref},
+		{"diff", "--attestations", "docker://" + ref, "docker://" + ref},
+	} {
+		out, code := cli(t, append([]string{"--root", root}, args...)...)
+		if code == 0 || !strings.Contains(out, "more than 16") {
+			t.Errorf("%v: exit %d, want a refusal of more than 16 attestation manifests\n%s", args, code, out)
+		}
+	}
+}
