@@ -121,7 +121,21 @@ func (b *Builder) ScanSBOM(ctx context.Context, res *Result, generator string, o
 	if generator == "" {
 		generator = DefaultSBOMGenerator
 	}
-	// The scan binds the images by names only this scan uses.
+	if o.Platform.OS == "" {
+		o.Platform = v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	}
+	// The scan binds the images by names only this scan uses. The
+	// generator runs on the scan's platform (the host's by default), as
+	// BuildKit runs it; an image of another platform (of a multi-platform
+	// build) is read through a stage of its own platform, which has no RUN
+	// and so needs no emulator. bind returns what a mount's from= names.
+	var tagged []string
+	defer func() {
+		for _, ref := range tagged {
+			b.index.Untag(ref)
+		}
+	}()
+	stages := ""
 	bind := func(what string, img v1.Image) (string, error) {
 		d, err := img.Digest()
 		if err != nil {
@@ -131,21 +145,30 @@ func (b *Builder) ScanSBOM(ctx context.Context, res *Result, generator string, o
 		if err := b.tag(ref, d); err != nil {
 			return "", fmt.Errorf("sbom: %w", err)
 		}
-		return ref, nil
+		tagged = append(tagged, ref)
+		cfg, err := img.ConfigFile()
+		if err != nil || cfg.OS == "" {
+			return ref, nil
+		}
+		p := v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
+		if platformString(p) == platformString(o.Platform) {
+			return ref, nil
+		}
+		stage := "sbom-" + what
+		stages += "FROM --platform=" + platformString(p) + " " + ref + " AS " + stage + "\n"
+		return stage, nil
 	}
 	target, err := bind("target", res.Image)
 	if err != nil {
 		return nil, err
 	}
-	defer b.index.Untag(target)
 	env, mounts, contextDir := "", "", ""
 	for _, name := range slices.Sorted(maps.Keys(res.SBOMStages)) {
-		ref, err := bind("stage-"+name, res.SBOMStages[name])
+		from, err := bind("stage-"+name, res.SBOMStages[name])
 		if err != nil {
 			return nil, err
 		}
-		defer b.index.Untag(ref)
-		mounts += " --mount=type=bind,from=" + ref + ",target=" + scanExtras + "/sbom-" + name
+		mounts += " --mount=type=bind,from=" + from + ",target=" + scanExtras + "/sbom-" + name
 	}
 	if res.SBOMContext {
 		mounts += " --mount=type=bind,target=" + scanExtras + "/sbom-context"
@@ -153,9 +176,6 @@ func (b *Builder) ScanSBOM(ctx context.Context, res *Result, generator string, o
 	}
 	if mounts != "" {
 		env = " BUILDKIT_SCAN_SOURCE_EXTRAS=" + scanExtras
-	}
-	if o.Platform.OS == "" {
-		o.Platform = v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	}
 	scan := &job{b: b, o: o, progress: o.Progress}
 	gen, err := scan.resolveImage(ctx, generator, o.Platform)
@@ -182,23 +202,11 @@ func (b *Builder) ScanSBOM(ctx context.Context, res *Result, generator string, o
 	if contextDir == "" {
 		contextDir = dir
 	}
-	// The generator runs on the scan's platform (the host's by default),
-	// as BuildKit runs it; the image of another platform (one of a
-	// multi-platform build) is read through a stage of its own platform,
-	// which has no RUN and so needs no emulator.
-	from, stages := target, ""
-	if cfg, err := res.Image.ConfigFile(); err == nil && cfg.OS != "" {
-		tp := v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
-		if platformString(tp) != platformString(o.Platform) {
-			stages = "FROM --platform=" + platformString(tp) + " " + target + " AS sbom-target\n"
-			from = "sbom-target"
-		}
-	}
 	// exec-form RUN: the arguments are the generator's, unexpanded.
 	dockerfile := stages + "FROM " + generator + "\n" +
 		"WORKDIR " + scanOut + "\n" + workdir +
 		"ENV BUILDKIT_SCAN_DESTINATION=" + scanOut + " BUILDKIT_SCAN_SOURCE=" + scanSource + env + "\n" +
-		"RUN --network=none --mount=type=bind,from=" + from + ",target=" + scanSource + mounts +
+		"RUN --network=none --mount=type=bind,from=" + target + ",target=" + scanSource + mounts +
 		" --mount=type=tmpfs,target=/tmp " + string(argv) + "\n"
 	df := filepath.Join(dir, "Dockerfile")
 	if err := os.WriteFile(df, []byte(dockerfile), 0o600); err != nil {

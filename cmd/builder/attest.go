@@ -184,11 +184,12 @@ func (p *attestPlan) platformAttestations(ctx context.Context, b *build.Builder,
 	so.Platform = v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	so.Platforms = nil
 	for i, pi := range res.Images {
-		var rec *build.Result
+		rec := &build.Result{Image: pi.Image}
 		if i < len(res.Records) {
-			rec = &build.Result{Image: pi.Image, Record: res.Records[i]}
-		} else {
-			rec = &build.Result{Image: pi.Image}
+			rec.Record = res.Records[i]
+		}
+		if i < len(res.SBOMExtras) {
+			rec.SBOMContext, rec.SBOMStages = res.SBOMExtras[i].Context, res.SBOMExtras[i].Stages
 		}
 		pa, err := p.attestations(ctx, b, so, rec)
 		if err != nil {

@@ -20,8 +20,9 @@ import (
 
 // platformScanner builds, in root, a scanner image of the host's platform
 // that follows BuildKit's scanner protocol and writes one SPDX document
-// naming the architecture file of the scanned root filesystem and the
-// machine the scanner ran on.
+// naming the architecture file of the scanned root filesystem, the
+// machine the scanner ran on, the dep.txt of the deps stage and the
+// context's files it got as extras.
 func platformScanner(t *testing.T, root string) string {
 	t.Helper()
 	busybox, err := os.ReadFile(buildtest.BusyboxPath)
@@ -31,7 +32,9 @@ func platformScanner(t *testing.T, root string) string {
 	const ref = "sbom/platform-probe:1"
 	dir := writeCase(t, "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n"+
 		"COPY scan.sh /scan.sh\nENTRYPOINT [\"/bin/sh\", \"/scan.sh\"]\n",
-		map[string]string{"busybox": string(busybox), "scan.sh": `echo "{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"probe\",\"comment\":\"arch=$(cat $BUILDKIT_SCAN_SOURCE/arch.txt) ran-on=$(uname -m)\"}" > "$BUILDKIT_SCAN_DESTINATION/probe.spdx.json"` + "\n"})
+		map[string]string{"busybox": string(busybox), "scan.sh": `e="$BUILDKIT_SCAN_SOURCE_EXTRAS"
+echo "{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"probe\",\"comment\":\"arch=$(cat $BUILDKIT_SCAN_SOURCE/arch.txt) ran-on=$(uname -m) dep=$(cat $e/sbom-deps/dep.txt) ctx=$(ls $e/sbom-context | tr '\n' ,)\"}" > "$BUILDKIT_SCAN_DESTINATION/probe.spdx.json"
+`})
 	if out, code := cli(t, "--root", root, "build", "-q", "-t", ref, dir); code != 0 {
 		t.Fatalf("build scanner: exit %d\n%s", code, out)
 	}
@@ -73,7 +76,7 @@ func readStatements(t *testing.T, raw []byte, blob func(v1.Descriptor) ([]byte, 
 
 // checkPlatforms checks each platform's attestations: about that image,
 // the provenance with that platform's base image, the SBOM of that
-// platform's root filesystem, scanned on the host.
+// platform's root filesystem and its deps stage, scanned on the host.
 func checkPlatforms(t *testing.T, got map[string]*platformAttestations, base string, baseDigests map[string]v1.Hash) {
 	t.Helper()
 	if len(got) != 2 {
@@ -93,7 +96,7 @@ func checkPlatforms(t *testing.T, got map[string]*platformAttestations, base str
 		if len(deps) != 1 || deps[0].URI != purl || deps[0].Digest["sha256"] != baseDigests[arch].Hex {
 			t.Errorf("%s: resolvedDependencies %+v, want %s at %s", arch, deps, purl, baseDigests[arch])
 		}
-		if want := "arch=" + arch + " ran-on=" + unameMachine(); !strings.Contains(pa.sbom, want) {
+		if want := "arch=" + arch + " ran-on=" + unameMachine() + " dep=" + arch + " ctx=Dockerfile,amd64.txt,arm64.txt,"; !strings.Contains(pa.sbom, want) {
 			t.Errorf("%s: SBOM %s, want %q", arch, pa.sbom, want)
 		}
 	}
@@ -200,7 +203,10 @@ func TestCLIMultiPlatformAttestations(t *testing.T) {
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
 	root := t.TempDir()
 	scanner := platformScanner(t, root)
-	ctxDir := writeCase(t, "FROM "+base+"\nARG TARGETARCH\nCOPY ${TARGETARCH}.txt /arch.txt\n",
+	// The deps stage and the context are scanned as extras
+	// (BUILDKIT_SBOM_SCAN_STAGE, BUILDKIT_SBOM_SCAN_CONTEXT), per platform.
+	ctxDir := writeCase(t, "FROM "+base+" AS deps\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nARG TARGETARCH\nCOPY ${TARGETARCH}.txt /dep.txt\n"+
+		"FROM "+base+"\nARG BUILDKIT_SBOM_SCAN_CONTEXT=true\nARG TARGETARCH\nCOPY --from=deps /dep.txt /arch.txt\n",
 		map[string]string{"amd64.txt": "amd64", "arm64.txt": "arm64"})
 	build := func(t *testing.T, args ...string) string {
 		t.Helper()
