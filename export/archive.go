@@ -161,8 +161,9 @@ func writeImageBlobs(ctx context.Context, tw *tar.Writer, img v1.Image, d v1.Has
 }
 
 // writeIndexBlobs writes the blobs of every image idx lists and, with
-// nested set, of the indexes it lists (one level more: a multi-platform
-// index next to its referrers), with their manifests.
+// nested set, of the indexes it lists (one level more: with flatten, the
+// first entry may be a multi-platform index, its referrers beside it),
+// with their manifests.
 func writeIndexBlobs(ctx context.Context, tw *tar.Writer, idx v1.ImageIndex, im *v1.IndexManifest, nested bool, seen map[v1.Hash]bool) error {
 	for _, d := range im.Manifests {
 		if nested && d.MediaType.IsIndex() {
@@ -204,7 +205,7 @@ func writeIndexBlobs(ctx context.Context, tw *tar.Writer, idx v1.ImageIndex, im 
 // as a tar of an OCI image layout. index.json names idx itself, annotated
 // from refName as in WriteOCIArchive; with flatten it lists idx's
 // manifests instead, the first annotated from refName, for indexes whose
-// entries are an image (or an index of images) and its OCI 1.1 referrers.
+// entries are an image and its OCI 1.1 referrers.
 func WriteOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, refName string, flatten bool) error {
 	if err := writeOCIIndexArchive(ctx, w, idx, refName, flatten); err != nil {
 		return fmt.Errorf("write oci archive: %w", err)
