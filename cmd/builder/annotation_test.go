@@ -128,6 +128,30 @@ COPY --from=build /arch /
 		}
 	})
 
+	t.Run("multi-platform attested", func(t *testing.T) {
+		// The attestation manifests join the annotated index.
+		out := filepath.Join(t.TempDir(), "oci.tar")
+		o, code := build(t, append([]string{"--platform", "linux/arm64,linux/amd64", "--provenance=mode=min",
+			"-o", "type=oci,dest=" + out}, levels...)...)
+		if code != 0 {
+			t.Fatalf("build: exit %d\n%s", code, o)
+		}
+		files := tarFiles(t, out)
+		var top, idx v1.IndexManifest
+		if err := json.Unmarshal([]byte(files["index.json"]), &top); err != nil || len(top.Manifests) != 1 {
+			t.Fatalf("index.json %s (%v)", files["index.json"], err)
+		}
+		if top.Manifests[0].Annotations["org.example.idxdesc"] != "top" {
+			t.Errorf("index.json entry annotations %v", top.Manifests[0].Annotations)
+		}
+		if err := json.Unmarshal([]byte(files["blobs/sha256/"+top.Manifests[0].Digest.Hex]), &idx); err != nil || len(idx.Manifests) != 4 {
+			t.Fatalf("index %s (%v), want 2 images and 2 attestations", files["blobs/sha256/"+top.Manifests[0].Digest.Hex], err)
+		}
+		if idx.Annotations["org.example.index"] != "idx" || idx.Manifests[0].Annotations["org.example.desc"] != "all" {
+			t.Errorf("index annotations %v, first image's %v", idx.Annotations, idx.Manifests[0].Annotations)
+		}
+	})
+
 	t.Run("docker media types", func(t *testing.T) {
 		// A Docker manifest list has no annotations: OCI types, as BuildKit.
 		out := filepath.Join(t.TempDir(), "oci.tar")
