@@ -270,7 +270,7 @@ func (c conformanceCase) baseLayout(f *fixture, dir string) string {
 		f.t.Fatal(err)
 	}
 	lay := filepath.Join(dir, "base-layout")
-	if err := export.WriteOCIDir(context.Background(), lay, img, "conformance-"+c.Base); err != nil {
+	if err := export.WriteOCIDir(context.Background(), lay, img, "conformance-"+c.Base, nil); err != nil {
 		f.t.Fatalf("write the base case's image as an OCI layout: %v", err)
 	}
 	return lay + "@" + d.String()

@@ -48,7 +48,7 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 	fs.StringArrayVar(&addHosts, "add-host", nil, "add HOST:IP to every RUN's /etc/hosts (IP host-gateway: the host, with --network host); may be repeated")
 	fs.StringArrayVar(&ulimits, "ulimit", nil, "resource limit of every RUN's processes, NAME=SOFT[:HARD] (e.g. nofile=1024:2048); may be repeated")
 	fs.StringVar(&shmSize, "shm-size", "", "size of every RUN's /dev/shm (default 64m)")
-	fs.StringArrayVar(&annotations, "annotation", nil, "add an annotation to the image manifest (of PLATFORMS only, if given), [TYPE[PLATFORMS]:]KEY=VALUE with TYPE manifest (the default), manifest-descriptor, index or index-descriptor; may be repeated")
+	fs.StringArrayVar(&annotations, "annotation", nil, "add an annotation, [TYPES:]KEY=VALUE as buildx: TYPES a comma-separated list of manifest (the default), manifest-descriptor, index (multi-platform only) or index-descriptor (multi-platform only, on its index.json entry), each with an optional [PLATFORM]; may be repeated")
 	fs.StringArrayVar(&noCacheFilter, "no-cache-filter", nil, "do not use the cache for the steps of this stage (name or index); may be repeated")
 	callFlag := fs.String("call", "build", "instead of building, print: check (the build checks' warnings; exit 1 if any), outline (the target's build args, secrets and ssh ids) or targets (the stages); add ,format=json for JSON")
 	checkFlag := fs.Bool("check", false, "shorthand for --call check")
@@ -241,6 +241,9 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 		if err := build.LintContext(graph, o); err != nil {
 			return err
 		}
+		// A base image that cannot be resolved ends the check after the
+		// warnings found so far, as BuildKit's.
+		call.err = withSource(b.LintBases(ctx, graph, o), filepath.Base(dfPath), src)
 	}
 	if call.name != "" {
 		return runCall(os.Stdout, call, graph, o)
@@ -251,16 +254,16 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 	}
 	var atts *output.Attestations
 	if res.Index == nil {
-		if atts, err = plan.attestations(ctx, b, o, res); err != nil {
-			return err
-		}
-	} else if plan.provenance != nil || plan.sbom {
-		// TODO(issue 17): one attestation manifest per platform.
-		o.Progress.Printf("WARNING: attestations (provenance, SBOM) are not attached to multi-platform builds yet: the index is written without them")
+		atts, err = plan.attestations(ctx, b, o, res)
+	} else {
+		atts, err = plan.platformAttestations(ctx, b, o, res)
+	}
+	if err != nil {
+		return err
 	}
 	exp := output.New(output.Config{Store: b.Store(), Index: b.Index(), Registry: b.Registry(),
 		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress),
-		Attest: atts})
+		Attest: atts, IndexAnnotations: res.IndexAnnotations, DescriptorAnnotations: res.DescriptorAnnotations})
 	if res.Index != nil {
 		ex, err = exp.ExportPlatforms(ctx, outs, res.Images, res.Tags)
 	} else {
@@ -276,6 +279,16 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 		// The build tagged the image in the store: its attestations go there too.
 		if err := exp.AttachToStore(ctx, res.Image, res.Tags); err != nil {
 			return err
+		}
+	} else if !hasImageOutput(outs) && len(res.Tags) > 0 {
+		// The build tagged the index: with an index store, the tags now
+		// name the index with the attestation manifests in it.
+		r, err := exp.AttachPlatformsToStore(ctx, res.Images, res.Tags)
+		if err != nil {
+			return err
+		}
+		if r != nil && len(outs) == 0 {
+			ex = r
 		}
 	}
 	if iidfile != "" {
@@ -294,7 +307,11 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 			d, _ := pi.Image.Digest()
 			o.Progress.Printf("image %s %s%s", export.PlatformString(pi.Platform), d, imageSize(pi.Image))
 		}
-		o.Progress.Printf("index %s of %d platforms", res.ManifestDigest, len(res.Images))
+		d := res.ManifestDigest
+		if atts != nil && len(atts.Platforms) > 0 && ex != nil {
+			d = ex.Digest // the index that holds or names the attestations
+		}
+		o.Progress.Printf("index %s of %d platforms", d, len(res.Images))
 	} else {
 		o.Progress.Printf("image %s%s", ex.Digest, imageSize(ex.Image))
 	}

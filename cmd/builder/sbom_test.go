@@ -213,8 +213,16 @@ echo '`+statement(`{"spdxVersion":"SPDX-2.3","name":"extras","comment":"extras='
 		{"garbage", `echo 'not json' > "$BUILDKIT_SCAN_DESTINATION/sbom.spdx.json"` + "\n", "/run/out/sbom.spdx.json: decode in-toto statement"},
 		{"bare-spdx", `echo '{"spdxVersion":"SPDX-2.3"}' > "$BUILDKIT_SCAN_DESTINATION/sbom.spdx.json"` + "\n", `predicate type ""`},
 		{"two-statements", `echo '` + statement("{}") + statement("{}") + `' > "$BUILDKIT_SCAN_DESTINATION/sbom.spdx.json"` + "\n", "not a single in-toto statement"},
-		{"subdir", `mkdir "$BUILDKIT_SCAN_DESTINATION/sub"` + "\n", "/run/out/sub is not a regular file"},
+		{"subdir", `mkdir "$BUILDKIT_SCAN_DESTINATION/sub" && echo '` + statement("{}") + `' > "$BUILDKIT_SCAN_DESTINATION/sub/x.spdx.json"` + "\n", "wrote nothing in /run/out"},
 		{"failing", "exit 3\n", "exit code: 3"},
+		// Hostile output: symlinks to the image's or the sandbox's files,
+		// the destination replaced by a symlink, a statement in a
+		// subdirectory (none of them read), and too many statements.
+		{"symlinks", `ln -s /etc/passwd "$BUILDKIT_SCAN_DESTINATION/passwd.spdx.json"
+ln -s "$BUILDKIT_SCAN_SOURCE/hello" "$BUILDKIT_SCAN_DESTINATION/hello.spdx.json"
+`, "wrote nothing in /run/out"},
+		{"destination-symlink", `cd / && rm -rf "$BUILDKIT_SCAN_DESTINATION" && ln -s /tmp "$BUILDKIT_SCAN_DESTINATION" && echo '` + statement("{}") + `' > "$BUILDKIT_SCAN_DESTINATION/x.spdx.json"` + "\n", "wrote nothing in /run/out"},
+		{"thousands", `i=0; while [ $i -le 1000 ]; do echo '` + statement("{}") + `' > "$BUILDKIT_SCAN_DESTINATION/$i.spdx.json"; i=$((i+1)); done` + "\n", "more than 1000 statements"},
 	} {
 		ref := scanner(tc.name, tc.script)
 		out, code := cli(t, "--root", root, "build", "-t", "sbom/app:2", "--sbom", "generator="+ref, app)
