@@ -66,7 +66,7 @@ func scanImage(t *testing.T, entries []scanEntry) v1.Image {
 // statements, too many or too much in total; and each file is one in-toto
 // statement with an SPDX predicate, as BuildKit unbundles a scan.
 func TestReadScanOutputHostile(t *testing.T) {
-	lim := scanLimits{each: 160, total: 400, files: 3}
+	lim := scanLimits{each: 300, total: 450, files: 3}
 	doc := `{"spdxVersion":"SPDX-2.3"}`
 	stmt := func(pred string) string {
 		return `{"_type":"https://in-toto.io/Statement/v0.1","predicateType":"https://spdx.dev/Document","predicate":` + pred + `}`
@@ -100,10 +100,10 @@ func TestReadScanOutputHostile(t *testing.T) {
 		}, nil, ""},
 		{"out-is-a-symlink", []scanEntry{{name: "run/out", typ: tar.TypeSymlink, link: "/etc"}}, nil, ""},
 		{"dot-path", []scanEntry{{name: "./run/out/./d.spdx.json", body: sd}}, []string{"d.spdx.json"}, ""},
-		{"too-large", []scanEntry{{name: "run/out/big.spdx.json", body: stmt(`{"x":"` + strings.Repeat("a", 100) + `"}`)}}, nil, "more than 160"},
+		{"too-large", []scanEntry{{name: "run/out/big.spdx.json", body: stmt(`{"x":"` + strings.Repeat("a", 300) + `"}`)}}, nil, "more than 300"},
 		{"too-much", []scanEntry{{name: "run/out/a.spdx.json", body: stmt(`{"x":"` + strings.Repeat("a", 50) + `"}`)},
 			{name: "run/out/b.spdx.json", body: stmt(`{"x":"` + strings.Repeat("b", 50) + `"}`)},
-			{name: "run/out/c.spdx.json", body: stmt(`{"x":"` + strings.Repeat("c", 50) + `"}`)}}, nil, "more than 400 bytes"},
+			{name: "run/out/c.spdx.json", body: stmt(`{"x":"` + strings.Repeat("c", 50) + `"}`)}}, nil, "more than 450 bytes"},
 		{"too-many", many, nil, "more than 3 statements"},
 		{"not-json", []scanEntry{{name: "run/out/x.spdx.json", body: "not json"}}, nil, "decode in-toto statement"},
 		{"bare-spdx", []scanEntry{{name: "run/out/x.spdx.json", body: doc}}, nil, `predicate type ""`},
