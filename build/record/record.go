@@ -578,13 +578,18 @@ func List(root string, withSteps bool) ([]*Record, error) {
 		}
 		out = append(out, r)
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		if !out[i].Start.Equal(out[j].Start) {
-			return out[i].Start.After(out[j].Start)
-		}
-		return out[i].ID < out[j].ID
-	})
+	sortNewestFirst(out)
 	return out, nil
+}
+
+// sortNewestFirst orders records by start time, newest first, then by ID.
+func sortNewestFirst(recs []*Record) {
+	sort.SliceStable(recs, func(i, j int) bool {
+		if !recs[i].Start.Equal(recs[j].Start) {
+			return recs[i].Start.After(recs[j].Start)
+		}
+		return recs[i].ID < recs[j].ID
+	})
 }
 
 // ErrRunning is returned when removing the record of a running build.
@@ -633,6 +638,9 @@ func Collect(root string, l Limits, all bool) (Collected, error) {
 			c.Bytes += n
 		}
 	}
+	// Each record is read once (a no-op build runs this too, over up to
+	// Count records).
+	var recs []*Record
 	for _, e := range ents {
 		name := e.Name()
 		switch {
@@ -643,15 +651,16 @@ func Collect(root string, l Limits, all bool) (Collected, error) {
 			}
 		case !validID(name):
 		default:
-			if _, err := loadHead(root, name); err != nil && !errors.Is(err, ErrNotFound) {
+			r, err := loadHead(root, name)
+			switch {
+			case err == nil:
+				recs = append(recs, r)
+			case !errors.Is(err, ErrNotFound):
 				drop(name)
 			}
 		}
 	}
-	recs, err := List(root, false)
-	if err != nil {
-		return c, err
-	}
+	sortNewestFirst(recs)
 	var kept int
 	var bytes int64
 	full := all // once a record does not fit, no older one is kept
