@@ -215,7 +215,7 @@ func Start(root string, rec Record, limits Limits) (*Writer, error) {
 }
 
 func start(tmp, final string, rec Record, limits Limits) (*Writer, error) {
-	if err := writeRecord(tmp, rec); err != nil {
+	if err := writeRecord(tmp, rec, false); err != nil {
 		return nil, err
 	}
 	f, err := os.OpenFile(filepath.Join(tmp, eventsFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -285,7 +285,7 @@ func (w *Writer) SetInputs(dockerfile, context string) error {
 		return nil
 	}
 	w.rec.Dockerfile, w.rec.Context = dockerfile, context
-	if err := writeRecord(w.dir, w.rec); err != nil {
+	if err := writeRecord(w.dir, w.rec, false); err != nil {
 		return fmt.Errorf("build record: %w", err)
 	}
 	return nil
@@ -328,7 +328,7 @@ func (w *Writer) Finish(res Result) error {
 	if len(res.Tags) > 0 {
 		r.Tags = res.Tags
 	}
-	if err := writeRecord(w.dir, r); err != nil {
+	if err := writeRecord(w.dir, r, true); err != nil {
 		return fmt.Errorf("build record: %w", err)
 	}
 	if w.err != nil {
@@ -337,13 +337,22 @@ func (w *Writer) Finish(res Result) error {
 	return nil
 }
 
-func writeRecord(dir string, r Record) error {
+// writeRecord replaces record.json in dir atomically; durable also syncs
+// it. Only the final record is synced: the running record that Start and
+// SetInputs write reads, after a crash, as unfinished (or, lost to a power
+// cut, as unreadable, which Collect removes), so their four fsyncs per
+// build, fully cached or not, bought nothing (issue 19).
+func writeRecord(dir string, r Record, durable bool) error {
 	r.Steps, r.Size = nil, 0
 	dt, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(filepath.Join(dir, recordFile), append(dt, '\n'), 0o600)
+	write := atomicfile.WriteFileNoSync
+	if durable {
+		write = atomicfile.WriteFile
+	}
+	return write(filepath.Join(dir, recordFile), append(dt, '\n'), 0o600)
 }
 
 // validID reports whether id can name a record: lower-case hex only, so
