@@ -21,7 +21,7 @@ import (
 // load. It prints, per binary and workload, the median and minimum wall
 // time and the median CPU time (user + system of the builder and every
 // process it waited for: the sandbox inits, the NAT) over BENCH_ROUNDS
-// rounds (default 5), the load average before and after, and the floors
+// rounds (default 5), the peak RSS, the load average before and after, and the floors
 // of the same run. CPU time is the steadier figure on a shared machine:
 // wall time there mostly measures the other users. BENCH_NETWORK sets
 // --network (default: the builder's default, a private network behind a
@@ -53,8 +53,8 @@ func BenchmarkCLIRunCost(b *testing.B) {
 				root := b.TempDir()
 				for _, w := range []string{"20 RUN steps, cold", "20 RUN steps, no-op rebuild"} {
 					name := bin.name + ": " + w
-					wall, used := runCost(b, bin.path, name, root, bn.base, dir, extra)
-					bn.add(name, wall, 0)
+					wall, used, rss := runCost(b, bin.path, name, root, bn.base, dir, extra)
+					bn.add(name, wall, rss)
 					cpu[name] = append(cpu[name], used)
 				}
 			}
@@ -65,19 +65,23 @@ func BenchmarkCLIRunCost(b *testing.B) {
 	bn.floorsRun()
 
 	fmt.Printf("\nper-RUN cost through the CLI, %d rounds interleaved, load average %s before, %s after\n", rounds, load0, load1)
-	fmt.Printf("%-44s %10s %10s %10s\n", "workload", "median", "min", "CPU median")
+	fmt.Printf("%-44s %10s %10s %10s %10s\n", "workload", "median", "min", "CPU median", "peak RSS")
 	for _, name := range bn.order {
-		c := "-"
+		c, rss := "-", "-"
 		if v := cpu[name]; len(v) > 0 {
 			c = round(median(v))
 		}
-		fmt.Printf("%-44s %10s %10s %10s\n", name, round(median(bn.times[name])), round(minOf(bn.times[name])), c)
+		if m := maxOf(bn.rss[name]); m > 0 {
+			rss = fmt.Sprintf("%d MB", m/1024)
+		}
+		fmt.Printf("%-44s %10s %10s %10s %10s\n", name, round(median(bn.times[name])), round(minOf(bn.times[name])), c, rss)
 	}
 }
 
 // runCost runs one build of dir with bin on the store root and returns its
-// wall time and CPU time (its own and that of the processes it waited for).
-func runCost(b *testing.B, bin, name, root, base, dir string, extra []string) (wall, cpu time.Duration) {
+// wall time, CPU time (its own and that of the processes it waited for)
+// and the peak RSS of the largest of them in KiB.
+func runCost(b *testing.B, bin, name, root, base, dir string, extra []string) (wall, cpu time.Duration, rssKiB int64) {
 	args := append([]string{"--root", root, "build", "--progress", "plain", "--build-arg", "BASE=" + base}, extra...)
 	cmd := exec.Command(bin, append(args, dir)...)
 	var out strings.Builder
@@ -93,7 +97,7 @@ func runCost(b *testing.B, bin, name, root, base, dir string, extra []string) (w
 	}
 	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	return wall, cpu
+	return wall, cpu, ru.Maxrss
 }
 
 // loadAverage returns the three figures of /proc/loadavg.
