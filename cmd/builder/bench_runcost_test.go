@@ -21,8 +21,8 @@ import (
 // load. It prints, per binary and workload, the median and minimum wall
 // time and the median CPU time (user + system of the builder and every
 // process it waited for: the sandbox inits, the NAT) over BENCH_ROUNDS
-// rounds (default 5), the peak RSS, the load average before and after, and the floors
-// of the same run. CPU time is the steadier figure on a shared machine:
+// rounds (default 5), the peak RSS, the load average before and after,
+// and the floors of the same run. CPU time is the steadier figure on a shared machine:
 // wall time there mostly measures the other users. BENCH_NETWORK sets
 // --network (default: the builder's default, a private network behind a
 // userspace NAT where one is installed).
