@@ -343,8 +343,12 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		if err := j.evalMetaArgs(); err != nil {
 			return nil, err
 		}
-		// The isolation itself is decided when a step first needs it.
+		// The isolation itself is decided when a step first needs it;
+		// a mode given explicitly is checked against the store now.
 		if err := CheckIsolation(jo.Isolation); err != nil {
+			return nil, err
+		}
+		if err := j.checkSnapshotter(jo.Isolation); err != nil {
 			return nil, err
 		}
 		jobs[i] = j

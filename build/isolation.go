@@ -101,6 +101,18 @@ func CheckIsolation(want string) error {
 	return fmt.Errorf("isolation %q: use auto, namespaces or chroot", want)
 }
 
+// checkSnapshotter refuses isolation mode on a store whose snapshotter
+// cannot serve it: chroot isolation mounts nothing, so it needs the naive
+// snapshotter. Build calls it before any step for a mode given explicitly;
+// setupIsolation for the mode the probe finds.
+func (j *job) checkSnapshotter(mode string) error {
+	if mode == IsolationChroot && j.b.snName != snapshot.Naive {
+		return fmt.Errorf("chroot isolation needs the naive snapshotter, but the store at %s uses %s snapshots (use a separate --root with --snapshotter naive)",
+			j.b.root, j.b.snName)
+	}
+	return nil
+}
+
 // setupIsolation decides the build's isolation and limits, printing which
 // mode was chosen and why when it is chroot, and one warning when limits
 // were asked for but no cgroup can enforce them (the build then runs
@@ -110,9 +122,8 @@ func (j *job) setupIsolation(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if mode == IsolationChroot && j.b.snName != snapshot.Naive {
-		return fmt.Errorf("chroot isolation needs the naive snapshotter, but the store at %s uses %s snapshots (use a separate --root with --snapshotter naive)",
-			j.b.root, j.b.snName)
+	if err := j.checkSnapshotter(mode); err != nil {
+		return err
 	}
 	if note != "" {
 		j.progress.Printf("%s", note)
