@@ -30,7 +30,7 @@ test-short:
 # machine's floors (BENCH_ROUNDS=3, BENCH_SKIP_BIG=1 leaves out the 1 GiB
 # RUN); docs/performance.md reads its table.
 bench: build
-	cd cmd/builder && $(GO) test -run '^$$' -bench '^BenchmarkCLIWorkloads$$' -benchtime 1x -timeout 60m .
+	cd cmd/builder && $(GO) test -run '^$$' -bench '^BenchmarkCLI(Workloads|RunCost)$$' -benchtime 1x -timeout 60m .
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./snapshot/content/ ./build/sandbox/ ./export/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./build/ ./build/push/
 

@@ -179,7 +179,8 @@ type job struct {
 	cached   int
 	countMu  sync.Mutex
 	errMu    sync.Mutex
-	iso      *runIsolation
+	isoMu    sync.Mutex
+	iso      *runIsolation // nil until a step needs it; see isolation
 	netOnce  sync.Once
 	net      *runNetwork // the default network's NAT, set up by the first RUN that uses it
 	netErr   error
@@ -346,7 +347,12 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		if err := j.evalMetaArgs(); err != nil {
 			return nil, err
 		}
-		if err := j.setupIsolation(ctx); err != nil {
+		// The isolation itself is decided when a step first needs it;
+		// a mode given explicitly is checked against the store now.
+		if err := CheckIsolation(jo.Isolation); err != nil {
+			return nil, err
+		}
+		if err := j.checkSnapshotter(jo.Isolation); err != nil {
 			return nil, err
 		}
 		jobs[i] = j

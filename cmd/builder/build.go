@@ -440,12 +440,20 @@ func namedContextOptions(o *build.Options, specs []string) error {
 // isolationOptions puts --isolation, --memory, --cpus and --pids-limit into
 // o. Chroot isolation (asked for, or found by the probe) works without
 // mounts only on the naive snapshotter, which it selects unless
-// --snapshotter names another.
+// --snapshotter names another. The probe runs here only when its answer
+// picks the snapshotter of a new store; otherwise the build probes when a
+// RUN first has to run.
 func isolationOptions(ctx context.Context, o *build.Options, g *globals, isolation, memory string, cpus float64, pids int64) error {
-	mode, _, err := build.ResolveIsolation(ctx, isolation)
-	if err != nil {
+	mode := isolation
+	if build.IsolationPicksSnapshotter(isolation, g.root, g.snapshotter) {
+		var err error
+		if mode, _, err = build.ResolveIsolation(ctx, isolation); err != nil {
+			return usagef("--isolation: %w", err)
+		}
+	} else if err := build.CheckIsolation(isolation); err != nil {
 		return usagef("--isolation: %w", err)
 	}
+	var err error
 	if mode == build.IsolationChroot {
 		switch g.snapshotter {
 		case "":
