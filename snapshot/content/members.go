@@ -1,0 +1,246 @@
+package content
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"hash"
+	"hash/crc32"
+	"io"
+	"sync"
+
+	"github.com/klauspost/compress/gzip"
+)
+
+// memberWriter compresses a layer tar as a sequence of independent gzip
+// members (RFC 1952 allows any number in one file; every gzip reader reads
+// them as one stream), cut where cutter says. Members are compressed in
+// parallel by workers goroutines and written to dst in order by one more
+// goroutine, which also hashes the uncompressed stream (the DiffID) while
+// the workers compress. A member whose uncompressed bytes equal a member of
+// the previous layer (prev) is copied from that layer's blob instead of
+// being compressed, after checking it (see prevLayer.reuse); the output is
+// the same bytes either way, since a member depends only on its own input
+// and the compressor. Close must be called once, also after a failure.
+type memberWriter struct {
+	dst    io.Writer
+	level  int
+	prev   *prevLayer
+	cut    *cutter
+	cur    []byte
+	sent   int // members flushed so far (the producer's count)
+	jobs   chan *member
+	order  chan *member
+	wg     sync.WaitGroup
+	out    chan struct{} // closed when the ordered writer is done
+	diffID hash.Hash
+
+	// Set by the ordered writer; read after out is closed.
+	err     error
+	members []memberInfo
+	off     int64
+	stats   LayerStats
+
+	mu     sync.Mutex
+	failed error // the ordered writer's error, seen by Write
+	bufs   sync.Pool
+}
+
+// member is one member on its way through the pipeline.
+type member struct {
+	raw    []byte
+	out    []byte
+	usum   [32]byte
+	zsum   [32]byte
+	reused bool
+	done   chan struct{}
+}
+
+// LayerStats tells how a gzip layer was written.
+type LayerStats struct {
+	Members, Reused int   // gzip members written, and how many of them came from the previous blob
+	ReusedBytes     int64 // uncompressed bytes of the reused members
+}
+
+func newMemberWriter(dst io.Writer, level, workers int, prev *prevLayer) *memberWriter {
+	if workers < 1 {
+		workers = 1
+	}
+	w := &memberWriter{
+		dst: dst, level: level, prev: prev, cut: newCutter(),
+		jobs:   make(chan *member, 2*workers),
+		order:  make(chan *member, 2*workers+1),
+		out:    make(chan struct{}),
+		diffID: sha256.New(),
+	}
+	w.bufs.New = func() any { return make([]byte, 0, memberHardMax) }
+	w.cur = w.getBuf()
+	for range workers {
+		w.wg.Add(1)
+		go w.work()
+	}
+	go w.writeOut()
+	return w
+}
+
+func (w *memberWriter) getBuf() []byte { return w.bufs.Get().([]byte)[:0] }
+
+// Write cuts p into members.
+func (w *memberWriter) Write(p []byte) (int, error) {
+	total := len(p)
+	for len(p) > 0 {
+		if err := w.failure(); err != nil {
+			return total - len(p), err
+		}
+		n, cut := w.cut.next(p, len(w.cur))
+		w.cur = append(w.cur, p[:n]...)
+		p = p[n:]
+		if cut {
+			w.flush()
+		}
+	}
+	return total, nil
+}
+
+func (w *memberWriter) failure() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.failed
+}
+
+func (w *memberWriter) flush() {
+	m := &member{raw: w.cur, done: make(chan struct{})}
+	w.order <- m
+	w.jobs <- m
+	w.sent++
+	w.cur = w.getBuf()
+}
+
+// Close compresses what is left (an empty input still gives one member,
+// so the blob is valid gzip), waits for the pipeline and returns its first
+// error. It does not close dst.
+func (w *memberWriter) Close() error {
+	if len(w.cur) > 0 || w.sent == 0 {
+		w.flush()
+	}
+	close(w.jobs)
+	close(w.order)
+	<-w.out
+	w.wg.Wait()
+	return w.err
+}
+
+// Sum returns the sha256 of everything written, once Close returned.
+func (w *memberWriter) Sum() []byte { return w.diffID.Sum(nil) }
+
+func (w *memberWriter) work() {
+	defer w.wg.Done()
+	zw, _ := gzip.NewWriterLevel(nil, w.level) // the level was checked before
+	for m := range w.jobs {
+		m.usum = sha256.Sum256(m.raw)
+		if w.prev != nil && w.failure() == nil {
+			if out, ok := w.prev.reuse(m.usum, m.raw); ok {
+				m.out, m.reused = out, true
+				m.zsum = sha256.Sum256(out)
+				close(m.done)
+				continue
+			}
+		}
+		buf := bytes.NewBuffer(w.getBuf())
+		zw.Reset(buf)
+		_, err := zw.Write(m.raw)
+		if cerr := zw.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil { // bytes.Buffer does not fail; kept for the contract
+			w.setFailed(err)
+		}
+		m.out = buf.Bytes()
+		m.zsum = sha256.Sum256(m.out)
+		close(m.done)
+	}
+}
+
+func (w *memberWriter) setFailed(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.failed == nil {
+		w.failed = err
+	}
+}
+
+// writeOut writes the members in order and records them. After a failure
+// it keeps draining, so that Write and the workers never block on it.
+func (w *memberWriter) writeOut() {
+	defer close(w.out)
+	for m := range w.order {
+		w.diffID.Write(m.raw) // while the workers compress it
+		<-m.done
+		if w.err == nil {
+			if w.err = w.failure(); w.err == nil {
+				if _, err := w.dst.Write(m.out); err != nil {
+					w.err = err
+					w.setFailed(err)
+				}
+			}
+		}
+		w.members = append(w.members, memberInfo{Off: w.off, CLen: int64(len(m.out)), ULen: int64(len(m.raw)), USum: m.usum, ZSum: m.zsum})
+		w.off += int64(len(m.out))
+		w.stats.Members++
+		if m.reused {
+			w.stats.Reused++
+			w.stats.ReusedBytes += int64(len(m.raw))
+		}
+		w.bufs.Put(m.raw[:0]) //nolint:staticcheck // a slice header is small
+		if !m.reused && cap(m.out) <= memberHardMax*2 {
+			w.bufs.Put(m.out[:0]) //nolint:staticcheck
+		}
+	}
+}
+
+// prevLayer is the previous blob of the same step and its sidecar, whose
+// members may be copied instead of compressed again.
+type prevLayer struct {
+	r   io.ReaderAt
+	byU map[[32]byte]memberInfo
+}
+
+// errNoReuse is returned inside reuse checks; it never leaves the package.
+var errNoReuse = errors.New("member not reusable")
+
+// reuse returns the previous blob's member whose uncompressed bytes hash to
+// usum, after checking that its compressed bytes hash to what the sidecar
+// recorded and that its gzip trailer holds the CRC-32 and length of raw,
+// the new member's bytes. Anything else (a corrupt blob or sidecar, a read
+// error) means the member is compressed afresh.
+func (p *prevLayer) reuse(usum [32]byte, raw []byte) ([]byte, bool) {
+	e, ok := p.byU[usum]
+	if !ok || e.ULen != int64(len(raw)) {
+		return nil, false
+	}
+	out, err := p.read(e)
+	if err != nil {
+		return nil, false
+	}
+	if sha256.Sum256(out) != e.ZSum {
+		return nil, false
+	}
+	n := len(out)
+	if binary.LittleEndian.Uint32(out[n-8:]) != crc32.ChecksumIEEE(raw) ||
+		binary.LittleEndian.Uint32(out[n-4:]) != uint32(len(raw)) {
+		return nil, false
+	}
+	return out, true
+}
+
+func (p *prevLayer) read(e memberInfo) ([]byte, error) {
+	if e.CLen < gzipMinMember || e.CLen > maxMemberCompressed {
+		return nil, errNoReuse
+	}
+	out := make([]byte, e.CLen)
+	if _, err := p.r.ReadAt(out, e.Off); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
