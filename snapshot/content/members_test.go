@@ -141,12 +141,16 @@ func TestGzipReuse(t *testing.T) {
 	}{
 		{"intact", nil, 5, 1 << 30},
 		{"no sidecar", func(t *testing.T, s *Store, prev LayerInfo) { os.Remove(s.SidecarPath(prev.Digest)) }, 0, 0},
-		{"garbage sidecar", func(t *testing.T, s *Store, prev LayerInfo) { writeFile(t, s.SidecarPath(prev.Digest), []byte("{\"v\":1,")) }, 0, 0},
+		{"garbage sidecar", func(t *testing.T, s *Store, prev LayerInfo) {
+			writeFile(t, s.SidecarPath(prev.Digest), []byte("{\"v\":1,"))
+		}, 0, 0},
 		{"oversized sidecar", func(t *testing.T, s *Store, prev LayerInfo) {
 			writeFile(t, s.SidecarPath(prev.Digest), bytes.Repeat([]byte(" "), maxSidecar+1))
 		}, 0, 0},
 		{"other compressor", func(t *testing.T, s *Store, prev LayerInfo) {
-			editSidecar(t, s, prev, func(sc map[string]any) { sc["compressor"] = "builder gzip members v1, klauspost/compress v0.0.1 gzip, level 6" })
+			editSidecar(t, s, prev, func(sc map[string]any) {
+				sc["compressor"] = "builder gzip members v1, klauspost/compress v0.0.1 gzip, level 6"
+			})
 		}, 0, 0},
 		{"member out of bounds", func(t *testing.T, s *Store, prev LayerInfo) {
 			editSidecar(t, s, prev, func(sc map[string]any) { sc["members"].([]any)[0].([]any)[1] = float64(1 << 40) })
@@ -295,10 +299,10 @@ func TestSidecarLifecycle(t *testing.T) {
 	}
 	orphan := s.SidecarPath(v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%064x", 1)})
 	writeFile(t, orphan, []byte("{}"))
-	if o, err := s.OrphanSidecars(); err != nil || len(o) != 1 || o[0] != orphan {
-		t.Errorf("OrphanSidecars = %v, %v", o, err)
+	if o, err := s.BadSidecars(); err != nil || len(o) != 1 || o[orphan] == nil {
+		t.Errorf("BadSidecars = %v, %v", o, err)
 	}
-	if n, err := s.CleanSidecars(); n != 1 || err != nil {
+	if n, err := s.CleanSidecars(false); n != 1 || err != nil {
 		t.Errorf("CleanSidecars = %d, %v", n, err)
 	}
 	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
@@ -306,6 +310,21 @@ func TestSidecarLifecycle(t *testing.T) {
 	}
 	if _, err := os.Stat(s.SidecarPath(info.Digest)); err != nil {
 		t.Errorf("live sidecar removed: %v", err)
+	}
+	// A sidecar that does not describe its blob: kept by GC, reported by
+	// check, removed by repair.
+	writeFile(t, s.SidecarPath(info.Digest), []byte(`{"v":1,"size":3,"members":[]}`))
+	if n, err := s.CleanSidecars(false); n != 0 || err != nil {
+		t.Errorf("CleanSidecars(false) = %d, %v", n, err)
+	}
+	if o, err := s.BadSidecars(); err != nil || len(o) != 1 || o[s.SidecarPath(info.Digest)] == nil {
+		t.Errorf("BadSidecars = %v, %v", o, err)
+	}
+	if n, err := s.CleanSidecars(true); n != 1 || err != nil {
+		t.Errorf("CleanSidecars(true) = %d, %v", n, err)
+	}
+	if o, err := s.BadSidecars(); err != nil || len(o) != 0 {
+		t.Errorf("BadSidecars after repair = %v, %v", o, err)
 	}
 }
 

@@ -248,9 +248,11 @@ func (s *Store) deleteSidecar(d v1.Hash) error {
 
 // CleanSidecars removes the sidecars whose blob is gone (a crash between
 // deleting a blob and its sidecar, or a blob removed by hand) and the
-// temporary files of sidecars never renamed into place, and returns how
-// many it removed. Garbage collection calls it after deleting blobs.
-func (s *Store) CleanSidecars() (int, error) {
+// temporary files of sidecars never renamed into place, and with bad set
+// also those that do not describe their blob (see BadSidecars); it returns
+// how many it removed. Garbage collection calls it after deleting blobs,
+// repair with bad set.
+func (s *Store) CleanSidecars(bad bool) (int, error) {
 	entries, err := os.ReadDir(s.sidecarDir())
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
@@ -261,8 +263,13 @@ func (s *Store) CleanSidecars() (int, error) {
 	n := 0
 	for _, e := range entries {
 		d := v1.Hash{Algorithm: "sha256", Hex: e.Name()}
-		if validate(d) == nil && s.Has(d) {
-			continue
+		if size, err := s.Size(d); validate(d) == nil && err == nil {
+			if !bad {
+				continue
+			}
+			if _, _, err := s.loadSidecar(d, size); err == nil {
+				continue
+			}
 		}
 		if err := os.Remove(filepath.Join(s.sidecarDir(), e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return n, fmt.Errorf("clean sidecars: %w", err)
@@ -272,8 +279,11 @@ func (s *Store) CleanSidecars() (int, error) {
 	return n, nil
 }
 
-// OrphanSidecars lists the sidecar files without a blob, for check.
-func (s *Store) OrphanSidecars() ([]string, error) {
+// BadSidecars lists, for check, the sidecar files that are of no use:
+// those without their blob and those that do not describe it (unreadable,
+// malformed, or members that do not tile the blob). Either is harmless,
+// since sidecars are hints; CleanSidecars(true) removes them.
+func (s *Store) BadSidecars() (map[string]error, error) {
 	entries, err := os.ReadDir(s.sidecarDir())
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -281,11 +291,17 @@ func (s *Store) OrphanSidecars() ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list sidecars: %w", err)
 	}
-	var out []string
+	out := map[string]error{}
 	for _, e := range entries {
+		p := filepath.Join(s.sidecarDir(), e.Name())
 		d := v1.Hash{Algorithm: "sha256", Hex: e.Name()}
-		if validate(d) != nil || !s.Has(d) {
-			out = append(out, filepath.Join(s.sidecarDir(), e.Name()))
+		size, err := s.Size(d)
+		if validate(d) != nil || err != nil {
+			out[p] = errors.New("no blob of that digest")
+			continue
+		}
+		if _, _, err := s.loadSidecar(d, size); err != nil {
+			out[p] = err
 		}
 	}
 	return out, nil
