@@ -44,7 +44,7 @@ type memberWriter struct {
 
 	mu     sync.Mutex
 	failed error // the ordered writer's error, seen by Write
-	bufs   sync.Pool
+	free   chan []byte
 }
 
 // member is one member on its way through the pipeline.
@@ -74,7 +74,8 @@ func newMemberWriter(dst io.Writer, level, workers int, prev *prevLayer) *member
 		out:    make(chan struct{}),
 		diffID: sha256.New(),
 	}
-	w.bufs.New = func() any { return make([]byte, 0, memberHardMax) }
+	// Every buffer in flight, raw and compressed, comes back here.
+	w.free = make(chan []byte, 2*(cap(w.order)+workers+1))
 	w.cur = w.getBuf()
 	for range workers {
 		w.wg.Add(1)
@@ -84,7 +85,24 @@ func newMemberWriter(dst io.Writer, level, workers int, prev *prevLayer) *member
 	return w
 }
 
-func (w *memberWriter) getBuf() []byte { return w.bufs.Get().([]byte)[:0] }
+func (w *memberWriter) getBuf() []byte {
+	select {
+	case b := <-w.free:
+		return b[:0]
+	default:
+		return make([]byte, 0, memberHardMax)
+	}
+}
+
+func (w *memberWriter) putBuf(b []byte) {
+	if cap(b) < memberHardMax || cap(b) > 2*memberHardMax {
+		return
+	}
+	select {
+	case w.free <- b:
+	default:
+	}
+}
 
 // Write cuts p into members.
 func (w *memberWriter) Write(p []byte) (int, error) {
@@ -192,9 +210,9 @@ func (w *memberWriter) writeOut() {
 			w.stats.Reused++
 			w.stats.ReusedBytes += int64(len(m.raw))
 		}
-		w.bufs.Put(m.raw[:0]) //nolint:staticcheck // a slice header is small
-		if !m.reused && cap(m.out) <= memberHardMax*2 {
-			w.bufs.Put(m.out[:0]) //nolint:staticcheck
+		w.putBuf(m.raw)
+		if !m.reused {
+			w.putBuf(m.out)
 		}
 	}
 }
