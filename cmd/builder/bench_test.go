@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -50,31 +51,53 @@ func BenchmarkCLIWorkloads(b *testing.B) {
 		"FROM $BASE\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n")
 	changed := filepath.Join(copyDir, "d000", "f00000.txt")
 
+	// BENCH_OLD names another builder binary (e.g. main's) to run
+	// interleaved with this one, each on its own stores, rows marked [old]
+	// and [new]; the order alternates by round. BENCH_ONLY (a comma list
+	// of runs, copy, big, parallel, floors) picks the workloads.
+	bins := []struct{ path, tag string }{{binary, ""}}
+	if old := os.Getenv("BENCH_OLD"); old != "" {
+		bins = []struct{ path, tag string }{{binary, " [new]"}, {old, " [old]"}}
+	}
+	only := func(group string) bool {
+		v := os.Getenv("BENCH_ONLY")
+		return v == "" || slices.Contains(strings.Split(v, ","), group)
+	}
+
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for r := 0; r < rounds; r++ {
-			root := b.TempDir()
-			bn.run("20 RUN steps (5 files + symlink each), cold", root, runs)
-			bn.run("20 RUN steps, no-op rebuild", root, runs)
-
-			root = b.TempDir()
-			bn.run("COPY 20,000 files / "+mb(ctxBytes)+", cold", root, copyDir)
-			bn.run("COPY, no-op rebuild", root, copyDir)
-			f, err := os.OpenFile(changed, os.O_APPEND|os.O_WRONLY, 0)
-			if err != nil {
-				b.Fatal(err)
+			for k := range bins {
+				bin := bins[(k+r)%len(bins)]
+				bn.bin, bn.tag = bin.path, bin.tag
+				if only("runs") {
+					root := b.TempDir()
+					bn.run("20 RUN steps (5 files + symlink each), cold", root, runs)
+					bn.run("20 RUN steps, no-op rebuild", root, runs)
+				}
+				if only("copy") {
+					root := b.TempDir()
+					bn.run("COPY 20,000 files / "+mb(ctxBytes)+", cold", root, copyDir)
+					bn.run("COPY, no-op rebuild", root, copyDir)
+					f, err := os.OpenFile(changed, os.O_APPEND|os.O_WRONLY, 0)
+					if err != nil {
+						b.Fatal(err)
+					}
+					fmt.Fprintf(f, "round %d of %s\n", r, time.Now())
+					f.Close()
+					bn.run("COPY, one file changed", root, copyDir)
+					bn.run("COPY, export to an OCI archive", root, copyDir, "-o", "type=oci,dest="+filepath.Join(b.TempDir(), "app.tar"))
+				}
+				if only("big") && os.Getenv("BENCH_SKIP_BIG") == "" {
+					bn.run("RUN 512 MiB random + RUN 512 MiB text, cold", b.TempDir(), big)
+				}
+				if only("parallel") {
+					bn.run("two parallel stages with sleep 2, cold", b.TempDir(), parallel)
+				}
 			}
-			fmt.Fprintf(f, "round %d of %s\n", r, time.Now())
-			f.Close()
-			bn.run("COPY, one file changed", root, copyDir)
-			bn.run("COPY, export to an OCI archive", root, copyDir, "-o", "type=oci,dest="+filepath.Join(b.TempDir(), "app.tar"))
-
-			if os.Getenv("BENCH_SKIP_BIG") == "" {
-				bn.run("RUN 512 MiB random + RUN 512 MiB text, cold", b.TempDir(), big)
+			if only("floors") {
+				bn.floors(copyDir)
 			}
-			bn.run("two parallel stages with sleep 2, cold", b.TempDir(), parallel)
-
-			bn.floors(copyDir)
 		}
 	}
 	b.StopTimer()
@@ -86,6 +109,8 @@ func BenchmarkCLIWorkloads(b *testing.B) {
 type bench struct {
 	b     *testing.B
 	base  string
+	bin   string // the builder binary run
+	tag   string // added to row names: " [old]", " [new]" or ""
 	order []string
 	times map[string][]time.Duration
 	rss   map[string][]int64 // KiB
@@ -119,7 +144,8 @@ func (bn *bench) dir(dockerfile string) string {
 // whole process and reading its peak RSS from its rusage.
 func (bn *bench) run(name, root, dir string, extra ...string) {
 	args := append([]string{"--root", root, "build", "--progress", "plain", "--build-arg", "BASE=" + bn.base}, extra...)
-	cmd := exec.Command(binary, append(args, dir)...)
+	name += bn.tag
+	cmd := exec.Command(bn.bin, append(args, dir)...)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()

@@ -29,7 +29,7 @@ const (
 
 // DefaultGzipLevel is the gzip level of layers written without one; see
 // docs/performance.md ("Compression") for why.
-const DefaultGzipLevel = 6
+const DefaultGzipLevel = 1
 
 // LayerOptions selects the compression of a layer blob.
 type LayerOptions struct {
