@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 
@@ -299,14 +300,19 @@ func TestSidecarLifecycle(t *testing.T) {
 	}
 	orphan := s.SidecarPath(v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%064x", 1)})
 	writeFile(t, orphan, []byte("{}"))
-	if o, err := s.BadSidecars(); err != nil || len(o) != 1 || o[orphan] == nil {
+	// A sidecar being written when the process was killed.
+	tmp := filepath.Join(filepath.Dir(orphan), ".tmp-123")
+	writeFile(t, tmp, []byte(`{"v":1,"compr`))
+	if o, err := s.BadSidecars(); err != nil || len(o) != 2 || o[orphan] == nil || o[tmp] == nil {
 		t.Errorf("BadSidecars = %v, %v", o, err)
 	}
-	if n, err := s.CleanSidecars(false); n != 1 || err != nil {
+	if n, err := s.CleanSidecars(false); n != 2 || err != nil {
 		t.Errorf("CleanSidecars = %d, %v", n, err)
 	}
-	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
-		t.Error("orphan sidecar kept")
+	for _, p := range []string{orphan, tmp} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s kept", p)
+		}
 	}
 	if _, err := os.Stat(s.SidecarPath(info.Digest)); err != nil {
 		t.Errorf("live sidecar removed: %v", err)
