@@ -31,8 +31,9 @@
 //	                     is written after its blob, renamed into place but
 //	                     not synced, removed with its blob (Delete), and a
 //	                     missing, partial or wrong one only means that a
-//	                     later layer compresses everything afresh. Files
-//	                     named .tmp-* there are sidecars being written.
+//	                     later layer compresses everything afresh. It is
+//	                     written in ingest/ like a blob, so a writer that
+//	                     dies leaves nothing in members/.
 //	ingest/<random>      a blob being written. Its writer holds an exclusive
 //	                     flock(2) on the file for as long as it is open; a
 //	                     file in ingest/ whose lock can be taken belongs to

@@ -300,16 +300,16 @@ func TestSidecarLifecycle(t *testing.T) {
 	}
 	orphan := s.SidecarPath(v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%064x", 1)})
 	writeFile(t, orphan, []byte("{}"))
-	// A sidecar being written when the process was killed.
-	tmp := filepath.Join(filepath.Dir(orphan), ".tmp-123")
-	writeFile(t, tmp, []byte(`{"v":1,"compr`))
-	if o, err := s.BadSidecars(); err != nil || len(o) != 2 || o[orphan] == nil || o[tmp] == nil {
+	// A file in members/ that names no digest.
+	stray := filepath.Join(filepath.Dir(orphan), ".tmp-123")
+	writeFile(t, stray, []byte(`{"v":1,"compr`))
+	if o, err := s.BadSidecars(); err != nil || len(o) != 2 || o[orphan] == nil || o[stray] == nil {
 		t.Errorf("BadSidecars = %v, %v", o, err)
 	}
 	if n, err := s.CleanSidecars(false); n != 2 || err != nil {
 		t.Errorf("CleanSidecars = %d, %v", n, err)
 	}
-	for _, p := range []string{orphan, tmp} {
+	for _, p := range []string{orphan, stray} {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Errorf("%s kept", p)
 		}

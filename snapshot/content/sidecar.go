@@ -97,8 +97,9 @@ func (s *Store) SidecarPath(d v1.Hash) string {
 
 // writeSidecar stores the member list of blob d unless one is there. It is
 // best effort: a sidecar only saves work later, so errors are returned for
-// tests but callers ignore them. It is written to a temporary file and
-// renamed, not synced: after a crash it may be missing or empty, which
+// tests but callers ignore them. It is written like a blob, to a locked
+// file in ingest/ (which Open removes if the writer dies) and renamed into
+// place, but not synced: after a crash it may be missing or empty, which
 // loadSidecar treats as no sidecar.
 func (s *Store) writeSidecar(d v1.Hash, compressor string, size int64, members []memberInfo) error {
 	dst := s.SidecarPath(d)
@@ -116,21 +117,22 @@ func (s *Store) writeSidecar(d v1.Hash, compressor string, size int64, members [
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(s.sidecarDir(), ".tmp-*")
+	w, err := s.NewWriter()
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	defer w.Close()
+	if _, err := w.Write(data); err != nil {
+		return err
 	}
-	if err == nil {
-		err = os.Rename(f.Name(), dst)
+	if err := w.buf.Flush(); err != nil {
+		return err
 	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := os.Rename(w.f.Name(), dst); err != nil {
+		return err
 	}
-	return err
+	w.done = true
+	return w.f.Close()
 }
 
 // errBadSidecar marks a sidecar that cannot be used.
@@ -247,8 +249,7 @@ func (s *Store) deleteSidecar(d v1.Hash) error {
 }
 
 // CleanSidecars removes the sidecars whose blob is gone (a crash between
-// deleting a blob and its sidecar, or a blob removed by hand) and the
-// temporary files of sidecars never renamed into place, and with bad set
+// deleting a blob and its sidecar, or a blob removed by hand), and with bad set
 // also those that do not describe their blob (see BadSidecars); it returns
 // how many it removed. Garbage collection calls it after deleting blobs,
 // repair with bad set.
