@@ -51,8 +51,7 @@ type memberWriter struct {
 type member struct {
 	raw    []byte
 	out    []byte
-	usum   [32]byte
-	zsum   [32]byte
+	crc    uint32 // CRC-32 of raw, as its gzip trailer holds it
 	reused bool
 	done   chan struct{}
 }
@@ -156,11 +155,10 @@ func (w *memberWriter) work() {
 	defer w.wg.Done()
 	zw, _ := gzip.NewWriterLevel(nil, w.level) // the level was checked before
 	for m := range w.jobs {
-		m.usum = sha256.Sum256(m.raw)
 		if w.prev != nil && w.failure() == nil {
-			if out, ok := w.prev.reuse(m.usum, m.raw); ok {
+			m.crc = crc32.ChecksumIEEE(m.raw)
+			if out, ok := w.prev.reuse(m.crc, m.raw); ok {
 				m.out, m.reused = out, true
-				m.zsum = sha256.Sum256(out)
 				close(m.done)
 				continue
 			}
@@ -175,7 +173,7 @@ func (w *memberWriter) work() {
 			w.setFailed(err)
 		}
 		m.out = buf.Bytes()
-		m.zsum = sha256.Sum256(m.out)
+		m.crc = binary.LittleEndian.Uint32(m.out[len(m.out)-8:]) // the trailer's
 		close(m.done)
 	}
 }
@@ -203,7 +201,7 @@ func (w *memberWriter) writeOut() {
 				}
 			}
 		}
-		w.members = append(w.members, memberInfo{Off: w.off, CLen: int64(len(m.out)), ULen: int64(len(m.raw)), USum: m.usum, ZSum: m.zsum})
+		w.members = append(w.members, memberInfo{Off: w.off, CLen: int64(len(m.out)), ULen: int64(len(m.raw)), CRC: m.crc})
 		w.off += int64(len(m.out))
 		w.stats.Members++
 		if m.reused {
@@ -220,36 +218,38 @@ func (w *memberWriter) writeOut() {
 // prevLayer is the previous blob of the same step and its sidecar, whose
 // members may be copied instead of compressed again.
 type prevLayer struct {
-	r   io.ReaderAt
-	byU map[[32]byte]memberInfo
+	r     io.ReaderAt
+	byKey map[memberKey][]memberInfo
+	zr    sync.Pool // *gzip.Reader
+}
+
+// memberKey finds the candidates for reuse: members of the same length
+// and CRC-32. Only a full comparison (reuse) decides.
+type memberKey struct {
+	crc  uint32
+	ulen int64
 }
 
 // errNoReuse is returned inside reuse checks; it never leaves the package.
 var errNoReuse = errors.New("member not reusable")
 
-// reuse returns the previous blob's member whose uncompressed bytes hash to
-// usum, after checking that its compressed bytes hash to what the sidecar
-// recorded and that its gzip trailer holds the CRC-32 and length of raw,
-// the new member's bytes. Anything else (a corrupt blob or sidecar, a read
-// error) means the member is compressed afresh.
-func (p *prevLayer) reuse(usum [32]byte, raw []byte) ([]byte, bool) {
-	e, ok := p.byU[usum]
-	if !ok || e.ULen != int64(len(raw)) {
-		return nil, false
+// reuse returns a member of the previous blob whose uncompressed bytes are
+// raw (whose CRC-32 is crc). A candidate is decompressed and compared with
+// raw byte for byte, and must be exactly one gzip member with nothing after
+// it; so a reused member always holds the new bytes, whatever the previous
+// blob or its sidecar hold. Anything else (a corrupt blob or sidecar, a
+// read error) means the member is compressed afresh.
+func (p *prevLayer) reuse(crc uint32, raw []byte) ([]byte, bool) {
+	for _, e := range p.byKey[memberKey{crc, int64(len(raw))}] {
+		out, err := p.read(e)
+		if err != nil {
+			continue
+		}
+		if p.same(out, raw) {
+			return out, true
+		}
 	}
-	out, err := p.read(e)
-	if err != nil {
-		return nil, false
-	}
-	if sha256.Sum256(out) != e.ZSum {
-		return nil, false
-	}
-	n := len(out)
-	if binary.LittleEndian.Uint32(out[n-8:]) != crc32.ChecksumIEEE(raw) ||
-		binary.LittleEndian.Uint32(out[n-4:]) != uint32(len(raw)) {
-		return nil, false
-	}
-	return out, true
+	return nil, false
 }
 
 func (p *prevLayer) read(e memberInfo) ([]byte, error) {
@@ -261,4 +261,36 @@ func (p *prevLayer) read(e memberInfo) ([]byte, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// same reports whether out is one gzip member that decompresses to raw.
+func (p *prevLayer) same(out, raw []byte) bool {
+	br := bytes.NewReader(out)
+	zr, _ := p.zr.Get().(*gzip.Reader)
+	var err error
+	if zr == nil {
+		zr, err = gzip.NewReader(br)
+	} else {
+		err = zr.Reset(br)
+	}
+	if err != nil {
+		return false
+	}
+	defer p.zr.Put(zr)
+	zr.Multistream(false)
+	var buf [32 << 10]byte
+	rest := raw
+	for {
+		n, err := zr.Read(buf[:])
+		if n > len(rest) || !bytes.Equal(buf[:n], rest[:n]) {
+			return false
+		}
+		rest = rest[n:]
+		if err == io.EOF { // the reader checked the trailer's CRC-32 and size
+			return len(rest) == 0 && br.Len() == 0
+		}
+		if err != nil {
+			return false
+		}
+	}
 }

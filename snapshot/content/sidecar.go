@@ -1,7 +1,6 @@
 package content
 
 import (
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,7 +40,7 @@ const (
 // memberInfo is one gzip member of a stored layer blob.
 type memberInfo struct {
 	Off, CLen, ULen int64
-	USum, ZSum      [32]byte
+	CRC             uint32 // CRC-32 of the uncompressed bytes
 }
 
 type sidecarFile struct {
@@ -52,12 +51,10 @@ type sidecarFile struct {
 }
 
 // sidecarRow is a member as [offset, compressed length, uncompressed
-// length, uncompressed sha256, compressed sha256].
-type sidecarRow [5]any
+// length, CRC-32 of the uncompressed bytes].
+type sidecarRow [4]int64
 
-func (m memberInfo) row() sidecarRow {
-	return sidecarRow{m.Off, m.CLen, m.ULen, hex.EncodeToString(m.USum[:]), hex.EncodeToString(m.ZSum[:])}
-}
+func (m memberInfo) row() sidecarRow { return sidecarRow{m.Off, m.CLen, m.ULen, int64(m.CRC)} }
 
 // compressVersion is the klauspost/compress version built in, from the
 // build info; test binaries carry none ("unknown").
@@ -162,7 +159,7 @@ func (s *Store) loadSidecar(d v1.Hash, blobSize int64) (compressor string, membe
 		V          int                 `json:"v"`
 		Compressor string              `json:"compressor"`
 		Size       int64               `json:"size"`
-		Members    [][]json.RawMessage `json:"members"`
+		Members    [][]int64 `json:"members"`
 	}
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return "", nil, fmt.Errorf("%w: %w", errBadSidecar, err)
@@ -173,8 +170,11 @@ func (s *Store) loadSidecar(d v1.Hash, blobSize int64) (compressor string, membe
 	var off int64
 	members = make([]memberInfo, 0, len(raw.Members))
 	for i, r := range raw.Members {
-		m, err := parseRow(r)
-		if err != nil || m.Off != off || m.CLen < gzipMinMember || m.CLen > maxMemberCompressed ||
+		if len(r) != 4 || r[3] < 0 || r[3] > 0xffffffff {
+			return "", nil, fmt.Errorf("%w: member %d", errBadSidecar, i)
+		}
+		m := memberInfo{Off: r[0], CLen: r[1], ULen: r[2], CRC: uint32(r[3])}
+		if m.Off != off || m.CLen < gzipMinMember || m.CLen > maxMemberCompressed ||
 			m.ULen < 0 || m.ULen > memberHardMax || m.CLen > blobSize-off {
 			return "", nil, fmt.Errorf("%w: member %d", errBadSidecar, i)
 		}
@@ -185,30 +185,6 @@ func (s *Store) loadSidecar(d v1.Hash, blobSize int64) (compressor string, membe
 		return "", nil, fmt.Errorf("%w: members end at %d, blob at %d", errBadSidecar, off, blobSize)
 	}
 	return raw.Compressor, members, nil
-}
-
-func parseRow(r []json.RawMessage) (memberInfo, error) {
-	var m memberInfo
-	if len(r) != 5 {
-		return m, errBadSidecar
-	}
-	var us, zs string
-	for i, dst := range []any{&m.Off, &m.CLen, &m.ULen, &us, &zs} {
-		if err := json.Unmarshal(r[i], dst); err != nil {
-			return m, err
-		}
-	}
-	for _, x := range []struct {
-		s   string
-		dst *[32]byte
-	}{{us, &m.USum}, {zs, &m.ZSum}} {
-		b, err := hex.DecodeString(x.s)
-		if err != nil || len(b) != 32 {
-			return m, errBadSidecar
-		}
-		copy(x.dst[:], b)
-	}
-	return m, nil
 }
 
 // openPrevious opens the blob d and its sidecar for reuse by a layer
@@ -233,9 +209,12 @@ func (s *Store) openPrevious(d v1.Hash, compressor string) (*prevLayer, *os.File
 		f.Close()
 		return nil, nil
 	}
-	p := &prevLayer{r: f, byU: make(map[[32]byte]memberInfo, len(members))}
+	p := &prevLayer{r: f, byKey: make(map[memberKey][]memberInfo, len(members))}
 	for _, m := range members {
-		p.byU[m.USum] = m
+		k := memberKey{m.CRC, m.ULen}
+		if len(p.byKey[k]) < 4 { // a few candidates at most: each costs a decompression
+			p.byKey[k] = append(p.byKey[k], m)
+		}
 	}
 	return p, f
 }
