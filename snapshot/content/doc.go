@@ -24,9 +24,9 @@
 //	                     only created (rename) or deleted (Delete).
 //	members/sha256/<hex> the sidecar of gzip layer blob <hex>: JSON
 //	                     {"v":1,"compressor":…,"size":…,"members":[[offset,
-//	                     compressed length, uncompressed length, sha256 of
-//	                     the uncompressed member, sha256 of the compressed
-//	                     member],…]} listing the blob's gzip members (see
+//	                     compressed length, uncompressed length, CRC-32 of
+//	                     the uncompressed bytes],…]} listing the blob's gzip
+//	                     members (see
 //	                     sidecar.go). A hint that saves compression work: it
 //	                     is written after its blob, renamed into place but
 //	                     not synced, removed with its blob (Delete), and a

@@ -17,13 +17,13 @@ import (
 
 // Sidecars: every gzip layer that WriteLayer stores gets a small JSON file
 // at members/sha256/<hex of the blob> listing its members (offset and
-// length in the blob, uncompressed length, sha256 of the uncompressed and
-// of the compressed bytes) and the compressor that made them. A later
+// length in the blob, uncompressed length, CRC-32 of the uncompressed
+// bytes) and the compressor that made them. A later
 // layer of the same step copies the members whose uncompressed bytes did
 // not change instead of compressing them again (LayerOptions.Previous).
 // A sidecar is a hint: a missing, truncated or corrupt one only means
-// that members are compressed afresh, and reused bytes are checked
-// against the new input before they are written (prevLayer.reuse).
+// that members are compressed afresh, and a reused member is decompressed
+// and compared with the new input before it is written (prevLayer.reuse).
 
 // sidecarVersion is the format version of a sidecar file.
 const sidecarVersion = 1
