@@ -156,9 +156,9 @@ func (s *Store) loadSidecar(d v1.Hash, blobSize int64) (compressor string, membe
 		return "", nil, fmt.Errorf("%w: larger than %d bytes", errBadSidecar, maxSidecar)
 	}
 	var raw struct {
-		V          int                 `json:"v"`
-		Compressor string              `json:"compressor"`
-		Size       int64               `json:"size"`
+		V          int       `json:"v"`
+		Compressor string    `json:"compressor"`
+		Size       int64     `json:"size"`
 		Members    [][]int64 `json:"members"`
 	}
 	if err := json.Unmarshal(data, &raw); err != nil {
