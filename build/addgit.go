@@ -51,7 +51,7 @@ func (j *job) addGit(ctx context.Context, st *stageState, step *parser.Step, op 
 	if err != nil {
 		return false, err
 	}
-	j.rec.noteGit(gitsrc.Redact(r.Remote), commit)
+	j.rec.noteGit(gitProvenanceURI(r), commit)
 	pre := cache.Preimage{Parent: string(st.fsKey), Op: "add-git", Args: []string{dest},
 		State:  map[string]string{"chown": chown, "chmod": chmod, "keep-git-dir": strconv.FormatBool(r.KeepGitDir)},
 		Inputs: map[string]string{"git": gitsrc.Redact(r.Remote) + "#" + commit + ":" + r.Subdir}}

@@ -131,12 +131,22 @@ type Result struct {
 	Tags          []string
 	Steps, Cached int
 	// SBOMContext is true when the SBOM scan is to include the context
-	// (BUILDKIT_SBOM_SCAN_CONTEXT, see ScanSBOM); single-platform only.
+	// (BUILDKIT_SBOM_SCAN_CONTEXT, see ScanSBOM); single-platform only (see
+	// SBOMExtras).
 	SBOMContext bool
 	// SBOMStages are the images of the stages the target reads that ask
 	// to be scanned too (BUILDKIT_SBOM_SCAN_STAGE), by stage name; they
 	// are in the store, untagged. Single-platform only.
 	SBOMStages map[string]v1.Image
+	// SBOMExtras are, for several platforms, each platform's SBOMContext
+	// and SBOMStages, in the order of Images.
+	SBOMExtras []SBOMExtras
+}
+
+// SBOMExtras is what one platform's SBOM scan binds besides its image.
+type SBOMExtras struct {
+	Context bool
+	Stages  map[string]v1.Image
 }
 
 // proxyArgs are the build args Docker accepts without an ARG line. They are
@@ -390,6 +400,14 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		}
 	} else {
 		res, err = commitIndex(ctx, jobs, states)
+		for i, j := range jobs {
+			if err != nil {
+				break
+			}
+			x := SBOMExtras{Context: j.sbomScanContext(states[i])}
+			x.Stages, err = j.sbomScanStages(ctx, j.neededStages(target), target)
+			res.SBOMExtras = append(res.SBOMExtras, x)
+		}
 	}
 	if err != nil {
 		return nil, err

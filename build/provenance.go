@@ -10,6 +10,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"builder/build/attest"
+	"builder/build/gitsrc"
 	"builder/parser"
 )
 
@@ -66,6 +67,17 @@ func (r *recorder) noteHTTP(url, digest string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.http = append(r.http, attest.HTTPSource{URL: url, Digest: digest})
+}
+
+// gitProvenanceURI names an ADD git source as BuildKit v0.26's provenance
+// does (source/git/identifier.go, Capture): the remote URL, then "#ref"
+// when the source names a ref; the subdirectory is not part of it.
+func gitProvenanceURI(r gitsrc.Ref) string {
+	u := gitsrc.Redact(r.Remote)
+	if r.Ref != "" {
+		u += "#" + r.Ref
+	}
+	return u
 }
 
 // noteGit records a git repository ADD read and the commit it resolved.

@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"builder/build/attest"
 )
 
 // DefaultSBOMGenerator is BuildKit's default SBOM scanner image.
@@ -28,8 +30,15 @@ const (
 	scanSource = "/run/src/core/sbom"
 	scanOut    = "/run/out"
 	scanExtras = "/run/src/extras"
-	// MaxSBOMSize bounds one SPDX document a scanner writes.
-	MaxSBOMSize = 64 << 20
+	// MaxSBOMSize bounds one SPDX document a scanner writes; its
+	// statement (the document and the subjects) must stay within
+	// attest.MaxStatementSize to be read back.
+	MaxSBOMSize = attest.MaxStatementSize - 1<<20
+	// MaxSBOMTotal bounds all the documents of one scan together, and
+	// MaxSBOMFiles their number: each is held in memory and becomes a
+	// statement.
+	MaxSBOMTotal = 256 << 20
+	MaxSBOMFiles = 1000
 	// sbomScanContextArg asks for the context to be scanned too.
 	sbomScanContextArg = "BUILDKIT_SBOM_SCAN_CONTEXT"
 	// sbomScanStageArg asks for a stage the target reads to be scanned.
@@ -112,7 +121,21 @@ func (b *Builder) ScanSBOM(ctx context.Context, res *Result, generator string, o
 	if generator == "" {
 		generator = DefaultSBOMGenerator
 	}
-	// The scan binds the images by names only this scan uses.
+	if o.Platform.OS == "" {
+		o.Platform = v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	}
+	// The scan binds the images by names only this scan uses. The
+	// generator runs on the scan's platform (the host's by default), as
+	// BuildKit runs it; an image of another platform (of a multi-platform
+	// build) is read through a stage of its own platform, which has no RUN
+	// and so needs no emulator. bind returns what a mount's from= names.
+	var tagged []string
+	defer func() {
+		for _, ref := range tagged {
+			b.index.Untag(ref)
+		}
+	}()
+	stages := ""
 	bind := func(what string, img v1.Image) (string, error) {
 		d, err := img.Digest()
 		if err != nil {
@@ -122,21 +145,30 @@ func (b *Builder) ScanSBOM(ctx context.Context, res *Result, generator string, o
 		if err := b.tag(ref, d); err != nil {
 			return "", fmt.Errorf("sbom: %w", err)
 		}
-		return ref, nil
+		tagged = append(tagged, ref)
+		cfg, err := img.ConfigFile()
+		if err != nil || cfg.OS == "" {
+			return ref, nil
+		}
+		p := v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
+		if platformString(p) == platformString(o.Platform) {
+			return ref, nil
+		}
+		stage := "sbom-" + what
+		stages += "FROM --platform=" + platformString(p) + " " + ref + " AS " + stage + "\n"
+		return stage, nil
 	}
 	target, err := bind("target", res.Image)
 	if err != nil {
 		return nil, err
 	}
-	defer b.index.Untag(target)
 	env, mounts, contextDir := "", "", ""
 	for _, name := range slices.Sorted(maps.Keys(res.SBOMStages)) {
-		ref, err := bind("stage-"+name, res.SBOMStages[name])
+		from, err := bind("stage-"+name, res.SBOMStages[name])
 		if err != nil {
 			return nil, err
 		}
-		defer b.index.Untag(ref)
-		mounts += " --mount=type=bind,from=" + ref + ",target=" + scanExtras + "/sbom-" + name
+		mounts += " --mount=type=bind,from=" + from + ",target=" + scanExtras + "/sbom-" + name
 	}
 	if res.SBOMContext {
 		mounts += " --mount=type=bind,target=" + scanExtras + "/sbom-context"
@@ -144,9 +176,6 @@ func (b *Builder) ScanSBOM(ctx context.Context, res *Result, generator string, o
 	}
 	if mounts != "" {
 		env = " BUILDKIT_SCAN_SOURCE_EXTRAS=" + scanExtras
-	}
-	if o.Platform.OS == "" {
-		o.Platform = v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	}
 	scan := &job{b: b, o: o, progress: o.Progress}
 	gen, err := scan.resolveImage(ctx, generator, o.Platform)
@@ -174,7 +203,7 @@ func (b *Builder) ScanSBOM(ctx context.Context, res *Result, generator string, o
 		contextDir = dir
 	}
 	// exec-form RUN: the arguments are the generator's, unexpanded.
-	dockerfile := "FROM " + generator + "\n" +
+	dockerfile := stages + "FROM " + generator + "\n" +
 		"WORKDIR " + scanOut + "\n" + workdir +
 		"ENV BUILDKIT_SCAN_DESTINATION=" + scanOut + " BUILDKIT_SCAN_SOURCE=" + scanSource + env + "\n" +
 		"RUN --network=none --mount=type=bind,from=" + target + ",target=" + scanSource + mounts +
@@ -193,7 +222,7 @@ func (b *Builder) ScanSBOM(ctx context.Context, res *Result, generator string, o
 	if err != nil {
 		return nil, fmt.Errorf("sbom generator %s: %w", generator, err)
 	}
-	docs, err := readScanOutput(out.Image)
+	docs, err := readScanOutput(out.Image, scanLimits{each: MaxSBOMSize, total: MaxSBOMTotal, files: MaxSBOMFiles})
 	if err != nil {
 		return nil, fmt.Errorf("sbom generator %s: %w", generator, err)
 	}
@@ -203,9 +232,18 @@ func (b *Builder) ScanSBOM(ctx context.Context, res *Result, generator string, o
 	return docs, nil
 }
 
+// scanLimits bound what readScanOutput reads: bytes of one document, of
+// all of them, and their number.
+type scanLimits struct {
+	each, total int64
+	files       int
+}
+
 // readScanOutput reads the *.spdx.json files directly in /run/out from
-// the last layer of the scan's image (the one its RUN made).
-func readScanOutput(img v1.Image) (map[string][]byte, error) {
+// the last layer of the scan's image (the one its RUN made), within lim.
+// Only regular files count: symlinks and hard links, wherever they point,
+// are never followed, and nothing outside the layer is read.
+func readScanOutput(img v1.Image, lim scanLimits) (map[string][]byte, error) {
 	layers, err := img.Layers()
 	if err != nil {
 		return nil, err
@@ -219,6 +257,7 @@ func readScanOutput(img v1.Image) (map[string][]byte, error) {
 	}
 	defer rc.Close()
 	out := map[string][]byte{}
+	var total int64
 	tr := tar.NewReader(rc)
 	for {
 		h, err := tr.Next()
@@ -232,10 +271,16 @@ func readScanOutput(img v1.Image) (map[string][]byte, error) {
 		if h.Typeflag != tar.TypeReg || path.Dir(name) != scanOut || !strings.HasSuffix(name, ".spdx.json") {
 			continue
 		}
-		if h.Size > MaxSBOMSize {
-			return nil, fmt.Errorf("%s: %d bytes, more than %d", name, h.Size, MaxSBOMSize)
+		if h.Size > lim.each {
+			return nil, fmt.Errorf("%s: %d bytes, more than %d", name, h.Size, lim.each)
 		}
-		b, err := io.ReadAll(io.LimitReader(tr, MaxSBOMSize))
+		if total += h.Size; total > lim.total {
+			return nil, fmt.Errorf("the documents in %s add up to more than %d bytes", scanOut, lim.total)
+		}
+		if len(out) == lim.files {
+			return nil, fmt.Errorf("more than %d documents in %s", lim.files, scanOut)
+		}
+		b, err := io.ReadAll(io.LimitReader(tr, lim.each))
 		if err != nil {
 			return nil, err
 		}

@@ -160,6 +160,47 @@ func writeImageBlobs(ctx context.Context, tw *tar.Writer, img v1.Image, d v1.Has
 	return writeEntry(tw, blobName(d), bytes.NewReader(rawManifest), int64(len(rawManifest)))
 }
 
+// writeIndexBlobs writes the blobs of every image idx lists and, with
+// nested set, of the indexes it lists (one level more: with flatten, the
+// first entry may be a multi-platform index, its referrers beside it),
+// with their manifests.
+func writeIndexBlobs(ctx context.Context, tw *tar.Writer, idx v1.ImageIndex, im *v1.IndexManifest, nested bool, seen map[v1.Hash]bool) error {
+	for _, d := range im.Manifests {
+		if nested && d.MediaType.IsIndex() {
+			child, err := idx.ImageIndex(d.Digest)
+			if err != nil {
+				return fmt.Errorf("index entry %s: %w", d.Digest, err)
+			}
+			cim, err := child.IndexManifest()
+			if err != nil {
+				return fmt.Errorf("index entry %s: %w", d.Digest, err)
+			}
+			raw, err := child.RawManifest()
+			if err != nil {
+				return fmt.Errorf("index entry %s: %w", d.Digest, err)
+			}
+			if err := writeIndexBlobs(ctx, tw, child, cim, false, seen); err != nil {
+				return err
+			}
+			if !seen[d.Digest] {
+				seen[d.Digest] = true
+				if err := writeEntry(tw, blobName(d.Digest), bytes.NewReader(raw), int64(len(raw))); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			return fmt.Errorf("index entry %s: %w", d.Digest, err)
+		}
+		if err := writeImageBlobs(ctx, tw, img, d.Digest, seen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // WriteOCIIndexArchive writes idx, an index of images (one level), to w
 // as a tar of an OCI image layout. index.json names idx itself, annotated
 // from refName as in WriteOCIArchive; with flatten it lists idx's
@@ -186,14 +227,8 @@ func writeOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, r
 		return err
 	}
 	seen := map[v1.Hash]bool{}
-	for _, d := range im.Manifests {
-		img, err := idx.Image(d.Digest)
-		if err != nil {
-			return fmt.Errorf("index entry %s: %w", d.Digest, err)
-		}
-		if err := writeImageBlobs(ctx, tw, img, d.Digest, seen); err != nil {
-			return err
-		}
+	if err := writeIndexBlobs(ctx, tw, idx, im, flatten, seen); err != nil {
+		return err
 	}
 	var top []v1.Descriptor
 	if flatten {

@@ -361,7 +361,18 @@ const (
 	AnnotationReferenceType   = "vnd.docker.reference.type"
 	AnnotationReferenceDigest = "vnd.docker.reference.digest"
 	referenceTypeAttestation  = "attestation-manifest"
+	// AnnotationAttestIndex, on the local entry of an attestation manifest
+	// about one platform's image of a multi-platform index, is that
+	// index's digest: the entry lives while a tag names the index (the
+	// image itself is not tagged).
+	AnnotationAttestIndex = "builder.attest-index"
 )
+
+// attestationLive reports whether the attestation entry d is about an
+// image that tagged names, or one of a tagged index.
+func attestationLive(d v1.Descriptor, tagged map[string]bool) bool {
+	return tagged[d.Annotations[AnnotationReferenceDigest]] || tagged[d.Annotations[AnnotationAttestIndex]]
+}
 
 // isAttestation reports whether an index entry is an attestation manifest.
 func isAttestation(d v1.Descriptor) bool {
@@ -390,7 +401,7 @@ func (x *Index) Attach(desc v1.Descriptor) error {
 				return false
 			}
 			ref := d.Annotations[AnnotationReferenceDigest]
-			return ref == desc.Annotations[AnnotationReferenceDigest] || !tagged[ref]
+			return ref == desc.Annotations[AnnotationReferenceDigest] || !attestationLive(d, tagged)
 		})
 		im.Manifests = append(im.Manifests, desc)
 		return nil
@@ -402,7 +413,8 @@ func (x *Index) Attach(desc v1.Descriptor) error {
 }
 
 // Attestations returns the attestation manifest entries of the index
-// that are about the manifest d, or about any tagged image when d is zero.
+// that are about the manifest d, or about any tagged image (or image of a
+// tagged index) when d is zero.
 func (x *Index) Attestations(d v1.Hash) ([]v1.Descriptor, error) {
 	im, err := x.read()
 	if err != nil {
@@ -417,7 +429,7 @@ func (x *Index) Attestations(d v1.Hash) ([]v1.Descriptor, error) {
 	var out []v1.Descriptor
 	for _, m := range im.Manifests {
 		ref := m.Annotations[AnnotationReferenceDigest]
-		if !isAttestation(m) || refName(m) != "" || !tagged[ref] {
+		if !isAttestation(m) || refName(m) != "" || !attestationLive(m, tagged) {
 			continue
 		}
 		if d == (v1.Hash{}) || ref == d.String() {

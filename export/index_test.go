@@ -1,6 +1,7 @@
 package export
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -225,5 +226,49 @@ func TestIndexKeepsForeignEntries(t *testing.T) {
 	}
 	if entries, _ := x.List(); len(entries) != 1 {
 		t.Errorf("List = %v, want only the named entry", entries)
+	}
+}
+
+// TestIndexAttestationsOfIndexImages: an attestation entry about an image
+// of a multi-platform index (the image is not tagged itself) lives while
+// a tag names the index its builder.attest-index annotation gives, and is
+// dropped with it.
+func TestIndexAttestationsOfIndexImages(t *testing.T) {
+	s := openStore(t)
+	x, err := OpenIndex(s.Root())
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := fixtureImage(t, s, content.Gzip) // stands in for the tagged index
+	if err := x.Tag("multi", v1.Descriptor{Digest: parent}); err != nil {
+		t.Fatal(err)
+	}
+	hash := func(c string) v1.Hash { h, _, _ := v1.SHA256(bytes.NewReader([]byte(c))); return h }
+	img := hash("platform image")
+	att := v1.Descriptor{MediaType: types.OCIManifestSchema1, Digest: hash("attestation"), Size: 10,
+		Annotations: map[string]string{AnnotationReferenceType: referenceTypeAttestation,
+			AnnotationReferenceDigest: img.String(), AnnotationAttestIndex: parent.String()}}
+	orphan := att
+	orphan.Digest = hash("orphan")
+	orphan.Annotations = map[string]string{AnnotationReferenceType: referenceTypeAttestation,
+		AnnotationReferenceDigest: hash("other image").String(), AnnotationAttestIndex: hash("untagged index").String()}
+	for _, a := range []v1.Descriptor{orphan, att} {
+		if err := x.Attach(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		d    v1.Hash
+		want int
+	}{{img, 1}, {v1.Hash{}, 1}, {hash("other image"), 0}} {
+		if got, err := x.Attestations(tc.d); err != nil || len(got) != tc.want {
+			t.Errorf("Attestations(%s) = %d entries, %v; want %d", tc.d, len(got), err, tc.want)
+		}
+	}
+	if err := x.Untag("multi"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := x.Attestations(img); err != nil || len(got) != 0 {
+		t.Errorf("after the index's tag is gone: %d entries, %v", len(got), err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"builder/build/attest"
 	"builder/snapshot/content"
 )
 
@@ -175,7 +176,22 @@ func (x *storeIndex) Digest() (v1.Hash, error)                  { return x.diges
 func (x *storeIndex) Size() (int64, error)                      { return int64(len(x.raw)), nil }
 func (x *storeIndex) IndexManifest() (*v1.IndexManifest, error) { return x.m.DeepCopy(), nil }
 func (x *storeIndex) RawManifest() ([]byte, error)              { return x.raw, nil }
-func (x *storeIndex) Image(h v1.Hash) (v1.Image, error)         { return LoadImage(x.s, h) }
+
+// Image loads the image h of the index; an attestation manifest the index
+// lists (whose statements are no layers with diff IDs) loads as one.
+func (x *storeIndex) Image(h v1.Hash) (v1.Image, error) {
+	for _, d := range x.m.Manifests {
+		if d.Digest == h && attest.IsAttestation(d) {
+			b, err := attest.LoadBundle(d, func(h v1.Hash) ([]byte, error) { return x.s.ReadBlob(h, attest.MaxStatementSize) })
+			if err != nil {
+				return nil, err
+			}
+			return b.Image()
+		}
+	}
+	return LoadImage(x.s, h)
+}
+
 func (x *storeIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) {
 	return LoadIndex(x.s, h)
 }

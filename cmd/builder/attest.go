@@ -7,12 +7,16 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"builder/build"
 	"builder/build/attest"
+	"builder/export"
 	"builder/export/output"
 )
 
@@ -162,6 +166,38 @@ func (p *attestPlan) attestations(ctx context.Context, b *build.Builder, o build
 			return nil, err
 		}
 		a.Predicates = append(a.Predicates, output.Predicate{Type: attest.PredicateSLSA1, Body: body})
+	}
+	return a, nil
+}
+
+// platformAttestations makes the predicates of the plan for each
+// platform of a multi-platform build, as BuildKit does: the provenance of
+// that platform's build and the SBOMs of that platform's image, scanned by
+// the generator image of the host's platform (BuildKit runs the scanner
+// on the build's platform, not the target's).
+func (p *attestPlan) platformAttestations(ctx context.Context, b *build.Builder, o build.Options, res *build.Result) (*output.Attestations, error) {
+	a := &output.Attestations{Store: p.store, Platforms: map[string][]output.Predicate{}}
+	if p.provenance == nil && !p.sbom {
+		return a, nil
+	}
+	so := o
+	so.Platform = v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	so.Platforms = nil
+	for i, pi := range res.Images {
+		rec := &build.Result{Image: pi.Image}
+		if i < len(res.Records) {
+			rec.Record = res.Records[i]
+		}
+		if i < len(res.SBOMExtras) {
+			rec.SBOMContext, rec.SBOMStages = res.SBOMExtras[i].Context, res.SBOMExtras[i].Stages
+		}
+		pa, err := p.attestations(ctx, b, so, rec)
+		if err != nil {
+			return nil, fmt.Errorf("attestations of %s: %w", export.PlatformString(pi.Platform), err)
+		}
+		if len(pa.Predicates) > 0 {
+			a.Platforms[export.PlatformString(pi.Platform)] = pa.Predicates
+		}
 	}
 	return a, nil
 }

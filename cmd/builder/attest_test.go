@@ -331,6 +331,14 @@ func checkProvenance(t *testing.T, raw json.RawMessage, base string, baseDigest 
 // checks that the attestation manifest came along.
 func skopeoCopy(t *testing.T, ref string) {
 	t.Helper()
+	skopeoCopyAll(t, ref, 1)
+}
+
+// skopeoCopyAll copies the index of images images and their attestation
+// manifests (after them, one each) into an OCI layout and checks that
+// every manifest came along.
+func skopeoCopyAll(t *testing.T, ref string, images int) {
+	t.Helper()
 	skopeo := testenv.RequireTool(t, "skopeo")
 	layout := filepath.Join(t.TempDir(), "layout")
 	if out, err := exec.Command(skopeo, "copy", "--all", "--src-tls-verify=false", "docker://"+ref, "oci:"+layout+":x").CombinedOutput(); err != nil {
@@ -349,8 +357,13 @@ func skopeoCopy(t *testing.T, ref string) {
 		t.Fatal(err)
 	}
 	var idx v1.IndexManifest
-	if err := json.Unmarshal(b, &idx); err != nil || len(idx.Manifests) != 2 || !attest.IsAttestation(idx.Manifests[1]) {
+	if err := json.Unmarshal(b, &idx); err != nil || len(idx.Manifests) != 2*images {
 		t.Fatalf("skopeo's copy of the index: %s", b)
+	}
+	for i, m := range idx.Manifests[images:] {
+		if !attest.IsAttestation(m) || m.Annotations[attest.AnnotationReferenceDigest] != idx.Manifests[i].Digest.String() {
+			t.Errorf("skopeo's copy: entry %d is not the attestation manifest of %s: %+v", images+i, idx.Manifests[i].Digest, m)
+		}
 	}
 	for _, m := range idx.Manifests {
 		if _, err := os.Stat(filepath.Join(layout, "blobs", "sha256", m.Digest.Hex)); err != nil {

@@ -251,12 +251,12 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 	}
 	var atts *output.Attestations
 	if res.Index == nil {
-		if atts, err = plan.attestations(ctx, b, o, res); err != nil {
-			return err
-		}
-	} else if plan.provenance != nil || plan.sbom {
-		// TODO(issue 17): one attestation manifest per platform.
-		o.Progress.Printf("WARNING: attestations (provenance, SBOM) are not attached to multi-platform builds yet: the index is written without them")
+		atts, err = plan.attestations(ctx, b, o, res)
+	} else {
+		atts, err = plan.platformAttestations(ctx, b, o, res)
+	}
+	if err != nil {
+		return err
 	}
 	exp := output.New(output.Config{Store: b.Store(), Index: b.Index(), Registry: b.Registry(),
 		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress),
@@ -277,6 +277,16 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 		if err := exp.AttachToStore(ctx, res.Image, res.Tags); err != nil {
 			return err
 		}
+	} else if !hasImageOutput(outs) && len(res.Tags) > 0 {
+		// The build tagged the index: with an index store, the tags now
+		// name the index with the attestation manifests in it.
+		r, err := exp.AttachPlatformsToStore(ctx, res.Images, res.Tags)
+		if err != nil {
+			return err
+		}
+		if r != nil && len(outs) == 0 {
+			ex = r
+		}
 	}
 	if iidfile != "" {
 		if err := output.WriteIDFile(iidfile, ex); err != nil {
@@ -294,7 +304,11 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 			d, _ := pi.Image.Digest()
 			o.Progress.Printf("image %s %s%s", export.PlatformString(pi.Platform), d, imageSize(pi.Image))
 		}
-		o.Progress.Printf("index %s of %d platforms", res.ManifestDigest, len(res.Images))
+		d := res.ManifestDigest
+		if atts != nil && len(atts.Platforms) > 0 && ex != nil {
+			d = ex.Digest // the index that holds or names the attestations
+		}
+		o.Progress.Printf("index %s of %d platforms", d, len(res.Images))
 	} else {
 		o.Progress.Printf("image %s%s", ex.Digest, imageSize(ex.Image))
 	}

@@ -8,6 +8,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"builder/build"
+	"builder/build/registry"
 	"builder/export"
 	"builder/export/imagediff"
 	"builder/snapshot/content"
@@ -33,11 +34,15 @@ func diffImages(ctx context.Context, g *globals, args []string) (bool, error) {
 	var insecure []string
 	fs.StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP to this registry host[:port]")
 	platforms := fs.String("platform", "", "platforms to compare out of multi-platform images, comma-separated (default linux/"+hostArch()+"); each is compared on its own")
+	attestations := fs.Bool("attestations", false, "compare the images' attestations too (provenance, SBOMs: the predicates of their in-toto statements)")
 	if help, err := parseCommand(fs, "builder diff [OPTIONS] IMAGE_A IMAGE_B\n\n"+
 		"Explain how two images differ: config fields, then layer by layer, file by file.\n"+
 		"IMAGE is a local store name or image ID, oci-archive:FILE, docker-archive:FILE,\n"+
 		"FILE.tar, oci:DIR, or docker://REF for a registry (a name the store lacks is an\n"+
 		"error, never looked up in a registry).\n"+
+		"Attestations are ignored unless --attestations asks: then the statements attached\n"+
+		"to each image (in its index, as referrers, or kept next to it in the store) are\n"+
+		"compared too, predicate by predicate.\n"+
 		"Exit status: 0 identical, 1 different, 2 error.", args); help || err != nil {
 		return false, err
 	}
@@ -72,7 +77,7 @@ func diffImages(ctx context.Context, g *globals, args []string) (bool, error) {
 			fmt.Printf("== %s\n", export.PlatformString(p))
 		}
 		o.Platform = &p
-		same, err := diffPlatform(ctx, fs.Arg(0), fs.Arg(1), o)
+		same, err := diffPlatform(ctx, fs.Arg(0), fs.Arg(1), o, *attestations)
 		if err != nil {
 			return false, err
 		}
@@ -83,7 +88,7 @@ func diffImages(ctx context.Context, g *globals, args []string) (bool, error) {
 
 // diffPlatform writes how images a and b differ for the platform o
 // names and reports whether they are identical.
-func diffPlatform(ctx context.Context, refA, refB string, o imagediff.OpenOptions) (bool, error) {
+func diffPlatform(ctx context.Context, refA, refB string, o imagediff.OpenOptions, attestations bool) (bool, error) {
 	a, err := imagediff.Open(ctx, refA, o)
 	if err != nil {
 		return false, err
@@ -98,8 +103,24 @@ func diffPlatform(ctx context.Context, refA, refB string, o imagediff.OpenOption
 	if err != nil {
 		return false, fmt.Errorf("compare %s and %s: %w", a.Name, b.Name, err)
 	}
+	if attestations {
+		sa, err := a.Attestations(ctx)
+		if err != nil {
+			return false, err
+		}
+		sb, err := b.Attestations(ctx)
+		if err != nil {
+			return false, err
+		}
+		if err := rep.CompareAttestations(sa, sb); err != nil {
+			return false, fmt.Errorf("compare the attestations of %s and %s: %w", a.Name, b.Name, err)
+		}
+	}
 	if err := rep.Write(os.Stdout); err != nil {
 		return false, err
 	}
 	return rep.Identical(), nil
 }
+
+// The registry client reads attestations for diff --attestations.
+var _ imagediff.AttestationRemote = (*registry.Client)(nil)

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"builder/build/attest"
 	"builder/build/buildtest"
 	"builder/internal/testenv"
 )
@@ -96,10 +97,13 @@ func TestCLIMultiPlatformEmulated(t *testing.T) {
 		t.Fatal(err)
 	}
 	im, _ := idx.IndexManifest()
-	if len(im.Manifests) != 2 {
-		t.Fatalf("index has %d manifests", len(im.Manifests))
+	// --push attaches mode=min provenance by default, as buildx does: one
+	// attestation manifest per image, after the images.
+	images, atts := splitAttestations(im.Manifests)
+	if len(images) != 2 || len(atts) != 2 {
+		t.Fatalf("index has %d images and %d attestation manifests, want 2 and 2", len(images), len(atts))
 	}
-	for _, d := range im.Manifests {
+	for _, d := range images {
 		img, err := idx.Image(d.Digest)
 		if err != nil {
 			t.Fatal(err)
@@ -146,11 +150,12 @@ func TestCLIMultiPlatformEmulated(t *testing.T) {
 		t.Fatalf("skopeo inspect --raw: %v", err)
 	}
 	var pushed v1.IndexManifest
-	if err := json.Unmarshal(raw, &pushed); err != nil || pushed.MediaType != types.OCIImageIndex || len(pushed.Manifests) != 2 {
+	if err := json.Unmarshal(raw, &pushed); err != nil || pushed.MediaType != types.OCIImageIndex || len(pushed.Manifests) != 4 {
 		t.Fatalf("pushed index: %v\n%s", err, raw)
 	}
 	var plats []string
-	for _, d := range pushed.Manifests {
+	pushedImages, _ := splitAttestations(pushed.Manifests)
+	for _, d := range pushedImages {
 		plats = append(plats, d.Platform.OS+"/"+d.Platform.Architecture)
 	}
 	if strings.Join(plats, ",") != "linux/amd64,linux/arm64" {
@@ -200,6 +205,19 @@ func TestCLIMultiPlatformEmulated(t *testing.T) {
 	if code != 0 || !strings.Contains(o, "== linux/amd64") || !strings.Contains(o, "== linux/arm64") {
 		t.Errorf("diff: exit %d\n%s", code, o)
 	}
+}
+
+// splitAttestations splits index entries into images and attestation
+// manifests.
+func splitAttestations(ms []v1.Descriptor) (images, atts []v1.Descriptor) {
+	for _, m := range ms {
+		if attest.IsAttestation(m) {
+			atts = append(atts, m)
+		} else {
+			images = append(images, m)
+		}
+	}
+	return images, atts
 }
 
 // tarFiles returns the regular files of a tar by name.

@@ -148,9 +148,18 @@ func runPush(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	// The attestations the store keeps next to the image go along, as
-	// their build stored them; with an index, dest now names it.
-	ai, err := output.PushStored(ctx, output.Config{Store: s, Index: idx, Registry: rc, Progress: prog.Line, Meter: opts.Meter},
-		img, []string{dest})
+	// their build stored them; with an index, dest now names it. Those of
+	// a multi-platform image's index went with it; the store keeps its
+	// images' referrers next to them.
+	pc := output.Config{Store: s, Index: idx, Registry: rc, Progress: prog.Line, Meter: opts.Meter}
+	if ix != nil {
+		if err := output.PushStoredPlatforms(ctx, pc, ix, []string{dest}); err != nil {
+			return err
+		}
+		fmt.Println(res[0].Digest)
+		return nil
+	}
+	ai, err := output.PushStored(ctx, pc, img, []string{dest})
 	if err != nil {
 		return err
 	}

@@ -197,6 +197,13 @@ echo "{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"extras\",\"comment\":\"extras=$e 
 		{"silent", "true\n", "wrote no /run/out/*.spdx.json"},
 		{"garbage", `echo 'not json' > "$BUILDKIT_SCAN_DESTINATION/sbom.spdx.json"` + "\n", "is not JSON"},
 		{"failing", "exit 3\n", "exit code: 3"},
+		// Hostile output: symlinks to the image's or the sandbox's files,
+		// the destination replaced by a symlink, and too many documents.
+		{"symlinks", `ln -s /etc/passwd "$BUILDKIT_SCAN_DESTINATION/passwd.spdx.json"
+ln -s "$BUILDKIT_SCAN_SOURCE/hello" "$BUILDKIT_SCAN_DESTINATION/hello.spdx.json"
+`, "wrote no /run/out/*.spdx.json"},
+		{"destination-symlink", `cd / && rm -rf "$BUILDKIT_SCAN_DESTINATION" && ln -s /tmp "$BUILDKIT_SCAN_DESTINATION" && echo '{}' > "$BUILDKIT_SCAN_DESTINATION/x.spdx.json"` + "\n", "wrote no /run/out/*.spdx.json"},
+		{"thousands", `i=0; while [ $i -le 1000 ]; do echo '{}' > "$BUILDKIT_SCAN_DESTINATION/$i.spdx.json"; i=$((i+1)); done` + "\n", "more than 1000 documents"},
 	} {
 		ref := scanner(tc.name, tc.script)
 		out, code := cli(t, "--root", root, "build", "-t", "sbom/app:2", "--sbom", "generator="+ref, app)

@@ -71,6 +71,10 @@ type Report struct {
 	Manifest []Change
 	Config   []Change
 	Layers   []LayerReport // only the layers that differ
+	// Attestations are the differences of the images' attestations,
+	// when CompareAttestations compared them (AttestationsCompared).
+	Attestations         []Change
+	AttestationsCompared bool
 }
 
 // Identical reports whether the two images have the same manifest digest.
@@ -78,13 +82,13 @@ type Report struct {
 // tars, which old tools still write.
 const tarTypeRegA = '\x00'
 
-func (r *Report) Identical() bool { return r.A == r.B }
+func (r *Report) Identical() bool { return r.A == r.B && len(r.Attestations) == 0 }
 
 // OnlyTimestamps reports whether the images differ, and differ only in
 // times: config fields named "created" and file mtimes (layer digests then
 // differ as a consequence).
 func (r *Report) OnlyTimestamps() bool {
-	if r.Identical() || len(r.Manifest) > 0 {
+	if r.Identical() || len(r.Manifest) > 0 || len(r.Attestations) > 0 {
 		return false
 	}
 	for _, c := range r.Config {

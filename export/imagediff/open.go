@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"builder/build/attest"
 	"builder/export"
 	"builder/snapshot/content"
 )
@@ -62,9 +63,10 @@ type Remote interface {
 // Source is an opened image and the name it was opened by. Close releases
 // the file an archive image reads from; it is safe to call more than once.
 type Source struct {
-	Name  string
-	Image v1.Image
-	close func() error
+	Name   string
+	Image  v1.Image
+	close  func() error
+	attest func(context.Context) ([]*attest.Statement, error) // nil: none can be attached
 }
 
 // Close releases what the image reads from.
@@ -94,11 +96,11 @@ func Open(ctx context.Context, ref string, o OpenOptions) (*Source, error) {
 		return openArchive(ref, file, o)
 	case strings.HasPrefix(ref, "oci:"):
 		dir := strings.TrimPrefix(ref, "oci:")
-		img, err := openLayout(dirFS(dir), o)
+		img, at, err := openLayout(dirFS(dir), o)
 		if err != nil {
 			return nil, fmt.Errorf("open %s: %w", ref, err)
 		}
-		return &Source{Name: ref, Image: img}, nil
+		return &Source{Name: ref, Image: img, attest: at}, nil
 	case strings.HasPrefix(ref, "docker://"):
 		return openRemote(ctx, ref, strings.TrimPrefix(ref, "docker://"), o)
 	}
@@ -119,7 +121,15 @@ func Open(ctx context.Context, ref string, o OpenOptions) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", ref, err)
 	}
-	return &Source{Name: ref, Image: img}, nil
+	d, err := img.Digest()
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", ref, err)
+	}
+	var top v1.Hash
+	if r.Desc.MediaType.IsIndex() {
+		top = r.Desc.Digest
+	}
+	return &Source{Name: ref, Image: img, attest: storeAttestations(o, top, d)}, nil
 }
 
 // storeImage loads the stored image desc names; for a multi-platform
@@ -155,7 +165,11 @@ func openRemote(ctx context.Context, display, ref string, o OpenOptions) (*Sourc
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", display, err)
 	}
-	return &Source{Name: display, Image: img}, nil
+	src := &Source{Name: display, Image: img}
+	if rm, ok := o.Remote.(AttestationRemote); ok {
+		src.attest = remoteAttestations(rm, r, img)
+	}
+	return src, nil
 }
 
 func platform(o OpenOptions) v1.Platform {
@@ -179,9 +193,10 @@ func openArchive(display, file string, o OpenOptions) (*Source, error) {
 		return nil, fmt.Errorf("open %s: %w", display, err)
 	}
 	var img v1.Image
+	var at func(context.Context) ([]*attest.Statement, error)
 	switch {
 	case tf.has("index.json"):
-		img, err = openLayout(tf, o)
+		img, at, err = openLayout(tf, o)
 	case tf.has("manifest.json"):
 		img, err = tarball.Image(func() (io.ReadCloser, error) { return os.Open(file) }, nil)
 	default:
@@ -191,7 +206,7 @@ func openArchive(display, file string, o OpenOptions) (*Source, error) {
 		f.Close()
 		return nil, fmt.Errorf("open %s: %w", display, err)
 	}
-	return &Source{Name: display, Image: img, close: f.Close}, nil
+	return &Source{Name: display, Image: img, close: f.Close, attest: at}, nil
 }
 
 // layoutFS opens the files of an OCI image layout by slash path.
@@ -270,37 +285,51 @@ func readAll(fs layoutFS, p string, limit int64) ([]byte, error) {
 func blobPath(d v1.Hash) string { return "blobs/" + d.Algorithm + "/" + d.Hex }
 
 // openLayout reads index.json of an OCI layout and descends to one image
-// manifest: the only one, else the one for the platform.
-func openLayout(fs layoutFS, o OpenOptions) (v1.Image, error) {
+// manifest: the only one, else the one for the platform. It also returns
+// how to read the attestations of that image.
+func openLayout(fs layoutFS, o OpenOptions) (v1.Image, func(context.Context) ([]*attest.Statement, error), error) {
 	raw, err := readAll(fs, "index.json", maxManifestSize)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	want := platform(o)
+	var seen []*v1.IndexManifest
 	for depth := 0; depth < 4; depth++ {
 		idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
 		if err != nil {
-			return nil, fmt.Errorf("parse index: %w", err)
+			return nil, nil, fmt.Errorf("parse index: %w", err)
 		}
+		seen = append(seen, idx)
 		desc, err := pick(idx.Manifests, want)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		body, err := readAll(fs, blobPath(desc.Digest), maxManifestSize)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if desc.MediaType.IsIndex() {
 			raw = body
 			continue
 		}
-		return layoutImage(fs, body)
+		img, err := layoutImage(fs, body)
+		if err != nil {
+			return nil, nil, err
+		}
+		return img, layoutAttestations(fs, seen, desc.Digest), nil
 	}
-	return nil, errors.New("indexes nested too deep")
+	return nil, nil, errors.New("indexes nested too deep")
 }
 
-// pick chooses the image descriptor of an index.
-func pick(ds []v1.Descriptor, want v1.Platform) (v1.Descriptor, error) {
+// pick chooses the image descriptor of an index; attestation manifests
+// (in the index, or listed beside the image as referrers) are never it.
+func pick(all []v1.Descriptor, want v1.Platform) (v1.Descriptor, error) {
+	var ds []v1.Descriptor
+	for _, d := range all {
+		if !attest.IsAttestation(d) && d.ArtifactType != attest.ArtifactType {
+			ds = append(ds, d)
+		}
+	}
 	if len(ds) == 1 {
 		return ds[0], nil
 	}

@@ -14,6 +14,9 @@ func (r *Report) Write(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	if r.Identical() {
 		fmt.Fprintf(bw, "images are identical (%s)\n", r.A)
+		if r.AttestationsCompared {
+			fmt.Fprintln(bw, "attestations are identical")
+		}
 		return bw.Flush()
 	}
 	fmt.Fprintf(bw, "A: %s\nB: %s\n", r.A, r.B)
@@ -61,7 +64,10 @@ func (r *Report) Write(w io.Writer) error {
 			}
 		}
 	}
+	section("attestations", r.Attestations)
 	switch {
+	case r.A == r.B:
+		fmt.Fprintln(bw, "images are identical; their attestations differ")
 	case r.OnlyTimestamps():
 		fmt.Fprintln(bw, "images differ only in timestamps")
 	default:

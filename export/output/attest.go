@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"slices"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -36,7 +37,11 @@ const (
 // depends on the output's conversion options), and where they go.
 type Attestations struct {
 	Predicates []Predicate
-	Store      string // StoreIndex, StoreReferrers or StoreBoth; "" is both
+	// Platforms are, for a multi-platform build, each platform's
+	// predicates by export.PlatformString: one attestation manifest per
+	// platform's image, as BuildKit makes them.
+	Platforms map[string][]Predicate
+	Store     string // StoreIndex, StoreReferrers or StoreBoth; "" is both
 }
 
 // Predicate is one attestation's predicate type and JSON body.
@@ -45,16 +50,26 @@ type Predicate struct {
 	Body json.RawMessage
 }
 
+func (a *Attestations) any() bool {
+	return a != nil && (len(a.Predicates) > 0 || len(a.Platforms) > 0)
+}
+
 func (a *Attestations) index() bool {
-	return a != nil && len(a.Predicates) > 0 && a.Store != StoreReferrers
+	return a.any() && a.Store != StoreReferrers
 }
 
 func (a *Attestations) referrers() bool {
-	return a != nil && len(a.Predicates) > 0 && a.Store != StoreIndex
+	return a.any() && a.Store != StoreIndex
 }
 
 // bundle makes the attestation manifest of img, named by names.
 func (e *Exporter) bundle(img v1.Image, names []string) (*attest.Bundle, v1.Descriptor, error) {
+	return e.bundleOf(img, names, e.c.Attest.Predicates)
+}
+
+// bundleOf makes the attestation manifest of preds about img, named by
+// names.
+func (e *Exporter) bundleOf(img v1.Image, names []string, preds []Predicate) (*attest.Bundle, v1.Descriptor, error) {
 	desc, err := subjectDescriptor(img)
 	if err != nil {
 		return nil, desc, err
@@ -64,7 +79,7 @@ func (e *Exporter) bundle(img v1.Image, names []string) (*attest.Bundle, v1.Desc
 		return nil, desc, err
 	}
 	var stmts []*attest.Statement
-	for _, p := range e.c.Attest.Predicates {
+	for _, p := range preds {
 		s, err := attest.NewStatement(p.Type, subjects, p.Body)
 		if err != nil {
 			return nil, desc, err
@@ -134,13 +149,44 @@ func (e *Exporter) storeAttestations(ctx context.Context, b *attest.Bundle) erro
 // --attest-store of their build said. It returns the index pushed, or nil
 // when names still point at img (no attestations, or referrers only).
 func PushStored(ctx context.Context, c Config, img v1.Image, names []string) (v1.ImageIndex, error) {
+	return pushStored(ctx, c, img, "", names)
+}
+
+// PushStoredPlatforms pushes the attestation manifests the local store
+// keeps next to the images of ix, a multi-platform build's index pushed
+// already under names, for that index (referrers; those in ix went with
+// it).
+func PushStoredPlatforms(ctx context.Context, c Config, ix v1.ImageIndex, names []string) error {
+	d, err := ix.Digest()
+	if err != nil {
+		return err
+	}
+	images, err := export.IndexImages(ix)
+	if err != nil {
+		return err
+	}
+	for _, pi := range images {
+		if _, err := pushStored(ctx, c, pi.Image, d.String(), names); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pushStored is PushStored of the attestations stored for the index
+// parent ("" for those of a single image).
+func pushStored(ctx context.Context, c Config, img v1.Image, parent string, names []string) (v1.ImageIndex, error) {
 	d, err := img.Digest()
 	if err != nil {
 		return nil, err
 	}
 	descs, err := c.Index.Attestations(d)
-	if err != nil || len(descs) == 0 {
+	if err != nil {
 		return nil, err
+	}
+	descs = slices.DeleteFunc(descs, func(a v1.Descriptor) bool { return a.Annotations[export.AnnotationAttestIndex] != parent })
+	if len(descs) == 0 {
+		return nil, nil
 	}
 	desc, err := subjectDescriptor(img)
 	if err != nil {
@@ -155,6 +201,10 @@ func PushStored(ctx context.Context, c Config, img v1.Image, names []string) (v1
 		}
 		store := a.Annotations[annotationStore]
 		switch {
+		case parent != "":
+			// An image of an index: names name the index, never an
+			// index of this image alone.
+			store = StoreReferrers
 		case store != "":
 		case b.Referrer():
 			store = StoreBoth
@@ -162,6 +212,7 @@ func PushStored(ctx context.Context, c Config, img v1.Image, names []string) (v1
 			store = StoreIndex
 		}
 		delete(b.Descriptor.Annotations, annotationStore)
+		delete(b.Descriptor.Annotations, export.AnnotationAttestIndex)
 		e.c.Attest = &Attestations{Store: store}
 		i, err := e.pushAttestations(ctx, img, desc, b, names)
 		if err != nil {

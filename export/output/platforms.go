@@ -9,6 +9,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"builder/build/attest"
 	"builder/build/push"
 	"builder/export"
 )
@@ -78,15 +79,36 @@ func (e *Exporter) writePlatforms(ctx context.Context, s Spec, images []export.P
 	if err != nil {
 		return nil, err
 	}
-	if err := e.writeImage(s, indexArtifact(ctx, e.c, idx, conv), names); err != nil {
-		return nil, err
-	}
-	if s.Push {
-		if err := e.push(ctx, idx, names); err != nil {
+	var bundles []*attest.Bundle
+	if e.c.Attest.any() && s.Type != "docker" {
+		if bundles, err = e.platformBundles(conv, names); err != nil {
 			return nil, err
 		}
 	}
-	return describeIndex(idx, names)
+	out := idx
+	if len(bundles) > 0 && e.c.Attest.index() {
+		if out, err = withPlatformAttestations(idx, bundles); err != nil {
+			return nil, err
+		}
+	}
+	a := indexArtifact(ctx, e.c, out, conv)
+	if len(bundles) > 0 {
+		a = e.attestedIndexArtifact(ctx, a, idx, bundles)
+	}
+	if err := e.writeImage(s, a, names); err != nil {
+		return nil, err
+	}
+	if s.Push {
+		if err := e.push(ctx, out, names); err != nil {
+			return nil, err
+		}
+		if len(bundles) > 0 && !e.c.Attest.index() {
+			if err := e.pushReferrers(ctx, bundles, names); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return describeIndex(out, names)
 }
 
 // indexArtifact writes idx, whose images are images, storing it in c's
