@@ -233,8 +233,8 @@ func (bn *bench) floors(ctxDir string) {
 	sha256.Sum256(random)
 	bn.add("floor: 64 MiB sha256", time.Since(start), 0)
 	// A child's peak RSS (rusage) starts from this process's, whose mm the
-	// child shares until exec: give the buffers back before the next round.
-	random, text = nil, nil
+	// child shares until exec: give the buffers (dead by now) back before
+	// the next round.
 	debug.FreeOSMemory()
 }
 
