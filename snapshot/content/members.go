@@ -17,12 +17,12 @@ import (
 // members (RFC 1952 allows any number in one file; every gzip reader reads
 // them as one stream), cut where cutter says. Members are compressed in
 // parallel by workers goroutines and written to dst in order by one more
-// goroutine, which also hashes the uncompressed stream (the DiffID) while
-// the workers compress. A member whose uncompressed bytes equal a member of
-// the previous layer (prev) is copied from that layer's blob instead of
-// being compressed, after checking it (see prevLayer.reuse); the output is
-// the same bytes either way, since a member depends only on its own input
-// and the compressor. Close must be called once, also after a failure.
+// goroutine, while another hashes the uncompressed stream (the DiffID). A
+// member whose uncompressed bytes equal a member of the previous layer
+// (prev) is copied from that layer's blob instead of being compressed,
+// after checking it (see prevLayer.reuse); the output is the same bytes
+// either way, since a member depends only on its own input and the
+// compressor. Close must be called once, also after a failure.
 type memberWriter struct {
 	dst    io.Writer
 	level  int
@@ -34,6 +34,8 @@ type memberWriter struct {
 	order  chan *member
 	wg     sync.WaitGroup
 	out    chan struct{} // closed when the ordered writer is done
+	hashq  chan *member  // members in order, for the DiffID's hasher
+	hashed chan struct{} // closed when the hasher is done
 	diffID hash.Hash
 
 	// Set by the ordered writer; read after out is closed.
@@ -53,7 +55,8 @@ type member struct {
 	out    []byte
 	crc    uint32 // CRC-32 of raw, as its gzip trailer holds it
 	reused bool
-	done   chan struct{}
+	done   chan struct{} // closed when out is ready
+	summed chan struct{} // closed when raw is in the DiffID
 }
 
 // LayerStats tells how a gzip layer was written.
@@ -71,6 +74,8 @@ func newMemberWriter(dst io.Writer, level, workers int, prev *prevLayer) *member
 		jobs:   make(chan *member, 2*workers),
 		order:  make(chan *member, 2*workers+1),
 		out:    make(chan struct{}),
+		hashq:  make(chan *member, 2*workers+1),
+		hashed: make(chan struct{}),
 		diffID: sha256.New(),
 	}
 	// Every buffer in flight, raw and compressed, comes back here.
@@ -81,6 +86,7 @@ func newMemberWriter(dst io.Writer, level, workers int, prev *prevLayer) *member
 		go w.work()
 	}
 	go w.writeOut()
+	go w.hash()
 	return w
 }
 
@@ -127,8 +133,9 @@ func (w *memberWriter) failure() error {
 }
 
 func (w *memberWriter) flush() {
-	m := &member{raw: w.cur, done: make(chan struct{})}
+	m := &member{raw: w.cur, done: make(chan struct{}), summed: make(chan struct{})}
 	w.order <- m
+	w.hashq <- m
 	w.jobs <- m
 	w.sent++
 	w.cur = w.getBuf()
@@ -143,7 +150,9 @@ func (w *memberWriter) Close() error {
 	}
 	close(w.jobs)
 	close(w.order)
+	close(w.hashq)
 	<-w.out
+	<-w.hashed
 	w.wg.Wait()
 	return w.err
 }
@@ -186,12 +195,23 @@ func (w *memberWriter) setFailed(err error) {
 	}
 }
 
+// hash computes the DiffID on a goroutine of its own, while the workers
+// compress and writeOut hashes and writes the compressed stream: on a big
+// layer of incompressible data the two sha256 passes are the largest
+// costs, and one goroutine doing both would be the bottleneck.
+func (w *memberWriter) hash() {
+	defer close(w.hashed)
+	for m := range w.hashq {
+		w.diffID.Write(m.raw)
+		close(m.summed)
+	}
+}
+
 // writeOut writes the members in order and records them. After a failure
 // it keeps draining, so that Write and the workers never block on it.
 func (w *memberWriter) writeOut() {
 	defer close(w.out)
 	for m := range w.order {
-		w.diffID.Write(m.raw) // while the workers compress it
 		<-m.done
 		if w.err == nil {
 			if w.err = w.failure(); w.err == nil {
@@ -208,6 +228,7 @@ func (w *memberWriter) writeOut() {
 			w.stats.Reused++
 			w.stats.ReusedBytes += int64(len(m.raw))
 		}
+		<-m.summed
 		w.putBuf(m.raw)
 		if !m.reused {
 			w.putBuf(m.out)
