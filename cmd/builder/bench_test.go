@@ -115,6 +115,7 @@ type bench struct {
 	order []string
 	times map[string][]time.Duration
 	rss   map[string][]int64 // KiB
+	cpu   map[string][]time.Duration
 }
 
 func (bn *bench) add(name string, d time.Duration, rssKiB int64) {
@@ -158,7 +159,14 @@ func (bn *bench) run(name, root, dir string, extra ...string) {
 	if strings.Contains(name, "no-op") && strings.Count(out.String(), "CACHED") == 0 {
 		bn.b.Fatalf("%s: nothing CACHED\n%s", name, out.String())
 	}
-	bn.add(name, d, cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss)
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	bn.add(name, d, ru.Maxrss)
+	// CPU time (user + system, the builder and what it waited for): what
+	// a loaded machine distorts least.
+	if bn.cpu == nil {
+		bn.cpu = map[string][]time.Duration{}
+	}
+	bn.cpu[name] = append(bn.cpu[name], time.Duration(ru.Utime.Nano()+ru.Stime.Nano()))
 }
 
 // floors measures this machine's floors for the workloads: a process in
@@ -270,14 +278,17 @@ func tarPass(b *testing.B, dir string, w io.Writer) time.Duration {
 
 func (bn *bench) print(w io.Writer, rounds int) {
 	fmt.Fprintf(w, "\nworkloads through the CLI, medians of %d rounds (%d cores)\n", rounds, runtime.NumCPU())
-	fmt.Fprintf(w, "%-62s %10s %10s %10s\n", "workload", "median", "min", "peak RSS")
+	fmt.Fprintf(w, "%-62s %10s %10s %10s %10s\n", "workload", "median", "min", "peak RSS", "CPU")
 	for _, name := range bn.order {
 		ts := bn.times[name]
-		rss := "-"
+		rss, cpu := "-", "-"
 		if m := maxOf(bn.rss[name]); m > 0 {
 			rss = fmt.Sprintf("%d MB", m/1024)
 		}
-		fmt.Fprintf(w, "%-62s %10s %10s %10s\n", name, round(median(ts)), round(minOf(ts)), rss)
+		if cs := bn.cpu[name]; len(cs) > 0 {
+			cpu = round(median(cs))
+		}
+		fmt.Fprintf(w, "%-62s %10s %10s %10s %10s\n", name, round(median(ts)), round(minOf(ts)), rss, cpu)
 	}
 }
 
