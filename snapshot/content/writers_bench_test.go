@@ -3,6 +3,7 @@ package content
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -135,4 +136,49 @@ func mixedTar(tb testing.TB, n int, change func(i int, data []byte) []byte) []by
 		tb.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// BenchmarkGzipReuse writes a 64 MiB COPY-like layer after one file of it
+// changed, with and without the previous layer to reuse members from, and
+// reports CPU seconds per layer: what checking reused members (decompress
+// and compare) costs against compressing them.
+func BenchmarkGzipReuse(b *testing.B) {
+	oldTar := mixedTar(b, 64<<20, nil)
+	newTar := mixedTar(b, 64<<20, func(i int, data []byte) []byte {
+		if i == 3000 {
+			return append(bytes.Clone(data), "one more line\n"...)
+		}
+		return data
+	})
+	for _, level := range []int{1, 6} {
+		for _, reuse := range []bool{false, true} {
+			b.Run(fmt.Sprintf("level-%d/reuse=%v", level, reuse), func(b *testing.B) {
+				s, err := Open(b.TempDir())
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx := context.Background()
+				prev, err := s.WriteLayer(ctx, tarProducer(oldTar), LayerOptions{Level: level})
+				if err != nil {
+					b.Fatal(err)
+				}
+				opts := LayerOptions{Level: level}
+				if reuse {
+					opts.Previous = prev.Digest
+				}
+				b.SetBytes(int64(len(newTar)))
+				cpu0 := cpuTime()
+				for b.Loop() {
+					info, err := s.WriteLayer(ctx, tarProducer(newTar), opts)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := s.Delete(info.Digest); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric((cpuTime()-cpu0).Seconds()/float64(b.N), "cpu-s/op")
+			})
+		}
+	}
 }
