@@ -93,7 +93,7 @@ type Options struct {
 	// 0 means sandbox.DefaultShmSize.
 	ShmSize int64
 	// Annotations are the --annotation values by level; a single-platform
-	// build writes the manifest ones and refuses the others.
+	// build refuses the index ones.
 	Annotations Annotations
 	// AnnotationSpecs are raw --annotation values, parsed per job platform
 	// into Annotations (so TYPE[PLATFORMS]: ones reach only their platforms).
@@ -123,6 +123,13 @@ type Result struct {
 	// then nil and ManifestDigest is the index's.
 	Index  v1.ImageIndex
 	Images []export.PlatformImage
+	// IndexAnnotations go on a multi-platform build's index (--annotation
+	// index:); Images carry their manifest-descriptor ones.
+	IndexAnnotations map[string]string
+	// DescriptorAnnotations go on the entry of the image (one platform:
+	// manifest-descriptor) or the index (several: index-descriptor) in an
+	// OCI layout's index.json.
+	DescriptorAnnotations map[string]string
 	// Record is what the build's provenance names: its sources, steps and
 	// times; nil for several platforms, where Records has each platform's
 	// in the order of Images.
@@ -172,7 +179,8 @@ type job struct {
 	cached   int
 	countMu  sync.Mutex
 	errMu    sync.Mutex
-	iso      *runIsolation
+	isoMu    sync.Mutex
+	iso      *runIsolation // nil until a step needs it; see isolation
 	netOnce  sync.Once
 	net      *runNetwork // the default network's NAT, set up by the first RUN that uses it
 	netErr   error
@@ -275,21 +283,29 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if err := g.LintIgnored(bctx.Ignore); err != nil {
 		return nil, err
 	}
-	defer printLintSummary(o.Progress, g.Warnings)
+	// Late: the base image checks add warnings after the build.
+	defer func() { printLintSummary(o.Progress, g.Warnings) }()
 	if err := g.LintError(); err != nil { // # check=error=true
 		return nil, err
 	}
-	if err := o.Annotations.singlePlatform(); err != nil {
-		return nil, err
+	if len(platforms) == 1 {
+		if err := o.Annotations.singlePlatform(); err != nil {
+			return nil, err
+		}
 	}
 	for _, p := range platforms {
 		a, err := ParseAnnotations(o.AnnotationSpecs, p)
 		if err != nil {
 			return nil, err
 		}
-		if err := a.singlePlatform(); err != nil {
-			return nil, err
+		if len(platforms) == 1 {
+			if err := a.singlePlatform(); err != nil {
+				return nil, err
+			}
 		}
+	}
+	if err := checkAnnotationPlatforms(o.AnnotationSpecs, platforms); err != nil {
+		return nil, err
 	}
 	if err := checkHostname(o.BuildArgs[sandboxHostnameArg]); err != nil {
 		return nil, err
@@ -327,7 +343,12 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		if err := j.evalMetaArgs(); err != nil {
 			return nil, err
 		}
-		if err := j.setupIsolation(ctx); err != nil {
+		// The isolation itself is decided when a step first needs it;
+		// a mode given explicitly is checked against the store now.
+		if err := CheckIsolation(jo.Isolation); err != nil {
+			return nil, err
+		}
+		if err := j.checkSnapshotter(jo.Isolation); err != nil {
 			return nil, err
 		}
 		jobs[i] = j
@@ -348,6 +369,17 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	}
 	for _, j := range jobs {
 		if err := j.preflight(j.neededStages(target)); err != nil {
+			return nil, err
+		}
+	}
+	lintedBases := false
+	if g.ErrorOnWarnings {
+		// # check=error=true: the checks on base images must stop the
+		// build before its first step too, so their configs are resolved
+		// first (a base that fails to resolve fails in its stage).
+		_ = jobs[0].lintBases(ctx, jobs[0].neededStages(target), jobs[0].baseConfig, false)
+		lintedBases = true
+		if err := g.LintError(); err != nil {
 			return nil, err
 		}
 	}
@@ -377,6 +409,15 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 		}()
 	}
 	wg.Wait()
+	if !lintedBases {
+		// The checks on base images, on the configs the build resolved;
+		// their warnings are listed after the build, even a failed one.
+		n := len(g.Warnings)
+		for _, j := range jobs {
+			j.lintBaseWarnings(ctx, target)
+		}
+		g.Warnings = dedupeWarnings(g.Warnings, n)
+	}
 	if err := firstError(errs); err != nil {
 		return nil, err
 	}
@@ -395,6 +436,7 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 	if len(jobs) == 1 {
 		res, err = jobs[0].commitImage(ctx, states[0], true)
 		if err == nil {
+			res.DescriptorAnnotations = descriptorAnnotations(jobs[0].o.Annotations.ManifestDescriptor)
 			res.SBOMContext = jobs[0].sbomScanContext(states[0])
 			res.SBOMStages, err = jobs[0].sbomScanStages(ctx, jobs[0].neededStages(target), target)
 		}
@@ -522,6 +564,25 @@ func printLintSummary(p *progress.Progress, ws []parser.Warning) {
 	for _, w := range ws {
 		p.Warning(linter.LintFormatShort(w.Rule, w.Message, w.Pos.Line), w.URL)
 	}
+}
+
+// dedupeWarnings drops from ws the repeats of warnings the base image
+// checks added (ws grew from n): each platform's job finds the same
+// UndefinedVar.
+func dedupeWarnings(ws []parser.Warning, n int) []parser.Warning {
+	if len(ws) == n {
+		return ws
+	}
+	seen := map[parser.Warning]bool{}
+	out := ws[:0]
+	for _, w := range ws {
+		if seen[w] && (w.Rule == "UndefinedVar" || w.Rule == "InvalidBaseImagePlatform") {
+			continue
+		}
+		seen[w] = true
+		out = append(out, w)
+	}
+	return out
 }
 
 // targetStage returns the index of the stage --target names, by default

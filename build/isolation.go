@@ -3,6 +3,7 @@ package build
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	units "github.com/docker/go-units"
@@ -20,7 +21,8 @@ const (
 )
 
 // runIsolation is how a build's RUN steps are isolated and limited, decided once
-// per build by setupIsolation.
+// per build by setupIsolation, when the first step that needs it runs (see
+// isolation).
 type runIsolation struct {
 	mode    string // IsolationNamespaces or IsolationChroot
 	limits  cgroup.Limits
@@ -48,6 +50,19 @@ func ResolveIsolation(ctx context.Context, want string) (mode, note string, err 
 	return "", "", fmt.Errorf("isolation %q: use auto, namespaces or chroot", want)
 }
 
+// IsolationPicksSnapshotter reports whether an --isolation of want can
+// still choose the snapshotter (snapshotter, "" for automatic) of the store
+// at root: only "auto" on a store whose snapshotter is not fixed yet. Only
+// then does the command line need ResolveIsolation's answer before the
+// build; otherwise the build probes when a step first has to run, and a
+// fully cached build never does.
+func IsolationPicksSnapshotter(want, root, snapshotter string) bool {
+	if want != "" && want != IsolationAuto {
+		return false
+	}
+	return snapshotter == "" && snapshot.Kind(filepath.Join(root, "snapshots")) == ""
+}
+
 // chrootWarning is the progress line that starts a chroot-mode build: why
 // chroot, and what it leaves the build able to do, which depends on
 // whether the machine permits a PID namespace (sandbox.IsolationChroot).
@@ -61,6 +76,43 @@ func chrootWarning(why string, pidNS bool) string {
 		"(no PID namespace here; only kill -1 and signals to other process groups are refused)", why)
 }
 
+// isolation returns the build's isolation, deciding it (setupIsolation) on
+// the first call: only a step that has to run needs it, so a fully cached
+// build never starts the probe's child process (issue 19). A failure is
+// not remembered; the next caller tries again.
+func (j *job) isolation(ctx context.Context) (*runIsolation, error) {
+	j.isoMu.Lock()
+	defer j.isoMu.Unlock()
+	if j.iso == nil {
+		if err := j.setupIsolation(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return j.iso, nil
+}
+
+// CheckIsolation rejects an --isolation value ResolveIsolation does not
+// know, without probing.
+func CheckIsolation(want string) error {
+	switch want {
+	case "", IsolationAuto, IsolationNamespaces, IsolationChroot:
+		return nil
+	}
+	return fmt.Errorf("isolation %q: use auto, namespaces or chroot", want)
+}
+
+// checkSnapshotter refuses isolation mode on a store whose snapshotter
+// cannot serve it: chroot isolation mounts nothing, so it needs the naive
+// snapshotter. Build calls it before any step for a mode given explicitly;
+// setupIsolation for the mode the probe finds.
+func (j *job) checkSnapshotter(mode string) error {
+	if mode == IsolationChroot && j.b.snName != snapshot.Naive {
+		return fmt.Errorf("chroot isolation needs the naive snapshotter, but the store at %s uses %s snapshots (use a separate --root with --snapshotter naive)",
+			j.b.root, j.b.snName)
+	}
+	return nil
+}
+
 // setupIsolation decides the build's isolation and limits, printing which
 // mode was chosen and why when it is chroot, and one warning when limits
 // were asked for but no cgroup can enforce them (the build then runs
@@ -70,9 +122,8 @@ func (j *job) setupIsolation(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if mode == IsolationChroot && j.b.snName != snapshot.Naive {
-		return fmt.Errorf("chroot isolation needs the naive snapshotter, but the store at %s uses %s snapshots (use a separate --root with --snapshotter naive)",
-			j.b.root, j.b.snName)
+	if err := j.checkSnapshotter(mode); err != nil {
+		return err
 	}
 	if note != "" {
 		j.progress.Printf("%s", note)
@@ -105,13 +156,15 @@ func limitFlags(l cgroup.Limits) string {
 }
 
 // sandboxSpec fills in the isolation and limits of a RUN's spec.
-func (j *job) sandboxSpec(spec sandbox.Spec) sandbox.Spec {
-	if j.iso != nil {
-		spec.Isolation = j.iso.mode
-		spec.Limits = j.iso.limits
-		spec.Cgroups = j.iso.cgroups
+func (j *job) sandboxSpec(ctx context.Context, spec sandbox.Spec) (sandbox.Spec, error) {
+	iso, err := j.isolation(ctx)
+	if err != nil {
+		return spec, err
 	}
-	return spec
+	spec.Isolation = iso.mode
+	spec.Limits = iso.limits
+	spec.Cgroups = iso.cgroups
+	return spec, nil
 }
 
 // withMounts is snapshot.WithMounts, except in chroot isolation, where
@@ -120,7 +173,11 @@ func (j *job) sandboxSpec(spec sandbox.Spec) sandbox.Spec {
 // read-only view is then not enforced by the kernel; its callers only
 // read).
 func (j *job) withMounts(ctx context.Context, sets [][]snapshot.Mount, fn func(roots []string) error) error {
-	if j.iso == nil || j.iso.mode != IsolationChroot {
+	iso, err := j.isolation(ctx)
+	if err != nil {
+		return err
+	}
+	if iso.mode != IsolationChroot {
 		return snapshot.WithMounts(ctx, sets, fn)
 	}
 	roots, err := directRoots(sets)

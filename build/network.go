@@ -1,6 +1,7 @@
 package build
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -41,10 +42,10 @@ type runNetwork struct {
 }
 
 // setupNetwork finds the NAT of the default network, once per build, when
-// a RUN may use it. Without pasta or slirp4netns, or where network
-// namespaces are refused (chroot isolation in a restricted container), it
-// warns once and the default network is the host's.
-func (j *job) setupNetwork() error {
+// a RUN that uses it has to run. Without pasta or slirp4netns, or where
+// network namespaces are refused (chroot isolation in a restricted
+// container), it warns once and the default network is the host's.
+func (j *job) setupNetwork(ctx context.Context) error {
 	j.net = &runNetwork{}
 	n, err := nat.Find(j.o.NAT)
 	if err != nil {
@@ -54,7 +55,11 @@ func (j *job) setupNetwork() error {
 		j.progress.Printf("WARNING: RUN uses the host network (its loopback services included): %v", err)
 		return nil
 	}
-	if j.iso != nil && j.iso.mode == IsolationChroot {
+	iso, err := j.isolation(ctx)
+	if err != nil {
+		return err
+	}
+	if iso.mode == IsolationChroot {
 		if err := sandbox.ProbeNetNS(); err != nil {
 			j.progress.Printf("WARNING: RUN uses the host network (its loopback services included): %v", err)
 			return nil
@@ -67,8 +72,9 @@ func (j *job) setupNetwork() error {
 // runNetworkMode resolves a RUN's --network against the build's: "" and
 // "default" take the build's mode. "host" needs the network.host
 // entitlement unless the build's mode is host already. It returns the mode
-// for the cache key and the sandbox's network and NAT.
-func (j *job) runNetworkMode(op *parser.Run) (mode string, network string, n nat.NAT, err error) {
+// for the cache key; sandboxNetwork gives the sandbox's network and NAT
+// once the step has to run.
+func (j *job) runNetworkMode(op *parser.Run) (mode string, err error) {
 	mode = op.Network
 	if mode == "" || mode == NetworkDefault {
 		mode = j.o.Network
@@ -76,22 +82,33 @@ func (j *job) runNetworkMode(op *parser.Run) (mode string, network string, n nat
 	switch mode {
 	case NetworkHost:
 		if err := j.checkEntitlements(op); err != nil {
-			return "", "", n, err
+			return "", err
 		}
-		return mode, "host", n, nil
-	case NetworkNone:
-		return mode, "none", n, nil
-	case NetworkDefault:
-		j.netOnce.Do(func() { j.netErr = j.setupNetwork() })
-		if j.netErr != nil {
-			return "", "", n, j.netErr
-		}
-		if j.net.nat == nil {
-			return mode, "host", n, nil
-		}
-		return mode, "private", *j.net.nat, nil
+		return mode, nil
+	case NetworkNone, NetworkDefault:
+		return mode, nil
 	}
-	return "", "", n, fmt.Errorf("network mode %q: %w", mode, errNotSupported)
+	return "", fmt.Errorf("network mode %q: %w", mode, errNotSupported)
+}
+
+// sandboxNetwork returns the sandbox's network and NAT for a RUN of
+// network mode (runNetworkMode's), setting the default network up on its
+// first use (setupNetwork).
+func (j *job) sandboxNetwork(ctx context.Context, mode string) (network string, n nat.NAT, err error) {
+	switch mode {
+	case NetworkHost:
+		return "host", n, nil
+	case NetworkNone:
+		return "none", n, nil
+	}
+	j.netOnce.Do(func() { j.netErr = j.setupNetwork(ctx) })
+	if j.netErr != nil {
+		return "", n, j.netErr
+	}
+	if j.net.nat == nil {
+		return "host", n, nil
+	}
+	return "private", *j.net.nat, nil
 }
 
 // allowed reports whether --allow granted the entitlement.

@@ -44,7 +44,7 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 	if err := j.checkRunPlatform(st); err != nil {
 		return false, err
 	}
-	network, sandboxNet, nat, err := j.runNetworkMode(op)
+	network, err := j.runNetworkMode(op)
 	if err != nil {
 		return false, err
 	}
@@ -100,9 +100,17 @@ func (j *job) run(ctx context.Context, st *stageState, step *parser.Step, op *pa
 				k, v, _ := strings.Cut(kv, "=")
 				runEnv = setEnv(runEnv, k, v)
 			}
-			return sandbox.Run(ctx, j.sandboxSpec(sandbox.Spec{Root: root, Args: argv, Env: runEnv, Cwd: cwd, User: c.User,
+			sandboxNet, nat, err := j.sandboxNetwork(ctx, network)
+			if err != nil {
+				return err
+			}
+			spec, err := j.sandboxSpec(ctx, sandbox.Spec{Root: root, Args: argv, Env: runEnv, Cwd: cwd, User: c.User,
 				Hostname: hostname, Network: sandboxNet, NAT: nat, Stdout: sp, Stderr: sp, Mounts: extra, Insecure: insecure,
-				ExtraHosts: j.o.ExtraHosts, Rlimits: j.o.Ulimits, ShmSize: j.o.ShmSize}))
+				ExtraHosts: j.o.ExtraHosts, Rlimits: j.o.Ulimits, ShmSize: j.o.ShmSize})
+			if err != nil {
+				return err
+			}
+			return sandbox.Run(ctx, spec)
 		})
 	})
 }

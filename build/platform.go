@@ -219,9 +219,12 @@ func commitIndex(ctx context.Context, jobs []*job, states []*stageState) (*Resul
 		if err != nil {
 			return nil, err
 		}
-		images = append(images, export.PlatformImage{Platform: j.o.Platform, Image: r.Image})
+		images = append(images, export.PlatformImage{Platform: j.o.Platform, Image: r.Image,
+			Annotations: descriptorAnnotations(j.o.Annotations.ManifestDescriptor)})
 	}
-	idx, err := export.AssembleIndex(images)
+	// Index annotations do not depend on the platform: any job's will do.
+	ann := jobs[0].o.Annotations
+	idx, err := export.AssembleIndex(images, ann.Index)
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +237,8 @@ func commitIndex(ctx context.Context, jobs []*job, states []*stageState) (*Resul
 	if err != nil {
 		return nil, err
 	}
-	return &Result{ManifestDigest: d, Index: idx, Images: images, Tags: tags}, nil
+	return &Result{ManifestDigest: d, Index: idx, Images: images, Tags: tags,
+		IndexAnnotations: descriptorAnnotations(ann.Index), DescriptorAnnotations: descriptorAnnotations(ann.IndexDescriptor)}, nil
 }
 
 // storedManifest returns the manifest of a stored image for platform p:

@@ -305,12 +305,8 @@ func (j *job) fromBase(ctx context.Context, s *parser.Stage) (*stageState, error
 	if err != nil {
 		return nil, j.stageHint(err, base, s.Index)
 	}
-	if !samePlatform(img.config, platform) {
-		// A single-platform image of another platform is used anyway, with
-		// BuildKit's InvalidBaseImagePlatform warning.
-		j.progress.Printf("WARNING: %s: InvalidBaseImagePlatform: Base image %s was pulled with platform %q, expected %q for current build",
-			s.Pos, base, img.config.OS+"/"+img.config.Architecture, platform.OS+"/"+platform.Architecture)
-	}
+	// A single-platform image of another platform is used anyway: the
+	// base image checks after the build warn (InvalidBaseImagePlatform).
 	return stateFromImage(img)
 }
 

@@ -41,10 +41,12 @@ func WriteOCIArchive(ctx context.Context, w io.Writer, img v1.Image, refName str
 }
 
 // NamedImage is one index.json entry of an OCI archive: an image and the
-// name its annotations carry (see WriteOCIArchive).
+// name its annotations carry (see WriteOCIArchive), and more annotations
+// for its entry (--annotation manifest-descriptor:; the name's win).
 type NamedImage struct {
-	Image   v1.Image
-	RefName string
+	Image       v1.Image
+	RefName     string
+	Annotations map[string]string
 }
 
 // WriteOCIArchiveImages writes several images into one OCI archive, as
@@ -61,7 +63,7 @@ func WriteOCIArchiveImages(ctx context.Context, w io.Writer, images []NamedImage
 func writeOCIArchive(ctx context.Context, w io.Writer, images []NamedImage) error {
 	var descs []v1.Descriptor
 	for _, ni := range images {
-		desc, err := imageDescriptor(ni.Image, ni.RefName)
+		desc, err := imageDescriptor(ni.Image, ni.RefName, ni.Annotations)
 		if err != nil {
 			return err
 		}
@@ -203,17 +205,17 @@ func writeIndexBlobs(ctx context.Context, tw *tar.Writer, idx v1.ImageIndex, im 
 
 // WriteOCIIndexArchive writes idx, an index of images (one level), to w
 // as a tar of an OCI image layout. index.json names idx itself, annotated
-// from refName as in WriteOCIArchive; with flatten it lists idx's
-// manifests instead, the first annotated from refName, for indexes whose
-// entries are an image and its OCI 1.1 referrers.
-func WriteOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, refName string, flatten bool) error {
-	if err := writeOCIIndexArchive(ctx, w, idx, refName, flatten); err != nil {
+// from refName as in WriteOCIArchive and with annotations (the name's
+// win); with flatten it lists idx's manifests instead, the first annotated
+// so, for indexes whose entries are an image and its OCI 1.1 referrers.
+func WriteOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, refName string, flatten bool, annotations map[string]string) error {
+	if err := writeOCIIndexArchive(ctx, w, idx, refName, flatten, annotations); err != nil {
 		return fmt.Errorf("write oci archive: %w", err)
 	}
 	return nil
 }
 
-func writeOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, refName string, flatten bool) error {
+func writeOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, refName string, flatten bool, annotations map[string]string) error {
 	im, err := idx.IndexManifest()
 	if err != nil {
 		return err
@@ -234,7 +236,7 @@ func writeOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, r
 	if flatten {
 		top = append(top, im.Manifests...)
 		if len(top) > 0 {
-			top[0].Annotations = refAnnotations(refName)
+			top[0].Annotations = topAnnotations(refName, top[0].Annotations, annotations)
 		}
 	} else {
 		d, size, err := v1.SHA256(bytes.NewReader(raw))
@@ -244,7 +246,7 @@ func writeOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, r
 		if err := writeEntry(tw, blobName(d), bytes.NewReader(raw), size); err != nil {
 			return err
 		}
-		top = []v1.Descriptor{{MediaType: im.MediaType, Digest: d, Size: size, Annotations: refAnnotations(refName)}}
+		top = []v1.Descriptor{{MediaType: im.MediaType, Digest: d, Size: size, Annotations: topAnnotations(refName, annotations)}}
 	}
 	index, err := json.Marshal(v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: top})
 	if err != nil {
@@ -256,8 +258,9 @@ func writeOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, r
 	return tw.Close()
 }
 
-// imageDescriptor describes img for an index, with the ref name annotations.
-func imageDescriptor(img v1.Image, refName string) (v1.Descriptor, error) {
+// imageDescriptor describes img for an index, with annotations and the ref
+// name annotations.
+func imageDescriptor(img v1.Image, refName string, annotations map[string]string) (v1.Descriptor, error) {
 	digest, err := img.Digest()
 	if err != nil {
 		return v1.Descriptor{}, fmt.Errorf("digest: %w", err)
@@ -271,13 +274,27 @@ func imageDescriptor(img v1.Image, refName string) (v1.Descriptor, error) {
 		return v1.Descriptor{}, fmt.Errorf("media type: %w", err)
 	}
 	desc := v1.Descriptor{MediaType: mt, Digest: digest, Size: size}
-	if ann := refAnnotations(refName); ann != nil {
-		desc.Annotations = ann
-	}
+	desc.Annotations = topAnnotations(refName, annotations)
 	if cfg, err := img.ConfigFile(); err == nil && cfg.OS != "" {
 		desc.Platform = &v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant, OSVersion: cfg.OSVersion}
 	}
 	return desc, nil
+}
+
+// topAnnotations merges the annotations of an index.json entry: those of
+// each map in order, then refName's (which name the entry and so win);
+// nil when there are none.
+func topAnnotations(refName string, maps ...map[string]string) map[string]string {
+	var out map[string]string
+	for _, m := range append(maps, refAnnotations(refName)) {
+		for k, v := range m {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // refAnnotations names an image in an archive's index.json the way BuildKit
@@ -333,24 +350,26 @@ func WriteDockerArchive(ctx context.Context, w io.Writer, img v1.Image, tags []s
 // WriteOCIDir adds img to the OCI image layout at dir, creating the layout
 // if needed. With a refName the image is annotated as in WriteOCIArchive
 // and replaces any image of the layout with the same name annotations;
-// without, it is appended. Blobs the layout already has are not rewritten.
-func WriteOCIDir(ctx context.Context, dir string, img v1.Image, refName string) error {
+// without, it is appended. Its entry also gets annotations (the name's
+// win). Blobs the layout already has are not rewritten.
+func WriteOCIDir(ctx context.Context, dir string, img v1.Image, refName string, annotations map[string]string) error {
 	// go-containerregistry writes a blob straight under its final name, so
 	// a corrupt one must be caught before it starts.
 	if err := VerifyLayers(ctx, img); err != nil {
 		return fmt.Errorf("write oci dir: %w", err)
 	}
-	return addToOCIDir(ctx, dir, refName,
+	return addToOCIDir(ctx, dir, refName, annotations,
 		func(p layout.Path, m match.Matcher, opts ...layout.Option) error {
 			return p.ReplaceImage(img, m, opts...)
 		},
-		func(p layout.Path) error { return p.AppendImage(img) })
+		func(p layout.Path, opts ...layout.Option) error { return p.AppendImage(img, opts...) })
 }
 
 // addToOCIDir opens the OCI image layout at dir, creating it if needed,
 // and adds an image or an index to it: with refName's annotations through
-// replace (which drops what had the same names), without through add.
-func addToOCIDir(ctx context.Context, dir, refName string, replace func(layout.Path, match.Matcher, ...layout.Option) error, add func(layout.Path) error) error {
+// replace (which drops what had the same names), without through add;
+// annotations go on its entry either way.
+func addToOCIDir(ctx context.Context, dir, refName string, annotations map[string]string, replace func(layout.Path, match.Matcher, ...layout.Option) error, add func(layout.Path, ...layout.Option) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("write oci dir: %w", err)
 	}
@@ -365,7 +384,9 @@ func addToOCIDir(ctx context.Context, dir, refName string, replace func(layout.P
 		err = replace(p, func(d v1.Descriptor) bool {
 			return d.Annotations[AnnotationRefName] == ann[AnnotationRefName] &&
 				d.Annotations[AnnotationContainerdName] == ann[AnnotationContainerdName]
-		}, layout.WithAnnotations(ann))
+		}, layout.WithAnnotations(topAnnotations(refName, annotations)))
+	} else if len(annotations) > 0 {
+		err = add(p, layout.WithAnnotations(annotations))
 	} else {
 		err = add(p)
 	}

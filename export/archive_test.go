@@ -301,7 +301,7 @@ func TestWriteOCIDir(t *testing.T) {
 	img, d := loadFixture(t, s, content.Gzip)
 	dir := filepath.Join(t.TempDir(), "layout")
 	for _, ref := range []string{"latest", "latest", "v2", "a:latest", "b:latest", "a:latest"} {
-		if err := WriteOCIDir(context.Background(), dir, img, ref); err != nil {
+		if err := WriteOCIDir(context.Background(), dir, img, ref, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

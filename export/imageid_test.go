@@ -114,7 +114,7 @@ func TestWriteOCIArchiveImages(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	named := []NamedImage{{a, "app:1"}, {b, "app:2"}, {a, "ghcr.io/o/app:3"}, {b, ""}}
+	named := []NamedImage{{Image: a, RefName: "app:1"}, {Image: b, RefName: "app:2"}, {Image: a, RefName: "ghcr.io/o/app:3"}, {Image: b}}
 	if err := WriteOCIArchiveImages(context.Background(), &buf, named); err != nil {
 		t.Fatal(err)
 	}

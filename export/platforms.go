@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"runtime"
 	"strings"
 
@@ -24,19 +25,24 @@ import (
 type PlatformImage struct {
 	Platform v1.Platform
 	Image    v1.Image
+	// Annotations go on the image's descriptor in the index
+	// (--annotation manifest-descriptor:).
+	Annotations map[string]string
 }
 
 // AssembleIndex is the one place a multi-platform build's index is made:
 // one manifest descriptor per image, in the order given, each with its
-// platform. The index is an OCI image index, or a Docker manifest list
-// when the images are Docker schema 2 manifests (oci-mediatypes=false).
-// Callers may append more manifests (attestations) with
-// mutate.AppendManifests.
-func AssembleIndex(images []PlatformImage) (v1.ImageIndex, error) {
+// platform and annotations, and the index annotated with annotations. The
+// index is an OCI image index, or a Docker manifest list when the images
+// are Docker schema 2 manifests (oci-mediatypes=false), which cannot carry
+// annotations: those are refused. Callers may append more manifests
+// (attestations) with mutate.AppendManifests.
+func AssembleIndex(images []PlatformImage, annotations map[string]string) (v1.ImageIndex, error) {
 	if len(images) == 0 {
 		return nil, errors.New("assemble index: no image")
 	}
 	mt := types.OCIImageIndex
+	annotated := len(annotations) > 0
 	adds := make([]mutate.IndexAddendum, 0, len(images))
 	seen := map[string]bool{}
 	for i, pi := range images {
@@ -52,9 +58,18 @@ func AssembleIndex(images []PlatformImage) (v1.ImageIndex, error) {
 			return nil, fmt.Errorf("assemble index: platform %s given twice", PlatformString(p))
 		}
 		seen[PlatformString(p)] = true
-		adds = append(adds, mutate.IndexAddendum{Add: pi.Image, Descriptor: v1.Descriptor{MediaType: m, Platform: &p}})
+		annotated = annotated || len(pi.Annotations) > 0
+		adds = append(adds, mutate.IndexAddendum{Add: pi.Image,
+			Descriptor: v1.Descriptor{MediaType: m, Platform: &p, Annotations: maps.Clone(pi.Annotations)}})
 	}
-	return mutate.AppendManifests(mutate.IndexMediaType(empty.Index, mt), adds...), nil
+	if annotated && mt == types.DockerManifestList {
+		return nil, errors.New("assemble index: a Docker manifest list cannot carry annotations: use OCI media types")
+	}
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, mt), adds...)
+	if len(annotations) > 0 {
+		idx = mutate.Annotations(idx, annotations).(v1.ImageIndex)
+	}
+	return idx, nil
 }
 
 // PlatformString formats p as "os/arch[/variant]".
@@ -219,7 +234,7 @@ func indexChildren(idx v1.ImageIndex) ([]v1.Image, error) {
 // WriteOCIIndexDir adds idx to the OCI image layout at dir as WriteOCIDir
 // adds an image: named by refName (replacing what had that name), or
 // appended.
-func WriteOCIIndexDir(ctx context.Context, dir string, idx v1.ImageIndex, refName string) error {
+func WriteOCIIndexDir(ctx context.Context, dir string, idx v1.ImageIndex, refName string, annotations map[string]string) error {
 	images, err := indexChildren(idx)
 	if err != nil {
 		return fmt.Errorf("write oci dir: %w", err)
@@ -229,11 +244,11 @@ func WriteOCIIndexDir(ctx context.Context, dir string, idx v1.ImageIndex, refNam
 			return fmt.Errorf("write oci dir: %w", err)
 		}
 	}
-	return addToOCIDir(ctx, dir, refName,
+	return addToOCIDir(ctx, dir, refName, annotations,
 		func(p layout.Path, m match.Matcher, opts ...layout.Option) error {
 			return p.ReplaceIndex(idx, m, opts...)
 		},
-		func(p layout.Path) error { return p.AppendIndex(idx) })
+		func(p layout.Path, opts ...layout.Option) error { return p.AppendIndex(idx, opts...) })
 }
 
 // WriteDockerIndexArchive writes the images of a multi-platform build in

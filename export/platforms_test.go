@@ -48,7 +48,7 @@ func platformImages(t *testing.T, s *content.Store) []PlatformImage {
 func TestAssembleIndex(t *testing.T) {
 	s := openStore(t)
 	images := platformImages(t, s)
-	idx, err := AssembleIndex(images)
+	idx, err := AssembleIndex(images, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,16 +70,86 @@ func TestAssembleIndex(t *testing.T) {
 	for _, pi := range images {
 		docker = append(docker, PlatformImage{Platform: pi.Platform, Image: mutate.MediaType(pi.Image, types.DockerManifestSchema2)})
 	}
-	if idx, err := AssembleIndex(docker); err != nil {
+	if idx, err := AssembleIndex(docker, nil); err != nil {
 		t.Fatal(err)
 	} else if mt, _ := idx.MediaType(); mt != types.DockerManifestList {
 		t.Errorf("docker images: %s", mt)
 	}
-	if _, err := AssembleIndex(nil); err == nil {
+	if _, err := AssembleIndex(nil, nil); err == nil {
 		t.Error("empty index assembled")
 	}
-	if _, err := AssembleIndex([]PlatformImage{images[0], images[0]}); err == nil || !strings.Contains(err.Error(), "given twice") {
+	if _, err := AssembleIndex([]PlatformImage{images[0], images[0]}, nil); err == nil || !strings.Contains(err.Error(), "given twice") {
 		t.Errorf("twice: %v", err)
+	}
+}
+
+// TestAssembleIndexAnnotations: the index and each manifest's descriptor
+// carry the annotations given, the OCI layout's index.json entry its own
+// (with the name's winning), in the archive and the directory forms; a
+// Docker manifest list, which has no annotations, is refused.
+func TestAssembleIndexAnnotations(t *testing.T) {
+	s := openStore(t)
+	images := platformImages(t, s)
+	images[1].Annotations = map[string]string{"org.example.desc": "arm"}
+	idx, err := AssembleIndex(images, map[string]string{"org.example.index": "i"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate.Index(idx); err != nil {
+		t.Fatal(err)
+	}
+	im, _ := idx.IndexManifest()
+	if im.Annotations["org.example.index"] != "i" || len(im.Manifests[0].Annotations) != 0 ||
+		im.Manifests[1].Annotations["org.example.desc"] != "arm" {
+		t.Fatalf("index %+v", im)
+	}
+	top := map[string]string{"org.example.top": "t", AnnotationRefName: "hostile"}
+	var buf bytes.Buffer
+	if err := WriteOCIIndexArchive(context.Background(), &buf, idx, "app:1", false, top); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	untar(t, bytes.NewReader(buf.Bytes()), dir)
+	ociDir := t.TempDir()
+	if err := WriteOCIIndexDir(context.Background(), ociDir, idx, "app:1", top); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{dir, ociDir} {
+		lp, err := layout.ImageIndexFromPath(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := lp.IndexManifest()
+		if len(m.Manifests) != 1 || m.Manifests[0].Annotations["org.example.top"] != "t" || m.Manifests[0].Annotations[AnnotationRefName] != "1" {
+			t.Errorf("%s: index.json %+v", d, m.Manifests)
+		}
+	}
+	// One image: its index.json entry gets them, in both forms.
+	buf.Reset()
+	if err := WriteOCIArchiveImages(context.Background(), &buf, []NamedImage{{Image: images[0].Image, RefName: "app:1", Annotations: top}}); err != nil {
+		t.Fatal(err)
+	}
+	dir, ociDir = t.TempDir(), t.TempDir()
+	untar(t, bytes.NewReader(buf.Bytes()), dir)
+	if err := WriteOCIDir(context.Background(), ociDir, images[0].Image, "", top); err != nil {
+		t.Fatal(err)
+	}
+	for d, name := range map[string]string{dir: "1", ociDir: "hostile"} {
+		lp, err := layout.ImageIndexFromPath(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := lp.IndexManifest()
+		if len(m.Manifests) != 1 || !m.Manifests[0].MediaType.IsImage() || m.Manifests[0].Annotations["org.example.top"] != "t" || m.Manifests[0].Annotations[AnnotationRefName] != name {
+			t.Errorf("%s: index.json %+v", d, m.Manifests)
+		}
+	}
+	var docker []PlatformImage
+	for _, pi := range images {
+		docker = append(docker, PlatformImage{Platform: pi.Platform, Image: mutate.MediaType(pi.Image, types.DockerManifestSchema2), Annotations: pi.Annotations})
+	}
+	if _, err := AssembleIndex(docker, nil); err == nil || !strings.Contains(err.Error(), "cannot carry annotations") {
+		t.Errorf("docker manifest list with annotations: %v", err)
 	}
 }
 
@@ -87,7 +157,7 @@ func TestAssembleIndex(t *testing.T) {
 // lists an index's platforms, and the index's images load.
 func TestIndexInStore(t *testing.T) {
 	s := openStore(t)
-	idx, err := AssembleIndex(platformImages(t, s))
+	idx, err := AssembleIndex(platformImages(t, s), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +218,7 @@ func TestIndexInStore(t *testing.T) {
 func TestIndexImagesSkipsAttestations(t *testing.T) {
 	s := openStore(t)
 	images := platformImages(t, s)
-	idx, err := AssembleIndex(images[:1])
+	idx, err := AssembleIndex(images[:1], nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,16 +235,16 @@ func TestIndexImagesSkipsAttestations(t *testing.T) {
 // it, and every platform's image is complete.
 func TestWriteOCIIndexArchive(t *testing.T) {
 	s := openStore(t)
-	idx, err := AssembleIndex(platformImages(t, s))
+	idx, err := AssembleIndex(platformImages(t, s), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := WriteOCIIndexArchive(context.Background(), &buf, idx, "app:1", false); err != nil {
+	if err := WriteOCIIndexArchive(context.Background(), &buf, idx, "app:1", false, nil); err != nil {
 		t.Fatal(err)
 	}
 	var again bytes.Buffer
-	if err := WriteOCIIndexArchive(context.Background(), &again, idx, "app:1", false); err != nil || !bytes.Equal(buf.Bytes(), again.Bytes()) {
+	if err := WriteOCIIndexArchive(context.Background(), &again, idx, "app:1", false, nil); err != nil || !bytes.Equal(buf.Bytes(), again.Bytes()) {
 		t.Errorf("not deterministic: %v", err)
 	}
 	dir := t.TempDir()
@@ -207,7 +277,7 @@ func TestWriteOCIIndexArchive(t *testing.T) {
 	}
 	// The layout directory form holds the same index.
 	ociDir := t.TempDir()
-	if err := WriteOCIIndexDir(context.Background(), ociDir, idx, "app:1"); err != nil {
+	if err := WriteOCIIndexDir(context.Background(), ociDir, idx, "app:1", nil); err != nil {
 		t.Fatal(err)
 	}
 	ld, err := layout.ImageIndexFromPath(ociDir)

@@ -46,7 +46,7 @@ func TestOutputsRefuseCorruptBlob(t *testing.T) {
 			return WriteDockerArchive(ctx, io.Discard, img, []string{"app:1"})
 		}},
 		{"oci dir", func(ctx context.Context, img v1.Image, dir string) error {
-			return WriteOCIDir(ctx, filepath.Join(dir, "out"), img, "app:1")
+			return WriteOCIDir(ctx, filepath.Join(dir, "out"), img, "app:1", nil)
 		}},
 		{"local", func(ctx context.Context, img v1.Image, dir string) error {
 			return UnpackRootfs(ctx, filepath.Join(dir, "out"), img)

@@ -71,10 +71,12 @@ func ignoresAll(m *patternmatcher.PatternMatcher) bool {
 }
 
 // stepLinter is what the rules run after parsing need of a step: its
-// linter (with the # check= comments above it merged in) and location.
+// linter (with the # check= comments above it merged in), location and
+// node.
 type stepLinter struct {
 	lint *linter.Linter
 	loc  []bkparser.Range
+	node *bkparser.Node
 }
 
 // isRemoteSource reports whether an ADD source is a URL or a git address

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/distribution/reference"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/frontend/dockerfile/linter"
 	bkparser "github.com/moby/buildkit/frontend/dockerfile/parser"
@@ -64,7 +64,9 @@ func (p *parseState) lintStages(seen []seenInstruction) {
 			states[s.stage] = cur
 			p.lintFrom(lint, lex, metaEnv, meta, s.stage, loc)
 			if base, _, err := lex.ProcessWord(s.stage.Base, defaults); err == nil {
-				if _, err := name.ParseReference(base); err != nil {
+				// distribution's parser, as BuildKit: go-containerregistry's
+				// takes "/app:1" (an ARG without default) as valid.
+				if _, err := reference.ParseNormalizedNamed(base); err != nil {
 					lint.Run(&linter.RuleInvalidDefaultArgInFrom, loc, linter.RuleInvalidDefaultArgInFrom.Format(s.stage.Base))
 				}
 			}

@@ -112,6 +112,10 @@ func (p *parseState) parse(dt []byte) (*Graph, error) {
 			}
 			p.g.Stages = append(p.g.Stages, s)
 			seen = append(seen, seenInstruction{node: n, stage: s})
+			if p.g.stageLint == nil {
+				p.g.stageLint = map[*Stage]stepLinter{}
+			}
+			p.g.stageLint[s] = stepLinter{lint: p.lint.WithMergedConfigFromComments(n.PrevComment), loc: n.Location(), node: n}
 		case instructions.Command:
 			op, err := convertCommand(c, n)
 			if err == nil {
@@ -131,12 +135,10 @@ func (p *parseState) parse(dt []byte) (*Graph, error) {
 			}
 			s := p.g.Stages[len(p.g.Stages)-1]
 			s.Steps = append(s.Steps, step)
-			if _, ok := op.(*Copy); ok {
-				if p.g.stepLint == nil {
-					p.g.stepLint = map[*Step]stepLinter{}
-				}
-				p.g.stepLint[step] = stepLinter{lint: p.lint.WithMergedConfigFromComments(n.PrevComment), loc: n.Location()}
+			if p.g.stepLint == nil {
+				p.g.stepLint = map[*Step]stepLinter{}
 			}
+			p.g.stepLint[step] = stepLinter{lint: p.lint.WithMergedConfigFromComments(n.PrevComment), loc: n.Location(), node: n}
 			seen = append(seen, seenInstruction{node: n, stage: s, step: step})
 		default:
 			return nil, p.nodeError(n, fmt.Errorf("%T is not a command type", v))

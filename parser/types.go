@@ -105,8 +105,10 @@ type Graph struct {
 	// ErrorOnWarnings is set by "# check=error=true": a build must then
 	// fail when there are Warnings (see LintError).
 	ErrorOnWarnings bool
-	// stepLint keeps each COPY/ADD step's linter for LintIgnored.
-	stepLint map[*Step]stepLinter
+	// stepLint keeps each step's linter and node for LintIgnored and
+	// LintBases, stageLint each FROM's.
+	stepLint  map[*Step]stepLinter
+	stageLint map[*Stage]stepLinter
 }
 
 // LintError returns BuildKit's "lint violation found for rules: ..." error

@@ -81,6 +81,16 @@ func Open(root, name string) (Snapshotter, string, error) {
 	return sn, name, nil
 }
 
+// Kind returns the snapshotter that owns the snapshot root dir, as Open
+// recorded it, or "" when none has opened it yet (or it cannot be read).
+func Kind(root string) string {
+	b, err := os.ReadFile(filepath.Join(root, kindFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
 // claim writes the kind file unless it exists, then checks it names kind.
 func claim(path, kind string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)

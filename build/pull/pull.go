@@ -164,41 +164,70 @@ func (p *puller) getManifest(ctx context.Context, ref name.Reference) (manifest,
 	return manifest{raw: desc.Manifest, mediaType: desc.MediaType, digest: desc.Digest}, nil
 }
 
+// Config resolves ref as Pull does, mirrors first, down to the image for
+// opts.Platform and returns its config, fetching only manifests and the
+// config blob, which is verified and stored (the manifest is not: the
+// image's layers are not there). It is what a build check needs of a base
+// image. Errors are *Error.
+func Config(ctx context.Context, c *registry.Client, s *content.Store, ref string, opts Options) (*v1.ConfigFile, error) {
+	r, err := c.ParseReference(ref)
+	if err != nil {
+		return nil, &Error{Ref: ref, Err: err}
+	}
+	full := imageref.Spell(r)
+	prog := &messages{fn: opts.Progress}
+	srcs := c.PullSources(r)
+	for i, src := range srcs {
+		err := src.Err
+		var cfg *v1.ConfigFile
+		if err == nil {
+			cfg, err = newPuller(c, s, src.Ref, opts, prog).config(ctx)
+			if err == nil {
+				return cfg, nil
+			}
+		}
+		if i == len(srcs)-1 || ctx.Err() != nil {
+			return nil, &Error{Ref: full, Err: err}
+		}
+		prog.printf("mirror %s: %s; trying the next source", src.Mirror, registry.Describe(err))
+	}
+	return nil, &Error{Ref: full, Err: errors.New("no source")}
+}
+
+// maxConfigSize bounds an image config read by Config.
+const maxConfigSize = 8 << 20
+
+// config resolves the reference to one image manifest and fetches its
+// config.
+func (p *puller) config(ctx context.Context) (*v1.ConfigFile, error) {
+	_, im, err := p.resolve(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if im.Config.Size > maxConfigSize {
+		return nil, fmt.Errorf("image config of %d bytes, more than %d", im.Config.Size, maxConfigSize)
+	}
+	if err := p.fetchBlobs(ctx, []v1.Descriptor{im.Config}); err != nil {
+		return nil, err
+	}
+	raw, err := p.s.ReadBlob(im.Config.Digest, maxConfigSize)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", im.Config.Digest, err)
+	}
+	cfg, err := v1.ParseConfigFile(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("parse config %s: %w", im.Config.Digest, err)
+	}
+	return cfg, nil
+}
+
 // pull resolves the reference down to one image manifest, fetches its
 // blobs and stores the manifest last.
 func (p *puller) pull(ctx context.Context, full, via string) (v1.Hash, error) {
 	p.progress("resolving %s%s", full, via)
-	m, err := p.getManifest(ctx, p.ref)
+	m, im, err := p.resolve(ctx)
 	if err != nil {
 		return v1.Hash{}, err
-	}
-	for depth := 0; m.mediaType.IsIndex(); depth++ {
-		if depth == 4 {
-			return v1.Hash{}, errors.New("indexes nested too deep")
-		}
-		// Keep the index: a later pull by its digest then works offline.
-		if _, _, err := p.s.WriteBlob(ctx, bytes.NewReader(m.raw), m.digest); err != nil {
-			return v1.Hash{}, fmt.Errorf("store index: %w", err)
-		}
-		child, err := choosePlatform(m, p.opts.Platform)
-		if err != nil {
-			return v1.Hash{}, err
-		}
-		p.progress("platform %s: %s", platformString(p.opts.Platform), child.Digest)
-		if m, err = p.getManifest(ctx, p.ref.Context().Digest(child.Digest.String())); err != nil {
-			return v1.Hash{}, err
-		}
-	}
-	switch m.mediaType {
-	case types.OCIManifestSchema1, types.DockerManifestSchema2:
-	case types.DockerManifestSchema1, types.DockerManifestSchema1Signed:
-		return v1.Hash{}, errors.New("docker schema 1 manifests are not supported")
-	default:
-		return v1.Hash{}, fmt.Errorf("unsupported manifest media type %q", m.mediaType)
-	}
-	im, err := v1.ParseManifest(bytes.NewReader(m.raw))
-	if err != nil {
-		return v1.Hash{}, fmt.Errorf("parse manifest %s: %w", m.digest, err)
 	}
 	if err := p.fetchBlobs(ctx, append([]v1.Descriptor{im.Config}, im.Layers...)); err != nil {
 		return v1.Hash{}, err
@@ -212,6 +241,44 @@ func (p *puller) pull(ctx context.Context, full, via string) (v1.Hash, error) {
 		p.progress("pulled %s@%s%s", full, m.digest, via)
 	}
 	return m.digest, nil
+}
+
+// resolve follows the reference down to one image manifest, through
+// indexes (which it stores) by platform, and parses it.
+func (p *puller) resolve(ctx context.Context) (manifest, *v1.Manifest, error) {
+	m, err := p.getManifest(ctx, p.ref)
+	if err != nil {
+		return manifest{}, nil, err
+	}
+	for depth := 0; m.mediaType.IsIndex(); depth++ {
+		if depth == 4 {
+			return manifest{}, nil, errors.New("indexes nested too deep")
+		}
+		// Keep the index: a later pull by its digest then works offline.
+		if _, _, err := p.s.WriteBlob(ctx, bytes.NewReader(m.raw), m.digest); err != nil {
+			return manifest{}, nil, fmt.Errorf("store index: %w", err)
+		}
+		child, err := choosePlatform(m, p.opts.Platform)
+		if err != nil {
+			return manifest{}, nil, err
+		}
+		p.progress("platform %s: %s", platformString(p.opts.Platform), child.Digest)
+		if m, err = p.getManifest(ctx, p.ref.Context().Digest(child.Digest.String())); err != nil {
+			return manifest{}, nil, err
+		}
+	}
+	switch m.mediaType {
+	case types.OCIManifestSchema1, types.DockerManifestSchema2:
+	case types.DockerManifestSchema1, types.DockerManifestSchema1Signed:
+		return manifest{}, nil, errors.New("docker schema 1 manifests are not supported")
+	default:
+		return manifest{}, nil, fmt.Errorf("unsupported manifest media type %q", m.mediaType)
+	}
+	im, err := v1.ParseManifest(bytes.NewReader(m.raw))
+	if err != nil {
+		return manifest{}, nil, fmt.Errorf("parse manifest %s: %w", m.digest, err)
+	}
+	return m, im, nil
 }
 
 // choosePlatform picks the first manifest of an index that matches want.

@@ -477,3 +477,52 @@ func TestPullCredHelper(t *testing.T) {
 		t.Error("pull succeeded though the credential helper gave nothing")
 	}
 }
+
+// TestConfig: Config resolves a tag through an index to the platform's
+// image and returns its config, fetching one blob (the config, stored),
+// never a layer; a missing image is an *Error naming it.
+func TestConfig(t *testing.T) {
+	hermetic(t)
+	reg := startRegistry(t, "127.0.0.1", nil)
+	arm := randomImage(t, 2)
+	cf, err := arm.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture, cf.Config.Env = "linux", "arm64", []string{"GOPATH=/go"}
+	if arm, err = mutate.ConfigFile(arm, cf); err != nil {
+		t.Fatal(err)
+	}
+	idx := mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: randomImage(t, 1), Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}})
+	reg.push(t, "test/multi:1", idx)
+	s := openStore(t)
+	reg.reset()
+	got, err := Config(context.Background(), bregistry.New(bregistry.Options{}), s, reg.host+"/test/multi:1", Options{Platform: v1.Platform{OS: "linux", Architecture: "arm64"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Architecture != "arm64" || len(got.Config.Env) != 1 || got.Config.Env[0] != "GOPATH=/go" {
+		t.Errorf("config %+v", got)
+	}
+	if n := reg.blobGets.Load(); n != 1 {
+		t.Errorf("%d blob GETs, want 1 (the config)", n)
+	}
+	cd, _ := arm.ConfigName()
+	if !s.Has(cd) {
+		t.Errorf("config %s not stored", cd)
+	}
+	ls, _ := arm.Layers()
+	for _, l := range ls {
+		if d, _ := l.Digest(); s.Has(d) {
+			t.Errorf("layer %s fetched", d)
+		}
+	}
+	_, err = Config(context.Background(), bregistry.New(bregistry.Options{}), s, reg.host+"/test/missing:1", Options{})
+	var pe *Error
+	if !errors.As(err, &pe) || pe.Ref != reg.host+"/test/missing:1" {
+		t.Errorf("missing image: %v", err)
+	}
+}

@@ -215,7 +215,7 @@ func Start(root string, rec Record, limits Limits) (*Writer, error) {
 }
 
 func start(tmp, final string, rec Record, limits Limits) (*Writer, error) {
-	if err := writeRecord(tmp, rec); err != nil {
+	if err := writeRecord(tmp, rec, false); err != nil {
 		return nil, err
 	}
 	f, err := os.OpenFile(filepath.Join(tmp, eventsFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -285,7 +285,7 @@ func (w *Writer) SetInputs(dockerfile, context string) error {
 		return nil
 	}
 	w.rec.Dockerfile, w.rec.Context = dockerfile, context
-	if err := writeRecord(w.dir, w.rec); err != nil {
+	if err := writeRecord(w.dir, w.rec, false); err != nil {
 		return fmt.Errorf("build record: %w", err)
 	}
 	return nil
@@ -328,7 +328,7 @@ func (w *Writer) Finish(res Result) error {
 	if len(res.Tags) > 0 {
 		r.Tags = res.Tags
 	}
-	if err := writeRecord(w.dir, r); err != nil {
+	if err := writeRecord(w.dir, r, true); err != nil {
 		return fmt.Errorf("build record: %w", err)
 	}
 	if w.err != nil {
@@ -337,13 +337,22 @@ func (w *Writer) Finish(res Result) error {
 	return nil
 }
 
-func writeRecord(dir string, r Record) error {
+// writeRecord replaces record.json in dir atomically; durable also syncs
+// it. Only the final record is synced: the running record that Start and
+// SetInputs write reads, after a crash, as unfinished (or, lost to a power
+// cut, as unreadable, which Collect removes), so their four fsyncs per
+// build, fully cached or not, bought nothing (issue 19).
+func writeRecord(dir string, r Record, durable bool) error {
 	r.Steps, r.Size = nil, 0
 	dt, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(filepath.Join(dir, recordFile), append(dt, '\n'), 0o600)
+	write := atomicfile.WriteFileNoSync
+	if durable {
+		write = atomicfile.WriteFile
+	}
+	return write(filepath.Join(dir, recordFile), append(dt, '\n'), 0o600)
 }
 
 // validID reports whether id can name a record: lower-case hex only, so
@@ -578,13 +587,18 @@ func List(root string, withSteps bool) ([]*Record, error) {
 		}
 		out = append(out, r)
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		if !out[i].Start.Equal(out[j].Start) {
-			return out[i].Start.After(out[j].Start)
-		}
-		return out[i].ID < out[j].ID
-	})
+	sortNewestFirst(out)
 	return out, nil
+}
+
+// sortNewestFirst orders records by start time, newest first, then by ID.
+func sortNewestFirst(recs []*Record) {
+	sort.SliceStable(recs, func(i, j int) bool {
+		if !recs[i].Start.Equal(recs[j].Start) {
+			return recs[i].Start.After(recs[j].Start)
+		}
+		return recs[i].ID < recs[j].ID
+	})
 }
 
 // ErrRunning is returned when removing the record of a running build.
@@ -633,6 +647,9 @@ func Collect(root string, l Limits, all bool) (Collected, error) {
 			c.Bytes += n
 		}
 	}
+	// Each record is read once (a no-op build runs this too, over up to
+	// Count records).
+	var recs []*Record
 	for _, e := range ents {
 		name := e.Name()
 		switch {
@@ -643,15 +660,16 @@ func Collect(root string, l Limits, all bool) (Collected, error) {
 			}
 		case !validID(name):
 		default:
-			if _, err := loadHead(root, name); err != nil && !errors.Is(err, ErrNotFound) {
+			r, err := loadHead(root, name)
+			switch {
+			case err == nil:
+				recs = append(recs, r)
+			case !errors.Is(err, ErrNotFound):
 				drop(name)
 			}
 		}
 	}
-	recs, err := List(root, false)
-	if err != nil {
-		return c, err
-	}
+	sortNewestFirst(recs)
 	var kept int
 	var bytes int64
 	full := all // once a record does not fit, no older one is kept

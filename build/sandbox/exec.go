@@ -121,7 +121,7 @@ func dropCapabilities(noChroot bool) error {
 // afterwards. For chroot isolation, CAP_SYS_CHROOT is dropped too and the
 // filter refuses signals to other process groups (see seccomp.Install); the
 // filter's listener, if any, is returned for serveSignals.
-func forkHardened(argv0 string, argv []string, attr *syscall.ProcAttr, chroot bool) (pid int, listener *os.File, err error) {
+func forkHardened(argv0 string, argv []string, attr *syscall.ProcAttr, chroot bool, filters seccomp.Filters) (pid int, listener *os.File, err error) {
 	type result struct {
 		pid      int
 		listener *os.File
@@ -135,7 +135,7 @@ func forkHardened(argv0 string, argv []string, attr *syscall.ProcAttr, chroot bo
 			ch <- result{err: err}
 			return
 		}
-		listener, err := seccomp.Install(chroot)
+		listener, err := seccomp.InstallFilters(filters)
 		if err != nil {
 			ch <- result{err: err}
 			return

@@ -198,8 +198,18 @@ func TestNATDiesWithBuilder(t *testing.T) {
 				cmd.Wait()
 				t.Fatalf("the run did not start: %s", &stderr)
 			}
-			if len(newNATPids(before)) == 0 {
+			pids := newNATPids(before)
+			if len(pids) == 0 {
 				t.Error("no NAT process found during the run")
+			}
+			if tool == nat.Slirp4netns {
+				// slirp4netns runs without a guard (issue 19): its
+				// exit fd ends it with the builder.
+				for _, pid := range pids {
+					if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); bytes.HasPrefix(cmdline, []byte(nat.GuardArg0+"\x00")) {
+						t.Errorf("slirp4netns started through a guard (pid %d)", pid)
+					}
+				}
 			}
 			cmd.Process.Signal(syscall.SIGKILL)
 			cmd.Wait()

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"builder/build/sandbox/nat"
+	"builder/build/sandbox/seccomp"
 	"builder/snapshot"
 )
 
@@ -78,6 +79,9 @@ type initConfig struct {
 	// Cgroups are the run's cgroup directories, which the init joins
 	// before anything else.
 	Cgroups []string `json:"cgroups,omitempty"`
+	// Seccomp are the command's seccomp filters, compiled once by the
+	// builder (filtersFor); unused when Insecure.
+	Seccomp seccomp.Filters `json:"seccomp"`
 
 	// noPIDNamespace is Spec.noPIDNamespace; runInit reads it, the init
 	// does not.

@@ -291,6 +291,11 @@ func Run(ctx context.Context, spec Spec) (err error) {
 	if err != nil {
 		return err
 	}
+	if !cfg.Insecure {
+		if cfg.Seccomp, err = filtersFor(cfg.Chroot); err != nil {
+			return err
+		}
+	}
 	if cfg.Scratch, err = scratchDir(spec.TempDir); err != nil {
 		return err
 	}

@@ -309,7 +309,7 @@ func (s *sandbox) start() (int, error) {
 		pid, err = syscall.ForkExec(argv0, cfg.Args, attr)
 	} else {
 		// In a chroot, CAP_SYS_CHROOT would let root climb out of it.
-		pid, s.signalListener, err = forkHardened(argv0, cfg.Args, attr, cfg.Chroot)
+		pid, s.signalListener, err = forkHardened(argv0, cfg.Args, attr, cfg.Chroot, cfg.Seccomp)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("exec %s: %w", cfg.Args[0], err)

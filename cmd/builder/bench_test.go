@@ -175,6 +175,17 @@ func (bn *bench) run(name, root, dir string, extra ...string) {
 // and sha256 rates on 64 MiB buffers.
 func (bn *bench) floors(ctxDir string) {
 	b := bn.b
+	bn.floorsRun()
+	bn.add("floor: tar of the COPY context (hot)", tarPass(b, ctxDir, io.Discard), 0)
+	bn.add("floor: tar + sha256 of the COPY context", tarPass(b, ctxDir, sha256.New()), 0)
+	bn.add("floor: tar + pgzip -1 (2 MiB x cores) of the COPY context", tarPass(b, ctxDir, pgzipDiscard()), 0)
+	bn.floorsCompress()
+}
+
+// floorsRun measures the floors of a RUN step: a process in new
+// namespaces and an overlay mount + umount, medians of 20.
+func (bn *bench) floorsRun() {
+	b := bn.b
 	const n = 20
 	var ds []time.Duration
 	for range n {
@@ -206,11 +217,10 @@ func (bn *bench) floors(ctxDir string) {
 		ds = append(ds, time.Since(start))
 	}
 	bn.add("floor: overlay mount + umount", median(ds), 0)
+}
 
-	bn.add("floor: tar of the COPY context (hot)", tarPass(b, ctxDir, io.Discard), 0)
-	bn.add("floor: tar + sha256 of the COPY context", tarPass(b, ctxDir, sha256.New()), 0)
-	bn.add("floor: tar + pgzip -1 (2 MiB x cores) of the COPY context", tarPass(b, ctxDir, pgzipDiscard()), 0)
-
+// floorsCompress measures gzip and sha256 rates on 64 MiB buffers.
+func (bn *bench) floorsCompress() {
 	random, text := make([]byte, 64<<20), make([]byte, 64<<20)
 	fillRandom(random, 7)
 	fillText(text, 7)

@@ -48,7 +48,7 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 	fs.StringArrayVar(&addHosts, "add-host", nil, "add HOST:IP to every RUN's /etc/hosts (IP host-gateway: the host, with --network host); may be repeated")
 	fs.StringArrayVar(&ulimits, "ulimit", nil, "resource limit of every RUN's processes, NAME=SOFT[:HARD] (e.g. nofile=1024:2048); may be repeated")
 	fs.StringVar(&shmSize, "shm-size", "", "size of every RUN's /dev/shm (default 64m)")
-	fs.StringArrayVar(&annotations, "annotation", nil, "add an annotation to the image manifest (of PLATFORMS only, if given), [TYPE[PLATFORMS]:]KEY=VALUE with TYPE manifest (the default), manifest-descriptor, index or index-descriptor; may be repeated")
+	fs.StringArrayVar(&annotations, "annotation", nil, "add an annotation, [TYPES:]KEY=VALUE as buildx: TYPES a comma-separated list of manifest (the default), manifest-descriptor, index (multi-platform only) or index-descriptor (multi-platform only, on its index.json entry), each with an optional [PLATFORM]; may be repeated")
 	fs.StringArrayVar(&noCacheFilter, "no-cache-filter", nil, "do not use the cache for the steps of this stage (name or index); may be repeated")
 	callFlag := fs.String("call", "build", "instead of building, print: check (the build checks' warnings; exit 1 if any), outline (the target's build args, secrets and ssh ids) or targets (the stages); add ,format=json for JSON")
 	checkFlag := fs.Bool("check", false, "shorthand for --call check")
@@ -241,6 +241,9 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 		if err := build.LintContext(graph, o); err != nil {
 			return err
 		}
+		// A base image that cannot be resolved ends the check after the
+		// warnings found so far, as BuildKit's.
+		call.err = withSource(b.LintBases(ctx, graph, o), filepath.Base(dfPath), src)
 	}
 	if call.name != "" {
 		return runCall(os.Stdout, call, graph, o)
@@ -260,7 +263,7 @@ func runBuild(ctx context.Context, g *globals, args []string) (err error) {
 	}
 	exp := output.New(output.Config{Store: b.Store(), Index: b.Index(), Registry: b.Registry(),
 		Scratch: filepath.Join(g.root, "tmp"), Stdout: archiveStdout, Progress: o.Progress.Line, Meter: meter(o.Progress),
-		Attest: atts})
+		Attest: atts, IndexAnnotations: res.IndexAnnotations, DescriptorAnnotations: res.DescriptorAnnotations})
 	if res.Index != nil {
 		ex, err = exp.ExportPlatforms(ctx, outs, res.Images, res.Tags)
 	} else {
@@ -437,12 +440,20 @@ func namedContextOptions(o *build.Options, specs []string) error {
 // isolationOptions puts --isolation, --memory, --cpus and --pids-limit into
 // o. Chroot isolation (asked for, or found by the probe) works without
 // mounts only on the naive snapshotter, which it selects unless
-// --snapshotter names another.
+// --snapshotter names another. The probe runs here only when its answer
+// picks the snapshotter of a new store; otherwise the build probes when a
+// RUN first has to run.
 func isolationOptions(ctx context.Context, o *build.Options, g *globals, isolation, memory string, cpus float64, pids int64) error {
-	mode, _, err := build.ResolveIsolation(ctx, isolation)
-	if err != nil {
+	mode := isolation
+	if build.IsolationPicksSnapshotter(isolation, g.root, g.snapshotter) {
+		var err error
+		if mode, _, err = build.ResolveIsolation(ctx, isolation); err != nil {
+			return usagef("--isolation: %w", err)
+		}
+	} else if err := build.CheckIsolation(isolation); err != nil {
 		return usagef("--isolation: %w", err)
 	}
+	var err error
 	if mode == build.IsolationChroot {
 		switch g.snapshotter {
 		case "":

@@ -17,6 +17,9 @@ import (
 type callRequest struct {
 	name string
 	json bool
+	// err, for check, is the error that ended the check early (a base
+	// image that cannot be resolved): returned after the warnings.
+	err error
 }
 
 // parseCall reads --call (and --check, which is --call check).
@@ -63,11 +66,14 @@ func runCall(w io.Writer, r callRequest, g *parser.Graph, o build.Options) error
 	switch r.name {
 	case "check":
 		if r.json {
-			if err := printJSON(w, checkJSON(g)); err != nil {
+			if err := printJSON(w, checkJSON(g, r.err)); err != nil {
 				return err
 			}
-		} else {
+		} else if r.err == nil || len(g.Warnings) > 0 {
 			printCheck(w, g)
+		}
+		if r.err != nil {
+			return r.err
 		}
 		if len(g.Warnings) > 0 {
 			return errCheckWarnings
@@ -208,8 +214,9 @@ func printSnippet(w io.Writer, pos parser.Pos, lines []string) {
 }
 
 // checkJSON is the JSON of --call check,format=json: BuildKit's lint
-// result shape, warnings with rule, message and lines.
-func checkJSON(g *parser.Graph) any {
+// result shape, warnings with rule, message and lines, and the error that
+// ended the check (buildError).
+func checkJSON(g *parser.Graph, checkErr error) any {
 	type position struct {
 		Line int `json:"line"`
 	}
@@ -231,10 +238,22 @@ func checkJSON(g *parser.Graph) any {
 		Filename string `json:"filename"`
 		Data     []byte `json:"data"`
 	}
+	type buildError struct {
+		Message  string   `json:"message"`
+		Location location `json:"location"`
+	}
 	out := struct {
-		Warnings []warning `json:"warnings"`
-		Sources  []source  `json:"sources"`
+		Warnings   []warning   `json:"warnings"`
+		Sources    []source    `json:"sources"`
+		BuildError *buildError `json:"buildError,omitempty"`
 	}{Warnings: []warning{}, Sources: []source{{Filename: g.File, Data: g.Source}}}
+	if checkErr != nil {
+		out.BuildError = &buildError{Message: checkErr.Error()}
+		var pe *parser.Error
+		if errors.As(checkErr, &pe) {
+			out.BuildError.Location.Ranges = []rng{{Start: position{pe.Pos.Line}, End: position{max(pe.Pos.EndLine, pe.Pos.Line)}}}
+		}
+	}
 	for _, wn := range g.Warnings {
 		out.Warnings = append(out.Warnings, warning{RuleName: wn.Rule, URL: wn.URL, Detail: wn.Message,
 			Location: location{Ranges: []rng{{Start: position{wn.Pos.Line}, End: position{max(wn.Pos.EndLine, wn.Pos.Line)}}}}})

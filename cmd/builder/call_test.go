@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // TestCLICall runs --check and --call on the Dockerfiles under
@@ -12,6 +14,9 @@ import (
 // exit status, and buildx's text formats (the golden files), without
 // building anything.
 func TestCLICall(t *testing.T) {
+	// --check resolves the base images' configs: busybox is in the store,
+	// and --pull=never keeps docker.io out of reach.
+	root := storeWith(t, map[string]v1.Image{"busybox": lintBaseImage(t, hostArch(), "PATH=/bin")})
 	for _, c := range []struct {
 		dir    string
 		args   []string
@@ -38,7 +43,7 @@ func TestCLICall(t *testing.T) {
 	} {
 		t.Run(c.dir+strings.Join(c.args, "_"), func(t *testing.T) {
 			dir := filepath.Join("testdata", "check", c.dir)
-			out, code := cli(t, append(append([]string{"--root", t.TempDir(), "build"}, c.args...), dir)...)
+			out, code := cli(t, append(append([]string{"--root", root, "build", "--pull=never"}, c.args...), dir)...)
 			if code != c.code {
 				t.Errorf("exit %d, want %d\n%s", code, c.code, out)
 			}
@@ -86,9 +91,9 @@ func TestCLIBuildxFlagTable(t *testing.T) {
 		{[]string{"--add-host", "evil\nhost:1.2.3.4"}, 2, "invalid host name"},
 		{[]string{"--add-host", "gw:host-gateway"}, 2, "needs --network host"},
 		{[]string{"--add-host", "gw:host-gateway", "--network", "host", "--call", "targets"}, 0, "TARGET"},
-		{[]string{"--annotation", "nokey"}, 2, "want [TYPE:]KEY=VALUE"},
-		{[]string{"--annotation", "bogus:k=v"}, 2, "unknown type \"bogus\""},
-		{[]string{"--annotation", "manifest[linux/arm64:k=v"}, 2, "unterminated platform list"},
+		{[]string{"--annotation", "nokey"}, 2, `invalid annotation "nokey", expected key=value`},
+		{[]string{"--annotation", "bogus:k=v"}, 2, `unknown annotation type "bogus"`},
+		{[]string{"--annotation", "manifest[linux/arm64:k=v"}, 2, `invalid annotation type "manifest[linux/arm64", expected type and optional platform in square brackets`},
 		{[]string{"--progress", "rawjson", "--call", "targets"}, 0, "TARGET"},
 		{[]string{"--progress", "fancy"}, 2, "unknown progress mode \"fancy\""},
 	} {

@@ -268,3 +268,37 @@ func TestCLIAutoIsolation(t *testing.T) {
 		})
 	}
 }
+
+// TestCLICachedBuildProbesNothing checks that a fully cached build decides
+// no isolation (issue 19: the probe, a re-exec of the binary in new
+// namespaces, ran on every build): on an overlay store, a rebuild without
+// CAP_SYS_ADMIN, where the probe picks chroot isolation, which the overlay
+// snapshotter cannot serve, succeeds with every step CACHED, while a build
+// with a step to run fails at that step and says why.
+func TestCLICachedBuildProbesNothing(t *testing.T) {
+	buildtest.RequireRoot(t)
+	setpriv := buildtest.RequireTool(t, "setpriv")
+	base := buildtest.BusyboxRegistry(t)
+	root := t.TempDir()
+	ctx := writeCase(t, "FROM "+base+"\nRUN echo one > /one\nCOPY hi.txt /hi.txt\n", map[string]string{"hi.txt": "hi\n"})
+	if out, code := cli(t, "--root", root, "--snapshotter", "overlay", "build", "--progress=plain", ctx); code != 0 {
+		t.Fatalf("first build: exit %d\n%s", code, out)
+	}
+	unprivileged := func(dir string) (string, int) {
+		cmd := exec.Command(setpriv, "--bounding-set", "-sys_admin", binary, "--root", root, "build", "--progress=plain", dir)
+		b, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return string(b), ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(b), 0
+	}
+	if out, code := unprivileged(ctx); code != 0 || strings.Count(out, "CACHED") != 2 || strings.Contains(out, "isolation") {
+		t.Errorf("cached rebuild without CAP_SYS_ADMIN: exit %d, want 0 with both steps CACHED and no isolation chosen\n%s", code, out)
+	}
+	miss := writeCase(t, "FROM "+base+"\nRUN echo two > /two\n", map[string]string{})
+	if out, code := unprivileged(miss); code == 0 || !strings.Contains(out, "chroot isolation needs the naive snapshotter") {
+		t.Errorf("build with a RUN to run without CAP_SYS_ADMIN on an overlay store: exit %d, want the snapshotter error\n%s", code, out)
+	}
+}

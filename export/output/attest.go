@@ -114,14 +114,15 @@ func subjectDescriptor(img v1.Image) (v1.Descriptor, error) {
 
 // withAttestations returns the image index that carries img and its
 // attestation manifest b (BuildKit's layout: the image, then the
-// attestation manifest with platform unknown/unknown).
-func withAttestations(img v1.Image, desc v1.Descriptor, b *attest.Bundle) (v1.ImageIndex, error) {
+// attestation manifest with platform unknown/unknown). The image's entry
+// gets ann (--annotation manifest-descriptor:).
+func withAttestations(img v1.Image, desc v1.Descriptor, b *attest.Bundle, ann map[string]string) (v1.ImageIndex, error) {
 	att, err := b.Image()
 	if err != nil {
 		return nil, err
 	}
 	return mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
-		mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{MediaType: desc.MediaType, Platform: desc.Platform}},
+		mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{MediaType: desc.MediaType, Platform: desc.Platform, Annotations: ann}},
 		mutate.IndexAddendum{Add: att, Descriptor: b.Descriptor},
 	), nil
 }
@@ -239,7 +240,7 @@ func (e *Exporter) pushAttestations(ctx context.Context, img v1.Image, desc v1.D
 	var idx v1.ImageIndex
 	if e.c.Attest.Store != StoreReferrers {
 		var err error
-		if idx, err = withAttestations(img, desc, b); err != nil {
+		if idx, err = withAttestations(img, desc, b, e.c.DescriptorAnnotations); err != nil {
 			return nil, err
 		}
 	}
@@ -299,14 +300,15 @@ func (a *Attestations) storeName() string {
 // writeOCIAttested writes img and its attestations to an OCI layout
 // archive: with an index store, index.json names the image index holding
 // both; with referrers only, index.json lists the image (named) and its
-// attestation manifest, as the OCI image layout lists referrers.
-func writeOCIAttested(ctx context.Context, w io.Writer, img v1.Image, desc v1.Descriptor, b *attest.Bundle, refName string, index bool) error {
+// attestation manifest, as the OCI image layout lists referrers. The
+// image's entry, in the index or in index.json, gets ann.
+func writeOCIAttested(ctx context.Context, w io.Writer, img v1.Image, desc v1.Descriptor, b *attest.Bundle, refName string, index bool, ann map[string]string) error {
 	if index {
-		idx, err := withAttestations(img, desc, b)
+		idx, err := withAttestations(img, desc, b, ann)
 		if err != nil {
 			return err
 		}
-		return export.WriteOCIIndexArchive(ctx, w, idx, refName, false)
+		return export.WriteOCIIndexArchive(ctx, w, idx, refName, false, nil)
 	}
 	att, err := b.Image()
 	if err != nil {
@@ -316,7 +318,7 @@ func writeOCIAttested(ctx context.Context, w io.Writer, img v1.Image, desc v1.De
 		mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{MediaType: desc.MediaType, Platform: desc.Platform}},
 		mutate.IndexAddendum{Add: att, Descriptor: b.Descriptor},
 	)
-	return export.WriteOCIIndexArchive(ctx, w, idx, refName, true)
+	return export.WriteOCIIndexArchive(ctx, w, idx, refName, true, ann)
 }
 
 // AttachToStore stores the attestations of img (as built, unconverted),
@@ -342,7 +344,7 @@ func (e *Exporter) attestedArtifact(ctx context.Context, a artifact, img v1.Imag
 		return errors.New("attestations in an OCI layout directory are not supported: use tar=true, or --provenance=false --sbom=false")
 	}
 	a.ociTar = func(w io.Writer, ref string) error {
-		return writeOCIAttested(ctx, w, img, desc, b, ref, e.c.Attest.index())
+		return writeOCIAttested(ctx, w, img, desc, b, ref, e.c.Attest.index(), e.c.DescriptorAnnotations)
 	}
 	return a
 }

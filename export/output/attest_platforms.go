@@ -91,7 +91,7 @@ func (e *Exporter) attestedIndexArtifact(ctx context.Context, a artifact, idx v1
 		if top, err = withPlatformAttestations(top, bundles); err != nil {
 			return err
 		}
-		return export.WriteOCIIndexArchive(ctx, w, top, ref, true)
+		return export.WriteOCIIndexArchive(ctx, w, top, ref, true, e.c.DescriptorAnnotations)
 	}
 	return a
 }
@@ -141,7 +141,7 @@ func (e *Exporter) AttachPlatformsToStore(ctx context.Context, images []export.P
 	if !e.c.Attest.any() {
 		return nil, nil
 	}
-	idx, err := export.AssembleIndex(images)
+	idx, err := export.AssembleIndex(images, e.c.IndexAnnotations)
 	if err != nil {
 		return nil, err
 	}

@@ -62,6 +62,14 @@ type Config struct {
 	// written to the store, an OCI archive or a registry (a docker
 	// archive cannot carry them).
 	Attest *Attestations
+	// IndexAnnotations go on a multi-platform build's index (--annotation
+	// index:), wherever it is written or pushed.
+	IndexAnnotations map[string]string
+	// DescriptorAnnotations go on the image's or index's entry in an OCI
+	// layout's index.json (--annotation manifest-descriptor: for one
+	// platform, index-descriptor: for several), as BuildKit's oci
+	// exporter writes them; other outputs have no place for them.
+	DescriptorAnnotations map[string]string
 }
 
 // Exporter writes one build's image to its outputs. Converted variants of
@@ -165,7 +173,7 @@ func (e *Exporter) write(ctx context.Context, s Spec, img v1.Image, tags []strin
 			return nil, err
 		}
 	}
-	a := imageArtifact(ctx, img)
+	a := imageArtifact(ctx, img, e.c.DescriptorAnnotations)
 	if att != nil {
 		a = e.attestedArtifact(ctx, a, img, desc, att)
 	}
@@ -203,12 +211,15 @@ type artifact struct {
 	attach func() error
 }
 
-// imageArtifact writes img, which the store already holds.
-func imageArtifact(ctx context.Context, img v1.Image) artifact {
+// imageArtifact writes img, which the store already holds; its entry in an
+// OCI layout's index.json gets ann.
+func imageArtifact(ctx context.Context, img v1.Image, ann map[string]string) artifact {
 	return artifact{ociWhat: "image", dockerWhat: "image",
 		store:  img.Digest,
-		ociDir: func(dir, ref string) error { return export.WriteOCIDir(ctx, dir, img, ref) },
-		ociTar: func(w io.Writer, ref string) error { return export.WriteOCIArchive(ctx, w, img, ref) },
+		ociDir: func(dir, ref string) error { return export.WriteOCIDir(ctx, dir, img, ref, ann) },
+		ociTar: func(w io.Writer, ref string) error {
+			return export.WriteOCIArchiveImages(ctx, w, []export.NamedImage{{Image: img, RefName: ref, Annotations: ann}})
+		},
 		docker: func(w io.Writer, names []string) error { return export.WriteDockerArchive(ctx, w, img, names) },
 	}
 }

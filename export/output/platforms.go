@@ -32,7 +32,7 @@ func (e *Exporter) ExportPlatforms(ctx context.Context, specs []Spec, images []e
 		}
 	}
 	if first == nil {
-		idx, err := export.AssembleIndex(images)
+		idx, err := export.AssembleIndex(images, e.c.IndexAnnotations)
 		if err != nil {
 			return nil, err
 		}
@@ -68,14 +68,20 @@ func (e *Exporter) writePlatforms(ctx context.Context, s Spec, images []export.P
 		return nil, nil
 	}
 	conv := make([]export.PlatformImage, len(images))
+	co := s.Convert
+	if co.MediaTypes == export.MediaTypesDocker && e.annotated(images) {
+		// A Docker manifest list has no annotations: BuildKit switches too.
+		e.c.Progress("forcibly turning on oci-mediatype mode for annotations")
+		co.MediaTypes = export.MediaTypesOCI
+	}
 	for i, pi := range images {
-		img, err := e.image(ctx, pi.Image, s.Convert)
+		img, err := e.image(ctx, pi.Image, co)
 		if err != nil {
 			return nil, err
 		}
-		conv[i] = export.PlatformImage{Platform: pi.Platform, Image: img}
+		conv[i] = export.PlatformImage{Platform: pi.Platform, Image: img, Annotations: pi.Annotations}
 	}
-	idx, err := export.AssembleIndex(conv)
+	idx, err := export.AssembleIndex(conv, e.c.IndexAnnotations)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +97,7 @@ func (e *Exporter) writePlatforms(ctx context.Context, s Spec, images []export.P
 			return nil, err
 		}
 	}
-	a := indexArtifact(ctx, e.c, out, conv)
+	a := indexArtifact(ctx, e.c, out, conv, e.c.DescriptorAnnotations)
 	if len(bundles) > 0 {
 		a = e.attestedIndexArtifact(ctx, a, idx, bundles)
 	}
@@ -112,14 +118,23 @@ func (e *Exporter) writePlatforms(ctx context.Context, s Spec, images []export.P
 }
 
 // indexArtifact writes idx, whose images are images, storing it in c's
-// store when tagged.
-func indexArtifact(ctx context.Context, c Config, idx v1.ImageIndex, images []export.PlatformImage) artifact {
+// store when tagged; its entry in an OCI layout's index.json gets ann.
+func indexArtifact(ctx context.Context, c Config, idx v1.ImageIndex, images []export.PlatformImage, ann map[string]string) artifact {
 	return artifact{ociWhat: "image index", dockerWhat: fmt.Sprintf("images of %d platforms", len(images)),
 		store:  func() (v1.Hash, error) { return export.WriteIndex(ctx, c.Store, idx) },
-		ociDir: func(dir, ref string) error { return export.WriteOCIIndexDir(ctx, dir, idx, ref) },
-		ociTar: func(w io.Writer, ref string) error { return export.WriteOCIIndexArchive(ctx, w, idx, ref, false) },
+		ociDir: func(dir, ref string) error { return export.WriteOCIIndexDir(ctx, dir, idx, ref, ann) },
+		ociTar: func(w io.Writer, ref string) error { return export.WriteOCIIndexArchive(ctx, w, idx, ref, false, ann) },
 		docker: func(w io.Writer, names []string) error { return export.WriteDockerIndexArchive(ctx, w, images, names) },
 	}
+}
+
+// annotated reports whether the index of images carries annotations.
+func (e *Exporter) annotated(images []export.PlatformImage) bool {
+	n := len(e.c.IndexAnnotations)
+	for _, pi := range images {
+		n += len(pi.Annotations)
+	}
+	return n > 0
 }
 
 // push sends an image or an index to names.

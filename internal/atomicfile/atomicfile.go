@@ -43,7 +43,25 @@ func WriteFile(path string, data []byte, perm fs.FileMode) error {
 
 // Write replaces path with what fn writes, as WriteFile does. When fn or
 // any step fails, path is left as it was and the temporary file removed.
-func Write(path string, perm fs.FileMode, fn func(io.Writer) error) (err error) {
+func Write(path string, perm fs.FileMode, fn func(io.Writer) error) error {
+	return write(path, perm, true, fn)
+}
+
+// WriteFileNoSync replaces path with data as WriteFile does, atomically for
+// every reader while the machine runs, but syncs nothing: after a power
+// loss or a kernel crash the path may hold the old content, the new, or
+// (the data not yet written back) an empty or partial file. It is for
+// files that something later syncs (a syncfs of the file system) or whose
+// loss a reader tolerates; it saves an fsync of the file and one of the
+// directory.
+func WriteFileNoSync(path string, data []byte, perm fs.FileMode) error {
+	return write(path, perm, false, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+func write(path string, perm fs.FileMode, durable bool, fn func(io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, TempPrefix+filepath.Base(path)+"-*")
 	if err != nil {
@@ -58,7 +76,7 @@ func Write(path string, perm fs.FileMode, fn func(io.Writer) error) (err error) 
 	if err == nil {
 		err = fn(f)
 	}
-	if err == nil {
+	if err == nil && durable {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -69,6 +87,9 @@ func Write(path string, perm fs.FileMode, fn func(io.Writer) error) (err error) 
 	}
 	if err := os.Rename(f.Name(), path); err != nil {
 		return err
+	}
+	if !durable {
+		return nil
 	}
 	return syncDir(dir)
 }

@@ -7,12 +7,13 @@
 // loopback: pasta runs with --no-map-gw and without port forwards,
 // slirp4netns with --disable-host-loopback.
 //
-// The NAT is not the builder's direct child: pasta drops its capabilities,
+// Pasta is not the builder's direct child: it drops its capabilities,
 // which clears its parent-death signal, so it would outlive a builder
 // killed with SIGKILL. A small guard (the builder binary again:
 // sandbox.Reexec calls GuardMain when IsGuard) starts it, reports when it
 // is ready, and kills it by PID and reaps it as soon as its stdin reaches
-// EOF, which happens however the builder ends.
+// EOF, which happens however the builder ends. slirp4netns needs no guard
+// (see startSlirp): it watches a pipe that closes when the builder ends.
 package nat
 
 import (
@@ -153,16 +154,20 @@ type Process struct {
 	stop *os.File // the guard's stdin; closing it stops the NAT
 }
 
-// Start starts n's guard for the network namespace of process pid and
-// returns once the namespace is configured. The caller must call close on
-// the result, on every path. Every binary that calls it must start with
-// sandbox.Reexec, which runs the guard.
+// Start starts n (pasta through its guard, slirp4netns directly) for the
+// network namespace of process pid and returns once the namespace is
+// configured. The caller must call close on the result, on every path.
+// Every binary that calls it must start with sandbox.Reexec, which runs the
+// guard.
 func Start(ctx context.Context, n NAT, pid int) (*Process, error) {
 	ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
 	if err != nil {
 		return nil, fmt.Errorf("start %s: open network namespace: %w", n.Tool, err)
 	}
 	defer ns.Close()
+	if n.Tool == Slirp4netns {
+		return startSlirp(ctx, n, ns)
+	}
 	stopR, stopW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", n.Tool, err)

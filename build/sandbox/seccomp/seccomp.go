@@ -26,13 +26,10 @@ package seccomp
 //go:generate go run ./internal/seccompgen/cmd/seccompgen -o seccomp_gen.go
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -59,50 +56,14 @@ var DefaultCapabilities = []int{
 // returns nil where the kernel cannot notify (before Linux 5.5, or with a
 // listener already on the thread's filters): then the rules refuse instead.
 func Install(chrootSignals bool) (listener *os.File, err error) {
-	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		return nil, fmt.Errorf("set no_new_privs: %w", err)
-	}
-	profile, ok := seccompDefaultProfile(runtime.GOARCH)
-	if !ok {
-		return nil, nil
-	}
-	kernel, err := kernelVersion()
+	f, err := Compile(chrootSignals)
 	if err != nil {
-		return nil, fmt.Errorf("load seccomp filter: %w", err)
-	}
-	// SECCOMP_USER_NOTIF_FLAG_CONTINUE, which the listener's server answers
-	// with, came in Linux 5.5.
-	if chrootSignals && kernelAtLeast(kernel, [2]uint8{5, 5}) {
-		fd, err := load(withChrootRules(profile, true), kernel, unix.SECCOMP_FILTER_FLAG_NEW_LISTENER)
-		if err == nil {
-			return os.NewFile(uintptr(fd), "seccomp listener"), nil
+		if perr := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); perr != nil {
+			return nil, fmt.Errorf("set no_new_privs: %w", perr)
 		}
-		if !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.EINVAL) {
-			return nil, err
-		}
+		return nil, err
 	}
-	if chrootSignals {
-		profile = withChrootRules(profile, false)
-	}
-	_, err = load(profile, kernel, 0)
-	return nil, err
-}
-
-// load compiles profile for kernel and loads it on the calling
-// thread with flags, returning what seccomp(2) returns (with
-// SECCOMP_FILTER_FLAG_NEW_LISTENER, the listener fd).
-func load(profile seccompProfile, kernel [2]uint8, flags uintptr) (int, error) {
-	prog, err := seccompProgram(profile, kernel)
-	if err != nil {
-		return -1, err
-	}
-	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(&fprog)))
-	runtime.KeepAlive(prog)
-	if errno != 0 {
-		return -1, fmt.Errorf("load seccomp filter: %w", errno)
-	}
-	return int(r), nil
+	return InstallFilters(f)
 }
 
 // kernelVersion returns the running kernel's major and minor version.
