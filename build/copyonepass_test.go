@@ -1,0 +1,231 @@
+package build
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
+)
+
+// TestCopyOnePassSameLayers builds cases with COPY in one pass and with
+// every COPY copied into a snapshot, each in its own store on the same
+// base, and compares the layers of their COPY and ADD steps: they must be
+// the same blobs. A layer that also differs between two builds without
+// the one pass (a COPY into a directory a RUN made at build time) is not
+// compared. The cases are onePassContext's and, unless -short, every
+// conformance case that builds alone; enough COPY steps must have taken
+// the one pass for the comparison to mean something.
+func TestCopyOnePassSameLayers(t *testing.T) {
+	var onePass atomic.Int64
+	compare := func(t *testing.T, prepare func(t *testing.T) string, opts func(f *fixture, dir string) []func(*Options)) {
+		a := newFixture(t)
+		dirA := prepare(t)
+		resA, logA := a.mustBuild(dirA, opts(a, dirA)...)
+		onePass.Add(a.b.onePassCopies.Load())
+		old := func() (*Result, string) {
+			f := newFixture(t)
+			f.base = a.base
+			f.b.noOnePass = true
+			dir := prepare(t)
+			res, log := f.mustBuild(dir, opts(f, dir)...)
+			if n := f.b.onePassCopies.Load(); n != 0 {
+				t.Fatalf("%d COPY steps took the one pass with it turned off", n)
+			}
+			return res, log
+		}
+		resB, logB := old()
+		la, lb := copyLayers(t, resA), copyLayers(t, resB)
+		var resC *Result
+		for i := range la {
+			if i >= len(lb) || la[i] == lb[i] {
+				continue
+			}
+			if resC == nil {
+				resC, _ = old()
+			}
+			if lc := copyLayers(t, resC); i < len(lc) && lc[i] == lb[i] {
+				t.Errorf("layer %d (%s) differs: %s in one pass, %s through a snapshot\none pass:\n%s\nsnapshot:\n%s",
+					i, la[i].createdBy, la[i].diffID, lb[i].diffID, logA, logB)
+			}
+		}
+		if len(la) != len(lb) {
+			t.Errorf("%d COPY layers in one pass, %d through a snapshot", len(la), len(lb))
+		}
+	}
+	t.Run("hostile-context", func(t *testing.T) {
+		compare(t, onePassContext, func(*fixture, string) []func(*Options) { return nil })
+	})
+	if _, err := os.Stat(conformanceDir); err == nil && !testing.Short() {
+		t.Run("conformance", func(t *testing.T) {
+			for _, c := range conformanceCases(t) {
+				if c.Base != "" || len(c.Env) > 0 || len(c.Contexts) > 0 || c.Expect.Error != "" {
+					continue // built on another case's image, needs the process env or named contexts, or fails by design
+				}
+				dt, err := os.ReadFile(filepath.Join(conformanceDir, c.Name, c.Dockerfile))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(string(dt), "COPY") && !strings.Contains(string(dt), "ADD") {
+					continue
+				}
+				t.Run(c.Name, func(t *testing.T) {
+					t.Parallel()
+					compare(t, func(t *testing.T) string { return c.prepare(t) }, func(f *fixture, dir string) []func(*Options) {
+						o := c.options(f, dir)
+						return []func(*Options){func(x *Options) {
+							x.BuildArgs, x.Target, x.Network, x.Platform, x.Secrets, x.Allow = o.BuildArgs, o.Target, o.Network, o.Platform, o.Secrets, o.Allow
+							x.Dockerfile = o.Dockerfile
+						}}
+					})
+				})
+			}
+		})
+	}
+	min := int64(5)
+	if !testing.Short() {
+		min = 40
+	}
+	if n := onePass.Load(); n < min {
+		t.Errorf("%d COPY steps took the one pass, want at least %d", n, min)
+	}
+}
+
+type copyLayer struct {
+	createdBy string
+	diffID    v1.Hash
+}
+
+// TestCopyOnePassSameErrors checks that a COPY the one pass leaves to
+// the copy into a snapshot fails there with that path's error: a file
+// named like a whiteout, and a source symlink that leads out of the
+// context.
+func TestCopyOnePassSameErrors(t *testing.T) {
+	for name, c := range map[string]struct{ link, file, want string }{
+		"whiteout name": {file: "wh/.wh.x", want: "a file named like a whiteout cannot be stored in a layer"},
+		"link out":      {link: "../../../etc", want: "not found"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			for _, noOnePass := range []bool{false, true} {
+				f := newFixture(t)
+				f.b.noOnePass = noOnePass
+				dir := t.TempDir()
+				ctx := filepath.Join(dir, "context")
+				must(t, os.MkdirAll(filepath.Join(ctx, "wh"), 0o755))
+				src := "wh"
+				if c.file != "" {
+					must(t, os.WriteFile(filepath.Join(ctx, c.file), []byte("x"), 0o644))
+				}
+				if c.link != "" {
+					must(t, os.Symlink(c.link, filepath.Join(ctx, "link")))
+					src = "link/passwd"
+				}
+				must(t, os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("ARG BASE\nFROM $BASE\nCOPY "+src+" /dst\n"), 0o644))
+				_, log, err := f.build(dir)
+				if err == nil || !strings.Contains(err.Error(), c.want) {
+					t.Errorf("noOnePass=%v: error %v, want one containing %q\n%s", noOnePass, err, c.want, log)
+				}
+				if n := f.b.onePassCopies.Load(); n != 0 {
+					t.Errorf("noOnePass=%v: %d layers written in one pass", noOnePass, n)
+				}
+			}
+		})
+	}
+}
+
+// copyLayers lists the layers of res's image made by COPY and ADD steps,
+// in order.
+func copyLayers(t *testing.T, res *Result) []copyLayer {
+	t.Helper()
+	img := res.Image
+	if img == nil {
+		if len(res.Images) == 0 {
+			return nil
+		}
+		img = res.Images[0].Image
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []copyLayer
+	layer := 0
+	for _, h := range cf.History {
+		if h.EmptyLayer {
+			continue
+		}
+		if layer >= len(cf.RootFS.DiffIDs) {
+			t.Fatalf("history has more layers than rootfs (%d)", len(cf.RootFS.DiffIDs))
+		}
+		if strings.HasPrefix(h.CreatedBy, "COPY ") || strings.HasPrefix(h.CreatedBy, "ADD ") {
+			out = append(out, copyLayer{createdBy: h.CreatedBy, diffID: cf.RootFS.DiffIDs[layer]})
+		}
+		layer++
+	}
+	return out
+}
+
+// onePassContext makes a case whose COPY steps meet what the one pass must
+// get right or leave to the copy into a snapshot: symlinks pointing out of
+// the context, hard links, a fifo, an xattr, a whiteout-like name, setuid
+// and 0700 modes, --chmod, --chown, --exclude, an existing destination,
+// and steps after them that need the files (a RUN, COPY --from).
+func onePassContext(t *testing.T) string {
+	dir := t.TempDir()
+	ctx := filepath.Join(dir, "context")
+	files := map[string]string{
+		"app/a.txt": "alpha\n", "app/sub/b.txt": "bravo\n", "app/run.sh": "#!/bin/sh\necho hi\n",
+		"app/c.bin": "\x00\x01", "weird/plain": "p", "attr/x": "x", "one.txt": "one\n",
+	}
+	for p, s := range files {
+		must(t, os.MkdirAll(filepath.Dir(filepath.Join(ctx, p)), 0o755))
+		must(t, os.WriteFile(filepath.Join(ctx, p), []byte(s), 0o644))
+	}
+	must(t, unix.Chmod(filepath.Join(ctx, "app/run.sh"), 0o4755))
+	must(t, os.Chmod(filepath.Join(ctx, "app/sub"), 0o700))
+	must(t, os.Link(filepath.Join(ctx, "app/a.txt"), filepath.Join(ctx, "app/sub/a-link")))
+	must(t, os.Symlink("../../../../../etc/passwd", filepath.Join(ctx, "app/out")))
+	must(t, os.Symlink("/", filepath.Join(ctx, "app/root")))
+	must(t, mkfifo(filepath.Join(ctx, "weird/fifo")))
+	must(t, setxattr(filepath.Join(ctx, "attr/x"), "user.k", "v"))
+	dockerfile := `ARG BASE
+FROM $BASE AS src
+COPY app /app
+RUN test -u /app/run.sh && cat /app/a.txt > /out
+FROM $BASE
+COPY . /all
+COPY app /app
+COPY --chmod=0700 --chown=1:2 app /owned/
+COPY --chmod=u+x,g-r app /sym
+COPY --exclude=*.bin app /noexe
+COPY one.txt /single
+COPY app /bin/
+COPY weird /weird
+COPY attr /attr
+RUN cat /app/a.txt /single /app/sub/a-link > /out && test -u /app/run.sh && test -L /app/out && test -p /weird/fifo
+COPY --from=src /app /fromsrc
+COPY --from=src /out /out2
+`
+	must(t, os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644))
+	// Every build gets the same times, so that builds can be compared.
+	stamp := conformanceMtime.Format("200601021504.05")
+	if out, err := exec.Command("find", ctx, "-exec", "touch", "-h", "-t", stamp, "{}", "+").CombinedOutput(); err != nil {
+		t.Fatalf("touch context: %v: %s", err, out)
+	}
+	return dir
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mkfifo(p string) error { return unix.Mkfifo(p, 0o644) }
+
+func setxattr(p, k, v string) error { return unix.Lsetxattr(p, k, []byte(v), 0) }
