@@ -38,8 +38,11 @@ func (j *job) copyOnePass(ctx context.Context, st *stageState, cs copySource, re
 		return cache.Record{}, false, nil
 	}
 	owner, fresh, err := j.freshTopLevel(ctx, st, name, chown)
-	if err != nil || !fresh {
+	if err != nil && ctx.Err() != nil {
 		return cache.Record{}, false, err
+	}
+	if err != nil || !fresh {
+		return cache.Record{}, false, nil // the copy into a snapshot meets (and reports) the same
 	}
 	req.Chown = owner
 	var epoch *int64
