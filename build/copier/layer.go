@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,6 +64,12 @@ func WriteLayer(ctx context.Context, src Source, req Request, aw *archive.Writer
 	}
 	it := sel.items[0]
 	lw := &layerWriter{src: src, req: req, mode: mode, aw: aw, links: map[string]string{}}
+	if lw.uids, err = readIDMap("/proc/self/uid_map"); err != nil {
+		return ErrNotOnePass
+	}
+	if lw.gids, err = readIDMap("/proc/self/gid_map"); err != nil {
+		return ErrNotOnePass
+	}
 	wk := newWalker(ctx, src.Ignore, sel.exclude, lw)
 	if !it.isDir() {
 		if destIsDirSyntax(req.Dest) {
@@ -97,6 +105,9 @@ type layerWriter struct {
 	aw     *archive.Writer
 	prefix string            // the destination directory of a directory item; "" for a file item
 	links  map[string]string // node id → layer path of the first copy, as writer.links
+	// uids and gids are the ranges of this user namespace: an owner
+	// outside them is one Copy's chown would fail on.
+	uids, gids []idRange
 }
 
 func (l *layerWriter) layerPath(n *node) string {
@@ -114,8 +125,13 @@ func (l *layerWriter) owner(n *node) (int, int) {
 	return (&writer{src: l.src, req: l.req}).owner(&n.st)
 }
 
+// header is the entry of n with its owner and mode, or nil when the owner
+// is not mapped in this user namespace.
 func (l *layerWriter) header(n *node, typ byte, mode uint32) *tar.Header {
 	uid, gid := l.owner(n)
+	if !mapped(l.uids, uid) || !mapped(l.gids, gid) {
+		return nil
+	}
 	return &tar.Header{Typeflag: typ, Name: l.layerPath(n), Mode: int64(mode), Uid: uid, Gid: gid,
 		ModTime: time.Unix(n.st.Mtim.Unix())}
 }
@@ -138,11 +154,18 @@ func (l *layerWriter) enterDir(n *node) error {
 		// The item's destination: made by Copy with the created owner and
 		// mode; only the source's times are set on it.
 		uid, gid := (&writer{req: l.req}).createdOwner()
+		if !mapped(l.uids, uid) || !mapped(l.gids, gid) {
+			return ErrNotOnePass
+		}
 		h := &tar.Header{Typeflag: tar.TypeDir, Name: l.prefix, Mode: int64(l.mode.createdPerm()), Uid: uid, Gid: gid,
 			ModTime: time.Unix(n.st.Mtim.Unix())}
 		return l.aw.WriteEntry(h, nil)
 	}
-	return l.aw.WriteEntry(l.header(n, tar.TypeDir, l.mode.apply(n.st.Mode, true)), nil)
+	h := l.header(n, tar.TypeDir, l.mode.apply(n.st.Mode, true))
+	if h == nil {
+		return ErrNotOnePass
+	}
+	return l.aw.WriteEntry(h, nil)
 }
 
 func (l *layerWriter) leaveDir(*node) error { return nil }
@@ -154,6 +177,9 @@ func (l *layerWriter) leaf(n *node) error {
 	switch n.st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		h := l.header(n, tar.TypeReg, l.mode.apply(n.st.Mode, false))
+		if h == nil {
+			return ErrNotOnePass
+		}
 		if n.linkOf != "" {
 			if first, ok := l.links[n.linkOf]; ok {
 				h.Typeflag, h.Linkname = tar.TypeLink, first
@@ -177,10 +203,48 @@ func (l *layerWriter) leaf(n *node) error {
 		return nil
 	case unix.S_IFLNK:
 		h := l.header(n, tar.TypeSymlink, 0o777)
+		if h == nil {
+			return ErrNotOnePass
+		}
 		h.Linkname = n.target
 		return l.aw.WriteEntry(h, nil)
 	}
 	// Devices, fifos and sockets: made by mknod, refused or replaced by
 	// the destination; left to Copy.
 	return ErrNotOnePass
+}
+
+// idRange is one line of /proc/self/uid_map: IDs inside the namespace
+// from start, count of them.
+type idRange struct{ start, count uint64 }
+
+func readIDMap(file string) ([]idRange, error) {
+	dt, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var out []idRange
+	for _, line := range strings.Split(strings.TrimSpace(string(dt)), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		start, err1 := strconv.ParseUint(f[0], 10, 32)
+		count, err2 := strconv.ParseUint(f[2], 10, 64)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("parse %s: %q", file, line)
+		}
+		out = append(out, idRange{start, count})
+	}
+	return out, nil
+}
+
+// mapped reports whether id lies in one of the ranges.
+func mapped(ranges []idRange, id int) bool {
+	for _, r := range ranges {
+		if id >= 0 && uint64(id) >= r.start && uint64(id)-r.start < r.count {
+			return true
+		}
+	}
+	return false
 }

@@ -131,3 +131,22 @@ func listTar(layer []byte) string {
 		fmt.Fprintf(&b, "%c %s %o %d:%d %d %s %q %v\n", h.Typeflag, h.Name, h.Mode, h.Uid, h.Gid, h.Size, h.ModTime.UTC().Format("2006-01-02T15:04:05"), h.Linkname, h.PAXRecords)
 	}
 }
+
+// TestIDMap checks the owner test WriteLayer makes in a user namespace (a
+// rootless builder's, here its uid_map): IDs outside the ranges are ones
+// Copy's chown fails on, so the one pass must leave them to it.
+func TestIDMap(t *testing.T) {
+	ranges, err := readIDMap("testdata/uid_map.rootless")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[int]bool{0: true, 1: true, 1000: true, 65536: true, 65537: false, -1: false, 1 << 31: false} {
+		if got := mapped(ranges, id); got != want {
+			t.Errorf("mapped(%d) = %v, want %v", id, got, want)
+		}
+	}
+	ranges, err = readIDMap("/proc/self/uid_map")
+	if err != nil || !mapped(ranges, 0) {
+		t.Errorf("this namespace's map %v (%v) does not map root", ranges, err)
+	}
+}
