@@ -11,10 +11,12 @@ import (
 	"strings"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
 	"builder/build/cache"
 	"builder/build/copier"
+	"builder/build/progress"
 	"builder/snapshot"
 	"builder/snapshot/archive"
 	"builder/snapshot/content"
@@ -29,7 +31,7 @@ import (
 // here never makes it. It reports false, having stored nothing, when the
 // step needs the destination tree; the caller then copies into a snapshot
 // as before. The layer is byte for byte the one that path gives.
-func (j *job) copyOnePass(ctx context.Context, st *stageState, cs copySource, req copier.Request, chown string, key cache.Key, pre []byte) (cache.Record, bool, error) {
+func (j *job) copyOnePass(ctx context.Context, st *stageState, cs copySource, req copier.Request, chown string, key cache.Key, pre []byte, prev v1.Hash, sp *progress.Step) (cache.Record, bool, error) {
 	if j.b.noOnePass || req.Add || req.Parents {
 		return cache.Record{}, false, nil
 	}
@@ -50,6 +52,7 @@ func (j *job) copyOnePass(ctx context.Context, st *stageState, cs copySource, re
 		e := j.o.Epoch.Unix()
 		epoch = &e
 	}
+	var stats content.LayerStats
 	info, err := j.b.store.WriteLayer(ctx, func(w io.Writer) error {
 		aw := archive.NewWriter(w, epoch)
 		err := j.withSource(ctx, cs, nil, func(src copier.Source, _ string) error {
@@ -59,7 +62,7 @@ func (j *job) copyOnePass(ctx context.Context, st *stageState, cs copySource, re
 			return err
 		}
 		return aw.Close()
-	}, content.LayerOptions{})
+	}, content.LayerOptions{Previous: prev, Stats: &stats})
 	if err != nil {
 		if ctx.Err() != nil {
 			return cache.Record{}, false, err
@@ -67,6 +70,10 @@ func (j *job) copyOnePass(ctx context.Context, st *stageState, cs copySource, re
 		// ErrNotOnePass, or an error that the copy into a snapshot
 		// reports in its own words: either way that path decides.
 		return cache.Record{}, false, nil
+	}
+	if stats.Reused > 0 && sp != nil {
+		sp.Note(fmt.Sprintf("layer: %d of %d gzip members (%.1f MiB) reused from the last build of this step",
+			stats.Reused, stats.Members, float64(stats.ReusedBytes)/(1<<20)))
 	}
 	rec := cache.Record{Key: key, DiffID: info.DiffID, Digest: info.Digest, Size: info.Size, MediaType: info.MediaType,
 		Created: time.Now().UTC(), Preimage: json.RawMessage(pre)}

@@ -1,6 +1,8 @@
 package build
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,8 +59,8 @@ func TestCopyOnePassSameLayers(t *testing.T) {
 				resC, _ = old()
 			}
 			if lc := copyLayers(t, resC); i < len(lc) && lc[i] == lb[i] {
-				t.Errorf("layer %d (%s) differs: %s in one pass, %s through a snapshot\none pass:\n%s\nsnapshot:\n%s",
-					i, la[i].createdBy, la[i].diffID, lb[i].diffID, logA, logB)
+				t.Errorf("layer %d (%s) differs: %s (blob %s) in one pass, %s (blob %s) through a snapshot\none pass:\n%s\nsnapshot:\n%s",
+					i, la[i].createdBy, la[i].diffID, la[i].digest, lb[i].diffID, lb[i].digest, logA, logB)
 			}
 		}
 		if len(la) != len(lb) {
@@ -105,8 +107,44 @@ func TestCopyOnePassSameLayers(t *testing.T) {
 }
 
 type copyLayer struct {
-	createdBy string
-	diffID    v1.Hash
+	createdBy      string
+	diffID, digest v1.Hash
+}
+
+// TestCopyOnePassReusesMembers checks that a COPY in one pass, rebuilt
+// after a one-file change, reuses the unchanged gzip members of its last
+// layer as the copy into a snapshot does, and gives the same blob as a
+// cold build of the changed context.
+func TestCopyOnePassReusesMembers(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	ctx := filepath.Join(dir, "context")
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for i := range 40 {
+		p := filepath.Join(ctx, fmt.Sprintf("d%d", i%4), fmt.Sprintf("f%02d", i))
+		must(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		buf := make([]byte, 200<<10)
+		for k := range buf {
+			buf[k] = byte(rnd.Uint32())
+		}
+		must(t, os.WriteFile(p, buf, 0o644))
+	}
+	must(t, os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("ARG BASE\nFROM $BASE\nCOPY . /app\n"), 0o644))
+	f.mustBuild(dir)
+	must(t, os.WriteFile(filepath.Join(ctx, "d1", "f05"), []byte("changed"), 0o644))
+	res, log := f.mustBuild(dir)
+	if !strings.Contains(log, "reused from the last build of this step") {
+		t.Errorf("no gzip member reused:\n%s", log)
+	}
+	if n := f.b.onePassCopies.Load(); n != 2 {
+		t.Errorf("%d COPY steps in one pass, want 2", n)
+	}
+	cold := newFixture(t)
+	cold.base = f.base
+	resCold, _ := cold.mustBuild(dir)
+	if a, b := copyLayers(t, res), copyLayers(t, resCold); len(a) != 1 || len(b) != 1 || a[0] != b[0] {
+		t.Errorf("rebuilt layer %v, cold %v", a, b)
+	}
 }
 
 // TestCopyOnePassSameErrors checks that a COPY the one pass leaves to
@@ -161,6 +199,10 @@ func copyLayers(t *testing.T, res *Result) []copyLayer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var out []copyLayer
 	layer := 0
 	for _, h := range cf.History {
@@ -171,7 +213,11 @@ func copyLayers(t *testing.T, res *Result) []copyLayer {
 			t.Fatalf("history has more layers than rootfs (%d)", len(cf.RootFS.DiffIDs))
 		}
 		if strings.HasPrefix(h.CreatedBy, "COPY ") || strings.HasPrefix(h.CreatedBy, "ADD ") {
-			out = append(out, copyLayer{createdBy: h.CreatedBy, diffID: cf.RootFS.DiffIDs[layer]})
+			d, err := ls[layer].Digest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, copyLayer{createdBy: h.CreatedBy, diffID: cf.RootFS.DiffIDs[layer], digest: d})
 		}
 		layer++
 	}

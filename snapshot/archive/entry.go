@@ -20,7 +20,15 @@ func (w *Writer) WriteEntry(h *tar.Header, r io.Reader) error {
 	if h.Typeflag != tar.TypeReg || h.Size == 0 {
 		return nil
 	}
-	if _, err := io.CopyN(w.tw, r, h.Size); err != nil {
+	if w.buf == nil {
+		w.buf = make([]byte, copyBufSize)
+	}
+	// Only Read, as in Add: large reads, large writes to the compressor.
+	n, err := io.CopyBuffer(w.tw, struct{ io.Reader }{io.LimitReader(r, h.Size)}, w.buf)
+	if err == nil && n < h.Size {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
 		return fmt.Errorf("copy %s: %w", h.Name, err)
 	}
 	return nil
