@@ -192,6 +192,9 @@ type job struct {
 	images   map[imageKey]*baseImage // images resolved so far; see image
 	nctx     namedState              // named contexts resolved so far
 	rec      *recorder               // what provenance will name
+	// platformGiven is set when the build names its platforms (--platform):
+	// the image then says the target platform whatever its base's is.
+	platformGiven bool
 }
 
 type stageFuture struct {
@@ -335,7 +338,8 @@ func (b *Builder) Build(ctx context.Context, g *parser.Graph, o Options) (*Resul
 				return nil, err
 			}
 		}
-		j := &job{b: b, o: jo, g: g, bctx: bctx, progress: o.Progress, runSem: runSem, rec: newRecorder()}
+		j := &job{b: b, o: jo, g: g, bctx: bctx, progress: o.Progress, runSem: runSem, rec: newRecorder(),
+			platformGiven: len(o.Platforms) > 0 || o.Platform.OS != "" || o.Platform.Architecture != ""}
 		defer j.cleanupNamed()
 		if len(platforms) > 1 {
 			j.label = export.PlatformString(p) + " "

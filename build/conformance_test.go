@@ -25,6 +25,7 @@ import (
 	"builder/build/namedctx"
 	"builder/build/progress"
 	"builder/build/secrets"
+	"builder/export"
 )
 
 // conformanceDir holds one directory per conformance case; its README.md
@@ -60,6 +61,8 @@ type conformanceCase struct {
 	Allow []string `json:"allow"`
 	// Platform is the build's target platform (--platform), "os/arch".
 	Platform string `json:"platform"`
+	// Platforms are the target platforms of a build of several.
+	Platforms []string `json:"platforms"`
 	// Secrets maps a secret id to {"file": path relative to the case
 	// directory} or {"env": variable}.
 	Secrets map[string]secrets.Source `json:"secrets"`
@@ -92,6 +95,13 @@ type conformanceExpect struct {
 	NotInImage []string `json:"notInImage"`
 	// Layers is the number of layers the image must have, 0 to not check.
 	Layers int `json:"layers"`
+	// CreatedNotBase asks for a config "created" time other than that of
+	// the base case's image.
+	CreatedNotBase bool `json:"createdNotBase"`
+	// Images are, for a build of several platforms, the expectations of
+	// each image of the index, in order; their platform is checked in the
+	// index ("os/arch[/variant]") and in the config (os/arch).
+	Images []conformanceExpect `json:"images"`
 }
 
 // fileExpect describes one path of the unpacked image.
@@ -185,6 +195,15 @@ func (c conformanceCase) options(f *fixture, dir string) Options {
 		o.BuildArgs["BASE"] = "conformance-" + c.Base
 	}
 	expand := c.placeholders(f)
+	if c.Base != "" {
+		inner, layout := expand, ""
+		expand = func(s string) string {
+			if strings.Contains(s, "{{layout}}") && layout == "" {
+				layout = c.baseLayout(f, dir)
+			}
+			return strings.ReplaceAll(inner(s), "{{layout}}", layout)
+		}
+	}
 	for k, v := range c.BuildArgs {
 		if v == nil {
 			if ev, ok := os.LookupEnv(k); ok { // as the CLI does for --build-arg K
@@ -205,6 +224,13 @@ func (c conformanceCase) options(f *fixture, dir string) Options {
 			f.t.Fatal(err)
 		}
 		o.Platform = *p
+	}
+	for _, s := range c.Platforms {
+		p, err := v1.ParsePlatform(s)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		o.Platforms = append(o.Platforms, *p)
 	}
 	if len(c.Secrets) > 0 {
 		o.Secrets = map[string]secrets.Source{}
@@ -230,6 +256,38 @@ func (c conformanceCase) options(f *fixture, dir string) Options {
 		o.NamedContexts[nc.Key] = nc
 	}
 	return o
+}
+
+// baseLayout writes the base case's image from f's store into an OCI
+// layout directory under dir, as "-o type=oci,tar=false" writes it, and
+// returns "DIR@sha256:…" (the layout pinned by the image's manifest
+// digest) for the {{layout}} placeholder.
+func (c conformanceCase) baseLayout(f *fixture, dir string) string {
+	f.t.Helper()
+	img := c.baseImage(f)
+	d, err := img.Digest()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	lay := filepath.Join(dir, "base-layout")
+	if err := export.WriteOCIDir(context.Background(), lay, img, "conformance-"+c.Base, nil); err != nil {
+		f.t.Fatalf("write the base case's image as an OCI layout: %v", err)
+	}
+	return lay + "@" + d.String()
+}
+
+// baseImage returns the image of c's base case from f's store.
+func (c conformanceCase) baseImage(f *fixture) v1.Image {
+	f.t.Helper()
+	desc, err := f.b.index.Lookup("conformance-" + c.Base)
+	if err != nil {
+		f.t.Fatalf("base case image: %v", err)
+	}
+	img, err := export.LoadImage(f.b.store, desc.Digest)
+	if err != nil {
+		f.t.Fatalf("base case image: %v", err)
+	}
+	return img
 }
 
 // placeholders returns the function that replaces the placeholders of
@@ -366,15 +424,6 @@ func (c conformanceCase) runWith(t *testing.T, f *fixture, mods ...func(*Options
 	if e.NoWarning != "" && strings.Contains(log, e.NoWarning) {
 		t.Errorf("log has %q:\n%s", e.NoWarning, log)
 	}
-	cf, err := res.Image.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := res.Image.RawConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.checkConfig(t, cf, raw)
 	for _, s := range e.NotInImage {
 		if strings.Contains(log, s) {
 			t.Errorf("build log contains %q", s)
@@ -385,8 +434,59 @@ func (c conformanceCase) runWith(t *testing.T, f *fixture, mods ...func(*Options
 			}
 		})
 	}
+	if len(c.Platforms) == 0 {
+		c.checkImage(t, f, res.Image, e)
+		return
+	}
+	if len(res.Images) != len(e.Images) {
+		t.Fatalf("%d images, want %d", len(res.Images), len(e.Images))
+	}
+	for i, pi := range res.Images {
+		p := pi.Platform
+		got := p.OS + "/" + p.Architecture
+		if p.Variant != "" {
+			got += "/" + p.Variant
+		}
+		if want := e.Images[i].Platform; got != want {
+			t.Errorf("index manifest %d is for %s, want %s", i, got, want)
+		}
+		ie := e.Images[i]
+		ie.Platform = strings.Join(strings.SplitN(ie.Platform, "/", 3)[:2], "/") // the config's os/arch
+		c.checkImage(t, f, pi.Image, ie)
+	}
+}
+
+// checkImage checks one image of the case's build against e.
+func (c conformanceCase) checkImage(t *testing.T, f *fixture, img v1.Image, e conformanceExpect) {
+	t.Helper()
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := img.RawConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkConfig(t, e, cf, raw)
+	if e.CreatedNotBase {
+		bcf, err := c.baseImage(f).ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cf.Created.Equal(bcf.Created.Time) {
+			t.Errorf("created = %s, the base image's time", cf.Created.UTC().Format(time.RFC3339Nano))
+		}
+	}
 	if len(e.Files) > 0 || len(e.NotInImage) > 0 {
-		u := unpack(t, res.Image)
+		if cf.OS != "linux" {
+			// umoci unpacks linux images only; the layers are the same.
+			lc := cf.DeepCopy()
+			lc.OS = "linux"
+			if img, err = mutate.ConfigFile(img, lc); err != nil {
+				t.Fatal(err)
+			}
+		}
+		u := unpack(t, img)
 		for _, s := range e.NotInImage {
 			forEachFile(t, u.rootfs, func(p string, dt []byte) {
 				if strings.Contains(string(dt), s) {
@@ -408,9 +508,8 @@ func (c conformanceCase) runWith(t *testing.T, f *fixture, mods ...func(*Options
 // checkConfig compares the image config: the raw JSON for the fields of
 // expect.config (v1.ConfigFile drops some, e.g. Healthcheck.StartInterval),
 // the parsed config for the rest.
-func (c conformanceCase) checkConfig(t *testing.T, cf *v1.ConfigFile, raw []byte) {
+func checkConfig(t *testing.T, e conformanceExpect, cf *v1.ConfigFile, raw []byte) {
 	t.Helper()
-	e := c.Expect
 	var top struct {
 		Config map[string]json.RawMessage `json:"config"`
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -232,7 +233,23 @@ func (j *job) commitImage(ctx context.Context, st *stageState, tag bool) (*Resul
 		cfg.Config.Labels[k] = j.o.Labels[k]
 	}
 	cfg.RootFS = v1.RootFS{Type: "layers", DiffIDs: st.diffIDs()}
-	if cfg.OS == "" {
+	switch {
+	case j.platformGiven:
+		// As BuildKit: a build given its platform makes an image of that
+		// platform, also from a base of another (FROM --platform).
+		t := j.o.Platform
+		same := cfg.OS == t.OS && cfg.Architecture == t.Architecture
+		cfg.OS, cfg.Architecture = t.OS, t.Architecture
+		if t.Variant != "" || !same {
+			cfg.Variant = t.Variant
+		}
+		if t.OSVersion != "" || !same {
+			cfg.OSVersion = t.OSVersion
+		}
+		if t.OSFeatures != nil {
+			cfg.OSFeatures = slices.Clone(t.OSFeatures)
+		}
+	case cfg.OS == "":
 		cfg.OS = j.o.Platform.OS
 		cfg.Architecture = j.o.Platform.Architecture
 	}

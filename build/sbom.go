@@ -30,11 +30,11 @@ const (
 	scanSource = "/run/src/core/sbom"
 	scanOut    = "/run/out"
 	scanExtras = "/run/src/extras"
-	// MaxSBOMSize bounds one SPDX document a scanner writes; its
-	// statement (the document and the subjects) must stay within
+	// MaxSBOMSize bounds one statement a scanner writes; the statement
+	// builder makes of its predicate (with the subjects) must stay within
 	// attest.MaxStatementSize to be read back.
 	MaxSBOMSize = attest.MaxStatementSize - 1<<20
-	// MaxSBOMTotal bounds all the documents of one scan together, and
+	// MaxSBOMTotal bounds all the statements of one scan together, and
 	// MaxSBOMFiles their number: each is held in memory and becomes a
 	// statement.
 	MaxSBOMTotal = 256 << 20
@@ -80,14 +80,15 @@ func (j *job) sbomScanContext(st *stageState) bool {
 }
 
 // sbomEnabled reports whether the arg k enables a scan for stage st, as
-// BuildKit decides it: k given as a build arg, a global ARG or an ARG of
-// st (the latest wins) is true, or a comma-separated list naming st.
+// BuildKit decides it: the value of k as a global ARG or an ARG of st (the
+// stage's wins), a build arg overriding either, is true or a
+// comma-separated list naming st. A build arg alone, with no such ARG,
+// enables nothing (BuildKit's testSBOMScannerArgs).
 func (j *job) sbomEnabled(k string, st *stageState) bool {
-	v, ok := j.o.BuildArgs[k]
+	var v string
+	var ok bool
 	if j.meta != nil {
-		if mv, mok := j.meta.Get(k); mok {
-			v, ok = mv, true
-		}
+		v, ok = j.meta.Get(k)
 	}
 	if st.args != nil {
 		if sv, sok := st.args.Get(k); sok {
@@ -105,7 +106,8 @@ func (j *job) sbomEnabled(k string, st *stageState) bool {
 
 // ScanSBOM runs the SBOM generator image (pulled and cached like any base)
 // on the root filesystem of res's image with BuildKit's scanner protocol and returns
-// the SPDX JSON documents it wrote, by file name. The scan is a build of
+// the SPDX documents it wrote, by file name: the predicates of the in-toto
+// statements it writes into $BUILDKIT_SCAN_DESTINATION. The scan is a build of
 // its own: the generator's ENTRYPOINT and CMD run in the sandbox without
 // network, the image's filesystem bound read-only at $BUILDKIT_SCAN_SOURCE
 // (/run/src/core/sbom), a tmpfs at /tmp, and $BUILDKIT_SCAN_DESTINATION
@@ -227,21 +229,23 @@ func (b *Builder) ScanSBOM(ctx context.Context, res *Result, generator string, o
 		return nil, fmt.Errorf("sbom generator %s: %w", generator, err)
 	}
 	if len(docs) == 0 {
-		return nil, fmt.Errorf("sbom generator %s wrote no %s/*.spdx.json", generator, scanOut)
+		return nil, fmt.Errorf("sbom generator %s wrote nothing in %s", generator, scanOut)
 	}
 	return docs, nil
 }
 
-// scanLimits bound what readScanOutput reads: bytes of one document, of
+// scanLimits bound what readScanOutput reads: bytes of one statement, of
 // all of them, and their number.
 type scanLimits struct {
 	each, total int64
 	files       int
 }
 
-// readScanOutput reads the *.spdx.json files directly in /run/out from
-// the last layer of the scan's image (the one its RUN made), within lim.
-// Only regular files count: symlinks and hard links, wherever they point,
+// readScanOutput reads what the scan wrote directly in /run/out, from the
+// last layer of the scan's image (the one its RUN made), within lim, as
+// BuildKit unbundles it: every regular file, whatever its name, is one
+// in-toto statement with an SPDX predicate, and the SBOM is that
+// predicate. Symlinks, hard links and directories, wherever they point,
 // are never followed, and nothing outside the layer is read.
 func readScanOutput(img v1.Image, lim scanLimits) (map[string][]byte, error) {
 	layers, err := img.Layers()
@@ -268,25 +272,45 @@ func readScanOutput(img v1.Image, lim scanLimits) (map[string][]byte, error) {
 			return nil, err
 		}
 		name := path.Clean("/" + h.Name)
-		if h.Typeflag != tar.TypeReg || path.Dir(name) != scanOut || !strings.HasSuffix(name, ".spdx.json") {
+		if path.Dir(name) != scanOut || strings.HasPrefix(path.Base(name), ".wh.") {
+			continue
+		}
+		if h.Typeflag != tar.TypeReg {
 			continue
 		}
 		if h.Size > lim.each {
 			return nil, fmt.Errorf("%s: %d bytes, more than %d", name, h.Size, lim.each)
 		}
 		if total += h.Size; total > lim.total {
-			return nil, fmt.Errorf("the documents in %s add up to more than %d bytes", scanOut, lim.total)
+			return nil, fmt.Errorf("the statements in %s add up to more than %d bytes", scanOut, lim.total)
 		}
 		if len(out) == lim.files {
-			return nil, fmt.Errorf("more than %d documents in %s", lim.files, scanOut)
+			return nil, fmt.Errorf("more than %d statements in %s", lim.files, scanOut)
 		}
-		b, err := io.ReadAll(io.LimitReader(tr, lim.each))
+		pred, err := scanStatement(io.LimitReader(tr, lim.each))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		if !json.Valid(b) {
-			return nil, fmt.Errorf("%s is not JSON", name)
-		}
-		out[path.Base(name)] = b
+		out[path.Base(name)] = pred
 	}
+}
+
+// scanStatement decodes the one in-toto statement of r and returns its
+// predicate, which must be an SPDX document.
+func scanStatement(r io.Reader) ([]byte, error) {
+	dec := json.NewDecoder(r)
+	var st attest.Statement
+	if err := dec.Decode(&st); err != nil {
+		return nil, fmt.Errorf("decode in-toto statement: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("not a single in-toto statement")
+	}
+	if st.PredicateType != attest.PredicateSPDX {
+		return nil, fmt.Errorf("predicate type %q, want %s", st.PredicateType, attest.PredicateSPDX)
+	}
+	if len(st.Predicate) == 0 || string(st.Predicate) == "null" {
+		return nil, errors.New("in-toto statement has no predicate")
+	}
+	return st.Predicate, nil
 }

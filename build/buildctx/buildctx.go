@@ -129,9 +129,12 @@ func Resolve(ctx context.Context, s Spec) (_ *Context, err error) {
 		return nil, err
 	}
 	switch {
-	case stdinDockerfile && s.Dockerfile != "" && s.Dockerfile != Stdin:
+	case stdinDockerfile && s.Context == Stdin && s.Dockerfile != "" && s.Dockerfile != Stdin:
+		// buildx: "ambiguous Dockerfile source".
 		return nil, fmt.Errorf("-f %s: the Dockerfile is the context itself (%s)", s.Dockerfile, c.describe(s))
 	case stdinDockerfile:
+		// A URL that serves a Dockerfile is the Dockerfile, whatever -f
+		// names (BuildKit ignores the filename: testHTTPDockerfile).
 	case s.Dockerfile == Stdin:
 		c.Dockerfile, err = c.stdinDockerfile(s.Stdin)
 	default:

@@ -221,7 +221,7 @@ func fetch(ctx context.Context, r Ref, o Options) (_ *Checkout, err error) {
 	git := gitutil.NewGitCLI(gitutil.WithGitBinary(bin), gitutil.WithDir(co.Root), gitutil.WithGitAdvice(false),
 		gitutil.WithArgs("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "init.defaultBranch=main"),
 		gitutil.WithExec(execWith(o.Env)))
-	if _, err := git.Run(ctx, "init", "--quiet", "--template=", "."); err != nil {
+	if _, err := git.Run(ctx, "init", "--quiet", "--template=", "--object-format="+objectFormat(ctx, git, r), "."); err != nil {
 		return nil, gitError("init", err)
 	}
 	if _, err := git.Run(ctx, "remote", "add", "origin", r.Remote); err != nil {
@@ -268,6 +268,33 @@ func fetch(ctx context.Context, r Ref, o Options) (_ *Checkout, err error) {
 		return nil, fmt.Errorf("subdirectory %q is not a directory in the repository", r.Subdir)
 	}
 	return co, nil
+}
+
+// objectFormat returns the object format of r's repository, "sha256" when
+// the commit r names or the remote's ref has a 64-digit id, else "sha1":
+// a repository must be initialized in its remote's format to fetch from
+// it (BuildKit's testDockerfileFromGitSHA256). It asks the remote (git
+// ls-remote) only when the ref is not a full commit id; on any failure
+// it says "sha1" and leaves the error to the fetch.
+func objectFormat(ctx context.Context, git *gitutil.GitCLI, r Ref) string {
+	if gitutil.IsCommitSHA(r.Ref) {
+		if len(r.Ref) == 64 {
+			return "sha256"
+		}
+		return "sha1"
+	}
+	what := r.Ref
+	if what == "" {
+		what = "HEAD"
+	}
+	out, err := git.Run(ctx, "ls-remote", "--", r.Remote, what)
+	if err != nil {
+		return "sha1"
+	}
+	if sha, _, ok := strings.Cut(string(out), "\t"); ok && len(sha) == 64 && gitutil.IsCommitSHA(sha) {
+		return "sha256"
+	}
+	return "sha1"
 }
 
 // fetchCommit fetches ref from origin, shallow where the server allows it,

@@ -19,10 +19,10 @@ import (
 )
 
 // platformScanner builds, in root, a scanner image of the host's platform
-// that follows BuildKit's scanner protocol and writes one SPDX document
-// naming the architecture file of the scanned root filesystem, the
-// machine the scanner ran on, the dep.txt of the deps stage and the
-// context's files it got as extras.
+// that follows BuildKit's scanner protocol and writes one in-toto
+// statement whose SPDX document names the architecture file of the
+// scanned root filesystem, the machine the scanner ran on, the dep.txt of
+// the deps stage and the context's files it got as extras.
 func platformScanner(t *testing.T, root string) string {
 	t.Helper()
 	busybox, err := os.ReadFile(buildtest.BusyboxPath)
@@ -33,7 +33,7 @@ func platformScanner(t *testing.T, root string) string {
 	dir := writeCase(t, "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n"+
 		"COPY scan.sh /scan.sh\nENTRYPOINT [\"/bin/sh\", \"/scan.sh\"]\n",
 		map[string]string{"busybox": string(busybox), "scan.sh": `e="$BUILDKIT_SCAN_SOURCE_EXTRAS"
-echo "{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"probe\",\"comment\":\"arch=$(cat $BUILDKIT_SCAN_SOURCE/arch.txt) ran-on=$(uname -m) dep=$(cat $e/sbom-deps/dep.txt) ctx=$(ls $e/sbom-context | tr '\n' ,)\"}" > "$BUILDKIT_SCAN_DESTINATION/probe.spdx.json"
+echo "{\"_type\":\"https://in-toto.io/Statement/v0.1\",\"predicateType\":\"https://spdx.dev/Document\",\"predicate\":{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"probe\",\"comment\":\"arch=$(cat $BUILDKIT_SCAN_SOURCE/arch.txt) ran-on=$(uname -m) dep=$(cat $e/sbom-deps/dep.txt) ctx=$(ls $e/sbom-context | tr '\n' ,)\"}}" > "$BUILDKIT_SCAN_DESTINATION/probe.spdx.json"
 `})
 	if out, code := cli(t, "--root", root, "build", "-q", "-t", ref, dir); code != 0 {
 		t.Fatalf("build scanner: exit %d\n%s", code, out)

@@ -12,11 +12,19 @@ import (
 )
 
 // scanScript is the scanner image's entrypoint: BuildKit's SBOM scanner
-// protocol around syft, as docker/buildkit-syft-scanner does it.
+// protocol around syft, as docker/buildkit-syft-scanner does it: syft's
+// SPDX document, wrapped in an in-toto statement.
 const scanScript = `set -e
 out="$BUILDKIT_SCAN_DESTINATION/$(basename "$BUILDKIT_SCAN_SOURCE").spdx.json"
-HOME=/tmp SYFT_CHECK_FOR_APP_UPDATE=false /bin/syft scan -q "dir:$BUILDKIT_SCAN_SOURCE" -o "spdx-json=$out"
+HOME=/tmp SYFT_CHECK_FOR_APP_UPDATE=false /bin/syft scan -q "dir:$BUILDKIT_SCAN_SOURCE" -o "spdx-json=/tmp/spdx.json"
+{ printf '{"_type":"https://in-toto.io/Statement/v0.1","predicateType":"https://spdx.dev/Document","predicate":'; cat /tmp/spdx.json; printf '}'; } > "$out"
 `
+
+// statement wraps a shell expression that prints an SPDX document in the
+// in-toto statement a scanner writes.
+func statement(doc string) string {
+	return `{"_type":"https://in-toto.io/Statement/v0.1","predicateType":"https://spdx.dev/Document","predicate":` + doc + `}`
+}
 
 // TestCLISBOM builds a scanner image from syft (built from the Go module
 // proxy by .ci/run; BUILDER_TEST_SYFT names it) and a small entrypoint
@@ -137,9 +145,8 @@ func TestCLISBOMProtocol(t *testing.T) {
 	probe := scanner("probe", `n=$(basename "$BUILDKIT_SCAN_SOURCE")
 if touch "$BUILDKIT_SCAN_SOURCE/x" 2>/dev/null; then ro=no; else ro=yes; fi
 if wget -q -T 2 -O - http://127.0.0.1:`+strconv.Itoa(port)+`/ >/dev/null 2>&1; then net=yes; else net=no; fi
-echo '{"decoy":true}' > /tmp/decoy.spdx.json
-mkdir -p "$BUILDKIT_SCAN_DESTINATION/sub" && echo '{}' > "$BUILDKIT_SCAN_DESTINATION/sub/nested.spdx.json"
-echo "{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"$n\",\"comment\":\"ro=$ro net=$net files=$(ls $BUILDKIT_SCAN_SOURCE | tr '\n' ,)\"}" > "$BUILDKIT_SCAN_DESTINATION/$n.spdx.json"
+echo '`+statement(`{"decoy":true}`)+`' > /tmp/decoy.spdx.json
+echo '`+statement(`{"spdxVersion":"SPDX-2.3","name":"'"$n"'","comment":"ro='"$ro"' net='"$net"' files='"$(ls $BUILDKIT_SCAN_SOURCE | tr '\n' ,)"'"}`)+`' > "$BUILDKIT_SCAN_DESTINATION/$n.spdx.json"
 `)
 	app := writeCase(t, "FROM scratch\nCOPY hello /hello\n", map[string]string{"hello": "hi"})
 	if out, code := cli(t, "--root", root, "build", "-t", "sbom/app:1", "--sbom", "generator="+probe, app); code != 0 {
@@ -147,18 +154,23 @@ echo "{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"$n\",\"comment\":\"ro=$ro net=$ne
 	}
 	out, code := cli(t, "--root", root, "inspect", "--attestations", "-f", "{{json .SBOM}}", "sbom/app:1")
 	if code != 0 || !strings.Contains(out, `"comment":"ro=yes net=no files=hello,"`) || !strings.Contains(out, `"name":"sbom"`) ||
-		strings.Contains(out, "decoy") || strings.Count(out, "spdxVersion") != 1 {
+		strings.Contains(out, "decoy") || strings.Contains(out, "predicateType") || strings.Count(out, "spdxVersion") != 1 {
 		t.Errorf("SBOM of the probe: exit %d\n%s", code, out)
 	}
 	// The extras, as BuildKit binds them read-only under
 	// $BUILDKIT_SCAN_SOURCE_EXTRAS: the context (.dockerignore applied)
-	// when BUILDKIT_SBOM_SCAN_CONTEXT asks (a build arg, an ARG of the
-	// target stage, a list naming it), the stages the target reads that
-	// BUILDKIT_SBOM_SCAN_STAGE marks (never the target itself).
+	// when BUILDKIT_SBOM_SCAN_CONTEXT asks (a global ARG or an ARG of the
+	// target stage, which a build arg overrides; true or a list naming the
+	// stage), the stages the target reads that BUILDKIT_SBOM_SCAN_STAGE
+	// marks (never the target itself). A build arg for an ARG the
+	// Dockerfile does not declare asks for nothing, as in BuildKit.
 	extras := scanner("extras", `e="$BUILDKIT_SCAN_SOURCE_EXTRAS"
 ro=yes
 [ -n "$e" ] && for d in "$e"/*; do touch "$d/x" 2>/dev/null && ro=no; done
-echo "{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"extras\",\"comment\":\"extras=$e dirs=$([ -n "$e" ] && ls $e | tr '\n' ,) ro=$ro ctx=$(ls $e/sbom-context 2>/dev/null | tr '\n' ,) deps=$(ls $e/sbom-deps 2>/dev/null | tr '\n' ,)\"}" > "$BUILDKIT_SCAN_DESTINATION/extras.spdx.json"
+dirs=$([ -n "$e" ] && ls $e | tr '\n' ,)
+ctx=$(ls $e/sbom-context 2>/dev/null | tr '\n' ,)
+deps=$(ls $e/sbom-deps 2>/dev/null | tr '\n' ,)
+echo '`+statement(`{"spdxVersion":"SPDX-2.3","name":"extras","comment":"extras='"$e"' dirs='"$dirs"' ro='"$ro"' ctx='"$ctx"' deps='"$deps"'"}`)+`' > "$BUILDKIT_SCAN_DESTINATION/extras.spdx.json"
 `)
 	const (
 		plain    = "FROM scratch AS app\nCOPY hello /hello\n"
@@ -172,12 +184,15 @@ echo "{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"extras\",\"comment\":\"extras=$e 
 		want             string
 	}{
 		{"none", plain, nil, noneWant},
-		{"context-build-arg", plain, []string{"--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=true"}, ctxWant},
+		{"context-build-arg-undeclared", plain, []string{"--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=true"}, noneWant},
+		{"context-build-arg", "ARG BUILDKIT_SBOM_SCAN_CONTEXT\n" + plain, []string{"--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=true"}, ctxWant},
 		{"context-stage-arg", "FROM scratch AS app\nARG BUILDKIT_SBOM_SCAN_CONTEXT=true\nCOPY hello /hello\n", nil, ctxWant},
-		{"context-list", plain, []string{"--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=other,app"}, ctxWant},
-		{"context-other-stage", plain, []string{"--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=other"}, noneWant},
+		{"context-stage-arg-off", "FROM scratch AS app\nARG BUILDKIT_SBOM_SCAN_CONTEXT=true\nCOPY hello /hello\n",
+			[]string{"--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=false"}, noneWant},
+		{"context-list", "ARG BUILDKIT_SBOM_SCAN_CONTEXT\n" + plain, []string{"--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=other,app"}, ctxWant},
+		{"context-other-stage", "ARG BUILDKIT_SBOM_SCAN_CONTEXT\n" + plain, []string{"--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=other"}, noneWant},
 		{"stage-arg", stages, nil, `"comment":"extras=/run/src/extras dirs=sbom-deps, ro=yes ctx= deps=lib.txt,"`},
-		{"stage-and-context", "FROM scratch AS deps\nCOPY hello /lib.txt\nFROM scratch AS app\nCOPY --from=deps /lib.txt /lib.txt\n",
+		{"stage-and-context", "ARG BUILDKIT_SBOM_SCAN_STAGE\nARG BUILDKIT_SBOM_SCAN_CONTEXT\nFROM scratch AS deps\nCOPY hello /lib.txt\nFROM scratch AS app\nCOPY --from=deps /lib.txt /lib.txt\n",
 			[]string{"--build-arg", "BUILDKIT_SBOM_SCAN_STAGE=deps", "--build-arg", "BUILDKIT_SBOM_SCAN_CONTEXT=1"},
 			`"comment":"extras=/run/src/extras dirs=sbom-context,sbom-deps, ro=yes ctx=Dockerfile,hello, deps=lib.txt,"`},
 	} {
@@ -194,16 +209,20 @@ echo "{\"spdxVersion\":\"SPDX-2.3\",\"name\":\"extras\",\"comment\":\"extras=$e 
 		})
 	}
 	for _, tc := range []struct{ name, script, want string }{
-		{"silent", "true\n", "wrote no /run/out/*.spdx.json"},
-		{"garbage", `echo 'not json' > "$BUILDKIT_SCAN_DESTINATION/sbom.spdx.json"` + "\n", "is not JSON"},
+		{"silent", "true\n", "wrote nothing in /run/out"},
+		{"garbage", `echo 'not json' > "$BUILDKIT_SCAN_DESTINATION/sbom.spdx.json"` + "\n", "/run/out/sbom.spdx.json: decode in-toto statement"},
+		{"bare-spdx", `echo '{"spdxVersion":"SPDX-2.3"}' > "$BUILDKIT_SCAN_DESTINATION/sbom.spdx.json"` + "\n", `predicate type ""`},
+		{"two-statements", `echo '` + statement("{}") + statement("{}") + `' > "$BUILDKIT_SCAN_DESTINATION/sbom.spdx.json"` + "\n", "not a single in-toto statement"},
+		{"subdir", `mkdir "$BUILDKIT_SCAN_DESTINATION/sub" && echo '` + statement("{}") + `' > "$BUILDKIT_SCAN_DESTINATION/sub/x.spdx.json"` + "\n", "wrote nothing in /run/out"},
 		{"failing", "exit 3\n", "exit code: 3"},
 		// Hostile output: symlinks to the image's or the sandbox's files,
-		// the destination replaced by a symlink, and too many documents.
+		// the destination replaced by a symlink, a statement in a
+		// subdirectory (none of them read), and too many statements.
 		{"symlinks", `ln -s /etc/passwd "$BUILDKIT_SCAN_DESTINATION/passwd.spdx.json"
 ln -s "$BUILDKIT_SCAN_SOURCE/hello" "$BUILDKIT_SCAN_DESTINATION/hello.spdx.json"
-`, "wrote no /run/out/*.spdx.json"},
-		{"destination-symlink", `cd / && rm -rf "$BUILDKIT_SCAN_DESTINATION" && ln -s /tmp "$BUILDKIT_SCAN_DESTINATION" && echo '{}' > "$BUILDKIT_SCAN_DESTINATION/x.spdx.json"` + "\n", "wrote no /run/out/*.spdx.json"},
-		{"thousands", `i=0; while [ $i -le 1000 ]; do echo '{}' > "$BUILDKIT_SCAN_DESTINATION/$i.spdx.json"; i=$((i+1)); done` + "\n", "more than 1000 documents"},
+`, "wrote nothing in /run/out"},
+		{"destination-symlink", `cd / && rm -rf "$BUILDKIT_SCAN_DESTINATION" && ln -s /tmp "$BUILDKIT_SCAN_DESTINATION" && echo '` + statement("{}") + `' > "$BUILDKIT_SCAN_DESTINATION/x.spdx.json"` + "\n", "wrote nothing in /run/out"},
+		{"thousands", `i=0; while [ $i -le 1000 ]; do echo '` + statement("{}") + `' > "$BUILDKIT_SCAN_DESTINATION/$i.spdx.json"; i=$((i+1)); done` + "\n", "more than 1000 statements"},
 	} {
 		ref := scanner(tc.name, tc.script)
 		out, code := cli(t, "--root", root, "build", "-t", "sbom/app:2", "--sbom", "generator="+ref, app)
