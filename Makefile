@@ -28,7 +28,9 @@ test-short:
 # Benchmarks print their figures; nothing is asserted. The first runs
 # issue 19's workloads through the CLI and prints medians, peak RSS and this
 # machine's floors (BENCH_ROUNDS=3, BENCH_SKIP_BIG=1 leaves out the 1 GiB
-# RUN); docs/performance.md reads its table.
+# RUN, BENCH_OLD=path/to/builder interleaves another binary, BENCH_ONLY=
+# copy,big picks workloads); docs/performance.md reads its table.
+# BENCH_LAYER_TARS=a.tar:b.tar gives BenchmarkGzipWriters real layer tars.
 bench: build
 	cd cmd/builder && $(GO) test -run '^$$' -bench '^BenchmarkCLI(Workloads|RunCost)$$' -benchtime 1x -timeout 60m .
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./snapshot/content/ ./build/sandbox/ ./export/ ./build/store/

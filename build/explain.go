@@ -45,11 +45,12 @@ func (j *job) stepID(st *stageState, step *parser.Step, op string) string {
 // result is kept under the source checksum for later explanations. sp may
 // be nil (the line then goes to the build's progress). Failures to read or
 // write the index are ignored: explanations are advisory and never fail a
-// build.
-func (j *job) explain(ctx context.Context, sp *progress.Step, st *stageState, step *parser.Step, key cache.Key, preimage []byte, files func() map[string]string, hit bool) {
+// build. It returns the key of the last build of the step ("" if
+// none), which names the layer a new one may reuse (see previousLayer).
+func (j *job) explain(ctx context.Context, sp *progress.Step, st *stageState, step *parser.Step, key cache.Key, preimage []byte, files func() map[string]string, hit bool) cache.Key {
 	var cur cache.Preimage
 	if json.Unmarshal(preimage, &cur) != nil {
-		return
+		return ""
 	}
 	id := j.stepID(st, step, cur.Op)
 	prev, havePrev := j.b.cache.LastStep(id)
@@ -85,6 +86,10 @@ func (j *job) explain(ctx context.Context, sp *progress.Step, st *stageState, st
 	if !havePrev || prev.Key != key || prev.Text != step.Original {
 		j.b.cache.SaveStep(id, cache.Step{Key: key, Text: step.Original, Preimage: preimage})
 	}
+	if !havePrev {
+		return ""
+	}
+	return prev.Key
 }
 
 // contextFiles returns a function listing the files a COPY from the build

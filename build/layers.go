@@ -14,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"builder/build/cache"
+	"builder/build/progress"
 	"builder/export"
 	"builder/snapshot"
 	"builder/snapshot/content"
@@ -96,18 +97,25 @@ func activeKey(kind string) string {
 
 // commitLayer turns the change in the active snapshot into a layer blob, a
 // committed snapshot and a cache record, in that order, so that a record
-// always names stored data.
-func (j *job) commitLayer(ctx context.Context, active, parent string, key cache.Key, pre []byte) (cache.Record, error) {
+// always names stored data. prev is the layer blob of the same step's last
+// build, whose unchanged gzip members are reused (zero for none); how many
+// were is noted on sp (if not nil).
+func (j *job) commitLayer(ctx context.Context, active, parent string, key cache.Key, pre []byte, prev v1.Hash, sp *progress.Step) (cache.Record, error) {
 	var epoch *int64
 	if j.o.Epoch != nil {
 		e := j.o.Epoch.Unix()
 		epoch = &e
 	}
+	var stats content.LayerStats
 	info, err := j.b.store.WriteLayer(ctx, func(w io.Writer) error {
 		return j.b.snapshotter.Diff(ctx, w, active, snapshot.DiffOptions{Epoch: epoch})
-	}, content.LayerOptions{})
+	}, content.LayerOptions{Previous: prev, Stats: &stats})
 	if err != nil {
 		return cache.Record{}, fmt.Errorf("write layer: %w", err)
+	}
+	if stats.Reused > 0 && sp != nil {
+		sp.Note(fmt.Sprintf("layer: %d of %d gzip members (%.1f MiB) reused from the last build of this step",
+			stats.Reused, stats.Members, float64(stats.ReusedBytes)/(1<<20)))
 	}
 	// A step that changed nothing still gets its (empty) layer, as in
 	// BuildKit: the history and the diff IDs line up one to one.

@@ -185,7 +185,7 @@ func (j *job) fsStep(ctx context.Context, st *stageState, c fsCall, change func(
 	if !j.noCacheStage(st.index) {
 		rec, hit = j.lookup(key)
 	}
-	j.explain(ctx, c.sp, st, c.step, key, preimage, c.files, hit)
+	prevKey := j.explain(ctx, c.sp, st, c.step, key, preimage, c.files, hit)
 	if hit {
 		j.applyRecord(st, rec, createdBy)
 		return true, nil
@@ -210,7 +210,7 @@ func (j *job) fsStep(ctx context.Context, st *stageState, c fsCall, change func(
 		if err := change(root); err != nil {
 			return cache.Record{}, err
 		}
-		return j.commitLayer(ctx, active, parent, key, preimage)
+		return j.commitLayer(ctx, active, parent, key, preimage, j.previousLayer(prevKey, key), c.sp)
 	})
 	if errors.Is(err, errHit) { // committed meanwhile by another job
 		ran, err = false, nil

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
+	"slices"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -65,6 +67,13 @@ func (s *Store) check(ctx context.Context) ([]Problem, error) {
 	}
 	for _, e := range entries {
 		s.imageBlobs(e.Digest, func(v1.Hash) {}, nil, func(err error) { add("image "+e.Name, err) })
+	}
+	bad, err := s.blobs.BadSidecars()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range slices.Sorted(maps.Keys(bad)) {
+		add("layer sidecar "+p, fmt.Errorf("%w (harmless: members are compressed afresh; repair removes it)", bad[p]))
 	}
 	infos, err := s.snapshotter.List(ctx)
 	if err != nil {

@@ -161,6 +161,11 @@ func (s *Store) pruneGraph(ctx context.Context, g *graph, o PruneOptions) (Prune
 		rep.Blobs++
 		rep.Reclaimed += size
 	}
+	// Delete removed the sidecars of the blobs above; these are the ones a
+	// crash or a hand left without a blob.
+	if _, err := s.blobs.CleanSidecars(false); err != nil {
+		return rep, err
+	}
 	n, freed, err := s.pruneSnapshots(ctx, g, s.neededSnapshots(g, kept, recordSnaps))
 	rep.Snapshots, rep.Reclaimed = n, rep.Reclaimed+freed
 	if err != nil {

@@ -71,6 +71,9 @@ func (s *Store) Repair(ctx context.Context, fetch Fetcher) (RepairReport, error)
 		}
 		rep.Invalidated = append(rep.Invalidated, k)
 	}
+	if _, err := s.blobs.CleanSidecars(true); err != nil {
+		return rep, err
+	}
 	failed, err := s.refetch(ctx, fetch, built, &rep)
 	if err != nil {
 		return rep, err

@@ -313,6 +313,9 @@ func TestPrune(t *testing.T) {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
 			f := newFixture(t)
 			s := f.scene()
+			// A layer sidecar left without its blob: Check below names it
+			// if prune keeps it.
+			writeSidecar(t, f, v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("d", 64)})
 			rep, err := f.open(-1, 0).Prune(ctx, c.opts(s))
 			if err != nil {
 				t.Fatal(err)
@@ -337,6 +340,19 @@ func TestPrune(t *testing.T) {
 				t.Errorf("after prune: %s", p)
 			}
 		})
+	}
+}
+
+// writeSidecar writes a layer sidecar for d (content.WriteLayer's member
+// list; its content does not matter here).
+func writeSidecar(t *testing.T, f *fixture, d v1.Hash) {
+	t.Helper()
+	p := f.blobs.SidecarPath(d)
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -500,6 +516,11 @@ func TestCheck(t *testing.T) {
 		}},
 		{name: "record names missing blob", want: "is missing", damage: func(t *testing.T, f *fixture, s *scene) string {
 			return f.record(strings.Repeat("e", 64), &store.Parent{}, "never stored", 0, true).Layer.Hex
+		}},
+		{name: "sidecar without blob", want: "no blob of that digest", damage: func(t *testing.T, f *fixture, s *scene) string {
+			d := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("c", 64)}
+			writeSidecar(t, f, d)
+			return "layer sidecar " + f.blobs.SidecarPath(d)
 		}},
 		{name: "damaged record", want: "damaged", damage: func(t *testing.T, f *fixture, s *scene) string {
 			k := strings.Repeat("f", 64)

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -50,31 +52,53 @@ func BenchmarkCLIWorkloads(b *testing.B) {
 		"FROM $BASE\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n")
 	changed := filepath.Join(copyDir, "d000", "f00000.txt")
 
+	// BENCH_OLD names another builder binary (e.g. main's) to run
+	// interleaved with this one, each on its own stores, rows marked [old]
+	// and [new]; the order alternates by round. BENCH_ONLY (a comma list
+	// of runs, copy, big, parallel, floors) picks the workloads.
+	bins := []struct{ path, tag string }{{binary, ""}}
+	if old := os.Getenv("BENCH_OLD"); old != "" {
+		bins = []struct{ path, tag string }{{binary, " [new]"}, {old, " [old]"}}
+	}
+	only := func(group string) bool {
+		v := os.Getenv("BENCH_ONLY")
+		return v == "" || slices.Contains(strings.Split(v, ","), group)
+	}
+
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for r := 0; r < rounds; r++ {
-			root := b.TempDir()
-			bn.run("20 RUN steps (5 files + symlink each), cold", root, runs)
-			bn.run("20 RUN steps, no-op rebuild", root, runs)
-
-			root = b.TempDir()
-			bn.run("COPY 20,000 files / "+mb(ctxBytes)+", cold", root, copyDir)
-			bn.run("COPY, no-op rebuild", root, copyDir)
-			f, err := os.OpenFile(changed, os.O_APPEND|os.O_WRONLY, 0)
-			if err != nil {
-				b.Fatal(err)
+			for k := range bins {
+				bin := bins[(k+r)%len(bins)]
+				bn.bin, bn.tag = bin.path, bin.tag
+				if only("runs") {
+					root := b.TempDir()
+					bn.run("20 RUN steps (5 files + symlink each), cold", root, runs)
+					bn.run("20 RUN steps, no-op rebuild", root, runs)
+				}
+				if only("copy") {
+					root := b.TempDir()
+					bn.run("COPY 20,000 files / "+mb(ctxBytes)+", cold", root, copyDir)
+					bn.run("COPY, no-op rebuild", root, copyDir)
+					f, err := os.OpenFile(changed, os.O_APPEND|os.O_WRONLY, 0)
+					if err != nil {
+						b.Fatal(err)
+					}
+					fmt.Fprintf(f, "round %d of %s\n", r, time.Now())
+					f.Close()
+					bn.run("COPY, one file changed", root, copyDir)
+					bn.run("COPY, export to an OCI archive", root, copyDir, "-o", "type=oci,dest="+filepath.Join(b.TempDir(), "app.tar"))
+				}
+				if only("big") && os.Getenv("BENCH_SKIP_BIG") == "" {
+					bn.run("RUN 512 MiB random + RUN 512 MiB text, cold", b.TempDir(), big)
+				}
+				if only("parallel") {
+					bn.run("two parallel stages with sleep 2, cold", b.TempDir(), parallel)
+				}
 			}
-			fmt.Fprintf(f, "round %d of %s\n", r, time.Now())
-			f.Close()
-			bn.run("COPY, one file changed", root, copyDir)
-			bn.run("COPY, export to an OCI archive", root, copyDir, "-o", "type=oci,dest="+filepath.Join(b.TempDir(), "app.tar"))
-
-			if os.Getenv("BENCH_SKIP_BIG") == "" {
-				bn.run("RUN 512 MiB random + RUN 512 MiB text, cold", b.TempDir(), big)
+			if only("floors") {
+				bn.floors(copyDir)
 			}
-			bn.run("two parallel stages with sleep 2, cold", b.TempDir(), parallel)
-
-			bn.floors(copyDir)
 		}
 	}
 	b.StopTimer()
@@ -86,9 +110,12 @@ func BenchmarkCLIWorkloads(b *testing.B) {
 type bench struct {
 	b     *testing.B
 	base  string
+	bin   string // the builder binary run
+	tag   string // added to row names: " [old]", " [new]" or ""
 	order []string
 	times map[string][]time.Duration
 	rss   map[string][]int64 // KiB
+	cpu   map[string][]time.Duration
 }
 
 func (bn *bench) add(name string, d time.Duration, rssKiB int64) {
@@ -119,7 +146,8 @@ func (bn *bench) dir(dockerfile string) string {
 // whole process and reading its peak RSS from its rusage.
 func (bn *bench) run(name, root, dir string, extra ...string) {
 	args := append([]string{"--root", root, "build", "--progress", "plain", "--build-arg", "BASE=" + bn.base}, extra...)
-	cmd := exec.Command(binary, append(args, dir)...)
+	name += bn.tag
+	cmd := exec.Command(bn.bin, append(args, dir)...)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
@@ -131,7 +159,14 @@ func (bn *bench) run(name, root, dir string, extra ...string) {
 	if strings.Contains(name, "no-op") && strings.Count(out.String(), "CACHED") == 0 {
 		bn.b.Fatalf("%s: nothing CACHED\n%s", name, out.String())
 	}
-	bn.add(name, d, cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss)
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	bn.add(name, d, ru.Maxrss)
+	// CPU time (user + system, the builder and what it waited for): what
+	// a loaded machine distorts least.
+	if bn.cpu == nil {
+		bn.cpu = map[string][]time.Duration{}
+	}
+	bn.cpu[name] = append(bn.cpu[name], time.Duration(ru.Utime.Nano()+ru.Stime.Nano()))
 }
 
 // floors measures this machine's floors for the workloads: a process in
@@ -215,6 +250,10 @@ func (bn *bench) floorsCompress() {
 	start := time.Now()
 	sha256.Sum256(random)
 	bn.add("floor: 64 MiB sha256", time.Since(start), 0)
+	// A child's peak RSS (rusage) starts from this process's, whose mm the
+	// child shares until exec: give the buffers (dead by now) back before
+	// the next round.
+	debug.FreeOSMemory()
 }
 
 func pgzipDiscard() io.WriteCloser {
@@ -249,14 +288,17 @@ func tarPass(b *testing.B, dir string, w io.Writer) time.Duration {
 
 func (bn *bench) print(w io.Writer, rounds int) {
 	fmt.Fprintf(w, "\nworkloads through the CLI, medians of %d rounds (%d cores)\n", rounds, runtime.NumCPU())
-	fmt.Fprintf(w, "%-62s %10s %10s %10s\n", "workload", "median", "min", "peak RSS")
+	fmt.Fprintf(w, "%-62s %10s %10s %10s %10s\n", "workload", "median", "min", "peak RSS", "CPU")
 	for _, name := range bn.order {
 		ts := bn.times[name]
-		rss := "-"
+		rss, cpu := "-", "-"
 		if m := maxOf(bn.rss[name]); m > 0 {
 			rss = fmt.Sprintf("%d MB", m/1024)
 		}
-		fmt.Fprintf(w, "%-62s %10s %10s %10s\n", name, round(median(ts)), round(minOf(ts)), rss)
+		if cs := bn.cpu[name]; len(cs) > 0 {
+			cpu = round(median(cs))
+		}
+		fmt.Fprintf(w, "%-62s %10s %10s %10s %10s\n", name, round(median(ts)), round(minOf(ts)), rss, cpu)
 	}
 }
 

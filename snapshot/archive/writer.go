@@ -32,7 +32,13 @@ type Writer struct {
 	tw    *tar.Writer
 	epoch *int64
 	links map[fileID]string
+	buf   []byte // file data passes through it, copyBufSize, made on first use
 }
+
+// copyBufSize is the read size of file data: large reads cut the syscalls
+// of a big file (io.Copy of an *os.File reads 32 KiB at a time, into a
+// buffer of its own per file) and hand the compressor large writes.
+const copyBufSize = 1 << 20
 
 type fileID struct{ dev, ino uint64 }
 
@@ -114,7 +120,11 @@ func (w *Writer) Add(name, path string) error {
 		return fmt.Errorf("open %s: %w", path, err)
 	}
 	defer f.Close()
-	if _, err := io.Copy(w.tw, f); err != nil {
+	if w.buf == nil {
+		w.buf = make([]byte, copyBufSize)
+	}
+	// Only Read: *os.File's WriteTo would bring back io.Copy's 32 KiB.
+	if _, err := io.CopyBuffer(w.tw, struct{ io.Reader }{f}, w.buf); err != nil {
 		return fmt.Errorf("copy %s: %w", path, err)
 	}
 	return nil

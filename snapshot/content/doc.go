@@ -22,6 +22,18 @@
 //	                     case hex digits), mode 0600. No other algorithm is
 //	                     stored. A blob is never modified in place; it is
 //	                     only created (rename) or deleted (Delete).
+//	members/sha256/<hex> the sidecar of gzip layer blob <hex>: JSON
+//	                     {"v":1,"compressor":…,"size":…,"members":[[offset,
+//	                     compressed length, uncompressed length, CRC-32 of
+//	                     the uncompressed bytes],…]} listing the blob's gzip
+//	                     members (see
+//	                     sidecar.go). A hint that saves compression work: it
+//	                     is written after its blob, renamed into place but
+//	                     not synced, removed with its blob (Delete), and a
+//	                     missing, partial or wrong one only means that a
+//	                     later layer compresses everything afresh. It is
+//	                     written in ingest/ like a blob, so a writer that
+//	                     dies leaves nothing in members/.
 //	ingest/<random>      a blob being written. Its writer holds an exclusive
 //	                     flock(2) on the file for as long as it is open; a
 //	                     file in ingest/ whose lock can be taken belongs to

@@ -317,13 +317,17 @@ func (s *Store) ReadBlob(d v1.Hash, limit int64) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// Delete removes blob d. Deleting a blob that is not there is not an error.
+// Delete removes blob d and then its sidecar (sidecar.go), if any.
+// Deleting a blob that is not there is not an error.
 // Readers that already opened the blob keep reading it.
 func (s *Store) Delete(d v1.Hash) error {
 	if err := validate(d); err != nil {
 		return fmt.Errorf("delete blob: %w", err)
 	}
 	if err := os.Remove(s.Path(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete blob: %w", err)
+	}
+	if err := s.deleteSidecar(d); err != nil {
 		return fmt.Errorf("delete blob: %w", err)
 	}
 	return nil

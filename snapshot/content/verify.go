@@ -142,7 +142,11 @@ func (s *Store) removeCorrupt(f *os.File, d v1.Hash) bool {
 	if !sameFile(int(f.Fd()), s.Path(d)) {
 		return false
 	}
-	return os.Remove(s.Path(d)) == nil
+	if os.Remove(s.Path(d)) != nil {
+		return false
+	}
+	_ = s.deleteSidecar(d)
+	return true
 }
 
 func (v *verifier) Close() error {
