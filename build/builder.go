@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"builder/build/cache"
@@ -61,6 +62,11 @@ type Builder struct {
 
 	warnMu   sync.Mutex
 	warnings []string // not yet shown; see TakeWarnings
+
+	// noOnePass makes every COPY copy into a snapshot (tests compare the
+	// two paths); onePassCopies counts the COPY layers written in one pass.
+	noOnePass     bool
+	onePassCopies atomic.Int64
 }
 
 // New opens (creating) the store at cfg.Root. The root is made mode 0700

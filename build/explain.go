@@ -120,6 +120,14 @@ func (j *job) contextFiles(cs copySource, req copier.Request) func() map[string]
 			}
 			return false
 		}
+		// The checksum has just read the files into the stat cache: their
+		// digests are taken from it rather than read a second time.
+		known := func(rel string) func(fs.FileInfo) ([]byte, bool) {
+			return func(fi fs.FileInfo) ([]byte, bool) {
+				sum, ok := cs.src.Hashes.Sum(rel, fi)
+				return sum[:], ok
+			}
+		}
 		out := map[string]string{}
 		root := cs.src.Root
 		for _, s := range req.Sources {
@@ -141,7 +149,7 @@ func (j *job) contextFiles(cs copySource, req copier.Request) func() map[string]
 						}
 						return nil
 					}
-					out[r] = cache.DescribeFile(p, d)
+					out[r] = cache.DescribeFileWith(p, d, known(r))
 					return nil
 				})
 			}

@@ -170,6 +170,10 @@ type fsCall struct {
 	preimage        []byte
 	files           func() map[string]string // COPY context files, for miss explanations
 	kind, createdBy string
+	// direct, if set, may produce the step's record without a snapshot
+	// (prev: the last build's layer, as for commitLayer); it reports false
+	// to have the step prepare one and run change.
+	direct func(ctx context.Context, prev v1.Hash) (cache.Record, bool, error)
 }
 
 // fsStep is the shape every filesystem step shares: it looks the key up
@@ -196,6 +200,11 @@ func (j *job) fsStep(ctx context.Context, st *stageState, c fsCall, change func(
 	rec, ran, err := j.b.steps.do(ctx, key, func() (cache.Record, error) {
 		if rec, hit := j.lookup(key); hit && !j.noCacheStage(st.index) {
 			return rec, errHit
+		}
+		if c.direct != nil {
+			if rec, ok, err := c.direct(ctx, j.previousLayer(prevKey, key)); ok || err != nil {
+				return rec, err
+			}
 		}
 		parent, err := j.ensureChain(ctx, st.layers)
 		if err != nil {
@@ -333,6 +342,11 @@ func (j *job) copy(ctx context.Context, st *stageState, step *parser.Step, op *p
 	j.addEpoch(&pre)
 	key, preimage := pre.Key()
 	call := fsCall{step: step, sp: sp, key: key, preimage: preimage, files: j.contextFiles(cs, req), kind: "copy", createdBy: createdBy}
+	if len(local) > 0 && len(inline.files) == 0 {
+		call.direct = func(ctx context.Context, prev v1.Hash) (cache.Record, bool, error) {
+			return j.copyOnePass(ctx, st, cs, req, chown, key, preimage, prev, sp)
+		}
+	}
 	return j.fsStep(ctx, st, call, func(mounts []snapshot.Mount) error {
 		if err := inline.materialize(ctx); err != nil {
 			return err

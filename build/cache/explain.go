@@ -100,7 +100,12 @@ func (c *Cache) SaveFiles(sum string, files map[string]string) {
 // DescribeFile is one line about the file at p for a file list: type and
 // mode, size, and the sha256 of small regular files (size and mtime for big
 // ones) or a symlink's target.
-func DescribeFile(p string, d fs.DirEntry) string {
+func DescribeFile(p string, d fs.DirEntry) string { return DescribeFileWith(p, d, nil) }
+
+// DescribeFileWith is DescribeFile with a source of known content digests:
+// known returns the SHA-256 of a regular file's content, given its
+// FileInfo, when it has it, and the file is then not read. Nil knows none.
+func DescribeFileWith(p string, d fs.DirEntry, known func(fi fs.FileInfo) ([]byte, bool)) string {
 	fi, err := d.Info()
 	if err != nil {
 		return "?"
@@ -111,6 +116,11 @@ func DescribeFile(p string, d fs.DirEntry) string {
 		t, _ := os.Readlink(p)
 		s += " -> " + t
 	case fi.Mode().IsRegular() && fi.Size() <= maxHashedFile:
+		if known != nil {
+			if sum, ok := known(fi); ok {
+				return s + " " + hex.EncodeToString(sum[:16])
+			}
+		}
 		f, err := os.Open(p)
 		if err != nil {
 			return s

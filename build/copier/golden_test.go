@@ -70,26 +70,8 @@ func checkNoMounts(t *testing.T) {
 }
 
 func runCase(t *testing.T, dir string) {
-	work := t.TempDir()
-	for _, tree := range []string{"context", "stage", "dst"} {
-		if err := copyFixture(filepath.Join(dir, tree), filepath.Join(work, tree)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.MkdirAll(filepath.Join(work, "dst"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	work := prepareCase(t, dir)
 	dockerfile := filepath.Join(work, "Dockerfile")
-	for _, name := range []string{"Dockerfile", "Dockerfile.dockerignore"} {
-		if data, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
-			if err := os.WriteFile(filepath.Join(work, name), data, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := applySetup(filepath.Join(dir, "setup"), work); err != nil {
-		t.Fatal(err)
-	}
 	_, hostCanaryErr := os.Lstat("/tmp/canary-dir")
 	runErr := runDockerfile(t, work, dockerfile)
 	checkCanaries(t, work, hostCanaryErr)
@@ -125,6 +107,32 @@ func runCase(t *testing.T, dir string) {
 	}
 }
 
+// prepareCase copies the trees of the testdata case dir into a new
+// directory, with the Dockerfile, and runs its setup file there.
+func prepareCase(t *testing.T, dir string) string {
+	t.Helper()
+	work := t.TempDir()
+	for _, tree := range []string{"context", "stage", "dst"} {
+		if err := copyFixture(filepath.Join(dir, tree), filepath.Join(work, tree)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(work, "dst"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"Dockerfile", "Dockerfile.dockerignore"} {
+		if data, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
+			if err := os.WriteFile(filepath.Join(work, name), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := applySetup(filepath.Join(dir, "setup"), work); err != nil {
+		t.Fatal(err)
+	}
+	return work
+}
+
 // checkCanaries fails when anything was written to work/canary-dir (next
 // to the destination root) or to /tmp/canary-dir, the places that the
 // hostile symlinks of the hostile-dst cases point at.
@@ -142,6 +150,27 @@ func checkCanaries(t *testing.T, work string, hostCanaryBefore error) {
 // line whose Checksum fails must fail in Copy too (Copy can also fail for
 // reasons in the destination, which Checksum does not see).
 func runDockerfile(t *testing.T, work, dockerfile string) error {
+	dst := filepath.Join(work, "dst")
+	return forEachLine(t, work, dockerfile, func(line string, src Source, req Request) error {
+		sum, sumErr := Checksum(context.Background(), src, req)
+		copyErr := Copy(context.Background(), src, dst, req)
+		if sumErr != nil && copyErr == nil {
+			t.Fatalf("%s: Checksum failed (%v) but Copy did not", line, sumErr)
+		}
+		if copyErr != nil {
+			return copyErr
+		}
+		if !strings.HasPrefix(sum, "sha256:") || len(sum) != 71 {
+			t.Fatalf("%s: checksum %q", line, sum)
+		}
+		return nil
+	})
+}
+
+// forEachLine calls fn with the request of every COPY/ADD line of the
+// Dockerfile in work, in order, --chown resolved in work/dst; it stops at
+// the first error.
+func forEachLine(t *testing.T, work, dockerfile string, fn func(line string, src Source, req Request) error) error {
 	data, err := os.ReadFile(dockerfile)
 	if err != nil {
 		t.Fatal(err)
@@ -187,16 +216,8 @@ func runDockerfile(t *testing.T, work, dockerfile string) error {
 			dest = "/" + dest
 		}
 		req := Request{Sources: sd.SourcePaths, Dest: dest, Chown: owner, Chmod: chmod, Excludes: excludes, Parents: parents, Add: add, Extract: extractTar}
-		sum, sumErr := Checksum(context.Background(), src, req)
-		copyErr := Copy(context.Background(), src, dst, req)
-		if sumErr != nil && copyErr == nil {
-			t.Fatalf("%s: Checksum failed (%v) but Copy did not", n.Original, sumErr)
-		}
-		if copyErr != nil {
-			return copyErr
-		}
-		if !strings.HasPrefix(sum, "sha256:") || len(sum) != 71 {
-			t.Fatalf("%s: checksum %q", n.Original, sum)
+		if err := fn(n.Original, src, req); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -248,6 +269,7 @@ func copyFixture(from, to string) error {
 //	symlink PATH TARGET    mkdir PATH      chmod PATH OCTAL
 //	chown PATH UID:GID     hardlink PATH EXISTING    fifo PATH
 //	write PATH TEXT        mtime PATH UNIX-SECONDS
+//	xattr PATH NAME VALUE  size PATH BYTES (a file of that many bytes)
 func applySetup(file, work string) error {
 	data, err := os.ReadFile(file)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -295,6 +317,14 @@ func applySetup(file, work string) error {
 			err = unix.Mkfifo(p, 0o644)
 		case "write":
 			err = os.WriteFile(p, []byte(arg), 0o644)
+		case "xattr":
+			k, v, _ := strings.Cut(arg, " ")
+			err = unix.Lsetxattr(p, k, []byte(v), 0)
+		case "size":
+			var n int64
+			if n, err = strconv.ParseInt(arg, 10, 64); err == nil {
+				err = os.WriteFile(p, bytes.Repeat([]byte("0123456789abcdef"), int(n/16+1))[:n], 0o644)
+			}
 		case "mtime":
 			var sec int64
 			if sec, err = strconv.ParseInt(arg, 10, 64); err == nil {

@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -112,6 +114,24 @@ func (c *StatCache) lookup(rel string, st *unix.Stat_t) (*statEntry, bool) {
 	c.hits.Add(1)
 	e.used = true
 	return e, true
+}
+
+// Sum returns the remembered SHA-256 of the content of the regular file
+// rel (below the tree) if fi, its lstat, still matches what was read. It
+// counts neither a hit nor a read, and a nil cache knows nothing.
+func (c *StatCache) Sum(rel string, fi fs.FileInfo) ([sha256.Size]byte, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if c == nil || !ok {
+		return [sha256.Size]byte{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[rel]
+	if !ok || e.size != st.Size || e.mtime != st.Mtim.Nano() || e.ctime != st.Ctim.Nano() ||
+		e.ino != uint64(st.Ino) || e.dev != uint64(st.Dev) || e.mode != uint32(st.Mode) {
+		return [sha256.Size]byte{}, false
+	}
+	return e.sum, true
 }
 
 func (e *statEntry) matches(st *unix.Stat_t) bool {

@@ -2,6 +2,7 @@ package copier
 
 import (
 	"context"
+	"crypto/sha256"
 	"os"
 	"path/filepath"
 	"strings"
@@ -190,5 +191,34 @@ func TestStatCacheDamaged(t *testing.T) {
 	}
 	if hits, reads := other.Stats(); hits+reads != 0 || other.Len() != 0 {
 		t.Errorf("a cache of another tree was used: %d hits, %d reads", hits, reads)
+	}
+}
+
+// TestStatCacheSum checks that Sum gives the content digest the checksum
+// read while the file is unchanged, and nothing once it changed (same
+// size, same mtime) or for a path never read.
+func TestStatCacheSum(t *testing.T) {
+	tree := statTree(t)
+	c := openTestCache(t, t.TempDir(), tree)
+	contextChecksum(t, tree, c)
+	p := filepath.Join(tree, "sub", "b.txt")
+	fi, err := os.Lstat(p)
+	must(t, err)
+	sum, ok := c.Sum("sub/b.txt", fi)
+	if want := sha256.Sum256([]byte("bbbb")); !ok || sum != want {
+		t.Fatalf("Sum = %x, %v; want %x", sum, ok, want)
+	}
+	if _, ok := c.Sum("sub/deep", fi); ok {
+		t.Error("Sum of a path never read")
+	}
+	must(t, os.WriteFile(p, []byte("BBBB"), 0o644))
+	must(t, os.Chtimes(p, fi.ModTime(), fi.ModTime()))
+	fi, err = os.Lstat(p)
+	must(t, err)
+	if _, ok := c.Sum("sub/b.txt", fi); ok {
+		t.Error("Sum of a changed file")
+	}
+	if _, ok := (*StatCache)(nil).Sum("a.txt", fi); ok {
+		t.Error("Sum of a nil cache")
 	}
 }
