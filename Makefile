@@ -33,7 +33,7 @@ test-short:
 # BENCH_LAYER_TARS=a.tar:b.tar gives BenchmarkGzipWriters real layer tars.
 bench: build
 	cd cmd/builder && $(GO) test -run '^$$' -bench '^BenchmarkCLI(Workloads|RunCost)$$' -benchtime 1x -timeout 60m .
-	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./snapshot/content/ ./build/sandbox/ ./export/
+	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m ./snapshot/content/ ./build/sandbox/ ./export/ ./build/store/
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./build/ ./build/push/
 
 # Fuzzes the layer extractor (needs root) and the Dockerfile parser for

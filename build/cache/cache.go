@@ -71,7 +71,11 @@ func (c *Cache) Get(k Key) (Record, bool, error) {
 	return r, true, nil
 }
 
-// Put stores r under r.Key, atomically. It is idempotent.
+// Put stores r under r.Key, atomically. It is idempotent. The record's
+// bytes are synced before it gets its name, so that a crash never leaves a
+// torn record, but the name is not: a crash may lose a record written just
+// before, which only costs running its step again. The caller writes a
+// record only once the blob and snapshot it names are durable.
 func (c *Cache) Put(r Record) error {
 	k := r.Key
 	if !k.Valid() {
@@ -82,7 +86,7 @@ func (c *Cache) Put(r Record) error {
 	if err != nil {
 		return fmt.Errorf("write cache record: %w", err)
 	}
-	if err := atomicfile.WriteFile(c.path(k), dt, 0o600); err != nil {
+	if err := atomicfile.WriteFileSyncData(c.path(k), dt, 0o600); err != nil {
 		return fmt.Errorf("write cache record: %w", err)
 	}
 	return nil

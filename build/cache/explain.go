@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"builder/internal/atomicfile"
 )
 
 // Limits that keep the explanation data small.
@@ -53,11 +55,17 @@ func (c *Cache) LastStep(id string) (Step, bool) {
 }
 
 // SaveStep records s as the last build of the step id, atomically; best
-// effort, as explanations never fail a build.
+// effort, as explanations never fail a build. It syncs nothing: a crash
+// may lose it or leave it unreadable (LastStep then finds nothing), which
+// only costs the next miss its explanation.
 func (c *Cache) SaveStep(id string, s Step) {
 	dt, err := json.Marshal(s)
-	if err == nil {
-		_ = c.writeSmall(stepsDir, id+".json", dt)
+	if err != nil {
+		return
+	}
+	d := filepath.Join(c.dir, stepsDir)
+	if os.MkdirAll(d, 0o700) == nil {
+		_ = atomicfile.WriteFileNoSync(filepath.Join(d, id+".json"), dt, 0o600)
 	}
 }
 

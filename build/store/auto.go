@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -38,7 +40,28 @@ type gcState struct {
 	Checked time.Time `json:"checked"`
 	Total   int64     `json:"total"` // bytes of blobs, snapshots and cache mounts then
 	Blobs   int64     `json:"blobs"` // bytes of blobs alone then
+	// Sum is the byte count of the blobs at the last walk of blobs/sha256,
+	// valid while that directory keeps the change time it had then.
+	Sum *blobSum `json:"sum,omitempty"`
 }
+
+// blobSum is the size of all blobs while blobs/sha256 has change time
+// Ctime (nanoseconds). Every blob enters and leaves that directory by a
+// rename or an unlink, which sets the directory's change time, and blobs
+// never change in place, so an unchanged time means unchanged bytes.
+type blobSum struct {
+	Ctime int64 `json:"ctime"`
+	Bytes int64 `json:"bytes"`
+}
+
+// settle is how much older than the start of a walk the directory's
+// change time must be for the walk's sum to be kept: a rename in the same
+// clock tick as the last change (file system timestamps are coarse, and
+// the clock can lag) would otherwise leave the time as it was.
+var settle = time.Second
+
+// blobWalks counts AutoGC's walks of blobs/sha256, for tests.
+var blobWalks atomic.Int64
 
 // Automatic GC measures the whole store at most once per gcRecheck unless
 // blob growth since the last measurement, counted gcGrowth times (for the
@@ -78,8 +101,9 @@ type AutoGCReport struct {
 // result, which the caller may still export) are never touched. It does
 // not wait: when another build or GC holds the store, it returns at once
 // and a later build collects. Most calls only sum blob sizes (see
-// gcRecheck); a measurement walks the snapshots and cache mounts. The
-// caller must not hold the store lock. AutoGC is idempotent.
+// gcRecheck), and while no blob came or went since the last call not even
+// that (see blobBytes); a measurement walks the snapshots and cache
+// mounts. The caller must not hold the store lock. AutoGC is idempotent.
 func (s *Store) AutoGC(ctx context.Context, keep ...v1.Hash) (AutoGCReport, error) {
 	rep := AutoGCReport{KeepStorage: s.keep}
 	// Build records are bounded by their own limits, whatever the cache's.
@@ -91,15 +115,23 @@ func (s *Store) AutoGC(ctx context.Context, keep ...v1.Hash) (AutoGCReport, erro
 	if s.keep <= 0 {
 		return rep, nil
 	}
-	var blobs int64
-	if err := s.blobs.Walk(ctx, func(_ v1.Hash, size int64) error { blobs += size; return nil }); err != nil {
-		return rep, err
-	}
 	statePath := filepath.Join(s.root, StateFile)
 	var last gcState
+	known := false
 	if dt, err := os.ReadFile(statePath); err == nil && json.Unmarshal(dt, &last) == nil {
+		known = true
+	}
+	blobs, sum, err := s.blobBytes(ctx, last.Sum)
+	if err != nil {
+		return rep, err
+	}
+	if known {
 		age := time.Since(last.Checked)
 		if age >= 0 && age < gcRecheck && last.Total+gcGrowth*max(0, blobs-last.Blobs) <= s.keep {
+			if sum != nil && sum != last.Sum {
+				last.Sum = sum
+				writeState(statePath, last)
+			}
 			return rep, nil
 		}
 	}
@@ -124,8 +156,47 @@ func (s *Store) AutoGC(ctx context.Context, keep ...v1.Hash) (AutoGCReport, erro
 	if st.Total < 0 {
 		st.Total = 0
 	}
-	if dt, err := json.Marshal(st); err == nil {
-		_ = atomicfile.WriteFile(statePath, dt, 0o600) // best effort: the next pass scans again
-	}
+	st.Sum = sum // after a prune the directory's time no longer matches
+	writeState(statePath, st)
 	return rep, nil
+}
+
+// writeState replaces the state file, best effort: without it the next
+// pass measures again. It is not synced: a crash that loses it only costs
+// that measurement.
+func writeState(path string, st gcState) {
+	if dt, err := json.Marshal(st); err == nil {
+		_ = atomicfile.WriteFileNoSync(path, dt, 0o600)
+	}
+}
+
+// blobBytes returns the bytes of all blobs. While blobs/sha256 has the
+// change time last recorded, that is last's count and nothing is read;
+// otherwise it walks the blobs and returns, besides the count, the sum to
+// keep for the next pass, or nil when the directory changed too recently
+// for its change time to prove that nothing changed after the walk.
+func (s *Store) blobBytes(ctx context.Context, last *blobSum) (int64, *blobSum, error) {
+	dir := filepath.Dir(s.blobs.Path(v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("0", 64)}))
+	ctime := func() (int64, bool) {
+		var st unix.Stat_t
+		if unix.Stat(dir, &st) != nil {
+			return 0, false
+		}
+		return st.Ctim.Nano(), true
+	}
+	before, ok := ctime()
+	if ok && last != nil && last.Ctime == before {
+		return last.Bytes, last, nil
+	}
+	start := time.Now()
+	blobWalks.Add(1)
+	var n int64
+	if err := s.blobs.Walk(ctx, func(_ v1.Hash, size int64) error { n += size; return nil }); err != nil {
+		return 0, nil, err
+	}
+	after, ok2 := ctime()
+	if !ok || !ok2 || after != before || time.Unix(0, before).After(start.Add(-settle)) {
+		return n, nil, nil
+	}
+	return n, &blobSum{Ctime: before, Bytes: n}, nil
 }

@@ -56,7 +56,7 @@ func (c *fakeCache) CleanTemp()              { c.cleaned++ }
 // fixture is a store with real blobs, index and (naive) snapshots and a
 // fake cache.
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	root  string
 	blobs *content.Store
 	index *export.Index
@@ -64,7 +64,7 @@ type fixture struct {
 	cache *fakeCache
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	root := t.TempDir()
 	blobs, err := content.Open(root)
@@ -592,4 +592,83 @@ func TestDiskUsage(t *testing.T) {
 	if u != want {
 		t.Errorf("usage\n got %+v\nwant %+v", u, want)
 	}
+}
+
+// TestAutoGCWalks checks when automatic GC sums the blobs: not at all while
+// no blob came or went since its last pass (a fully cached build), again
+// once one did, so that a store grown past the limit is still collected,
+// and always while the blob directory changed too recently for its change
+// time to be trusted.
+func TestAutoGCWalks(t *testing.T) {
+	ctx := context.Background()
+	t.Run("unchanged_then_grown", func(t *testing.T) {
+		defer store.SetSettle(0)()
+		f := newFixture(t)
+		s := f.scene()
+		probe := f.open(1<<40, -1)
+		rep, err := probe.AutoGC(ctx)
+		if err != nil || !rep.Ran {
+			t.Fatalf("first pass: %+v, err %v", rep, err)
+		}
+		// A limit just above the store: room for less than a third of the
+		// blob added below, counted three times for its snapshots.
+		st := f.open(rep.Total+100, -1)
+		walks := store.BlobWalks()
+		for i := 0; i < 3; i++ {
+			if rep, err := st.AutoGC(ctx); err != nil || rep.Ran {
+				t.Fatalf("pass over an unchanged store: ran %v, err %v", rep.Ran, err)
+			}
+		}
+		if n := store.BlobWalks() - walks; n != 0 {
+			t.Errorf("automatic GC walked the blobs %d times over an unchanged store", n)
+		}
+		before := len(f.cache.records)
+		big := f.blob(bytes.Repeat([]byte("x"), 4096), 0)
+		rep, err = st.AutoGC(ctx)
+		if err != nil || !rep.Ran {
+			t.Fatalf("pass after growth past the limit: %+v, err %v", rep, err)
+		}
+		if store.BlobWalks() == walks {
+			t.Error("automatic GC did not walk the blobs after one was added")
+		}
+		if f.blobs.Has(big) || len(f.cache.records) >= before || !f.blobs.Has(s.kept.manifest) {
+			t.Errorf("over the limit: unreferenced blob there %v, records %d → %d, report %+v",
+				f.blobs.Has(big), before, len(f.cache.records), rep)
+		}
+	})
+	t.Run("removed_blob", func(t *testing.T) {
+		defer store.SetSettle(0)()
+		f := newFixture(t)
+		s := f.scene()
+		st := f.open(1<<40, -1)
+		if _, err := st.AutoGC(ctx); err != nil {
+			t.Fatal(err)
+		}
+		walks := store.BlobWalks()
+		if err := f.blobs.Delete(s.gone.manifest); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.AutoGC(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if store.BlobWalks() == walks {
+			t.Error("automatic GC trusted its sum after a blob was removed")
+		}
+	})
+	t.Run("too_recent", func(t *testing.T) {
+		defer store.SetSettle(time.Hour)()
+		f := newFixture(t)
+		f.scene()
+		st := f.open(1<<40, -1)
+		if _, err := st.AutoGC(ctx); err != nil {
+			t.Fatal(err)
+		}
+		walks := store.BlobWalks()
+		if _, err := st.AutoGC(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if store.BlobWalks() == walks {
+			t.Error("automatic GC kept the sum of a directory that had just changed")
+		}
+	})
 }

@@ -44,7 +44,19 @@ func WriteFile(path string, data []byte, perm fs.FileMode) error {
 // Write replaces path with what fn writes, as WriteFile does. When fn or
 // any step fails, path is left as it was and the temporary file removed.
 func Write(path string, perm fs.FileMode, fn func(io.Writer) error) error {
-	return write(path, perm, true, fn)
+	return write(path, perm, syncAll, fn)
+}
+
+// WriteFileSyncData replaces path with data as WriteFile does and syncs the
+// data before the rename, but not the directory after it: after a power
+// loss or a kernel crash the path holds the old content or the new, never a
+// torn or empty new file, but the new content may be lost. It is for files
+// whose loss only costs work done again; it saves the directory's fsync.
+func WriteFileSyncData(path string, data []byte, perm fs.FileMode) error {
+	return write(path, perm, syncData, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
 }
 
 // WriteFileNoSync replaces path with data as WriteFile does, atomically for
@@ -55,13 +67,22 @@ func Write(path string, perm fs.FileMode, fn func(io.Writer) error) error {
 // loss a reader tolerates; it saves an fsync of the file and one of the
 // directory.
 func WriteFileNoSync(path string, data []byte, perm fs.FileMode) error {
-	return write(path, perm, false, func(w io.Writer) error {
+	return write(path, perm, syncNone, func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
 	})
 }
 
-func write(path string, perm fs.FileMode, durable bool, fn func(io.Writer) error) (err error) {
+// What write syncs.
+type syncMode int
+
+const (
+	syncNone syncMode = iota // nothing
+	syncData                 // the file before the rename
+	syncAll                  // the file, then the directory after the rename
+)
+
+func write(path string, perm fs.FileMode, mode syncMode, fn func(io.Writer) error) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, TempPrefix+filepath.Base(path)+"-*")
 	if err != nil {
@@ -76,7 +97,7 @@ func write(path string, perm fs.FileMode, durable bool, fn func(io.Writer) error
 	if err == nil {
 		err = fn(f)
 	}
-	if err == nil && durable {
+	if err == nil && mode >= syncData {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -88,7 +109,7 @@ func write(path string, perm fs.FileMode, durable bool, fn func(io.Writer) error
 	if err := os.Rename(f.Name(), path); err != nil {
 		return err
 	}
-	if !durable {
+	if mode < syncAll {
 		return nil
 	}
 	return syncDir(dir)

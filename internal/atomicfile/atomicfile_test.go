@@ -20,10 +20,13 @@ func TestWriteFile(t *testing.T) {
 	for _, c := range []struct {
 		data string
 		perm fs.FileMode
-	}{{"one", 0o644}, {"two", 0o600}, {"three", 0o755}} {
+	}{{"one", 0o644}, {"two", 0o600}, {"three", 0o755}, {"four", 0o640}} {
 		write := WriteFile
-		if c.perm == 0o600 {
-			write = WriteFileNoSync // the same but for syncs
+		switch c.perm { // the same but for syncs
+		case 0o600:
+			write = WriteFileNoSync
+		case 0o640:
+			write = WriteFileSyncData
 		}
 		if err := write(p, []byte(c.data), c.perm); err != nil {
 			t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -202,17 +203,43 @@ func loadDeviceProgram() (int, error) {
 	return fd, nil
 }
 
+// deviceProg is the device filter as loaded into the kernel, once per
+// process: one program can be attached to any number of cgroups, each of
+// which holds its own reference, so every run's cgroup gets the same one.
+// Its fd stays open (close-on-exec) for the life of the process.
+var deviceProg struct {
+	sync.Mutex
+	fd     int
+	loaded bool
+	loads  int // successful loads, for tests
+}
+
+// deviceProgramFD returns the fd of the loaded device filter, loading it on
+// first use. A failed load is not kept: the next call tries again.
+func deviceProgramFD() (int, error) {
+	deviceProg.Lock()
+	defer deviceProg.Unlock()
+	if !deviceProg.loaded {
+		fd, err := loadDeviceProgram()
+		if err != nil {
+			return -1, err
+		}
+		deviceProg.fd, deviceProg.loaded = fd, true
+		deviceProg.loads++
+	}
+	return deviceProg.fd, nil
+}
+
 // attachDeviceProgram attaches the device filter to the cgroup v2 directory
 // dir, so that it applies to every process in it. The program stays
 // attached until the cgroup is removed. BPF_F_ALLOW_MULTI lets it run
 // together with programs attached above (systemd's, for one), every one of
 // which must allow an access.
 func attachDeviceProgram(dir string) error {
-	prog, err := loadDeviceProgram()
+	prog, err := deviceProgramFD()
 	if err != nil {
 		return err
 	}
-	defer unix.Close(prog)
 	cg, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("attach device filter: %w", err)

@@ -86,6 +86,49 @@ func TestDeviceAllowlist(t *testing.T) {
 	}
 }
 
+// TestDeviceProgramLoadedOnce checks that the v2 device filter is loaded
+// into the kernel once per process and attached to every run's cgroup:
+// several cgroups made one after the other, and the last still denies
+// reading the host's loop device.
+func TestDeviceProgramLoadedOnce(t *testing.T) {
+	testenv.RequireRoot(t)
+	full := Probe()
+	var v2 []ctrl
+	for _, c := range full.devices {
+		if c.v2 {
+			v2 = append(v2, c)
+		}
+	}
+	if len(v2) == 0 {
+		testenv.Skip(t, "no cgroup v2 hierarchy can hold a device filter")
+	}
+	loop := buildtest.SecretLoop(t)
+	var last *Group
+	for range 3 {
+		cg, err := Create(Support{devices: v2}, Limits{}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := cg.Remove(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}()
+		last = cg
+	}
+	deviceProg.Lock()
+	loads := deviceProg.loads
+	deviceProg.Unlock()
+	if loads != 1 {
+		t.Errorf("device filter loaded %d times in this process, want once", loads)
+	}
+	cmd := exec.Command("/bin/sh", "-c", `echo $$ > "$1/cgroup.procs" && exec head -c 64 "$2"`, "sh", last.dirs[0], loop.Path)
+	out, err := cmd.CombinedOutput()
+	if err == nil || strings.Contains(string(out), buildtest.Secret) || !strings.Contains(string(out), "not permitted") {
+		t.Errorf("reading the loop device in the third run cgroup: %v, %q", err, out)
+	}
+}
+
 // TestDeviceRuleLines checks the allowlist's cgroup v1 rendering.
 func TestDeviceRuleLines(t *testing.T) {
 	var got []string
