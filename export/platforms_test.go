@@ -105,7 +105,7 @@ func TestAssembleIndexAnnotations(t *testing.T) {
 	}
 	top := map[string]string{"org.example.top": "t", AnnotationRefName: "hostile"}
 	var buf bytes.Buffer
-	if err := WriteOCIIndexArchive(context.Background(), &buf, idx, "app:1", false, top); err != nil {
+	if err := WriteOCIIndexArchive(context.Background(), &buf, idx, []string{"app:1"}, false, top); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
@@ -240,11 +240,11 @@ func TestWriteOCIIndexArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := WriteOCIIndexArchive(context.Background(), &buf, idx, "app:1", false, nil); err != nil {
+	if err := WriteOCIIndexArchive(context.Background(), &buf, idx, []string{"app:1"}, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	var again bytes.Buffer
-	if err := WriteOCIIndexArchive(context.Background(), &again, idx, "app:1", false, nil); err != nil || !bytes.Equal(buf.Bytes(), again.Bytes()) {
+	if err := WriteOCIIndexArchive(context.Background(), &again, idx, []string{"app:1"}, false, nil); err != nil || !bytes.Equal(buf.Bytes(), again.Bytes()) {
 		t.Errorf("not deterministic: %v", err)
 	}
 	dir := t.TempDir()
