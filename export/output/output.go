@@ -201,9 +201,9 @@ func (e *Exporter) write(ctx context.Context, s Spec, img v1.Image, tags []strin
 // artifact is what an image output writes, an image or a multi-platform
 // index, through the writers of its kind.
 type artifact struct {
-	ociWhat, dockerWhat string                  // what the progress lines name
-	store               func() (v1.Hash, error) // puts it in the store; the digest to tag
-	ociDir              func(dir, refName string) error        // once per name
+	ociWhat, dockerWhat string                                     // what the progress lines name
+	store               func() (v1.Hash, error)                    // puts it in the store; the digest to tag
+	ociDir              func(dir, refName string) error            // once per name
 	ociTar              func(w io.Writer, refNames []string) error // every name in one index.json
 	docker              func(w io.Writer, names []string) error
 	// attach, if set, stores what goes with it in the store (its
