@@ -204,18 +204,23 @@ func writeIndexBlobs(ctx context.Context, tw *tar.Writer, idx v1.ImageIndex, im 
 }
 
 // WriteOCIIndexArchive writes idx, an index of images (one level), to w
-// as a tar of an OCI image layout. index.json names idx itself, annotated
-// from refName as in WriteOCIArchive and with annotations (the name's
-// win); with flatten it lists idx's manifests instead, the first annotated
-// so, for indexes whose entries are an image and its OCI 1.1 referrers.
-func WriteOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, refName string, flatten bool, annotations map[string]string) error {
-	if err := writeOCIIndexArchive(ctx, w, idx, refName, flatten, annotations); err != nil {
+// as a tar of an OCI image layout. index.json names idx itself once per
+// name of refNames (once unnamed without), annotated from the name as in
+// WriteOCIArchive and with annotations (the name's win), as BuildKit lists
+// an image once per name; with flatten it lists idx's manifests instead,
+// the first once per name annotated so, for indexes whose entries are an
+// image and its OCI 1.1 referrers.
+func WriteOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, refNames []string, flatten bool, annotations map[string]string) error {
+	if err := writeOCIIndexArchive(ctx, w, idx, refNames, flatten, annotations); err != nil {
 		return fmt.Errorf("write oci archive: %w", err)
 	}
 	return nil
 }
 
-func writeOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, refName string, flatten bool, annotations map[string]string) error {
+func writeOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, refNames []string, flatten bool, annotations map[string]string) error {
+	if len(refNames) == 0 {
+		refNames = []string{""}
+	}
 	im, err := idx.IndexManifest()
 	if err != nil {
 		return err
@@ -234,9 +239,13 @@ func writeOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, r
 	}
 	var top []v1.Descriptor
 	if flatten {
-		top = append(top, im.Manifests...)
-		if len(top) > 0 {
-			top[0].Annotations = topAnnotations(refName, top[0].Annotations, annotations)
+		if len(im.Manifests) > 0 {
+			for _, n := range refNames {
+				d := im.Manifests[0]
+				d.Annotations = topAnnotations(n, im.Manifests[0].Annotations, annotations)
+				top = append(top, d)
+			}
+			top = append(top, im.Manifests[1:]...)
 		}
 	} else {
 		d, size, err := v1.SHA256(bytes.NewReader(raw))
@@ -246,7 +255,9 @@ func writeOCIIndexArchive(ctx context.Context, w io.Writer, idx v1.ImageIndex, r
 		if err := writeEntry(tw, blobName(d), bytes.NewReader(raw), size); err != nil {
 			return err
 		}
-		top = []v1.Descriptor{{MediaType: im.MediaType, Digest: d, Size: size, Annotations: topAnnotations(refName, annotations)}}
+		for _, n := range refNames {
+			top = append(top, v1.Descriptor{MediaType: im.MediaType, Digest: d, Size: size, Annotations: topAnnotations(n, annotations)})
+		}
 	}
 	index, err := json.Marshal(v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: top})
 	if err != nil {

@@ -105,7 +105,7 @@ func TestAssembleIndexAnnotations(t *testing.T) {
 	}
 	top := map[string]string{"org.example.top": "t", AnnotationRefName: "hostile"}
 	var buf bytes.Buffer
-	if err := WriteOCIIndexArchive(context.Background(), &buf, idx, "app:1", false, top); err != nil {
+	if err := WriteOCIIndexArchive(context.Background(), &buf, idx, []string{"app:1"}, false, top); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
@@ -240,11 +240,11 @@ func TestWriteOCIIndexArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := WriteOCIIndexArchive(context.Background(), &buf, idx, "app:1", false, nil); err != nil {
+	if err := WriteOCIIndexArchive(context.Background(), &buf, idx, []string{"app:1"}, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	var again bytes.Buffer
-	if err := WriteOCIIndexArchive(context.Background(), &again, idx, "app:1", false, nil); err != nil || !bytes.Equal(buf.Bytes(), again.Bytes()) {
+	if err := WriteOCIIndexArchive(context.Background(), &again, idx, []string{"app:1"}, false, nil); err != nil || !bytes.Equal(buf.Bytes(), again.Bytes()) {
 		t.Errorf("not deterministic: %v", err)
 	}
 	dir := t.TempDir()
@@ -337,4 +337,76 @@ func TestDockerIndexArchivePodman(t *testing.T) {
 			t.Errorf("the tag is not on the amd64 image:\n%s", out)
 		}
 	}
+}
+
+// TestWriteOCIIndexArchiveNames: index.json lists the index (or, flattened,
+// its first manifest) once per name, the rest once, and each name
+// resolves in skopeo.
+func TestWriteOCIIndexArchiveNames(t *testing.T) {
+	s := openStore(t)
+	idx, err := AssembleIndex(platformImages(t, s), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, _ := idx.IndexManifest()
+	d, _ := idx.Digest()
+	names := []string{"docker.io/org/repo:tag1", "docker.io/org/repo:tag2"}
+	for _, tt := range []struct {
+		name    string
+		flatten bool
+		want    []v1.Hash // digests of index.json's entries
+		named   int       // how many of them carry a name
+	}{
+		{"index", false, []v1.Hash{d, d}, 2},
+		{"flatten", true, append([]v1.Hash{im.Manifests[0].Digest, im.Manifests[0].Digest}, digests(im.Manifests[1:])...), 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := WriteOCIIndexArchive(context.Background(), &buf, idx, names, tt.flatten, nil); err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			untar(t, bytes.NewReader(buf.Bytes()), dir)
+			lp, err := layout.ImageIndexFromPath(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			top, _ := lp.IndexManifest()
+			if len(top.Manifests) != len(tt.want) {
+				t.Fatalf("index.json has %d entries, want %d: %+v", len(top.Manifests), len(tt.want), top.Manifests)
+			}
+			for i, m := range top.Manifests {
+				wantName := ""
+				if i < tt.named {
+					wantName = names[i]
+				}
+				if m.Digest != tt.want[i] || m.Annotations[AnnotationContainerdName] != wantName {
+					t.Errorf("entry %d = %s %v, want %s named %q", i, m.Digest, m.Annotations, tt.want[i], wantName)
+				}
+			}
+			if tt.flatten {
+				return
+			}
+			skopeo := testenv.RequireTool(t, "skopeo")
+			p := filepath.Join(t.TempDir(), "oci.tar")
+			if err := os.WriteFile(p, buf.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			want, _ := idx.RawManifest()
+			for _, tag := range []string{"tag1", "tag2"} {
+				raw, err := exec.Command(skopeo, "inspect", "--tmpdir", t.TempDir(), "--raw", "oci-archive:"+p+":"+tag).Output()
+				if err != nil || !bytes.Equal(bytes.TrimSpace(raw), want) {
+					t.Errorf("skopeo %s: %v\n%s", tag, err, raw)
+				}
+			}
+		})
+	}
+}
+
+func digests(ds []v1.Descriptor) []v1.Hash {
+	var out []v1.Hash
+	for _, d := range ds {
+		out = append(out, d.Digest)
+	}
+	return out
 }

@@ -302,13 +302,13 @@ func (a *Attestations) storeName() string {
 // both; with referrers only, index.json lists the image (named) and its
 // attestation manifest, as the OCI image layout lists referrers. The
 // image's entry, in the index or in index.json, gets ann.
-func writeOCIAttested(ctx context.Context, w io.Writer, img v1.Image, desc v1.Descriptor, b *attest.Bundle, refName string, index bool, ann map[string]string) error {
+func writeOCIAttested(ctx context.Context, w io.Writer, img v1.Image, desc v1.Descriptor, b *attest.Bundle, refNames []string, index bool, ann map[string]string) error {
 	if index {
 		idx, err := withAttestations(img, desc, b, ann)
 		if err != nil {
 			return err
 		}
-		return export.WriteOCIIndexArchive(ctx, w, idx, refName, false, nil)
+		return export.WriteOCIIndexArchive(ctx, w, idx, refNames, false, nil)
 	}
 	att, err := b.Image()
 	if err != nil {
@@ -318,7 +318,7 @@ func writeOCIAttested(ctx context.Context, w io.Writer, img v1.Image, desc v1.De
 		mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{MediaType: desc.MediaType, Platform: desc.Platform}},
 		mutate.IndexAddendum{Add: att, Descriptor: b.Descriptor},
 	)
-	return export.WriteOCIIndexArchive(ctx, w, idx, refName, true, ann)
+	return export.WriteOCIIndexArchive(ctx, w, idx, refNames, true, ann)
 }
 
 // AttachToStore stores the attestations of img (as built, unconverted),
@@ -343,8 +343,8 @@ func (e *Exporter) attestedArtifact(ctx context.Context, a artifact, img v1.Imag
 	a.ociDir = func(string, string) error {
 		return errors.New("attestations in an OCI layout directory are not supported: use tar=true, or --provenance=false --sbom=false")
 	}
-	a.ociTar = func(w io.Writer, ref string) error {
-		return writeOCIAttested(ctx, w, img, desc, b, ref, e.c.Attest.index(), e.c.DescriptorAnnotations)
+	a.ociTar = func(w io.Writer, refs []string) error {
+		return writeOCIAttested(ctx, w, img, desc, b, refs, e.c.Attest.index(), e.c.DescriptorAnnotations)
 	}
 	return a
 }

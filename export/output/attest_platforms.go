@@ -81,7 +81,7 @@ func (e *Exporter) attestedIndexArtifact(ctx context.Context, a artifact, idx v1
 		}
 		return nil
 	}
-	a.ociTar = func(w io.Writer, ref string) error {
+	a.ociTar = func(w io.Writer, refs []string) error {
 		mt, err := idx.MediaType()
 		if err != nil {
 			return err
@@ -91,7 +91,7 @@ func (e *Exporter) attestedIndexArtifact(ctx context.Context, a artifact, idx v1
 		if top, err = withPlatformAttestations(top, bundles); err != nil {
 			return err
 		}
-		return export.WriteOCIIndexArchive(ctx, w, top, ref, true, e.c.DescriptorAnnotations)
+		return export.WriteOCIIndexArchive(ctx, w, top, refs, true, e.c.DescriptorAnnotations)
 	}
 	return a
 }

@@ -201,10 +201,10 @@ func (e *Exporter) write(ctx context.Context, s Spec, img v1.Image, tags []strin
 // artifact is what an image output writes, an image or a multi-platform
 // index, through the writers of its kind.
 type artifact struct {
-	ociWhat, dockerWhat string                  // what the progress lines name
-	store               func() (v1.Hash, error) // puts it in the store; the digest to tag
-	ociDir              func(dir, refName string) error
-	ociTar              func(w io.Writer, refName string) error
+	ociWhat, dockerWhat string                                     // what the progress lines name
+	store               func() (v1.Hash, error)                    // puts it in the store; the digest to tag
+	ociDir              func(dir, refName string) error            // once per name
+	ociTar              func(w io.Writer, refNames []string) error // every name in one index.json
 	docker              func(w io.Writer, names []string) error
 	// attach, if set, stores what goes with it in the store (its
 	// attestations) once it is tagged.
@@ -217,8 +217,12 @@ func imageArtifact(ctx context.Context, img v1.Image, ann map[string]string) art
 	return artifact{ociWhat: "image", dockerWhat: "image",
 		store:  img.Digest,
 		ociDir: func(dir, ref string) error { return export.WriteOCIDir(ctx, dir, img, ref, ann) },
-		ociTar: func(w io.Writer, ref string) error {
-			return export.WriteOCIArchiveImages(ctx, w, []export.NamedImage{{Image: img, RefName: ref, Annotations: ann}})
+		ociTar: func(w io.Writer, refs []string) error {
+			images := make([]export.NamedImage, len(refs))
+			for i, ref := range refs {
+				images[i] = export.NamedImage{Image: img, RefName: ref, Annotations: ann}
+			}
+			return export.WriteOCIArchiveImages(ctx, w, images)
 		},
 		docker: func(w io.Writer, names []string) error { return export.WriteDockerArchive(ctx, w, img, names) },
 	}
@@ -243,14 +247,20 @@ func (e *Exporter) writeImage(s Spec, a artifact, names []string) error {
 			return fmt.Errorf("output type registry %w", ErrNoName)
 		}
 	case "oci":
-		refName := "latest"
-		if len(names) > 0 {
-			refName = names[0]
+		// BuildKit lists the image in index.json once per name
+		// (moby/buildkit#5572).
+		refNames := names
+		if len(refNames) == 0 {
+			refNames = []string{"latest"}
 		}
 		if !s.Tar {
-			err = a.ociDir(s.Dest, refName)
+			for _, n := range refNames {
+				if err = a.ociDir(s.Dest, n); err != nil {
+					break
+				}
+			}
 		} else {
-			err = e.writeDest(s.Dest, func(w io.Writer) error { return a.ociTar(w, refName) })
+			err = e.writeDest(s.Dest, func(w io.Writer) error { return a.ociTar(w, refNames) })
 		}
 		if err != nil {
 			return fmt.Errorf("export oci to %s: %w", s.Dest, err)

@@ -123,7 +123,9 @@ func indexArtifact(ctx context.Context, c Config, idx v1.ImageIndex, images []ex
 	return artifact{ociWhat: "image index", dockerWhat: fmt.Sprintf("images of %d platforms", len(images)),
 		store:  func() (v1.Hash, error) { return export.WriteIndex(ctx, c.Store, idx) },
 		ociDir: func(dir, ref string) error { return export.WriteOCIIndexDir(ctx, dir, idx, ref, ann) },
-		ociTar: func(w io.Writer, ref string) error { return export.WriteOCIIndexArchive(ctx, w, idx, ref, false, ann) },
+		ociTar: func(w io.Writer, refs []string) error {
+			return export.WriteOCIIndexArchive(ctx, w, idx, refs, false, ann)
+		},
 		docker: func(w io.Writer, names []string) error { return export.WriteDockerIndexArchive(ctx, w, images, names) },
 	}
 }
