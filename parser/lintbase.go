@@ -110,7 +110,7 @@ func (g *Graph) LintBases(in BaseLint) {
 			}
 			expand := func(lex *shell.Lex) func(string) (string, error) {
 				return func(word string) (string, error) {
-					w, unmatched, err := lex.ProcessWord(word, env)
+					w, unmatched, err := lex.ProcessWord(word, &lintBudget{env: env, left: maxLintWord})
 					report(unmatched)
 					return w, err
 				}
@@ -121,7 +121,7 @@ func (g *Graph) LintBases(in BaseLint) {
 					if bv, ok := in.BuildArgs[kv.Key]; ok {
 						val = &bv
 					} else if kv.Value != nil {
-						w, unmatched, err := lex.ProcessWord(*kv.Value, env)
+						w, unmatched, err := lex.ProcessWord(*kv.Value, &lintBudget{env: env, left: maxLintWord})
 						report(unmatched)
 						if err == nil {
 							val = &w
@@ -207,3 +207,32 @@ func (e *lintEnv) set(k, v string) {
 func (e *lintEnv) clone() *lintEnv {
 	return &lintEnv{keys: slices.Clone(e.keys), vals: maps.Clone(e.vals)}
 }
+
+// maxLintWord bounds the bytes of variable values one word's expansion
+// reads during LintBases: UndefinedVar needs which names a word uses, not
+// their values, and a word of thousands of references to a long value
+// must not allocate gigabytes (testdata/invalid/limit-word-refs).
+const maxLintWord = 64 << 10
+
+// lintBudget is env for one word: once the values it returned reach left
+// bytes, every defined variable reads as empty (still defined, so no
+// false UndefinedVar).
+type lintBudget struct {
+	env  *lintEnv
+	left int
+}
+
+func (b *lintBudget) Get(k string) (string, bool) {
+	v, ok := b.env.Get(k)
+	if !ok {
+		return "", false
+	}
+	if len(v) > b.left {
+		b.left = 0
+		return "", true
+	}
+	b.left -= len(v)
+	return v, true
+}
+
+func (b *lintBudget) Keys() []string { return b.env.Keys() }
