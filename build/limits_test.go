@@ -20,20 +20,23 @@ import (
 // each of which would expand to gigabytes or more, and checks that each
 // fails at the line that crosses a limit, with "expands to more than", and
 // that the build allocated (in total, so also at its peak) less than
-// 64 MiB on the way.
+// 64 MiB on the way (128 MiB for limit-stage-env: its seven ENVs of a
+// 640 KiB value each copy a stage environment of up to 4 MiB into the
+// config and the cache key, and the build allocated 62-65 MiB there
+// already before session 5, failing about one run in three).
 func TestExpansionLimits(t *testing.T) {
 	f := newFixture(t)
 	for _, tc := range []struct {
-		dir  string
-		want string // regexp the error must match
+		dir, want string // want: regexp the error must match
+		alloc     uint64 // most the build may allocate; 0 means 64 MiB
 	}{
-		{"limit-arg-bomb", `^Dockerfile:19: ARG a17=\$\{a16\}\$\{a16\}: ARG value of "a17" expands to more than 1048576 bytes$`},
-		{"limit-global-arg-bomb", `^Dockerfile:18: ARG a17=\$\{a16\}\$\{a16\}: ARG value of "a17" expands to more than 1048576 bytes$`},
-		{"limit-env-bomb", `^Dockerfile:19: ENV e17=\$\{e16\}\$\{e16\}: ENV value of "e17" expands to more than 1048576 bytes$`},
-		{"limit-label-bomb", `^Dockerfile:19: LABEL big=.*: LABEL value of "big" expands to more than 1048576 bytes$`},
-		{"limit-word-refs", `^Dockerfile:20: WORKDIR /\$a16\$a16.*: "/\$a16\$a16.*" expands to more than 4194304 bytes$`},
-		{"limit-replace", `^Dockerfile:20: LABEL r=.*expands to more than 4194304 bytes$`},
-		{"limit-stage-env", `^Dockerfile:23: ENV b5=\$a16: the stage's environment \(ENV and ARG\) expands to more than 4194304 bytes$`},
+		{dir: "limit-arg-bomb", want: `^Dockerfile:19: ARG a17=\$\{a16\}\$\{a16\}: ARG value of "a17" expands to more than 1048576 bytes$`},
+		{dir: "limit-global-arg-bomb", want: `^Dockerfile:18: ARG a17=\$\{a16\}\$\{a16\}: ARG value of "a17" expands to more than 1048576 bytes$`},
+		{dir: "limit-env-bomb", want: `^Dockerfile:19: ENV e17=\$\{e16\}\$\{e16\}: ENV value of "e17" expands to more than 1048576 bytes$`},
+		{dir: "limit-label-bomb", want: `^Dockerfile:19: LABEL big=.*: LABEL value of "big" expands to more than 1048576 bytes$`},
+		{dir: "limit-word-refs", want: `^Dockerfile:20: WORKDIR /\$a16\$a16.*: "/\$a16\$a16.*" expands to more than 4194304 bytes$`},
+		{dir: "limit-replace", want: `^Dockerfile:20: LABEL r=.*expands to more than 4194304 bytes$`},
+		{dir: "limit-stage-env", want: `^Dockerfile:23: ENV b5=\$a16: the stage's environment \(ENV and ARG\) expands to more than 4194304 bytes$`, alloc: 128 << 20},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			dir := copyCase(t, "invalid/"+tc.dir)
@@ -52,8 +55,12 @@ func TestExpansionLimits(t *testing.T) {
 			if !errors.As(err, &le) {
 				t.Errorf("error %q is not a *LimitError", err)
 			}
-			if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
-				t.Errorf("the build allocated %d MiB, want less than 64", n>>20)
+			limit := tc.alloc
+			if limit == 0 {
+				limit = 64 << 20
+			}
+			if n := after.TotalAlloc - before.TotalAlloc; n > limit {
+				t.Errorf("the build allocated %d MiB, want less than %d", n>>20, limit>>20)
 			}
 		})
 	}
