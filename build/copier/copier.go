@@ -115,19 +115,11 @@ type Request struct {
 // same arguments gives the same tree. Cancelling ctx stops it between
 // files.
 func Copy(ctx context.Context, src Source, dstRoot string, req Request) error {
-	mode, err := parseChmod(req.Chmod)
+	mode, sr, sel, err := openSources(ctx, src, req)
 	if err != nil {
 		return err
-	}
-	sr, err := openRoot(src.Root)
-	if err != nil {
-		return fmt.Errorf("open source root: %w", err)
 	}
 	defer sr.close()
-	sel, err := selectSources(ctx, sr, src, req)
-	if err != nil {
-		return err
-	}
 	dr, err := openRoot(dstRoot)
 	if err != nil {
 		return fmt.Errorf("open destination root: %w", err)
@@ -135,4 +127,24 @@ func Copy(ctx context.Context, src Source, dstRoot string, req Request) error {
 	defer dr.close()
 	w := &writer{src: src, req: req, mode: mode, srcR: sr, dst: dr, links: map[string]string{}}
 	return w.run(ctx, sel)
+}
+
+// openSources parses req's --chmod, opens the source root and selects
+// req's sources in it: what Copy and WriteLayer both start with. The
+// caller closes the root.
+func openSources(ctx context.Context, src Source, req Request) (*chmod, *root, *selection, error) {
+	mode, err := parseChmod(req.Chmod)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sr, err := openRoot(src.Root)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("open source root: %w", err)
+	}
+	sel, err := selectSources(ctx, sr, src, req)
+	if err != nil {
+		sr.close()
+		return nil, nil, nil, err
+	}
+	return mode, sr, sel, nil
 }

@@ -46,19 +46,11 @@ func WriteLayer(ctx context.Context, src Source, req Request, aw *archive.Writer
 	if !ok {
 		return ErrNotOnePass
 	}
-	mode, err := parseChmod(req.Chmod)
+	mode, sr, sel, err := openSources(ctx, src, req)
 	if err != nil {
 		return err
-	}
-	sr, err := openRoot(src.Root)
-	if err != nil {
-		return fmt.Errorf("open source root: %w", err)
 	}
 	defer sr.close()
-	sel, err := selectSources(ctx, sr, src, req)
-	if err != nil {
-		return err
-	}
 	if len(sel.items) != 1 {
 		return ErrNotOnePass
 	}
